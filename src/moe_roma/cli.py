@@ -1,0 +1,58 @@
+"""The ``roma`` command.
+
+Each sub-command lives in its own module under ``moe_roma.commands`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the
+parsed arguments and returning an exit status. Problems the user can fix surface as
+``RomaError``: one sentence on stderr, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from moe_roma import __version__
+from moe_roma.errors import RomaError
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roma",
+        description="Routing Manifold Alignment: router-only post-training for MoE LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"moe-roma {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import moe_roma.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"moe_roma.commands.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The project never downloads at run time; a missing local file must fail fast, not hang.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except RomaError as exc:
+        print(f"roma {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"roma {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of ``roma``: one module each, discovered by ``moe_roma.cli``."""
