@@ -1,0 +1,88 @@
+"""Load a causal LM and its tokenizer from a local folder or a hub id (no download here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from moe_roma.errors import ModelError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    """``auto`` keeps the checkpoint's dtype on GPU but uses float32 on CPU (half is slow there)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return "auto"
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r} ({exc})") from None
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{name_or_path}: cannot load a tokenizer ({_first_line(exc)})") from None
+    if tok.pad_token_id is None:
+        # Batching needs a pad id; padded positions are masked, so any id serves.
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def load_model(
+    name_or_path: str | Path,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, in eval mode with every weight frozen.
+
+    >>> from moe_roma.testbed import testbed_model_path  # doctest: +SKIP
+    >>> model, tok = load_model(testbed_model_path())  # doctest: +SKIP
+    """
+    path = Path(str(name_or_path))
+    if (path.is_absolute() or str(name_or_path).startswith((".", "~"))) and not path.exists():
+        raise ModelError(f"{name_or_path}: model path does not exist")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype == "auto" and dev.type == "cpu":
+        torch_dtype = torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{name_or_path}: cannot load a causal LM ({_first_line(exc)})") from None
+    model.to(dev)
+    model.eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(name_or_path)
+
+
+def model_identity(model: PreTrainedModel) -> dict:
+    """What a checkpoint records about its base model, to refuse a mismatched one later."""
+    cfg = model.config
+    return {
+        "name_or_path": str(getattr(cfg, "_name_or_path", "") or ""),
+        "model_type": cfg.model_type,
+        "architecture": type(model).__name__,
+        "num_hidden_layers": int(getattr(cfg, "num_hidden_layers", 0) or 0),
+        "hidden_size": int(getattr(cfg, "hidden_size", 0) or 0),
+        "vocab_size": int(getattr(cfg, "vocab_size", 0) or 0),
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
