@@ -67,3 +67,37 @@ def build_tiny_model(family: str, num_layers: int = 4, seed: int = 0) -> transfo
             if p.dim() >= 1 and ("gate" in name or "router" in name) and p.abs().sum() == 0:
                 p.normal_(0, 0.5)
     return model
+
+
+WORDS = (
+    "Question Answer question answer the a of is what which to in and or not yes no one two three four five six seven "
+    "eight nine ten red blue green cat dog bird fish big small more less than plus minus equals A B C D E "
+    "F G H I J ? . , : ! ( ) _"
+).split()
+
+
+def build_tiny_tokenizer():
+    """A word-level tokenizer over a small vocabulary (letters A-J included), built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    from tokenizers import decoders
+
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def save_tiny_model(path, family: str = "olmoe", num_layers: int = 4, seed: int = 0):
+    """Save a tiny random MoE model and its tokenizer as a Hugging Face folder; returns the path."""
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(family, num_layers=num_layers, seed=seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,155 @@
+"""Load multiple-choice data from any supported format into ``MCExample`` lists.
+
+``load_examples(path)`` detects the format from the path and the first record; pass
+``format=`` to override. Every problem with the input raises ``DataError`` naming the file,
+the record and what is wrong, and nothing else.
+
+>>> import json, pathlib, tempfile
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "demo.jsonl"
+>>> _ = p.write_text(json.dumps({"query": "2 + 2 =", "choices": ["3", "4"], "gold": 1}) + "\\n")
+>>> detect_format(p)
+'llm-foundry'
+>>> [(ex.id, ex.choices, ex.answer_letter, ex.task) for ex in load_examples(p)]
+[('demo-1', ('3', '4'), 'B', 'demo')]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from moe_roma.data.example import LETTERS, MCExample
+from moe_roma.data.formats._common import Where, parse_json_object, show
+from moe_roma.data.formats.jsonl import load_arc_jsonl, load_llm_foundry, load_roma_jsonl
+from moe_roma.data.formats.mmlu import csv_files, load_mmlu_csv
+from moe_roma.data.formats.obqa import load_obqa_tsv
+from moe_roma.errors import DataError
+
+Loader = Callable[[Path, "str | None"], "list[MCExample]"]
+
+FORMATS: dict[str, Loader] = {
+    "roma-jsonl": load_roma_jsonl,
+    "llm-foundry": load_llm_foundry,
+    "arc-jsonl": load_arc_jsonl,
+    "obqa-tsv": load_obqa_tsv,
+    "mmlu-csv": load_mmlu_csv,
+}
+
+
+def describe_formats() -> str:
+    """One line per format: its name and what a record looks like (from the loader's docstring)."""
+    width = max(map(len, FORMATS))
+    lines = []
+    for name, loader in FORMATS.items():
+        summary = (loader.__doc__ or "").strip().splitlines()[0]
+        summary = summary.split(": ", 1)[1] if summary.startswith(f"{name}: ") else summary
+        lines.append(f"{name.ljust(width)}  {summary}")
+    return "\n".join(lines)
+
+
+def _known() -> str:
+    return ", ".join(FORMATS)
+
+
+def normalize_format(name: str, path: str | Path | None = None) -> str:
+    """The canonical format name ("MMLU_CSV" -> "mmlu-csv"), or a DataError listing the formats."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in FORMATS:
+        raise DataError(path, None, f"unknown format {show(name)}; known formats: {_known()}")
+    return key
+
+
+def _first_record_line(path: Path) -> tuple[int, str] | None:
+    """(line number, text) of the first non-blank line, read lazily: detection never loads the file."""
+    where = Where(path)
+    try:
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if raw.strip():
+                    try:
+                        return number, raw.decode("utf-8-sig").rstrip("\r\n")
+                    except UnicodeDecodeError:
+                        raise DataError(
+                            path, f"line {number}", "is not UTF-8 text; binary or wrongly encoded file?"
+                        ) from None
+    except OSError as exc:
+        raise where.error(f"cannot be read ({exc.strerror or exc})") from None
+    return None
+
+
+def _format_of_json(obj: dict, where: Where) -> str:
+    if "context_options" in obj or "query" in obj:
+        return "llm-foundry"
+    question = obj.get("question")
+    if isinstance(question, dict):
+        return "arc-jsonl"
+    if "question" in obj and "choices" in obj:
+        return "roma-jsonl"
+    raise where.error(
+        f"cannot tell the format from fields {show(sorted(map(str, obj)), 80)}; pass a format, one of: {_known()}"
+    )
+
+
+def detect_format(path: str | Path) -> str:
+    """The name of the format of ``path`` (a file or, for MMLU, a folder of CSVs).
+
+    A folder is MMLU CSV; a file is judged by its first non-blank line (JSON keys, or the
+    OpenBookQA TSV header), then by its extension.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "no such file or folder")
+    if path.is_dir():
+        csv_files(path)  # raises the helpful "point at one split" error for the top MMLU folder
+        return "mmlu-csv"
+    first = _first_record_line(path)
+    if first is None:
+        raise DataError(path, None, "file is empty")
+    number, line = first
+    where = Where(path, f"line {number}")
+    suffix = path.suffix.lower()
+    if line.lstrip().startswith("{") or suffix in (".jsonl", ".json", ".ndjson"):
+        return _format_of_json(parse_json_object(line, where), where)
+    if "\t" in line and "Question Stem" in line.split("\t"):
+        return "obqa-tsv"
+    if suffix == ".csv":
+        return "mmlu-csv"
+    if suffix == ".tsv":
+        return "obqa-tsv"
+    raise DataError(path, None, f"cannot detect the format; pass one of: {_known()}")
+
+
+def load_examples(path: str | Path, format: str | None = None, task: str | None = None) -> list[MCExample]:
+    """Load and validate every example in ``path``.
+
+    ``format`` overrides detection (see ``FORMATS``); ``task``, when given, tags every example
+    (otherwise: the record's ``task`` field, else the MMLU subject, else the file stem;
+    OpenBookQA TSVs default to ``openbookqa``).
+    """
+    path = Path(path)
+    name = normalize_format(format, path) if format is not None else None
+    if not path.exists():
+        raise DataError(path, None, "no such file or folder")
+    return FORMATS[name or detect_format(path)](path, task or None)
+
+
+def summarize_examples(examples: Sequence[MCExample]) -> dict[str, Any]:
+    """Counts for a quick look at a data set: examples, tasks, choices per question, answers.
+
+    >>> summarize_examples([MCExample("1", "q", ("a", "b"), 1, task="t")])["choice_histogram"]
+    {'2': 1}
+    """
+    choices = Counter(len(ex.choices) for ex in examples)
+    answers = Counter(ex.answer for ex in examples)
+    tasks = Counter(ex.task for ex in examples)
+    return {
+        "n_examples": len(examples),
+        "n_tasks": len(tasks),
+        # most common first, ties by name, so the output is stable
+        "tasks": dict(sorted(tasks.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "choice_histogram": {str(n): choices[n] for n in sorted(choices)},
+        "answer_histogram": {LETTERS[i]: answers[i] for i in sorted(answers)},
+        "n_continuation": sum(ex.continuation is not None for ex in examples),
+    }

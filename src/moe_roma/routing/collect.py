@@ -1,0 +1,136 @@
+"""Collection: the base model's answer, correctness and last-token routing for every sample."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from moe_roma.data.example import MCExample
+from moe_roma.data.prompts import continuation_context, letter_prompt
+from moe_roma.models.discovery import MoEInfo, discover_routers
+from moe_roma.models.forward import last_token_forward
+from moe_roma.models.inputs import encode_text, left_pad, letter_token_ids, pad_id
+from moe_roma.models.loading import model_identity
+from moe_roma.routing.capture import RoutingCapture
+from moe_roma.routing.store import RoutingStore
+
+SCORINGS = ("letter", "continuation")
+
+
+@dataclass
+class CollectSummary:
+    n: int
+    accuracy: float
+    seconds: float
+    truncated: int
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.n / max(self.seconds, 1e-9)
+
+    def line(self) -> str:
+        return (
+            f"collected {self.n} examples: base accuracy {self.accuracy:.1%}, {self.seconds:.1f} s, "
+            f"{self.examples_per_second:.1f} examples/s" + (f", {self.truncated} prompts truncated" if self.truncated else "")
+        )
+
+
+def prompt_text(example: MCExample, scoring: str, template: str | None = None) -> str:
+    """The text whose last token's routing is recorded: the letter prompt or the continuation context."""
+    if scoring == "letter":
+        return letter_prompt(example, template) if template else letter_prompt(example)
+    return continuation_context(example, template) if template else continuation_context(example)
+
+
+def collect_routing(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[MCExample],
+    layers: str | list[int] = "last5",
+    scoring: str = "letter",
+    batch_size: int = 16,
+    max_length: int | None = 1024,
+    template: str | None = None,
+    progress: bool = True,
+    info: MoEInfo | None = None,
+) -> tuple[RoutingStore, CollectSummary]:
+    """Run the base model over ``examples`` in left-padded batches and record routing and answers.
+
+    ``letter`` scoring answers with the argmax of the answer letters' next-token logits at the
+    last prompt position; ``continuation`` answers with the choice of highest summed
+    log-likelihood after the context (lm-evaluation-harness's ``acc``), and records the routing
+    at the context's last token.
+
+    >>> store, summary = collect_routing(model, tok, examples, layers="last2")  # doctest: +SKIP
+    """
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}")
+    info = info or discover_routers(model)
+    chosen = info.select_layers(layers)
+    start = time.perf_counter()
+    texts = [prompt_text(ex, scoring, template) for ex in examples]
+    encoded = [encode_text(tokenizer, t) for t in texts]
+    if max_length is not None:
+        encoded = [e[-max_length:] for e in encoded]
+    truncated = sum(len(encode_text(tokenizer, t)) > len(e) for t, e in zip(texts, encoded)) if max_length else 0
+    # Longest first: similar lengths share a batch, so little padding is computed.
+    order = sorted(range(len(examples)), key=lambda i: -len(encoded[i]))
+    n_layers, n_experts = len(chosen), info.num_experts
+    routing = torch.zeros(len(examples), n_layers, n_experts)
+    model_answer = [-1] * len(examples)
+    letter_ids = letter_token_ids(tokenizer, max(len(ex.choices) for ex in examples)) if scoring == "letter" else None
+    pad = pad_id(tokenizer)
+    bar = tqdm(total=len(examples), desc="collect", unit="ex", disable=not progress)
+    with RoutingCapture(info, chosen) as capture:
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            out = last_token_forward(model, left_pad([encoded[i] for i in rows], pad), capture)
+            routing[rows] = out.routing.float().cpu()
+            if letter_ids is not None:
+                lp = out.log_probs.cpu()
+                for j, i in enumerate(rows):
+                    k = len(examples[i].choices)
+                    model_answer[i] = int(lp[j, letter_ids[:k]].argmax())
+            bar.update(len(rows))
+    bar.close()
+    if scoring == "continuation":
+        from moe_roma.eval.scoring import score_continuation
+
+        scores = score_continuation(
+            model, tokenizer, list(examples), batch_size=batch_size, max_length=max_length,
+            template=template, progress=progress,
+        )  # fmt: skip
+        model_answer = [int(p) for p in scores.predictions]
+    seconds = time.perf_counter() - start
+    correct = [m == ex.answer for m, ex in zip(model_answer, examples)]
+    token_ids = [e[-1] for e in encoded]
+    store = RoutingStore(
+        ids=[ex.id for ex in examples],
+        input_texts=texts,
+        layers=chosen,
+        routing=routing,
+        answer_index=[ex.answer for ex in examples],
+        model_answer=model_answer,
+        is_correct=correct,
+        token_ids=token_ids,
+        token_texts=[tokenizer.decode([t]) for t in token_ids],
+        questions=[ex.question for ex in examples],
+        choices=[tuple(ex.choices) for ex in examples],
+        tasks=[ex.task for ex in examples],
+        meta={
+            "model": model_identity(model),
+            "family": info.family,
+            "num_experts": n_experts,
+            "scoring_rule": info.scoring,
+            "answer_scoring": scoring,
+            "template": template,
+            "max_length": max_length,
+        },
+    )
+    summary = CollectSummary(len(examples), sum(correct) / max(len(correct), 1), seconds, truncated)
+    return store, summary

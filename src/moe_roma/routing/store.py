@@ -1,0 +1,334 @@
+"""The routing store: what collection records per training sample, on disk and in memory.
+
+On disk it is the seed-001 routing JSON (a dict keyed by sample id with ``input_text``,
+``last_token_routing``, ``correct_answer``, ``model_answer``, ``is_correct``), so files written by
+the method's public code and by ours are interchangeable. We add a few keys that the public format
+lacks (``question``, ``choices``, ``answer_index``, ``task``) so that later stages need nothing
+else. Beside it, a safetensors side-car holds the same routing as one (N, L, E) tensor, which later
+stages read fast; it records a fingerprint of the JSON and is ignored when the JSON changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from moe_roma import __version__
+from moe_roma.atomic import atomic_path, write_json_atomic
+from moe_roma.data.example import LETTERS
+from moe_roma.errors import DataError
+from moe_roma.models.discovery import MoEInfo
+
+FORMAT_VERSION = 1
+_EXPERT_KEY = re.compile(r"expert_(\d+)")
+_CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[).:]\s+(.*)$")
+
+
+@dataclass
+class RoutingStore:
+    """Per-sample routing of the base model at the last prompt token, plus answers.
+
+    ``routing[i, l]`` is sample i's distribution over experts in decoder layer ``layers[l]``.
+    """
+
+    ids: list[str]
+    input_texts: list[str]
+    layers: list[int]
+    routing: torch.Tensor  # (N, L, E) float32, each (i, l) row sums to 1
+    answer_index: list[int]  # gold answer, 0-based
+    model_answer: list[int]  # the base model's answer, 0-based (-1: unknown)
+    is_correct: list[bool]
+    token_ids: list[int]
+    token_texts: list[str]
+    questions: list[str | None] = field(default_factory=list)
+    choices: list[tuple[str, ...] | None] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        self.questions = self.questions or [None] * n
+        self.choices = self.choices or [None] * n
+        self.tasks = self.tasks or ["default"] * n
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.routing.shape[-1])
+
+    @property
+    def successful(self) -> list[int]:
+        """Indices of the samples the base model answered right: the successful set S."""
+        return [i for i, ok in enumerate(self.is_correct) if ok]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.is_correct) / max(len(self), 1)
+
+    def flat_routing(self) -> torch.Tensor:
+        """(N, L*E): each sample's routing vector, layers concatenated (RoMA's r_i)."""
+        return self.routing.reshape(len(self), -1)
+
+    def subset(self, indices: list[int]) -> RoutingStore:
+        pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
+        return RoutingStore(
+            pick(self.ids), pick(self.input_texts), list(self.layers), self.routing[indices].clone(),
+            pick(self.answer_index), pick(self.model_answer), pick(self.is_correct), pick(self.token_ids),
+            pick(self.token_texts), pick(self.questions), pick(self.choices), pick(self.tasks), dict(self.meta),
+        )  # fmt: skip
+
+    def check_against(self, info: MoEInfo, path: str | Path | None = None) -> None:
+        """Refuse routing recorded for another model: layers must be MoE layers, experts must fit."""
+        bad = [layer for layer in self.layers if layer not in info.routers]
+        if bad:
+            raise DataError(
+                path, None,
+                f"layers {bad} are not MoE layers of {info.architecture} (its MoE layers: {info.moe_layers}); "
+                "was this routing recorded with another model?",
+            )  # fmt: skip
+        if self.num_experts > info.num_experts:
+            raise DataError(
+                path, None,
+                f"routing has {self.num_experts} experts but {info.architecture} has {info.num_experts}; "
+                "was this routing recorded with another model?",
+            )  # fmt: skip
+        if self.num_experts < info.num_experts:  # sparse dicts that never named the last experts
+            pad = torch.zeros(*self.routing.shape[:-1], info.num_experts - self.num_experts)
+            self.routing = torch.cat([self.routing, pad], dim=-1)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".safetensors")
+
+
+def _fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_routing_store(store: RoutingStore, path: str | Path) -> None:
+    """Write the seed-001 JSON and its tensor side-car, each atomically."""
+    path = Path(path)
+    entries = {}
+    for i, sid in enumerate(store.ids):
+        layers = [
+            {
+                "layer": layer,
+                "routing_weights": {f"expert_{e}": float(w) for e, w in enumerate(store.routing[i, li].tolist())},
+            }
+            for li, layer in enumerate(store.layers)
+        ]
+        entry = {
+            "input_text": store.input_texts[i],
+            "last_token_routing": {
+                "token_id": int(store.token_ids[i]),
+                "token_text": store.token_texts[i],
+                "layers": layers,
+            },
+            "correct_answer": LETTERS[store.answer_index[i]],
+            "model_answer": LETTERS[store.model_answer[i]] if store.model_answer[i] >= 0 else None,
+            "is_correct": bool(store.is_correct[i]),
+            "answer_index": int(store.answer_index[i]),
+            "task": store.tasks[i],
+        }
+        if store.questions[i] is not None:
+            entry["question"] = store.questions[i]
+        if store.choices[i] is not None:
+            entry["choices"] = list(store.choices[i])
+        entries[sid] = entry
+    write_json_atomic(path, entries, indent=None)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "json_sha256": _fingerprint(path),
+        "ids": store.ids,
+        "layers": store.layers,
+        **{k: v for k, v in store.meta.items() if k not in ("ids", "layers")},
+    }
+    tensors = {
+        "routing": store.routing.float().contiguous(),
+        "is_correct": torch.tensor(store.is_correct, dtype=torch.uint8),
+        "answer_index": torch.tensor(store.answer_index, dtype=torch.int64),
+        "model_answer": torch.tensor(store.model_answer, dtype=torch.int64),
+    }
+    with atomic_path(sidecar_path(path)) as tmp:
+        save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+
+
+def load_routing_store(path: str | Path) -> RoutingStore:
+    """Read a routing JSON (ours or written by others) into a ``RoutingStore``.
+
+    Others' files may list experts sparsely: missing experts count as 0 and each layer is
+    renormalised to sum to 1. Every sample must list the same layers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "routing file does not exist")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(path, None, "not a UTF-8 text file (is it a routing JSON?)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"line {exc.lineno}", f"malformed JSON ({exc.msg})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(path, None, "expected a non-empty JSON object keyed by sample id")
+    store = _parse_entries(path, raw)
+    store.meta.update(_sidecar_meta(path))
+    return store
+
+
+def _sidecar_meta(path: Path) -> dict:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(side), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("moe_roma", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError):
+        return {}
+    if meta.get("json_sha256") != _fingerprint(path):
+        return {}  # stale side-car: the JSON was edited since
+    return {k: v for k, v in meta.items() if k not in ("ids", "layers", "json_sha256")}
+
+
+def load_routing_tensors(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The side-car's tensors when it matches the JSON, else None (read the JSON instead)."""
+    side = sidecar_path(path)
+    if not side.is_file() or not _sidecar_meta(Path(path)):
+        return None
+    try:
+        return load_file(str(side))
+    except (SafetensorError, OSError):
+        return None
+
+
+def _letter_index(path: Path, sid: str, key: str, value, n_choices: int | None) -> int:
+    if isinstance(value, bool) or value is None:
+        raise DataError(path, f"id {sid}", f"'{key}' must be an answer letter, got {value!r}")
+    if isinstance(value, int):
+        idx = value
+    elif isinstance(value, str) and len(value.strip()) == 1 and value.strip().upper() in LETTERS:
+        idx = LETTERS.index(value.strip().upper())
+    elif isinstance(value, str) and value.strip().isdigit():
+        idx = int(value.strip()) - 1  # ARC-style "1".."4"
+    else:
+        raise DataError(path, f"id {sid}", f"'{key}' must be an answer letter, got {value!r}")
+    if idx < 0 or (n_choices is not None and idx >= n_choices):
+        raise DataError(path, f"id {sid}", f"'{key}' {value!r} is not among the {n_choices} choices")
+    return idx
+
+
+def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
+    """Recover lettered choices ("A. x" / "A) x" lines) from a seed-001 ``input_text``."""
+    found: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        m = _CHOICE_LINE.match(line)
+        if m:
+            found.append((m.group(1), m.group(2).strip()))
+    letters = "".join(letter for letter, _ in found)
+    if len(found) >= 2 and letters == LETTERS[: len(found)]:
+        return tuple(t for _, t in found)
+    return None
+
+
+def _parse_entries(path: Path, raw: dict) -> RoutingStore:
+    ids, texts, rows, gold, model_ans, correct, tok_ids, tok_texts = [], [], [], [], [], [], [], []
+    questions, choices, tasks = [], [], []
+    layer_list: list[int] | None = None
+    max_expert = -1
+    for sid, entry in raw.items():
+        where = f"id {sid}"
+        if not isinstance(entry, dict):
+            raise DataError(path, where, "entry is not a JSON object")
+        for key in ("input_text", "last_token_routing", "correct_answer", "is_correct"):
+            if key not in entry:
+                raise DataError(path, where, f"missing field '{key}'")
+        text = entry["input_text"]
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, where, "'input_text' must be a non-empty string")
+        if not isinstance(entry["is_correct"], bool):
+            raise DataError(path, where, f"'is_correct' must be true or false, got {entry['is_correct']!r}")
+        ltr = entry["last_token_routing"]
+        if not isinstance(ltr, dict) or not isinstance(ltr.get("layers"), list) or not ltr["layers"]:
+            raise DataError(path, where, "'last_token_routing.layers' must be a non-empty list")
+        ch = entry.get("choices")
+        if ch is not None:
+            if not isinstance(ch, list) or not all(isinstance(c, str) for c in ch) or not 2 <= len(ch) <= 26:
+                raise DataError(path, where, "'choices' must be a list of 2 to 26 strings")
+            ch = tuple(ch)
+        else:
+            ch = _choices_from_prompt(text)
+        n_choices = len(ch) if ch else None
+        layers_here, dists = [], []
+        for item in ltr["layers"]:
+            if not isinstance(item, dict) or not isinstance(item.get("layer"), int) or isinstance(item.get("layer"), bool):
+                raise DataError(path, where, "each routing layer needs an integer 'layer'")
+            weights = item.get("routing_weights")
+            if not isinstance(weights, dict) or not weights:
+                raise DataError(path, where, f"layer {item['layer']}: 'routing_weights' must be a non-empty object")
+            dist: dict[int, float] = {}
+            for key, w in weights.items():
+                m = _EXPERT_KEY.fullmatch(str(key))
+                if not m:
+                    raise DataError(path, where, f"layer {item['layer']}: expert key {key!r} is not 'expert_<i>'")
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                    raise DataError(
+                        path, where, f"layer {item['layer']}: weight of {key} must be a finite number >= 0, got {w!r}"
+                    )
+                dist[int(m.group(1))] = float(w)
+            if sum(dist.values()) <= 0:
+                raise DataError(path, where, f"layer {item['layer']}: routing weights sum to 0")
+            max_expert = max(max_expert, max(dist))
+            layers_here.append(item["layer"])
+            dists.append(dist)
+        if layer_list is None:
+            layer_list = layers_here
+        elif layers_here != layer_list:
+            raise DataError(path, where, f"lists layers {layers_here} but earlier samples list {layer_list}")
+        ids.append(str(sid))
+        texts.append(text)
+        rows.append(dists)
+        gold_idx = entry.get("answer_index")
+        if not isinstance(gold_idx, int) or isinstance(gold_idx, bool):
+            gold_idx = _letter_index(path, sid, "correct_answer", entry["correct_answer"], n_choices)
+        elif n_choices is not None and not 0 <= gold_idx < n_choices:
+            raise DataError(path, where, f"'answer_index' {gold_idx} is not among the {n_choices} choices")
+        gold.append(gold_idx)
+        ma = entry.get("model_answer")
+        model_ans.append(-1 if ma in (None, "") else _letter_index(path, sid, "model_answer", ma, n_choices))
+        correct.append(entry["is_correct"])
+        tid = ltr.get("token_id", -1)
+        tok_ids.append(tid if isinstance(tid, int) and not isinstance(tid, bool) else -1)
+        tok_texts.append(str(ltr.get("token_text", "")))
+        q = entry.get("question")
+        questions.append(q if isinstance(q, str) else None)
+        choices.append(ch)
+        t = entry.get("task")
+        tasks.append(t if isinstance(t, str) and t else "default")
+    num_experts = max_expert + 1
+    routing = torch.zeros(len(ids), len(layer_list or []), num_experts)
+    for i, dists in enumerate(rows):
+        for li, dist in enumerate(dists):
+            for e, w in dist.items():
+                routing[i, li, e] = w
+    routing = routing / routing.sum(dim=-1, keepdim=True)
+    return RoutingStore(
+        ids, texts, list(layer_list or []), routing, gold, model_ans, correct, tok_ids, tok_texts, questions,
+        choices, tasks, {},
+    )  # fmt: skip
