@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from tiny_models import build_tiny_model, build_tiny_tokenizer
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import letter_prompt
@@ -15,8 +14,9 @@ from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.models.inputs import encode_text, letter_token_ids
 from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import load_routing_store, load_routing_tensors, save_routing_store
+from tiny_models import build_tiny_model, build_tiny_tokenizer
 
-WORDS = "one two three four five six seven eight nine ten red blue green cat dog".split()
+WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog"]
 
 
 def make_examples(n: int = 10) -> list[MCExample]:

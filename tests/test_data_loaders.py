@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from moe_roma.errors import DataError
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
 needs_bench = pytest.mark.skipif(
-    not BENCH.is_dir(), reason=f"real benchmark files not found at {BENCH} (shared/ must sit beside the checkout)"
+    not BENCH.is_dir(),
+    reason=f"real benchmark files not found at {BENCH} (shared/ must sit beside the checkout)",
 )
 
 
@@ -69,7 +71,9 @@ REAL = [
 @needs_bench
 @pytest.mark.realdata
 @pytest.mark.parametrize(("rel", "fmt", "n", "n_choices", "n_tasks"), REAL, ids=[r[0] for r in REAL])
-def test_real_files_load_with_the_documented_counts(rel: str, fmt: str, n: int, n_choices: int, n_tasks: int) -> None:
+def test_real_files_load_with_the_documented_counts(
+    rel: str, fmt: str, n: int, n_choices: int, n_tasks: int
+) -> None:
     path = BENCH / rel
     assert detect_format(path) == fmt
     examples = load_examples(path)
@@ -220,12 +224,18 @@ def test_unicode_that_is_fine_loads_unchanged(tmp_path: Path) -> None:
     # Written raw (ensure_ascii=False), U+2028 inside a string must not split the line.
     path = write(
         tmp_path / "u.jsonl",
-        jsonl({"query": question, "choices": ["\u4e2d\u6587", "\u00fcber"], "gold": 0}, {"query": "b", "choices": ["x", "y"], "gold": 1}),
+        jsonl(
+            {"query": question, "choices": ["\u4e2d\u6587", "\u00fcber"], "gold": 0},
+            {"query": "b", "choices": ["x", "y"], "gold": 1},
+        ),
     )
     ex = load_examples(path)
     assert ex[0].question == question and ex[0].choices == ("\u4e2d\u6587", "\u00fcber")
     assert ex[1].meta["record"] == "line 2"
-    bom = write(tmp_path / "bom.jsonl", b"\xef\xbb\xbf" + jsonl({"query": "q", "choices": ["x", "y"], "gold": 0}).encode())
+    bom = write(
+        tmp_path / "bom.jsonl",
+        b"\xef\xbb\xbf" + jsonl({"query": "q", "choices": ["x", "y"], "gold": 0}).encode(),
+    )
     assert load_examples(bom)[0].question == "q"
 
 
@@ -242,7 +252,10 @@ def test_obqa_tsv_and_mmlu_csv_synthetic(tmp_path: Path) -> None:
     write(folder / "astronomy_test.csv", 'What,"a, b",c,d,e,A\n"multi\nline?",1,2,3,4,D\n\n')
     write(folder / "README.txt", "ignored")
     ex = load_examples(folder)
-    assert [(e.id, e.task, e.answer) for e in ex] == [("astronomy/test/1", "astronomy", 0), ("astronomy/test/2", "astronomy", 3)]
+    assert [(e.id, e.task, e.answer) for e in ex] == [
+        ("astronomy/test/1", "astronomy", 0),
+        ("astronomy/test/2", "astronomy", 3),
+    ]
     assert ex[0].choices == ("a, b", "c", "d", "e") and ex[1].question == "multi\nline?"
     assert ex[1].meta["record"] == "row 2 (line 2)"
 
@@ -254,7 +267,9 @@ def test_formats_registry_and_description() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [loaders_module, common_module, jsonl_module, obqa_module, mmlu_module], ids=lambda m: m.__name__
+    "module",
+    [loaders_module, common_module, jsonl_module, obqa_module, mmlu_module],
+    ids=lambda m: m.__name__,
 )
 def test_docstring_examples(module: object) -> None:
     failures, _ = doctest.testmod(module)  # type: ignore[arg-type]
@@ -284,41 +299,202 @@ BAD = [
     ("gold-is-bool", "a.jsonl", foundry(gold=True), None, "line 1", "'gold' must be an integer"),
     ("gold-fraction", "a.jsonl", foundry(gold=1.5), None, "line 1", "'gold' must be an integer"),
     ("choices-not-list", "a.jsonl", foundry(choices="abcd"), None, "line 1", "'choices' must be a list"),
-    ("choice-not-string", "a.jsonl", foundry(choices=["a", 3]), None, "line 1", "'choices'[1] must be a string"),
+    (
+        "choice-not-string",
+        "a.jsonl",
+        foundry(choices=["a", 3]),
+        None,
+        "line 1",
+        "'choices'[1] must be a string",
+    ),
     ("empty-choice", "a.jsonl", foundry(choices=["a", "  "]), None, "line 1", "'choices'[1] is empty"),
     ("empty-question", "a.jsonl", foundry(query=" "), None, "line 1", "'query' is empty"),
     ("empty-file", "a.jsonl", "", None, None, "file is empty"),
     ("blank-file", "a.jsonl", "\n  \n\n", "llm-foundry", None, "file is empty"),
     ("binary-garbage", "a.jsonl", b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00garbage", None, "line 1", "not UTF-8"),
-    ("latin1-line-3", "a.jsonl", ((GOOD_FOUNDRY + "\n") * 2 + '{"query": "caf\xe9"}\n').encode("latin-1"), "llm-foundry", "line 3", "not UTF-8"),
-    ("nan-gold", "a.jsonl", '{"query": "q", "choices": ["a", "b"], "gold": NaN}\n', None, "line 1", "NaN is not valid JSON"),
-    ("inf-gold", "a.jsonl", '{"query": "q", "choices": ["a", "b"], "gold": 1e999}\n', None, "line 1", "finite"),
-    ("huge-int", "a.jsonl", '{"query": "q", "choices": ["a", "b"], "gold": ' + "9" * 5000 + "}\n", None, "line 1", "unusable JSON"),
-    ("deep-nesting", "a.jsonl", GOOD_FOUNDRY + "\n" + "[" * 100000 + "]" * 100000 + "\n", "llm-foundry", "line 2", "unusable JSON"),
-    ("lone-surrogate", "a.jsonl", '{"query": "bad \\ud800 text", "choices": ["a", "b"], "gold": 0}\n', None, "line 1", "invalid character"),
-    ("nul-in-text", "a.jsonl", '{"query": "q", "choices": ["a\\u0000", "b"], "gold": 0}\n', None, "line 1", "NUL"),
+    (
+        "latin1-line-3",
+        "a.jsonl",
+        ((GOOD_FOUNDRY + "\n") * 2 + '{"query": "caf\xe9"}\n').encode("latin-1"),
+        "llm-foundry",
+        "line 3",
+        "not UTF-8",
+    ),
+    (
+        "nan-gold",
+        "a.jsonl",
+        '{"query": "q", "choices": ["a", "b"], "gold": NaN}\n',
+        None,
+        "line 1",
+        "NaN is not valid JSON",
+    ),
+    (
+        "inf-gold",
+        "a.jsonl",
+        '{"query": "q", "choices": ["a", "b"], "gold": 1e999}\n',
+        None,
+        "line 1",
+        "finite",
+    ),
+    (
+        "huge-int",
+        "a.jsonl",
+        '{"query": "q", "choices": ["a", "b"], "gold": ' + "9" * 5000 + "}\n",
+        None,
+        "line 1",
+        "unusable JSON",
+    ),
+    (
+        "deep-nesting",
+        "a.jsonl",
+        GOOD_FOUNDRY + "\n" + "[" * 100000 + "]" * 100000 + "\n",
+        "llm-foundry",
+        "line 2",
+        "unusable JSON",
+    ),
+    (
+        "lone-surrogate",
+        "a.jsonl",
+        '{"query": "bad \\ud800 text", "choices": ["a", "b"], "gold": 0}\n',
+        None,
+        "line 1",
+        "invalid character",
+    ),
+    (
+        "nul-in-text",
+        "a.jsonl",
+        '{"query": "q", "choices": ["a\\u0000", "b"], "gold": 0}\n',
+        None,
+        "line 1",
+        "NUL",
+    ),
     ("one-choice", "a.jsonl", foundry(choices=["only"]), None, "line 1", "at least 2"),
     ("27-choices", "a.jsonl", foundry(choices=[f"c{i}" for i in range(27)]), None, "line 1", "at most 26"),
     ("gold-out-of-range", "a.jsonl", foundry(gold=4), None, "line 1", "'gold' is 4 but there are 4 choices"),
     ("gold-negative", "a.jsonl", foundry(gold=-1), None, "line 1", "'gold' is -1"),
     ("missing-gold", "a.jsonl", foundry(gold=MISSING), None, "line 1", "missing field 'gold'"),
-    ("duplicate-ids", "a.jsonl", foundry(id="x") + foundry(id="y") + foundry(id="x"), None, "line 3", "duplicate id 'x' (first used at line 1)"),
-    ("both-choice-kinds", "a.jsonl", foundry(context_options=["a", "b"], continuation="c"), "llm-foundry", "line 1", "both"),
+    (
+        "duplicate-ids",
+        "a.jsonl",
+        foundry(id="x") + foundry(id="y") + foundry(id="x"),
+        None,
+        "line 3",
+        "duplicate id 'x' (first used at line 1)",
+    ),
+    (
+        "both-choice-kinds",
+        "a.jsonl",
+        foundry(context_options=["a", "b"], continuation="c"),
+        "llm-foundry",
+        "line 1",
+        "both",
+    ),
     ("unknown-keys", "a.jsonl", '{"prompt": "q", "label": 1}\n', None, "line 1", "cannot tell the format"),
-    ("roma-answer-not-letter", "r.jsonl", json.dumps({**GOOD_ROMA, "answer": 2}) + "\n", None, "line 1", "'answer' must be a letter"),
-    ("roma-answer-out-of-range", "r.jsonl", json.dumps({**GOOD_ROMA, "answer": "E"}) + "\n", None, "line 1", "only 4 choices"),
-    ("roma-label-only", "r.jsonl", json.dumps({**GOOD_ROMA, "choices": ["A) a", "B)"]}) + "\n", None, "line 1", "choice B (after its label) is empty"),
-    ("arc-key-not-a-label", "arc.jsonl", json.dumps(arc_record("x", ["A", "B", "C"], "F")) + "\n", None, "line 1", "'answerKey' 'F' is not among"),
-    ("arc-duplicate-label", "arc.jsonl", json.dumps(arc_record("x", ["A", "A"], "A")) + "\n", None, "line 1", "duplicate choice label"),
-    ("arc-question-string", "arc.jsonl", '{"question": "q", "answerKey": "A"}\n', "arc-jsonl", "line 1", "'question' must be an object"),
-    ("tsv-short-row", "t.tsv", OBQA_HEADER + "7-1\tq\t(A) a (B) b\tq\tA\n7-2\tq\t(A) a\n", None, "line 3", "3 tab-separated fields"),
-    ("tsv-key-out-of-range", "t.tsv", OBQA_HEADER + "7-1\tq\t(A) a (B) b\tq\tE\n", None, "line 2 (id 7-1)", "only 2 choices"),
-    ("tsv-no-labels", "t.tsv", OBQA_HEADER + "7-1\tq\ta or b\tq\tA\n", None, "line 2 (id 7-1)", "no '(A) ... (B) ...' labels"),
-    ("tsv-missing-column", "t.tsv", "ID\tQuestion Stem\tChoices\n7-1\tq\t(A) a (B) b\n", None, "line 1 (header)", "missing column 'Answer Key'"),
-    ("tsv-duplicate-id", "t.tsv", OBQA_HEADER + "7-1\tq\t(A) a (B) b\tq\tA\n7-1\tq\t(A) a (B) b\tq\tB\n", None, "line 3", "duplicate id '7-1'"),
+    (
+        "roma-answer-not-letter",
+        "r.jsonl",
+        json.dumps({**GOOD_ROMA, "answer": 2}) + "\n",
+        None,
+        "line 1",
+        "'answer' must be a letter",
+    ),
+    (
+        "roma-answer-out-of-range",
+        "r.jsonl",
+        json.dumps({**GOOD_ROMA, "answer": "E"}) + "\n",
+        None,
+        "line 1",
+        "only 4 choices",
+    ),
+    (
+        "roma-label-only",
+        "r.jsonl",
+        json.dumps({**GOOD_ROMA, "choices": ["A) a", "B)"]}) + "\n",
+        None,
+        "line 1",
+        "choice B (after its label) is empty",
+    ),
+    (
+        "arc-key-not-a-label",
+        "arc.jsonl",
+        json.dumps(arc_record("x", ["A", "B", "C"], "F")) + "\n",
+        None,
+        "line 1",
+        "'answerKey' 'F' is not among",
+    ),
+    (
+        "arc-duplicate-label",
+        "arc.jsonl",
+        json.dumps(arc_record("x", ["A", "A"], "A")) + "\n",
+        None,
+        "line 1",
+        "duplicate choice label",
+    ),
+    (
+        "arc-question-string",
+        "arc.jsonl",
+        '{"question": "q", "answerKey": "A"}\n',
+        "arc-jsonl",
+        "line 1",
+        "'question' must be an object",
+    ),
+    (
+        "tsv-short-row",
+        "t.tsv",
+        OBQA_HEADER + "7-1\tq\t(A) a (B) b\tq\tA\n7-2\tq\t(A) a\n",
+        None,
+        "line 3",
+        "3 tab-separated fields",
+    ),
+    (
+        "tsv-key-out-of-range",
+        "t.tsv",
+        OBQA_HEADER + "7-1\tq\t(A) a (B) b\tq\tE\n",
+        None,
+        "line 2 (id 7-1)",
+        "only 2 choices",
+    ),
+    (
+        "tsv-no-labels",
+        "t.tsv",
+        OBQA_HEADER + "7-1\tq\ta or b\tq\tA\n",
+        None,
+        "line 2 (id 7-1)",
+        "no '(A) ... (B) ...' labels",
+    ),
+    (
+        "tsv-missing-column",
+        "t.tsv",
+        "ID\tQuestion Stem\tChoices\n7-1\tq\t(A) a (B) b\n",
+        None,
+        "line 1 (header)",
+        "missing column 'Answer Key'",
+    ),
+    (
+        "tsv-duplicate-id",
+        "t.tsv",
+        OBQA_HEADER + "7-1\tq\t(A) a (B) b\tq\tA\n7-1\tq\t(A) a (B) b\tq\tB\n",
+        None,
+        "line 3",
+        "duplicate id '7-1'",
+    ),
     ("tsv-header-only", "t.tsv", OBQA_HEADER, None, None, "no rows"),
-    ("csv-short-row", "x_test.csv", "q,a,b,c,d,A\nq,a,b,c,D\n", None, "row 2 (line 2)", "has 5 fields but row 1 has 6"),
-    ("csv-bad-letter", "x_test.csv", "q,a,b,c,d,A\nq2,a,b,c,d,X\n", None, "row 2", "the answer letter is 'X'"),
+    (
+        "csv-short-row",
+        "x_test.csv",
+        "q,a,b,c,d,A\nq,a,b,c,D\n",
+        None,
+        "row 2 (line 2)",
+        "has 5 fields but row 1 has 6",
+    ),
+    (
+        "csv-bad-letter",
+        "x_test.csv",
+        "q,a,b,c,d,A\nq2,a,b,c,d,X\n",
+        None,
+        "row 2",
+        "the answer letter is 'X'",
+    ),
     ("csv-bad-quote", "x_test.csv", 'q,a,b,c,d,A\n"q2,a,b,c,d,B\n', None, "row 2", "malformed CSV"),
     ("csv-too-few-fields", "x_test.csv", "q,A\n", None, "row 1", "has 2 fields"),
     ("csv-empty-choice", "x_test.csv", "q,a,,c,d,A\n", None, "row 1", "choice 2 is empty"),
@@ -326,7 +502,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("name", "content", "fmt", "record", "problem"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+@pytest.mark.parametrize(
+    ("name", "content", "fmt", "record", "problem"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
+)
 def test_bad_inputs_raise_data_error_naming_file_and_record(
     tmp_path: Path, name: str, content: str | bytes, fmt: str | None, record: str | None, problem: str
 ) -> None:
@@ -375,3 +553,20 @@ def test_folders(tmp_path: Path) -> None:
     write(top / "test" / "bad_test.csv", "")  # an empty subject file is named
     with pytest.raises(DataError, match=r"bad_test\.csv: file is empty"):
         load_examples(top / "test")
+
+
+# --- the documentation's examples -----------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "data-formats.md"
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.skipif(not DOCS.is_file(), reason="docs/data-formats.md not found")
+def test_docs_examples_run() -> None:
+    blocks = _python_blocks(DOCS.read_text(encoding="utf-8"))
+    assert len(blocks) >= 6  # one per format plus the error example
+    for block in blocks:
+        exec(compile(block, str(DOCS), "exec"), {})

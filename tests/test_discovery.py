@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import FAMILIES, build_tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from moe_roma.errors import ModelError
 from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.routing.capture import RoutingCapture, last_token_positions
+from tiny_models import FAMILIES, build_tiny_model
 
 # Families that mix dense and MoE layers list their MoE layers here (the tiny configs make layer 0 dense).
 EXPECTED_MOE_LAYERS = {"qwen2_moe": [1, 2, 3], "deepseek_v3": [1, 2, 3]}

@@ -69,11 +69,7 @@ def build_tiny_model(family: str, num_layers: int = 4, seed: int = 0) -> transfo
     return model
 
 
-WORDS = (
-    "Question Answer question answer the a of is what which to in and or not yes no one two three four five six seven "
-    "eight nine ten red blue green cat dog bird fish big small more less than plus minus equals A B C D E "
-    "F G H I J ? . , : ! ( ) _"
-).split()
+WORDS = ["Question", "Answer", "question", "answer", "the", "a", "of", "is", "what", "which", "to", "in", "and", "or", "not", "yes", "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog", "bird", "fish", "big", "small", "more", "less", "than", "plus", "minus", "equals", "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "?", ".", ",", ":", "!", "(", ")", "_"]
 
 
 def build_tiny_tokenizer():

@@ -27,7 +27,8 @@ from moe_roma.data.formats.mmlu import csv_files, load_mmlu_csv
 from moe_roma.data.formats.obqa import load_obqa_tsv
 from moe_roma.errors import DataError
 
-Loader = Callable[[Path, "str | None"], "list[MCExample]"]
+# A loader takes the path and the task override and returns validated examples.
+Loader = Callable[[Path, str | None], list[MCExample]]
 
 FORMATS: dict[str, Loader] = {
     "roma-jsonl": load_roma_jsonl,

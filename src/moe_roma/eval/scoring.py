@@ -68,9 +68,10 @@ class ItemResult:
     task: str
     answer: int
     scores: tuple[float, ...]
-    pred: int
+    pred: int  # -1 when the item could not be scored
     pred_norm: int | None = None
     truncated: bool = False  # the input was cut from the left to fit max_length
+    scored: bool = True  # False: listed as unusable and left out of every figure
     routing: torch.Tensor | None = field(default=None, repr=False)  # (L, E), letter scoring with capture
 
     @property
@@ -88,14 +89,34 @@ class ItemResult:
             "answer": self.answer,
             "pred": self.pred,
             "correct": self.correct,
-            "scores": [round(s, 6) for s in self.scores],
+            "scores": [_finite(s) for s in self.scores],
         }
         if self.pred_norm is not None:
             out["pred_norm"] = self.pred_norm
             out["correct_norm"] = self.correct_norm
         if self.truncated:
             out["truncated"] = True
+        if not self.scored:
+            out["scored"] = False
         return out
+
+
+def _finite(x: float) -> float | None:
+    # JSON has no -inf; a choice the model gives zero probability is written as null.
+    return round(x, 6) if math.isfinite(x) else None
+
+
+@dataclass
+class Scores:
+    """What a scorer returns: one ``ItemResult`` per example, in the examples' order, and the unusable ones."""
+
+    items: list[ItemResult]
+    unusable: list[Unusable]
+
+    @property
+    def predictions(self) -> list[int]:
+        """Predicted choice index per example (-1 where the example could not be scored)."""
+        return [it.pred for it in self.items]
 
 
 @dataclass(frozen=True)
@@ -120,32 +141,41 @@ class EvalResult:
     """Per-item results of one evaluation run, with overall and per-task figures."""
 
     scoring: str
-    items: list[ItemResult]
+    items: list[ItemResult]  # one per example given, in order; figures use the scored ones
     unusable: list[Unusable]
-    n_examples: int  # examples given, scored or not
     seconds: float = 0.0
 
     @property
-    def n(self) -> int:
+    def scored_items(self) -> list[ItemResult]:
+        return [it for it in self.items if it.scored]
+
+    @property
+    def n_examples(self) -> int:
         return len(self.items)
 
     @property
+    def n(self) -> int:
+        """Items that count in the figures (truncated ones included)."""
+        return len(self.scored_items)
+
+    @property
     def acc(self) -> float | None:
-        return accuracy([it.correct for it in self.items]).acc
+        return accuracy([it.correct for it in self.scored_items]).acc
 
     @property
     def acc_norm(self) -> float | None:
         if self.scoring != "continuation":
             return None
-        return accuracy([bool(it.correct_norm) for it in self.items]).acc
+        return accuracy([bool(it.correct_norm) for it in self.scored_items]).acc
 
     @property
     def examples_per_s(self) -> float | None:
         return self.n_examples / self.seconds if self.seconds > 0 else None
 
     def by_task(self) -> dict[str, list[ItemResult]]:
+        """Scored items grouped by task, tasks in name order."""
         groups: dict[str, list[ItemResult]] = defaultdict(list)
-        for it in self.items:
+        for it in self.scored_items:
             groups[it.task].append(it)
         return dict(sorted(groups.items()))
 
@@ -160,7 +190,7 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready figures: n, acc (+ 95% Wilson interval), acc_norm, per task, unusable, timing."""
-        out = {"scoring": self.scoring, "n_examples": self.n_examples, **self._figures(self.items)}
+        out = {"scoring": self.scoring, "n_examples": self.n_examples, **self._figures(self.scored_items)}
         out["tasks"] = {name: self._figures(items) for name, items in self.by_task().items()}
         out["n_unusable"] = len(self.unusable)
         out["unusable"] = [u.to_dict() for u in self.unusable]
@@ -171,7 +201,7 @@ class EvalResult:
 
     def line(self, label: str = "") -> str:
         """One printable summary line, e.g. ``acc 0.512 [0.483, 0.541]  acc_norm 0.530  n=1172 ...``."""
-        acc = accuracy([it.correct for it in self.items])
+        acc = accuracy([it.correct for it in self.scored_items])
         parts = [f"{label}: " if label else ""]
         parts.append(f"acc {_fmt(acc.acc)} {_fmt_ci(acc.ci)}")
         if self.scoring == "continuation":
@@ -231,6 +261,12 @@ def _argmax(values: Sequence[float]) -> int:
     return best
 
 
+def _in_order(unusable: list[Unusable], examples: Sequence[MCExample]) -> list[Unusable]:
+    # Batches run longest first; report in the data's order.
+    rank = {ex.id: i for i, ex in enumerate(examples)}
+    return sorted(unusable, key=lambda u: rank.get(u.id, len(rank)))
+
+
 def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False, dynamic_ncols=True)
 
@@ -248,7 +284,7 @@ def score_letter(
     max_length: int | None = None,
     progress: bool = True,
     capture: Any = None,
-) -> tuple[list[ItemResult], list[Unusable]]:
+) -> Scores:
     """Letter scoring: argmax over the answer letters' next-token log-probabilities.
 
     Prompts are left-padded and sorted by length (less padding); results come back in the
@@ -281,9 +317,11 @@ def score_letter(
                         Unusable(ex.id, ex.task, f"prompt of {len(encoded[i])} tokens cut to the last {limit}", True)
                     )
                 routing = None if out.routing is None else out.routing[r].detach().cpu()
-                results[i] = ItemResult(ex.id, ex.task, ex.answer, scores, _argmax(scores), None, truncated, routing)
+                results[i] = ItemResult(
+                    ex.id, ex.task, ex.answer, scores, _argmax(scores), None, truncated, True, routing
+                )
             bar.update(len(rows))
-    return [r for r in results if r is not None], unusable
+    return Scores([r for r in results if r is not None], _in_order(unusable, examples))
 
 
 # --- continuation scoring -----------------------------------------------------------------
@@ -392,7 +430,7 @@ def score_continuation(
     batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = True,
-) -> tuple[list[ItemResult], list[Unusable]]:
+) -> Scores:
     """Continuation scoring (lm-evaluation-harness ``multiple_choice``): ``acc`` and ``acc_norm``.
 
     All choices of all examples are batched together as one list of requests.
@@ -416,6 +454,7 @@ def score_continuation(
             longest = max(ll.continuation_tokens for ll in mine)
             reason = f"a continuation of {longest} tokens does not fit the {limit}-token context; not scored"
             unusable.append(Unusable(ex.id, ex.task, reason, False))
+            items.append(ItemResult(ex.id, ex.task, ex.answer, (), -1, -1, True, False))
             continue
         scores = tuple(float(ll.value) for ll in mine)  # type: ignore[arg-type]
         truncated = any(ll.truncated for ll in mine)
@@ -426,7 +465,7 @@ def score_continuation(
             )
         norm = [s / n for s, n in zip(scores, choice_lengths(ex))]
         items.append(ItemResult(ex.id, ex.task, ex.answer, scores, _argmax(scores), _argmax(norm), truncated))
-    return items, unusable
+    return Scores(items, unusable)
 
 
 # --- the entry point ----------------------------------------------------------------------
@@ -458,16 +497,11 @@ def evaluate(
     start = time.perf_counter()
     try:
         score = score_letter if scoring == "letter" else score_continuation
-        items, unusable = score(
+        scores = score(
             model, tokenizer, examples, template=template, batch_size=batch_size, max_length=max_length,
             progress=progress,
         )  # fmt: skip
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    return EvalResult(scoring, items, unusable, len(examples), seconds)
-
-
-def nan_safe(x: float) -> float | None:
-    """``None`` for NaN/inf (JSON has no NaN), else ``x``."""
-    return x if math.isfinite(x) else None
+    return EvalResult(scoring, scores.items, scores.unusable, seconds)

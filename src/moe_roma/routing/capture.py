@@ -23,10 +23,9 @@ class RoutingCapture:
     ...     w = cap.weights(batch_shape=input_ids.shape)  # {layer: (B, T, E)}
     """
 
-    def __init__(self, info: MoEInfo, layers: Iterable[int] | None = None, temperature: float = 1.0) -> None:
+    def __init__(self, info: MoEInfo, layers: Iterable[int] | None = None) -> None:
         self.info = info
         self.layers = list(layers) if layers is not None else info.moe_layers
-        self.temperature = temperature
         self.logits: dict[int, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -61,16 +60,26 @@ class RoutingCapture:
     def weights(self, batch_shape: tuple[int, int] | torch.Size) -> dict[int, torch.Tensor]:
         """Routing weights (full distribution over experts, float32) per layer, shape (B, T, E)."""
         return {
-            layer: routing_weights(
-                self.layer_logits(layer, batch_shape) / self.temperature, self.info.routers[layer].scoring
-            )
+            layer: routing_weights(self.layer_logits(layer, batch_shape), self.info.routers[layer].scoring)
             for layer in self.layers
         }
 
     def weights_at(self, batch_shape: tuple[int, int] | torch.Size, positions: torch.Tensor) -> torch.Tensor:
         """Routing weights at one position per row, stacked over layers: (B, L, E)."""
         rows = torch.arange(int(batch_shape[0]), device=positions.device)
-        per_layer = [w[rows, positions] for w in self.weights(batch_shape).values()]
+        return self.weights_at_rows(batch_shape, rows, positions)
+
+    def weights_at_rows(
+        self, batch_shape: tuple[int, int] | torch.Size, rows: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Routing weights at (row, position) pairs, stacked over layers: (N, L, E).
+
+        Only the selected tokens' logits are turned into weights, and their graph is kept.
+        """
+        per_layer = [
+            routing_weights(self.layer_logits(layer, batch_shape)[rows, positions], self.info.routers[layer].scoring)
+            for layer in self.layers
+        ]
         return torch.stack(per_layer, dim=1)
 
 

@@ -106,6 +106,8 @@ def _load_file(path: Path, task: str | None, ids: IdRegistry) -> list[MCExample]
                 meta={"split": split},
             )
         )
+    if not examples:
+        raise Where(path).error("has no rows (only blank lines or empty fields)")
     return examples
 
 

@@ -1,0 +1,249 @@
+"""The neighbour graph: each training sample's nearest successful samples and kernel weights.
+
+For sample i, ``N(i)`` holds the k nearest members of the successful set S in embedding space
+(itself and near-duplicates excluded), or every member within an epsilon-ball of cosine similarity.
+Weights are a Gaussian kernel ``exp(-d^2 / 2 sigma^2)`` of the distance ``d = 1 - cosine``,
+normalised over the neighbourhood. Search is exact and chunked: memory is bounded by
+``chunk_size x |S|`` similarities, never the whole N x |S| matrix; FAISS is used when installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from moe_roma import __version__
+from moe_roma.atomic import atomic_path
+from moe_roma.errors import DataError, RomaError
+
+GRAPH_FORMAT_VERSION = 1
+
+
+@dataclass
+class NeighbourGraph:
+    """Neighbours as padded (N, K) arrays of indices into the full sample list; -1 marks padding."""
+
+    indices: torch.Tensor  # (N, K) long, index of neighbour j in the training samples, -1 = none
+    weights: torch.Tensor  # (N, K) float32, W_ij; each row sums to 1 (or 0 when a sample has none)
+    similarities: torch.Tensor  # (N, K) cosine similarity to each neighbour
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+    def has_neighbours(self) -> torch.Tensor:
+        return (self.indices >= 0).any(dim=1)
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    k: int = 3
+    epsilon: float | None = None  # cosine-similarity ball instead of k-NN when set
+    sigma: float = 0.4
+    dedupe_threshold: float = 0.95  # neighbours more similar than this are treated as duplicates
+    random: bool = False  # ablation: random successful samples instead of nearest ones
+    max_neighbours: int = 64  # cap for epsilon-balls, keeps the padded arrays small
+    seed: int = 0
+
+
+def gaussian_kernel_weights(similarities: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``exp(-d^2 / 2 sigma^2)`` with ``d = 1 - cosine``, normalised over each row's valid entries."""
+    d = 1.0 - similarities
+    k = torch.exp(-(d**2) / (2 * sigma**2)) * valid
+    total = k.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, k / total.clamp_min(1e-30), torch.zeros_like(k))
+
+
+def _topk_chunked(
+    queries: torch.Tensor, keys: torch.Tensor, k: int, exclude: torch.Tensor, dedupe: float, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k cosine neighbours, chunked over queries. ``exclude[i]`` is query i's own key index."""
+    n = queries.shape[0]
+    k_eff = min(k, keys.shape[0])
+    sims_out = torch.full((n, k), -2.0)
+    idx_out = torch.full((n, k), -1, dtype=torch.long)
+    for start in range(0, n, chunk_size):
+        q = queries[start : start + chunk_size]
+        sims = q @ keys.T  # (chunk, |S|)
+        rows = torch.arange(q.shape[0])
+        own = exclude[start : start + chunk_size]
+        has_own = own >= 0
+        sims[rows[has_own], own[has_own]] = -2.0  # a sample is never its own neighbour
+        sims[sims > dedupe] = -2.0  # near-duplicates would leak the answer, not share a task
+        top_s, top_i = sims.topk(k_eff, dim=1)
+        ok = top_s > -2.0
+        sims_out[start : start + q.shape[0], :k_eff] = torch.where(ok, top_s, torch.full_like(top_s, -2.0))
+        idx_out[start : start + q.shape[0], :k_eff] = torch.where(ok, top_i, torch.full_like(top_i, -1))
+    return sims_out, idx_out
+
+
+def build_neighbour_graph(
+    embeddings: np.ndarray | torch.Tensor,
+    successful: list[int],
+    config: GraphConfig = GraphConfig(),
+    queries: np.ndarray | torch.Tensor | None = None,
+    chunk_size: int = 4096,
+) -> NeighbourGraph:
+    """Neighbours among the successful samples for every query (default: every training sample).
+
+    ``embeddings`` are the training samples' normalised embeddings; ``successful`` the indices of S.
+    With ``queries`` given (e.g. evaluation items for C3PO), no sample is excluded as "itself".
+
+    >>> import numpy as np
+    >>> e = np.eye(4, dtype=np.float32)
+    >>> g = build_neighbour_graph(e, successful=[1, 2], config=GraphConfig(k=1))
+    >>> g.indices[:, 0].tolist()
+    [1, 2, 1, 1]
+    """
+    emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+    if not successful:
+        raise RomaError("the successful set is empty: the base model answered no training sample right")
+    s_idx = torch.as_tensor(successful, dtype=torch.long)
+    keys = emb[s_idx]
+    if queries is None:
+        q = emb
+        pos_in_s = torch.full((emb.shape[0],), -1, dtype=torch.long)
+        pos_in_s[s_idx] = torch.arange(len(successful))
+    else:
+        q = torch.as_tensor(np.asarray(queries), dtype=torch.float32)
+        pos_in_s = torch.full((q.shape[0],), -1, dtype=torch.long)
+    n = q.shape[0]
+    if config.random:
+        gen = torch.Generator().manual_seed(config.seed)
+        k = min(config.k, len(successful) - (1 if queries is None else 0))
+        idx_s = torch.empty((n, k), dtype=torch.long)
+        for i in range(n):
+            perm = torch.randperm(len(successful), generator=gen)
+            perm = perm[perm != pos_in_s[i]][:k]
+            idx_s[i] = perm
+        sims = (q.unsqueeze(1) * keys[idx_s]).sum(-1)
+    elif config.epsilon is not None:
+        sims, idx_s = _topk_chunked(q, keys, config.max_neighbours, pos_in_s, config.dedupe_threshold, chunk_size)
+        inside = sims >= config.epsilon
+        idx_s = torch.where(inside, idx_s, torch.full_like(idx_s, -1))
+        sims = torch.where(inside, sims, torch.full_like(sims, -2.0))
+    else:
+        available = len(successful) - (1 if queries is None else 0)
+        if config.k > available:
+            warnings.warn(
+                f"k={config.k} is larger than the successful set allows ({available}); using k={available}",
+                stacklevel=2,
+            )
+        k = max(1, min(config.k, available))
+        sims, idx_s = _search(q, keys, k, pos_in_s, config.dedupe_threshold, chunk_size)
+    valid = idx_s >= 0
+    indices = torch.where(valid, s_idx[idx_s.clamp_min(0)], torch.full_like(idx_s, -1))
+    weights = gaussian_kernel_weights(sims.clamp(-1, 1), valid.float(), config.sigma)
+    return NeighbourGraph(indices, weights, torch.where(valid, sims, torch.zeros_like(sims)), {
+        "k": config.k, "epsilon": config.epsilon, "sigma": config.sigma, "dedupe_threshold": config.dedupe_threshold,
+        "random": config.random, "seed": config.seed, "distance": "1-cosine",
+    })  # fmt: skip
+
+
+def _search(q, keys, k, exclude, dedupe, chunk_size):
+    try:
+        import faiss  # noqa: F401  # optional: same exact answer, faster on very large S
+    except ImportError:
+        return _topk_chunked(q, keys, k, exclude, dedupe, chunk_size)
+    return _faiss_search(q, keys, k, exclude, dedupe)
+
+
+def _faiss_search(q, keys, k, exclude, dedupe):
+    import faiss
+
+    index = faiss.IndexFlatIP(keys.shape[1])
+    index.add(keys.numpy())
+    # Over-fetch so that excluded self/duplicates can be dropped and k still remain where possible.
+    extra = min(keys.shape[0], k + 8)
+    sims, idx = index.search(q.numpy(), extra)
+    sims, idx = torch.from_numpy(sims), torch.from_numpy(idx).long()
+    bad = (idx == exclude.unsqueeze(1)) | (sims > dedupe) | (idx < 0)
+    sims = sims.masked_fill(bad, -2.0)
+    order = sims.argsort(dim=1, descending=True)[:, :k]
+    sims, idx = sims.gather(1, order), idx.gather(1, order)
+    ok = sims > -2.0
+    return sims, torch.where(ok, idx, torch.full_like(idx, -1))
+
+
+def texts_fingerprint(texts: list[str], successful: list[int], extra: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"texts": texts, "successful": successful, **extra}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def save_graph(graph: NeighbourGraph, embeddings: np.ndarray, path: str | Path) -> None:
+    """Save the graph and embeddings (safetensors; metadata JSON in the header), atomically."""
+    tensors = {
+        "indices": graph.indices.contiguous(),
+        "weights": graph.weights.contiguous(),
+        "similarities": graph.similarities.contiguous(),
+        "embeddings": torch.as_tensor(np.asarray(embeddings), dtype=torch.float32).contiguous(),
+    }
+    meta = {"format_version": GRAPH_FORMAT_VERSION, "package_version": __version__, **graph.meta}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+
+
+def load_graph(path: str | Path) -> tuple[NeighbourGraph, np.ndarray]:
+    path = Path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("moe_roma", "{}"))
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise DataError(path, None, f"not a neighbour-graph file ({str(exc).splitlines()[0]})") from None
+    for key in ("indices", "weights", "similarities", "embeddings"):
+        if key not in tensors:
+            raise DataError(path, None, f"neighbour-graph file lacks tensor '{key}'")
+    graph = NeighbourGraph(tensors["indices"].long(), tensors["weights"].float(), tensors["similarities"].float(), meta)
+    return graph, tensors["embeddings"].numpy()
+
+
+def embedding_text(question: str | None, input_text: str) -> str:
+    """What gets embedded for a sample: its question when known (prompt boilerplate would make all
+    samples look alike), else the full prompt."""
+    return question if question else input_text
+
+
+def neighbour_graph_for_store(
+    store,
+    config: GraphConfig = GraphConfig(),
+    embedder: str | None = None,
+    cache_path: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[NeighbourGraph, np.ndarray]:
+    """Embed a routing store's samples and build their graph, reusing ``cache_path`` when its
+    embedder, texts, successful set and settings are unchanged."""
+    from moe_roma.manifold.embed import DEFAULT_EMBEDDER, embed_texts
+
+    texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
+    settings = {
+        "embedder": embedder or DEFAULT_EMBEDDER,
+        "k": config.k, "epsilon": config.epsilon, "sigma": config.sigma,
+        "dedupe_threshold": config.dedupe_threshold, "random": config.random, "seed": config.seed,
+    }  # fmt: skip
+    fingerprint = texts_fingerprint(texts, store.successful, settings)
+    if cache_path is not None and Path(cache_path).is_file():
+        try:
+            graph, emb = load_graph(cache_path)
+            if graph.meta.get("fingerprint") == fingerprint:
+                return graph, emb
+        except DataError:
+            pass  # unreadable cache: rebuild it
+    emb = embed_texts(texts, embedder, progress=progress)
+    graph = build_neighbour_graph(emb, store.successful, config)
+    graph.meta.update({"fingerprint": fingerprint, "embedder": settings["embedder"], "n": len(texts)})
+    if cache_path is not None:
+        save_graph(graph, emb, cache_path)
+    return graph, emb

@@ -1,0 +1,278 @@
+"""Build the testbed model: tokenizer, tiny OLMoE, deterministic pre-training, evaluation.
+
+The result is a plain Hugging Face folder (``config.json``, ``model.safetensors``,
+tokenizer files, ``build_info.json``) that ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` load with no project code.
+
+Pre-training text is ``Question: {question}\\nAnswer: {right choice}`` (the continuation
+prompt followed by the answer), plus plain statements of the bundled facts; the model learns
+to *produce the answer text*, and is evaluated by comparing the choices' continuation
+log-likelihoods (``moe_roma.testbed.scoring``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moe_roma.atomic import write_json_atomic
+from moe_roma.data.example import MCExample
+from moe_roma.data.prompts import continuation_context
+from moe_roma.testbed import tasks
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
+MAX_NUMBER = 1000  # every integer up to this gets its own token: no number is ever <unk>
+
+
+@dataclass
+class BuildConfig:
+    """Everything that determines the built model (recorded in ``build_info.json``)."""
+
+    seed: int = 0
+    steps: int = 6000
+    batch_size: int = 48
+    lr: float = 3e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    # Loss weight of question tokens relative to answer tokens (0 = answer-only loss).
+    question_weight: float = 0.1
+    knowledge_repeats: int = 8
+    threads: int = 2
+    # Model shape.
+    hidden_size: int = 128
+    intermediate_size: int = 96
+    num_layers: int = 6
+    num_heads: int = 4
+    num_experts: int = 8
+    top_k: int = 2
+    router_aux_loss_coef: float = 0.01
+    pretrain_size: int = tasks.DEFAULT_SIZES["pretrain"]
+    eval_batch_size: int = 64
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+_WORD_RE = re.compile(r"\w+|[^\w\s]+")  # the same split as tokenizers' Whitespace pre-tokenizer
+
+
+def vocabulary(texts: Sequence[str]) -> list[str]:
+    """Special tokens, then every lower-cased word of ``texts`` and all numbers, sorted."""
+    words = {w for t in texts for w in _WORD_RE.findall(t.lower())}
+    words |= {str(n) for n in range(MAX_NUMBER + 1)}
+    words -= set(SPECIAL_TOKENS)
+    return [*SPECIAL_TOKENS, *sorted(words)]
+
+
+def build_tokenizer(texts: Sequence[str]):
+    """A word-level ``PreTrainedTokenizerFast`` over the words of ``texts``.
+
+    Lower-cases, splits on whitespace and punctuation, prepends ``<bos>``; pads on the left
+    (the usual setting for batched generation; the testbed's own scorer pads explicitly).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(vocabulary(texts))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    bos = vocab["<bos>"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>", padding_side="left", model_max_length=256,
+    )
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def vocab_texts(suite: dict[str, list[MCExample]]) -> list[str]:
+    """All text the tokenizer must cover: every split's questions and choices and the facts.
+
+    Words seen only in evaluation wordings still get a token (with an untrained embedding),
+    so a shifted template is never reduced to ``<unk>``.
+    """
+    out = list(tasks.knowledge_sentences())
+    for items in suite.values():
+        for ex in items:
+            out.append(ex.question)
+            out.extend(ex.choices)
+    return out
+
+
+def encode_corpus(tokenizer, suite: dict[str, list[MCExample]], cfg: BuildConfig) -> list[tuple[list[int], list[float]]]:
+    """(token ids, per-target loss weights) for every pre-training sequence, in a fixed order.
+
+    Weights are for predicting token ``t+1`` from position ``t`` (so one shorter than ids):
+    answer tokens and ``<eos>`` weigh 1, question tokens ``cfg.question_weight``; fact
+    sentences weigh 1 throughout (they carry knowledge, so every token is worth learning).
+    """
+    eos = tokenizer.eos_token_id
+    seqs: list[tuple[list[int], list[float]]] = []
+    for ex in suite["pretrain"]:
+        ctx = tokenizer(continuation_context(ex))["input_ids"]
+        ans = tokenizer(" " + ex.choices[ex.answer], add_special_tokens=False)["input_ids"]
+        ids = list(ctx) + list(ans) + [eos]
+        n_q = len(ctx) - 1  # targets inside the context (the first token, <bos>, is never a target)
+        seqs.append((ids, [cfg.question_weight] * n_q + [1.0] * (len(ans) + 1)))
+    for _ in range(cfg.knowledge_repeats):
+        for sent in tasks.knowledge_sentences():
+            ids = list(tokenizer(sent)["input_ids"]) + [eos]
+            seqs.append((ids, [1.0] * (len(ids) - 1)))
+    return seqs
+
+
+# --------------------------------------------------------------------------- model
+
+
+def make_model(cfg: BuildConfig, tokenizer):
+    from transformers import OlmoeConfig, OlmoeForCausalLM
+
+    config = OlmoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        num_experts=cfg.num_experts,
+        num_experts_per_tok=cfg.top_k,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,  # halves the embedding bytes of a model this small
+        router_aux_loss_coef=cfg.router_aux_loss_coef,
+        output_router_logits=False,
+        norm_topk_prob=False,
+    )
+    return OlmoeForCausalLM(config)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batch(seqs: list[tuple[list[int], list[float]]], pad: int) -> tuple[torch.Tensor, ...]:
+    width = max(len(s) for s, _ in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    weights = torch.zeros((len(seqs), width - 1))
+    for r, (s, w) in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s)
+        mask[r, : len(s)] = 1
+        weights[r, : len(w)] = torch.tensor(w)
+    return ids, mask, weights
+
+
+def pretrain(
+    model, seqs: list[tuple[list[int], list[float]]], cfg: BuildConfig, pad_id: int,
+    log: Callable[[str], None] = print, eval_fn: Callable[[int], None] | None = None, eval_every: int = 0,
+) -> None:
+    """AdamW with warm-up and cosine decay over a fixed, seeded data order."""
+    from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    order = torch.randperm(len(seqs), generator=gen).tolist()
+    pos, t0, run_loss = 0, time.time(), 0.0
+    model.train()
+    for step in range(cfg.steps):
+        if pos + cfg.batch_size > len(order):
+            order, pos = torch.randperm(len(seqs), generator=gen).tolist(), 0
+        batch = [seqs[i] for i in order[pos : pos + cfg.batch_size]]
+        pos += cfg.batch_size
+        ids, mask, w = _batch(batch, pad_id)
+        out = model(input_ids=ids, attention_mask=mask, output_router_logits=True)
+        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        loss = (nll * w).sum() / w.sum()
+        aux = load_balancing_loss_func(out.router_logits, cfg.num_experts, cfg.top_k, mask)
+        total = loss + cfg.router_aux_loss_coef * aux
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        run_loss += float(loss)
+        if (step + 1) % 100 == 0:
+            log(f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {float(aux):.3f} "
+                f"lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
+            run_loss = 0.0
+        if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
+            eval_fn(step + 1)
+            model.train()
+    model.eval()
+
+
+def evaluate_splits(model, tokenizer, suite: dict[str, list[MCExample]], batch_size: int = 64) -> dict:
+    """Per-split accuracy (overall and per family) of continuation scoring."""
+    from moe_roma.testbed.scoring import accuracy
+
+    return {s: accuracy(model, tokenizer, suite[s], batch_size) for s in tasks.EVAL_SPLITS}
+
+
+def build_testbed(out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], None] = print,
+                  eval_every: int = 0) -> dict:
+    """Generate the task suite, build and pre-train the model, save it to ``out_dir``."""
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    t0 = time.time()
+    suite = tasks.build_task_suite(cfg.seed, {"pretrain": cfg.pretrain_size})
+    tokenizer = build_tokenizer(vocab_texts(suite))
+    seqs = encode_corpus(tokenizer, suite, cfg)
+    model = make_model(cfg, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"vocab {len(tokenizer)}, {len(seqs)} pre-training sequences, {n_params / 1e6:.2f}M parameters")
+
+    def eval_fn(step: int) -> None:
+        accs = evaluate_splits(model, tokenizer, suite, cfg.eval_batch_size)
+        log(f"eval at step {step}: " + ", ".join(f"{s} {a['all']:.3f}" for s, a in accs.items()))
+
+    pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every)
+    train_s = time.time() - t0
+    accs = evaluate_splits(model, tokenizer, suite, cfg.eval_batch_size)
+    for s, a in accs.items():
+        log(f"{s}: {a['all']:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in a.items() if k != "all"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "build_config": asdict(cfg),
+        "parameters": n_params,
+        "vocab_size": len(tokenizer),
+        "pretrain_sequences": len(seqs),
+        "wall_seconds": round(time.time() - t0, 1),
+        "train_seconds": round(train_s, 1),
+        "torch": torch.__version__,
+        "accuracy": accs,
+    }
+    write_json_atomic(out_dir / "build_info.json", info)
+    return info
