@@ -237,12 +237,15 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
 
 
 def routing_weights(logits: torch.Tensor, scoring: str) -> torch.Tensor:
-    """Turn router logits (..., E) into a distribution over all experts (float32, sums to 1).
+    """Turn router logits (..., E) into a distribution over all experts (sums to 1).
+
+    Half-precision logits are promoted to float32; float64 stays float64 (gradient checks need it).
 
     >>> routing_weights(torch.zeros(1, 4), "softmax")
     tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
     """
-    logits = logits.float()
+    if logits.dtype != torch.float64:
+        logits = logits.float()
     if scoring == "softmax":
         return torch.softmax(logits, dim=-1)
     if scoring == "sigmoid":

@@ -1,0 +1,61 @@
+"""``roma eval``: accuracy of a model (base, or with tuned routers) on multiple-choice data.
+
+``roma eval --model M --data FILE [--routers DIR [--compare-base]] [--scoring continuation|letter]
+[--json OUT]`` prints one summary line per model (acc with a 95% interval, acc_norm for
+continuation scoring, examples/s), per-task figures, items that could not be used as intended,
+and with ``--compare-base`` the paired difference with its interval and McNemar p-value.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval`` to the ``roma`` parser."""
+    from moe_roma.data.loaders import describe_formats
+
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model, base or with tuned routers, on multiple-choice data",
+        description="Score multiple-choice data with a model (and optionally its tuned routers). "
+        "'continuation' scoring is lm-evaluation-harness's multiple_choice (acc and acc_norm); "
+        "'letter' compares the next-token log-probabilities of the answer letters.",
+        epilog="data formats:\n" + describe_formats(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="Hugging Face model id or local folder (the base model)")
+    p.add_argument("--routers", default=None, help="router checkpoint folder to load into the base model")
+    p.add_argument("--data", required=True, help="multiple-choice data file, or a folder of MMLU CSVs")
+    # Not argparse `choices`: an unknown format fails like any other bad input, listing the formats.
+    p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
+    p.add_argument("--scoring", default="continuation", choices=["continuation", "letter"])
+    p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    p.add_argument("--max-length", type=int, default=None, help="tokens (default: the model's context length)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compare-base", action="store_true", help="also evaluate the base model and compare")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
+    p.add_argument("--predictions", default=None, metavar="OUT", help="write per-item predictions as JSONL")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moe_roma.eval.evaluate import EvalConfig, run_eval, write_report
+
+    config = EvalConfig(
+        model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
+        batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
+        dtype=args.dtype, device=args.device, compare_base=args.compare_base, progress=not args.no_progress,
+    )  # fmt: skip
+    report = run_eval(config)
+    for line in report.lines():
+        print(line)
+    write_report(report, args.json, args.predictions)
+    for path in (args.json, args.predictions):
+        if path:
+            print(f"wrote {path}")
+    return 0

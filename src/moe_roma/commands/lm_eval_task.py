@@ -1,0 +1,51 @@
+"""``roma lm-eval-task``: export data as an lm-evaluation-harness task that scores like ``roma eval``.
+
+``roma lm-eval-task --data FILE --out DIR [--name NAME] [--scoring continuation|letter]`` writes
+``DIR/NAME.yaml`` and ``DIR/NAME.jsonl``; then
+``lm_eval --model hf --model_args pretrained=MODEL --include_path DIR --tasks NAME`` reports the
+same ``acc`` and ``acc_norm`` as ``roma eval --model MODEL --data FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``lm-eval-task`` to the ``roma`` parser."""
+    from moe_roma.data.loaders import describe_formats
+
+    p = subparsers.add_parser(
+        "lm-eval-task",
+        help="write an lm-evaluation-harness task (YAML + JSONL) for multiple-choice data",
+        description="Write an lm-evaluation-harness multiple_choice task whose prompts are rendered by "
+        "roma's own templates, so that lm_eval and roma eval report the same acc and acc_norm.",
+        epilog="data formats:\n" + describe_formats(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="multiple-choice data file, or a folder of MMLU CSVs")
+    p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
+    p.add_argument("--out", required=True, help="folder for the task files (pass it to lm_eval --include_path)")
+    p.add_argument("--name", default=None, help="task name (default: roma_<data file stem>)")
+    p.add_argument("--scoring", default="continuation", choices=["continuation", "letter"])
+    p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
+    p.add_argument("--limit", type=int, default=None, help="export only the first N examples")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moe_roma.errors import RomaError
+    from moe_roma.eval.evaluate import check_template, load_eval_data
+    from moe_roma.eval.lm_eval_bridge import check_task_name, default_task_name, write_lm_eval_task
+
+    if args.limit is not None and args.limit < 1:
+        raise RomaError(f"--limit must be at least 1, got {args.limit}")
+    name = check_task_name(args.name) if args.name else default_task_name(args.data)
+    examples, _ = load_eval_data(args.data, args.format, args.limit)
+    check_template(args.template, args.scoring, examples[0])
+    exported = write_lm_eval_task(examples, args.out, name, scoring=args.scoring, template=args.template)
+    for path in exported.yaml_files + exported.data_files:
+        print(f"wrote {path}")
+    print(f"{exported.n} examples in task {exported.name}; run:")
+    print(f"  {exported.command()}")
+    return 0
