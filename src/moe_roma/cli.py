@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # The project never downloads at run time; a missing local file must fail fast, not hang.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Our own bars show progress; transformers' weight-loading bars would bury a one-line error.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -17,7 +17,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,35 +27,10 @@ from moe_roma.atomic import write_json_atomic
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context
 from moe_roma.testbed import tasks
+from moe_roma.testbed.config import BuildConfig
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
-MAX_NUMBER = 1000  # every integer up to this gets its own token: no number is ever <unk>
-
-
-@dataclass
-class BuildConfig:
-    """Everything that determines the built model (recorded in ``build_info.json``)."""
-
-    seed: int = 0
-    steps: int = 6000
-    batch_size: int = 48
-    lr: float = 3e-3
-    warmup: int = 200
-    weight_decay: float = 0.01
-    # Loss weight of question tokens relative to answer tokens (0 = answer-only loss).
-    question_weight: float = 0.1
-    knowledge_repeats: int = 8
-    threads: int = 2
-    # Model shape.
-    hidden_size: int = 128
-    intermediate_size: int = 96
-    num_layers: int = 6
-    num_heads: int = 4
-    num_experts: int = 8
-    top_k: int = 2
-    router_aux_loss_coef: float = 0.01
-    pretrain_size: int = tasks.DEFAULT_SIZES["pretrain"]
-    eval_batch_size: int = 64
+MAX_NUMBER = 200  # every integer up to this gets its own token (larger ones come from the texts)
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -106,7 +81,7 @@ def vocab_texts(suite: dict[str, list[MCExample]]) -> list[str]:
     out = list(tasks.knowledge_sentences())
     for items in suite.values():
         for ex in items:
-            out.append(ex.question)
+            out.append(continuation_context(ex))
             out.extend(ex.choices)
     return out
 
@@ -178,6 +153,18 @@ def _batch(seqs: list[tuple[list[int], list[float]]], pad: int) -> tuple[torch.T
     return ids, mask, weights
 
 
+def _epoch_batches(lengths: list[int], batch_size: int, gen: torch.Generator) -> list[list[int]]:
+    """One epoch of batches: shuffled, then length-sorted within windows (less padding)."""
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    window = batch_size * 32
+    batches = []
+    for start in range(0, len(order) - batch_size + 1, window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk) - batch_size + 1, batch_size)]
+    perm = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in perm]
+
+
 def pretrain(
     model, seqs: list[tuple[list[int], list[float]]], cfg: BuildConfig, pad_id: int,
     log: Callable[[str], None] = print, eval_fn: Callable[[int], None] | None = None, eval_every: int = 0,
@@ -199,15 +186,14 @@ def pretrain(
         frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    order = torch.randperm(len(seqs), generator=gen).tolist()
-    pos, t0, run_loss = 0, time.time(), 0.0
+    batches: list[list[int]] = []
+    t0, run_loss = time.time(), 0.0
     model.train()
     for step in range(cfg.steps):
-        if pos + cfg.batch_size > len(order):
-            order, pos = torch.randperm(len(seqs), generator=gen).tolist(), 0
-        batch = [seqs[i] for i in order[pos : pos + cfg.batch_size]]
-        pos += cfg.batch_size
-        ids, mask, w = _batch(batch, pad_id)
+        if not batches:
+            batches = _epoch_batches([len(s) for s, _ in seqs], cfg.batch_size, gen)
+        batch = [seqs[i] for i in batches.pop()]
+        ids, mask, w = (t.to(cfg.device) for t in _batch(batch, pad_id))
         out = model(input_ids=ids, attention_mask=mask, output_router_logits=True)
         logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
@@ -220,7 +206,7 @@ def pretrain(
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        run_loss += float(loss)
+        run_loss += loss.item()
         if (step + 1) % 100 == 0:
             log(f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {float(aux):.3f} "
                 f"lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
@@ -247,7 +233,7 @@ def build_testbed(out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], No
     suite = tasks.build_task_suite(cfg.seed, {"pretrain": cfg.pretrain_size})
     tokenizer = build_tokenizer(vocab_texts(suite))
     seqs = encode_corpus(tokenizer, suite, cfg)
-    model = make_model(cfg, tokenizer)
+    model = make_model(cfg, tokenizer).to(cfg.device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"vocab {len(tokenizer)}, {len(seqs)} pre-training sequences, {n_params / 1e6:.2f}M parameters")
 
@@ -262,7 +248,7 @@ def build_testbed(out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], No
         log(f"{s}: {a['all']:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in a.items() if k != "all"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     info = {
         "build_config": asdict(cfg),

@@ -46,7 +46,9 @@ def choice_logprobs(model, tokenizer, examples: Sequence[MCExample], batch_size:
             seq = pairs[i][0]
             ids[r, : len(seq)] = torch.tensor(seq)
             mask[r, : len(seq)] = 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        dev = next(model.parameters()).device
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
         for r, i in enumerate(idx):
             seq, n_cont = pairs[i]
             pos = torch.arange(len(seq) - n_cont, len(seq))

@@ -1,0 +1,67 @@
+"""``roma train``: RoMA router post-training from a routing file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="post-train the routers with RoMA (or an ablation)",
+        description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * regulariser. "
+        "Settings: defaults <- --config YAML <- options <- key=value overrides (any TrainConfig field).",
+    )
+    p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
+    p.add_argument("--routing", required=True, help="routing JSON from `roma collect` (carries texts and answers)")
+    p.add_argument("--out", required=True, help="output folder for the router checkpoint and metrics")
+    p.add_argument("--config", default=None, help="YAML file of training settings")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--k", type=int)
+    p.add_argument("--sigma", type=float)
+    p.add_argument("--lambda", type=float, dest="lam")
+    p.add_argument("--layers", help="last5 (default), all, firstN or e.g. 11,12,13")
+    p.add_argument("--regularizer", help="manifold (default), none, l2, l1, entropy, prior-kl")
+    p.add_argument("--task-loss", dest="task_loss", help="letter (default) or continuation")
+    p.add_argument("--embedder", help="sentence-transformers name or folder (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--save-every", type=int, dest="save_every", help="resumable state every N optimiser steps")
+    p.add_argument("--resume", action="store_true", help="continue from the last state in --out")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any training setting, e.g. lam_final=0.2")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_roma.models.loading import load_model
+    from moe_roma.routing.store import load_routing_store
+    from moe_roma.train.config import load_train_config
+    from moe_roma.train.trainer import RouterTrainer, maybe_init_distributed
+
+    explicit = {k: getattr(args, k) for k in (
+        "epochs", "batch_size", "lr", "k", "sigma", "lam", "layers", "regularizer", "task_loss", "embedder", "seed",
+        "save_every", "dtype", "device",
+    )}  # fmt: skip
+    config = load_train_config(args.config, args.overrides, **explicit)
+    store = load_routing_store(args.routing)
+    maybe_init_distributed()
+    model, tokenizer = load_model(args.model, dtype=config.dtype, device=config.device)
+    out = Path(args.out)
+    trainer = RouterTrainer(
+        model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing
+    )
+    result = trainer.train(resume=args.resume)
+    if trainer.rank == 0:
+        m = result.final_metrics
+        print(
+            f"trained routers of layers {result.tuned_layers} for {result.steps} steps in {result.seconds:.1f} s "
+            f"(task loss {m.get('task_loss', float('nan')):.4f}, manifold loss {m.get('manifold_loss') or 0:.4f}); "
+            f"wrote {out}"
+        )
+    return 0
