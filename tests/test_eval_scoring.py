@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import build_tiny_model, build_tiny_tokenizer
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context, letter_prompt
@@ -17,8 +16,11 @@ from moe_roma.eval.scoring import (
     score_letter,
 )
 from moe_roma.models.inputs import encode_pair, encode_text, letter_token_ids
+from tiny_models import build_tiny_model, build_tiny_tokenizer
 
-WORDS = "one two three four five six seven eight nine ten red blue green cat dog bird fish big small".split()
+WORDS = (  # noqa: SIM905
+    "one two three four five six seven eight nine ten red blue green cat dog bird fish big small"
+).split()
 
 
 def make_examples(n: int = 12, seed: int = 0) -> list[MCExample]:
@@ -99,7 +101,9 @@ def test_partial_scoring_scores_the_continuation_after_each_context(model_and_to
     for ctx_text, score in zip(ex.choices, item.scores):
         ctx, cont = encode_pair(tok, ctx_text, " big .")
         lp = full_log_probs(model, ctx + cont)
-        assert score == pytest.approx(sum(float(lp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont)), abs=1e-3)
+        assert score == pytest.approx(
+            sum(float(lp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont)), abs=1e-3
+        )
 
 
 @pytest.mark.parametrize("scoring_name", ["letter", "continuation"])
@@ -157,7 +161,16 @@ def test_summary_has_overall_and_per_task_figures(model_and_tok):
     examples = make_examples(9)
     result = evaluate(model, tok, examples, scoring="continuation", progress=False)
     summary = result.summary()
-    assert set(summary) >= {"n", "acc", "acc_ci", "acc_norm", "tasks", "unusable", "seconds", "examples_per_s"}
+    assert set(summary) >= {
+        "n",
+        "acc",
+        "acc_ci",
+        "acc_norm",
+        "tasks",
+        "unusable",
+        "seconds",
+        "examples_per_s",
+    }
     assert set(summary["tasks"]) == {"t0", "t1", "t2"}
     assert sum(t["n"] for t in summary["tasks"].values()) == summary["n"] == 9
     weighted = sum(t["acc"] * t["n"] for t in summary["tasks"].values()) / 9

@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
-    p.add_argument("--max-length", type=int, default=None, help="tokens (default: the model's context length)")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="tokens (default: the model's context length)"
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--compare-base", action="store_true", help="also evaluate the base model and compare")

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="multiple-choice data file, or a folder of MMLU CSVs")
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
-    p.add_argument("--out", required=True, help="folder for the task files (pass it to lm_eval --include_path)")
+    p.add_argument(
+        "--out", required=True, help="folder for the task files (pass it to lm_eval --include_path)"
+    )
     p.add_argument("--name", default=None, help="task name (default: roma_<data file stem>)")
     p.add_argument("--scoring", default="continuation", choices=["continuation", "letter"])
     p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")

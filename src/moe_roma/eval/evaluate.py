@@ -62,8 +62,14 @@ class EvalConfig:
         if self.scoring not in SCORINGS:
             raise RomaError(f"unknown scoring {self.scoring!r}; choose one of: {', '.join(SCORINGS)}")
         if self.compare_base and not self.routers:
-            raise RomaError("--compare-base needs --routers (the tuned routers to compare the base model with)")
-        for name, value in (("--batch-size", self.batch_size), ("--limit", self.limit), ("--max-length", self.max_length)):
+            raise RomaError(
+                "--compare-base needs --routers (the tuned routers to compare the base model with)"
+            )
+        for name, value in (
+            ("--batch-size", self.batch_size),
+            ("--limit", self.limit),
+            ("--max-length", self.max_length),
+        ):
             if value is not None and value < 1:
                 raise RomaError(f"{name} must be at least 1, got {value}")
 
@@ -84,7 +90,9 @@ def check_template(template: str | None, scoring: str, example: MCExample) -> No
         ) from None
 
 
-def load_eval_data(data: str, format: str | None = None, limit: int | None = None) -> tuple[list[MCExample], str]:
+def load_eval_data(
+    data: str, format: str | None = None, limit: int | None = None
+) -> tuple[list[MCExample], str]:
     """The examples to score (the first ``limit`` of them) and the format they were read as."""
     from moe_roma.data.loaders import detect_format, load_examples, normalize_format
 
@@ -231,7 +239,9 @@ class EvalReport:
         return [{"model": label, **it.to_dict()} for label, r in runs for it in r.items]
 
 
-def write_report(report: EvalReport, json_path: str | Path | None, predictions_path: str | Path | None) -> None:
+def write_report(
+    report: EvalReport, json_path: str | Path | None, predictions_path: str | Path | None
+) -> None:
     """Write the JSON report and the per-item predictions (JSONL), each atomically."""
     if json_path is not None:
         write_json_atomic(json_path, report.to_json())
@@ -239,6 +249,22 @@ def write_report(report: EvalReport, json_path: str | Path | None, predictions_p
         with atomic_path(predictions_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             for row in report.prediction_rows():
                 fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers.utils import logging as hf_logging
+
+    from moe_roma.models.loading import load_model
+
+    # --no-progress silences every bar, transformers' weight-loading bar included.
+    quiet = not config.progress and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        return load_model(config.model, dtype=config.dtype, device=config.device)
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
 def run_eval(
@@ -260,9 +286,7 @@ def run_eval(
 
         load_router_checkpoint(config.routers)  # a missing or broken folder fails before the model loads
     if model is None or tokenizer is None:
-        from moe_roma.models.loading import load_model
-
-        model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
+        model, tokenizer = _load(config)
     from moe_roma.models.loading import model_identity
 
     identity = model_identity(model)

@@ -46,7 +46,9 @@ METRICS = ("acc", "acc_norm")
 def check_task_name(name: str) -> str:
     """A task name lm-evaluation-harness can use on its command line and as a file name."""
     if not _NAME.fullmatch(name):
-        raise RomaError(f"task name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit")
+        raise RomaError(
+            f"task name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
     return name
 
 
@@ -60,14 +62,21 @@ def default_task_name(data_path: str | Path) -> str:
     return "roma_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.-")
 
 
-def lm_eval_doc(example: MCExample, scoring: str = "continuation", template: str | None = None) -> dict[str, Any]:
+def lm_eval_doc(
+    example: MCExample, scoring: str = "continuation", template: str | None = None
+) -> dict[str, Any]:
     """One JSONL row of the exported task for ``example``."""
     base = {"id": example.id, "task": example.task}
     if scoring == "letter":
         query = letter_prompt(example, template or DEFAULT_LETTER_TEMPLATE)
         return {**base, "query": query, "choices": list(example.letters), "gold": example.answer}
     if example.continuation is not None:
-        return {**base, "choices": list(example.choices), "continuation": example.continuation, "gold": example.answer}
+        return {
+            **base,
+            "choices": list(example.choices),
+            "continuation": example.continuation,
+            "gold": example.answer,
+        }
     query = continuation_context(example, template or DEFAULT_CONTINUATION_TEMPLATE)
     return {**base, "query": query, "choices": list(example.choices), "gold": example.answer}
 
@@ -105,7 +114,9 @@ def group_config(name: str, tasks: list[str]) -> dict[str, Any]:
     return {
         "group": name,
         "task": tasks,
-        "aggregate_metric_list": [{"metric": m, "aggregation": "mean", "weight_by_size": True} for m in METRICS],
+        "aggregate_metric_list": [
+            {"metric": m, "aggregation": "mean", "weight_by_size": True} for m in METRICS
+        ],
         "metadata": {"version": 1.0},
     }
 

@@ -314,7 +314,12 @@ def score_letter(
                 truncated = len(encoded[i]) > limit
                 if truncated:
                     unusable.append(
-                        Unusable(ex.id, ex.task, f"prompt of {len(encoded[i])} tokens cut to the last {limit}", True)
+                        Unusable(
+                            ex.id,
+                            ex.task,
+                            f"prompt of {len(encoded[i])} tokens cut to the last {limit}",
+                            True,
+                        )
                     )
                 routing = None if out.routing is None else out.routing[r].detach().cpu()
                 results[i] = ItemResult(
@@ -327,9 +332,7 @@ def score_letter(
 # --- continuation scoring -----------------------------------------------------------------
 
 
-def continuation_requests(
-    example: MCExample, template: str | None = None
-) -> list[tuple[str, str]]:
+def continuation_requests(example: MCExample, template: str | None = None) -> list[tuple[str, str]]:
     """The (context, continuation) pairs lm-evaluation-harness would score for ``example``.
 
     Partial scoring (``example.continuation`` set): each choice is a context and the fixed

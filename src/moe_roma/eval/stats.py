@@ -68,7 +68,12 @@ class Accuracy:
     ci: tuple[float, float] | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "correct": self.correct, "acc": self.acc, "acc_ci": list(self.ci) if self.ci else None}
+        return {
+            "n": self.n,
+            "correct": self.correct,
+            "acc": self.acc,
+            "acc_ci": list(self.ci) if self.ci else None,
+        }
 
 
 def accuracy(correct: Sequence[bool], confidence: float = 0.95) -> Accuracy:

@@ -1,0 +1,133 @@
+"""Interruption and resume, unsafe files, and the non-finite guard."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_cli_pipeline import write_data
+from test_collect import make_examples
+from tiny_models import save_tiny_model
+
+from moe_roma.cli import main
+from moe_roma.errors import DataError, RomaError
+from moe_roma.models.checkpoint import load_router_checkpoint
+from moe_roma.train.config import TrainConfig
+from moe_roma.train.state import STATE_NAME
+from moe_roma.train.trainer import RouterTrainer
+
+
+def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "moe_roma.cli", "train", "--model", str(w / "model"), "--routing",
+           str(w / "routing.json"), "--out", str(out), "--epochs", "6", "--batch-size", "2", "--lr", "0.02",
+           "--layers", "last2", "--save-every", "1", "--no-progress", "router_dropout=0.1",
+           "dedupe_threshold=1.01"]  # fmt: skip
+    return cmd + (["--resume"] if resume else [])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    w = tmp_path_factory.mktemp("resume")
+    save_tiny_model(w / "model", "olmoe", num_layers=4)
+    write_data(w / "train.jsonl", make_examples(24))
+    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out",
+                 str(w / "routing.json"), "--layers", "last2", "--no-progress"]) == 0  # fmt: skip
+    return w
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_gives_bit_identical_routers(workspace):
+    w = workspace
+    subprocess.run(train_cmd(w, w / "straight"), check=True, env=ENV, capture_output=True)
+    reference = load_file(w / "straight" / "router_weights.safetensors")
+    # Kill points: before any state exists, right after the first state, and later in the run.
+    for delay in (0.5, 0.0, 0.8):
+        out = w / f"killed-{delay}"
+        proc = subprocess.Popen(train_cmd(w, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if delay > 0.5:
+            while not (out / STATE_NAME).exists() and proc.poll() is None:
+                time.sleep(0.01)
+        time.sleep(delay if delay != 0.5 else 3.0)
+        if delay == 0.0:
+            while not (out / STATE_NAME).exists() and proc.poll() is None:
+                time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "router_weights.safetensors").exists(), "killed before the end: no final checkpoint yet"
+        subprocess.run(train_cmd(w, out, resume=True), check=True, env=ENV, capture_output=True)
+        resumed = load_file(out / "router_weights.safetensors")
+        assert resumed.keys() == reference.keys()
+        for name in reference:
+            assert torch.equal(resumed[name], reference[name]), (delay, name)
+        steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 72
+
+
+def test_resume_with_other_settings_is_refused(workspace, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(train_cmd(workspace, out)[:-0] if False else train_cmd(workspace, out), env=ENV,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # Leave a state behind as if the run had been killed, then resume with another learning rate.
+    from moe_roma.routing.store import load_routing_store
+
+    store = load_routing_store(workspace / "routing.json")
+    from moe_roma.models.loading import load_model
+
+    model, tok = load_model(workspace / "model")
+    cfg = TrainConfig(layers="last2", epochs=2, batch_size=4, save_every=1, dedupe_threshold=1.01)
+    trainer = RouterTrainer(model, tok, store, cfg, out, progress=False)
+    params = trainer.params
+    opt = torch.optim.AdamW(list(params.values()))
+    from moe_roma.train.state import save_train_state
+
+    save_train_state(out, 1, params, opt, {"config": cfg.to_dict(), "skipped": 0})
+    trainer2 = RouterTrainer(model, tok, store, TrainConfig(**{**cfg.to_dict(), "lr": 1.0}), out, progress=False)
+    with pytest.raises(RomaError, match="other training settings"):
+        trainer2.train(resume=True)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-pickle",))
+
+
+def test_a_crafted_pickle_in_a_checkpoint_folder_is_refused_and_never_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "router_config.json").write_text('{"format_version": 1}')
+    (folder / "router_weights.safetensors").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(DataError, match="not a readable safetensors file"):
+        load_router_checkpoint(folder)
+    torch.save({"x": _Evil()}, folder / "router_weights.safetensors")
+    with pytest.raises(DataError, match="not a readable safetensors file"):
+        load_router_checkpoint(folder)
+    assert not (tmp_path / "pwned-by-pickle").exists()
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(workspace, tmp_path):
+    from moe_roma.models.loading import load_model
+    from moe_roma.routing.store import load_routing_store
+
+    model, tok = load_model(workspace / "model")
+    store = load_routing_store(workspace / "routing.json")
+    # An absurd learning rate without clipping drives the routers to inf, so every later loss is NaN.
+    cfg = TrainConfig(layers="last2", epochs=5, batch_size=2, lr=1e30, grad_clip=None, warmup_ratio=0.0,
+                      max_nonfinite_steps=3, save_every=1, dedupe_threshold=1.01)  # fmt: skip
+    trainer = RouterTrainer(model, tok, store, cfg, tmp_path / "run", progress=False)
+    with pytest.raises(RomaError, match="non-finite"):
+        trainer.train()
+    assert (tmp_path / "run" / STATE_NAME).exists(), "the last good state is kept"
+    assert not (tmp_path / "run" / "router_weights.safetensors").exists()
