@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, device=args.device, compare_base=args.compare_base, progress=not args.no_progress,
     )  # fmt: skip
     report = run_eval(config)
+    # Files first: a closed stdout (``| head``) must not cost the results.
+    write_report(report, args.json, args.predictions)
     for line in report.lines():
         print(line)
-    write_report(report, args.json, args.predictions)
     for path in (args.json, args.predictions):
         if path:
             print(f"wrote {path}")

@@ -10,7 +10,8 @@ Partial-scoring examples (WinoGrande) become a ``multiple_input`` task: ``doc_to
 that mixes both kinds gets one task per kind and a group that averages them by size.
 
 Letter scoring exports the letter prompt with ``A``, ``B``, ... as the choices: the harness then
-scores `` A`` after ``Answer:``, the same next-token log-probability ``roma eval`` compares.
+scores `` A`` after ``Answer:``, which is the next-token log-probability ``roma eval`` compares
+whenever `` A`` is a single token (true of the usual BPE and SentencePiece vocabularies).
 
 >>> from moe_roma.data.example import MCExample
 >>> lm_eval_docs([MCExample("q1", "2 + 2 = ?", ("3", "4"), 1)], "continuation")
