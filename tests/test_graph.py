@@ -1,0 +1,103 @@
+"""The neighbour graph: exact k-NN among successful samples, guards, kernels, chunking, caching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moe_roma.manifold.embed import embed_texts
+from moe_roma.manifold.graph import (
+    GraphConfig,
+    build_neighbour_graph,
+    gaussian_kernel_weights,
+    load_graph,
+    neighbour_graph_for_store,
+)
+
+
+def random_unit(n, d=16, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(emb, successful, k, dedupe):
+    sims = emb @ emb[successful].T
+    out = []
+    for i in range(len(emb)):
+        cand = [(s, j) for s, j in zip(sims[i], successful) if j != i and s <= dedupe]
+        cand.sort(key=lambda t: -t[0])
+        out.append([j for _, j in cand[:k]])
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_knn_is_exact_excludes_self_and_duplicates_at_any_chunk_size(chunk):
+    emb = random_unit(50)
+    emb[10] = emb[3]  # an exact duplicate of a successful sample
+    successful = list(range(0, 50, 3))
+    g = build_neighbour_graph(emb, successful, GraphConfig(k=3, dedupe_threshold=0.95), chunk_size=chunk)
+    assert g.indices.tolist() == brute_force(emb, successful, 3, 0.95)
+    assert 3 not in g.indices[10].tolist() and 3 not in g.indices[3].tolist()
+    torch.testing.assert_close(g.weights.sum(1), torch.ones(50))
+
+
+def test_kernel_weights_follow_the_gaussian_of_cosine_distance():
+    sims = torch.tensor([[0.9, 0.5, 0.1]])
+    w = gaussian_kernel_weights(sims, torch.ones(1, 3), sigma=0.4)
+    raw = torch.exp(-((1 - sims) ** 2) / (2 * 0.4**2))
+    torch.testing.assert_close(w, raw / raw.sum())
+    assert w[0, 0] > w[0, 1] > w[0, 2]
+
+
+def test_epsilon_ball_and_random_neighbours():
+    emb = random_unit(40, d=4, seed=1)
+    successful = list(range(20))
+    g = build_neighbour_graph(emb, successful, GraphConfig(epsilon=0.5))
+    sims = emb @ emb.T
+    for i in range(40):
+        got = {j for j in g.indices[i].tolist() if j >= 0}
+        want = {j for j in successful if j != i and 0.5 <= sims[i, j] <= 0.95}
+        assert got == want
+    r = build_neighbour_graph(emb, successful, GraphConfig(k=3, random=True, seed=5))
+    assert all(i not in r.indices[i].tolist() for i in range(40))
+    assert set(r.indices.flatten().tolist()) <= set(successful)
+    assert not torch.equal(r.indices, build_neighbour_graph(emb, successful, GraphConfig(k=3)).indices)
+
+
+def test_k_larger_than_the_successful_set_is_clamped_with_a_warning():
+    with pytest.warns(UserWarning, match="k=5 is larger"):
+        g = build_neighbour_graph(random_unit(10), [1, 2, 3], GraphConfig(k=5))
+    assert g.k == 3 or (g.indices[:, 3:] == -1).all()
+
+
+def test_queries_for_test_time_neighbours_never_exclude_a_reference_as_self():
+    emb = random_unit(10)
+    g = build_neighbour_graph(emb, [0, 1, 2], GraphConfig(k=1, dedupe_threshold=1.01), queries=emb[:3])
+    assert g.indices[:, 0].tolist() == [0, 1, 2]
+
+
+def test_real_embedder_groups_paraphrases_and_the_graph_cache_is_reused(tmp_path):
+    texts = ["What is five plus three?", "How much is 5 added to 3?", "Name the capital of France.",
+             "Which city is the capital of France?"]  # fmt: skip
+    emb = embed_texts(texts)
+    assert emb.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    sims = emb @ emb.T
+    assert sims[0, 1] > sims[0, 2] and sims[2, 3] > sims[2, 1]
+
+    class Store:
+        questions = texts
+        input_texts = texts
+        successful = [0, 1, 2, 3]
+
+    path = tmp_path / "g.safetensors"
+    g1, _ = neighbour_graph_for_store(Store, GraphConfig(k=1), cache_path=path)
+    assert g1.indices[:, 0].tolist() == [1, 0, 3, 2]
+    stamp = path.stat().st_mtime_ns
+    g2, _ = neighbour_graph_for_store(Store, GraphConfig(k=1), cache_path=path)
+    assert path.stat().st_mtime_ns == stamp and torch.equal(g1.indices, g2.indices)
+    loaded, _ = load_graph(path)
+    assert loaded.meta["embedder"] == "all-MiniLM-L6-v2"
+    neighbour_graph_for_store(Store, GraphConfig(k=2), cache_path=path)  # other settings: rebuilt
+    assert path.stat().st_mtime_ns != stamp
