@@ -225,11 +225,20 @@ class EvalReport:
                 for name, fig in summary.items():
                     norm = f"  acc_norm {fig['acc_norm']:.4f}" if fig.get("acc_norm") is not None else ""
                     lines.append(f"  {label.ljust(width)}  {name}: acc {fig['acc']:.4f}{norm}  n={fig['n']}")
+        # Both runs see the same inputs, so their unusable items are normally the same: list once.
+        seen: set[tuple[str, str]] = set()
+        unusable = []
         for r_label, r in runs:
-            for u in r.unusable[:5]:
-                lines.append(f"unusable ({r_label}): {u.id} [{u.task}]: {u.reason}")
-            if len(r.unusable) > 5:
-                lines.append(f"unusable ({r_label}): ... and {len(r.unusable) - 5} more (listed in --json)")
+            for u in r.unusable:
+                if (u.id, u.reason) not in seen:
+                    seen.add((u.id, u.reason))
+                    unusable.append((r_label, u))
+        show = 5
+        for r_label, u in unusable[:show]:
+            tag = f" ({r_label})" if len(runs) > 1 and any(lab != r_label for lab, _ in unusable) else ""
+            lines.append(f"unusable{tag}: {u.id} [{u.task}]: {u.reason}")
+        if len(unusable) > show:
+            lines.append(f"unusable: ... and {len(unusable) - show} more (listed in the --json report)")
         if self.base is not None:
             lines.extend(comparison_lines(self.comparison or {}))
         return lines

@@ -28,12 +28,12 @@ from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, neighbour_graph
 from moe_roma.models.checkpoint import save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.inputs import pad_id
-from moe_roma.routing.capture import RoutingCapture
 from moe_roma.routing.store import RoutingStore
 from moe_roma.train import losses
-from moe_roma.train.batches import TrainItem, build_items, letter_ids_tensor, make_batch
+from moe_roma.train.batches import TrainItem, build_items, letter_ids_tensor
 from moe_roma.train.config import TrainConfig
-from moe_roma.train.prefix import PrefixCache, replay_prefix
+from moe_roma.train.objective import items_forward
+from moe_roma.train.prefix import PrefixCache
 from moe_roma.train.schedules import lambda_at, lr_factor, resolve_warmup
 from moe_roma.train.state import STATE_NAME, load_train_state, restore_train_state, save_train_state
 
@@ -160,49 +160,11 @@ class RouterTrainer:
         return stack
 
     def forward_items(self, items: list[TrainItem], use_cache: bool = True) -> dict[str, torch.Tensor]:
-        """Per-sample task loss, live routing r_i(theta) (B, L, E) for a list of items."""
-        batch = make_batch(items, self.pad)
-        ids = batch.input_ids.to(self.device)
-        kwargs = {
-            "input_ids": ids,
-            "attention_mask": batch.attention_mask.to(self.device),
-            "position_ids": batch.position_ids.to(self.device),
-            "logits_to_keep": batch.logits_to_keep,
-            "use_cache": False,
-        }
-        replay = contextlib.nullcontext()
-        if use_cache and self.cache is not None and self.first_layer > 0:
-            keys = [(items[b].index, c) for b, c in batch.seq_keys]
-            states = self.cache.batch_states(keys, ids.shape[1], self.device)
-            replay = replay_prefix(self.model, self.info, self.first_layer, states)
-        with replay, RoutingCapture(self.info, self.layers) as cap, self._router_hooks():
-            out = self.model(**kwargs)
-            routing = cap.weights_at_rows(
-                ids.shape, batch.routing_rows.to(self.device), batch.routing_pos.to(self.device)
-            )
-        logits = out.logits.float()
-        answers = torch.tensor([it.answer for it in items], device=self.device)
-        n_max = max(it.n_choices for it in items)
-        valid = torch.tensor(
-            [[c < it.n_choices for c in range(n_max)] for it in items], device=self.device
-        )
-        if self.config.task_loss == "letter":
-            letter_logits = logits[:, -1, :].index_select(1, self.letter_ids[:n_max])
-            task = losses.letter_task_loss(letter_logits, answers, valid)
-        else:
-            k = logits.shape[1]
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = ids[:, -(k - 1) :]
-            tok_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (R, K-1)
-            cont = torch.tensor([items[b].cont_lens[c] for b, c in batch.seq_keys], device=self.device)
-            span = torch.arange(k - 1, device=self.device).unsqueeze(0) >= (k - 1 - cont).unsqueeze(1)
-            seq_ll = (tok_lp * span).sum(-1)
-            choice_ll = torch.full((len(items), n_max), float("-inf"), device=self.device)
-            rows_b = torch.tensor([b for b, _ in batch.seq_keys], device=self.device)
-            rows_c = torch.tensor([c for _, c in batch.seq_keys], device=self.device)
-            choice_ll = choice_ll.index_put((rows_b, rows_c), seq_ll)
-            task = losses.continuation_task_loss(choice_ll, answers, valid)
-        return {"task": task, "routing": routing}
+        """Per-sample task loss and live routing r_i(theta) (B, L, E) for a list of items."""
+        return items_forward(
+            self.model, self.info, self.layers, items, self.pad, self.config.task_loss, self.letter_ids,
+            cache=self.cache if use_cache else None, router_hooks=self._router_hooks(),
+        )  # fmt: skip
 
     def regularizer_terms(self, items: list[TrainItem], routing: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample manifold distance (also logged when another regulariser trains) and the active one."""

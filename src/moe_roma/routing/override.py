@@ -1,0 +1,88 @@
+"""Shift router logits at one token per row, for any family, through the router's own code.
+
+Oracle routing and C3PO move a sample's last-token routing weights and need the model to compute
+with them. Rather than re-implement each family's top-k rule, a forward pre-hook changes the
+router's *input* at that token by ``delta_x = delta_logits @ pinv(W).T``; for a linear router
+``logits = x W^T (+ b)`` this yields exactly ``logits + delta_logits`` (W has full row rank whenever
+hidden size >= number of experts, true of every MoE LLM), and the family's own softmax/sigmoid,
+top-k and normalisation then run unchanged. The experts still see the original hidden state.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from moe_roma.models.discovery import MoEInfo
+
+
+def logits_to_input_map(router: nn.Module) -> torch.Tensor:
+    """(E, H) matrix M with ``(delta @ M) @ W.T == delta``: the right pseudo-inverse of W, transposed."""
+    w = router.weight.detach().double()
+    return torch.linalg.solve(w @ w.T, w).to(router.weight.dtype)
+
+
+class RoutingOverride:
+    """Within the block, add ``offsets[layer][r]`` to the logits of row r at ``positions[r]``.
+
+    ``offsets`` may require grad: the model's output is then differentiable in them.
+
+    >>> with RoutingOverride(info, {3: delta}, rows, positions, batch_shape):  # doctest: +SKIP
+    ...     out = model(**batch)
+    """
+
+    def __init__(
+        self,
+        info: MoEInfo,
+        offsets: dict[int, torch.Tensor],
+        positions: torch.Tensor,
+        batch_shape: tuple[int, int] | torch.Size,
+    ) -> None:
+        self.info = info
+        self.offsets = offsets
+        self.positions = positions
+        self.batch_shape = (int(batch_shape[0]), int(batch_shape[1]))
+        self._maps = {layer: logits_to_input_map(info.routers[layer].module) for layer in offsets}
+        self._handles: list = []
+
+    def _hook(self, layer: int):
+        def pre(module, args):
+            x = args[0]
+            b, t = self.batch_shape
+            flat = x.reshape(b * t, x.shape[-1])
+            delta = (self.offsets[layer].to(self._maps[layer].dtype) @ self._maps[layer]).to(x.dtype)
+            index = torch.arange(b, device=x.device) * t + self.positions.to(x.device)
+            shifted = flat.index_add(0, index, delta)  # out of place: the experts keep the original x
+            return (shifted.reshape(x.shape), *args[1:])
+
+        return pre
+
+    def __enter__(self) -> RoutingOverride:
+        for layer in self.offsets:
+            self._handles.append(self.info.routers[layer].module.register_forward_pre_hook(self._hook(layer)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, scoring: str) -> torch.Tensor:
+    """Logit offsets that turn the routing of ``current_logits`` into the distribution ``target`` (..., E).
+
+    Softmax routers: ``log target - log softmax(current)`` (a constant shift would not matter).
+    Sigmoid routers normalise their scores, so any total mass gives the same routing: the target
+    keeps the current mass where every score stays below 1, ``s' = target * mass``, and the offset
+    is ``logit(s') - current``.
+    """
+    eps = 1e-6
+    current_logits = current_logits.double()
+    target = target.double()
+    if scoring == "softmax":
+        return target.clamp_min(eps).log() - torch.log_softmax(current_logits, dim=-1)
+    scores = torch.sigmoid(current_logits)
+    # Normalisation makes the scale free: keep the current mass unless a score would have to pass 1.
+    mass = torch.minimum(scores.sum(-1, keepdim=True), 0.98 / target.max(-1, keepdim=True).values)
+    wanted = (target * mass).clamp(eps, 1 - eps)
+    return torch.logit(wanted) - current_logits

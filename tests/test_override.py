@@ -1,0 +1,50 @@
+"""Routing override: shifting a router's logits at one token through the router's own code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import build_tiny_model
+
+from moe_roma.models.discovery import discover_routers, routing_weights
+from moe_roma.routing.capture import RoutingCapture
+from moe_roma.routing.override import RoutingOverride, target_logit_offsets
+
+
+@pytest.mark.parametrize("family", ["olmoe", "deepseek_v3", "gpt_oss", "mixtral"])
+def test_override_reaches_exactly_the_target_routing_at_the_chosen_token_only(family):
+    model = build_tiny_model(family)
+    info = discover_routers(model)
+    layers = info.moe_layers[-2:]
+    ids = torch.randint(3, 96, (2, 6), generator=torch.Generator().manual_seed(0))
+    positions = torch.tensor([5, 3])
+    with torch.no_grad(), RoutingCapture(info, layers) as cap:
+        base_out = model(ids).logits
+        base_logits = {layer: cap.layer_logits(layer, ids.shape).clone() for layer in layers}
+    rows = torch.arange(2)
+    target = torch.softmax(torch.randn(2, info.num_experts, generator=torch.Generator().manual_seed(1)) * 2, -1)
+    # Override only the first tuned layer so the second layer's input is unchanged at other tokens.
+    layer = layers[0]
+    offsets = {layer: target_logit_offsets(base_logits[layer][rows, positions], target, info.scoring).float()}
+    with torch.no_grad(), RoutingOverride(info, offsets, positions, ids.shape), RoutingCapture(info, layers) as cap:
+        out = model(ids).logits
+        new = routing_weights(cap.layer_logits(layer, ids.shape), info.scoring)
+    torch.testing.assert_close(new[rows, positions], target, rtol=1e-3, atol=1e-4)
+    # Other tokens in that layer route as before, and earlier positions' outputs are untouched (causal).
+    before = routing_weights(base_logits[layer], info.scoring)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[rows, positions] = False
+    torch.testing.assert_close(new[mask], before[mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[0, :5], base_out[0, :5], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out[0, 5], base_out[0, 5])
+
+
+def test_model_output_is_differentiable_in_the_offsets():
+    model = build_tiny_model("olmoe")
+    info = discover_routers(model)
+    ids = torch.randint(3, 96, (1, 5))
+    delta = torch.zeros(1, info.num_experts, requires_grad=True)
+    with RoutingOverride(info, {3: delta}, torch.tensor([4]), ids.shape):
+        out = model(ids).logits[0, -1].log_softmax(-1)[7]
+    out.backward()
+    assert delta.grad is not None and delta.grad.abs().sum() > 0
