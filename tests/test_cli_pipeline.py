@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from test_collect import make_examples
-from tiny_models import build_tiny_tokenizer, save_tiny_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from moe_roma.cli import main
 from moe_roma.data.example import LETTERS
+from test_collect import make_examples
+from tiny_models import build_tiny_tokenizer, save_tiny_model
 
 
 def write_data(path, examples):

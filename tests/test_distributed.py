@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+
 from test_resume import workspace  # noqa: F401  # the shared tiny model and routing file
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import build_tiny_model
 
 from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.routing.capture import RoutingCapture
 from moe_roma.routing.override import RoutingOverride, target_logit_offsets
+from tiny_models import build_tiny_model
 
 
 @pytest.mark.parametrize("family", ["olmoe", "deepseek_v3", "gpt_oss", "mixtral"])

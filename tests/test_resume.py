@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli_pipeline import write_data
-from test_collect import make_examples
-from tiny_models import save_tiny_model
 
 from moe_roma.cli import main
 from moe_roma.errors import DataError, RomaError
@@ -23,6 +20,9 @@ from moe_roma.models.checkpoint import load_router_checkpoint
 from moe_roma.train.config import TrainConfig
 from moe_roma.train.state import STATE_NAME
 from moe_roma.train.trainer import RouterTrainer
+from test_cli_pipeline import write_data
+from test_collect import make_examples
+from tiny_models import save_tiny_model
 
 
 def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:

@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
-from train_helpers import store_and_graph
 
 from moe_roma.errors import RomaError
 from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
 from moe_roma.train.config import REGULARIZERS, TrainConfig, load_train_config
 from moe_roma.train.prefix import PrefixCache
 from moe_roma.train.trainer import RouterTrainer
+from train_helpers import store_and_graph
 
 
 def make_trainer(tmp_path, family="olmoe", scoring="letter", **cfg):

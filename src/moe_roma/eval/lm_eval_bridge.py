@@ -32,8 +32,6 @@ import yaml
 from moe_roma.atomic import atomic_path, write_text_atomic
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
-    DEFAULT_CONTINUATION_TEMPLATE,
-    DEFAULT_LETTER_TEMPLATE,
     continuation_context,
     letter_prompt,
 )
@@ -69,7 +67,7 @@ def lm_eval_doc(
     """One JSONL row of the exported task for ``example``."""
     base = {"id": example.id, "task": example.task}
     if scoring == "letter":
-        query = letter_prompt(example, template or DEFAULT_LETTER_TEMPLATE)
+        query = letter_prompt(example, template)
         return {**base, "query": query, "choices": list(example.letters), "gold": example.answer}
     if example.continuation is not None:
         return {
@@ -78,7 +76,7 @@ def lm_eval_doc(
             "continuation": example.continuation,
             "gold": example.answer,
         }
-    query = continuation_context(example, template or DEFAULT_CONTINUATION_TEMPLATE)
+    query = continuation_context(example, template)
     return {**base, "query": query, "choices": list(example.choices), "gold": example.answer}
 
 

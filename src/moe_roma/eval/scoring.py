@@ -37,7 +37,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
-    DEFAULT_CONTINUATION_TEMPLATE,
     DEFAULT_LETTER_TEMPLATE,
     continuation_context,
     letter_prompt,
@@ -341,7 +340,7 @@ def continuation_requests(example: MCExample, template: str | None = None) -> li
     """
     if example.continuation is not None:
         return [(choice, TARGET_DELIMITER + example.continuation) for choice in example.choices]
-    context = continuation_context(example, template or DEFAULT_CONTINUATION_TEMPLATE)
+    context = continuation_context(example, template)
     return [(context, TARGET_DELIMITER + choice) for choice in example.choices]
 
 

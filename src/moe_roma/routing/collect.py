@@ -43,8 +43,8 @@ class CollectSummary:
 def prompt_text(example: MCExample, scoring: str, template: str | None = None) -> str:
     """The text whose last token's routing is recorded: the letter prompt or the continuation context."""
     if scoring == "letter":
-        return letter_prompt(example, template) if template else letter_prompt(example)
-    return continuation_context(example, template) if template else continuation_context(example)
+        return letter_prompt(example, template)
+    return continuation_context(example, template)
 
 
 def collect_routing(

@@ -144,10 +144,18 @@ def _parse_llm_foundry(obj: dict, where: Where) -> _Parsed:
         gold = check_answer(get_index(obj, "gold", where), len(contexts), where, "'gold'")
         question, options = blank_sentence(contexts, continuation)
         return _Parsed(question, contexts, gold, continuation=continuation, meta={"blank_options": options})
-    question = get_str(obj, "query", where)
+    query = get_str(obj, "query", where)
     choices = get_text_list(obj, "choices", where)
     gold = check_answer(get_index(obj, "gold", where), len(choices), where, "'gold'")
-    return _Parsed(question, choices, gold)
+    # llm-foundry and lm-evaluation-harness score `query + " " + choice`: the query is the context
+    # as given. For letter prompts the question drops the "Question: ... Answer:" wrapper; queries
+    # that already list lettered choices (choices "A", "B", ...) are complete letter prompts.
+    meta: dict = {"context": query}
+    if list(choices) == list(LETTERS[: len(choices)]):
+        meta["letter_prompt"] = query
+    question = re.sub(r"\A\s*Question:\s*", "", query)
+    question = re.sub(r"\s*Answer:\s*\Z", "", question) or query
+    return _Parsed(question, choices, gold, meta=meta)
 
 
 def load_llm_foundry(path: Path, task: str | None = None) -> list[MCExample]:
