@@ -162,3 +162,23 @@ def test_config_file_and_overrides(tmp_path):
     for bad in (["k=x"], ["nope=1"], ["regularizer=magic"], ["k"]):
         with pytest.raises(RomaError):
             load_train_config(None, bad)
+
+
+def test_half_precision_model_trains_fp32_routers_under_autocast(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=1, lr=1e-2)
+    trainer.model.to(torch.bfloat16)
+    seen = {}
+
+    def spy(module, args, output):
+        seen["dtype"] = module.weight.dtype
+
+    handle = trainer.info.routers[3].module.register_forward_hook(spy)
+    result = trainer.train()
+    handle.remove()
+    assert seen["dtype"] == torch.float32, "routers train as fp32 master weights"
+    assert result.skipped_steps == 0 and torch.isfinite(torch.tensor(result.final_metrics["task_loss"]))
+    assert all(p.dtype == torch.bfloat16 for p in trainer.model.parameters()), "back to the model's dtype after"
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "run" / "router_weights.safetensors")
+    assert all(t.dtype == torch.float32 for t in saved.values())

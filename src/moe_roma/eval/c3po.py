@@ -293,8 +293,8 @@ def c3po(
         has = graph.has_neighbours()
         chosen = torch.full((n,), float("nan"))
         if mode == "kernel":
-            chosen = _select_alphas(model, info, tuned, refs, graph, ref_routing, alphas, config, batch_size,
-                                    prefix_cache, counts, frac, progress)  # fmt: skip
+            chosen = _select_alphas(model, info, tuned, refs, graph, ref_embeddings, ref_routing, alphas, config,
+                                    batch_size, prefix_cache, counts, frac, progress)  # fmt: skip
             chosen = torch.where(has, chosen, torch.ones_like(chosen))
             mean = _mix(base_routing, graph, torch.arange(n), ref_routing)
             a = chosen[:, None, None]
@@ -336,3 +336,119 @@ def c3po(
     )  # fmt: skip
 
 
+
+
+def _ref_cache(
+    model, info, tuned, refs: ItemSet, items: list[TrainItem], batch_size: int, prefix_cache: bool, counts: PassCount
+) -> PrefixCache | None:
+    """Prefix states of the distinct reference items of a batch (each filled once per batch)."""
+    if not prefix_cache:
+        return None
+    unique = list({it.index: it for it in items}.values())
+    return fill_cache(model, info, unique, refs.pad, tuned, batch_size, counts)
+
+
+def _select_alphas(
+    model, info, tuned, refs: ItemSet, graph: NeighbourGraph, ref_embeddings: np.ndarray, ref_routing: torch.Tensor,
+    alphas: list[float], config: GraphConfig, batch_size: int, prefix_cache: bool, counts: PassCount, frac: float,
+    progress: bool,
+) -> torch.Tensor:  # fmt: skip
+    """Per evaluation item, the a of ``alphas`` (descending) minimising its neighbours' kernel-weighted
+    loss under the same mixing rule; 1 for items without neighbours (see the module docstring)."""
+    n = graph.indices.shape[0]
+    if len(alphas) == 1:
+        return torch.full((n,), alphas[0])
+    needed = sorted(set(graph.indices[graph.indices >= 0].tolist()))
+    if not needed:
+        return torch.ones(n)
+    # Each neighbour's own neighbours among the successful reference samples, itself excluded.
+    ref_graph = build_neighbour_graph(ref_embeddings, refs.store.successful, config)
+    rows = torch.tensor(needed)
+    own = ref_routing[rows]
+    mean = _mix(own, ref_graph, rows, ref_routing)
+    mixes = ref_graph.has_neighbours()[rows].tolist()
+    # A neighbour without neighbours of its own routes the same for every a: one pass suffices.
+    pairs = [(jp, ap) for jp in range(len(needed)) for ap in (range(len(alphas)) if mixes[jp] else [0])]
+    loss = torch.empty(len(needed), len(alphas))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for c in tqdm(range(0, len(pairs), batch_size), desc="c3po select a", disable=not progress):
+            chunk = pairs[c : c + batch_size]
+            items = [refs.items[needed[jp]] for jp, _ in chunk]
+            a = torch.tensor([alphas[ap] for _, ap in chunk])[:, None, None]
+            jps = torch.tensor([jp for jp, _ in chunk])
+            targets = a * own[jps] + (1 - a) * mean[jps]
+            cache = _ref_cache(model, info, tuned, refs, items, batch_size, prefix_cache, counts)
+            out = forward_with_targets(model, info, tuned, refs, items, targets.to(device), cache)
+            for r, (jp, ap) in enumerate(chunk):
+                loss[jp, ap] = out["task"][r].float().cpu()
+            counts.add_forward(len(chunk), frac)
+    for jp in range(len(needed)):
+        if not mixes[jp]:
+            loss[jp] = loss[jp, 0]
+    position = torch.full((len(refs.store),), -1, dtype=torch.long)
+    position[rows] = torch.arange(len(needed))
+    idx = graph.indices
+    per = loss[position[idx.clamp_min(0)].clamp_min(0)]  # (N, K, G)
+    objective = (graph.weights[:, :, None] * per * (idx >= 0)[:, :, None]).sum(1)  # (N, G)
+    # argmin returns the first minimum: alphas run from large to small, so ties keep the smaller change.
+    return torch.tensor(alphas)[objective.argmin(1)]
+
+
+def _ngd(
+    model, info, tuned, refs: ItemSet, graph: NeighbourGraph, base_routing: torch.Tensor, steps: int, lr: float,
+    variable: str, batch_size: int, prefix_cache: bool, counts: PassCount, frac: float, progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Neighbourhood gradient descent per evaluation item (see the module docstring).
+
+    Returns the target routing (N, L, E) (``replace``) and the logit offsets (N, L, E) (``offset``);
+    items without neighbours keep their base routing / zero offsets.
+    """
+    n, n_layers, n_experts = base_routing.shape
+    device = next(model.parameters()).device
+    targets, offsets = base_routing.clone(), torch.zeros(n, n_layers, n_experts)
+    todo = torch.nonzero(graph.has_neighbours()).flatten().tolist()
+    # Every item brings up to k neighbours: batch_size bounds the neighbour passes per forward.
+    per_batch = max(1, batch_size // max(graph.k, 1))
+    for c in tqdm(range(0, len(todo), per_batch), desc="c3po ngd", disable=not progress):
+        chunk = todo[c : c + per_batch]
+        owner, refs_of, weights = [], [], []
+        for b, i in enumerate(chunk):
+            for j, w in zip(graph.indices[i].tolist(), graph.weights[i].tolist()):
+                if j >= 0:
+                    owner.append(b)
+                    refs_of.append(j)
+                    weights.append(w)
+        items = [refs.items[j] for j in refs_of]
+        owner_t = torch.tensor(owner, device=device)
+        w_t = torch.tensor(weights, device=device)
+        cache = _ref_cache(model, info, tuned, refs, items, len(items), prefix_cache, counts)
+        if variable == "replace":
+            init = base_routing[chunk].clamp_min(1e-9).log()  # softmax(init) == w_i
+        else:
+            init = torch.zeros(len(chunk), n_layers, n_experts)
+        theta = init.to(device).requires_grad_(True)
+        opt = torch.optim.Adam([theta], lr=lr)
+        for step in range(steps):
+            for group in opt.param_groups:  # cosine decay from lr towards 0
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            if variable == "replace":
+                out = forward_with_targets(model, info, tuned, refs, items, torch.softmax(theta, -1)[owner_t], cache)
+            else:
+                off = theta[owner_t]
+                out = items_forward(
+                    model, info, tuned, items, refs.pad, refs.task_loss, refs.letter_ids, cache=cache,
+                    offsets={layer: off[:, li] for li, layer in enumerate(tuned)},
+                )  # fmt: skip
+            # Per-item objectives are independent; their sum gives each item its own gradient.
+            loss = (w_t * out["task"]).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            counts.add_forward(len(items), frac)
+            counts.add_backward(len(items), frac)
+        if variable == "replace":
+            targets[chunk] = torch.softmax(theta.detach(), -1).float().cpu()
+        else:
+            offsets[chunk] = theta.detach().float().cpu()
+    return targets, offsets

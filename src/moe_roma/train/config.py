@@ -51,6 +51,7 @@ class TrainConfig:
     router_dropout: float = 0.0  # dropout on the router's input features during training
     allow_empty_successful: bool = False  # train without the manifold term when S is empty
     prefix_cache: bool = True  # run only the tuned layers at each step
+    gradient_checkpointing: bool = False  # recompute the tuned layers' activations in backward
     seed: int = 0
     log_every: int = 1
     save_every: int | None = None  # resumable state every N optimiser steps

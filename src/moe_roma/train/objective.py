@@ -19,6 +19,17 @@ from moe_roma.train.batches import TrainItem, make_batch
 from moe_roma.train.prefix import PrefixCache, replay_prefix
 
 
+def autocast_for(model: PreTrainedModel) -> contextlib.AbstractContextManager:
+    """Half-precision models run under autocast, so fp32 router weights (the trained copies, kept in
+    fp32 with their optimiser state) meet half-precision activations without dtype errors."""
+    dtype = next(model.parameters()).dtype
+    half = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
+    if not half:
+        return contextlib.nullcontext()
+    device_type = next(model.parameters()).device.type
+    return torch.autocast(device_type=device_type, dtype=half.pop() if dtype == torch.float32 else dtype)
+
+
 def items_forward(
     model: PreTrainedModel,
     info: MoEInfo,
@@ -63,6 +74,7 @@ def items_forward(
         cap = stack.enter_context(RoutingCapture(info, layers))
         if router_hooks is not None:
             stack.enter_context(router_hooks)
+        stack.enter_context(autocast_for(model))
         out = model(**kwargs)
         routing = cap.weights_at_rows(ids.shape, batch.routing_rows.to(device), batch.routing_pos.to(device))
     logits = out.logits.float()

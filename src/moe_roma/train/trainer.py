@@ -234,10 +234,18 @@ class RouterTrainer:
         warm = resolve_warmup(cfg.warmup_steps, cfg.warmup_ratio, total)
         lam_warm = resolve_warmup(cfg.lam_warmup_steps, cfg.lam_warmup_ratio, total)
         params = list(self.params.values())
+        original_dtypes = {name: p.dtype for name, p in self.params.items()}
         for p in params:
             if p.dtype != torch.float32:
-                p.data = p.data.float()
+                p.data = p.data.float()  # fp32 master weights and AdamW state
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fp16 activations can underflow small router gradients; scale the loss (bf16 needs no scaler).
+        # The scaled gradients land on fp32 router weights, so unscaling them is always legal.
+        fp16 = any(p.dtype == torch.float16 for p in self.model.parameters())
+        scaler = torch.amp.GradScaler(self.device.type, enabled=fp16 and self.device.type == "cuda")
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.train()  # transformers only checkpoints in training mode; no dropout in these layers
         step, skipped = 0, 0
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +278,8 @@ class RouterTrainer:
                     terms = self.regularizer_terms(local, out["routing"])
                     reg = terms.get("reg", torch.zeros_like(out["task"]))
                     loss = (out["task"] + lam * reg).sum() / len(chunk)
-                    loss.backward()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
                     loss_value = float(loss.detach())
                 else:
                     terms, loss_value = {}, 0.0
@@ -279,6 +288,7 @@ class RouterTrainer:
                 if not grads_ok:
                     skipped += 1
                     optimizer.zero_grad(set_to_none=True)
+                    scaler.update()
                     if skipped > cfg.max_nonfinite_steps:
                         raise RomaError(
                             f"stopped after {skipped} steps with a non-finite loss or gradient; "
@@ -287,7 +297,8 @@ class RouterTrainer:
                 else:
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                 step += 1
                 if out is not None and self.rank == 0 and (step % cfg.log_every == 0 or step == total):
                     record = {
@@ -309,10 +320,16 @@ class RouterTrainer:
                         self.out_dir, step, self.params, optimizer, {"config": cfg.to_dict(), "skipped": skipped}
                     )
         bar.close()
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_disable()
+            self.model.eval()
         seconds = time.perf_counter() - start_time
         if self.rank == 0:
             self._save(seconds, step)
             state_path.unlink(missing_ok=True)
+        # Back to the model's own dtype, so the tuned model runs without autocast like its base.
+        for name, p in self.params.items():
+            p.data = p.data.to(original_dtypes[name])
         return TrainResult(self.out_dir, step, seconds, self.layers, last, skipped)
 
     def _reduce_grads(self, params: list[torch.nn.Parameter], loss_finite: bool) -> bool:

@@ -1,0 +1,135 @@
+"""RoMA training throughput on a randomly initialised full-size OLMoE-1B-7B (GPU).
+
+No weights are needed for timing: the architecture (16 layers, hidden 2048, 64 experts, top-8) is
+built from its configuration with random weights in bf16. Synthetic samples of ``--seq-len`` tokens,
+a synthetic routing store and neighbour graph, and the project's own trainer (bf16 autocast, fp32
+routers, prefix replay, ``logits_to_keep``) are timed end to end; the naive arm (full forward over
+every layer with full-vocabulary logits at every position, as the public code does) is timed on a
+few steps for the per-step ratio.
+
+    PYTHONPATH=src python benchmarks/gpu_train_olmoe.py --samples 2048 --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
+
+from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.models.discovery import discover_routers
+from moe_roma.routing.store import RoutingStore
+from moe_roma.train.batches import make_batch
+from moe_roma.train.config import TrainConfig
+from moe_roma.train.trainer import RouterTrainer
+
+OLMOE_1B_7B = dict(vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
+                   num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8,
+                   max_position_embeddings=4096, rope_theta=10000.0)  # fmt: skip
+
+
+def synthetic_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    words = {"<pad>": 0, "<eos>": 1, "A": 2, "B": 3, "C": 4, "D": 5}
+    for i in range(len(words), vocab):
+        words[f"w{i}"] = i
+    tok = Tokenizer(models.WordLevel(vocab=words, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def synthetic_store(n: int, seq_len: int, vocab: int, layers: list[int], experts: int, gen) -> RoutingStore:
+    ids = torch.randint(6, vocab, (n, seq_len - 1), generator=gen)
+    texts = [" ".join(f"w{t}" for t in row.tolist()) + " A" for row in ids]  # seq_len tokens each
+    routing = torch.distributions.Dirichlet(torch.full((experts,), 0.3)).sample((n, len(layers)))
+    answers = torch.randint(0, 4, (n,), generator=gen).tolist()
+    correct = (torch.rand(n, generator=gen) < 0.6).tolist()
+    return RoutingStore(
+        ids=[f"s{i}" for i in range(n)], input_texts=texts, layers=layers, routing=routing, answer_index=answers,
+        model_answer=answers, is_correct=correct, token_ids=[2] * n, token_texts=["A"] * n,
+        choices=[("A", "B", "C", "D")] * n,
+    )  # fmt: skip
+
+
+def naive_step(model, trainer, items, optimizer) -> None:
+    """What the public code does per step: every layer, every position's full-vocabulary logits."""
+    batch = make_batch(items, trainer.pad)
+    ids = batch.input_ids.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(input_ids=ids, attention_mask=batch.attention_mask.cuda(), use_cache=False)
+    letters = out.logits[:, -1, trainer.letter_ids[:4]].float()
+    loss = torch.nn.functional.cross_entropy(letters, torch.tensor([it.answer for it in items], device="cuda"))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=2048)
+    ap.add_argument("--seq-len", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--naive-steps", type=int, default=5)
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    config = OlmoeConfig(**OLMOE_1B_7B)
+    with torch.device("cuda"):
+        model = OlmoeForCausalLM(config).to(torch.bfloat16).eval()
+    model.requires_grad_(False)
+    n_params = sum(p.numel() for p in model.parameters())
+    info = discover_routers(model)
+    layers = info.moe_layers[-5:]
+    tok = synthetic_tokenizer(config.vocab_size)
+    store = synthetic_store(args.samples, args.seq_len, config.vocab_size, layers, info.num_experts, gen)
+    emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
+    graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
+                      max_length=args.seq_len, gradient_checkpointing=args.gradient_checkpointing, log_every=10)  # fmt: skip
+    trainer = RouterTrainer(model, tok, store, cfg, "/tmp/gpu_bench_run", graph=graph, progress=False)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = trainer.train()
+    torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    # Naive arm, a few steps (its routers are the same parameters; the values do not matter for timing).
+    for p in trainer.params.values():
+        p.requires_grad_(True)
+        p.data = p.data.float()
+    opt = torch.optim.AdamW(list(trainer.params.values()), lr=7e-5)
+    items = trainer.items[: args.batch_size]
+    naive_step(model, trainer, items, opt)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t1 = time.perf_counter()
+    for _ in range(args.naive_steps):
+        naive_step(model, trainer, items, opt)
+    torch.cuda.synchronize()
+    naive_per_step = (time.perf_counter() - t1) / args.naive_steps
+    naive_peak = torch.cuda.max_memory_allocated() / 2**30
+    steps = result.steps
+    report = {
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "params": n_params,
+        "samples": args.samples, "seq_len": args.seq_len, "epochs": args.epochs, "batch_size": args.batch_size,
+        "gradient_checkpointing": args.gradient_checkpointing, "steps": steps,
+        "total_seconds_incl_prefix_cache": round(total, 2),
+        "samples_per_second_end_to_end": round(args.samples * args.epochs / total, 1),
+        "peak_gpu_memory_gib": round(peak, 2),
+        "naive_seconds_per_step": round(naive_per_step, 4), "naive_peak_gpu_memory_gib": round(naive_peak, 2),
+    }  # fmt: skip
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(report, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
