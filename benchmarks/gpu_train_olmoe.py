@@ -122,6 +122,10 @@ def main() -> None:
         "gradient_checkpointing": args.gradient_checkpointing, "steps": steps,
         "total_seconds_incl_prefix_cache": round(total, 2),
         "samples_per_second_end_to_end": round(args.samples * args.epochs / total, 1),
+        "prefix_cache_seconds": round(trainer.timings["prefix_cache_seconds"], 2),
+        "train_loop_seconds": round(trainer.timings["loop_seconds"], 2),
+        "ours_seconds_per_step": round(trainer.timings["loop_seconds"] / max(steps, 1), 4),
+        "per_step_speedup_vs_naive": round(naive_per_step / (trainer.timings["loop_seconds"] / max(steps, 1)), 2),
         "peak_gpu_memory_gib": round(peak, 2),
         "naive_seconds_per_step": round(naive_per_step, 4), "naive_peak_gpu_memory_gib": round(naive_peak, 2),
     }  # fmt: skip

@@ -228,6 +228,8 @@ class RouterTrainer:
         if cfg.prefix_cache and self.first_layer > 0:
             self.cache = PrefixCache(self.first_layer)
             self.cache.fill(self.model, self.info, self.items, self.pad, cfg.batch_size, self.progress and self.rank == 0)
+        _sync(self.device)
+        self.timings = {"prefix_cache_seconds": time.perf_counter() - start_time}
         global_batch = cfg.batch_size
         steps_per_epoch = math.ceil(len(self.items) / global_batch)
         total = steps_per_epoch * cfg.epochs
@@ -320,6 +322,8 @@ class RouterTrainer:
                         self.out_dir, step, self.params, optimizer, {"config": cfg.to_dict(), "skipped": skipped}
                     )
         bar.close()
+        _sync(self.device)
+        self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_disable()
             self.model.eval()
@@ -365,6 +369,11 @@ class RouterTrainer:
             "moe_roma_version": __version__,
         }
         save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, extra)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _store_fingerprint(store: RoutingStore) -> str:
