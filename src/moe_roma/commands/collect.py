@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="routing JSON to write")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
     p.add_argument("--scoring", default="letter", choices=["letter", "continuation"])
+    p.add_argument("--position", default="last", choices=["last", "first"],
+                   help="prompt token whose routing is recorded (last: RoMA; first: ablation)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     info.select_layers(args.layers)  # refuse a bad selection before any work
     store, summary = collect_routing(
         model, tokenizer, examples, layers=args.layers, scoring=args.scoring, batch_size=args.batch_size,
-        max_length=args.max_length, progress=not args.no_progress, info=info,
+        max_length=args.max_length, progress=not args.no_progress, info=info, position=args.position,
     )  # fmt: skip
     store.meta["model"]["name_or_path"] = str(args.model)
     store.meta["data"] = str(args.data)

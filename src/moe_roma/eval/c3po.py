@@ -66,7 +66,7 @@ from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.routing.override import logits_to_input_map, target_logit_offsets
 from moe_roma.routing.store import RoutingStore
-from moe_roma.train.batches import TrainItem, make_batch
+from moe_roma.train.batches import TrainItem, letter_ids_tensor, make_batch
 from moe_roma.train.objective import items_forward
 from moe_roma.train.prefix import PrefixCache
 
@@ -161,6 +161,7 @@ class C3POResult:
     passes: PassCount
     seconds: float
     settings: dict
+    ngd_solution: torch.Tensor | None = None  # (N, L, E) NGD's final omega (replace) or delta (offset)
 
     @property
     def correct_base(self) -> list[bool]:
@@ -201,7 +202,9 @@ class C3POResult:
         }  # fmt: skip
 
 
-def _mix(own: torch.Tensor, graph: NeighbourGraph, rows: torch.Tensor, ref_routing: torch.Tensor) -> torch.Tensor:
+def _mix(
+    own: torch.Tensor, graph: NeighbourGraph, rows: torch.Tensor, ref_routing: torch.Tensor
+) -> torch.Tensor:
     """Kernel mean ``sum_j W_ij w_j`` (B, L, E) of ``rows``' neighbours; ``own`` where there are none."""
     idx = graph.indices[rows]
     w = graph.weights[rows].to(ref_routing.dtype)
@@ -266,11 +269,9 @@ def c3po(
     resolve_layers(info, ref_store, tuned)
     refs = prepare_items(ref_store, tokenizer, task_loss, tuned, max_length)
     evals = prepare_items(eval_store, tokenizer, task_loss, tuned, max_length)
-    n_letters = max(it.n_choices for it in refs.items + evals.items)
     if task_loss == "letter":  # one letter table for both sets
-        refs.letter_ids = evals.letter_ids = prepare_items(
-            eval_store, tokenizer, task_loss, tuned, max_length, n_letters
-        ).letter_ids
+        n_letters = max(it.n_choices for it in refs.items + evals.items)
+        refs.letter_ids = evals.letter_ids = letter_ids_tensor(tokenizer, n_letters)
     config = GraphConfig(k=k, sigma=sigma, dedupe_threshold=dedupe_threshold)
     graph = build_neighbour_graph(ref_embeddings, ref_store.successful, config, queries=eval_embeddings)
     ref_routing = ref_store.routing[:, refs.columns].float()
@@ -292,6 +293,7 @@ def c3po(
         counts.add_forward(n)
         has = graph.has_neighbours()
         chosen = torch.full((n,), float("nan"))
+        solution = None
         if mode == "kernel":
             chosen = _select_alphas(model, info, tuned, refs, graph, ref_embeddings, ref_routing, alphas, config,
                                     batch_size, prefix_cache, counts, frac, progress)  # fmt: skip
@@ -304,6 +306,7 @@ def c3po(
             targets, offsets = _ngd(model, info, tuned, refs, graph, base_routing, ngd_steps, ngd_lr, ngd_variable,
                                     batch_size, prefix_cache, counts, frac, progress)  # fmt: skip
             changed = has.clone()
+            solution = targets if ngd_variable == "replace" else offsets
         # The final pass of each re-mixed item, with its new routing.
         predictions, routing = base_pred.clone(), base_routing.clone()
         todo = torch.nonzero(changed).flatten().tolist()
@@ -333,13 +336,19 @@ def c3po(
             "ngd_lr": ngd_lr if mode == "ngd" else None, "ngd_variable": ngd_variable if mode == "ngd" else None,
             "prefix_cache": prefix_cache,
         },
+        ngd_solution=solution,
     )  # fmt: skip
 
 
-
-
 def _ref_cache(
-    model, info, tuned, refs: ItemSet, items: list[TrainItem], batch_size: int, prefix_cache: bool, counts: PassCount
+    model,
+    info,
+    tuned,
+    refs: ItemSet,
+    items: list[TrainItem],
+    batch_size: int,
+    prefix_cache: bool,
+    counts: PassCount,
 ) -> PrefixCache | None:
     """Prefix states of the distinct reference items of a batch (each filled once per batch)."""
     if not prefix_cache:
@@ -433,7 +442,9 @@ def _ngd(
             for group in opt.param_groups:  # cosine decay from lr towards 0
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             if variable == "replace":
-                out = forward_with_targets(model, info, tuned, refs, items, torch.softmax(theta, -1)[owner_t], cache)
+                out = forward_with_targets(
+                    model, info, tuned, refs, items, torch.softmax(theta, -1)[owner_t], cache
+                )
             else:
                 off = theta[owner_t]
                 out = items_forward(

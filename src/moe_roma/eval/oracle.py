@@ -142,7 +142,11 @@ def resolve_task_loss(store: RoutingStore, task_loss: str | None) -> str:
 
 def resolve_layers(info: MoEInfo, store: RoutingStore, layers: str | Sequence[int] | None) -> list[int]:
     """Tuned layers (default: the store's); they must be MoE layers recorded in the store."""
-    chosen = list(store.layers) if layers is None else info.select_layers(layers if isinstance(layers, str) else list(layers))
+    chosen = (
+        list(store.layers)
+        if layers is None
+        else info.select_layers(layers if isinstance(layers, str) else list(layers))
+    )
     missing = [layer for layer in chosen if layer not in store.layers]
     if missing:
         raise RomaError(f"layers {missing} are not recorded in the routing store (it has {store.layers})")
@@ -162,7 +166,9 @@ def prepare_items(
     items = build_items(store, tokenizer, task_loss, int(length))
     n_letters = max_choices or max(it.n_choices for it in items)
     letters = letter_ids_tensor(tokenizer, n_letters) if task_loss == "letter" else None
-    return ItemSet(store, items, task_loss, letters, pad_id(tokenizer), [store.layers.index(x) for x in layers])
+    return ItemSet(
+        store, items, task_loss, letters, pad_id(tokenizer), [store.layers.index(x) for x in layers]
+    )
 
 
 def suffix_fraction(info: MoEInfo, layers: list[int]) -> float:
@@ -294,7 +300,9 @@ def oracle_routing(
         for c in range(0, n, batch_size):
             chunk = order[c : c + batch_size]
             items = [data.items[i] for i in chunk]
-            cache = fill_cache(model, info, items, data.pad, tuned, batch_size, counts) if prefix_cache else None
+            cache = (
+                fill_cache(model, info, items, data.pad, tuned, batch_size, counts) if prefix_cache else None
+            )
             offsets = torch.zeros(len(chunk), n_layers, n_experts, device=device, requires_grad=True)
             opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([offsets], lr=lr)
             answers = data.answers[chunk].to(device)

@@ -19,11 +19,12 @@ class LastTokenOutput:
 
 @torch.no_grad()
 def last_token_forward(
-    model: PreTrainedModel, batch: PromptBatch, capture: RoutingCapture | None = None
+    model: PreTrainedModel, batch: PromptBatch, capture: RoutingCapture | None = None, position: str = "last"
 ) -> LastTokenOutput:
     """One forward pass over a left-padded batch, computing logits at the last position only.
 
-    ``logits_to_keep=1`` skips the full-vocabulary projection at every other position.
+    ``logits_to_keep=1`` skips the full-vocabulary projection at every other position. Routing is
+    read at the last prompt token, or at the first real one with ``position="first"`` (ablation).
     """
     device = next(model.parameters()).device
     batch = batch.to(device)
@@ -33,6 +34,10 @@ def last_token_forward(
     log_probs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
     routing = None
     if capture is not None:
-        last = torch.full((batch.input_ids.shape[0],), batch.input_ids.shape[1] - 1, device=device)
-        routing = capture.weights_at(batch.input_ids.shape, last)
+        t = batch.input_ids.shape[1]
+        if position == "first":
+            where = t - batch.attention_mask.sum(dim=1)  # left padding: first real token
+        else:
+            where = torch.full((batch.input_ids.shape[0],), t - 1, device=device)
+        routing = capture.weights_at(batch.input_ids.shape, where)
     return LastTokenOutput(log_probs, routing)

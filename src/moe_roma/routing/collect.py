@@ -58,6 +58,7 @@ def collect_routing(
     template: str | None = None,
     progress: bool = True,
     info: MoEInfo | None = None,
+    position: str = "last",
 ) -> tuple[RoutingStore, CollectSummary]:
     """Run the base model over ``examples`` in left-padded batches and record routing and answers.
 
@@ -89,7 +90,7 @@ def collect_routing(
     with RoutingCapture(info, chosen) as capture:
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
-            out = last_token_forward(model, left_pad([encoded[i] for i in rows], pad), capture)
+            out = last_token_forward(model, left_pad([encoded[i] for i in rows], pad), capture, position)
             routing[rows] = out.routing.float().cpu()
             if letter_ids is not None:
                 lp = out.log_probs.cpu()
@@ -130,6 +131,7 @@ def collect_routing(
             "answer_scoring": scoring,
             "template": template,
             "max_length": max_length,
+            "position": position,
         },
     )
     summary = CollectSummary(len(examples), sum(correct) / max(len(correct), 1), seconds, truncated)

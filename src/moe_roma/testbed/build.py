@@ -208,7 +208,7 @@ def pretrain(
         opt.step()
         run_loss += loss.item()
         if (step + 1) % 100 == 0:
-            log(f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {float(aux):.3f} "
+            log(f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {aux.item():.3f} "
                 f"lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
             run_loss = 0.0
         if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:

@@ -59,11 +59,12 @@ class StepBatch:
     seq_keys: list[tuple[int, int]]  # (item position in batch, choice) per row
     items: list[TrainItem]
     routing_rows: torch.Tensor  # (B,) the row whose context-end routing is r_i
-    routing_pos: torch.Tensor  # (B,) position of the last prompt token in that row
+    routing_pos: torch.Tensor  # (B,) position of the prompt token whose routing is r_i, in that row
     logits_to_keep: int
 
 
-def make_batch(items: list[TrainItem], pad_id: int) -> StepBatch:
+def make_batch(items: list[TrainItem], pad_id: int, position: str = "last") -> StepBatch:
+    """``position``: read routing at the prompt's ``last`` token (RoMA) or its ``first`` (ablation)."""
     seqs, keys = [], []
     for b, item in enumerate(items):
         for c, s in enumerate(item.seqs):
@@ -75,7 +76,10 @@ def make_batch(items: list[TrainItem], pad_id: int) -> StepBatch:
     for b, item in enumerate(items):
         row = keys.index((b, 0))
         rows.append(row)
-        pos.append(t - 1 - item.cont_lens[0])  # the prompt's last token, before any continuation
+        if position == "first":
+            pos.append(t - len(item.seqs[0]))  # left padding: the first real token
+        else:
+            pos.append(t - 1 - item.cont_lens[0])  # the prompt's last token, before any continuation
     keep = 1 + max(max(item.cont_lens) for item in items)
     return StepBatch(
         padded.input_ids, padded.attention_mask, padded.position_ids, keys, items,

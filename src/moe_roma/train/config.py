@@ -45,6 +45,7 @@ class TrainConfig:
     embedder: str | None = None  # None: the bundled all-MiniLM-L6-v2
     # What is trained and how it is read.
     layers: str = "last5"
+    position: str = "last"  # prompt token whose routing is aligned: last (RoMA) or first (ablation)
     task_loss: str = "letter"
     max_length: int = 1024
     temperature: float = 1.0  # router-logit temperature during training (seeds 000 / 002)
@@ -66,6 +67,7 @@ class TrainConfig:
 
         need(self.regularizer in REGULARIZERS, f"regularizer must be one of {', '.join(REGULARIZERS)}")
         need(self.task_loss in TASK_LOSSES, f"task_loss must be one of {', '.join(TASK_LOSSES)}")
+        need(self.position in ("last", "first"), "position must be last or first")
         need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.epochs >= 1, "epochs must be at least 1")
         need(self.batch_size >= 1, "batch_size must be at least 1")

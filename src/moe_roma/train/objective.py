@@ -41,6 +41,7 @@ def items_forward(
     cache: PrefixCache | None = None,
     offsets: dict[int, torch.Tensor] | None = None,
     router_hooks: contextlib.AbstractContextManager | None = None,
+    position: str = "last",
 ) -> dict[str, torch.Tensor]:
     """Returns ``task`` (B,) losses, ``scores`` (B, C) answer scores (-inf past a sample's choices)
     and ``routing`` (B, L, E): the routing weights at each sample's last prompt token.
@@ -49,7 +50,7 @@ def items_forward(
     (oracle / C3PO); ``cache`` replays the frozen prefix instead of recomputing it.
     """
     device = next(model.parameters()).device
-    batch = make_batch(items, pad_id)
+    batch = make_batch(items, pad_id, position)
     ids = batch.input_ids.to(device)
     kwargs = {
         "input_ids": ids,
@@ -60,7 +61,7 @@ def items_forward(
     }
     item_of_row = torch.tensor([b for b, _ in batch.seq_keys], device=device)
     choice_of_row = torch.tensor([c for _, c in batch.seq_keys], device=device)
-    # Every row of an item shares its context, so the last prompt token sits at the same place.
+    # Every row of an item shares its context, so the prompt token sits at the same place in each.
     row_pos = batch.routing_pos.to(device)[item_of_row]
     stack = contextlib.ExitStack()
     with stack:

@@ -63,22 +63,38 @@ def replay_prefix(model: PreTrainedModel, info: MoEInfo, first_layer: int, state
 
 
 class PrefixCache:
-    """Per-sequence hidden states entering ``first_layer`` (real tokens only, no padding).
+    """Hidden states entering ``first_layer`` for every sequence, real tokens only.
 
-    Kept in memory in ``dtype`` (the model's by default); on CPU, so a large run costs host RAM,
-    not accelerator memory.
+    Stored as one flat (tokens + 1, H) tensor in the model's dtype, row 0 all zeros for padding, so a
+    batch is assembled with a single gather. It lives on the model's device when it fits in
+    ``max_device_fraction`` of the free accelerator memory, else in pinned host memory.
     """
 
-    def __init__(self, first_layer: int) -> None:
+    def __init__(self, first_layer: int, max_device_fraction: float = 0.4) -> None:
         self.first_layer = first_layer
-        self.states: dict[tuple[int, int], torch.Tensor] = {}
+        self.max_device_fraction = max_device_fraction
+        self.flat: torch.Tensor | None = None
+        self.offsets: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _storage_device(self, device: torch.device, nbytes: int) -> torch.device:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if nbytes <= self.max_device_fraction * free:
+                return device
+        return torch.device("cpu")
 
     @torch.no_grad()
     def fill(self, model: PreTrainedModel, info: MoEInfo, items, pad_id: int, batch_size: int, progress: bool) -> None:
         layers = decoder_layers(model, info)
-        device = next(model.parameters()).device
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
         seqs = [((it.index, c), s) for it in items for c, s in enumerate(it.seqs)]
         seqs.sort(key=lambda kv: -len(kv[1]))
+        total = sum(len(s) for _, s in seqs)
+        hidden = model.config.hidden_size
+        nbytes = (total + 1) * hidden * torch.tensor([], dtype=dtype).element_size()
+        where = self._storage_device(device, nbytes)
+        self.flat = torch.zeros(total + 1, hidden, dtype=dtype, device=where, pin_memory=where.type == "cpu" and device.type == "cuda")
         grabbed: dict[str, torch.Tensor] = {}
 
         def grab(module, args, kwargs):
@@ -86,6 +102,7 @@ class PrefixCache:
             raise _StopForward
 
         handle = layers[self.first_layer].register_forward_pre_hook(grab, with_kwargs=True)
+        cursor = 1
         try:
             for b in tqdm(range(0, len(seqs), batch_size), desc="prefix cache", disable=not progress):
                 chunk = seqs[b : b + batch_size]
@@ -95,17 +112,21 @@ class PrefixCache:
                 h = grabbed.pop("h").detach()
                 t = h.shape[1]
                 for row, (key, s) in enumerate(chunk):
-                    self.states[key] = h[row, t - len(s) :].to("cpu").clone()
+                    n = len(s)
+                    self.flat[cursor : cursor + n].copy_(h[row, t - n :].to(dtype), non_blocking=True)
+                    self.offsets[key] = (cursor, n)
+                    cursor += n
         finally:
             handle.remove()
 
     def batch_states(self, keys: list[tuple[int, int]], width: int, device) -> torch.Tensor:
-        first = self.states[keys[0]]
-        out = torch.zeros(len(keys), width, first.shape[-1], dtype=first.dtype)
+        """Left-padded (B, width, H) states for the given sequences; padding rows are zeros."""
+        index = torch.zeros(len(keys), width, dtype=torch.long)
         for row, key in enumerate(keys):
-            h = self.states[key]
-            out[row, width - h.shape[0] :] = h
-        return out.to(device)
+            start, n = self.offsets[key]
+            index[row, width - n :] = torch.arange(start, start + n)
+        index = index.to(self.flat.device, non_blocking=True)
+        return self.flat[index].to(device, non_blocking=True)
 
 
 class _StopForward(Exception):

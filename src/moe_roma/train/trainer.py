@@ -95,6 +95,12 @@ class RouterTrainer:
                 f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others"
             )
         self.store_cols = [store.layers.index(layer) for layer in self.layers]
+        recorded = store.meta.get("position", "last")
+        if recorded != config.position:
+            raise RomaError(
+                f"the routing file records the {recorded} prompt token but position={config.position}; collect it with "
+                f"--position {config.position}"
+            )
         self.device = next(model.parameters()).device
         self.regularizer = config.regularizer
         if not store.successful:
@@ -163,7 +169,7 @@ class RouterTrainer:
         """Per-sample task loss and live routing r_i(theta) (B, L, E) for a list of items."""
         return items_forward(
             self.model, self.info, self.layers, items, self.pad, self.config.task_loss, self.letter_ids,
-            cache=self.cache if use_cache else None, router_hooks=self._router_hooks(),
+            cache=self.cache if use_cache else None, router_hooks=self._router_hooks(), position=self.config.position,
         )  # fmt: skip
 
     def regularizer_terms(self, items: list[TrainItem], routing: torch.Tensor) -> dict[str, torch.Tensor]:
