@@ -14,13 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
 from moe_roma.data.example import MCExample
+from moe_roma.errors import RomaError
 from moe_roma.eval.scoring import evaluate
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, neighbour_graph_for_store
+from moe_roma.manifold.embed import embed_texts
+from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, embedding_text, neighbour_graph_for_store
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import RoutingStore, save_routing_store
@@ -54,6 +57,30 @@ class RunContext:
     progress: bool
     graphs: dict[str, NeighbourGraph] = field(default_factory=dict)
     embeddings: dict[str, object] = field(default_factory=dict)
+    stores: dict[tuple[str, str], RoutingStore] = field(default_factory=dict)
+
+    def store_for(self, split: str = "train", position: str = "last") -> RoutingStore:
+        """The base model's routing store for a split (``train``: the reference set), collected once."""
+        if split == "train" and position == "last":
+            return self.store
+        key = (split, position)
+        if key not in self.stores:
+            examples = self.train_examples if split == "train" else self.splits[split]
+            self.stores[key], _ = collect_routing(
+                self.model, self.tokenizer, examples, layers=self.store.layers, scoring=self.scoring,
+                batch_size=self.batch_size, progress=False, info=self.info, position=position,
+            )  # fmt: skip
+        return self.stores[key]
+
+    def embeddings_for(self, split: str) -> np.ndarray:
+        """Normalised sentence embeddings of a split's questions (``train``: the reference set)."""
+        if split not in self.embeddings:
+            store = self.store if split == "train" else self.store_for(split)
+            texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
+            self.embeddings[split] = embed_texts(texts, self.train_config.embedder)
+        return self.embeddings[split]
+
+    train_examples: list[MCExample] = field(default_factory=list)
 
 
 def graph_for(ctx: RunContext, config: TrainConfig) -> NeighbourGraph | None:
@@ -65,9 +92,11 @@ def graph_for(ctx: RunContext, config: TrainConfig) -> NeighbourGraph | None:
         random=config.random_neighbours, seed=config.seed if config.random_neighbours else 0,
     )  # fmt: skip
     key = hashlib.sha256(json.dumps([gcfg.__dict__, config.embedder], sort_keys=True).encode()).hexdigest()[:16]
+    store = ctx.store_for("train", config.position)
+    key += config.position
     if key not in ctx.graphs:
         path = ctx.out_dir / "graphs" / f"{key}.safetensors"
-        ctx.graphs[key], ctx.embeddings["train"] = neighbour_graph_for_store(ctx.store, gcfg, config.embedder, path)
+        ctx.graphs[key], _ = neighbour_graph_for_store(store, gcfg, config.embedder, path)
     return ctx.graphs[key]
 
 
@@ -91,18 +120,86 @@ def run_base(ctx: RunContext, method: Method, seed: int) -> dict:
 
 
 def run_train(ctx: RunContext, method: Method, seed: int) -> dict:
-    config = TrainConfig(**{**ctx.train_config.to_dict(), **method.overrides, "seed": seed}).validate()
+    overrides = dict(method.overrides)
+    fraction = float(overrides.pop("train_fraction", 1.0))
+    config = TrainConfig(**{**ctx.train_config.to_dict(), **overrides, "seed": seed}).validate()
     run_dir = ctx.out_dir / "runs" / method.name / f"seed{seed}"
-    trainer = RouterTrainer(
-        ctx.model, ctx.tokenizer, ctx.store, config, run_dir, graph=graph_for(ctx, config), progress=ctx.progress
-    )
+    store = ctx.store_for("train", config.position)
+    graph = graph_for(ctx, config)
+    if fraction < 1.0:
+        # A seeded subset of the training set; its neighbours are searched within the subset.
+        gen = torch.Generator().manual_seed(seed)
+        keep = sorted(torch.randperm(len(store), generator=gen)[: max(1, round(fraction * len(store)))].tolist())
+        store, graph = store.subset(keep), None
+    trainer = RouterTrainer(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress)
     result: TrainResult = trainer.train()
     return {"splits": evaluate_splits(ctx), "train": {"seconds": result.seconds, "steps": result.steps},
             "run_dir": str(run_dir), "layers": result.tuned_layers}  # fmt: skip
 
 
-# Kinds of method; ``roma experiment`` registers the baselines that need more machinery.
-METHOD_KINDS: dict[str, Callable[[RunContext, Method, int], dict]] = {"base": run_base, "train": run_train}
+def run_oracle(ctx: RunContext, method: Method, seed: int) -> dict:
+    """Oracle routing on each split: the upper bound of what last-token routing can do."""
+    from moe_roma.eval.oracle import oracle_routing
+
+    out = {}
+    for split in ctx.splits:
+        res = oracle_routing(ctx.model, ctx.tokenizer, ctx.store_for(split), batch_size=ctx.batch_size,
+                             progress=False, info=ctx.info, **method.overrides)  # fmt: skip
+        out[split] = _split_outcome(res.correct_after, extra={"base_accuracy": res.base_accuracy, "gap": res.gap,
+                                                              "cost_vs_base": res.passes.cost_vs_base})  # fmt: skip
+    return {"splits": out}
+
+
+def run_c3po(ctx: RunContext, method: Method, seed: int) -> dict:
+    """C3PO test-time re-mixing from the successful training samples."""
+    from moe_roma.eval.c3po import c3po
+
+    out = {}
+    for split in ctx.splits:
+        res = c3po(ctx.model, ctx.tokenizer, ctx.store, ctx.embeddings_for("train"), ctx.store_for(split),
+                   ctx.embeddings_for(split), batch_size=ctx.batch_size, progress=False, info=ctx.info,
+                   **method.overrides)  # fmt: skip
+        out[split] = _split_outcome(res.correct, extra={"cost_vs_base": res.passes.cost_vs_base,
+                                                        "extra_forwards": res.passes.extra_forwards})  # fmt: skip
+    return {"splits": out}
+
+
+def _split_outcome(correct: list[bool], extra: dict | None = None) -> dict:
+    from moe_roma.eval.stats import accuracy
+
+    acc = accuracy(correct)
+    return {"accuracy": acc.acc, "n": acc.n, "ci": list(acc.ci) if acc.ci else None, "acc_norm": None,
+            "correct": list(correct), "extra": extra or {}}  # fmt: skip
+
+
+# Kinds of method. base, oracle and c3po do not depend on the training seed: they run once.
+METHOD_KINDS: dict[str, Callable[[RunContext, Method, int], dict]] = {
+    "base": run_base, "train": run_train, "oracle": run_oracle, "c3po": run_c3po,
+}  # fmt: skip
+SEED_FREE_KINDS = {"base", "oracle", "c3po"}
+
+
+def routing_metrics(ctx: RunContext, split: str) -> dict:
+    """Manifold alignment, entropy and expert utilisation of the model's current routing on a split."""
+    from moe_roma.manifold.metrics import (
+        expert_utilisation,
+        knn_overlap,
+        linear_cka,
+        routing_entropy_per_layer,
+    )
+
+    store, _ = collect_routing(ctx.model, ctx.tokenizer, ctx.splits[split], layers=ctx.store.layers,
+                               scoring=ctx.scoring, batch_size=ctx.batch_size, progress=False, info=ctx.info)  # fmt: skip
+    emb = ctx.embeddings_for(split)
+    top_k = ctx.info.routers[ctx.store.layers[0]].top_k
+    util = expert_utilisation(store.routing, top_k)
+    return {
+        "knn_overlap@5": knn_overlap(emb, store.routing, 5),
+        "cka": linear_cka(emb, store.routing.reshape(len(store), -1)),
+        "entropy": routing_entropy_per_layer(store.routing),
+        "utilisation_min": util.min(dim=1).values.tolist(),
+        "utilisation_max": util.max(dim=1).values.tolist(),
+    }
 
 
 def router_snapshot(model: PreTrainedModel, info: MoEInfo) -> dict[str, torch.Tensor]:
@@ -139,6 +236,7 @@ class Comparison:
     progress: bool = True
     log: Callable[[str], None] = print
     extra_row_keys: dict = field(default_factory=dict)
+    metrics_split: str | None = None  # routing metrics of base and trained methods on this split
 
     def collect(self) -> tuple[RoutingStore, MoEInfo]:
         info = discover_routers(self.model)
@@ -156,8 +254,9 @@ class Comparison:
         store, info = self.collect()
         ctx = RunContext(
             self.model, self.tokenizer, info, store, self.splits, self.train_config, self.scoring, self.batch_size,
-            self.out_dir, self.progress,
+            self.out_dir, self.progress, train_examples=self.train_examples,
         )  # fmt: skip
+        self.ctx = ctx
         base_routers = router_snapshot(self.model, info)
         rows, details = [], {}
         cached: dict[str, dict] = {}
@@ -165,19 +264,24 @@ class Comparison:
             for method in self.methods:
                 start = time.perf_counter()
                 restore_routers(self.model, base_routers)
-                # The base model does not depend on the seed: evaluate it once, report it per seed.
-                if method.kind == "base" and method.name in cached:
+                # Seed-free methods are evaluated once and reported for every seed.
+                if method.kind in SEED_FREE_KINDS and method.name in cached:
                     outcome = cached[method.name]
                 else:
+                    if method.kind not in METHOD_KINDS:
+                        raise RomaError(f"method {method.name!r}: unknown kind {method.kind!r} ({', '.join(METHOD_KINDS)})")
                     outcome = METHOD_KINDS[method.kind](ctx, method, seed)
-                    if method.kind == "base":
+                    if self.metrics_split and method.kind in ("base", "train"):
+                        outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
+                    if method.kind in SEED_FREE_KINDS:
                         cached[method.name] = outcome
                 seconds = time.perf_counter() - start
                 details[f"{method.name}/seed{seed}"] = outcome
                 for split, res in outcome["splits"].items():
                     rows.append({
                         "method": method.name, "split": split, "seed": seed, "accuracy": res["accuracy"],
-                        "n": res["n"], "ci": res["ci"], "acc_norm": res["acc_norm"], **self.extra_row_keys,
+                        "n": res["n"], "ci": res["ci"], "acc_norm": res["acc_norm"], "kind": method.kind,
+                        "setting": method.overrides, **res.get("extra", {}), **self.extra_row_keys,
                     })  # fmt: skip
                 accs = ", ".join(f"{s} {r['accuracy']:.1%}" for s, r in outcome["splits"].items())
                 self.log(f"[seed {seed}] {method.name}: {accs} ({seconds:.1f} s)")

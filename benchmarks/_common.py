@@ -1,0 +1,212 @@
+"""Shared helpers of the CPU benchmarks: synthetic models and data, interleaved timing, peak memory.
+
+Nothing is downloaded: models are OLMoE-shaped configurations with random weights, the tokenizer
+is a word-level vocabulary of ``w<i>`` words built in memory, and the data are random words.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
+
+# Runnable as `python benchmarks/x.py` from a checkout without installing the package.
+_SRC = Path(__file__).resolve().parents[1] / "src"
+if _SRC.is_dir() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+from moe_roma.data.example import LETTERS, MCExample  # noqa: E402
+
+SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
+FIXED_WORDS = ["Question", "Answer", ".", ":", "?", *LETTERS]
+
+
+def setup(threads: int) -> None:
+    """Pin torch's intra-op threads: the cores are shared, and a fixed count keeps arms comparable."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """Word level: specials, prompt words, letters A-Z, then ``w<i>`` up to ``vocab_size`` entries.
+
+    `` A`` encodes to the single token ``A``, as after ``Answer:`` in real BPE vocabularies.
+    """
+    vocab: dict[str, int] = {}
+    for w in SPECIAL + FIXED_WORDS:
+        vocab.setdefault(w, len(vocab))
+    for i in range(len(vocab), vocab_size):
+        vocab[f"w{i}"] = i
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def olmoe(
+    layers: int,
+    hidden: int,
+    vocab: int,
+    intermediate: int | None = None,
+    experts: int = 64,
+    top_k: int = 8,
+    heads: int = 4,
+    seed: int = 0,
+) -> OlmoeForCausalLM:
+    """A random fp32 OLMoE (64 experts, top-8 as OLMoE-1B-7B) with the given depth, width and vocabulary.
+
+    Routers are drawn at random (the library initialises them to zero, which ties every expert).
+    """
+    config = OlmoeConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate or hidden // 2,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        num_experts=experts, num_experts_per_tok=top_k, max_position_embeddings=4096,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = OlmoeForCausalLM(config).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gate.weight"):
+                p.normal_(0, 0.5)
+    return model
+
+
+def random_words(gen: torch.Generator, n: int, vocab: int) -> str:
+    ids = torch.randint(len(SPECIAL) + len(FIXED_WORDS), vocab, (n,), generator=gen).tolist()
+    return " ".join(f"w{i}" for i in ids)
+
+
+def synthetic_examples(
+    n: int, vocab: int, question_words: tuple[int, int], choice_words: tuple[int, int], n_choices: int = 4, seed: int = 0
+) -> list[MCExample]:
+    """Random-word multiple-choice questions with lengths drawn from the given ranges."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def length(lo_hi: tuple[int, int]) -> int:
+        return int(torch.randint(lo_hi[0], lo_hi[1] + 1, (1,), generator=gen))
+
+    out = []
+    for i in range(n):
+        question = random_words(gen, length(question_words), vocab)
+        choices = tuple(random_words(gen, length(choice_words), vocab) for _ in range(n_choices))
+        answer = int(torch.randint(0, n_choices, (1,), generator=gen))
+        out.append(MCExample(f"q{i}", question, choices, answer))
+    return out
+
+
+# --- timing --------------------------------------------------------------------------------
+
+
+def interleaved(arms: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of each arm, run in turn (A, B, A, B, ...) so that load from other jobs on the
+    shared cores hits every arm alike; ``warmup`` untimed rounds first (allocator, lazy init)."""
+    for _ in range(warmup):
+        for fn in arms.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(repeats):
+        names = list(arms) if r % 2 == 0 else list(reversed(arms))  # neither arm always goes first
+        for name in names:
+            t0 = time.perf_counter()
+            arms[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def spread(xs: Sequence[float]) -> str:
+    """min-max of the repeats, for the reader to judge the noise."""
+    return f"{min(xs):.3g}-{max(xs):.3g}"
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        match = re.search(rf"^{key}:\s+(\d+) kB", fh.read(), re.M)
+    if match is None:
+        raise RuntimeError(f"/proc/self/status has no {key}")
+    return int(match.group(1))
+
+
+def peak_rss_supported() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        _status_kib("VmHWM")
+        return True
+    except OSError:
+        return False
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, in MiB, of the block (Linux only).
+
+    Writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's high-water mark (VmHWM) to the
+    current RSS, so the peak of just this block is read afterwards. torch's CPU allocator hands
+    large blocks back to the OS when freed (glibc mmap), so freed temporaries do not hide in the
+    baseline; run with ``MALLOC_MMAP_THRESHOLD_`` set (see :func:`mmap_env`) so glibc's adaptive
+    threshold cannot keep them in the heap instead.
+    """
+
+    def __enter__(self) -> PeakRSS:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        self.start_kib = _status_kib("VmRSS")
+        self.mib = float("nan")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mib = (_status_kib("VmHWM") - self.start_kib) / 1024
+
+
+def mmap_env() -> dict[str, str]:
+    """Environment for a memory-probe subprocess: every allocation over 64 KiB is its own mmap."""
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[c if isinstance(c, str) else _num(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _num(x: object) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}" if abs(x) < 1000 else f"{x:.0f}"
+    return str(x)
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{datetime.date.today()}  {platform.machine()} {os.cpu_count()} cores (load {load:.1f})  "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    )

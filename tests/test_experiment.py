@@ -1,0 +1,70 @@
+"""``roma experiment`` end to end on a tiny model and files, with every method kind and an ablation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moe_roma.cli import main
+from test_cli_pipeline import write_data
+from test_collect import make_examples
+from tiny_models import save_tiny_model
+
+
+@pytest.mark.slow
+def test_experiment_grid_writes_tidy_rows_table_and_plot(tmp_path, capsys):
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(40)
+    write_data(tmp_path / "train.jsonl", examples[:24])
+    write_data(tmp_path / "a.jsonl", examples[24:32])
+    write_data(tmp_path / "b.jsonl", examples[32:])
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+name: tiny
+data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}, heldout_tasks: {tmp_path / 'b.jsonl'}}}}}
+scoring: letter
+seeds: [0, 1]
+train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, task_loss: letter, dedupe_threshold: 1.01}}
+methods:
+  - {{name: base, kind: base}}
+  - {{name: router_tuning, kind: train, overrides: {{regularizer: none}}}}
+  - {{name: roma, kind: train}}
+  - {{name: c3po, kind: c3po, options: {{k: 2, dedupe_threshold: 1.01}}}}
+  - {{name: oracle, kind: oracle, options: {{steps: 3}}}}
+ablations:
+  - {{axis: train_fraction, values: [0.5]}}
+  - {{axis: position, values: [first]}}
+""")
+    code = main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    methods = {"base", "router_tuning", "roma", "c3po", "oracle", "roma[train_fraction=0.5]", "roma[position=first]"}
+    assert {r["method"] for r in results["rows"]} == methods
+    assert len(results["rows"]) == len(methods) * 2 * 2  # methods x seeds x splits
+    for r in results["rows"]:
+        assert set(r) >= {"method", "split", "seed", "accuracy", "n", "setting"}
+        assert 0 <= r["accuracy"] <= 1 and r["n"] == 8
+    base = {(r["split"], r["seed"]): r["accuracy"] for r in results["rows"] if r["method"] == "base"}
+    oracle = {(r["split"], r["seed"]): r["accuracy"] for r in results["rows"] if r["method"] == "oracle"}
+    assert all(oracle[k] >= base[k] for k in base), "the oracle bound is never below the base"
+    assert any(r.get("cost_vs_base", 0) > 1 for r in results["rows"] if r["method"] == "c3po")
+    assert "in_dist" in (tmp_path / "out" / "table.md").read_text()
+    assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000
+    assert "roma" in results["ctgi"] and "base/seed0" in results["metrics"]
+
+
+def test_bad_experiment_configs_are_refused(tmp_path, capsys):
+    for text, needle in [
+        ("methods: []\n", "missing 'data'"),
+        ("data: {testbed: true}\nmethods: [{name: x, kind: magic}]\n", "unknown kind"),
+        ("data: {testbed: true}\nmethods: [{name: r, overrides: {lrr: 1}}]\n", "unknown training settings"),
+        ("data: {testbed: true}\nnope: 1\nmethods: []\n", "unknown keys"),
+        ("data: [\n", "malformed YAML"),
+    ]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        assert main(["experiment", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
