@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"roma {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `roma ... | head`: the reader left; say nothing more (outputs were written before printing).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
