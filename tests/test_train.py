@@ -182,3 +182,27 @@ def test_half_precision_model_trains_fp32_routers_under_autocast(tmp_path):
 
     saved = load_file(tmp_path / "run" / "router_weights.safetensors")
     assert all(t.dtype == torch.float32 for t in saved.values())
+
+
+def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(tmp_path):
+    from moe_roma.data.example import MCExample
+    from moe_roma.models.inputs import encode_pair
+    from moe_roma.routing.collect import collect_routing
+    from moe_roma.train.batches import build_items
+    from tiny_models import build_tiny_model, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model("olmoe")
+    examples = [
+        MCExample(f"w{i}", "the cat _ big", ("the cat is", "the dog is"), i % 2, continuation="big .")
+        for i in range(6)
+    ]
+    store, _ = collect_routing(model, tok, examples, layers="last2", scoring="continuation", progress=False)
+    assert store.continuations == ["big ."] * 6
+    items = build_items(store, tok, "continuation", 64)
+    ctx, cont = encode_pair(tok, "the dog is", " big .")
+    assert items[0].seqs[1] == ctx + cont and items[0].cont_lens == [len(cont)] * 2
+    store.is_correct = [True, False] * 3
+    trainer = RouterTrainer(model, tok, store, TrainConfig(layers="last2", task_loss="continuation", epochs=1,
+                            batch_size=3, dedupe_threshold=1.01), tmp_path / "w", progress=False)  # fmt: skip
+    assert trainer.train().skipped_steps == 0

@@ -123,6 +123,7 @@ def collect_routing(
         questions=[ex.question for ex in examples],
         choices=[tuple(ex.choices) for ex in examples],
         tasks=[ex.task for ex in examples],
+        continuations=[ex.continuation for ex in examples],
         meta={
             "model": model_identity(model),
             "family": info.family,

@@ -52,12 +52,14 @@ class RoutingStore:
     choices: list[tuple[str, ...] | None] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    continuations: list[str | None] = field(default_factory=list)  # partial scoring (WinoGrande)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
         self.questions = self.questions or [None] * n
         self.choices = self.choices or [None] * n
         self.tasks = self.tasks or ["default"] * n
+        self.continuations = self.continuations or [None] * n
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,6 +87,7 @@ class RoutingStore:
             pick(self.ids), pick(self.input_texts), list(self.layers), self.routing[indices].clone(),
             pick(self.answer_index), pick(self.model_answer), pick(self.is_correct), pick(self.token_ids),
             pick(self.token_texts), pick(self.questions), pick(self.choices), pick(self.tasks), dict(self.meta),
+            pick(self.continuations),
         )  # fmt: skip
 
     def check_against(self, info: MoEInfo, path: str | Path | None = None) -> None:
@@ -149,6 +152,8 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
             entry["question"] = store.questions[i]
         if store.choices[i] is not None:
             entry["choices"] = list(store.choices[i])
+        if store.continuations[i] is not None:
+            entry["continuation"] = store.continuations[i]
         entries[sid] = entry
     write_json_atomic(path, entries, indent=None)
     meta = {
@@ -249,7 +254,7 @@ def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
 
 def _parse_entries(path: Path, raw: dict) -> RoutingStore:
     ids, texts, rows, gold, model_ans, correct, tok_ids, tok_texts = [], [], [], [], [], [], [], []
-    questions, choices, tasks = [], [], []
+    questions, choices, tasks, continuations = [], [], [], []
     layer_list: list[int] | None = None
     max_expert = -1
     for sid, entry in raw.items():
@@ -321,6 +326,8 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
         choices.append(ch)
         t = entry.get("task")
         tasks.append(t if isinstance(t, str) and t else "default")
+        c = entry.get("continuation")
+        continuations.append(c if isinstance(c, str) else None)
     num_experts = max_expert + 1
     routing = torch.zeros(len(ids), len(layer_list or []), num_experts)
     for i, dists in enumerate(rows):
@@ -330,5 +337,5 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
     routing = routing / routing.sum(dim=-1, keepdim=True)
     return RoutingStore(
         ids, texts, list(layer_list or []), routing, gold, model_ans, correct, tok_ids, tok_texts, questions,
-        choices, tasks, {},
+        choices, tasks, {}, continuations,
     )  # fmt: skip

@@ -38,8 +38,11 @@ def build_items(
         if not choices:
             raise DataError(path, f"id {store.ids[i]}", "continuation loss needs the choices' texts ('choices')")
         seqs, lens = [], []
+        partial = store.continuations[i]
         for choice in choices:
-            ctx, cont = encode_pair(tokenizer, text, " " + choice)
+            # Partial scoring (WinoGrande): each choice is a context and the fixed continuation is
+            # scored after it; r_i is then read at the end of the first choice's context.
+            ctx, cont = encode_pair(tokenizer, choice, " " + partial) if partial else encode_pair(tokenizer, text, " " + choice)
             if not cont:
                 raise DataError(path, f"id {store.ids[i]}", f"choice {choice!r} encodes to no tokens")
             seq = (ctx + cont)[-max_length:]
