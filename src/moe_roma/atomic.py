@@ -36,7 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise RomaError(f"{path}: cannot write here ({exc.strerror})") from None
+        raise RomaError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -44,10 +44,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise RomaError(f"{path}: could not be written ({exc.strerror})") from None
-    except BaseException:
+        raise RomaError(f"{path}: could not be written ({exc.strerror or exc})") from None
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        reason = _write_error(exc)
+        if reason is not None:
+            raise RomaError(f"{path}: could not be written ({reason})") from None
         raise
+
+
+def _write_error(exc: BaseException) -> str | None:
+    """The OS's reason when ``exc`` is a failed write reported by a library as its own error type.
+
+    safetensors raises ``SafetensorError("Error while serializing: I/O error: No space left on
+    device (os error 28)")``, not ``OSError``, when the disk is full.
+    """
+    text = str(exc)
+    if type(exc).__name__ != "SafetensorError" or "I/O error" not in text:
+        return None
+    reason = text.split("I/O error", 1)[1].lstrip(": ").splitlines()
+    return reason[0] if reason else "I/O error"
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:

@@ -41,8 +41,13 @@ def load_experiment(path: str | Path) -> dict:
         raise RomaError(f"{p}: experiment configuration does not exist")
     try:
         cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RomaError(f"{p}: not a UTF-8 text file (is it a YAML file?)") from None
     except yaml.YAMLError as exc:
-        raise RomaError(f"{p}: malformed YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RomaError(f"{p}{where}: malformed YAML ({problem})") from None
     if not isinstance(cfg, dict):
         raise RomaError(f"{p}: expected a mapping with 'methods', 'seeds' and 'data'")
     unknown = sorted(set(cfg) - TOP_KEYS)
@@ -51,7 +56,33 @@ def load_experiment(path: str | Path) -> dict:
     for key in ("methods", "data"):
         if key not in cfg:
             raise RomaError(f"{p}: missing '{key}'")
+    _check_types(cfg, p)
     return cfg
+
+
+def _check_types(cfg: dict, p: Path) -> None:
+    """Refuse values of the wrong type now, in one sentence, not as a traceback mid-run."""
+
+    def need(ok: bool, what: str, value) -> None:
+        if not ok:
+            text = repr(value)
+            raise RomaError(f"{p}: {what}, got {text if len(text) <= 60 else text[:57] + '...'}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    seeds = cfg.get("seeds", [0])
+    need(isinstance(seeds, list) and bool(seeds) and all(map(is_int, seeds)), "'seeds' must be a list of integers", seeds)
+    for key in ("limit", "batch_size"):
+        need(cfg.get(key) is None or (is_int(cfg[key]) and cfg[key] >= 1), f"'{key}' must be a positive integer", cfg.get(key))
+    need(isinstance(cfg["methods"], list) and bool(cfg["methods"]), "'methods' must be a non-empty list", cfg["methods"])
+    for key in ("train",):
+        need(cfg.get(key) is None or isinstance(cfg[key], dict), f"'{key}' must be a mapping of training settings", cfg.get(key))
+    need(cfg.get("ablations") is None or isinstance(cfg["ablations"], list), "'ablations' must be a list", cfg.get("ablations"))
+    data = cfg["data"]
+    need(isinstance(data, dict), "'data' must be a mapping", data)
+    if "eval" in data:
+        need(isinstance(data["eval"], dict), "'data.eval' must map split names to data files", data["eval"])
 
 
 def parse_methods(cfg: dict, where: str) -> list[Method]:
@@ -118,7 +149,10 @@ def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, p
     cfg = load_experiment(config_path)
     methods = parse_methods(cfg, where)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
-    train_config = load_train_config(None, [f"{k}={v}" for k, v in (cfg.get("train") or {}).items()])
+    try:
+        train_config = load_train_config(None, [f"{k}={v}" for k, v in (cfg.get("train") or {}).items()])
+    except RomaError as exc:
+        raise RomaError(f"{where}: 'train': {exc}") from None
     out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
     model, tok = load_model(model_path, dtype=train_config.dtype, device=train_config.device)

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.models.loading import load_model
     from moe_roma.routing.store import load_routing_store
     from moe_roma.train.config import load_train_config
+    from moe_roma.train.state import STATE_NAME, load_train_state
     from moe_roma.train.trainer import RouterTrainer, maybe_init_distributed
 
     explicit = {k: getattr(args, k) for k in (
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     )}  # fmt: skip
     config = load_train_config(args.config, args.overrides, **explicit)
     store = load_routing_store(args.routing)
+    state = Path(args.out) / STATE_NAME
+    if args.resume and state.is_file():
+        load_train_state(state)  # a torn or foreign state fails now, before any model loading or writing
     maybe_init_distributed()
     model, tokenizer = load_model(args.model, dtype=config.dtype, device=config.device)
     out = Path(args.out)

@@ -14,7 +14,9 @@ second copy of a 30B model is not).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path, write_json_atomic
+from moe_roma.atomic import atomic_path
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     DEFAULT_CONTINUATION_TEMPLATE,
@@ -251,13 +253,18 @@ class EvalReport:
 def write_report(
     report: EvalReport, json_path: str | Path | None, predictions_path: str | Path | None
 ) -> None:
-    """Write the JSON report and the per-item predictions (JSONL), each atomically."""
-    if json_path is not None:
-        write_json_atomic(json_path, report.to_json())
-    if predictions_path is not None:
-        with atomic_path(predictions_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            for row in report.prediction_rows():
-                fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+    """Write the JSON report and the per-item predictions (JSONL), atomically: both or neither."""
+    with contextlib.ExitStack() as stack:  # renamed into place only once every file is complete
+        if json_path is not None:
+            with open(stack.enter_context(atomic_path(json_path)), "w", encoding="utf-8") as fh:
+                json.dump(report.to_json(), fh, indent=2, ensure_ascii=False, allow_nan=False)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        if predictions_path is not None:
+            with open(stack.enter_context(atomic_path(predictions_path)), "w", encoding="utf-8") as fh:
+                for row in report.prediction_rows():
+                    fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

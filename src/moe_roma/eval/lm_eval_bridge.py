@@ -20,6 +20,7 @@ whenever `` A`` is a single token (true of the usual BPE and SentencePiece vocab
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from moe_roma.atomic import atomic_path, write_text_atomic
+from moe_roma.atomic import atomic_path
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     continuation_context,
@@ -136,15 +137,15 @@ class ExportedTask:
         )
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+def _write_jsonl(path: Path, rows: list[dict[str, Any]], stack: contextlib.ExitStack) -> None:
+    with open(stack.enter_context(atomic_path(path)), "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _write_yaml(path: Path, config: dict[str, Any]) -> None:
+def _write_yaml(path: Path, config: dict[str, Any], stack: contextlib.ExitStack) -> None:
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=10_000)
-    write_text_atomic(path, text)
+    stack.enter_context(atomic_path(path)).write_text(text, encoding="utf-8")
 
 
 def write_lm_eval_task(
@@ -179,15 +180,16 @@ def write_lm_eval_task(
         (f"{name}_choice", plain, False), (f"{name}_partial", partial, True),
     ]  # fmt: skip
     exported = ExportedTask(name, n=len(rows))
-    for task_name, task_rows, is_partial in parts:
-        data_file = out / f"{task_name}.jsonl"
-        _write_jsonl(data_file, task_rows)
-        yaml_file = out / f"{task_name}.yaml"
-        _write_yaml(yaml_file, task_config(task_name, data_file, is_partial))
-        exported.data_files.append(data_file)
-        exported.yaml_files.append(yaml_file)
-    if len(parts) > 1:
-        group_file = out / f"{name}.yaml"
-        _write_yaml(group_file, group_config(name, [p[0] for p in parts]))
-        exported.yaml_files.insert(0, group_file)
+    with contextlib.ExitStack() as stack:  # every file is renamed into place only when all are complete
+        for task_name, task_rows, is_partial in parts:
+            data_file = out / f"{task_name}.jsonl"
+            _write_jsonl(data_file, task_rows, stack)
+            yaml_file = out / f"{task_name}.yaml"
+            _write_yaml(yaml_file, task_config(task_name, data_file, is_partial), stack)
+            exported.data_files.append(data_file)
+            exported.yaml_files.append(yaml_file)
+        if len(parts) > 1:
+            group_file = out / f"{name}.yaml"
+            _write_yaml(group_file, group_config(name, [p[0] for p in parts]), stack)
+            exported.yaml_files.insert(0, group_file)
     return exported

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -34,14 +35,22 @@ def embed_texts(
     """
     path = resolve_embedder(embedder)
     if not Path(path).exists():
+        if Path(path).is_absolute() or path.startswith("."):
+            raise RomaError(f"{path}: sentence embedder folder does not exist")
         # A hub name would need a download, which these machines cannot do: fail fast and clearly.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
+    # Its warnings about an unusable name would add lines to the one-sentence error below.
+    st_logger = logging.getLogger("sentence_transformers")
+    level = st_logger.level
+    st_logger.setLevel(logging.ERROR)
     try:
         model = SentenceTransformer(path, device=device or "cpu")
     except Exception as exc:  # sentence-transformers raises many types for an unusable model
         raise RomaError(f"cannot load the sentence embedder {embedder or DEFAULT_EMBEDDER!r} ({str(exc).splitlines()[0]})") from None
+    finally:
+        st_logger.setLevel(level)
     emb = model.encode(
         texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=True
     )

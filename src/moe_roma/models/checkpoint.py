@@ -8,7 +8,9 @@ parameter names. Loading never executes code: safetensors and JSON only.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -17,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path, write_json_atomic
+from moe_roma.atomic import atomic_path
 from moe_roma.errors import DataError, ModelError
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_identity
@@ -51,9 +53,14 @@ def save_router_checkpoint(
         "parameter_names": sorted(tensors),
         **(extra or {}),
     }
-    with atomic_path(out / WEIGHTS_NAME) as tmp:
+    with contextlib.ExitStack() as stack:  # both files or neither: a full disk leaves no half checkpoint
+        tmp = stack.enter_context(atomic_path(out / WEIGHTS_NAME))
         save_file(tensors, str(tmp), metadata={"format": "pt", "moe_roma_version": __version__})
-    write_json_atomic(out / CONFIG_NAME, config)
+        with open(stack.enter_context(atomic_path(out / CONFIG_NAME)), "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2, ensure_ascii=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
     return out
 
 
@@ -127,18 +134,28 @@ def export_merged_model(
 
     The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and no project code.
     """
+    import shutil
+
     apply_router_checkpoint(model, routers)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: output folder is not empty")
     tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or a kill leaves no half-written model
+        if isinstance(exc, OSError):
+            raise ModelError(f"{out}: could not be written ({exc.strerror or exc})") from None
+        if isinstance(exc, SafetensorError):
+            raise ModelError(f"{out}: could not be written ({str(exc).splitlines()[0]})") from None
+        raise
     return out

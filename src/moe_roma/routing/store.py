@@ -170,8 +170,12 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
         "answer_index": torch.tensor(store.answer_index, dtype=torch.int64),
         "model_answer": torch.tensor(store.model_answer, dtype=torch.int64),
     }
-    with atomic_path(sidecar_path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+    try:
+        with atomic_path(sidecar_path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+    except BaseException:
+        path.unlink(missing_ok=True)  # no JSON without its side-car: a failed save leaves nothing
+        raise
 
 
 def load_routing_store(path: str | Path) -> RoutingStore:
@@ -183,17 +187,32 @@ def load_routing_store(path: str | Path) -> RoutingStore:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "routing file does not exist")
+    repeated: list[list[str]] = [[]]  # repeated keys of the last JSON object parsed: the outermost one
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: _no_repeats(pairs, repeated))
     except UnicodeDecodeError:
         raise DataError(path, None, "not a UTF-8 text file (is it a routing JSON?)") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, f"line {exc.lineno}", f"malformed JSON ({exc.msg})") from None
     if not isinstance(raw, dict) or not raw:
         raise DataError(path, None, "expected a non-empty JSON object keyed by sample id")
+    if repeated[0]:
+        raise DataError(path, f"id {repeated[0][0]}", "duplicate id: the file lists this sample twice")
     store = _parse_entries(path, raw)
     store.meta.update(_sidecar_meta(path))
     return store
+
+
+def _no_repeats(pairs: list[tuple[str, object]], repeated: list[list[str]]) -> dict:
+    """A JSON object as a dict, noting its repeated keys (plain json.loads keeps the last silently)."""
+    obj: dict = {}
+    twice = []
+    for key, value in pairs:
+        if key in obj:
+            twice.append(key)
+        obj[key] = value
+    repeated[0] = twice
+    return obj
 
 
 def _sidecar_meta(path: Path) -> dict:
@@ -239,6 +258,16 @@ def _letter_index(path: Path, sid: str, key: str, value, n_choices: int | None) 
     return idx
 
 
+def _check_encodable(path: Path, where: str, key: str, value) -> None:
+    """Refuse text a tokenizer cannot take: a lone surrogate escape such as "\\ud800" decodes in JSON."""
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(path, where, f"'{key}' contains an invalid character {text[exc.start]!r}") from None
+
+
 def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
     """Recover lettered choices ("A. x" / "A) x" lines) from a seed-001 ``input_text``."""
     found: list[tuple[str, str]] = []
@@ -267,6 +296,8 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
         text = entry["input_text"]
         if not isinstance(text, str) or not text.strip():
             raise DataError(path, where, "'input_text' must be a non-empty string")
+        for key in ("input_text", "question", "choices", "continuation", "task"):
+            _check_encodable(path, where, key, entry.get(key))
         if not isinstance(entry["is_correct"], bool):
             raise DataError(path, where, f"'is_correct' must be true or false, got {entry['is_correct']!r}")
         ltr = entry["last_token_routing"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, fields
@@ -105,6 +106,28 @@ def _coerce(name: str, text: str, current):
     return text
 
 
+def _checked(path: Path, name: str, value):
+    """A YAML setting's value if it has the field's type (an integer, or a string such as 7e-5, passes for a float)."""
+    field_type = str({f.name: f.type for f in fields(TrainConfig)}[name])
+    if value is None and "None" in field_type:
+        return value
+    if "bool" in field_type:
+        ok = isinstance(value, bool)
+    elif "int" in field_type and "float" not in field_type:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif "float" in field_type:
+        if isinstance(value, str):  # YAML 1.1 reads 7e-5 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise RomaError(f"{path}: setting {name!r} must be {field_type}, got {value!r}")
+    return value
+
+
 def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, **explicit) -> TrainConfig:
     """Defaults <- YAML file <- explicit options <- ``key=value`` overrides."""
     values: dict = {}
@@ -115,14 +138,19 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
             raise RomaError(f"{p}: config file does not exist")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise RomaError(f"{p}: not a UTF-8 text file (is it a YAML file?)") from None
         except yaml.YAMLError as exc:
-            raise RomaError(f"{p}: malformed YAML ({str(exc).splitlines()[0]})") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RomaError(f"{p}{where}: malformed YAML ({problem})") from None
         if not isinstance(loaded, dict):
             raise RomaError(f"{p}: expected a mapping of training settings")
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise RomaError(f"{p}: unknown settings {unknown}")
-        values.update(loaded)
+        values.update({key: _checked(p, key, value) for key, value in loaded.items()})
     values.update({k: v for k, v in explicit.items() if v is not None})
     for item in overrides or []:
         if "=" not in item:

@@ -46,7 +46,7 @@ def load_train_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, json.JSONDecodeError) as exc:
         raise DataError(path, None, f"not a readable training state ({str(exc).splitlines()[0]})") from None
-    if "step" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
         raise DataError(path, None, "training state lacks its step")
     return meta, tensors
 

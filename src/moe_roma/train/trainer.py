@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.errors import RomaError
+from moe_roma.errors import DataError, RomaError
 from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, neighbour_graph_for_store
 from moe_roma.models.checkpoint import save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
@@ -91,16 +91,18 @@ class RouterTrainer:
         self.layers = self.info.select_layers(config.layers)
         missing = [layer for layer in self.layers if layer not in store.layers]
         if missing:
-            raise RomaError(
-                f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others"
-            )
+            raise DataError(
+                store_path, None,
+                f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others",
+            )  # fmt: skip
         self.store_cols = [store.layers.index(layer) for layer in self.layers]
         recorded = store.meta.get("position", "last")
         if recorded != config.position:
-            raise RomaError(
-                f"the routing file records the {recorded} prompt token but position={config.position}; collect it with "
-                f"--position {config.position}"
-            )
+            raise DataError(
+                store_path, None,
+                f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
+                f"with --position {config.position}",
+            )  # fmt: skip
         self.device = next(model.parameters()).device
         self.regularizer = config.regularizer
         if not store.successful:
