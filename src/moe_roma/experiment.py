@@ -21,14 +21,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
 from moe_roma import __version__
 from moe_roma.atomic import write_json_atomic, write_text_atomic
 from moe_roma.errors import RomaError
 from moe_roma.pipeline import METHOD_KINDS, Comparison, Method
 from moe_roma.report.tables import aggregate, markdown_table
 from moe_roma.train.config import TrainConfig, load_train_config
+from moe_roma.yamlfile import load_yaml_mapping
 
 TOP_KEYS = {"name", "data", "seeds", "train", "methods", "ablations", "scoring", "batch_size", "limit",
             "metrics_split", "collect_layers"}  # fmt: skip
@@ -37,19 +36,7 @@ PSEUDO_SETTINGS = {"train_fraction"}  # method options handled by the runner, no
 
 def load_experiment(path: str | Path) -> dict:
     p = Path(path)
-    if not p.is_file():
-        raise RomaError(f"{p}: experiment configuration does not exist")
-    try:
-        cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise RomaError(f"{p}: not a UTF-8 text file (is it a YAML file?)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RomaError(f"{p}{where}: malformed YAML ({problem})") from None
-    if not isinstance(cfg, dict):
-        raise RomaError(f"{p}: expected a mapping with 'methods', 'seeds' and 'data'")
+    cfg = load_yaml_mapping(p, "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
     unknown = sorted(set(cfg) - TOP_KEYS)
     if unknown:
         raise RomaError(f"{p}: unknown keys {unknown} (known: {sorted(TOP_KEYS)})")

@@ -8,9 +8,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
-
 from moe_roma.errors import RomaError
+from moe_roma.yamlfile import load_yaml_mapping
 
 REGULARIZERS = ("manifold", "none", "l2", "l1", "entropy", "prior-kl")
 TASK_LOSSES = ("letter", "continuation")
@@ -134,19 +133,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     known = {f.name for f in fields(TrainConfig)}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise RomaError(f"{p}: config file does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError:
-            raise RomaError(f"{p}: not a UTF-8 text file (is it a YAML file?)") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f", line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise RomaError(f"{p}{where}: malformed YAML ({problem})") from None
-        if not isinstance(loaded, dict):
-            raise RomaError(f"{p}: expected a mapping of training settings")
+        loaded = load_yaml_mapping(p, "config file", "a mapping of training settings")
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise RomaError(f"{p}: unknown settings {unknown}")
