@@ -64,7 +64,7 @@ from moe_roma.eval.oracle import (
 )
 from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
 from moe_roma.models.discovery import MoEInfo, discover_routers
-from moe_roma.routing.override import logits_to_input_map, target_logit_offsets
+from moe_roma.routing.override import RoutingTargets
 from moe_roma.routing.store import RoutingStore
 from moe_roma.train.batches import TrainItem, letter_ids_tensor, make_batch
 from moe_roma.train.objective import items_forward
@@ -73,53 +73,6 @@ from moe_roma.train.prefix import PrefixCache
 MODES = ("kernel", "ngd")
 NGD_VARIABLES = ("replace", "offset")
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-class RoutingTargets:
-    """Within the block, row r's routing at ``positions[r]`` in each layer becomes ``targets[layer][r]``.
-
-    ``targets[layer]`` (R, E) are distributions over all experts (may require grad). Unlike fixed
-    offsets, the offset is computed inside the forward from the router's logits at that moment,
-    so later layers hit their target although earlier layers changed their input.
-    """
-
-    def __init__(
-        self, info: MoEInfo, targets: dict[int, torch.Tensor], positions: torch.Tensor,
-        batch_shape: tuple[int, int] | torch.Size,
-    ) -> None:  # fmt: skip
-        self.info = info
-        self.targets = targets
-        self.positions = positions
-        self.batch_shape = (int(batch_shape[0]), int(batch_shape[1]))
-        self._maps = {layer: logits_to_input_map(info.routers[layer].module) for layer in targets}
-        self._handles: list = []
-
-    def _hook(self, layer: int):
-        router = self.info.routers[layer]
-
-        def pre(module, args):
-            x = args[0]
-            b, t = self.batch_shape
-            flat = x.reshape(b * t, x.shape[-1])
-            index = torch.arange(b, device=x.device) * t + self.positions.to(x.device)
-            # The router's own code on just these tokens (``forward`` skips hooks: no recursion, no capture).
-            out = module.forward(flat[index])
-            logits = out[router.logits_index] if isinstance(out, (tuple, list)) else out
-            offset = target_logit_offsets(logits, self.targets[layer].to(x.device), router.scoring)
-            delta = (offset.to(self._maps[layer].dtype) @ self._maps[layer]).to(x.dtype)
-            return (flat.index_add(0, index, delta).reshape(x.shape), *args[1:])
-
-        return pre
-
-    def __enter__(self) -> RoutingTargets:
-        for layer in self.targets:
-            self._handles.append(self.info.routers[layer].module.register_forward_pre_hook(self._hook(layer)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
 
 
 def forward_with_targets(

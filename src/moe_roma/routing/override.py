@@ -45,13 +45,18 @@ class RoutingOverride:
         self._maps = {layer: logits_to_input_map(info.routers[layer].module) for layer in offsets}
         self._handles: list = []
 
+    def logit_offsets(self, layer: int, module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """The (R, E) logit offsets for the selected tokens' router inputs ``tokens`` (R, H)."""
+        return self.offsets[layer]
+
     def _hook(self, layer: int):
         def pre(module, args):
             x = args[0]
             b, t = self.batch_shape
             flat = x.reshape(b * t, x.shape[-1])
-            delta = (self.offsets[layer].to(self._maps[layer].dtype) @ self._maps[layer]).to(x.dtype)
             index = torch.arange(b, device=x.device) * t + self.positions.to(x.device)
+            offsets = self.logit_offsets(layer, module, flat[index])
+            delta = (offsets.to(self._maps[layer].dtype) @ self._maps[layer]).to(x.dtype)
             shifted = flat.index_add(0, index, delta)  # out of place: the experts keep the original x
             return (shifted.reshape(x.shape), *args[1:])
 
@@ -86,3 +91,24 @@ def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, sco
     mass = torch.minimum(scores.sum(-1, keepdim=True), 0.98 / target.max(-1, keepdim=True).values)
     wanted = (target * mass).clamp(eps, 1 - eps)
     return torch.logit(wanted) - current_logits
+
+
+class RoutingTargets(RoutingOverride):
+    """Within the block, row r's routing at ``positions[r]`` in each layer becomes ``targets[layer][r]``.
+
+    ``targets[layer]`` (R, E) are distributions over all experts (may require grad). Unlike fixed
+    offsets, each offset is computed inside the forward from the router's logits at that moment, so
+    later layers hit their target although earlier layers changed their input.
+    """
+
+    def __init__(
+        self, info: MoEInfo, targets: dict[int, torch.Tensor], positions: torch.Tensor,
+        batch_shape: tuple[int, int] | torch.Size,
+    ) -> None:  # fmt: skip
+        super().__init__(info, targets, positions, batch_shape)
+
+    def logit_offsets(self, layer: int, module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        router = self.info.routers[layer]
+        out = module.forward(tokens)  # the router's own code (``forward`` skips hooks: no recursion)
+        logits = out[router.logits_index] if isinstance(out, (tuple, list)) else out
+        return target_logit_offsets(logits, self.offsets[layer].to(tokens.device), router.scoring)
