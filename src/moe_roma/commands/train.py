@@ -37,8 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import shutil
     from pathlib import Path
 
+    from moe_roma.errors import RomaError
     from moe_roma.models.loading import load_model
     from moe_roma.routing.store import load_routing_store
     from moe_roma.train.config import load_train_config
@@ -57,10 +60,18 @@ def run(args: argparse.Namespace) -> int:
     maybe_init_distributed()
     model, tokenizer = load_model(args.model, dtype=config.dtype, device=config.device)
     out = Path(args.out)
-    trainer = RouterTrainer(
-        model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing
-    )
-    result = trainer.train(resume=args.resume)
+    fresh = not out.exists()
+    try:
+        trainer = RouterTrainer(
+            model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing
+        )
+        result = trainer.train(resume=args.resume)
+    except RomaError:
+        # A refused run into a new folder leaves no folder behind (logs and neighbour cache included),
+        # unless it saved a state to resume from.
+        if fresh and int(os.environ.get("RANK", "0")) == 0 and not state.is_file():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if trainer.rank == 0:
         m = result.final_metrics
         print(

@@ -230,7 +230,9 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
             logits_index=logits_index,
         )
     if not routers:
-        raise ModelError(f"no MoE routers found in {type(model).__name__}")
+        where = str(getattr(config, "_name_or_path", "") or "")  # the folder it was loaded from, if any
+        prefix = f"{where}: " if where else ""
+        raise ModelError(f"{prefix}no MoE routers found in {type(model).__name__}")
     num_layers = int(getattr(config, "num_hidden_layers", 0) or (max(routers) + 1))
     router_class = rule.class_name or (declared.__name__ if declared else "?")
     return MoEInfo(family, type(model).__name__, num_layers, routers, router_class)

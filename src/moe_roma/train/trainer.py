@@ -300,9 +300,14 @@ class RouterTrainer:
                     optimizer.zero_grad(set_to_none=True)
                     scaler.update()
                     if skipped > cfg.max_nonfinite_steps:
+                        kept = (
+                            f"the last good state is in {state_path}"
+                            if state_path.is_file()
+                            else "no state was saved (use --save-every to keep one)"
+                        )
                         raise RomaError(
-                            f"stopped after {skipped} steps with a non-finite loss or gradient; "
-                            f"the last good state is in {self.out_dir} (lower lr or check the data)"
+                            f"stopped after {skipped} steps with a non-finite loss or gradient; {kept} "
+                            "(lower the learning rate or check the data)"
                         )
                 else:
                     if cfg.grad_clip is not None:

@@ -180,7 +180,8 @@ def check_choice_count(n: int, where: Where, what: str = "choices") -> None:
 
 def check_answer(answer: int, n_choices: int, where: Where, what: str = "answer") -> int:
     if not 0 <= answer < n_choices:
-        raise where.error(f"{what} is {answer} but there are {n_choices} choices (valid: 0..{n_choices - 1})")
+        # show(): a gold of 1e300 is an integer, but its 301 digits do not belong in a one-line message
+        raise where.error(f"{what} is {show(answer)} but there are {n_choices} choices (valid: 0..{n_choices - 1})")
     return answer
 
 
