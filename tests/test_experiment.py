@@ -35,12 +35,14 @@ methods:
 ablations:
   - {{axis: train_fraction, values: [0.5]}}
   - {{axis: position, values: [first]}}
+  - {{axis: layers, values: [all]}}
 """)
     code = main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0, err
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    methods = {"base", "router_tuning", "roma", "c3po", "oracle", "roma[train_fraction=0.5]", "roma[position=first]"}
+    methods = {"base", "router_tuning", "roma", "c3po", "oracle", "roma[train_fraction=0.5]", "roma[position=first]",
+               "roma[layers=all]"}
     assert {r["method"] for r in results["rows"]} == methods
     assert len(results["rows"]) == len(methods) * 2 * 2  # methods x seeds x splits
     for r in results["rows"]:

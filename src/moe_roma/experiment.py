@@ -147,7 +147,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, p
         + ", ".join(f"{k} ({len(v)})" for k, v in splits.items()))  # fmt: skip
     comparison = Comparison(
         model, tok, train_examples, splits, methods, seeds, train_config, out, scoring=cfg.get("scoring", "continuation"),
-        collect_layers=cfg.get("collect_layers", train_config.layers), batch_size=int(cfg.get("batch_size", 32)),
+        # Every MoE layer is recorded, so that layer ablations find their routing in the one store.
+        collect_layers=cfg.get("collect_layers", "all"), batch_size=int(cfg.get("batch_size", 32)),
         progress=progress, log=log, metrics_split=cfg.get("metrics_split", next(iter(splits))),
     )  # fmt: skip
     rows, meta = comparison.run()

@@ -72,6 +72,10 @@ class RunContext:
             )  # fmt: skip
         return self.stores[key]
 
+    def tuned_layers(self) -> list[int]:
+        """The layers the shared training settings tune: test-time baselines act on the same ones."""
+        return self.info.select_layers(self.train_config.layers)
+
     def embeddings_for(self, split: str) -> np.ndarray:
         """Normalised sentence embeddings of a split's questions (``train``: the reference set)."""
         if split not in self.embeddings:
@@ -143,8 +147,9 @@ def run_oracle(ctx: RunContext, method: Method, seed: int) -> dict:
 
     out = {}
     for split in ctx.splits:
+        options = {"layers": ctx.tuned_layers(), **method.overrides}
         res = oracle_routing(ctx.model, ctx.tokenizer, ctx.store_for(split), batch_size=ctx.batch_size,
-                             progress=False, info=ctx.info, **method.overrides)  # fmt: skip
+                             progress=False, info=ctx.info, **options)  # fmt: skip
         out[split] = _split_outcome(res.correct_after, extra={"base_accuracy": res.base_accuracy, "gap": res.gap,
                                                               "cost_vs_base": res.passes.cost_vs_base})  # fmt: skip
     return {"splits": out}
@@ -156,9 +161,10 @@ def run_c3po(ctx: RunContext, method: Method, seed: int) -> dict:
 
     out = {}
     for split in ctx.splits:
+        options = {"layers": ctx.tuned_layers(), **method.overrides}
         res = c3po(ctx.model, ctx.tokenizer, ctx.store, ctx.embeddings_for("train"), ctx.store_for(split),
                    ctx.embeddings_for(split), batch_size=ctx.batch_size, progress=False, info=ctx.info,
-                   **method.overrides)  # fmt: skip
+                   **options)  # fmt: skip
         out[split] = _split_outcome(res.correct, extra={"cost_vs_base": res.passes.cost_vs_base,
                                                         "extra_forwards": res.passes.extra_forwards})  # fmt: skip
     return {"splits": out}
@@ -188,10 +194,10 @@ def routing_metrics(ctx: RunContext, split: str) -> dict:
         routing_entropy_per_layer,
     )
 
-    store, _ = collect_routing(ctx.model, ctx.tokenizer, ctx.splits[split], layers=ctx.store.layers,
+    store, _ = collect_routing(ctx.model, ctx.tokenizer, ctx.splits[split], layers=ctx.tuned_layers(),
                                scoring=ctx.scoring, batch_size=ctx.batch_size, progress=False, info=ctx.info)  # fmt: skip
     emb = ctx.embeddings_for(split)
-    top_k = ctx.info.routers[ctx.store.layers[0]].top_k
+    top_k = ctx.info.routers[store.layers[0]].top_k
     util = expert_utilisation(store.routing, top_k)
     return {
         "knn_overlap@5": knn_overlap(emb, store.routing, 5),

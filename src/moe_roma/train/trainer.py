@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import time
@@ -37,6 +38,7 @@ from moe_roma.train.prefix import PrefixCache
 from moe_roma.train.schedules import lambda_at, lr_factor, resolve_warmup
 from moe_roma.train.state import STATE_NAME, load_train_state, restore_train_state, save_train_state
 
+LOG = logging.getLogger("moe_roma.train")
 METRICS_NAME = "metrics.jsonl"
 ENTROPY_COLLAPSE = 0.1  # warn when mean routing entropy falls below this share of log(E)
 UTILISATION_COLLAPSE = 0.5  # warn when one expert takes more than this share of the top-k slots
@@ -223,11 +225,12 @@ class RouterTrainer:
         for layer, h in metrics["entropy"].items():
             if h < ENTROPY_COLLAPSE * math.log(e) and ("entropy", layer) not in warned:
                 warned.add(("entropy", layer))
-                warnings.warn(f"routing entropy in layer {layer} collapsed to {h:.3f} nats (log E = {math.log(e):.2f})", stacklevel=2)
+                LOG.warning("routing entropy in layer %s collapsed to %.3f nats (log E = %.2f)", layer, h, math.log(e))
         for layer, u in metrics["utilisation"].items():
             if u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in warned:
                 warned.add(("util", layer))
-                warnings.warn(f"expert utilisation in layer {layer} collapsed: one expert takes {u['max']:.0%} of top-k slots", stacklevel=2)
+                LOG.warning("expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots", layer,
+                            100 * u["max"])
 
     def train(self, resume: bool = False) -> TrainResult:
         cfg = self.config
