@@ -6,6 +6,8 @@ is a word-level vocabulary of ``w<i>`` words built in memory, and the data are r
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import os
 import platform
@@ -13,7 +15,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -53,7 +55,9 @@ def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     for i in range(len(vocab), vocab_size):
         vocab[f"w{i}"] = i
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
@@ -95,7 +99,12 @@ def random_words(gen: torch.Generator, n: int, vocab: int) -> str:
 
 
 def synthetic_examples(
-    n: int, vocab: int, question_words: tuple[int, int], choice_words: tuple[int, int], n_choices: int = 4, seed: int = 0
+    n: int,
+    vocab: int,
+    question_words: tuple[int, int],
+    choice_words: tuple[int, int],
+    n_choices: int = 4,
+    seed: int = 0,
 ) -> list[MCExample]:
     """Random-word multiple-choice questions with lengths drawn from the given ranges."""
     gen = torch.Generator().manual_seed(seed)
@@ -115,7 +124,9 @@ def synthetic_examples(
 # --- timing --------------------------------------------------------------------------------
 
 
-def interleaved(arms: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    arms: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
     """Wall seconds of each arm, run in turn (A, B, A, B, ...) so that load from other jobs on the
     shared cores hits every arm alike; ``warmup`` untimed rounds first (allocator, lazy init)."""
     for _ in range(warmup):
@@ -137,7 +148,11 @@ def median(xs: Sequence[float]) -> float:
 
 def spread(xs: Sequence[float]) -> str:
     """min-max of the repeats, for the reader to judge the noise."""
-    return f"{min(xs):.3g}-{max(xs):.3g}"
+    return f"{_short(min(xs))}-{_short(max(xs))}"
+
+
+def _short(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 # --- memory --------------------------------------------------------------------------------
@@ -167,8 +182,8 @@ class PeakRSS:
     Writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's high-water mark (VmHWM) to the
     current RSS, so the peak of just this block is read afterwards. torch's CPU allocator hands
     large blocks back to the OS when freed (glibc mmap), so freed temporaries do not hide in the
-    baseline; run with ``MALLOC_MMAP_THRESHOLD_`` set (see :func:`mmap_env`) so glibc's adaptive
-    threshold cannot keep them in the heap instead.
+    baseline; use it inside :func:`pinned_mmap_threshold` so glibc's adaptive threshold cannot keep
+    them in the heap instead.
     """
 
     def __enter__(self) -> PeakRSS:
@@ -182,18 +197,82 @@ class PeakRSS:
         self.mib = (_status_kib("VmHWM") - self.start_kib) / 1024
 
 
-def mmap_env() -> dict[str, str]:
-    """Environment for a memory-probe subprocess: every allocation over 64 KiB is its own mmap."""
-    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+@contextlib.contextmanager
+def pinned_mmap_threshold(nbytes: int = 64 * 1024) -> Iterator[bool]:
+    """glibc: within the block, serve every block over ``nbytes`` by mmap and return it to the OS on
+    free; yields whether that could be set. Restores glibc's default thresholds (128 KiB) after.
+
+    By default glibc raises its threshold after big frees (up to 32 MiB) and keeps such blocks in
+    the heap, where a freed temporary would inflate the next baseline and hide from the peak.
+    """
+    m_trim, m_mmap, default = -1, -3, 128 * 1024
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = bool(libc.mallopt(m_mmap, nbytes)) and bool(libc.mallopt(m_trim, 0))
+    except (OSError, AttributeError):
+        libc, ok = None, False
+    try:
+        yield ok
+    finally:
+        if libc is not None:
+            libc.mallopt(m_mmap, default)
+            libc.mallopt(m_trim, default)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the profiler's native start/stop lines (written to file descriptor 2, not sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def torch_peak_mib(fn: Callable[[], object]) -> float:
+    """Peak bytes of live torch tensors while ``fn`` runs, above the level at its start, in MiB.
+
+    Read from the allocation events of torch's profiler (each carries the allocator's running
+    total), so it is exact and repeatable: the CPU counterpart of ``torch.cuda.max_memory_allocated``
+    after ``reset_peak_memory_stats``. Memory outside torch tensors (Python objects) is not counted.
+    """
+    from torch._C._profiler import _EventType
+
+    with (
+        _quiet_stderr(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        fn()
+    stack, totals = list(prof.profiler.kineto_results.experimental_event_tree()), []
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.tag == _EventType.Allocation:
+            totals.append(
+                (node.start_time_ns, node.extra_fields.total_allocated, node.extra_fields.alloc_size)
+            )
+    if not totals:
+        return 0.0
+    totals.sort()
+    before = totals[0][1] - totals[0][2]  # the running total just before the first allocation
+    return (max(t for _, t, _ in totals) - before) / 2**20
 
 
 # --- reporting -----------------------------------------------------------------------------
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [[c if isinstance(c, str) else _num(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        [c if isinstance(c, str) else _num(c) for c in row] for row in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines = [
+        "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

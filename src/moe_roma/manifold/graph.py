@@ -83,6 +83,7 @@ def _topk_chunked(
         ok = top_s > -2.0
         sims_out[start : start + q.shape[0], :k_eff] = torch.where(ok, top_s, torch.full_like(top_s, -2.0))
         idx_out[start : start + q.shape[0], :k_eff] = torch.where(ok, top_i, torch.full_like(top_i, -1))
+        del sims  # free this block before the next one is computed: one block at a time, not two
     return sims_out, idx_out
 
 
@@ -108,7 +109,8 @@ def build_neighbour_graph(
     if not successful:
         raise RomaError("the successful set is empty: the base model answered no training sample right")
     s_idx = torch.as_tensor(successful, dtype=torch.long)
-    keys = emb[s_idx]
+    # No copy when every sample is a key (a large reference set of successes only).
+    keys = emb if len(successful) == emb.shape[0] and bool((s_idx == torch.arange(len(s_idx))).all()) else emb[s_idx]
     if queries is None:
         q = emb
         pos_in_s = torch.full((emb.shape[0],), -1, dtype=torch.long)

@@ -75,10 +75,9 @@ def collect_routing(
     chosen = info.select_layers(layers)
     start = time.perf_counter()
     texts = [prompt_text(ex, scoring, template) for ex in examples]
-    encoded = [encode_text(tokenizer, t) for t in texts]
-    if max_length is not None:
-        encoded = [e[-max_length:] for e in encoded]
-    truncated = sum(len(encode_text(tokenizer, t)) > len(e) for t, e in zip(texts, encoded)) if max_length else 0
+    full = [encode_text(tokenizer, t) for t in texts]
+    encoded = [e[-max_length:] for e in full] if max_length is not None else full
+    truncated = sum(len(f) > len(e) for f, e in zip(full, encoded))
     # Longest first: similar lengths share a batch, so little padding is computed.
     order = sorted(range(len(examples)), key=lambda i: -len(encoded[i]))
     n_layers, n_experts = len(chosen), info.num_experts

@@ -354,7 +354,9 @@ class RouterTrainer:
 
     def _reduce_grads(self, params: list[torch.nn.Parameter], loss_finite: bool) -> bool:
         """Sum gradients over processes; every process agrees whether this step is usable."""
-        ok = loss_finite and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+        grads = [p.grad for p in params if p.grad is not None]
+        # One device sync for all parameters, not one per parameter.
+        ok = loss_finite and (not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
         if self.world > 1:
             flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
             dist.all_reduce(flag)
