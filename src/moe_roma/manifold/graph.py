@@ -92,7 +92,8 @@ def build_neighbour_graph(
     successful: list[int],
     config: GraphConfig = GraphConfig(),
     queries: np.ndarray | torch.Tensor | None = None,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
+    memory_budget: int = 1 << 30,
 ) -> NeighbourGraph:
     """Neighbours among the successful samples for every query (default: every training sample).
 
@@ -108,6 +109,8 @@ def build_neighbour_graph(
     emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
     if not successful:
         raise RomaError("the successful set is empty: the base model answered no training sample right")
+    # Each chunk holds chunk x |S| similarities (4 B) and a mask (1 B): keep them within the budget.
+    chunk_size = chunk_size or max(1, min(4096, memory_budget // (5 * len(successful))))
     s_idx = torch.as_tensor(successful, dtype=torch.long)
     # No copy when every sample is a key (a large reference set of successes only).
     keys = emb if len(successful) == emb.shape[0] and bool((s_idx == torch.arange(len(s_idx))).all()) else emb[s_idx]
