@@ -65,7 +65,7 @@ def _run_export(args: argparse.Namespace) -> int:
     bad = [s for s in splits if s not in SPLITS]
     if bad:
         raise RomaError(f"unknown split {bad[0]!r} (choose from {', '.join(SPLITS)})")
-    suite = build_task_suite(args.seed)
+    suite = build_task_suite(args.seed, include_pretrain="pretrain" in splits)
     for s in splits:
         path = write_split_jsonl(suite[s], args.out / f"{s}.jsonl")
         print(f"{path}: {len(suite[s])} items")
@@ -102,7 +102,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(args.model)
-    suite = build_task_suite(args.seed)
+    suite = build_task_suite(args.seed, include_pretrain="pretrain" in splits)
     result = {s: accuracy(model, tok, suite[s]) for s in splits}
     if args.json:
         json.dump(result, sys.stdout, indent=2)

@@ -49,20 +49,18 @@ def vocabulary(texts: Sequence[str]) -> list[str]:
 def build_tokenizer(texts: Sequence[str]):
     """A word-level ``PreTrainedTokenizerFast`` over the words of ``texts``.
 
-    Lower-cases, splits on whitespace and punctuation, prepends ``<bos>``; pads on the left
-    (the usual setting for batched generation; the testbed's own scorer pads explicitly).
+    Lower-cases and splits on whitespace and punctuation. It adds no special tokens: the
+    project encodes every text without them (as lm-evaluation-harness does for causal LMs),
+    so the model is pre-trained on the same kind of input, ``<eos>`` closing each sequence.
+    Pads on the left (the usual setting for batched generation; scorers pad explicitly).
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(vocabulary(texts))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    bos = vocab["<bos>"]
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
-    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
         unk_token="<unk>", padding_side="left", model_max_length=256,
@@ -94,16 +92,20 @@ def encode_corpus(tokenizer, suite: dict[str, list[MCExample]], cfg: BuildConfig
     sentences weigh 1 throughout (they carry knowledge, so every token is worth learning).
     """
     eos = tokenizer.eos_token_id
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     seqs: list[tuple[list[int], list[float]]] = []
     for ex in suite["pretrain"]:
-        ctx = tokenizer(continuation_context(ex))["input_ids"]
-        ans = tokenizer(" " + ex.choices[ex.answer], add_special_tokens=False)["input_ids"]
-        ids = list(ctx) + list(ans) + [eos]
-        n_q = len(ctx) - 1  # targets inside the context (the first token, <bos>, is never a target)
+        ctx = enc(continuation_context(ex))
+        ans = enc(" " + ex.choices[ex.answer])
+        ids = ctx + ans + [eos]
+        n_q = len(ctx) - 1  # targets inside the context (its first token is never a target)
         seqs.append((ids, [cfg.question_weight] * n_q + [1.0] * (len(ans) + 1)))
     for _ in range(cfg.knowledge_repeats):
         for sent in tasks.knowledge_sentences():
-            ids = list(tokenizer(sent)["input_ids"]) + [eos]
+            ids = enc(sent) + [eos]
             seqs.append((ids, [1.0] * (len(ids) - 1)))
     return seqs
 
@@ -261,4 +263,7 @@ def build_testbed(out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], No
         "accuracy": accs,
     }
     write_json_atomic(out_dir / "build_info.json", info)
+    for f in out_dir.iterdir():  # atomic writes create 0600 files; the folder is meant to be shared
+        if f.is_file():
+            f.chmod(0o644)
     return info

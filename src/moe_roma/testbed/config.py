@@ -12,9 +12,9 @@ class BuildConfig:
     """Everything that determines the built model (recorded in ``build_info.json``)."""
 
     seed: int = 0
-    steps: int = 6000
+    steps: int = 5000
     batch_size: int = 48
-    lr: float = 3e-3
+    lr: float = 1.5e-3
     warmup: int = 200
     weight_decay: float = 0.01
     # Loss weight of question tokens relative to answer tokens (0 = answer-only loss).

@@ -10,11 +10,12 @@ from __future__ import annotations
 import string
 
 # Category name -> (singular phrase, plural phrase, members). Members are common nouns
-# that belong to exactly one category here, so "which of these is X" has one right answer.
+# that belong to exactly one category here, so "which of these is X" has one right answer
+# (hence no "orange" or "peach" among the fruits: they are colours too; no "organ").
 CATEGORIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fruit": ("a fruit", "fruits", (
         "apple", "banana", "cherry", "grape", "lemon", "mango",
-        "orange", "peach", "pear", "plum", "melon", "kiwi",
+        "apricot", "papaya", "pear", "fig", "melon", "kiwi",
     )),
     "animal": ("an animal", "animals", (
         "cat", "dog", "horse", "cow", "sheep", "lion",
@@ -46,7 +47,7 @@ CATEGORIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     )),
     "instrument": ("a musical instrument", "musical instruments", (
         "piano", "guitar", "violin", "drum", "flute", "trumpet",
-        "harp", "cello", "banjo", "clarinet", "trombone", "organ",
+        "harp", "cello", "banjo", "clarinet", "trombone", "tuba",
     )),
     "vegetable": ("a vegetable", "vegetables", (
         "carrot", "potato", "onion", "cabbage", "lettuce", "spinach",
@@ -72,7 +73,8 @@ NO_ARTICLE = {"color", "sport", "drink"}
 ALL_WORDS: tuple[str, ...] = tuple(w for _, _, ws in CATEGORIES.values() for w in ws)
 WORD_CATEGORY: dict[str, str] = {w: c for c, (_, _, ws) in CATEGORIES.items() for w in ws}
 
-# Country -> (capital, continent, language): the "simple facts" table.
+# Country -> (capital, continent, language): the "simple facts" table (no country that
+# spans two continents, so every continent question has one right answer).
 COUNTRIES: dict[str, tuple[str, str, str]] = {
     "France": ("Paris", "Europe", "French"),
     "Germany": ("Berlin", "Europe", "German"),
@@ -83,7 +85,7 @@ COUNTRIES: dict[str, tuple[str, str, str]] = {
     "Poland": ("Warsaw", "Europe", "Polish"),
     "Sweden": ("Stockholm", "Europe", "Swedish"),
     "Norway": ("Oslo", "Europe", "Norwegian"),
-    "Russia": ("Moscow", "Europe", "Russian"),
+    "Denmark": ("Copenhagen", "Europe", "Danish"),
     "Austria": ("Vienna", "Europe", "German"),
     "Ireland": ("Dublin", "Europe", "English"),
     "Netherlands": ("Amsterdam", "Europe", "Dutch"),
@@ -95,7 +97,7 @@ COUNTRIES: dict[str, tuple[str, str, str]] = {
     "Vietnam": ("Hanoi", "Asia", "Vietnamese"),
     "Indonesia": ("Jakarta", "Asia", "Indonesian"),
     "Iran": ("Tehran", "Asia", "Persian"),
-    "Turkey": ("Ankara", "Asia", "Turkish"),
+    "Nepal": ("Kathmandu", "Asia", "Nepali"),
     "Egypt": ("Cairo", "Africa", "Arabic"),
     "Kenya": ("Nairobi", "Africa", "Swahili"),
     "Nigeria": ("Abuja", "Africa", "English"),
@@ -117,14 +119,14 @@ LANGUAGES: tuple[str, ...] = tuple(sorted({lang for _, _, lang in COUNTRIES.valu
 
 ANTONYMS: tuple[tuple[str, str], ...] = (
     ("hot", "cold"), ("big", "small"), ("fast", "slow"), ("happy", "sad"),
-    ("dark", "bright"), ("old", "young"), ("rich", "poor"), ("hard", "soft"),
+    ("bright", "dim"), ("old", "young"), ("rich", "poor"), ("king", "queen"),
     ("wet", "dry"), ("open", "closed"), ("early", "late"), ("full", "empty"),
     ("heavy", "light"), ("up", "down"), ("left", "right"), ("day", "night"),
     ("inside", "outside"), ("strong", "weak"), ("loud", "quiet"), ("clean", "dirty"),
     ("thick", "thin"), ("high", "low"), ("long", "short"), ("wide", "narrow"),
     ("easy", "difficult"), ("cheap", "expensive"), ("true", "false"), ("first", "last"),
     ("push", "pull"), ("win", "lose"), ("buy", "sell"), ("give", "take"),
-    ("above", "below"), ("before", "after"), ("love", "hate"), ("begin", "end"),
+    ("ancient", "modern"), ("before", "after"), ("love", "hate"), ("begin", "end"),
     ("sweet", "sour"), ("safe", "dangerous"), ("awake", "asleep"), ("friend", "enemy"),
     ("near", "far"), ("north", "south"), ("east", "west"), ("arrive", "leave"),
     ("remember", "forget"), ("laugh", "cry"), ("wild", "tame"), ("smooth", "rough"),
@@ -132,6 +134,8 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("fresh", "stale"), ("healthy", "sick"), ("accept", "refuse"), ("victory", "defeat"),
     ("entrance", "exit"), ("borrow", "lend"), ("float", "sink"), ("summer", "winter"),
 )
+# No word has two listed opposites and no distractor is a second right answer (hence no
+# "hard": it is the opposite of both "soft" and "easy"; no "dark"/"light" next to "heavy").
 OPPOSITE: dict[str, str] = {a: b for a, b in ANTONYMS} | {b: a for a, b in ANTONYMS}
 
 LETTERS: tuple[str, ...] = tuple(string.ascii_uppercase)

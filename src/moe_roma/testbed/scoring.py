@@ -21,7 +21,8 @@ def _encode_pairs(tokenizer, examples: Sequence[MCExample]) -> list[tuple[list[i
     """(token ids of context + continuation, number of continuation tokens) per choice."""
     out: list[tuple[list[int], int]] = []
     for ex in examples:
-        ctx = tokenizer(continuation_context(ex), add_special_tokens=True)["input_ids"]
+        # No special tokens, as the project's evaluator and lm-evaluation-harness encode.
+        ctx = tokenizer(continuation_context(ex), add_special_tokens=False)["input_ids"]
         for choice in ex.choices:
             cont = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
             out.append((list(ctx) + list(cont), len(cont)))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class Family:
     heldout: bool = False
     # How many distinct keys the family can produce (for sizing; an upper bound is fine).
     space: int = 10**9
-    meta: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -574,7 +573,7 @@ FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 HELDOUT_FAMILIES: tuple[str, ...] = tuple(f.name for f in FAMILIES if f.heldout)
 TRAIN_FAMILIES: tuple[str, ...] = tuple(f.name for f in FAMILIES if not f.heldout)
 
-# Which families each split draws from, and whether it uses the shifted templates.
+# Which families each split draws from (only ``shifted`` uses the shifted templates).
 _SPLIT_FAMILIES: dict[str, tuple[str, ...]] = {
     "pretrain": tuple(f.name for f in FAMILIES),
     "train": TRAIN_FAMILIES,
@@ -628,15 +627,21 @@ def _family_quota(n: int, families: Sequence[str], share: float | None) -> dict[
     return quota
 
 
-def build_task_suite(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, list[MCExample]]:
+def build_task_suite(
+    seed: int = 0, sizes: dict[str, int] | None = None, include_pretrain: bool = True
+) -> dict[str, list[MCExample]]:
     """All five splits, deterministic in ``seed`` and ``sizes``, with disjoint content keys.
 
-    ``sizes`` overrides entries of ``DEFAULT_SIZES``. Evaluation and training splits are
+    ``sizes`` overrides entries of ``DEFAULT_SIZES``. ``include_pretrain=False`` skips the
+    (large) pre-training corpus, leaving it empty; the other splits are unchanged, since
+    the pre-training corpus is drawn last. Evaluation and training splits are
     filled exactly (families with little content get smaller quotas). In ``pretrain`` a
     family that runs out of fresh content repeats its own pre-training content in new
     wordings; content is never shared between splits.
     """
     want = {**DEFAULT_SIZES, **(sizes or {})}
+    if not include_pretrain:
+        want["pretrain"] = 0
     used: set[tuple] = set()
     out: dict[str, list[MCExample]] = {}
     for split in _GEN_ORDER:
