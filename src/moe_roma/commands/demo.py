@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
                    "two threads on a busy 2-core machine were measured 3x slower than one)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="change a training setting for both trained methods, e.g. lr=0.001")
     p.set_defaults(func=run)
 
 
@@ -35,5 +37,9 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise RomaError(f"--seeds {args.seeds!r} is not a comma-separated list of integers") from None
-    run_demo(args.out, seeds=seeds, progress=not args.no_progress)
+    from moe_roma.demo import DEMO_TRAIN_CONFIG
+    from moe_roma.train.config import load_train_config
+
+    config = load_train_config(None, args.overrides, **DEMO_TRAIN_CONFIG.to_dict())
+    run_demo(args.out, seeds=seeds, train_config=config, progress=not args.no_progress)
     return 0
