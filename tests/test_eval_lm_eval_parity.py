@@ -81,13 +81,6 @@ def build_model(vocab_size: int) -> transformers.PreTrainedModel:
     return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.slow
 def test_acc_and_acc_norm_identical_to_lm_evaluation_harness(tmp_path, monkeypatch, capsys):

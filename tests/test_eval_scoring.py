@@ -37,14 +37,6 @@ def make_examples(n: int = 12, seed: int = 0) -> list[MCExample]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: a second thread only adds spin-waiting (seconds per forward on a busy 2-core box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def model_and_tok():
