@@ -206,3 +206,14 @@ def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(t
     trainer = RouterTrainer(model, tok, store, TrainConfig(layers="last2", task_loss="continuation", epochs=1,
                             batch_size=3, dedupe_threshold=1.01), tmp_path / "w", progress=False)  # fmt: skip
     assert trainer.train().skipped_steps == 0
+
+
+def test_gradient_checkpointing_gives_the_same_routers(tmp_path):
+    weights = []
+    for flag in (False, True):
+        trainer = make_trainer(tmp_path / str(flag), epochs=1, lr=1e-2, gradient_checkpointing=flag)
+        trainer.train()
+        weights.append([p.detach().clone() for p in trainer.params.values()])
+        assert not trainer.model.training and not trainer.model.is_gradient_checkpointing
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
