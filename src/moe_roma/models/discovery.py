@@ -98,7 +98,8 @@ class MoEInfo:
     def select_layers(self, spec: str | list[int] | tuple[int, ...] = "last5") -> list[int]:
         """Parse a layer selection: ``last5``, ``all``, ``first2`` or ``"3,4,5"`` (decoder indices).
 
-        >>> info = MoEInfo("x", "X", 8, {i: None for i in range(1, 8)}, "R")  # doctest: +SKIP
+        >>> MoEInfo("x", "X", 8, {i: None for i in range(1, 8)}, "R").select_layers("last2")
+        [6, 7]
         """
         layers = self.moe_layers
         if isinstance(spec, (list, tuple)):

@@ -37,7 +37,11 @@ class PromptBatch:
 
 
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a text with no special tokens (lm-evaluation-harness's default for causal LMs)."""
+    """Token ids of a text with no special tokens added.
+
+    lm-evaluation-harness adds a BOS token where the tokenizer adds one by default; for such models,
+    run lm_eval with ``add_bos_token=False`` to compare like with like (docs/evaluation.md).
+    """
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
