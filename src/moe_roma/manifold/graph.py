@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path
 from moe_roma.errors import DataError, RomaError
+from moe_roma.tensorfile import load_tensors, save_tensors
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -193,21 +191,12 @@ def save_graph(graph: NeighbourGraph, embeddings: np.ndarray, path: str | Path) 
         "similarities": graph.similarities.contiguous(),
         "embeddings": torch.as_tensor(np.asarray(embeddings), dtype=torch.float32).contiguous(),
     }
-    meta = {"format_version": GRAPH_FORMAT_VERSION, "package_version": __version__, **graph.meta}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+    save_tensors(path, tensors, {"format_version": GRAPH_FORMAT_VERSION, "package_version": __version__, **graph.meta})
 
 
 def load_graph(path: str | Path) -> tuple[NeighbourGraph, np.ndarray]:
     path = Path(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("moe_roma", "{}"))
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise DataError(path, None, f"not a neighbour-graph file ({str(exc).splitlines()[0]})") from None
+    meta, tensors = load_tensors(path, "neighbour-graph file")
     for key in ("indices", "weights", "similarities", "embeddings"):
         if key not in tensors:
             raise DataError(path, None, f"neighbour-graph file lacks tensor '{key}'")

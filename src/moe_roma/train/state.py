@@ -7,15 +7,12 @@ any moment leaves either the previous state or the new one, never a torn file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
-from moe_roma.atomic import atomic_path
 from moe_roma.errors import DataError
+from moe_roma.tensorfile import load_tensors, save_tensors
 
 STATE_NAME = "train_state.safetensors"
 
@@ -34,19 +31,12 @@ def save_train_state(
         if "step" in st:
             steps[name] = float(st["step"])
     tensors["rng/torch"] = torch.get_rng_state()
-    meta = {"step": step, "adam_steps": steps, **info}
-    with atomic_path(out_dir / STATE_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+    save_tensors(out_dir / STATE_NAME, tensors, {"step": step, "adam_steps": steps, **info})
 
 
 def load_train_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("moe_roma", "{}"))
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise DataError(path, None, f"not a readable training state ({str(exc).splitlines()[0]})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+    meta, tensors = load_tensors(path, "training state")
+    if not isinstance(meta.get("step"), int):
         raise DataError(path, None, "training state lacks its step")
     return meta, tensors
 
