@@ -93,6 +93,30 @@ def olmoe(
     return model
 
 
+# OLMoE-1B-7B's published shape: 16 layers, width 2048, 64 experts with top-8, vocabulary 50304.
+OLMOE_1B_7B = dict(vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
+                   num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8,
+                   max_position_embeddings=4096, rope_theta=10000.0)  # fmt: skip
+
+
+def olmoe_1b_7b(device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> OlmoeForCausalLM:
+    """A randomly initialised full-size OLMoE-1B-7B, built on ``device``: timing needs no weights.
+
+    Routers are drawn with the configuration's initializer range (the library initialises them to
+    zero, which ties every expert and would send all tokens to the same eight).
+    """
+    torch.manual_seed(0)
+    config = OlmoeConfig(**OLMOE_1B_7B, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    with torch.device(device):
+        model = OlmoeForCausalLM(config).to(dtype).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gate.weight"):
+                p.normal_(0, config.initializer_range)
+    model.requires_grad_(False)
+    return model
+
+
 def random_words(gen: torch.Generator, n: int, vocab: int) -> str:
     ids = torch.randint(len(SPECIAL) + len(FIXED_WORDS), vocab, (n,), generator=gen).tolist()
     return " ".join(f"w{i}" for i in ids)

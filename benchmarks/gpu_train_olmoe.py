@@ -17,32 +17,22 @@ import json
 import time
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
 
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
-from moe_roma.models.discovery import discover_routers
-from moe_roma.routing.store import RoutingStore
-from moe_roma.train.batches import make_batch
-from moe_roma.train.config import TrainConfig
-from moe_roma.train.trainer import RouterTrainer
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.gpu_train_olmoe
+    import _common as common
+except ImportError:  # pragma: no cover
+    from benchmarks import _common as common
 
-OLMOE_1B_7B = dict(vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
-                   num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8,
-                   max_position_embeddings=4096, rope_theta=10000.0)  # fmt: skip
-
-
-def synthetic_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
-    words = {"<pad>": 0, "<eos>": 1, "A": 2, "B": 3, "C": 4, "D": 5}
-    for i in range(len(words), vocab):
-        words[f"w{i}"] = i
-    tok = Tokenizer(models.WordLevel(vocab=words, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
+from moe_roma.models.discovery import discover_routers  # noqa: E402
+from moe_roma.routing.store import RoutingStore  # noqa: E402
+from moe_roma.train.batches import make_batch  # noqa: E402
+from moe_roma.train.config import TrainConfig  # noqa: E402
+from moe_roma.train.trainer import RouterTrainer  # noqa: E402
 
 
 def synthetic_store(n: int, seq_len: int, vocab: int, layers: list[int], experts: int, gen) -> RoutingStore:
-    ids = torch.randint(6, vocab, (n, seq_len - 1), generator=gen)
+    ids = torch.randint(64, vocab, (n, seq_len - 1), generator=gen)
     texts = [" ".join(f"w{t}" for t in row.tolist()) + " A" for row in ids]  # seq_len tokens each
     routing = torch.distributions.Dirichlet(torch.full((experts,), 0.3)).sample((n, len(layers)))
     answers = torch.randint(0, 4, (n,), generator=gen).tolist()
@@ -57,11 +47,11 @@ def synthetic_store(n: int, seq_len: int, vocab: int, layers: list[int], experts
 def naive_step(model, trainer, items, optimizer) -> None:
     """What the public code does per step: every layer, every position's full-vocabulary logits."""
     batch = make_batch(items, trainer.pad)
-    ids = batch.input_ids.cuda()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = model(input_ids=ids, attention_mask=batch.attention_mask.cuda(), use_cache=False)
+    device = model.device
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
     letters = out.logits[:, -1, trainer.letter_ids[:4]].float()
-    loss = torch.nn.functional.cross_entropy(letters, torch.tensor([it.answer for it in items], device="cuda"))
+    loss = torch.nn.functional.cross_entropy(letters, torch.tensor([it.answer for it in items], device=device))
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -75,23 +65,24 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--naive-steps", type=int, default=5)
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--cache-fraction", type=float, default=TrainConfig.prefix_cache_device_fraction,
+                    help="keep the prefix cache on the GPU when it fits in this share of free memory")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    config = OlmoeConfig(**OLMOE_1B_7B)
-    with torch.device("cuda"):
-        model = OlmoeForCausalLM(config).to(torch.bfloat16).eval()
-    model.requires_grad_(False)
+    model = common.olmoe_1b_7b("cuda", torch.bfloat16)
+    config = model.config
     n_params = sum(p.numel() for p in model.parameters())
     info = discover_routers(model)
     layers = info.moe_layers[-5:]
-    tok = synthetic_tokenizer(config.vocab_size)
+    tok = common.word_tokenizer(config.vocab_size)
     store = synthetic_store(args.samples, args.seq_len, config.vocab_size, layers, info.num_experts, gen)
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
     graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
-                      max_length=args.seq_len, gradient_checkpointing=args.gradient_checkpointing, log_every=10)  # fmt: skip
+                      max_length=args.seq_len, gradient_checkpointing=args.gradient_checkpointing, log_every=10,
+                      prefix_cache_device_fraction=args.cache_fraction)  # fmt: skip
     trainer = RouterTrainer(model, tok, store, cfg, "/tmp/gpu_bench_run", graph=graph, progress=False)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -120,6 +111,8 @@ def main() -> None:
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "params": n_params,
         "samples": args.samples, "seq_len": args.seq_len, "epochs": args.epochs, "batch_size": args.batch_size,
         "gradient_checkpointing": args.gradient_checkpointing, "steps": steps,
+        "prefix_cache_device": str(trainer.cache.flat.device),
+        "prefix_cache_gib": round(trainer.cache.flat.numel() * trainer.cache.flat.element_size() / 2**30, 2),
         "total_seconds_incl_prefix_cache": round(total, 2),
         "samples_per_second_end_to_end": round(args.samples * args.epochs / total, 1),
         "prefix_cache_seconds": round(trainer.timings["prefix_cache_seconds"], 2),

@@ -36,7 +36,6 @@ ratio hardly depends on it.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 import warnings
@@ -81,6 +80,7 @@ class Setup:
     batches: list[list[TrainItem]]
     opt_ours: torch.optim.Optimizer
     opt_naive: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # disabled on CPU, as in the trainer
     tokens_per_step: float
     cache_mib: float
 
@@ -124,7 +124,7 @@ def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
         shape, trainer, batches,
         torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-        tokens, cache_mib,
+        torch.amp.GradScaler("cpu", enabled=False), tokens, cache_mib,
     )  # fmt: skip
 
 
@@ -143,7 +143,7 @@ class _Clock:
 
 def ours_step(s: Setup, items: list[TrainItem], phases: dict[str, list[float]] | None = None) -> float:
     """The body of ``RouterTrainer.train``'s loop (no distributed run, no grad scaler on CPU)."""
-    t, cfg = s.trainer, s.trainer.config
+    t = s.trainer
     params = list(t.params.values())
     clock = _Clock(phases)
     s.opt_ours.zero_grad(set_to_none=True)
@@ -153,12 +153,8 @@ def ours_step(s: Setup, items: list[TrainItem], phases: dict[str, list[float]] |
     loss = (out["task"] + LAM * terms["reg"]).sum() / len(items)
     clock.lap("ours regularizer")
     loss.backward()
-    loss_value = float(loss.detach())
     clock.lap("ours backward")
-    if t._reduce_grads(params, math.isfinite(loss_value)):
-        t._grad_norm(params)
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        s.opt_ours.step()
+    loss_value, _ = t.apply_step(params, loss, s.opt_ours, s.scaler)
     clock.lap("ours optimizer (+checks, clip)")
     t._step_metrics(out["routing"], items)
     clock.lap("ours step metrics")

@@ -52,6 +52,8 @@ class TrainConfig:
     router_dropout: float = 0.0  # dropout on the router's input features during training
     allow_empty_successful: bool = False  # train without the manifold term when S is empty
     prefix_cache: bool = True  # run only the tuned layers at each step
+    # The cache stays on the accelerator when it fits in this share of its free memory, else pinned host memory.
+    prefix_cache_device_fraction: float = 0.6
     gradient_checkpointing: bool = False  # recompute the tuned layers' activations in backward
     seed: int = 0
     log_every: int = 1
@@ -75,6 +77,7 @@ class TrainConfig:
         need(self.sigma > 0, "sigma must be positive")
         need(self.temperature > 0, "temperature must be positive")
         need(0 <= self.router_dropout < 1, "router_dropout must be in [0, 1)")
+        need(0 <= self.prefix_cache_device_fraction <= 1, "prefix_cache_device_fraction must be in [0, 1]")
         for name in ("lr", "weight_decay", "lam", "warmup_ratio", "lam_warmup_ratio"):
             value = getattr(self, name)
             need(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0")

@@ -70,7 +70,7 @@ class PrefixCache:
     ``max_device_fraction`` of the free accelerator memory, else in pinned host memory.
     """
 
-    def __init__(self, first_layer: int, max_device_fraction: float = 0.4) -> None:
+    def __init__(self, first_layer: int, max_device_fraction: float = 0.6) -> None:
         self.first_layer = first_layer
         self.max_device_fraction = max_device_fraction
         self.flat: torch.Tensor | None = None

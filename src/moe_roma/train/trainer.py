@@ -237,7 +237,7 @@ class RouterTrainer:
         torch.manual_seed(cfg.seed)
         start_time = time.perf_counter()
         if cfg.prefix_cache and self.first_layer > 0:
-            self.cache = PrefixCache(self.first_layer)
+            self.cache = PrefixCache(self.first_layer, cfg.prefix_cache_device_fraction)
             self.cache.fill(self.model, self.info, self.items, self.pad, cfg.batch_size, self.progress and self.rank == 0)
         _sync(self.device)
         self.timings = {"prefix_cache_seconds": time.perf_counter() - start_time}
@@ -293,15 +293,11 @@ class RouterTrainer:
                     loss = (out["task"] + lam * reg).sum() / len(chunk)
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
-                    loss_value = float(loss.detach())
                 else:
-                    terms, loss_value = {}, 0.0
-                grads_ok = self._reduce_grads(params, math.isfinite(loss_value))
-                grad_norm = self._grad_norm(params) if grads_ok else float("nan")
-                if not grads_ok:
+                    terms, loss = {}, None
+                loss_value, grad_norm = self.apply_step(params, loss, optimizer, scaler)
+                if not math.isfinite(grad_norm):
                     skipped += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.update()
                     if skipped > cfg.max_nonfinite_steps:
                         kept = (
                             f"the last good state is in {state_path}"
@@ -312,11 +308,6 @@ class RouterTrainer:
                             f"stopped after {skipped} steps with a non-finite loss or gradient; {kept} "
                             "(lower the learning rate or check the data)"
                         )
-                else:
-                    if cfg.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
                 step += 1
                 if out is not None and self.rank == 0 and (step % cfg.log_every == 0 or step == total):
                     record = {
@@ -352,25 +343,36 @@ class RouterTrainer:
             p.data = p.data.to(original_dtypes[name])
         return TrainResult(self.out_dir, step, seconds, self.layers, last, skipped)
 
-    def _reduce_grads(self, params: list[torch.nn.Parameter], loss_finite: bool) -> bool:
-        """Sum gradients over processes; every process agrees whether this step is usable."""
+    def apply_step(
+        self, params: list[torch.nn.Parameter], loss: torch.Tensor | None, optimizer, scaler
+    ) -> tuple[float, float]:
+        """Reduce, check, clip and apply the router gradients; returns (loss, gradient norm).
+
+        One device synchronisation per step: the loss and the total gradient norm are read together,
+        and a non-finite value in either (a NaN or inf anywhere in the gradients makes the norm
+        non-finite) skips the step on every process alike. A skipped step returns a NaN norm.
+        """
         grads = [p.grad for p in params if p.grad is not None]
-        # One device sync for all parameters, not one per parameter.
-        ok = loss_finite and (not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
+        bad_loss = torch.zeros((), device=self.device) if loss is None else (~torch.isfinite(loss.detach())).float()
         if self.world > 1:
-            flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
-            dist.all_reduce(flag)
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)
-            ok = float(flag) == 0.0
-        return ok
-
-    @staticmethod
-    def _grad_norm(params: list[torch.nn.Parameter]) -> float:
-        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-        return float(torch.stack(grads).norm()) if grads else 0.0
+            dist.all_reduce(bad_loss)
+            grads = [p.grad for p in params]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        loss_t = torch.zeros((), device=self.device) if loss is None else loss.detach().float()
+        loss_value, grad_norm, bad = torch.stack([loss_t, norm.float(), bad_loss]).tolist()
+        if bad or not math.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update()
+            return loss_value, float("nan")
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss_value, grad_norm
 
     def _save(self, seconds: float, steps: int) -> None:
         extra = {
