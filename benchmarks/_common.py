@@ -99,14 +99,21 @@ OLMOE_1B_7B = dict(vocab_size=50304, hidden_size=2048, intermediate_size=1024, n
                    max_position_embeddings=4096, rope_theta=10000.0)  # fmt: skip
 
 
-def olmoe_1b_7b(device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> OlmoeForCausalLM:
-    """A randomly initialised full-size OLMoE-1B-7B, built on ``device``: timing needs no weights.
+# A 6-layer, 64-wide model of the same family, for the GPU scripts' smoke test on CPU.
+OLMOE_QUICK = {**OLMOE_1B_7B, "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 32,
+               "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 4}  # fmt: skip
 
-    Routers are drawn with the configuration's initializer range (the library initialises them to
-    zero, which ties every expert and would send all tokens to the same eight).
+
+def olmoe_1b_7b(
+    device: str = "cuda", dtype: torch.dtype = torch.bfloat16, shape: dict | None = None
+) -> OlmoeForCausalLM:
+    """A randomly initialised full-size OLMoE-1B-7B (or ``shape``), built on ``device``: timing needs no weights.
+
+    Routers are drawn with the configuration's initializer range explicitly, so that the experts'
+    load does not depend on how a transformers version initialises them.
     """
     torch.manual_seed(0)
-    config = OlmoeConfig(**OLMOE_1B_7B, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = OlmoeConfig(**(shape or OLMOE_1B_7B), pad_token_id=0, bos_token_id=1, eos_token_id=2)
     with torch.device(device):
         model = OlmoeForCausalLM(config).to(dtype).eval()
     with torch.no_grad():
@@ -115,6 +122,28 @@ def olmoe_1b_7b(device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> Ol
                 p.normal_(0, config.initializer_range)
     model.requires_grad_(False)
     return model
+
+
+class Accelerator:
+    """Synchronisation, peak memory and name of the device the GPU scripts run on (CUDA, or CPU for their smoke test)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_gib(self) -> float | None:
+        return torch.cuda.max_memory_allocated(self.device) / 2**30 if self.cuda else None
+
+    def name(self) -> str:
+        return torch.cuda.get_device_name(self.device) if self.cuda else platform.processor() or "cpu"
 
 
 def random_words(gen: torch.Generator, n: int, vocab: int) -> str:

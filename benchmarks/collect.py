@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--hidden", default="32,128", help="model widths to run, comma-separated")
     ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--examples", type=int, default=32)
+    ap.add_argument("--examples", type=int, default=128, help="prompts per run (128: four batches of 32)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--words", default="8,24", help="question length range in words")
     ap.add_argument("--repeats", type=int, default=3)

@@ -7,6 +7,7 @@ recorded: the table gives the largest routing difference and how many answers ag
 in another order can flip a near-tie, so a few disagreements are possible and are reported).
 
     PYTHONPATH=src python benchmarks/gpu_collect_olmoe.py --examples 256
+    PYTHONPATH=src python benchmarks/gpu_collect_olmoe.py --quick --device cpu   # smoke test
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--words", default="40,160", help="question length range in words")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="a tiny model and few prompts, for the smoke test")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.examples, args.batch, args.words, args.repeats = 8, 4, "5,10", 1
     common.setup(threads=4)
-    model = common.olmoe_1b_7b("cuda", torch.bfloat16)
+    acc = common.Accelerator(args.device)
+    model = common.olmoe_1b_7b(args.device, torch.bfloat16, common.OLMOE_QUICK if args.quick else None)
     tok = common.word_tokenizer(model.config.vocab_size)
     lo, hi = (int(x) for x in args.words.split(","))
     examples = common.synthetic_examples(args.examples, model.config.vocab_size, (lo, hi), (1, 4))
@@ -46,13 +52,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         return run
 
-    torch.cuda.reset_peak_memory_stats()
+    acc.reset_peak()
     times = common.interleaved({1: arm(1), args.batch: arm(args.batch)}, args.repeats)
     one, many = stores[1], stores[args.batch]
     t1, tb = common.median(times[1]), common.median(times[args.batch])
     tokens = sum(len(tok(t)["input_ids"]) for t in one.input_texts) / len(examples)
     report = {
-        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "examples": args.examples,
+        "device": acc.name(), "torch": torch.__version__, "examples": args.examples,
         "mean_prompt_tokens": round(tokens, 1), "batch": args.batch, "repeats": args.repeats,
         "batch1_examples_per_second": round(args.examples / t1, 1),
         "batch1_seconds": [round(t, 3) for t in times[1]],
@@ -61,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "speedup": round(t1 / tb, 2),
         "routing_max_abs_diff": float((one.routing - many.routing).abs().max()),
         "same_answers": sum(a == b for a, b in zip(one.model_answer, many.model_answer)),
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "peak_gpu_memory_gib": acc.peak_gib() and round(acc.peak_gib(), 2),
     }  # fmt: skip
     print(json.dumps(report, indent=2))
     print(f"speedup: {report['speedup']:.2f}x")

@@ -8,13 +8,16 @@ every layer with full-vocabulary logits at every position, as the public code do
 few steps for the per-step ratio.
 
     PYTHONPATH=src python benchmarks/gpu_train_olmoe.py --samples 2048 --epochs 1
+    PYTHONPATH=src python benchmarks/gpu_train_olmoe.py --quick --device cpu   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -57,7 +60,7 @@ def naive_step(model, trainer, items, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=2048)
     ap.add_argument("--seq-len", type=int, default=200)
@@ -68,10 +71,15 @@ def main() -> None:
     ap.add_argument("--cache-fraction", type=float, default=TrainConfig.prefix_cache_device_fraction,
                     help="keep the prefix cache on the GPU when it fits in this share of free memory")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="a tiny model and few samples, for the smoke test")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.samples, args.seq_len, args.batch_size, args.naive_steps = 64, 20, 8, 2
+    acc = common.Accelerator(args.device)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = common.olmoe_1b_7b("cuda", torch.bfloat16)
+    model = common.olmoe_1b_7b(args.device, torch.bfloat16, common.OLMOE_QUICK if args.quick else None)
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
     info = discover_routers(model)
@@ -83,14 +91,14 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
                       max_length=args.seq_len, gradient_checkpointing=args.gradient_checkpointing, log_every=10,
                       prefix_cache_device_fraction=args.cache_fraction)  # fmt: skip
-    trainer = RouterTrainer(model, tok, store, cfg, "/tmp/gpu_bench_run", graph=graph, progress=False)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    trainer = RouterTrainer(model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_bench_run"), graph=graph, progress=False)
+    acc.sync()
+    acc.reset_peak()
     t0 = time.perf_counter()
     result = trainer.train()
-    torch.cuda.synchronize()
+    acc.sync()
     total = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = acc.peak_gib()
     # Naive arm, a few steps (its routers are the same parameters; the values do not matter for timing).
     for p in trainer.params.values():
         p.requires_grad_(True)
@@ -98,34 +106,36 @@ def main() -> None:
     opt = torch.optim.AdamW(list(trainer.params.values()), lr=7e-5)
     items = trainer.items[: args.batch_size]
     naive_step(model, trainer, items, opt)  # warm-up
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    acc.sync()
+    acc.reset_peak()
     t1 = time.perf_counter()
     for _ in range(args.naive_steps):
         naive_step(model, trainer, items, opt)
-    torch.cuda.synchronize()
+    acc.sync()
     naive_per_step = (time.perf_counter() - t1) / args.naive_steps
-    naive_peak = torch.cuda.max_memory_allocated() / 2**30
+    naive_peak = acc.peak_gib()
     steps = result.steps
+    cache = trainer.cache.flat if trainer.cache is not None else None
     report = {
-        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "params": n_params,
+        "device": acc.name(), "torch": torch.__version__, "params": n_params,
         "samples": args.samples, "seq_len": args.seq_len, "epochs": args.epochs, "batch_size": args.batch_size,
         "gradient_checkpointing": args.gradient_checkpointing, "steps": steps,
-        "prefix_cache_device": str(trainer.cache.flat.device),
-        "prefix_cache_gib": round(trainer.cache.flat.numel() * trainer.cache.flat.element_size() / 2**30, 2),
+        "prefix_cache_device": str(cache.device) if cache is not None else None,
+        "prefix_cache_gib": round(cache.numel() * cache.element_size() / 2**30, 2) if cache is not None else 0.0,
         "total_seconds_incl_prefix_cache": round(total, 2),
         "samples_per_second_end_to_end": round(args.samples * args.epochs / total, 1),
         "prefix_cache_seconds": round(trainer.timings["prefix_cache_seconds"], 2),
         "train_loop_seconds": round(trainer.timings["loop_seconds"], 2),
         "ours_seconds_per_step": round(trainer.timings["loop_seconds"] / max(steps, 1), 4),
         "per_step_speedup_vs_naive": round(naive_per_step / (trainer.timings["loop_seconds"] / max(steps, 1)), 2),
-        "peak_gpu_memory_gib": round(peak, 2),
-        "naive_seconds_per_step": round(naive_per_step, 4), "naive_peak_gpu_memory_gib": round(naive_peak, 2),
+        "peak_gpu_memory_gib": peak and round(peak, 2),
+        "naive_seconds_per_step": round(naive_per_step, 4), "naive_peak_gpu_memory_gib": naive_peak and round(naive_peak, 2),
     }  # fmt: skip
     print(json.dumps(report, indent=2))
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(report, fh, indent=2)
+    return report
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
-"""Exact top-k neighbour search over a large successful set: time and peak memory per chunk size.
+"""Exact top-k neighbour search over a large successful set: time and peak memory per search.
 
-``moe_roma.manifold.graph.build_neighbour_graph`` (the chunked torch path; FAISS is not installed
-here) searches the k=3 nearest of ``--keys`` unit vectors of dim 384 for ``--queries`` query
-vectors, chunk by chunk, so that memory grows with ``chunk x |S|``, not ``queries x |S|``. For each
-chunk size, interleaved over repeats, the table gives the median time and the peak resident memory
-above the level before the call, next to what the code should hold: a copy of the keys
-(``emb[successful]``), the float32 similarities of a chunk and its bool duplicate mask, and, when
-there is more than one chunk, the previous chunk's similarities too (the loop rebinds ``sims``
-only after computing the next block, so two blocks are alive at that moment: 8 bytes per
-similarity instead of 5). Exactness is checked against an independent float64 brute force
-(numpy, key blocks) on a subsample of the queries, and all chunk sizes must return the same graph.
+``moe_roma.manifold.graph.build_neighbour_graph`` searches the k=3 nearest of ``--keys`` unit
+vectors of dim 384 for ``--queries`` query vectors. The torch path goes chunk by chunk, so that
+memory grows with ``chunk x |S|``, not ``queries x |S|``: one block of float32 similarities and
+its bool duplicate mask (5 bytes per similarity) is alive at a time, and no copy of the keys is
+made when every sample is a key, as here. The FAISS path (run when faiss is installed) builds a
+flat inner-product index, which holds its own copy of the keys. For each arm, interleaved over
+repeats, the table gives the median time and the peak resident memory above the level before the
+call, next to what the code should hold. Exactness is checked against an independent float64 brute
+force (numpy, key blocks) on a subsample of the queries, and every arm must return the same graph.
 
 A tenth of the queries are near-copies of a key (cosine > 0.95, dropped as duplicates by the
 search) and a tenth are close to a key (about 0.86), so those paths are exercised too.
@@ -102,13 +101,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-faiss", dest="faiss", action="store_false", help="time the torch path only")
     ap.add_argument("--quick", action="store_true", help="tiny settings for the smoke test")
     args = ap.parse_args(argv)
     if args.quick:
         args.keys, args.queries, args.chunks, args.check, args.repeats = 20_000, 40, "10,40", 10, 1
     common.setup(args.threads)
+    if faiss_available():
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)  # the same core budget as torch's arm
     with common.pinned_mmap_threshold() as pinned:
         return run(args, memory_ok=pinned and common.peak_rss_supported())
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def run(args: argparse.Namespace, memory_ok: bool) -> int:
@@ -119,62 +131,67 @@ def run(args: argparse.Namespace, memory_ok: bool) -> int:
     successful = list(range(args.keys))
     gen_s = time.perf_counter() - t0
     config = GraphConfig(k=args.k)
-    chunks = [int(c) for c in args.chunks.split(",")]
-    graphs: dict[int, NeighbourGraph] = {}
-    peaks: dict[int, list[float]] = {c: [] for c in chunks}
+    # Arm name -> (backend, chunk size).
+    arms_spec = {f"torch, chunk {c}": ("torch", int(c)) for c in args.chunks.split(",")}
+    if args.faiss and faiss_available():
+        arms_spec["faiss (flat index)"] = ("faiss", None)
+    graphs: dict[str, NeighbourGraph] = {}
+    peaks: dict[str, list[float]] = {name: [] for name in arms_spec}
 
-    def arm(chunk: int):
+    def arm(name: str):
+        backend, chunk = arms_spec[name]
+
         def run() -> None:
             with common.PeakRSS() if memory_ok else contextlib.nullcontext() as m:
-                graphs[chunk] = build_neighbour_graph(
-                    keys, successful, config, queries=queries, chunk_size=chunk
+                graphs[name] = build_neighbour_graph(
+                    keys, successful, config, queries=queries, chunk_size=chunk, backend=backend
                 )
             if m is not None:
-                peaks[chunk].append(m.mib)
+                peaks[name].append(m.mib)
 
         return run
 
-    times = common.interleaved({c: arm(c) for c in chunks}, args.repeats, warmup=0)
+    times = common.interleaved({name: arm(name) for name in arms_spec}, args.repeats, warmup=0)
     rows = np.linspace(0, args.queries - 1, min(args.check, args.queries)).astype(int)
     t1 = time.perf_counter()
     ref_s, ref_i = brute_force(keys, queries[rows], args.k, config.dedupe_threshold)
     check_s = time.perf_counter() - t1
-    first = graphs[chunks[0]]
+    first = next(iter(graphs.values()))
     same = all(torch.equal(g.indices, first.indices) for g in graphs.values())
-    bad, max_diff = check_exact(first, ref_s, ref_i, rows)
+    checks = {name: check_exact(g, ref_s, ref_i, rows) for name, g in graphs.items()}
     dup_excluded = int((first.similarities[: args.queries // 10] > config.dedupe_threshold).sum())
 
     keys_mib = keys.numel() * 4 / 2**20
     print(common.machine())
     print(
-        f"|S| = {args.keys:,} unit vectors of dim {DIM} ({keys_mib:.0f} MiB), {args.queries} queries, k = {args.k}, "
-        f"exact chunked torch search (no FAISS); data made in {gen_s:.1f} s"
+        f"|S| = {args.keys:,} unit vectors of dim {DIM} ({keys_mib:.0f} MiB), {args.queries} queries, k = {args.k}; "
+        f"data made in {gen_s:.1f} s"
     )
     table_rows = []
-    for c in chunks:
-        med = common.median(times[c])
-        # One chunk: float32 similarities + their bool duplicate mask (5 B each). Several: the previous
-        # chunk's block is still alive while the next is computed (8 B; the mask comes after it is freed).
-        per_sim = 8 if args.queries > c else 5
-        bound = c * args.keys * per_sim / 2**20
-        peak = f"{max(peaks[c]):.0f}" if peaks[c] else "n/a"
+    for name, (backend, chunk) in arms_spec.items():
+        med = common.median(times[name])
+        # torch: one block of float32 similarities + its bool mask; FAISS: the index's copy of the keys.
+        expected = chunk * args.keys * 5 / 2**20 if backend == "torch" else keys_mib
+        peak = f"{max(peaks[name]):.0f}" if peaks[name] else "n/a"
+        bad, max_diff = checks[name]
         table_rows.append([
-            str(c), f"{med:.2f}", common.spread(times[c]), f"{args.queries / med:.0f}",
-            f"{1000 * med / args.queries:.1f}", peak, f"{bound:.0f}", f"{bound + keys_mib:.0f}",
+            name, f"{med:.2f}", common.spread(times[name]), f"{args.queries / med:.0f}",
+            f"{1000 * med / args.queries:.1f}", peak, f"{expected:.0f}", f"{len(rows) - bad}/{len(rows)}",
+            f"{max_diff:.1e}",
         ])  # fmt: skip
     print()
     print(f"median of {args.repeats} interleaved repeats; peak = RSS rise during the call (MiB)")
     print(common.table(
-        ["chunk", "seconds", "range", "queries/s", "ms/query", "peak MiB", "expected: chunk blocks", "+ keys copy"],
+        ["search", "seconds", "range", "queries/s", "ms/query", "peak MiB", "expected MiB", "exact sets",
+         "max |sim diff|"],
         table_rows,
     ))  # fmt: skip
     print()
     print(
-        f"exactness: {len(rows)} queries against a float64 brute force ({check_s:.1f} s): {len(rows) - bad}/{len(rows)} "
-        f"identical neighbour sets, max |similarity diff| {max_diff:.1e}; all chunk sizes identical: {same}; "
-        f"near-duplicate neighbours returned: {dup_excluded}"
+        f"exactness: {len(rows)} queries against a float64 brute force ({check_s:.1f} s); "
+        f"all arms identical: {same}; near-duplicate neighbours returned: {dup_excluded}"
     )
-    return bad + (0 if same else 1) + dup_excluded
+    return sum(bad for bad, _ in checks.values()) + (0 if same else 1) + dup_excluded
 
 
 if __name__ == "__main__":

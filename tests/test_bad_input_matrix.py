@@ -264,7 +264,7 @@ def _(ws, tmp, mp):
 
 @case("collect-disk-full-sidecar")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.routing.store.save_file", safetensors_no_space)
+    mp.setattr("moe_roma.tensorfile.save_file", safetensors_no_space)
     return collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json", ("r.safetensors", "No space left on device")
 
 

@@ -31,15 +31,58 @@ def brute_force(emb, successful, k, dedupe):
     return out
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 4096])
-def test_knn_is_exact_excludes_self_and_duplicates_at_any_chunk_size(chunk):
+@pytest.mark.parametrize(("backend", "chunk"), [("torch", 1), ("torch", 7), ("torch", 4096), ("faiss", None)])
+def test_knn_is_exact_excludes_self_and_duplicates_at_any_chunk_size(backend, chunk):
     emb = random_unit(50)
     emb[10] = emb[3]  # an exact duplicate of a successful sample
     successful = list(range(0, 50, 3))
-    g = build_neighbour_graph(emb, successful, GraphConfig(k=3, dedupe_threshold=0.95), chunk_size=chunk)
+    g = build_neighbour_graph(
+        emb, successful, GraphConfig(k=3, dedupe_threshold=0.95), chunk_size=chunk, backend=backend
+    )
     assert g.indices.tolist() == brute_force(emb, successful, 3, 0.95)
     assert 3 not in g.indices[10].tolist() and 3 not in g.indices[3].tolist()
     torch.testing.assert_close(g.weights.sum(1), torch.ones(50))
+
+
+def clustered_with_duplicates(seed=0):
+    """200 vectors; 30 near-copies of one vector, more than FAISS's first over-fetch of k + 8."""
+    emb = random_unit(200, d=8, seed=seed)
+    noise = np.random.default_rng(seed + 1).normal(size=(30, 8)).astype(np.float32)
+    emb[:30] = emb[30] + 0.01 * noise
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "config", [GraphConfig(k=3), GraphConfig(k=5, dedupe_threshold=0.99), GraphConfig(epsilon=0.6)], ids=str
+)
+def test_faiss_and_torch_search_return_the_same_graph(config):
+    emb = clustered_with_duplicates()
+    successful = list(range(0, 200, 2)) + [1, 3, 5]
+    t = build_neighbour_graph(emb, successful, config, backend="torch", chunk_size=13)
+    f = build_neighbour_graph(emb, successful, config, backend="faiss")
+    assert torch.equal(t.indices, f.indices)
+    torch.testing.assert_close(t.similarities, f.similarities, atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.weights, f.weights, atol=1e-5, rtol=0)
+    # The duplicates really did exceed the first fetch: rows 0-29 need a second FAISS search.
+    assert (t.indices[:30] >= 30).all() or config.epsilon is not None
+    refs = build_neighbour_graph(emb, successful, config, queries=emb[:40], backend="torch")
+    reff = build_neighbour_graph(emb, successful, config, queries=emb[:40], backend="faiss")
+    assert torch.equal(refs.indices, reff.indices)
+
+
+def test_faiss_backend_without_faiss_is_a_clear_error_and_auto_falls_back(monkeypatch):
+    import sys
+
+    from moe_roma.errors import RomaError
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    emb = random_unit(20)
+    with pytest.raises(RomaError, match="faiss-cpu"):
+        build_neighbour_graph(emb, [0, 1, 2, 3], GraphConfig(k=2), backend="faiss")
+    auto = build_neighbour_graph(emb, [0, 1, 2, 3], GraphConfig(k=2), backend="auto")
+    assert auto.indices.tolist() == brute_force(emb, [0, 1, 2, 3], 2, 0.95)
+    with pytest.raises(ValueError, match="backend"):
+        build_neighbour_graph(emb, [0, 1], GraphConfig(k=1), backend="annoy")
 
 
 def test_kernel_weights_follow_the_gaussian_of_cosine_distance():

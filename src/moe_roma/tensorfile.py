@@ -21,14 +21,23 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict)
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
 
 
-def load_tensors(path: str | Path, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a file written by ``save_tensors``; ``what`` names it in errors."""
+def load_tensor_meta(path: str | Path, what: str) -> dict:
+    """The metadata of a file written by ``save_tensors``, without reading its tensors."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as exc:
         raise DataError(path, None, f"not a readable {what} ({str(exc).splitlines()[0]})") from None
     if not isinstance(meta, dict):
         raise DataError(path, None, f"not a readable {what} (its metadata is not a JSON object)")
+    return meta
+
+
+def load_tensors(path: str | Path, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a file written by ``save_tensors``; ``what`` names it in errors."""
+    meta = load_tensor_meta(path, what)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(path, None, f"not a readable {what} ({str(exc).splitlines()[0]})") from None
     return meta, tensors

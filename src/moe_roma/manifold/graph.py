@@ -92,11 +92,15 @@ def build_neighbour_graph(
     queries: np.ndarray | torch.Tensor | None = None,
     chunk_size: int | None = None,
     memory_budget: int = 1 << 30,
+    backend: str = "auto",
 ) -> NeighbourGraph:
     """Neighbours among the successful samples for every query (default: every training sample).
 
     ``embeddings`` are the training samples' normalised embeddings; ``successful`` the indices of S.
     With ``queries`` given (e.g. evaluation items for C3PO), no sample is excluded as "itself".
+    ``backend`` picks the exact search: ``"torch"`` (chunked matrix products, memory bounded by
+    ``memory_budget`` or ``chunk_size``), ``"faiss"`` (a flat index; faiss must be installed) or
+    ``"auto"`` (FAISS when installed). Both give the same neighbours, up to the order of exact ties.
 
     >>> import numpy as np
     >>> e = np.eye(4, dtype=np.float32)
@@ -130,7 +134,7 @@ def build_neighbour_graph(
             idx_s[i] = perm
         sims = (q.unsqueeze(1) * keys[idx_s]).sum(-1)
     elif config.epsilon is not None:
-        sims, idx_s = _topk_chunked(q, keys, config.max_neighbours, pos_in_s, config.dedupe_threshold, chunk_size)
+        sims, idx_s = _search(q, keys, config.max_neighbours, pos_in_s, config.dedupe_threshold, chunk_size, backend)
         inside = sims >= config.epsilon
         idx_s = torch.where(inside, idx_s, torch.full_like(idx_s, -1))
         sims = torch.where(inside, sims, torch.full_like(sims, -2.0))
@@ -142,7 +146,7 @@ def build_neighbour_graph(
                 stacklevel=2,
             )
         k = max(1, min(config.k, available))
-        sims, idx_s = _search(q, keys, k, pos_in_s, config.dedupe_threshold, chunk_size)
+        sims, idx_s = _search(q, keys, k, pos_in_s, config.dedupe_threshold, chunk_size, backend)
     valid = idx_s >= 0
     indices = torch.where(valid, s_idx[idx_s.clamp_min(0)], torch.full_like(idx_s, -1))
     weights = gaussian_kernel_weights(sims.clamp(-1, 1), valid.float(), config.sigma)
@@ -152,29 +156,58 @@ def build_neighbour_graph(
     })  # fmt: skip
 
 
-def _search(q, keys, k, exclude, dedupe, chunk_size):
+SEARCH_BACKENDS = ("auto", "torch", "faiss")
+
+
+def _search(q, keys, k, exclude, dedupe, chunk_size, backend):
+    if backend not in SEARCH_BACKENDS:
+        raise ValueError(f"backend must be one of {SEARCH_BACKENDS}, not {backend!r}")
+    if backend == "torch":
+        return _topk_chunked(q, keys, k, exclude, dedupe, chunk_size)
     try:
-        import faiss  # noqa: F401  # optional: same exact answer, faster on very large S
+        import faiss  # noqa: F401  # optional: the same exact answer, multi-threaded and faster on a large S
     except ImportError:
+        if backend == "faiss":
+            raise RomaError("neighbour search backend 'faiss' needs the faiss-cpu (or faiss-gpu) package") from None
         return _topk_chunked(q, keys, k, exclude, dedupe, chunk_size)
     return _faiss_search(q, keys, k, exclude, dedupe)
 
 
-def _faiss_search(q, keys, k, exclude, dedupe):
+def _faiss_search(
+    queries: torch.Tensor, keys: torch.Tensor, k: int, exclude: torch.Tensor, dedupe: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k by FAISS's flat inner-product index, with the same exclusions as ``_topk_chunked``.
+
+    FAISS cannot skip a query's own key or its near-duplicates, so it fetches a few more than k
+    and drops them; a row left short (many duplicates) is searched again with four times as many,
+    until it has k or every key has been seen. The answer is therefore the same as the torch path's.
+    """
     import faiss
 
     index = faiss.IndexFlatIP(keys.shape[1])
-    index.add(keys.numpy())
-    # Over-fetch so that excluded self/duplicates can be dropped and k still remain where possible.
-    extra = min(keys.shape[0], k + 8)
-    sims, idx = index.search(q.numpy(), extra)
-    sims, idx = torch.from_numpy(sims), torch.from_numpy(idx).long()
-    bad = (idx == exclude.unsqueeze(1)) | (sims > dedupe) | (idx < 0)
-    sims = sims.masked_fill(bad, -2.0)
-    order = sims.argsort(dim=1, descending=True)[:, :k]
-    sims, idx = sims.gather(1, order), idx.gather(1, order)
-    ok = sims > -2.0
-    return sims, torch.where(ok, idx, torch.full_like(idx, -1))
+    index.add(np.ascontiguousarray(keys.numpy(), dtype=np.float32))
+    n, n_keys = queries.shape[0], keys.shape[0]
+    k_eff = min(k, n_keys)
+    sims_out = torch.full((n, k), -2.0)
+    idx_out = torch.full((n, k), -1, dtype=torch.long)
+    todo = torch.arange(n)
+    fetch = min(n_keys, k_eff + 8)
+    while len(todo):
+        s, i = index.search(np.ascontiguousarray(queries[todo].numpy(), dtype=np.float32), fetch)
+        s, i = torch.from_numpy(s), torch.from_numpy(i).long()
+        s = s.masked_fill((i == exclude[todo].unsqueeze(1)) | (s > dedupe) | (i < 0), -2.0)
+        # Ties go to the lower key index, as in the torch path.
+        by_index = i.argsort(dim=1, stable=True)
+        s, i = s.gather(1, by_index), i.gather(1, by_index)
+        top_s, order = s.sort(dim=1, descending=True, stable=True)
+        top_s, top_i = top_s[:, :k_eff], i.gather(1, order[:, :k_eff])
+        ok = top_s > -2.0
+        done = ok.all(dim=1) | (fetch >= n_keys)
+        rows = todo[done]
+        sims_out[rows, :k_eff] = torch.where(ok[done], top_s[done], torch.full_like(top_s[done], -2.0))
+        idx_out[rows, :k_eff] = torch.where(ok[done], top_i[done], torch.full_like(top_i[done], -1))
+        todo, fetch = todo[~done], min(n_keys, 4 * fetch)
+    return sims_out, idx_out
 
 
 def texts_fingerprint(texts: list[str], successful: list[int], extra: dict) -> str:

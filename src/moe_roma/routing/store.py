@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path, write_json_atomic
+from moe_roma.atomic import write_json_atomic
 from moe_roma.data.example import LETTERS
 from moe_roma.errors import DataError
 from moe_roma.models.discovery import MoEInfo
+from moe_roma.tensorfile import load_tensor_meta, load_tensors, save_tensors
 
 FORMAT_VERSION = 1
 _EXPERT_KEY = re.compile(r"expert_(\d+)")
@@ -171,8 +170,7 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
         "model_answer": torch.tensor(store.model_answer, dtype=torch.int64),
     }
     try:
-        with atomic_path(sidecar_path(path)) as tmp:
-            save_file(tensors, str(tmp), metadata={"moe_roma": json.dumps(meta)})
+        save_tensors(sidecar_path(path), tensors, meta)
     except BaseException:
         path.unlink(missing_ok=True)  # no JSON without its side-car: a failed save leaves nothing
         raise
@@ -220,12 +218,9 @@ def _sidecar_meta(path: Path) -> dict:
     if not side.is_file():
         return {}
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(side), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("moe_roma", "{}"))
-    except (SafetensorError, OSError, json.JSONDecodeError, ValueError):
-        return {}
+        meta = load_tensor_meta(side, "routing side-car")
+    except DataError:
+        return {}  # unreadable side-car: the JSON alone is the record
     if meta.get("json_sha256") != _fingerprint(path):
         return {}  # stale side-car: the JSON was edited since
     return {k: v for k, v in meta.items() if k not in ("ids", "layers", "json_sha256")}
@@ -237,8 +232,8 @@ def load_routing_tensors(path: str | Path) -> dict[str, torch.Tensor] | None:
     if not side.is_file() or not _sidecar_meta(Path(path)):
         return None
     try:
-        return load_file(str(side))
-    except (SafetensorError, OSError):
+        return load_tensors(side, "routing side-car")[1]
+    except DataError:
         return None
 
 

@@ -257,7 +257,7 @@ class RouterTrainer:
         fp16 = any(p.dtype == torch.float16 for p in self.model.parameters())
         scaler = torch.amp.GradScaler(self.device.type, enabled=fp16 and self.device.type == "cuda")
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _activation_checkpointing(self.model, True)
             self.model.train()  # transformers only checkpoints in training mode; no dropout in these layers
         step, skipped = 0, 0
         if self.rank == 0:
@@ -332,7 +332,7 @@ class RouterTrainer:
         _sync(self.device)
         self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_disable()
+            _activation_checkpointing(self.model, False)
             self.model.eval()
         seconds = time.perf_counter() - start_time
         if self.rank == 0:
@@ -389,6 +389,19 @@ class RouterTrainer:
             "moe_roma_version": __version__,
         }
         save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, extra)
+
+
+def _activation_checkpointing(model: PreTrainedModel, on: bool) -> None:
+    """transformers 5.x renamed gradient checkpointing to activation checkpointing; use what this version has."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _sync(device: torch.device) -> None:
