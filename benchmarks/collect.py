@@ -26,6 +26,8 @@ from moe_roma.routing.collect import collect_routing  # noqa: E402
 def run_width(hidden: int, args: argparse.Namespace) -> dict:
     lo, hi = (int(x) for x in args.words.split(","))
     model = common.olmoe(args.layers, hidden, args.vocab)
+    if args.experts:
+        model.set_experts_implementation(args.experts)
     tok = common.word_tokenizer(args.vocab)
     examples = common.synthetic_examples(args.examples, args.vocab, (lo, hi), (1, 4))
     stores = {}
@@ -44,6 +46,7 @@ def run_width(hidden: int, args: argparse.Namespace) -> dict:
         "hidden": hidden,
         "times": times,
         "diff": float((one.routing - many.routing).abs().max()),
+        "differing": int(((one.routing - many.routing).abs().amax(dim=(1, 2)) > 1e-5).sum()),
         "same": sum(a == b for a, b in zip(one.model_answer, many.model_answer)),
         "tokens": sum(len(tok(t)["input_ids"]) for t in one.input_texts) / len(examples),
     }
@@ -59,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     ap.add_argument("--words", default="8,24", help="question length range in words")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--experts", default=None, help="transformers experts implementation: grouped_mm (default), eager, batched_mm")
     ap.add_argument("--quick", action="store_true", help="tiny settings for the smoke test")
     args = ap.parse_args(argv)
     if args.quick:
@@ -76,13 +80,14 @@ def main(argv: Sequence[str] | None = None) -> float:
         one, many = common.median(t[1]), common.median(t[args.batch])
         rows.append([
             f"h{r['hidden']}", f"{args.examples / one:.1f}", common.spread(t[1]), f"{args.examples / many:.1f}",
-            common.spread(t[args.batch]), f"{one / many:.2f}x", f"{r['diff']:.1e}", f"{r['same']}/{args.examples}",
+            common.spread(t[args.batch]), f"{one / many:.2f}x", f"{r['diff']:.1e}", str(r["differing"]),
+            f"{r['same']}/{args.examples}",
         ])  # fmt: skip
     print()
     print(f"examples/s, median of {args.repeats} interleaved repeats (ranges: seconds per run)")
     print(common.table(
         ["width", "batch 1 ex/s", "batch 1 s", f"batch {args.batch} ex/s", f"batch {args.batch} s", "speedup",
-         "routing max|diff|", "same answers"],
+         "routing max|diff|", "prompts > 1e-5", "same answers"],
         rows,
     ))  # fmt: skip
     speedups = [common.median(r["times"][1]) / common.median(r["times"][args.batch]) for r in results]

@@ -70,3 +70,37 @@ def test_bad_experiment_configs_are_refused(tmp_path, capsys):
         assert main(["experiment", str(path)]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp_path):
+    from moe_roma.experiment import hold_out_validation, load_data
+
+    examples = make_examples(40)
+    train, validation = hold_out_validation(examples, 0.2)
+    assert len(validation) == 8 and len(train) == 32
+    assert {ex.id for ex in train}.isdisjoint(ex.id for ex in validation)
+    write_data(tmp_path / "train.jsonl", examples)
+    write_data(tmp_path / "a.jsonl", examples[:5])
+    cfg = {"data": {"model": "m", "train": str(tmp_path / "train.jsonl"), "eval": {"test": str(tmp_path / "a.jsonl")},
+                    "validation": 0.25}}  # fmt: skip
+    _, train, splits = load_data(cfg, "exp.yaml", None)
+    assert list(splits) == ["validation", "test"] and len(splits["validation"]) == 10 and len(train) == 30
+    assert {ex.id for ex in train}.isdisjoint(ex.id for ex in splits["validation"])
+    testbed = {"data": {"testbed": True, "validation": 0.2, "splits": ["validation"]}}
+    _, train, splits = load_data(testbed, "exp.yaml", None)
+    assert list(splits) == ["validation"] and len(splits["validation"]) == 192 and len(train) == 768
+    tasks = {ex.task for ex in splits["validation"]}
+    assert tasks == {ex.task for ex in train}, "every training task keeps a share in validation"
+
+
+def test_validation_settings_are_checked(tmp_path, capsys):
+    for text, needle in [
+        ("data: {testbed: true, validation: 0.9}\nmethods: [{name: b, kind: base}]\n", "'data.validation'"),
+        ("data: {testbed: true, splits: [validation]}\nmethods: [{name: b, kind: base}]\n", "needs 'data.validation'"),
+        ("data: {testbed: true, splits: [valid]}\nmethods: [{name: b, kind: base}]\n", "unknown testbed splits"),
+    ]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        assert main(["experiment", str(path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err

@@ -70,6 +70,10 @@ def _check_types(cfg: dict, p: Path) -> None:
     need(isinstance(data, dict), "'data' must be a mapping", data)
     if "eval" in data:
         need(isinstance(data["eval"], dict), "'data.eval' must map split names to data files", data["eval"])
+    if data.get("validation") is not None:
+        v = data["validation"]
+        need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5,
+             "'data.validation' must be the share of train to hold out, in (0, 0.5]", v)  # fmt: skip
 
 
 def parse_methods(cfg: dict, where: str) -> list[Method]:
@@ -105,27 +109,56 @@ def parse_methods(cfg: dict, where: str) -> list[Method]:
     return methods
 
 
+def hold_out_validation(examples: list, fraction: float) -> tuple[list, list]:
+    """(train, validation): every ``round(1/fraction)``-th example is held out, so that every task
+    and template keeps its share in both parts; deterministic, and the same for every seed."""
+    step = max(2, round(1 / fraction))
+    train = [ex for i, ex in enumerate(examples) if i % step != step - 1]
+    validation = [ex for i, ex in enumerate(examples) if i % step == step - 1]
+    return train, validation
+
+
 def load_data(cfg: dict, where: str, limit: int | None):
-    """(model path, training examples, evaluation splits) from the 'data' section."""
+    """(model path, training examples, evaluation splits) from the 'data' section.
+
+    With ``validation: f``, a share f of the training examples is held out as the split
+    ``validation`` (for choosing hyper-parameters without looking at the test splits).
+    """
     data = cfg["data"]
     if not isinstance(data, dict):
         raise RomaError(f"{where}: 'data' must be a mapping")
+
+    def cut(examples: list) -> list:
+        return examples[:limit] if limit else examples
+
     if data.get("testbed"):
         from moe_roma.testbed import load_testbed_splits, testbed_model_path
 
         suite = load_testbed_splits(int(data.get("suite_seed", 0)))
-        split_names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
-        splits = {s: suite[s][:limit] if limit else suite[s] for s in split_names}
-        return testbed_model_path(), suite["train"], splits
-    from moe_roma.data.loaders import load_examples
+        model, train = testbed_model_path(), suite["train"]
+        names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
+        unknown = [s for s in names if s not in suite and s != "validation"]
+        if unknown:
+            raise RomaError(f"{where}: unknown testbed splits {unknown} (known: in_dist, shifted, heldout_tasks, validation)")
+        splits = {s: cut(suite[s]) for s in names if s != "validation"}
+    else:
+        from moe_roma.data.loaders import load_examples
 
-    for key in ("model", "train", "eval"):
-        if key not in data:
-            raise RomaError(f"{where}: 'data' needs 'model', 'train' and 'eval' (or testbed: true)")
-    fmt = data.get("format")
-    splits = {name: load_examples(path, format=fmt)[:limit] if limit else load_examples(path, format=fmt)
-              for name, path in data["eval"].items()}  # fmt: skip
-    return data["model"], load_examples(data["train"], format=fmt), splits
+        for key in ("model", "train", "eval"):
+            if key not in data:
+                raise RomaError(f"{where}: 'data' needs 'model', 'train' and 'eval' (or testbed: true)")
+        fmt = data.get("format")
+        model, train = data["model"], load_examples(data["train"], format=fmt)
+        names = list(data["eval"])
+        splits = {name: cut(load_examples(path, format=fmt)) for name, path in data["eval"].items()}
+    if data.get("validation"):
+        train, validation = hold_out_validation(train, float(data["validation"]))
+        splits = {"validation": cut(validation), **splits}
+        if "validation" in names:  # keep the order the configuration asked for
+            splits = {s: splits[s] for s in names if s in splits} | splits
+    elif "validation" in names:
+        raise RomaError(f"{where}: the split 'validation' needs 'data.validation' (the share of train to hold out)")
+    return model, train, splits
 
 
 def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print) -> dict:
