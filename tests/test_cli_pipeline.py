@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from moe_roma.cli import main
 from moe_roma.data.example import LETTERS
+from moe_roma.routing.store import load_routing_store
 from test_collect import make_examples
 from tiny_models import build_tiny_tokenizer, save_tiny_model
 
@@ -128,3 +129,24 @@ def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
                         "regularizer=magic"], capsys)  # fmt: skip
     assert_refused(code, err, "regularizer must be one of")
     assert not (tmp_path / "t" / "router_config.json").exists()
+
+
+def test_attention_implementation_is_chosen_by_option_and_does_not_change_routing(workspace, tmp_path, capsys):
+    w = workspace
+    stores = {}
+    for impl in ("sdpa", "eager"):
+        out = tmp_path / f"{impl}.json"
+        code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", out,
+                            "--layers", "last2", "--attn-implementation", impl, "--no-progress"], capsys)  # fmt: skip
+        assert code == 0, err
+        stores[impl] = load_routing_store(out)
+    torch.testing.assert_close(stores["sdpa"].routing, stores["eager"].routing, atol=1e-5, rtol=0)
+    assert stores["sdpa"].model_answer == stores["eager"].model_answer
+    from moe_roma.models.loading import load_model
+
+    model, _ = load_model(w / "model", attn_implementation="eager")
+    assert model.config._attn_implementation == "eager"
+    code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", tmp_path / "x.json",
+                        "--attn-implementation", "warp_drive"], capsys)  # fmt: skip
+    assert_refused(code, err, "cannot load a causal LM", "warp_drive")
+    assert not (tmp_path / "x.json").exists()

@@ -175,7 +175,10 @@ def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, p
         raise RomaError(f"{where}: 'train': {exc}") from None
     out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
-    model, tok = load_model(model_path, dtype=train_config.dtype, device=train_config.device)
+    model, tok = load_model(
+        model_path, dtype=train_config.dtype, device=train_config.device,
+        attn_implementation=train_config.attn_implementation,
+    )  # fmt: skip
     log(f"experiment {cfg.get('name', '')}: {len(methods)} methods x {len(seeds)} seeds on "
         + ", ".join(f"{k} ({len(v)})" for k, v in splits.items()))  # fmt: skip
     comparison = Comparison(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_model_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prompt token whose routing is recorded (last: RoMA; first: ablation)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_model_options(p)
     p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     examples = load_examples(args.data, format=args.format)
     if args.limit is not None:
         examples = examples[: args.limit]
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_model(
+        args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation
+    )
     info = discover_routers(model)
     info.select_layers(args.layers)  # refuse a bad selection before any work
     store, summary = collect_routing(

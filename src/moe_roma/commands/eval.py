@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_model_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``roma`` parser."""
@@ -36,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-length", type=int, default=None, help="tokens (default: the model's context length)"
     )
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_model_options(p)
     p.add_argument("--compare-base", action="store_true", help="also evaluate the base model and compare")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--predictions", default=None, metavar="OUT", help="write per-item predictions as JSONL")
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(
         model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
         batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
-        dtype=args.dtype, device=args.device, compare_base=args.compare_base, progress=not args.no_progress,
+        dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation,
+        compare_base=args.compare_base, progress=not args.no_progress,
     )  # fmt: skip
     report = run_eval(config)
     # Files first: a closed stdout (``| head``) must not cost the results.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_model_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -29,8 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--save-every", type=int, dest="save_every", help="resumable state every N optimiser steps")
     p.add_argument("--resume", action="store_true", help="continue from the last state in --out")
-    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=None)
+    add_model_options(p, dtype_default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any training setting, e.g. lam_final=0.2")
     p.set_defaults(func=run)
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     explicit = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "k", "sigma", "lam", "layers", "regularizer", "task_loss", "embedder", "seed",
-        "save_every", "dtype", "device",
+        "save_every", "dtype", "device", "attn_implementation",
     )}  # fmt: skip
     config = load_train_config(args.config, args.overrides, **explicit)
     store = load_routing_store(args.routing)
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and state.is_file():
         load_train_state(state)  # a torn or foreign state fails now, before any model loading or writing
     maybe_init_distributed()
-    model, tokenizer = load_model(args.model, dtype=config.dtype, device=config.device)
+    model, tokenizer = load_model(
+        args.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
+    )
     out = Path(args.out)
     fresh = not out.exists()
     try:

@@ -56,6 +56,7 @@ class EvalConfig:
     template: str | None = None
     dtype: str = "auto"
     device: str | None = None
+    attn_implementation: str | None = None
     compare_base: bool = False
     progress: bool = True
 
@@ -207,6 +208,7 @@ class EvalReport:
             "batch_size": cfg.batch_size,
             "max_length": self.max_length,
             "dtype": cfg.dtype,
+            "attn_implementation": cfg.attn_implementation,
             **self.result.summary(),
         }
         if self.base is not None:
@@ -277,7 +279,9 @@ def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     if quiet:
         hf_logging.disable_progress_bar()
     try:
-        return load_model(config.model, dtype=config.dtype, device=config.device)
+        return load_model(
+            config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
+        )
     finally:
         if quiet:
             hf_logging.enable_progress_bar()

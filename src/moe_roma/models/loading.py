@@ -47,8 +47,13 @@ def load_model(
     name_or_path: str | Path,
     dtype: str | torch.dtype | None = "auto",
     device: str | None = None,
+    attn_implementation: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, in eval mode with every weight frozen.
+
+    The weights are materialised straight on ``device`` (no copy through host memory first, which
+    matters for a 30B model). ``attn_implementation`` is passed to transformers (``sdpa``,
+    ``flash_attention_2``, ``eager`` ...); ``None`` keeps its default, SDPA where available.
 
     >>> from moe_roma.testbed import testbed_model_path  # doctest: +SKIP
     >>> model, tok = load_model(testbed_model_path())  # doctest: +SKIP
@@ -60,9 +65,10 @@ def load_model(
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype == "auto" and dev.type == "cpu":
         torch_dtype = torch.float32
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype)
-    except (OSError, ValueError, KeyError) as exc:
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, device_map=dev, **extra)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         raise ModelError(f"{name_or_path}: cannot load a causal LM ({_first_line(exc)})") from None
     model.to(dev)
     model.eval()

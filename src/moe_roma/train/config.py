@@ -61,6 +61,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 10  # stop after this many skipped non-finite steps
     dtype: str = "auto"
     device: str | None = None
+    attn_implementation: str | None = None  # transformers' attention kernel; None: its default (SDPA)
 
     def validate(self) -> TrainConfig:
         def need(ok: bool, msg: str) -> None:
