@@ -146,6 +146,15 @@ class Accelerator:
         return torch.cuda.get_device_name(self.device) if self.cuda else platform.processor() or "cpu"
 
 
+def emit_report(report: dict, out: str | None) -> None:
+    """Print a GPU script's figures as JSON, and write them to ``out`` when given."""
+    import json
+
+    print(json.dumps(report, indent=2))
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def random_words(gen: torch.Generator, n: int, vocab: int) -> str:
     ids = torch.randint(len(SPECIAL) + len(FIXED_WORDS), vocab, (n,), generator=gen).tolist()
     return " ".join(f"w{i}" for i in ids)

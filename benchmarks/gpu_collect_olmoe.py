@@ -13,7 +13,6 @@ in another order can flip a near-tie, so a few disagreements are possible and ar
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 
 import torch
@@ -69,11 +68,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "same_answers": sum(a == b for a, b in zip(one.model_answer, many.model_answer)),
         "peak_gpu_memory_gib": acc.peak_gib() and round(acc.peak_gib(), 2),
     }  # fmt: skip
-    print(json.dumps(report, indent=2))
+    common.emit_report(report, args.out)
     print(f"speedup: {report['speedup']:.2f}x")
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(report, fh, indent=2)
     return report
 
 

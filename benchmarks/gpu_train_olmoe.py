@@ -14,7 +14,6 @@ few steps for the per-step ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -131,10 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "peak_gpu_memory_gib": peak and round(peak, 2),
         "naive_seconds_per_step": round(naive_per_step, 4), "naive_peak_gpu_memory_gib": naive_peak and round(naive_peak, 2),
     }  # fmt: skip
-    print(json.dumps(report, indent=2))
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(report, fh, indent=2)
+    common.emit_report(report, args.out)
     return report
 
 
