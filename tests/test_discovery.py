@@ -9,11 +9,30 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from moe_roma.errors import ModelError
 from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.routing.capture import RoutingCapture, last_token_positions
-from tiny_models import FAMILIES, build_tiny_model
+from tiny_models import FAMILIES, REFUSED, build_tiny_model
 
-# Families that mix dense and MoE layers list their MoE layers here (the tiny configs make layer 0 dense).
-EXPECTED_MOE_LAYERS = {"qwen2_moe": [1, 2, 3], "deepseek_v3": [1, 2, 3]}
-EXPECTED_SCORING = {"deepseek_v3": "sigmoid"}
+# Families that mix dense and MoE layers list their MoE layers here (the tiny configs make layer 0 dense;
+# nemotron_h alternates Mamba/attention blocks with MoE blocks).
+_FIRST_DENSE = [
+    "afmoe", "axk1", "axk2", "bailing_hybrid", "beam", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1",
+    "dots3_note_text", "ernie4_5_moe", "exaone_moe", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "hy_v3",
+    "hy_v4", "kimi_linear", "laguna", "lfm2_moe", "mimo_v2_flash", "mistral4", "qwen2_moe",
+]  # fmt: skip
+EXPECTED_MOE_LAYERS = {**{f: [1, 2, 3] for f in _FIRST_DENSE}, "nemotron_h": [1, 3]}
+# Routers that score each expert with its own sigmoid (RoMA normalises the scores over all experts), as
+# read in each family's modeling code; all others use a softmax.
+_SIGMOID = [
+    "afmoe", "axk1", "axk2", "bailing_hybrid", "beam", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text",
+    "exaone_moe", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "hy_v3", "hy_v4", "inkling_text",
+    "inkling2_text", "kimi_linear", "kolibri1", "laguna", "lfm2_moe", "llama4_text", "mimo_v2_flash", "minimax_m2",
+    "minimax_m3_vl_text", "nemotron_h", "solar_open",
+]  # fmt: skip
+EXPECTED_SCORING = dict.fromkeys(_SIGMOID, "sigmoid")
+# What transformers records as ``router_logits`` is not always one tensor of logits per MoE layer:
+# Gemma 4 records its router's softmax probabilities, and JetMoE records its attention's
+# mixture-of-heads router twice (gating and attention output) before the MLP router, in every layer.
+RECORDS_PROBABILITIES = {"gemma4_text"}
+RECORDED_PER_LAYER = {"jetmoe": (3, 2)}  # (entries per layer, position of the MLP router's)
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -26,6 +45,7 @@ def test_discovers_moe_layers_experts_topk_and_rule(family_model):
     info = discover_routers(model)
     assert info.family == family
     assert info.moe_layers == EXPECTED_MOE_LAYERS.get(family, [0, 1, 2, 3])
+    assert info.num_layers == 4
     assert info.num_experts == 8
     assert {r.top_k for r in info.routers.values()} == {2}
     assert info.scoring == EXPECTED_SCORING.get(family, "softmax")
@@ -46,27 +66,71 @@ def test_capture_matches_the_familys_own_router_logits_and_leaves_output_unchang
             captured = cap.weights(ids.shape)
     assert torch.equal(plain.logits, hooked)
     # transformers records router logits for every MoE layer, in order, through the same declaration.
-    reference = [r.reshape(3, 9, -1) for r in plain.router_logits if r is not None]
-    assert len(reference) == len(info.moe_layers)
+    recorded = [r for r in plain.router_logits if r is not None]
+    per_layer, position = RECORDED_PER_LAYER.get(family, (1, 0))
+    reference = [r.reshape(3, 9, -1) for r in recorded[position::per_layer]]
+    assert len(recorded) == per_layer * len(info.moe_layers) == per_layer * len(reference)
     for ref, layer in zip(reference, info.moe_layers):
-        expected = routing_weights(ref, info.scoring)
+        expected = ref.float() if family in RECORDS_PROBABILITIES else routing_weights(ref, info.scoring)
         torch.testing.assert_close(captured[layer], expected, rtol=0, atol=1e-6)
         torch.testing.assert_close(captured[layer].sum(-1), torch.ones(3, 9), rtol=0, atol=1e-5)
 
 
+def _router_choice(output, num_experts: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weights, experts), each (tokens, top_k), as the router returned them; None if it returns logits only."""
+    if not isinstance(output, (tuple, list)):
+        return None
+    tensors = [t for t in output if isinstance(t, torch.Tensor)]
+    picks = [t for t in tensors if not t.is_floating_point() and t.dim() == 2 and t.shape[1] == top_k]
+    gates = [t for t in tensors if t.is_floating_point() and t.dim() == 2 and t.shape[1] == top_k]
+    if picks and gates:  # (logits, top-k weights, top-k experts[, ...]): most families
+        return gates[0], picks[0]
+    if len(output) > 3 and isinstance(output[3], (list, tuple)):
+        # JetMoE: the token slots (token * top_k + j) sorted by expert, their gates, and per-expert counts
+        slot_order, _, slot_gates, counts = output[:4]
+        experts = torch.repeat_interleave(torch.arange(num_experts), torch.tensor(counts))
+        picked = torch.empty_like(slot_order).index_copy_(0, slot_order, experts)
+        weights = torch.empty_like(slot_gates).index_copy_(0, slot_order, slot_gates)
+        return weights.view(-1, top_k), picked.view(-1, top_k)
+    scores = output[0]  # Llama 4: (scores over all experts, zero where not picked, logits)
+    assert len(output) == 2 and scores.shape[-1] == num_experts, "unknown router output layout"
+    picked = (scores > 0).nonzero()[:, 1].view(-1, top_k)
+    return scores.gather(1, picked), picked
+
+
 def test_routing_weights_agree_with_the_routers_own_expert_choice(family_model):
-    """Top-k of our full distribution = the experts the router picked; renormalised top-k = its weights."""
+    """Top-k of our full distribution = the experts the router picked; renormalised top-k = its weights
+    up to a per-token scale (routed_scaling_factor, unnormalised top-k, a shared expert's share)."""
     family, model = family_model
     info = discover_routers(model)
+    modules = dict(model.named_modules())
     picked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def keep(layer):
+    def keep_router(layer):
         def hook(module, args, output):
-            picked[layer] = (output[1].detach(), output[2].detach())
+            choice = _router_choice(output, info.num_experts, info.routers[layer].top_k)
+            if choice is not None:
+                picked[layer] = (choice[0].detach(), choice[1].detach())
 
         return hook
 
-    handles = [r.module.register_forward_hook(keep(layer)) for layer, r in info.routers.items()]
+    def keep_experts_input(layer):
+        def hook(module, args):  # experts(hidden, top_k_index, top_k_weights)
+            if layer not in picked:
+                picked[layer] = (args[2].detach(), args[1].detach())
+
+        return hook
+
+    handles = []
+    for layer, r in info.routers.items():
+        handles.append(r.module.register_forward_hook(keep_router(layer)))
+        # Routers that return logits only (DBRX; Gemma 4's logits layer) leave the choice to the block
+        # around them, which hands it to its experts: read it there.
+        holder = r.name
+        while holder and not hasattr(modules[holder], "experts"):
+            holder = holder.rpartition(".")[0]
+        if holder:
+            handles.append(modules[holder].experts.register_forward_pre_hook(keep_experts_input(layer)))
     ids = torch.randint(3, 96, (2, 7), generator=torch.Generator().manual_seed(2))
     try:
         with torch.no_grad(), RoutingCapture(info) as cap:
@@ -75,21 +139,30 @@ def test_routing_weights_agree_with_the_routers_own_expert_choice(family_model):
     finally:
         for h in handles:
             h.remove()
+    assert sorted(picked) == info.moe_layers
     for layer, (router_w, router_idx) in picked.items():
         ours = weights[layer].reshape(-1, info.num_experts)
         top_w, top_idx = ours.topk(info.routers[layer].top_k, dim=-1)
-        if family == "phimoe":  # sparsemixer picks the arg-max first, then samples the rest
-            assert torch.equal(router_idx[:, 0], top_idx[:, 0])
-            continue
+        assert router_idx.shape == top_idx.shape
         assert torch.equal(router_idx.sort(-1).values, top_idx.sort(-1).values)
+        if family == "phimoe":  # sparsemixer weighs each pick by a softmax over logits near it, not our top-k
+            continue
         order_ours, order_router = top_idx.argsort(-1), router_idx.argsort(-1)
         ours_sorted = (top_w / top_w.sum(-1, keepdim=True)).gather(1, order_ours)
         theirs = router_w.float().gather(1, order_router)
-        if family == "deepseek_v3":
-            theirs = theirs / model.config.routed_scaling_factor
-        if family in ("olmoe", "qwen2_moe") and not model.config.norm_topk_prob:
-            theirs = theirs / theirs.sum(-1, keepdim=True)
-        torch.testing.assert_close(ours_sorted, theirs, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours_sorted, theirs / theirs.sum(-1, keepdim=True), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(REFUSED))
+def test_families_whose_routing_roma_cannot_represent_are_refused_with_the_reason(family):
+    with pytest.raises(ModelError, match="not supported|RoMA supports softmax and sigmoid"):
+        discover_routers(build_tiny_model(family))
+
+
+def test_scoring_follows_the_config_field_the_router_reads():
+    """Cohere2-MoE picks softmax or sigmoid from ``config.expert_selection_fn``."""
+    assert discover_routers(build_tiny_model("cohere2_moe")).scoring == "softmax"
+    assert discover_routers(build_tiny_model("cohere2_moe", expert_selection_fn="sigmoid")).scoring == "sigmoid"
 
 
 def test_dense_model_is_refused_with_one_clear_sentence():

@@ -7,13 +7,20 @@ its output tuple holds the logits). We read that declaration, so a new family wo
 
 The routing weights RoMA aligns are the router's *full* distribution over experts at a token:
 ``softmax(logits)`` for OLMoE / Qwen / Mixtral-style routers, ``sigmoid(logits)`` normalised to
-sum to one for DeepSeek-V3-style routers (which score each expert independently).
+sum to one for DeepSeek-V3-style routers (which score each expert independently). Which of the two
+a router uses is read from its code (or from the config field its code reads it from); a router
+that scores experts any other way is refused rather than misread.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import io
 import re
+import sys
+import textwrap
+import tokenize
 from dataclasses import dataclass, field
 
 import torch
@@ -32,21 +39,58 @@ class RouterRule:
     class_name: str | None = None  # router class name; None: use the declared class
     logits_index: int | None = None  # position of the logits in the router's output tuple
     scoring: str | None = None  # None: infer from the router's code
+    not_inside: str | None = None  # skip routers nested in a module of this class (they route something else)
+    logits_from: str | None = None  # child computing the logits, when the router returns probabilities
+    num_experts_attr: str | None = None  # router attribute counting all routing choices, if not num_experts
+    unsupported: str | None = None  # why RoMA cannot represent this family's routing
 
 
 # Exceptions only; everything else comes from the family's own declaration.
 ROUTER_REGISTRY: dict[str, RouterRule] = {
-    # Llama 4 declares no router recorder; its router returns (scores, logits).
+    # Llama 4's router returns (scores, logits). Its declaration sits on the inner text model, which we now
+    # read too and which agrees with this rule; the rule stays for releases that declare nothing.
     "llama4_text": RouterRule(class_name="Llama4Router", logits_index=1, scoring="sigmoid"),
     "llama4": RouterRule(class_name="Llama4Router", logits_index=1, scoring="sigmoid"),
     # Sigmoid-scored routers (each expert scored independently).
     "deepseek_v3": RouterRule(scoring="sigmoid"),
     "glm4_moe": RouterRule(scoring="sigmoid"),
     "dots1": RouterRule(scoring="sigmoid"),
-    "longcat_flash": RouterRule(scoring="sigmoid"),
-    # JetMoE declares two recorders (attention and MLP experts); the MLP gate is the router.
-    "jetmoe": RouterRule(class_name="JetMoeTopKGating"),
+    # JetMoE declares two recorders: its attention is a mixture of heads with its own JetMoeTopKGating;
+    # the token router RoMA trains is the one of the MLP experts.
+    "jetmoe": RouterRule(class_name="JetMoeTopKGating", not_inside="JetMoeAttention"),
+    # Gemma 4's router returns softmax probabilities as its "logits"; its ``proj`` computes the logits.
+    "gemma4_text": RouterRule(logits_from="proj"),
+    "gemma4": RouterRule(logits_from="proj"),
+    # LongCat-Flash routes among real and zero-computation (identity) experts; all are routing choices.
+    "longcat_flash": RouterRule(num_experts_attr="n_routed_experts"),
+    "zaya": RouterRule(
+        unsupported="its router is an MLP that carries state from the previous layer's router and adds a "
+        "'skip' class to the experts, so its logits are not a linear map of the hidden state RoMA can shift"
+    ),
+    "doge": RouterRule(
+        unsupported="its product-key router scores two halves of an expert key (router_logits are "
+        "(2, tokens, sqrt(num_experts))), not one logit per expert"
+    ),
 }
+
+
+@dataclass(frozen=True)
+class _Recorder:
+    """One ``router_logits`` recorder as transformers declares it (an ``OutputRecorder`` or a bare class)."""
+
+    target: type | None
+    index: int
+    layer_name: str | None = None
+    class_name: str | None = None  # module-name suffix, for recorders declared by name
+
+    def matches(self, name: str, module: nn.Module) -> bool:
+        # Same test as transformers' own hook installation, so we see the modules it records.
+        hit = (self.target is not None and isinstance(module, self.target)) or (
+            self.class_name is not None and name.endswith(self.class_name)
+        )
+        if hit and self.layer_name is not None:
+            hit = f".{self.layer_name.strip('.')}." in f".{name}."
+        return hit
 
 
 @dataclass
@@ -128,63 +172,153 @@ class MoEInfo:
         return sorted(set(chosen))
 
 
-def _declared_router(model: PreTrainedModel) -> tuple[type | None, int]:
-    """The router class and logits index that the family declares in ``_can_record_outputs``."""
-    for klass in type(model).__mro__:
-        recorders = (getattr(klass, "_can_record_outputs", None) or {}).get("router_logits")
-        if recorders is None:
+def _declared_recorders(model: PreTrainedModel) -> list[_Recorder]:
+    """The ``router_logits`` recorders the family declares in ``_can_record_outputs``.
+
+    The declaration may sit on the causal LM class or only on its inner text model (Gemma 4, Llama 4).
+    """
+    inner = [type(m) for m in model.modules() if isinstance(m, PreTrainedModel) and m is not model]
+    owners = [type(model), *inner]
+    for owner in owners:
+        specs = (getattr(owner, "_can_record_outputs", None) or {}).get("router_logits")
+        if specs is None:
             continue
-        if not isinstance(recorders, (list, tuple)):
-            recorders = [recorders]
-        for rec in recorders:
-            target = getattr(rec, "target_class", rec)
-            index = getattr(rec, "index", 0) or 0
-            if isinstance(target, type):
-                return target, index
-    return None, 0
+        found = []
+        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+            if isinstance(spec, str):  # a bare name: transformers reads item 1 of the output
+                found.append(_Recorder(None, 1, class_name=spec))
+            elif isinstance(spec, type):  # a bare class: item 1 as well
+                found.append(_Recorder(spec, 1))
+            else:
+                found.append(_Recorder(getattr(spec, "target_class", None), int(getattr(spec, "index", 0) or 0),
+                                       getattr(spec, "layer_name", None), getattr(spec, "class_name", None)))
+        return found
+    return []
 
 
-def _infer_scoring(module: nn.Module) -> str:
-    """Sigmoid-scored routers say so in their forward; softmax is the default."""
+# Calls that reveal a router's score function, and the config fields that choose it at run time.
+_SCORE_CALLS = {"softmax": "softmax", "log_softmax": "softmax", "sigmoid": "sigmoid", "logsigmoid": "sigmoid"}
+_SCORE_SETTING = re.compile(r"scor|selection_fn")
+
+
+def _source_tokens(obj) -> list[str]:
+    """Names and operators of ``obj``'s source: no comments, no strings."""
     try:
-        source = inspect.getsource(type(module).forward)
+        source = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError):
-        return "softmax"
-    return "sigmoid" if "sigmoid" in source and "softmax" not in source else "softmax"
+        return []
+    kept = (tokenize.NAME, tokenize.OP)
+    return [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type in kept]
 
 
-def _layer_index(model: nn.Module, module_name: str) -> int:
-    """Index of the decoder layer holding a module: the integer that follows a ModuleList."""
+@functools.cache
+def _code_tokens(klass: type) -> tuple[str, ...]:
+    """Identifier and operator tokens of a class, its non-torch bases and the module-level helpers
+    they call (Phi-MoE's ``sparsemixer``). Comments and strings are left out, so a comment such as
+    "sigmoid instead of softmax" cannot decide the rule."""
+    tokens: list[str] = []
+    for base in klass.__mro__:
+        if base is object or base.__module__.startswith("torch"):
+            continue
+        own = _source_tokens(base)
+        tokens += own
+        namespace = vars(sys.modules.get(base.__module__, inspect))
+        for name in dict.fromkeys(own):
+            helper = namespace.get(name)
+            if inspect.isfunction(helper) and helper.__module__ == base.__module__:
+                tokens += _source_tokens(helper)
+    return tuple(tokens)
+
+
+def _config_values(config, key: str) -> list:
+    """``key`` in the config, its text config and its sub-configs (DBRX nests its MoE settings)."""
+    configs = [config]
+    text = config.get_text_config() if hasattr(config, "get_text_config") else None
+    if text is not None and text is not config:
+        configs.append(text)
+    for sub in getattr(config, "sub_configs", None) or {}:
+        value = getattr(config, sub, None)
+        if value is not None and not isinstance(value, dict):
+            configs.append(value)
+    return [getattr(c, key) for c in configs if hasattr(c, key)]
+
+
+def _infer_scoring(router: nn.Module, holder: nn.Module | None, config) -> str:
+    """``softmax`` or ``sigmoid``, read from the router's code; raises for any other score function.
+
+    A router whose code picks its function from the config (``ACT2FN[config.scoring_func]``,
+    ``config.expert_selection_fn``) uses the configured one. A router that returns raw logits is
+    scored by the module holding it (DBRX), so that module's code decides.
+    """
+    name = type(router).__name__
+    tokens = _code_tokens(type(router))
+    for i in range(len(tokens) - 2):
+        if tokens[i] == "config" and tokens[i + 1] == "." and _SCORE_SETTING.search(tokens[i + 2]):
+            for value in _config_values(config, tokens[i + 2]):
+                if isinstance(value, str):
+                    if value not in SCORING_RULES:
+                        raise ModelError(
+                            f"{name} scores experts with {value!r} (config.{tokens[i + 2]}); RoMA supports "
+                            f"{' and '.join(SCORING_RULES)} routers"
+                        )
+                    return value
+    for klass in (type(router), type(holder) if holder is not None else None):
+        if klass is None:
+            continue
+        kinds = {_SCORE_CALLS[t] for t in _code_tokens(klass) if t in _SCORE_CALLS}
+        if len(kinds) == 1:
+            return kinds.pop()
+        if kinds:
+            raise ModelError(f"cannot tell whether {name} scores experts with softmax or sigmoid")
+    raise ModelError(f"cannot tell how {name} scores experts (no softmax or sigmoid in its code)")
+
+
+def _layer_index(model: nn.Module, module_name: str) -> tuple[int, int]:
+    """Index of the decoder layer holding a module (the integer that follows a ModuleList) and the
+    number of decoder layers (that ModuleList's length)."""
     parts = module_name.split(".")
     node: nn.Module = model
     for i, part in enumerate(parts):
         if isinstance(node, nn.ModuleList) and part.isdigit():
-            return int(part)
+            return int(part), len(node)
         node = getattr(node, part)
         if i == len(parts) - 1:
             break
     raise ModelError(f"cannot tell which decoder layer holds router {module_name}")
 
 
-def _num_experts(module: nn.Module, config) -> int:
-    for attr in ("num_experts", "n_routed_experts", "num_local_experts"):
-        value = getattr(module, attr, None)
+_EXPERT_COUNTS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+_TOP_KS = ("top_k", "num_experts_per_tok", "moe_topk", "num_selected_experts", "top_k_experts", "moe_top_k",
+           "moe_k", "num_experts_per_token")
+
+
+def _num_experts(module: nn.Module, config, attr: str | None = None) -> int:
+    for name in ((attr,) if attr else _EXPERT_COUNTS):
+        value = getattr(module, name, None)
         if isinstance(value, int) and value > 0:
             return value
     weight = getattr(module, "weight", None)
     if isinstance(weight, torch.Tensor) and weight.dim() == 2:
         return int(weight.shape[0])
-    for attr in ("num_experts", "n_routed_experts", "num_local_experts"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    # A router wrapping one linear map (DBRX, JetMoE, HunYuan) has one logit per output of it.
+    linears = [m for m in module.children() if isinstance(m, nn.Linear)]
+    if len(linears) == 1:
+        return linears[0].out_features
+    for name in _EXPERT_COUNTS:
+        for value in _config_values(config, name):
+            if isinstance(value, int) and value > 0:
+                return value
     raise ModelError(f"cannot tell the number of experts of {type(module).__name__}")
 
 
-def _top_k(module: nn.Module, config) -> int:
-    for obj in (module, config):
-        for attr in ("top_k", "num_experts_per_tok", "moe_topk", "num_selected_experts"):
+def _top_k(module: nn.Module, holder: nn.Module | None, config) -> int:
+    for obj in (module, holder):
+        for attr in _TOP_KS:
             value = getattr(obj, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    for attr in _TOP_KS:
+        for value in _config_values(config, attr):
             if isinstance(value, int) and value > 0:
                 return value
     return 1
@@ -205,28 +339,44 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
     config = model.config
     family = getattr(config, "model_type", "") or ""
     rule = ROUTER_REGISTRY.get(family, RouterRule())
-    declared, index = _declared_router(model)
-    logits_index = rule.logits_index if rule.logits_index is not None else index
+    if rule.unsupported:
+        raise ModelError(f"{type(model).__name__} is not supported: {rule.unsupported}")
+    recorders = _declared_recorders(model)
+    if rule.class_name is not None:
+        # The rule names the router class; its declared recorder (if any) says where the logits are.
+        named = [r for r in recorders if r.target is not None and r.target.__name__ == rule.class_name]
+        recorders = named or [_Recorder(None, 0)]
 
-    def is_router(module: nn.Module) -> bool:
+    def recorder_of(name: str, module: nn.Module) -> _Recorder | None:
         if rule.class_name is not None:
-            return type(module).__name__ == rule.class_name
-        return declared is not None and isinstance(module, declared)
+            return recorders[0] if type(module).__name__ == rule.class_name else None
+        return next((r for r in recorders if r.matches(name, module)), None)
 
+    modules = dict(model.named_modules())
+    excluded = [n for n, m in modules.items() if rule.not_inside and type(m).__name__ == rule.not_inside]
     routers: dict[int, RouterInfo] = {}
-    for name, module in model.named_modules():
-        if not is_router(module):
+    num_layers, router_class = 0, rule.class_name or "?"
+    for name, module in modules.items():
+        recorder = recorder_of(name, module)
+        if recorder is None or any(name.startswith(f"{n}.") for n in excluded):
             continue
-        layer = _layer_index(model, name)
+        layer, num_layers = _layer_index(model, name)
         if layer in routers:
             raise ModelError(f"{type(model).__name__}: two routers in decoder layer {layer}")
-        scoring = rule.scoring or _infer_scoring(module)
+        holder = modules.get(name.rpartition(".")[0])
+        scoring = rule.scoring or _infer_scoring(module, holder, config)
+        top_k = _top_k(module, holder, config)
+        num_experts = _num_experts(module, config, rule.num_experts_attr)
+        logits_index = rule.logits_index if rule.logits_index is not None else recorder.index
+        router_class = type(module).__name__
+        if rule.logits_from is not None:
+            name, module, logits_index = f"{name}.{rule.logits_from}", module.get_submodule(rule.logits_from), 0
         routers[layer] = RouterInfo(
             layer=layer,
             name=name,
             module=module,
-            num_experts=_num_experts(module, config),
-            top_k=_top_k(module, config),
+            num_experts=num_experts,
+            top_k=top_k,
             scoring=scoring,
             logits_index=logits_index,
         )
@@ -234,8 +384,6 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
         where = str(getattr(config, "_name_or_path", "") or "")  # the folder it was loaded from, if any
         prefix = f"{where}: " if where else ""
         raise ModelError(f"{prefix}no MoE routers found in {type(model).__name__}")
-    num_layers = int(getattr(config, "num_hidden_layers", 0) or (max(routers) + 1))
-    router_class = rule.class_name or (declared.__name__ if declared else "?")
     return MoEInfo(family, type(model).__name__, num_layers, routers, router_class)
 
 

@@ -13,13 +13,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from moe_roma.errors import ModelError
 from moe_roma.models.discovery import MoEInfo
 
 
-def logits_to_input_map(router: nn.Module) -> torch.Tensor:
+def logit_linear(router: nn.Module, num_experts: int) -> nn.Module:
+    """The linear map whose output is the router's logits: the router itself (OLMoE, Qwen, DeepSeek...)
+    or its one linear child (DBRX, JetMoE, HunYuan wrap an ``nn.Linear``)."""
+    weight = getattr(router, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == num_experts:
+        return router
+    children = [m for m in router.children() if isinstance(m, nn.Linear) and m.out_features == num_experts]
+    if len(children) == 1:
+        return children[0]
+    raise ModelError(
+        f"{type(router).__name__}: oracle routing and C3PO need a linear map from the hidden state to the "
+        f"{num_experts} expert logits, and this router has none"
+    )
+
+
+def logits_to_input_map(linear: nn.Module) -> torch.Tensor:
     """(E, H) matrix M with ``(delta @ M) @ W.T == delta``: the right pseudo-inverse of W, transposed."""
-    w = router.weight.detach().double()
-    return torch.linalg.solve(w @ w.T, w).to(router.weight.dtype)
+    w = linear.weight.detach().double()
+    return torch.linalg.solve(w @ w.T, w).to(linear.weight.dtype)
 
 
 class RoutingOverride:
@@ -42,8 +58,10 @@ class RoutingOverride:
         self.offsets = offsets
         self.positions = positions
         self.batch_shape = (int(batch_shape[0]), int(batch_shape[1]))
-        self._maps = {layer: logits_to_input_map(info.routers[layer].module) for layer in offsets}
+        self._linears = {layer: logit_linear(info.routers[layer].module, info.routers[layer].num_experts) for layer in offsets}
+        self._maps = {layer: logits_to_input_map(linear) for layer, linear in self._linears.items()}
         self._handles: list = []
+        self._reached: set[int] = set()
 
     def logit_offsets(self, layer: int, module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """The (R, E) logit offsets for the selected tokens' router inputs ``tokens`` (R, H)."""
@@ -51,6 +69,7 @@ class RoutingOverride:
 
     def _hook(self, layer: int):
         def pre(module, args):
+            self._reached.add(layer)
             x = args[0]
             b, t = self.batch_shape
             flat = x.reshape(b * t, x.shape[-1])
@@ -64,13 +83,23 @@ class RoutingOverride:
 
     def __enter__(self) -> RoutingOverride:
         for layer in self.offsets:
-            self._handles.append(self.info.routers[layer].module.register_forward_pre_hook(self._hook(layer)))
+            self._handles.append(self._linears[layer].register_forward_pre_hook(self._hook(layer)))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        missed = sorted(set(self.offsets) - self._reached)
+        self._reached.clear()
+        if exc_type is None and missed:
+            # A router that applies its weight by hand (F.linear) never calls the module we hook:
+            # the offsets would silently not be applied.
+            router = self.info.routers[missed[0]].module
+            raise ModelError(
+                f"{type(router).__name__} applies its weight without calling it as a module, so oracle routing "
+                f"and C3PO cannot shift its logits (layers {missed})"
+            )
 
 
 def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, scoring: str) -> torch.Tensor:
