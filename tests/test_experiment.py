@@ -104,3 +104,11 @@ def test_validation_settings_are_checked(tmp_path, capsys):
         assert main(["experiment", str(path), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_thread_count_must_be_positive(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {testbed: true}\nmethods: [{name: b, kind: base}]\n")
+    assert main(["experiment", str(path), "--threads", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be at least 1" in err and not (tmp_path / "o").exists()

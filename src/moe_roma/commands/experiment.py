@@ -13,12 +13,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="experiment YAML, e.g. configs/paper-table.yaml")
     p.add_argument("--out", default=None, help="output folder (default: runs/<name>)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for the testbed on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from moe_roma.errors import RomaError
     from moe_roma.experiment import run_experiment
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise RomaError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     run_experiment(args.config, args.out, progress=not args.no_progress)
     return 0
