@@ -81,13 +81,22 @@ def _write_error(exc: BaseException) -> str | None:
     return reason[0] if reason else "I/O error"
 
 
-def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (NaN is refused, not written)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` and flush it to disk (NaN is refused, not written).
+
+    Use it on a path from ``atomic_path``; several such paths in one ``ExitStack`` land together.
+    """
+    with open(path, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=indent, ensure_ascii=False, allow_nan=False)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (NaN is refused, not written)."""
+    with atomic_path(path) as tmp:
+        write_json(tmp, obj, indent)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path
+from moe_roma.atomic import atomic_path, write_json
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     DEFAULT_CONTINUATION_TEMPLATE,
@@ -258,11 +257,7 @@ def write_report(
     """Write the JSON report and the per-item predictions (JSONL), atomically: both or neither."""
     with contextlib.ExitStack() as stack:  # renamed into place only once every file is complete
         if json_path is not None:
-            with open(stack.enter_context(atomic_path(json_path)), "w", encoding="utf-8") as fh:
-                json.dump(report.to_json(), fh, indent=2, ensure_ascii=False, allow_nan=False)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            write_json(stack.enter_context(atomic_path(json_path)), report.to_json())
         if predictions_path is not None:
             with open(stack.enter_context(atomic_path(predictions_path)), "w", encoding="utf-8") as fh:
                 for row in report.prediction_rows():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path
+from moe_roma.atomic import atomic_path, write_json
 from moe_roma.errors import DataError, ModelError
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_identity
@@ -56,11 +55,7 @@ def save_router_checkpoint(
     with contextlib.ExitStack() as stack:  # both files or neither: a full disk leaves no half checkpoint
         tmp = stack.enter_context(atomic_path(out / WEIGHTS_NAME))
         save_file(tensors, str(tmp), metadata={"format": "pt", "moe_roma_version": __version__})
-        with open(stack.enter_context(atomic_path(out / CONFIG_NAME)), "w", encoding="utf-8") as fh:
-            json.dump(config, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_json(stack.enter_context(atomic_path(out / CONFIG_NAME)), config)
     return out
 
 

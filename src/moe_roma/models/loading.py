@@ -70,7 +70,6 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, device_map=dev, **extra)
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise ModelError(f"{name_or_path}: cannot load a causal LM ({_first_line(exc)})") from None
-    model.to(dev)
     model.eval()
     model.requires_grad_(False)
     return model, load_tokenizer(name_or_path)
