@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from moe_roma.errors import ModelError
-from moe_roma.models.discovery import discover_routers, routing_weights
+from moe_roma.models.discovery import _declared_recorders, discover_routers, routing_weights
 from moe_roma.routing.capture import RoutingCapture, last_token_positions
 from tiny_models import FAMILIES, REFUSED, build_tiny_model
 
@@ -16,7 +16,8 @@ from tiny_models import FAMILIES, REFUSED, build_tiny_model
 _FIRST_DENSE = [
     "afmoe", "axk1", "axk2", "bailing_hybrid", "beam", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1",
     "dots3_note_text", "ernie4_5_moe", "exaone_moe", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "hy_v3",
-    "hy_v4", "kimi_linear", "laguna", "lfm2_moe", "mimo_v2_flash", "mistral4", "qwen2_moe",
+    "hy_v4", "kimi_linear", "laguna", "lfm2_moe", "mimo_v2_flash", "mistral4", "qwen2_moe", "sarvam_mla",
+    "sarvam_moe",
 ]  # fmt: skip
 EXPECTED_MOE_LAYERS = {**{f: [1, 2, 3] for f in _FIRST_DENSE}, "nemotron_h": [1, 3]}
 # Routers that score each expert with its own sigmoid (RoMA normalises the scores over all experts), as
@@ -24,15 +25,40 @@ EXPECTED_MOE_LAYERS = {**{f: [1, 2, 3] for f in _FIRST_DENSE}, "nemotron_h": [1,
 _SIGMOID = [
     "afmoe", "axk1", "axk2", "bailing_hybrid", "beam", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text",
     "exaone_moe", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "hy_v3", "hy_v4", "inkling_text",
-    "inkling2_text", "kimi_linear", "kolibri1", "laguna", "lfm2_moe", "llama4_text", "mimo_v2_flash", "minimax_m2",
-    "minimax_m3_vl_text", "nemotron_h", "solar_open",
+    "inkling2_text", "inkling2_loop_text", "kimi_linear", "kolibri1", "laguna", "lfm2_moe", "llama4_text", "mimo_v2_flash", "minimax_m2",
+    "minimax_m3_vl_text", "nemotron_h", "sarvam_mla", "sarvam_moe", "solar_open",
 ]  # fmt: skip
 EXPECTED_SCORING = dict.fromkeys(_SIGMOID, "sigmoid")
-# What transformers records as ``router_logits`` is not always one tensor of logits per MoE layer:
-# Gemma 4 records its router's softmax probabilities, and JetMoE records its attention's
-# mixture-of-heads router twice (gating and attention output) before the MLP router, in every layer.
+# Gemma 4 records its router's softmax probabilities as ``router_logits``, not logits.
 RECORDS_PROBABILITIES = {"gemma4_text"}
-RECORDED_PER_LAYER = {"jetmoe": (3, 2)}  # (entries per layer, position of the MLP router's)
+
+
+def _recorded_by_router(model, ids, router_names: set[str]) -> list[torch.Tensor]:
+    """transformers' own ``router_logits`` records that came from the routers RoMA found, in layer order.
+
+    A family may record more than its token routers (JetMoE records its attention's mixture-of-heads
+    gating too, a different number of times per layer across releases). Which module produced each
+    record is read from the family's own ``_can_record_outputs`` declaration: every module it
+    declares is watched, in call order, and only the records of the discovered routers are kept.
+    """
+    recorders = _declared_recorders(model)
+    calls: list[str] = []
+    handles = [
+        module.register_forward_hook(lambda m, a, o, name=name: calls.append(name))
+        for name, module in model.named_modules()
+        if any(r.matches(name, module) for r in recorders)
+    ]
+    try:
+        with torch.no_grad():
+            output = model(ids, output_router_logits=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    recorded = [r for r in output.router_logits if r is not None]
+    assert len(recorded) == len(calls), "one record per call of a declared module"
+    # A router read through a child (Gemma 4's ``router.proj``) is recorded at its parent.
+    ours = [any(n == name or n.startswith(f"{name}.") for n in router_names) for name in calls]
+    return [r for r, keep in zip(recorded, ours) if keep]
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -66,10 +92,9 @@ def test_capture_matches_the_familys_own_router_logits_and_leaves_output_unchang
             captured = cap.weights(ids.shape)
     assert torch.equal(plain.logits, hooked)
     # transformers records router logits for every MoE layer, in order, through the same declaration.
-    recorded = [r for r in plain.router_logits if r is not None]
-    per_layer, position = RECORDED_PER_LAYER.get(family, (1, 0))
-    reference = [r.reshape(3, 9, -1) for r in recorded[position::per_layer]]
-    assert len(recorded) == per_layer * len(info.moe_layers) == per_layer * len(reference)
+    names = {info.routers[layer].name for layer in info.moe_layers}
+    reference = [r.reshape(3, 9, -1) for r in _recorded_by_router(model, ids, names)]
+    assert len(reference) == len(info.moe_layers)
     for ref, layer in zip(reference, info.moe_layers):
         expected = ref.float() if family in RECORDS_PROBABILITIES else routing_weights(ref, info.scoring)
         torch.testing.assert_close(captured[layer], expected, rtol=0, atol=1e-6)
@@ -187,3 +212,35 @@ def test_layer_selection():
 def test_last_token_positions_for_left_and_right_padding():
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
     assert last_token_positions(mask).tolist() == [3, 2, 3]
+
+
+def _declares_router_logits(model_class: type) -> bool:
+    """Whether a causal LM class, or any model class of its module, declares ``router_logits`` recording."""
+    import importlib
+
+    module = importlib.import_module(model_class.__module__)
+    classes = [c for c in vars(module).values() if isinstance(c, type)]
+    return any("router_logits" in (getattr(c, "_can_record_outputs", None) or {}) for c in classes)
+
+
+def test_every_moe_family_of_the_installed_transformers_is_tested_or_refused():
+    """A transformers release that adds an MoE family fails here, by name, until the family is in
+    ``tests/tiny_models.py`` (tested) or ``REFUSED`` (refused with a reason). Multimodal wrappers count
+    as covered through their text model."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    known = set(FAMILIES) | set(REFUSED)
+    missing = []
+    for model_type, class_name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items():
+        model_class = getattr(transformers, class_name, None)
+        if model_class is None or not _declares_router_logits(model_class):
+            continue
+        sub = getattr(transformers.CONFIG_MAPPING[model_type], "sub_configs", {}) or {}
+        text_type = getattr(sub.get("text_config"), "model_type", None)
+        if model_type not in known and text_type not in known:
+            missing.append(model_type)
+    assert not missing, (
+        f"transformers {transformers.__version__} has MoE families with no tiny model in tests/tiny_models.py: "
+        f"{', '.join(sorted(missing))}"
+    )

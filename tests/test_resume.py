@@ -7,7 +7,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -46,32 +45,42 @@ def workspace(tmp_path_factory):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+KILL_AT = Path(__file__).parent / "helpers" / "kill_at.py"
+SAVE_STATE = "moe_roma.train.trainer:save_train_state"
+
+
 @pytest.mark.slow
-def test_sigkill_at_any_moment_then_resume_gives_bit_identical_routers(workspace):
+@pytest.mark.parametrize(
+    "call, when",
+    [
+        (1, "before"),  # before any state exists: resume starts from step 0
+        (1, "after"),  # right after the first state
+        (30, "before"),  # mid-run, with the previous state on disk and this one never written
+        (71, "after"),  # one step from the end
+    ],
+)
+def test_sigkill_at_a_chosen_step_then_resume_gives_bit_identical_routers(workspace, call, when):
+    """The run kills itself at the ``call``-th state save (one state per step), so the kill point is
+    the same whatever the machine's load; resuming must give the uninterrupted run's routers."""
     w = workspace
-    subprocess.run(train_cmd(w, w / "straight"), check=True, env=ENV, capture_output=True)
-    reference = load_file(w / "straight" / "router_weights.safetensors")
-    # Kill points: before any state exists, right after the first state, and later in the run.
-    for delay in (0.5, 0.0, 0.8):
-        out = w / f"killed-{delay}"
-        proc = subprocess.Popen(train_cmd(w, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if delay > 0.5:
-            while not (out / STATE_NAME).exists() and proc.poll() is None:
-                time.sleep(0.01)
-        time.sleep(delay if delay != 0.5 else 3.0)
-        if delay == 0.0:
-            while not (out / STATE_NAME).exists() and proc.poll() is None:
-                time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert not (out / "router_weights.safetensors").exists(), "killed before the end: no final checkpoint yet"
-        subprocess.run(train_cmd(w, out, resume=True), check=True, env=ENV, capture_output=True)
-        resumed = load_file(out / "router_weights.safetensors")
-        assert resumed.keys() == reference.keys()
-        for name in reference:
-            assert torch.equal(resumed[name], reference[name]), (delay, name)
-        steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        assert steps == sorted(set(steps)) and steps[-1] == 72
+    straight = w / "straight"
+    if not (straight / "router_weights.safetensors").exists():
+        subprocess.run(train_cmd(w, straight), check=True, env=ENV, capture_output=True)
+    reference = load_file(straight / "router_weights.safetensors")
+    out = w / f"killed-{call}-{when}"
+    args = train_cmd(w, out)[3:]  # drop "python -m moe_roma.cli"
+    proc = subprocess.run([sys.executable, str(KILL_AT), SAVE_STATE, str(call), when, "--", *args], env=ENV,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "router_weights.safetensors").exists(), "killed before the end: no final checkpoint yet"
+    assert (out / STATE_NAME).exists() == (call > 1 or when == "after")
+    subprocess.run(train_cmd(w, out, resume=True), check=True, env=ENV, capture_output=True)
+    resumed = load_file(out / "router_weights.safetensors")
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), (call, when, name)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 72
 
 
 def test_resume_with_other_settings_is_refused(workspace, tmp_path):

@@ -62,7 +62,7 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
     ),
     "granitemoe": ("GraniteMoeConfig", "GraniteMoeForCausalLM", dict(num_local_experts=8, num_experts_per_tok=2)),
     "phimoe": ("PhimoeConfig", "PhimoeForCausalLM", dict(num_local_experts=8, num_experts_per_tok=2)),
-    # Every other MoE causal LM in transformers 5.23, so that "works on every MoE family" is tested.
+    # Every other MoE causal LM in transformers 5.24, so that "works on every MoE family" is tested.
     "afmoe": ("AfmoeConfig", "AfmoeForCausalLM",
               dict(num_experts=8, **SMALL_MOE, num_dense_layers=1, num_shared_experts=1, head_dim=8,
                    sliding_window=16)),
@@ -185,6 +185,18 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
                             indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=2)),
     "solar_open": ("SolarOpenConfig", "SolarOpenForCausalLM",
                    dict(n_routed_experts=8, **SMALL_MOE, n_shared_experts=1, head_dim=8)),
+    # New in transformers 5.24. Sarvam's two families reuse DeepSeek-V3's and GLM-4-MoE's model classes.
+    "inkling2_loop_text": ("Inkling2LoopTextConfig", "Inkling2LoopForCausalLM",
+                           dict(n_routed_experts=8, **SMALL_MOE, head_dim=8, **SWA_HEADS, unpadded_vocab_size=96)),
+    "lara_mini": ("LaraMiniConfig", "LaraMiniForCausalLM",
+                  dict(num_experts=8, **SMALL_MOE, shared_expert_intermediate_size=16, head_dim=8,
+                       **GATED_DELTA)),
+    "sarvam_mla": ("SarvamMLAConfig", "DeepseekV3ForCausalLM",
+                   dict(n_routed_experts=8, **SMALL_MOE, n_shared_experts=1, first_k_dense_replace=1, **MLA,
+                        **GROUPED)),
+    "sarvam_moe": ("SarvamMoEConfig", "Glm4MoeForCausalLM",
+                   dict(n_routed_experts=8, **SMALL_MOE, n_shared_experts=1, first_k_dense_replace=1,
+                        head_dim=8, **GROUPED)),
 }
 
 # MoE families whose routing RoMA cannot represent: discovery must refuse them, saying why.

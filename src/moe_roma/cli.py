@@ -18,6 +18,44 @@ from moe_roma import __version__
 from moe_roma.errors import RomaError
 
 EXIT_USAGE = 2
+# The packages whose releases change results; `roma --version` prints each one's installed version.
+REPORTED_PACKAGES = ("torch", "transformers", "lm_eval", "accelerate", "sentence-transformers", "safetensors")
+
+
+def environment_report() -> str:
+    """moe-roma's version, the versions of the libraries that shape its numbers, and the device.
+
+    The tested versions are the ones pinned in the repository's ``requirements/test.lock``.
+    """
+    import platform
+    from importlib import metadata
+
+    lines = [f"moe-roma {__version__}", f"python {platform.python_version()}"]
+    for name in REPORTED_PACKAGES:
+        try:
+            lines.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{name} not installed")
+    import torch
+
+    if torch.cuda.is_available():
+        names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
+        device = f"cuda ({torch.cuda.device_count()} x {', '.join(names)}; CUDA {torch.version.cuda})"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = "cpu (no GPU visible to torch)"
+    lines.append(f"device {device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(environment_report())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="roma",
         description="Routing Manifold Alignment: router-only post-training for MoE LLMs.",
     )
-    parser.add_argument("--version", action="version", version=f"moe-roma {__version__}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print moe-roma's version, the versions of torch, transformers, lm-eval and the "
+                        "other libraries that shape results, and the device, then exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import moe_roma.commands as commands
 
