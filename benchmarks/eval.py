@@ -1,6 +1,6 @@
 """Evaluation: our ``letter`` and ``continuation`` scoring against lm-evaluation-harness on the same requests.
 
-OURS: ``moe_roma.eval.scoring.score_letter`` / ``score_continuation``. HARNESS: lm-evaluation-harness's
+OURS: ``moe_roma.scoring.engine.score_letter`` / ``score_continuation``. HARNESS: lm-evaluation-harness's
 ``HFLM(pretrained=<model object>, tokenizer=...)`` and its ``loglikelihood`` on exactly the requests
 our scorer builds (letter: ``(prompt, " A")``, ``(prompt, " B")``, ...; continuation:
 ``(context, " " + choice)``), with the same batch size, so task loading is not timed. All four arms
@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
 from moe_roma.data.prompts import answer_letter_tokens, letter_prompt  # noqa: E402
-from moe_roma.eval.scoring import continuation_requests, score_continuation, score_letter  # noqa: E402
+from moe_roma.scoring.engine import continuation_requests, score_continuation, score_letter  # noqa: E402
 
 
 def harness(model, tok, batch: int):

@@ -28,9 +28,9 @@ except ImportError:  # pragma: no cover
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
 from moe_roma.models.discovery import discover_routers  # noqa: E402
 from moe_roma.routing.store import RoutingStore  # noqa: E402
-from moe_roma.train.batches import make_batch  # noqa: E402
-from moe_roma.train.config import TrainConfig  # noqa: E402
-from moe_roma.train.trainer import RouterTrainer  # noqa: E402
+from moe_roma.methods.common.batches import make_batch  # noqa: E402
+from moe_roma.methods.roma.config import TrainConfig  # noqa: E402
+from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
 
 
 def synthetic_store(n: int, seq_len: int, vocab: int, layers: list[int], experts: int, gen) -> RoutingStore:

@@ -54,11 +54,11 @@ except ImportError:  # pragma: no cover
 from moe_roma.data.prompts import letter_prompt  # noqa: E402
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
 from moe_roma.routing.store import RoutingStore  # noqa: E402
-from moe_roma.train import losses  # noqa: E402
-from moe_roma.train.batches import TrainItem, make_batch  # noqa: E402
-from moe_roma.train.config import TrainConfig  # noqa: E402
-from moe_roma.train.prefix import PrefixCache  # noqa: E402
-from moe_roma.train.trainer import RouterTrainer  # noqa: E402
+from moe_roma.methods.common import losses  # noqa: E402
+from moe_roma.methods.common.batches import TrainItem, make_batch  # noqa: E402
+from moe_roma.methods.roma.config import TrainConfig  # noqa: E402
+from moe_roma.methods.common.prefix import PrefixCache  # noqa: E402
+from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
 
 TUNED = 5  # RoMA tunes the routers of the last 5 layers
 LAM = 0.8

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from moe_roma.cli import main
-from moe_roma.train.state import STATE_NAME
+from moe_roma.methods.roma.state import STATE_NAME
 from test_cli_pipeline import write_data
 from test_collect import make_examples
 from tiny_models import build_tiny_tokenizer, save_tiny_model
@@ -251,20 +251,20 @@ def _(ws, tmp, mp):
 
 @case("collect-read-only-folder")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.atomic.tempfile.mkstemp", read_only)
+    mp.setattr("moe_roma.io.atomic.tempfile.mkstemp", read_only)
     out = tmp / "new" / "r.json"
     return collect_args(ws, ws.data, out), out, ("r.json", "Permission denied")
 
 
 @case("collect-disk-full-json")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.atomic.os.fsync", no_space)
+    mp.setattr("moe_roma.io.atomic.os.fsync", no_space)
     return collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json", ("r.json", "No space left on device")
 
 
 @case("collect-disk-full-sidecar")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.tensorfile.save_file", safetensors_no_space)
+    mp.setattr("moe_roma.io.tensorfile.save_file", safetensors_no_space)
     return collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json", ("r.safetensors", "No space left on device")
 
 
@@ -364,7 +364,7 @@ def _(ws, tmp, mp):
 
 @case("train-read-only-folder")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.atomic.tempfile.mkstemp", read_only)
+    mp.setattr("moe_roma.io.atomic.tempfile.mkstemp", read_only)
     return train_args(ws, ws.routing, tmp / "t"), tmp / "t", (str(tmp / "t"), "Permission denied")
 
 
@@ -376,7 +376,7 @@ def _(ws, tmp, mp):
 
 @case("train-disk-full-router-config")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.atomic.os.fsync", no_space)  # the weights are complete, the config is not
+    mp.setattr("moe_roma.io.atomic.os.fsync", no_space)  # the weights are complete, the config is not
     return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("router_config.json", "No space left on device")
 
 
@@ -451,7 +451,7 @@ def _(ws, tmp, mp):
 
 @case("eval-disk-full-report")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.atomic.os.fsync", no_space)
+    mp.setattr("moe_roma.io.atomic.os.fsync", no_space)
     args = eval_args(ws, ws.data, "--json", tmp / "report.json", "--predictions", tmp / "pred.jsonl")
     return args, tmp / "report.json", ("report.json", "No space left on device")
 
@@ -466,7 +466,7 @@ def _(ws, tmp, mp):
             read_only()
         return mkstemp(*args, **kwargs)
 
-    mp.setattr("moe_roma.atomic.tempfile.mkstemp", selective)
+    mp.setattr("moe_roma.io.atomic.tempfile.mkstemp", selective)
     args = eval_args(ws, ws.data, "--json", tmp / "report.json", "--predictions", tmp / "pred.jsonl")
     return args, tmp / "report.json", ("pred.jsonl", "Permission denied")
 
@@ -489,7 +489,7 @@ def _(ws, tmp, mp):
 
 @case("lm-eval-task-read-only-folder")
 def _(ws, tmp, mp):
-    mp.setattr("moe_roma.atomic.tempfile.mkstemp", read_only)
+    mp.setattr("moe_roma.io.atomic.tempfile.mkstemp", read_only)
     return ["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task", ("task", "Permission denied")
 
 

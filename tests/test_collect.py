@@ -9,7 +9,7 @@ import torch
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import letter_prompt
-from moe_roma.errors import DataError
+from moe_roma.io.errors import DataError
 from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.models.inputs import encode_text, letter_token_ids
 from moe_roma.routing.collect import collect_routing

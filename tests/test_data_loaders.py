@@ -16,7 +16,7 @@ import moe_roma.data.formats.obqa as obqa_module
 import moe_roma.data.loaders as loaders_module
 from moe_roma.data import FORMATS, MCExample, describe_formats, detect_format, load_examples
 from moe_roma.data.loaders import summarize_examples
-from moe_roma.errors import DataError
+from moe_roma.io.errors import DataError
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
 needs_bench = pytest.mark.skipif(

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from moe_roma.data import FORMATS, MCExample, detect_format, load_examples
 from moe_roma.data.example import LETTERS
-from moe_roma.errors import DataError
+from moe_roma.io.errors import DataError
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUFFIX = {

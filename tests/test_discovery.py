@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from moe_roma.errors import ModelError
+from moe_roma.io.errors import ModelError
 from moe_roma.models.discovery import _declared_recorders, discover_routers, routing_weights
-from moe_roma.routing.capture import RoutingCapture, last_token_positions
+from moe_roma.models.hooks.capture import RoutingCapture, last_token_positions
 from tiny_models import FAMILIES, REFUSED, build_tiny_model
 
 # Families that mix dense and MoE layers list their MoE layers here (the tiny configs make layer 0 dense;

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from moe_roma.train.config import TrainConfig
+from moe_roma.methods.roma.config import TrainConfig
 from test_cli_pipeline import write_data
 from test_collect import make_examples
 from tiny_models import save_tiny_model

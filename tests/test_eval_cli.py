@@ -12,7 +12,7 @@ import yaml
 
 from moe_roma.cli import main
 from moe_roma.data.loaders import load_examples
-from moe_roma.eval.scoring import evaluate
+from moe_roma.scoring.engine import evaluate
 from moe_roma.models.checkpoint import apply_router_checkpoint, save_router_checkpoint
 from moe_roma.models.discovery import discover_routers
 from moe_roma.models.loading import load_model

@@ -18,7 +18,7 @@ import transformers
 
 from moe_roma.cli import main
 from moe_roma.data.loaders import load_examples
-from moe_roma.eval.scoring import evaluate
+from moe_roma.scoring.engine import evaluate
 from tiny_models import COMMON, FAMILIES
 
 pytest.importorskip("accelerate", reason="lm-evaluation-harness's HFLM needs accelerate")

@@ -7,8 +7,8 @@ import torch
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context, letter_prompt
-from moe_roma.eval import scoring
-from moe_roma.eval.scoring import (
+from moe_roma.scoring import engine as scoring
+from moe_roma.scoring.engine import (
     Loglikelihood,
     continuation_requests,
     evaluate,
@@ -182,7 +182,7 @@ def test_progress_bar_can_be_silenced(model_and_tok, capsys):
 
 def test_letter_scoring_can_record_routing(model_and_tok):
     from moe_roma.models.discovery import discover_routers
-    from moe_roma.routing.capture import RoutingCapture
+    from moe_roma.models.hooks.capture import RoutingCapture
 
     model, tok = model_and_tok
     info = discover_routers(model)

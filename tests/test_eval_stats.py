@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moe_roma.eval.stats import (
+from moe_roma.scoring.stats import (
     accuracy,
     compare_paired,
     mcnemar_exact,

@@ -73,7 +73,7 @@ def test_bad_experiment_configs_are_refused(tmp_path, capsys):
 
 
 def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp_path):
-    from moe_roma.experiment import hold_out_validation, load_data
+    from moe_roma.experiments.grid import hold_out_validation, load_data
 
     examples = make_examples(40)
     train, validation = hold_out_validation(examples, 0.2)

@@ -73,7 +73,7 @@ def test_faiss_and_torch_search_return_the_same_graph(config):
 def test_faiss_backend_without_faiss_is_a_clear_error_and_auto_falls_back(monkeypatch):
     import sys
 
-    from moe_roma.errors import RomaError
+    from moe_roma.io.errors import RomaError
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     emb = random_unit(20)

@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 
-from moe_roma.errors import RomaError
-from moe_roma.eval.c3po import c3po, forward_with_targets
-from moe_roma.eval.oracle import oracle_routing, prepare_items, suffix_fraction
+from moe_roma.io.errors import RomaError
+from moe_roma.methods.c3po import c3po, forward_with_targets
+from moe_roma.methods.oracle import oracle_routing, prepare_items, suffix_fraction
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
 from moe_roma.models.discovery import discover_routers
 from moe_roma.routing.collect import collect_routing
-from moe_roma.train.objective import items_forward
+from moe_roma.methods.common.forward import items_forward
 from test_collect import make_examples
 from tiny_models import build_tiny_model, build_tiny_tokenizer
 

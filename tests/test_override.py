@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_roma.errors import ModelError
+from moe_roma.io.errors import ModelError
 from moe_roma.models.discovery import discover_routers, routing_weights
-from moe_roma.routing.capture import RoutingCapture
-from moe_roma.routing.override import RoutingOverride, target_logit_offsets
+from moe_roma.models.hooks.capture import RoutingCapture
+from moe_roma.models.hooks.override import RoutingOverride, target_logit_offsets
 from tiny_models import FAMILIES, build_tiny_model
 
 # Routers whose logits no hook on a linear module can shift, refused with one clear error.

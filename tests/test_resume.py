@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from moe_roma.cli import main
-from moe_roma.errors import DataError, RomaError
+from moe_roma.io.errors import DataError, RomaError
 from moe_roma.models.checkpoint import load_router_checkpoint
-from moe_roma.train.config import TrainConfig
-from moe_roma.train.state import STATE_NAME
-from moe_roma.train.trainer import RouterTrainer
+from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.methods.roma.state import STATE_NAME
+from moe_roma.methods.roma.trainer import RouterTrainer
 from test_cli_pipeline import write_data
 from test_collect import make_examples
 from tiny_models import save_tiny_model
@@ -46,7 +46,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 KILL_AT = Path(__file__).parent / "helpers" / "kill_at.py"
-SAVE_STATE = "moe_roma.train.trainer:save_train_state"
+SAVE_STATE = "moe_roma.methods.roma.trainer:save_train_state"
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_resume_with_other_settings_is_refused(workspace, tmp_path):
     trainer = RouterTrainer(model, tok, store, cfg, out, progress=False)
     params = trainer.params
     opt = torch.optim.AdamW(list(params.values()))
-    from moe_roma.train.state import save_train_state
+    from moe_roma.methods.roma.state import save_train_state
 
     save_train_state(out, 1, params, opt, {"config": cfg.to_dict(), "skipped": 0})
     trainer2 = RouterTrainer(model, tok, store, TrainConfig(**{**cfg.to_dict(), "lr": 1.0}), out, progress=False)

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from moe_roma.errors import RomaError
+from moe_roma.io.errors import RomaError
 from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
-from moe_roma.train.config import REGULARIZERS, TrainConfig, load_train_config
-from moe_roma.train.prefix import PrefixCache
-from moe_roma.train.trainer import RouterTrainer
+from moe_roma.methods.roma.config import REGULARIZERS, TrainConfig, load_train_config
+from moe_roma.methods.common.prefix import PrefixCache
+from moe_roma.methods.roma.trainer import RouterTrainer
 from train_helpers import store_and_graph
 
 
@@ -188,7 +188,7 @@ def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(t
     from moe_roma.data.example import MCExample
     from moe_roma.models.inputs import encode_pair
     from moe_roma.routing.collect import collect_routing
-    from moe_roma.train.batches import build_items
+    from moe_roma.methods.common.batches import build_items
     from tiny_models import build_tiny_model, build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()

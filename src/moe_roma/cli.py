@@ -15,7 +15,7 @@ import pkgutil
 import sys
 
 from moe_roma import __version__
-from moe_roma.errors import RomaError
+from moe_roma.io.errors import RomaError
 
 EXIT_USAGE = 2
 # The packages whose releases change results; `roma --version` prints each one's installed version.

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moe_roma.data.loaders import load_examples
-    from moe_roma.errors import RomaError
+    from moe_roma.io.errors import RomaError
     from moe_roma.models.discovery import discover_routers
     from moe_roma.models.loading import load_model
     from moe_roma.routing.collect import collect_routing

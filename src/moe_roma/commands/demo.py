@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from moe_roma.demo import run_demo
-    from moe_roma.errors import RomaError
+    from moe_roma.experiments.demo import run_demo
+    from moe_roma.io.errors import RomaError
 
     if args.threads < 1:
         raise RomaError("--threads must be at least 1")
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise RomaError(f"--seeds {args.seeds!r} is not a comma-separated list of integers") from None
-    from moe_roma.demo import DEMO_TRAIN_CONFIG
-    from moe_roma.train.config import load_train_config
+    from moe_roma.experiments.demo import DEMO_TRAIN_CONFIG
+    from moe_roma.methods.roma.config import load_train_config
 
     config = load_train_config(None, args.overrides, **DEMO_TRAIN_CONFIG.to_dict())
     run_demo(args.out, seeds=seeds, train_config=config, progress=not args.no_progress)

@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from moe_roma.errors import RomaError
-    from moe_roma.experiment import run_experiment
+    from moe_roma.io.errors import RomaError
+    from moe_roma.experiments.grid import run_experiment
 
     if args.threads is not None:
         if args.threads < 1:

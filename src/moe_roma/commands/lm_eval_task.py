@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_roma.errors import RomaError
+    from moe_roma.io.errors import RomaError
     from moe_roma.eval.evaluate import check_template, load_eval_data
     from moe_roma.eval.lm_eval_bridge import check_task_name, default_task_name, write_lm_eval_task
 

@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from moe_roma.errors import RomaError
+    from moe_roma.io.errors import RomaError
     from moe_roma.models.loading import load_model
     from moe_roma.routing.store import load_routing_store
-    from moe_roma.train.config import load_train_config
-    from moe_roma.train.state import STATE_NAME, load_train_state
-    from moe_roma.train.trainer import RouterTrainer, maybe_init_distributed
+    from moe_roma.methods.roma.config import load_train_config
+    from moe_roma.methods.roma.state import STATE_NAME, load_train_state
+    from moe_roma.methods.roma.trainer import RouterTrainer, maybe_init_distributed
 
     explicit = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "k", "sigma", "lam", "layers", "regularizer", "task_loss", "embedder", "seed",

@@ -25,7 +25,7 @@ from moe_roma.data.formats._common import Where, parse_json_object, show
 from moe_roma.data.formats.jsonl import load_arc_jsonl, load_llm_foundry, load_roma_jsonl
 from moe_roma.data.formats.mmlu import csv_files, load_mmlu_csv
 from moe_roma.data.formats.obqa import load_obqa_tsv
-from moe_roma.errors import DataError
+from moe_roma.io.errors import DataError
 
 # A loader takes the path and the task override and returns validated examples.
 Loader = Callable[[Path, str | None], list[MCExample]]

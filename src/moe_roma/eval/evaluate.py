@@ -25,7 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path, write_json
+from moe_roma.io.atomic import atomic_path, write_json
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     DEFAULT_CONTINUATION_TEMPLATE,
@@ -33,9 +33,9 @@ from moe_roma.data.prompts import (
     continuation_context,
     letter_prompt,
 )
-from moe_roma.errors import RomaError
-from moe_roma.eval.scoring import SCORINGS, EvalResult, ItemResult, context_length, evaluate
-from moe_roma.eval.stats import compare_paired
+from moe_roma.io.errors import RomaError
+from moe_roma.scoring.engine import SCORINGS, EvalResult, ItemResult, context_length, evaluate
+from moe_roma.scoring.stats import compare_paired
 
 REPORT_FORMAT_VERSION = 1
 

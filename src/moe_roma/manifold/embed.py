@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moe_roma.errors import RomaError
+from moe_roma.io.errors import RomaError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from moe_roma import __version__
-from moe_roma.errors import DataError, RomaError
-from moe_roma.tensorfile import load_tensors, save_tensors
+from moe_roma.io.errors import DataError, RomaError
+from moe_roma.io.tensorfile import load_tensors, save_tensors
 
 GRAPH_FORMAT_VERSION = 1
 

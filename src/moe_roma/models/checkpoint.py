@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.atomic import atomic_path, write_json
-from moe_roma.errors import DataError, ModelError
+from moe_roma.io.atomic import atomic_path, write_json
+from moe_roma.io.errors import DataError, ModelError
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_identity
 

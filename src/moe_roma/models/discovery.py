@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from moe_roma.errors import ModelError
+from moe_roma.io.errors import ModelError
 
 SCORING_RULES = ("softmax", "sigmoid")
 

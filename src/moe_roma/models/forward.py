@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel
 
 from moe_roma.models.inputs import PromptBatch
-from moe_roma.routing.capture import RoutingCapture
+from moe_roma.models.hooks.capture import RoutingCapture
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from moe_roma.data.example import LETTERS
-from moe_roma.errors import ModelError
+from moe_roma.io.errors import ModelError
 
 
 @dataclass

@@ -16,7 +16,7 @@ from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.forward import last_token_forward
 from moe_roma.models.inputs import encode_text, left_pad, letter_token_ids, pad_id
 from moe_roma.models.loading import model_identity
-from moe_roma.routing.capture import RoutingCapture
+from moe_roma.models.hooks.capture import RoutingCapture
 from moe_roma.routing.store import RoutingStore
 
 SCORINGS = ("letter", "continuation")
@@ -99,7 +99,7 @@ def collect_routing(
             bar.update(len(rows))
     bar.close()
     if scoring == "continuation":
-        from moe_roma.eval.scoring import score_continuation
+        from moe_roma.scoring.engine import score_continuation
 
         scores = score_continuation(
             model, tokenizer, list(examples), batch_size=batch_size, max_length=max_length,

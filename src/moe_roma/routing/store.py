@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from moe_roma import __version__
-from moe_roma.atomic import write_json_atomic
+from moe_roma.io.atomic import write_json_atomic
 from moe_roma.data.example import LETTERS
-from moe_roma.errors import DataError
+from moe_roma.io.errors import DataError
 from moe_roma.models.discovery import MoEInfo
-from moe_roma.tensorfile import load_tensor_meta, load_tensors, save_tensors
+from moe_roma.io.tensorfile import load_tensor_meta, load_tensors, save_tensors
 
 FORMAT_VERSION = 1
 _EXPERT_KEY = re.compile(r"expert_(\d+)")

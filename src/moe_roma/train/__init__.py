@@ -1,1 +1,1 @@
-"""Router-only post-training: RoMA's manifold-regularised objective and its ablations."""
+"""Temporary alias package during the redesign."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_roma.data.example import LETTERS, MAX_CHOICES, MIN_CHOICES, MCExample
-from moe_roma.errors import DataError
+from moe_roma.io.errors import DataError
 
 _JSON_TYPE_NAMES = {
     dict: "an object",

@@ -1,0 +1,34 @@
+"""The project's own error types.
+
+Every problem a user can fix (bad file, bad option, mismatched checkpoint) is raised as a
+``RomaError``; the CLI turns it into one sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RomaError(Exception):
+    """A problem with the user's input or environment, reported as one sentence."""
+
+
+class DataError(RomaError):
+    """A data, routing or checkpoint file that cannot be used.
+
+    The message names the file, the record (when there is one) and the problem.
+
+    >>> str(DataError("x.jsonl", "line 3", "'answer' is 7 but there are 4 choices"))
+    "x.jsonl, line 3: 'answer' is 7 but there are 4 choices"
+    """
+
+    def __init__(self, path: str | Path | None, record: str | None, problem: str) -> None:
+        self.path = None if path is None else str(path)
+        self.record = record
+        self.problem = problem
+        where = ", ".join(p for p in (self.path, record) if p)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class ModelError(RomaError):
+    """A model that cannot be used: missing path, no MoE routers, mismatched checkpoint."""

@@ -1,0 +1,98 @@
+"""One forward pass over training items: per-sample task loss and last-prompt-token routing.
+
+Shared by router training, oracle routing and C3PO, so that all three read answers and routing
+in exactly the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import PreTrainedModel
+
+from moe_roma.models.discovery import MoEInfo
+from moe_roma.models.hooks.capture import RoutingCapture
+from moe_roma.models.hooks.override import RoutingOverride
+from moe_roma.methods.common import losses
+from moe_roma.methods.common.batches import TrainItem, make_batch
+from moe_roma.methods.common.prefix import PrefixCache, replay_prefix
+
+
+def autocast_for(model: PreTrainedModel) -> contextlib.AbstractContextManager:
+    """Half-precision models run under autocast, so fp32 router weights (the trained copies, kept in
+    fp32 with their optimiser state) meet half-precision activations without dtype errors."""
+    dtype = next(model.parameters()).dtype
+    half = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
+    if not half:
+        return contextlib.nullcontext()
+    device_type = next(model.parameters()).device.type
+    return torch.autocast(device_type=device_type, dtype=half.pop() if dtype == torch.float32 else dtype)
+
+
+def items_forward(
+    model: PreTrainedModel,
+    info: MoEInfo,
+    layers: list[int],
+    items: list[TrainItem],
+    pad_id: int,
+    task_loss: str,
+    letter_ids: torch.Tensor | None = None,
+    cache: PrefixCache | None = None,
+    offsets: dict[int, torch.Tensor] | None = None,
+    router_hooks: contextlib.AbstractContextManager | None = None,
+    position: str = "last",
+) -> dict[str, torch.Tensor]:
+    """Returns ``task`` (B,) losses, ``scores`` (B, C) answer scores (-inf past a sample's choices)
+    and ``routing`` (B, L, E): the routing weights at each sample's last prompt token.
+
+    ``offsets[layer]`` (B, E) shifts that layer's router logits at the last prompt token
+    (oracle / C3PO); ``cache`` replays the frozen prefix instead of recomputing it.
+    """
+    device = next(model.parameters()).device
+    batch = make_batch(items, pad_id, position)
+    ids = batch.input_ids.to(device)
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": batch.attention_mask.to(device),
+        "position_ids": batch.position_ids.to(device),
+        "logits_to_keep": batch.logits_to_keep,
+        "use_cache": False,
+    }
+    item_of_row = torch.tensor([b for b, _ in batch.seq_keys], device=device)
+    choice_of_row = torch.tensor([c for _, c in batch.seq_keys], device=device)
+    # Every row of an item shares its context, so the prompt token sits at the same place in each.
+    row_pos = batch.routing_pos.to(device)[item_of_row]
+    stack = contextlib.ExitStack()
+    with stack:
+        first = min(layers)
+        if cache is not None and first > 0:
+            keys = [(items[b].index, c) for b, c in batch.seq_keys]
+            stack.enter_context(replay_prefix(model, info, first, cache.batch_states(keys, ids.shape[1], device)))
+        if offsets:
+            per_row = {layer: off[item_of_row] for layer, off in offsets.items()}
+            stack.enter_context(RoutingOverride(info, per_row, row_pos, ids.shape))
+        cap = stack.enter_context(RoutingCapture(info, layers))
+        if router_hooks is not None:
+            stack.enter_context(router_hooks)
+        stack.enter_context(autocast_for(model))
+        out = model(**kwargs)
+        routing = cap.weights_at_rows(ids.shape, batch.routing_rows.to(device), batch.routing_pos.to(device))
+    logits = out.logits.float()
+    answers = torch.tensor([it.answer for it in items], device=device)
+    n_max = max(it.n_choices for it in items)
+    valid = torch.tensor([[c < it.n_choices for c in range(n_max)] for it in items], device=device)
+    if task_loss == "letter":
+        scores = logits[:, -1, :].index_select(1, letter_ids[:n_max].to(device)).masked_fill(~valid, float("-inf"))
+        task = losses.letter_task_loss(scores, answers, valid)
+    else:
+        k = logits.shape[1]
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        tok_lp = logp.gather(-1, ids[:, -(k - 1) :].unsqueeze(-1)).squeeze(-1)  # (R, K-1)
+        cont = torch.tensor([items[b].cont_lens[c] for b, c in batch.seq_keys], device=device)
+        span = torch.arange(k - 1, device=device).unsqueeze(0) >= (k - 1 - cont).unsqueeze(1)
+        seq_ll = (tok_lp * span).sum(-1)
+        scores = torch.full((len(items), n_max), float("-inf"), device=device)
+        scores = scores.index_put((item_of_row, choice_of_row), seq_ll)
+        task = losses.continuation_task_loss(scores, answers, valid)
+    return {"task": task, "scores": scores, "routing": routing}

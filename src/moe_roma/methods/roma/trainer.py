@@ -1,0 +1,455 @@
+"""The RoMA training loop: only the chosen routers learn; everything else is frozen.
+
+``L = L_task + lambda(t) * R``, where for the default ``manifold`` regulariser
+``R = sum_j W_ij ||r_i(theta) - r_j||^2`` and ``r_i(theta)`` is read from the router logits of the
+same forward pass, so the regulariser's gradient reaches the routers (the public code read it from
+the stored file instead, which made it a constant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from moe_roma import __version__
+from moe_roma.io.errors import DataError, RomaError
+from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, neighbour_graph_for_store
+from moe_roma.models.checkpoint import save_router_checkpoint
+from moe_roma.models.discovery import MoEInfo, discover_routers
+from moe_roma.models.inputs import pad_id
+from moe_roma.routing.store import RoutingStore
+from moe_roma.methods.common import losses
+from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
+from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.methods.common.forward import items_forward
+from moe_roma.methods.common.prefix import PrefixCache
+from moe_roma.methods.roma.schedules import lambda_at, lr_factor, resolve_warmup
+from moe_roma.methods.roma.state import STATE_NAME, load_train_state, restore_train_state, save_train_state
+
+LOG = logging.getLogger("moe_roma.train")
+METRICS_NAME = "metrics.jsonl"
+ENTROPY_COLLAPSE = 0.1  # warn when mean routing entropy falls below this share of log(E)
+UTILISATION_COLLAPSE = 0.5  # warn when one expert takes more than this share of the top-k slots
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    seconds: float
+    tuned_layers: list[int]
+    final_metrics: dict
+    skipped_steps: int
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed() -> None:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+class RouterTrainer:
+    """Holds the model, data and state of one router post-training run.
+
+    >>> trainer = RouterTrainer(model, tok, store, TrainConfig(regularizer="manifold"), "runs/x")  # doctest: +SKIP
+    >>> result = trainer.train()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        store: RoutingStore,
+        config: TrainConfig,
+        out_dir: str | Path,
+        graph: NeighbourGraph | None = None,
+        progress: bool = True,
+        store_path: str | Path | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.store, self.config = model, tokenizer, store, config.validate()
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.rank, self.world = _world()
+        self.info: MoEInfo = discover_routers(model)
+        store.check_against(self.info, store_path)
+        self.layers = self.info.select_layers(config.layers)
+        missing = [layer for layer in self.layers if layer not in store.layers]
+        if missing:
+            raise DataError(
+                store_path, None,
+                f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others",
+            )  # fmt: skip
+        self.store_cols = [store.layers.index(layer) for layer in self.layers]
+        recorded = store.meta.get("position", "last")
+        if recorded != config.position:
+            raise DataError(
+                store_path, None,
+                f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
+                f"with --position {config.position}",
+            )  # fmt: skip
+        self.device = next(model.parameters()).device
+        self.regularizer = config.regularizer
+        if not store.successful:
+            if not config.allow_empty_successful:
+                raise RomaError(
+                    "the successful set is empty (the base model answered no training sample right); "
+                    "pass allow_empty_successful=true to train without the manifold term"
+                )
+            if self.regularizer == "manifold":
+                warnings.warn("empty successful set: training without the manifold term", stacklevel=2)
+                self.regularizer = "none"
+        self.graph = graph
+        if self.graph is None and store.successful:
+            gcfg = GraphConfig(
+                k=config.k, epsilon=config.epsilon, sigma=config.sigma, dedupe_threshold=config.dedupe_threshold,
+                random=config.random_neighbours, seed=config.seed,
+            )  # fmt: skip
+            cache = self.out_dir / "neighbours.safetensors" if self.rank == 0 else None
+            self.graph, _ = neighbour_graph_for_store(store, gcfg, config.embedder, cache, progress=False)
+        # Freeze everything, then let the chosen routers learn (in fp32: small, and stable under AdamW).
+        model.requires_grad_(False)
+        self.params: dict[str, torch.nn.Parameter] = {}
+        named = dict(model.named_parameters())
+        for layer in self.layers:
+            for name in self.info.routers[layer].parameter_names:
+                p = named[name]
+                p.requires_grad_(True)
+                self.params[name] = p
+        self.base_params = {n: p.detach().clone() for n, p in self.params.items()}
+        self.items: list[TrainItem] = build_items(store, tokenizer, config.task_loss, config.max_length, store_path)
+        self.pad = pad_id(tokenizer)
+        self.letter_ids = (
+            letter_ids_tensor(tokenizer, max(it.n_choices for it in self.items)).to(self.device)
+            if config.task_loss == "letter"
+            else None
+        )
+        self.first_layer = min(self.layers)
+        self.cache: PrefixCache | None = None
+        self.base_topk = self._base_topk()
+
+    # ----------------------------------------------------------------------------------------------
+    def _base_topk(self) -> torch.Tensor:
+        """Each sample's base top-k experts per tuned layer, to count how many routings changed."""
+        k = max(r.top_k for r in self.info.routers.values())
+        return self.store.routing[:, self.store_cols].topk(k, dim=-1).indices.sort(-1).values
+
+    def _router_hooks(self) -> contextlib.ExitStack:
+        """Temperature and dropout act on the router's input during training only."""
+        stack = contextlib.ExitStack()
+        t, p = self.config.temperature, self.config.router_dropout
+        if t == 1.0 and p == 0.0:
+            return stack
+
+        def pre(module, args):
+            x = args[0] / t
+            if p > 0:
+                x = torch.nn.functional.dropout(x, p=p, training=True)
+            return (x, *args[1:])
+
+        for layer in self.layers:
+            handle = self.info.routers[layer].module.register_forward_pre_hook(pre)
+            stack.callback(handle.remove)
+        return stack
+
+    def forward_items(self, items: list[TrainItem], use_cache: bool = True) -> dict[str, torch.Tensor]:
+        """Per-sample task loss and live routing r_i(theta) (B, L, E) for a list of items."""
+        return items_forward(
+            self.model, self.info, self.layers, items, self.pad, self.config.task_loss, self.letter_ids,
+            cache=self.cache if use_cache else None, router_hooks=self._router_hooks(), position=self.config.position,
+        )  # fmt: skip
+
+    def regularizer_terms(self, items: list[TrainItem], routing: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample manifold distance (also logged when another regulariser trains) and the active one."""
+        out: dict[str, torch.Tensor] = {}
+        if self.graph is not None:
+            idx = self.graph.indices[[it.index for it in items]]
+            w = self.graph.weights[[it.index for it in items]].to(self.device)
+            targets = self.store.routing[idx.clamp_min(0)][:, :, self.store_cols].flatten(2).to(self.device)
+            out["manifold"] = losses.manifold_loss(routing.flatten(1), targets, w)
+        reg = self.regularizer
+        if reg == "manifold":
+            out["reg"] = out["manifold"]
+        elif reg == "entropy":
+            out["reg"] = losses.entropy_loss(routing)
+        elif reg == "prior-kl":
+            out["reg"] = losses.prior_kl_loss(routing)
+        elif reg in ("l1", "l2"):
+            # One term for the whole step, spread over samples so that sum/batch equals it.
+            dist_term = losses.weight_distance_loss(list(self.params.values()), list(self.base_params.values()), reg)
+            out["reg"] = dist_term.expand(len(items)) / self.world
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    def _batches(self, epoch: int, global_batch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.items), generator=gen).tolist()
+        return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
+
+    def _step_metrics(self, routing: torch.Tensor, items: list[TrainItem]) -> dict:
+        e = routing.shape[-1]
+        ent = losses.routing_entropy(routing.detach()).mean(0)  # (L,)
+        k = max(r.top_k for r in self.info.routers.values())
+        top = routing.detach().topk(k, dim=-1).indices  # (B, L, k)
+        metrics = {"entropy": {str(layer): float(ent[i]) for i, layer in enumerate(self.layers)}}
+        util = {}
+        for i, layer in enumerate(self.layers):
+            counts = torch.bincount(top[:, i].flatten(), minlength=e).float()
+            share = counts / counts.sum()
+            util[str(layer)] = {"min": float(share.min()), "max": float(share.max())}
+        metrics["utilisation"] = util
+        base = self.base_topk[[it.index for it in items]].to(top.device)
+        changed = (top.sort(-1).values != base).any(-1).any(-1).float().mean()
+        metrics["topk_changed"] = float(changed)
+        return metrics
+
+    def _check_collapse(self, metrics: dict, warned: set) -> None:
+        e = self.info.num_experts
+        for layer, h in metrics["entropy"].items():
+            if h < ENTROPY_COLLAPSE * math.log(e) and ("entropy", layer) not in warned:
+                warned.add(("entropy", layer))
+                LOG.warning("routing entropy in layer %s collapsed to %.3f nats (log E = %.2f)", layer, h, math.log(e))
+        for layer, u in metrics["utilisation"].items():
+            if u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in warned:
+                warned.add(("util", layer))
+                LOG.warning("expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots", layer,
+                            100 * u["max"])
+
+    def train(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        start_time = time.perf_counter()
+        if cfg.prefix_cache and self.first_layer > 0:
+            self.cache = PrefixCache(self.first_layer, cfg.prefix_cache_device_fraction)
+            self.cache.fill(self.model, self.info, self.items, self.pad, cfg.batch_size, self.progress and self.rank == 0)
+        _sync(self.device)
+        self.timings = {"prefix_cache_seconds": time.perf_counter() - start_time}
+        global_batch = cfg.batch_size
+        steps_per_epoch = math.ceil(len(self.items) / global_batch)
+        total = steps_per_epoch * cfg.epochs
+        warm = resolve_warmup(cfg.warmup_steps, cfg.warmup_ratio, total)
+        lam_warm = resolve_warmup(cfg.lam_warmup_steps, cfg.lam_warmup_ratio, total)
+        params = list(self.params.values())
+        original_dtypes = {name: p.dtype for name, p in self.params.items()}
+        for p in params:
+            if p.dtype != torch.float32:
+                p.data = p.data.float()  # fp32 master weights and AdamW state
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fp16 activations can underflow small router gradients; scale the loss (bf16 needs no scaler).
+        # The scaled gradients land on fp32 router weights, so unscaling them is always legal.
+        fp16 = any(p.dtype == torch.float16 for p in self.model.parameters())
+        scaler = torch.amp.GradScaler(self.device.type, enabled=fp16 and self.device.type == "cuda")
+        if cfg.gradient_checkpointing:
+            _activation_checkpointing(self.model, True)
+            self.model.train()  # transformers only checkpoints in training mode; no dropout in these layers
+        step, skipped = 0, 0
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        state_path = self.out_dir / STATE_NAME
+        metrics_path = self.out_dir / METRICS_NAME
+        if resume and state_path.is_file():
+            meta, tensors = load_train_state(state_path)
+            if meta.get("config") != cfg.to_dict():
+                raise RomaError(f"{state_path}: saved with other training settings; resume with the same arguments")
+            restore_train_state(meta, tensors, self.params, optimizer)
+            step, skipped = int(meta["step"]), int(meta.get("skipped", 0))
+            _truncate_metrics(metrics_path, step)
+        elif self.rank == 0 and metrics_path.exists():
+            metrics_path.unlink()
+        warned: set = set()
+        last: dict = {}
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (self.progress and self.rank == 0))
+        for epoch in range(step // steps_per_epoch, cfg.epochs):
+            batches = self._batches(epoch, global_batch)
+            for b in range(step - epoch * steps_per_epoch, len(batches)):
+                chunk = batches[b]
+                local = [self.items[i] for i in chunk[self.rank :: self.world]]
+                lam = lambda_at(step, total, cfg.lam, lam_warm, cfg.lam_final)
+                lr = cfg.lr * lr_factor(step, total, warm, cfg.lr_schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                out = self.forward_items(local) if local else None
+                if out is not None:
+                    terms = self.regularizer_terms(local, out["routing"])
+                    reg = terms.get("reg", torch.zeros_like(out["task"]))
+                    loss = (out["task"] + lam * reg).sum() / len(chunk)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    terms, loss = {}, None
+                loss_value, grad_norm = self.apply_step(params, loss, optimizer, scaler)
+                if not math.isfinite(grad_norm):
+                    skipped += 1
+                    if skipped > cfg.max_nonfinite_steps:
+                        kept = (
+                            f"the last good state is in {state_path}"
+                            if state_path.is_file()
+                            else "no state was saved (use --save-every to keep one)"
+                        )
+                        raise RomaError(
+                            f"stopped after {skipped} steps with a non-finite loss or gradient; {kept} "
+                            "(lower the learning rate or check the data)"
+                        )
+                step += 1
+                if out is not None and self.rank == 0 and (step % cfg.log_every == 0 or step == total):
+                    record = {
+                        "step": step, "epoch": epoch + (b + 1) / len(batches),
+                        "task_loss": float(out["task"].detach().mean()),
+                        "manifold_loss": float(terms["manifold"].detach().mean()) if "manifold" in terms else None,
+                        "reg_loss": float(terms["reg"].detach().mean()) if "reg" in terms else None,
+                        "loss": loss_value * len(chunk) / max(len(local), 1), "lambda": lam, "lr": lr,
+                        "router_grad_norm": grad_norm, "skipped_steps": skipped,
+                        **self._step_metrics(out["routing"], local),
+                    }  # fmt: skip
+                    self._check_collapse(record, warned)
+                    _append_jsonl(metrics_path, record)
+                    last = record
+                    bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
+                bar.update(1)
+                if cfg.save_every and step % cfg.save_every == 0 and step < total and self.rank == 0:
+                    save_train_state(
+                        self.out_dir, step, self.params, optimizer, {"config": cfg.to_dict(), "skipped": skipped}
+                    )
+        bar.close()
+        _sync(self.device)
+        self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
+        if cfg.gradient_checkpointing:
+            _activation_checkpointing(self.model, False)
+            self.model.eval()
+        seconds = time.perf_counter() - start_time
+        if self.rank == 0:
+            self._save(seconds, step)
+            state_path.unlink(missing_ok=True)
+        # Back to the model's own dtype, so the tuned model runs without autocast like its base.
+        for name, p in self.params.items():
+            p.data = p.data.to(original_dtypes[name])
+        return TrainResult(self.out_dir, step, seconds, self.layers, last, skipped)
+
+    def apply_step(
+        self, params: list[torch.nn.Parameter], loss: torch.Tensor | None, optimizer, scaler
+    ) -> tuple[float, float]:
+        """Reduce, check, clip and apply the router gradients; returns (loss, gradient norm).
+
+        One device synchronisation per step: the loss and the total gradient norm are read together,
+        and a non-finite value in either (a NaN or inf anywhere in the gradients makes the norm
+        non-finite) skips the step on every process alike. A skipped step returns a NaN norm.
+        """
+        grads = [p.grad for p in params if p.grad is not None]
+        bad_loss = torch.zeros((), device=self.device) if loss is None else (~torch.isfinite(loss.detach())).float()
+        if self.world > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+            dist.all_reduce(bad_loss)
+            grads = [p.grad for p in params]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        loss_t = torch.zeros((), device=self.device) if loss is None else loss.detach().float()
+        loss_value, grad_norm, bad = torch.stack([loss_t, norm.float(), bad_loss]).tolist()
+        if bad or not math.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update()
+            return loss_value, float("nan")
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss_value, grad_norm
+
+    def _save(self, seconds: float, steps: int) -> None:
+        extra = {
+            "method": "roma" if self.regularizer == "manifold" else f"router_tuning[{self.regularizer}]",
+            "hyperparameters": self.config.to_dict(),
+            "seed": self.config.seed,
+            "data_fingerprint": self.store.meta.get("json_sha256") or _store_fingerprint(self.store),
+            "n_train": len(self.store),
+            "n_successful": len(self.store.successful),
+            "neighbour_graph": dict(self.graph.meta) if self.graph is not None else None,
+            "steps": steps,
+            "train_seconds": round(seconds, 3),
+            "world_size": self.world,
+            "moe_roma_version": __version__,
+        }
+        save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, extra)
+
+
+def _activation_checkpointing(model: PreTrainedModel, on: bool) -> None:
+    """transformers 5.x renamed gradient checkpointing to activation checkpointing; use what this version has."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _store_fingerprint(store: RoutingStore) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps([store.ids, store.input_texts, store.is_correct]).encode())
+    h.update(store.routing.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the resumed state, so the log reads as one run."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the kill
+    path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def train_routers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    store: RoutingStore,
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = False,
+    graph: NeighbourGraph | None = None,
+) -> TrainResult:
+    """Post-train the routers of ``config.layers`` and write a router checkpoint into ``out_dir``."""
+    return RouterTrainer(model, tokenizer, store, config, out_dir, graph=graph, progress=progress).train(resume=resume)
