@@ -1,11 +1,16 @@
 """Evaluation: our ``letter`` and ``continuation`` scoring against lm-evaluation-harness on the same requests.
 
-OURS: ``moe_roma.scoring.engine.score_letter`` / ``score_continuation``. HARNESS: lm-evaluation-harness's
-``HFLM(pretrained=<model object>, tokenizer=...)`` and its ``loglikelihood`` on exactly the requests
-our scorer builds (letter: ``(prompt, " A")``, ``(prompt, " B")``, ...; continuation:
-``(context, " " + choice)``), with the same batch size, so task loading is not timed. All four arms
-run interleaved in one process on the same random OLMoE-shaped model; the medians of several
-repeats are reported, and the log-likelihoods of both are compared.
+OURS: ``moe_roma.scoring.letter.score_letter`` and ``moe_roma.scoring.continuation.score_continuation``
+(each question's context run once, its key/value cache expanded over the choices). HARNESS:
+lm-evaluation-harness's ``HFLM(pretrained=<model object>, tokenizer=...)`` and its ``loglikelihood``
+on exactly the requests our scorer builds (letter: ``(prompt, " A")``, ``(prompt, " B")``, ...;
+continuation: ``(context, " " + choice)``), with the same batch size, so task loading is not timed.
+All four arms run interleaved in one process on the same random OLMoE-shaped model and the same
+items; the medians of several repeats are reported. Both sides' log-likelihoods are compared, and
+the script stops unless ``acc`` and ``acc_norm`` (continuation) and ``acc`` (letter) are identical.
+
+The items are 4-choice questions whose context is at least 3x each continuation in tokens (the
+regime of the speed goal; the script prints the smallest ratio it drew).
 
     PYTHONPATH=src python benchmarks/eval.py
     PYTHONPATH=src python benchmarks/eval.py --quick
@@ -22,7 +27,10 @@ except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
 from moe_roma.data.prompts import answer_letter_tokens, letter_prompt  # noqa: E402
-from moe_roma.scoring.engine import continuation_requests, score_continuation, score_letter  # noqa: E402
+from moe_roma.models.inputs import encode_pairs  # noqa: E402
+from moe_roma.scoring.common import first_argmax  # noqa: E402
+from moe_roma.scoring.continuation import choice_lengths, continuation_requests, score_continuation  # noqa: E402
+from moe_roma.scoring.letter import score_letter  # noqa: E402
 
 
 def harness(model, tok, batch: int):
@@ -42,6 +50,18 @@ def harness(model, tok, batch: int):
     return loglikelihood
 
 
+def harness_accuracy(examples, lls: list[float], normalise: bool) -> list[bool]:
+    """Per item: is the harness's argmax (of the log-likelihood, or of it over len(choice)) the answer?"""
+    out, k = [], 0
+    for ex in examples:
+        mine = lls[k : k + len(ex.choices)]
+        k += len(ex.choices)
+        if normalise:
+            mine = [s / n for s, n in zip(mine, choice_lengths(ex))]
+        out.append(first_argmax(mine) == ex.answer)  # numpy.argmax's first maximum, as the harness
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", type=int, default=16)
@@ -49,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--words", default="8,24", help="question length range in words")
+    ap.add_argument("--words", default="14,24", help="question length range in words (context = words + 4 tokens)")
     ap.add_argument("--choice-words", default="1,6", help="choice length range in words")
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -89,21 +109,32 @@ def main(argv: Sequence[str] | None = None) -> float:
         "continuation harness": keep("continuation harness", lambda: theirs(cont_pairs)),
     }
     times = common.interleaved(arms, args.repeats)
-    # The same numbers both ways: per-choice scores, flattened in request order.
-    agree = {}
+    # The same numbers both ways: per-choice scores, flattened in request order, and the same accuracies.
+    agree, accs = {}, {}
     for scoring in ("letter", "continuation"):
-        ours = [s for it in out[f"{scoring} ours"].items for s in it.scores]
+        items = out[f"{scoring} ours"].items
         ref = out[f"{scoring} harness"]
-        agree[scoring] = max(abs(a - b) for a, b in zip(ours, ref))
+        agree[scoring] = max(abs(a - b) for a, b in zip([s for it in items for s in it.scores], ref))
+        metrics = {"acc": ([it.correct for it in items], harness_accuracy(examples, ref, False))}
+        if scoring == "continuation":
+            metrics["acc_norm"] = ([bool(it.correct_norm) for it in items], harness_accuracy(examples, ref, True))
+        for metric, (mine, harness_says) in metrics.items():
+            if mine != harness_says:
+                raise SystemExit(f"{scoring} {metric} differs from lm-evaluation-harness on some items")
+            accs[f"{scoring} {metric}"] = sum(mine) / len(mine)
     print(common.machine())
     print(
         f"model: OLMoE-shaped, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, 64 experts top-8, "
         f"random fp32 weights; {args.examples} questions x 4 choices; batch size {bs} for both"
     )
-    n_tokens = sum(len(tok(c + x)["input_ids"]) for c, x in cont_pairs) / len(cont_pairs)
+    encoded = encode_pairs(tok, cont_pairs)
+    n_tokens = sum(len(c) + len(x) for c, x in encoded) / len(encoded)
+    ratio = min(len(c) / len(x) for c, x in encoded)
     print(
-        f"continuation requests: {len(cont_pairs)} of ~{n_tokens:.0f} tokens; letter requests: {len(letter_pairs)}"
+        f"continuation requests: {len(cont_pairs)} of ~{n_tokens:.0f} tokens, context >= {ratio:.1f}x the "
+        f"continuation in every one; letter requests: {len(letter_pairs)}"
     )
+    print("identical to lm-evaluation-harness: " + ", ".join(f"{k} {v:.4f}" for k, v in accs.items()))
     rows = []
     ratios = {}
     for scoring in ("letter", "continuation"):

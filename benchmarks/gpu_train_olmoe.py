@@ -26,11 +26,11 @@ except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
+from moe_roma.methods.common.batches import make_batch  # noqa: E402
+from moe_roma.methods.roma.config import TrainConfig, train_config  # noqa: E402
+from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
 from moe_roma.models.discovery import discover_routers  # noqa: E402
 from moe_roma.routing.store import RoutingStore  # noqa: E402
-from moe_roma.methods.common.batches import make_batch  # noqa: E402
-from moe_roma.methods.roma.config import TrainConfig  # noqa: E402
-from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
 
 
 def synthetic_store(n: int, seq_len: int, vocab: int, layers: list[int], experts: int, gen) -> RoutingStore:
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--naive-steps", type=int, default=5)
     ap.add_argument("--gradient-checkpointing", action="store_true")
-    ap.add_argument("--cache-fraction", type=float, default=TrainConfig.prefix_cache_device_fraction,
+    ap.add_argument("--cache-fraction", type=float, default=TrainConfig().runtime.prefix_cache_device_fraction,
                     help="keep the prefix cache on the GPU when it fits in this share of free memory")
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda")
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     store = synthetic_store(args.samples, args.seq_len, config.vocab_size, layers, info.num_experts, gen)
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
     graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
+    cfg = train_config(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
                       max_length=args.seq_len, gradient_checkpointing=args.gradient_checkpointing, log_every=10,
                       prefix_cache_device_fraction=args.cache_fraction)  # fmt: skip
     trainer = RouterTrainer(model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_bench_run"), graph=graph, progress=False)

@@ -53,12 +53,12 @@ except ImportError:  # pragma: no cover
 
 from moe_roma.data.prompts import letter_prompt  # noqa: E402
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
-from moe_roma.routing.store import RoutingStore  # noqa: E402
 from moe_roma.methods.common import losses  # noqa: E402
 from moe_roma.methods.common.batches import TrainItem, make_batch  # noqa: E402
-from moe_roma.methods.roma.config import TrainConfig  # noqa: E402
 from moe_roma.methods.common.prefix import PrefixCache  # noqa: E402
+from moe_roma.methods.roma.config import train_config  # noqa: E402
 from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
+from moe_roma.routing.store import RoutingStore  # noqa: E402
 
 TUNED = 5  # RoMA tunes the routers of the last 5 layers
 LAM = 0.8
@@ -108,14 +108,14 @@ def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
     store = synthetic_store(n, shape, layers, model.config.num_experts, seed)
     emb = F.normalize(torch.randn(n, 384, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
     graph = build_neighbour_graph(emb.numpy(), store.successful, GraphConfig(k=3))
-    cfg = TrainConfig(batch_size=shape.batch, layers=f"last{TUNED}", max_length=1024)
+    cfg = train_config(batch_size=shape.batch, layers=f"last{TUNED}", max_length=1024)
     # The trainer writes nothing before train(); train_loop_ms points it at a temporary folder.
     trainer = RouterTrainer(
         model, tok, store, cfg, Path(tempfile.gettempdir()) / "unused", graph=graph, progress=False
     )
     # What train() does once before its loop: cache the states entering the first tuned layer.
     trainer.cache = PrefixCache(trainer.first_layer)
-    trainer.cache.fill(model, trainer.info, trainer.items, trainer.pad, cfg.batch_size, False)
+    trainer.cache.fill(model, trainer.info, trainer.items, trainer.pad, cfg.schedule.batch_size, False)
     params = list(trainer.params.values())
     batches = [trainer.items[i : i + shape.batch] for i in range(0, n, shape.batch)]
     tokens = sum(len(it.seqs[0]) for it in trainer.items) / len(batches)
@@ -217,7 +217,7 @@ def train_loop_ms(s: Setup, epochs: int = 2) -> float:
     """Milliseconds per step of the real ``RouterTrainer.train`` loop on the same items (its own
     prefix-cache fill excluded, as the trainer times it): a check that ``ours_step`` mirrors it."""
     t = s.trainer
-    t.config.epochs = epochs
+    t.config.schedule.epochs = epochs
     with tempfile.TemporaryDirectory(prefix="roma_bench_") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # collapse warnings of random routers are expected here
         t.out_dir = Path(tmp)

@@ -25,11 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from helpers.examples import make_examples, write_data
+from helpers.tiny_models import build_tiny_tokenizer, save_tiny_model
 from moe_roma.cli import main
 from moe_roma.methods.roma.state import STATE_NAME
-from test_cli_pipeline import write_data
-from test_collect import make_examples
-from tiny_models import build_tiny_tokenizer, save_tiny_model
 
 ENOSPC_SAFETENSORS = "Error while serializing: I/O error: No space left on device (os error 28)"
 

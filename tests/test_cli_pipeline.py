@@ -8,20 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from helpers.examples import make_examples, write_data
+from helpers.tiny_models import build_tiny_tokenizer, save_tiny_model
 from moe_roma.cli import main
-from moe_roma.data.example import LETTERS
 from moe_roma.routing.store import load_routing_store
-from test_collect import make_examples
-from tiny_models import build_tiny_tokenizer, save_tiny_model
-
-
-def write_data(path, examples):
-    with open(path, "w") as fh:
-        for ex in examples:
-            choices = [f"{LETTERS[i]}) {c}" for i, c in enumerate(ex.choices)]
-            fh.write(json.dumps({"id": ex.id, "question": ex.question, "choices": choices,
-                                 "answer": ex.answer_letter, "task": ex.task}) + "\n")  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,14 @@ import json
 import pytest
 import torch
 
-from moe_roma.data.example import MCExample
+from helpers.examples import make_examples
+from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
 from moe_roma.data.prompts import letter_prompt
 from moe_roma.io.errors import DataError
 from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.models.inputs import encode_text, letter_token_ids
 from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import load_routing_store, load_routing_tensors, save_routing_store
-from tiny_models import build_tiny_model, build_tiny_tokenizer
-
-WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog"]
-
-
-def make_examples(n: int = 10) -> list[MCExample]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for i in range(n):
-        k = 2 + i % 3  # 2..4 choices, so letters beyond the choices must be ignored
-        words = [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (3 + i % 4,), generator=g)]
-        choices = tuple(WORDS[(i + c) % len(WORDS)] for c in range(k))
-        out.append(MCExample(f"s{i}", "what is " + " ".join(words) + " ?", choices, i % k, task=f"t{i % 2}"))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +84,7 @@ def test_reader_accepts_sparse_routing_written_by_others(tmp_path, model_and_tok
     }))  # fmt: skip
     store = load_routing_store(path)
     assert store.choices[0] == ("red", "blue", "cat", "dog") and store.answer_index == [2]
-    store.check_against(discover_routers(model), path)
+    store.fit_to_model(discover_routers(model), path)
     assert store.routing.shape == (1, 2, 8)
     torch.testing.assert_close(store.routing[0, 0, :4], torch.tensor([0.25, 0.0, 0.0, 0.75]))
     torch.testing.assert_close(store.routing[0, 1].sum(), torch.tensor(1.0))
@@ -134,4 +121,4 @@ def test_routing_from_another_model_is_refused(tmp_path, model_and_tok):
     store, _ = collect_routing(model, tok, make_examples(3), layers="last2", batch_size=3, progress=False)
     other = discover_routers(build_tiny_model("qwen2_moe", num_layers=2))  # MoE layer 1 only, 8 experts
     with pytest.raises(DataError, match="not MoE layers"):
-        store.check_against(other, "routing.json")
+        store.fit_to_model(other, "routing.json")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from helpers.tiny_models import FAMILIES, REFUSED, build_tiny_model
 from moe_roma.io.errors import ModelError
 from moe_roma.models.discovery import _declared_recorders, discover_routers, routing_weights
 from moe_roma.models.hooks.capture import RoutingCapture, last_token_positions
-from tiny_models import FAMILIES, REFUSED, build_tiny_model
 
 # Families that mix dense and MoE layers list their MoE layers here (the tiny configs make layer 0 dense;
 # nemotron_h alternates Mamba/attention blocks with MoE blocks).
@@ -28,7 +28,7 @@ _SIGMOID = [
     "inkling2_text", "inkling2_loop_text", "kimi_linear", "kolibri1", "laguna", "lfm2_moe", "llama4_text", "mimo_v2_flash", "minimax_m2",
     "minimax_m3_vl_text", "nemotron_h", "sarvam_mla", "sarvam_moe", "solar_open",
 ]  # fmt: skip
-EXPECTED_SCORING = dict.fromkeys(_SIGMOID, "sigmoid")
+EXPECTED_GATE_FUNCTION = dict.fromkeys(_SIGMOID, "sigmoid")
 # Gemma 4 records its router's softmax probabilities as ``router_logits``, not logits.
 RECORDS_PROBABILITIES = {"gemma4_text"}
 
@@ -74,7 +74,7 @@ def test_discovers_moe_layers_experts_topk_and_rule(family_model):
     assert info.num_layers == 4
     assert info.num_experts == 8
     assert {r.top_k for r in info.routers.values()} == {2}
-    assert info.scoring == EXPECTED_SCORING.get(family, "softmax")
+    assert info.gate_function == EXPECTED_GATE_FUNCTION.get(family, "softmax")
     for router in info.routers.values():
         names = dict(model.named_parameters())
         assert router.parameter_names and all(n in names for n in router.parameter_names)
@@ -96,7 +96,7 @@ def test_capture_matches_the_familys_own_router_logits_and_leaves_output_unchang
     reference = [r.reshape(3, 9, -1) for r in _recorded_by_router(model, ids, names)]
     assert len(reference) == len(info.moe_layers)
     for ref, layer in zip(reference, info.moe_layers):
-        expected = ref.float() if family in RECORDS_PROBABILITIES else routing_weights(ref, info.scoring)
+        expected = ref.float() if family in RECORDS_PROBABILITIES else routing_weights(ref, info.gate_function)
         torch.testing.assert_close(captured[layer], expected, rtol=0, atol=1e-6)
         torch.testing.assert_close(captured[layer].sum(-1), torch.ones(3, 9), rtol=0, atol=1e-5)
 
@@ -184,10 +184,10 @@ def test_families_whose_routing_roma_cannot_represent_are_refused_with_the_reaso
         discover_routers(build_tiny_model(family))
 
 
-def test_scoring_follows_the_config_field_the_router_reads():
+def test_gate_function_follows_the_config_field_the_router_reads():
     """Cohere2-MoE picks softmax or sigmoid from ``config.expert_selection_fn``."""
-    assert discover_routers(build_tiny_model("cohere2_moe")).scoring == "softmax"
-    assert discover_routers(build_tiny_model("cohere2_moe", expert_selection_fn="sigmoid")).scoring == "sigmoid"
+    assert discover_routers(build_tiny_model("cohere2_moe")).gate_function == "softmax"
+    assert discover_routers(build_tiny_model("cohere2_moe", expert_selection_fn="sigmoid")).gate_function == "sigmoid"
 
 
 def test_dense_model_is_refused_with_one_clear_sentence():
@@ -225,7 +225,7 @@ def _declares_router_logits(model_class: type) -> bool:
 
 def test_every_moe_family_of_the_installed_transformers_is_tested_or_refused():
     """A transformers release that adds an MoE family fails here, by name, until the family is in
-    ``tests/tiny_models.py`` (tested) or ``REFUSED`` (refused with a reason). Multimodal wrappers count
+    ``tests/helpers/tiny_models.py`` (tested) or ``REFUSED`` (refused with a reason). Multimodal wrappers count
     as covered through their text model."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -241,6 +241,6 @@ def test_every_moe_family_of_the_installed_transformers_is_tested_or_refused():
         if model_type not in known and text_type not in known:
             missing.append(model_type)
     assert not missing, (
-        f"transformers {transformers.__version__} has MoE families with no tiny model in tests/tiny_models.py: "
+        f"transformers {transformers.__version__} has MoE families with no tiny model in tests/helpers/tiny_models.py: "
         f"{', '.join(sorted(missing))}"
     )

@@ -11,8 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_resume import workspace  # noqa: F401  # the shared tiny model and routing file
-
 
 def cmd(w, out, launcher):
     return launcher + ["train", "--model", str(w / "model"), "--routing", str(w / "routing.json"), "--out", str(out),
@@ -21,17 +19,17 @@ def cmd(w, out, launcher):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(workspace):  # noqa: F811
+def test_two_processes_match_one_process_with_the_same_global_batch(resume_workspace):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:
         pytest.skip("torchrun is not installed beside this Python")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    single = workspace / "ddp-1"
-    subprocess.run(cmd(workspace, single, [sys.executable, "-m", "moe_roma.cli"]), check=True, env=env,
+    single = resume_workspace / "ddp-1"
+    subprocess.run(cmd(resume_workspace, single, [sys.executable, "-m", "moe_roma.cli"]), check=True, env=env,
                    capture_output=True)  # fmt: skip
-    double = workspace / "ddp-2"
+    double = resume_workspace / "ddp-2"
     proc = subprocess.run(
-        cmd(workspace, double, [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "moe_roma.cli"]),
+        cmd(resume_workspace, double, [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "moe_roma.cli"]),
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

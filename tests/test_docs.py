@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from helpers.examples import make_examples, write_data
+from helpers.tiny_models import save_tiny_model
+from moe_roma.io.config import settings
 from moe_roma.methods.roma.config import TrainConfig
-from test_cli_pipeline import write_data
-from test_collect import make_examples
-from tiny_models import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,25 +20,25 @@ def python_blocks(markdown: Path) -> list[str]:
 
 
 def documented_defaults() -> dict[str, str]:
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", (ROOT / "docs" / "training.md").read_text(), flags=re.M)
+    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", (ROOT / "docs" / "training.md").read_text(), flags=re.M)
     return {name: default.strip() for name, default in rows}
 
 
 def test_every_training_setting_is_in_the_table_with_its_default():
     documented = documented_defaults()
-    for field in dataclasses.fields(TrainConfig):
-        assert field.name in documented, f"docs/training.md does not document {field.name}"
-        if field.default is None:
+    for setting in settings(TrainConfig):
+        assert setting.path in documented, f"docs/training.md does not document {setting.path}"
+        if setting.default is None:
             want = "none"
-        elif isinstance(field.default, bool):
-            want = str(field.default).lower()
+        elif isinstance(setting.default, bool):
+            want = str(setting.default).lower()
         else:
-            want = str(field.default)
-        if isinstance(field.default, float):
-            assert float(documented[field.name]) == field.default, field.name
+            want = str(setting.default)
+        if isinstance(setting.default, float):
+            assert float(documented[setting.path]) == setting.default, setting.path
         else:
-            assert documented[field.name] == want, field.name
-    assert set(documented) <= {f.name for f in dataclasses.fields(TrainConfig)}, "a documented setting does not exist"
+            assert documented[setting.path] == want, setting.path
+    assert set(documented) <= {s.path for s in settings(TrainConfig)}, "a documented setting does not exist"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     monkeypatch.chdir(base)
     readme = python_blocks(ROOT / "README.md")
     assert len(readme) == 1
-    code = readme[0].replace("path/to/moe-model", "base").replace("TrainConfig(epochs=3", "TrainConfig(epochs=1")
+    code = readme[0].replace("path/to/moe-model", "base").replace("train_config(epochs=3", "train_config(epochs=1")
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["result"].steps == 1 and (base / "runs/x/roma/router_weights.safetensors").is_file()
@@ -69,5 +68,5 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     scope = {}
     exec(compile(training[0], "docs/training.md", "exec"), scope)
     result, config = scope["result"], scope["config"]
-    assert (config.lam, config.epochs, config.batch_size, config.layers) == (0.5, 2, 8, "last2")
+    assert (config.regularizer.lam, config.schedule.epochs, config.schedule.batch_size, config.layers) == (0.5, 2, 8, "last2")
     assert result.steps == 4 and result.tuned_layers == [2, 3]

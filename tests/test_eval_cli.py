@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
+from helpers.tiny_models import build_tiny_model, save_tiny_model
 from moe_roma.cli import main
 from moe_roma.data.loaders import load_examples
-from moe_roma.scoring.engine import evaluate
 from moe_roma.models.checkpoint import apply_router_checkpoint, save_router_checkpoint
 from moe_roma.models.discovery import discover_routers
 from moe_roma.models.loading import load_model
-from tiny_models import build_tiny_model, save_tiny_model
+from moe_roma.scoring.engine import evaluate
 
 WORDS = (  # noqa: SIM905
     "one two three four five six seven eight nine ten red blue green cat dog bird fish big small"

@@ -16,10 +16,10 @@ import pytest
 import torch
 import transformers
 
+from helpers.tiny_models import COMMON, FAMILIES
 from moe_roma.cli import main
 from moe_roma.data.loaders import load_examples
 from moe_roma.scoring.engine import evaluate
-from tiny_models import COMMON, FAMILIES
 
 pytest.importorskip("accelerate", reason="lm-evaluation-harness's HFLM needs accelerate")
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context, letter_prompt
-from moe_roma.scoring import engine as scoring
-from moe_roma.scoring.engine import (
-    Loglikelihood,
-    continuation_requests,
-    evaluate,
-    score_continuation,
-    score_letter,
-)
 from moe_roma.models.inputs import encode_pair, encode_text, letter_token_ids
-from tiny_models import build_tiny_model, build_tiny_tokenizer
+from moe_roma.scoring import continuation as scoring
+from moe_roma.scoring.continuation import Loglikelihood, continuation_requests, score_continuation
+from moe_roma.scoring.engine import evaluate
+from moe_roma.scoring.letter import score_letter
 
 WORDS = (  # noqa: SIM905
     "one two three four five six seven eight nine ten red blue green cat dog bird fish big small"

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from helpers.examples import make_examples, write_data
+from helpers.tiny_models import save_tiny_model
 from moe_roma.cli import main
-from test_cli_pipeline import write_data
-from test_collect import make_examples
-from tiny_models import save_tiny_model
 
 
 @pytest.mark.slow
@@ -112,3 +111,41 @@ def test_thread_count_must_be_positive(tmp_path, capsys):
     assert main(["experiment", str(path), "--threads", "0", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--threads must be at least 1" in err and not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(24)
+    write_data(tmp_path / "train.jsonl", examples[:16])
+    write_data(tmp_path / "a.jsonl", examples[16:])
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+name: resumable
+data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}}}}}
+scoring: letter
+seeds: [0, 1]
+train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, scoring: letter, dedupe_threshold: 1.01}}
+methods:
+  - {{name: base, kind: base}}
+  - {{name: router_tuning, kind: train, overrides: {{regularizer: none}}}}
+  - {{name: roma, kind: train}}
+""")
+    out = tmp_path / "out"
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    full = json.loads((out / "results.json").read_text())["rows"]
+    lines = (out / "outcomes.jsonl").read_text().splitlines()
+    assert len(lines) == 5  # base once (seed-free), two trained methods x two seeds
+    # As if killed after two method runs, the second one torn mid-line.
+    (out / "outcomes.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    capsys.readouterr()
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "resuming: 2 method runs already done" in log
+    resumed = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["split"], r["seed"], r["accuracy"]) for r in resumed] == [
+        (r["method"], r["split"], r["seed"], r["accuracy"]) for r in full
+    ]
+    # Without --resume the grid starts over.
+    capsys.readouterr()
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert "resuming" not in capsys.readouterr().out

@@ -13,37 +13,25 @@ import math
 import pytest
 import torch
 
+from helpers.examples import make_examples
+from helpers.tiny_models import build_tiny_tokenizer, routed_model
 from moe_roma.io.errors import RomaError
-from moe_roma.methods.c3po import c3po, forward_with_targets
-from moe_roma.methods.oracle import oracle_routing, prepare_items, suffix_fraction
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.methods.c3po import c3po, forward_with_targets
+from moe_roma.methods.common.forward import items_forward
+from moe_roma.methods.common.items import prepare_items, suffix_fraction
+from moe_roma.methods.oracle import oracle_routing
 from moe_roma.models.discovery import discover_routers
 from moe_roma.routing.collect import collect_routing
-from moe_roma.methods.common.forward import items_forward
-from test_collect import make_examples
-from tiny_models import build_tiny_model, build_tiny_tokenizer
 
 FAMILIES = ["olmoe", "deepseek_v3"]  # softmax and sigmoid routing
 TUNED = [2, 3]
 
 
-def routed_model(family: str):
-    model = build_tiny_model(family, num_layers=4)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not any(f"layers.{layer}." in name for layer in TUNED):
-                continue
-            if ".experts." in name:
-                p.mul_(10.0)  # shared experts are ".shared_experts.": left alone
-            elif ".gate.weight" in name:
-                p.mul_(10.0)  # peaked routing, as trained routers have, rather than near ties
-    return model
-
-
 class Setup:
     def __init__(self, family: str, scoring: str) -> None:
         self.family = family
-        self.model = routed_model(family)
+        self.model = routed_model(family, TUNED)
         self.tok = build_tiny_tokenizer()
         self.info = discover_routers(self.model)
         examples = make_examples(32)

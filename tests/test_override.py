@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.tiny_models import FAMILIES, build_tiny_model
 from moe_roma.io.errors import ModelError
 from moe_roma.models.discovery import discover_routers, routing_weights
 from moe_roma.models.hooks.capture import RoutingCapture
 from moe_roma.models.hooks.override import RoutingOverride, target_logit_offsets
-from tiny_models import FAMILIES, build_tiny_model
 
 # Routers whose logits no hook on a linear module can shift, refused with one clear error.
 CANNOT_OVERRIDE = {
@@ -41,13 +41,13 @@ def test_override_reaches_exactly_the_target_routing_at_the_chosen_token_only(fa
     target = torch.softmax(torch.randn(2, info.num_experts, generator=torch.Generator().manual_seed(1)) * 2, -1)
     # Override only the first tuned layer so the second layer's input is unchanged at other tokens.
     layer = layers[0]
-    offsets = {layer: target_logit_offsets(base_logits[layer][rows, positions], target, info.scoring).float()}
+    offsets = {layer: target_logit_offsets(base_logits[layer][rows, positions], target, info.gate_function).float()}
     with torch.no_grad(), RoutingOverride(info, offsets, positions, ids.shape), RoutingCapture(info, layers) as cap:
         out = model(ids).logits
-        new = routing_weights(cap.layer_logits(layer, ids.shape), info.scoring)
+        new = routing_weights(cap.layer_logits(layer, ids.shape), info.gate_function)
     torch.testing.assert_close(new[rows, positions], target, rtol=1e-3, atol=1e-4)
     # Other tokens in that layer route as before, and earlier positions' outputs are untouched (causal).
-    before = routing_weights(base_logits[layer], info.scoring)
+    before = routing_weights(base_logits[layer], info.gate_function)
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[rows, positions] = False
     torch.testing.assert_close(new[mask], before[mask], rtol=1e-4, atol=1e-5)

@@ -13,15 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from moe_roma.cli import main
 from moe_roma.io.errors import DataError, RomaError
-from moe_roma.models.checkpoint import load_router_checkpoint
-from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.methods.roma.config import train_config
 from moe_roma.methods.roma.state import STATE_NAME
 from moe_roma.methods.roma.trainer import RouterTrainer
-from test_cli_pipeline import write_data
-from test_collect import make_examples
-from tiny_models import save_tiny_model
+from moe_roma.models.checkpoint import load_router_checkpoint
 
 
 def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:
@@ -30,16 +26,6 @@ def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:
            "--layers", "last2", "--save-every", "1", "--no-progress", "router_dropout=0.1",
            "dedupe_threshold=1.01"]  # fmt: skip
     return cmd + (["--resume"] if resume else [])
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    w = tmp_path_factory.mktemp("resume")
-    save_tiny_model(w / "model", "olmoe", num_layers=4)
-    write_data(w / "train.jsonl", make_examples(24))
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out",
-                 str(w / "routing.json"), "--layers", "last2", "--no-progress"]) == 0  # fmt: skip
-    return w
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -59,10 +45,10 @@ SAVE_STATE = "moe_roma.methods.roma.trainer:save_train_state"
         (71, "after"),  # one step from the end
     ],
 )
-def test_sigkill_at_a_chosen_step_then_resume_gives_bit_identical_routers(workspace, call, when):
+def test_sigkill_at_a_chosen_step_then_resume_gives_bit_identical_routers(resume_workspace, call, when):
     """The run kills itself at the ``call``-th state save (one state per step), so the kill point is
     the same whatever the machine's load; resuming must give the uninterrupted run's routers."""
-    w = workspace
+    w = resume_workspace
     straight = w / "straight"
     if not (straight / "router_weights.safetensors").exists():
         subprocess.run(train_cmd(w, straight), check=True, env=ENV, capture_output=True)
@@ -83,26 +69,26 @@ def test_sigkill_at_a_chosen_step_then_resume_gives_bit_identical_routers(worksp
     assert steps == sorted(set(steps)) and steps[-1] == 72
 
 
-def test_resume_with_other_settings_is_refused(workspace, tmp_path):
+def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(train_cmd(workspace, out)[:-0] if False else train_cmd(workspace, out), env=ENV,
+    proc = subprocess.run(train_cmd(resume_workspace, out)[:-0] if False else train_cmd(resume_workspace, out), env=ENV,
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # Leave a state behind as if the run had been killed, then resume with another learning rate.
     from moe_roma.routing.store import load_routing_store
 
-    store = load_routing_store(workspace / "routing.json")
+    store = load_routing_store(resume_workspace / "routing.json")
     from moe_roma.models.loading import load_model
 
-    model, tok = load_model(workspace / "model")
-    cfg = TrainConfig(layers="last2", epochs=2, batch_size=4, save_every=1, dedupe_threshold=1.01)
+    model, tok = load_model(resume_workspace / "model")
+    cfg = train_config(layers="last2", epochs=2, batch_size=4, save_every=1, dedupe_threshold=1.01)
     trainer = RouterTrainer(model, tok, store, cfg, out, progress=False)
     params = trainer.params
     opt = torch.optim.AdamW(list(params.values()))
     from moe_roma.methods.roma.state import save_train_state
 
     save_train_state(out, 1, params, opt, {"config": cfg.to_dict(), "skipped": 0})
-    trainer2 = RouterTrainer(model, tok, store, TrainConfig(**{**cfg.to_dict(), "lr": 1.0}), out, progress=False)
+    trainer2 = RouterTrainer(model, tok, store, cfg.replace(lr=1.0), out, progress=False)
     with pytest.raises(RomaError, match="other training settings"):
         trainer2.train(resume=True)
 
@@ -126,14 +112,14 @@ def test_a_crafted_pickle_in_a_checkpoint_folder_is_refused_and_never_run(tmp_pa
     assert not (tmp_path / "pwned-by-pickle").exists()
 
 
-def test_non_finite_steps_are_skipped_counted_and_stop_the_run(workspace, tmp_path):
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(resume_workspace, tmp_path):
     from moe_roma.models.loading import load_model
     from moe_roma.routing.store import load_routing_store
 
-    model, tok = load_model(workspace / "model")
-    store = load_routing_store(workspace / "routing.json")
+    model, tok = load_model(resume_workspace / "model")
+    store = load_routing_store(resume_workspace / "routing.json")
     # An absurd learning rate without clipping drives the routers to inf, so every later loss is NaN.
-    cfg = TrainConfig(layers="last2", epochs=5, batch_size=2, lr=1e30, grad_clip=None, warmup_ratio=0.0,
+    cfg = train_config(layers="last2", epochs=5, batch_size=2, lr=1e30, grad_clip=None, warmup_ratio=0.0,
                       max_nonfinite_steps=3, save_every=1, dedupe_threshold=1.01)  # fmt: skip
     trainer = RouterTrainer(model, tok, store, cfg, tmp_path / "run", progress=False)
     with pytest.raises(RomaError, match="non-finite"):

@@ -8,17 +8,17 @@ import json
 import pytest
 import torch
 
+from helpers.training import store_and_graph
 from moe_roma.io.errors import RomaError
-from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
-from moe_roma.methods.roma.config import REGULARIZERS, TrainConfig, load_train_config
 from moe_roma.methods.common.prefix import PrefixCache
+from moe_roma.methods.roma.config import REGULARIZERS, load_train_config, train_config
 from moe_roma.methods.roma.trainer import RouterTrainer
-from train_helpers import store_and_graph
+from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
 
 
 def make_trainer(tmp_path, family="olmoe", scoring="letter", **cfg):
     model, tok, store, graph = store_and_graph(family, scoring=scoring)
-    config = TrainConfig(layers="last2", task_loss=scoring, batch_size=4, **cfg)
+    config = train_config(layers="last2", task_loss=scoring, batch_size=4, **cfg)
     return RouterTrainer(model, tok, store, config, tmp_path / "run", graph=graph, progress=False)
 
 
@@ -108,7 +108,7 @@ def test_checkpoint_holds_only_tuned_routers_and_applies_to_a_fresh_base(tmp_pat
     trainer.train()
     config, tensors = load_router_checkpoint(tmp_path / "run")
     assert sorted(tensors) == sorted(trainer.params)
-    assert config["tuned_layers"] == [2, 3] and config["num_experts"] == 8 and config["scoring_rule"] == "softmax"
+    assert config["tuned_layers"] == [2, 3] and config["num_experts"] == 8 and config["gate_function"] == "softmax"
     assert config["hyperparameters"]["regularizer"] == "manifold" and config["seed"] == 0
     fresh, _, _, _ = store_and_graph()
     apply_router_checkpoint(fresh, tmp_path / "run")
@@ -145,9 +145,9 @@ def test_empty_successful_set_is_refused_unless_allowed(tmp_path):
     model, tok, store, _ = store_and_graph()
     store.is_correct = [False] * len(store)
     with pytest.raises(RomaError, match="successful set is empty"):
-        RouterTrainer(model, tok, store, TrainConfig(layers="last2"), tmp_path / "x", progress=False)
+        RouterTrainer(model, tok, store, train_config(layers="last2"), tmp_path / "x", progress=False)
     trainer = RouterTrainer(
-        model, tok, store, TrainConfig(layers="last2", allow_empty_successful=True, epochs=1, batch_size=8),
+        model, tok, store, train_config(layers="last2", allow_empty_successful=True, epochs=1, batch_size=8),
         tmp_path / "y", progress=False,
     )  # fmt: skip
     assert trainer.regularizer == "none"
@@ -158,7 +158,8 @@ def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.001\nk: 5\nregularizer: l2\n")
     cfg = load_train_config(path, ["k=7", "lam_final=0.2", "epsilon=none"], epochs=2)
-    assert (cfg.lr, cfg.k, cfg.regularizer, cfg.epochs, cfg.lam_final, cfg.epsilon) == (0.001, 7, "l2", 2, 0.2, None)
+    assert (cfg.optimizer.lr, cfg.graph.k, cfg.regularizer.name, cfg.schedule.epochs, cfg.regularizer.lam_final,
+            cfg.graph.epsilon) == (0.001, 7, "l2", 2, 0.2, None)  # fmt: skip
     for bad in (["k=x"], ["nope=1"], ["regularizer=magic"], ["k"]):
         with pytest.raises(RomaError):
             load_train_config(None, bad)
@@ -185,11 +186,11 @@ def test_half_precision_model_trains_fp32_routers_under_autocast(tmp_path):
 
 
 def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(tmp_path):
+    from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
     from moe_roma.data.example import MCExample
+    from moe_roma.methods.common.batches import build_items
     from moe_roma.models.inputs import encode_pair
     from moe_roma.routing.collect import collect_routing
-    from moe_roma.methods.common.batches import build_items
-    from tiny_models import build_tiny_model, build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     model = build_tiny_model("olmoe")
@@ -203,7 +204,7 @@ def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(t
     ctx, cont = encode_pair(tok, "the dog is", " big .")
     assert items[0].seqs[1] == ctx + cont and items[0].cont_lens == [len(cont)] * 2
     store.is_correct = [True, False] * 3
-    trainer = RouterTrainer(model, tok, store, TrainConfig(layers="last2", task_loss="continuation", epochs=1,
+    trainer = RouterTrainer(model, tok, store, train_config(layers="last2", task_loss="continuation", epochs=1,
                             batch_size=3, dedupe_threshold=1.01), tmp_path / "w", progress=False)  # fmt: skip
     assert trainer.train().skipped_steps == 0
 

@@ -31,11 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_apply(args: argparse.Namespace) -> int:
     import json
 
-    from moe_roma.models.checkpoint import apply_router_checkpoint
+    from moe_roma.models.checkpoint import apply_router_checkpoint, router_snapshot
     from moe_roma.models.loading import load_model
 
     model, _ = load_model(args.model, dtype="float32", device="cpu")
-    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    base = router_snapshot(model)
     config = apply_router_checkpoint(model, args.routers)
     params = dict(model.named_parameters())
     moved = {

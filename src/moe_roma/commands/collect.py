@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moe_roma.commands import add_model_options
+from moe_roma.scoring import SCORINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=None, help="data format (default: detected)")
     p.add_argument("--out", required=True, help="routing JSON to write")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
-    p.add_argument("--scoring", default="letter", choices=["letter", "continuation"])
+    p.add_argument("--scoring", default="letter", choices=SCORINGS)
     p.add_argument("--position", default="last", choices=["last", "first"],
                    help="prompt token whose routing is recorded (last: RoMA; first: ablation)")
     p.add_argument("--batch-size", type=int, default=16)

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "splits; writes results.json, report.md and PNG plots.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0)")
+    p.add_argument("--testbed", choices=["in-domain", "downstream"], default=None,
+                   help="which bundled testbed (default: the one configs/demo.yaml names)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0, as configs/demo.yaml)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
                    "two threads on a busy 2-core machine were measured 3x slower than one)")
@@ -37,9 +39,5 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise RomaError(f"--seeds {args.seeds!r} is not a comma-separated list of integers") from None
-    from moe_roma.experiments.demo import DEMO_TRAIN_CONFIG
-    from moe_roma.methods.roma.config import load_train_config
-
-    config = load_train_config(None, args.overrides, **DEMO_TRAIN_CONFIG.to_dict())
-    run_demo(args.out, seeds=seeds, train_config=config, progress=not args.no_progress)
+    run_demo(args.out, seeds=seeds, overrides=args.overrides, progress=not args.no_progress, testbed=args.testbed)
     return 0

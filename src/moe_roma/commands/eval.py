@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from moe_roma.commands import add_model_options
+from moe_roma.scoring import SCORINGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="multiple-choice data file, or a folder of MMLU CSVs")
     # Not argparse `choices`: an unknown format fails like any other bad input, listing the formats.
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
-    p.add_argument("--scoring", default="continuation", choices=["continuation", "letter"])
+    p.add_argument("--scoring", default="continuation", choices=SCORINGS)
     p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")

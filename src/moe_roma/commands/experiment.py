@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/<name>)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the testbed on a busy machine)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the method runs an interrupted run of the same grid into --out finished "
+                   "(outcomes.jsonl) and run only the rest")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -22,12 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from moe_roma.io.errors import RomaError
     from moe_roma.experiments.grid import run_experiment
+    from moe_roma.io.errors import RomaError
 
     if args.threads is not None:
         if args.threads < 1:
             raise RomaError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
-    run_experiment(args.config, args.out, progress=not args.no_progress)
+    run_experiment(args.config, args.out, progress=not args.no_progress, resume=args.resume)
     return 0

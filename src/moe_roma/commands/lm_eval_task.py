@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.scoring import SCORINGS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``lm-eval-task`` to the ``roma`` parser."""
@@ -29,16 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, help="folder for the task files (pass it to lm_eval --include_path)"
     )
     p.add_argument("--name", default=None, help="task name (default: roma_<data file stem>)")
-    p.add_argument("--scoring", default="continuation", choices=["continuation", "letter"])
+    p.add_argument("--scoring", default="continuation", choices=SCORINGS)
     p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
     p.add_argument("--limit", type=int, default=None, help="export only the first N examples")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_roma.io.errors import RomaError
     from moe_roma.eval.evaluate import check_template, load_eval_data
     from moe_roma.eval.lm_eval_bridge import check_task_name, default_task_name, write_lm_eval_task
+    from moe_roma.io.errors import RomaError
 
     if args.limit is not None and args.limit < 1:
         raise RomaError(f"--limit must be at least 1, got {args.limit}")

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from moe_roma.errors import ModelError, RomaError
+from moe_roma.io.errors import ModelError, RomaError
 
 
 def _add_build(sub) -> None:

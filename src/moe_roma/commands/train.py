@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_model_options
+from moe_roma.io.config import add_config_arguments, config_arguments
+from moe_roma.methods.roma.config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,28 +13,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="post-train the routers with RoMA (or an ablation)",
         description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * regulariser. "
-        "Settings: defaults <- --config YAML <- options <- key=value overrides (any TrainConfig field).",
+        "Settings: defaults <- --config YAML <- options <- key=value overrides (any TrainConfig setting).",
     )
     p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
     p.add_argument("--routing", required=True, help="routing JSON from `roma collect` (carries texts and answers)")
     p.add_argument("--out", required=True, help="output folder for the router checkpoint and metrics")
-    p.add_argument("--config", default=None, help="YAML file of training settings")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--k", type=int)
-    p.add_argument("--sigma", type=float)
-    p.add_argument("--lambda", type=float, dest="lam")
-    p.add_argument("--layers", help="last5 (default), all, firstN or e.g. 11,12,13")
-    p.add_argument("--regularizer", help="manifold (default), none, l2, l1, entropy, prior-kl")
-    p.add_argument("--task-loss", dest="task_loss", help="letter (default) or continuation")
-    p.add_argument("--embedder", help="sentence-transformers name or folder (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--save-every", type=int, dest="save_every", help="resumable state every N optimiser steps")
+    p.add_argument("--config", default=None, help="YAML file of training settings (sections or dotted names)")
     p.add_argument("--resume", action="store_true", help="continue from the last state in --out")
-    add_model_options(p, dtype_default=None)
+    # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
+    add_config_arguments(p, TrainConfig)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any training setting, e.g. lam_final=0.2")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="any training setting, by name or dotted path, e.g. lam_final=0.2 or graph.k=5")
     p.set_defaults(func=run)
 
 
@@ -43,24 +34,21 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from moe_roma.io.errors import RomaError
-    from moe_roma.models.loading import load_model
-    from moe_roma.routing.store import load_routing_store
     from moe_roma.methods.roma.config import load_train_config
     from moe_roma.methods.roma.state import STATE_NAME, load_train_state
     from moe_roma.methods.roma.trainer import RouterTrainer, maybe_init_distributed
+    from moe_roma.models.loading import load_model
+    from moe_roma.routing.store import load_routing_store
 
-    explicit = {k: getattr(args, k) for k in (
-        "epochs", "batch_size", "lr", "k", "sigma", "lam", "layers", "regularizer", "task_loss", "embedder", "seed",
-        "save_every", "dtype", "device", "attn_implementation",
-    )}  # fmt: skip
-    config = load_train_config(args.config, args.overrides, **explicit)
+    config = load_train_config(args.config, args.overrides, **config_arguments(args))
     store = load_routing_store(args.routing)
     state = Path(args.out) / STATE_NAME
     if args.resume and state.is_file():
         load_train_state(state)  # a torn or foreign state fails now, before any model loading or writing
     maybe_init_distributed()
     model, tokenizer = load_model(
-        args.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
+        args.model, dtype=config.runtime.dtype, device=config.runtime.device,
+        attn_implementation=config.runtime.attn_implementation,
     )
     out = Path(args.out)
     fresh = not out.exists()

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.io.atomic import atomic_path, write_json
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     DEFAULT_CONTINUATION_TEMPLATE,
@@ -33,8 +31,12 @@ from moe_roma.data.prompts import (
     continuation_context,
     letter_prompt,
 )
+from moe_roma.io.atomic import atomic_path, write_json
 from moe_roma.io.errors import RomaError
-from moe_roma.scoring.engine import SCORINGS, EvalResult, ItemResult, context_length, evaluate
+from moe_roma.scoring import SCORINGS
+from moe_roma.scoring.common import context_length
+from moe_roma.scoring.engine import evaluate
+from moe_roma.scoring.results import EvalResult, ItemResult
 from moe_roma.scoring.stats import compare_paired
 
 REPORT_FORMAT_VERSION = 1
@@ -107,22 +109,6 @@ def load_eval_data(
 
 
 # --- swapping router tensors ----------------------------------------------------------------
-
-
-def router_tensors(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """A copy of every router parameter of ``model`` (what a router checkpoint may replace)."""
-    from moe_roma.models.discovery import discover_routers
-
-    params = dict(model.named_parameters())
-    info = discover_routers(model)
-    return {n: params[n].detach().clone() for r in info.routers.values() for n in r.parameter_names}
-
-
-def load_tensors(model: PreTrainedModel, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, t in tensors.items():
-            params[name].copy_(t)
 
 
 # --- comparison ------------------------------------------------------------------------------
@@ -315,16 +301,16 @@ def run_eval(
 
     if not config.routers:
         return EvalReport(config, "base", run(), None, data_format, max_length, identity)
-    from moe_roma.models.checkpoint import apply_router_checkpoint
+    from moe_roma.models.checkpoint import apply_router_checkpoint, restore_routers, router_snapshot
 
-    base_state = router_tensors(model) if config.compare_base else None
+    base_state = router_snapshot(model) if config.compare_base else None
     apply_router_checkpoint(model, config.routers)  # refuses a checkpoint of another base model
     base = None
     if base_state is not None:
-        tuned_state = router_tensors(model)
-        load_tensors(model, base_state)
+        tuned_state = router_snapshot(model)
+        restore_routers(model, base_state)
         try:
             base = run()
         finally:
-            load_tensors(model, tuned_state)  # the model leaves with the tuned routers, as without comparison
+            restore_routers(model, tuned_state)  # the model leaves with the tuned routers, as without comparison
     return EvalReport(config, "tuned", run(), base, data_format, max_length, identity)

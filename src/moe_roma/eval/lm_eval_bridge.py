@@ -30,14 +30,15 @@ from typing import Any
 
 import yaml
 
-from moe_roma.io.atomic import atomic_path
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     continuation_context,
     letter_prompt,
 )
+from moe_roma.io.atomic import atomic_path
 from moe_roma.io.errors import RomaError
-from moe_roma.scoring.engine import SCORINGS, TARGET_DELIMITER
+from moe_roma.scoring import SCORINGS
+from moe_roma.scoring.continuation import TARGET_DELIMITER
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 METRICS = ("acc", "acc_norm")

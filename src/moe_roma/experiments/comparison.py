@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,25 +22,33 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
 from moe_roma.data.example import MCExample
-from moe_roma.io.errors import RomaError
-from moe_roma.scoring.engine import evaluate
+from moe_roma.io.config import to_dict
 from moe_roma.manifold.embed import embed_texts
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, embedding_text, neighbour_graph_for_store
+from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
+from moe_roma.methods.registry import METHODS, TestTimeInputs
+from moe_roma.methods.registry import method as method_spec
+from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.methods.roma.targets import with_oracle_targets
+from moe_roma.methods.roma.trainer import TrainResult
+from moe_roma.models.checkpoint import restore_routers, router_snapshot
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import RoutingStore, save_routing_store
-from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.trainer import RouterTrainer, TrainResult
+from moe_roma.scoring.engine import evaluate
+from moe_roma.scoring.stats import accuracy
 
 
 @dataclass
 class Method:
-    """A row label and how to produce it: ``base`` (no change) or ``train`` with config overrides;
-    other kinds (``oracle``, ``c3po``) are registered in ``METHOD_KINDS``."""
+    """A row label, the registered method kind that produces it (``moe_roma.methods.registry``), and
+    its settings: a ``TrainConfig`` for ``train`` (the shared settings with this method's changes),
+    the kind's own config dataclass otherwise. ``train_fraction`` trains on a seeded share of the set."""
 
     name: str
     kind: str = "train"
-    overrides: dict = field(default_factory=dict)
+    config: Any = None
+    overrides: dict = field(default_factory=dict)  # as written in the experiment file, for the tables
+    train_fraction: float = 1.0
 
 
 @dataclass
@@ -57,7 +67,7 @@ class RunContext:
     progress: bool
     graphs: dict[str, NeighbourGraph] = field(default_factory=dict)
     embeddings: dict[str, object] = field(default_factory=dict)
-    stores: dict[tuple[str, str], RoutingStore] = field(default_factory=dict)
+    stores: dict[tuple, RoutingStore] = field(default_factory=dict)
 
     def store_for(self, split: str = "train", position: str = "last") -> RoutingStore:
         """The base model's routing store for a split (``train``: the reference set), collected once."""
@@ -81,26 +91,38 @@ class RunContext:
         if split not in self.embeddings:
             store = self.store if split == "train" else self.store_for(split)
             texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
-            self.embeddings[split] = embed_texts(texts, self.train_config.embedder)
+            self.embeddings[split] = embed_texts(texts, self.train_config.graph.embedder)
         return self.embeddings[split]
 
     train_examples: list[MCExample] = field(default_factory=list)
 
 
-def graph_for(ctx: RunContext, config: TrainConfig) -> NeighbourGraph | None:
-    """The neighbour graph for these settings, built once and shared by every run that uses it."""
-    if not ctx.store.successful:
-        return None
-    gcfg = GraphConfig(
-        k=config.k, epsilon=config.epsilon, sigma=config.sigma, dedupe_threshold=config.dedupe_threshold,
-        random=config.random_neighbours, seed=config.seed if config.random_neighbours else 0,
-    )  # fmt: skip
-    key = hashlib.sha256(json.dumps([gcfg.__dict__, config.embedder], sort_keys=True).encode()).hexdigest()[:16]
+def training_store(ctx: RunContext, config: TrainConfig) -> RoutingStore:
+    """The training routing store these settings train on: the base one, or with oracle targets
+    (computed once per prompt position, tuned layers and oracle budget, then shared by every seed)."""
     store = ctx.store_for("train", config.position)
+    if config.regularizer.targets != "oracle":
+        return store
+    layers = ctx.info.select_layers(config.layers)
+    key = ("oracle-targets", config.position, tuple(layers), config.regularizer.oracle_steps)
+    if key not in ctx.stores:
+        ctx.stores[key] = with_oracle_targets(ctx.model, ctx.tokenizer, store, layers, ctx.info,
+                                              steps=config.regularizer.oracle_steps, batch_size=ctx.batch_size,
+                                              progress=ctx.progress)  # fmt: skip
+    return ctx.stores[key]
+
+
+def graph_for(ctx: RunContext, config: TrainConfig, store: RoutingStore) -> NeighbourGraph | None:
+    """The neighbour graph for these settings, built once and shared by every run that uses it."""
+    if not store.successful:
+        return None
+    search = config.graph.build(config.runtime.seed)
+    targets = [config.regularizer.targets, config.regularizer.oracle_steps] if config.regularizer.targets != "base" else []
+    key = hashlib.sha256(json.dumps([search.__dict__, config.graph.embedder, *targets], sort_keys=True).encode()).hexdigest()[:16]
     key += config.position
     if key not in ctx.graphs:
         path = ctx.out_dir / "graphs" / f"{key}.safetensors"
-        ctx.graphs[key], _ = neighbour_graph_for_store(store, gcfg, config.embedder, path)
+        ctx.graphs[key], _ = neighbour_graph_for_store(store, search, config.graph.embedder, path)
     return ctx.graphs[key]
 
 
@@ -119,70 +141,52 @@ def evaluate_splits(ctx: RunContext) -> dict[str, dict]:
     return out
 
 
-def run_base(ctx: RunContext, method: Method, seed: int) -> dict:
+def run_unchanged(ctx: RunContext, method: Method, seed: int) -> dict:
     return {"splits": evaluate_splits(ctx)}
 
 
-def run_train(ctx: RunContext, method: Method, seed: int) -> dict:
-    overrides = dict(method.overrides)
-    fraction = float(overrides.pop("train_fraction", 1.0))
-    config = TrainConfig(**{**ctx.train_config.to_dict(), **overrides, "seed": seed}).validate()
+def run_weights(ctx: RunContext, method: Method, seed: int) -> dict:
+    """Train with the method's settings and this seed, then evaluate the tuned model on every split."""
+    spec = METHODS[method.kind]
+    config = method.config.replace(seed=seed)
     run_dir = ctx.out_dir / "runs" / method.name / f"seed{seed}"
-    store = ctx.store_for("train", config.position)
-    graph = graph_for(ctx, config)
-    if fraction < 1.0:
+    store = training_store(ctx, config)
+    graph = graph_for(ctx, config, store)
+    if method.train_fraction < 1.0:
         # A seeded subset of the training set; its neighbours are searched within the subset.
         gen = torch.Generator().manual_seed(seed)
-        keep = sorted(torch.randperm(len(store), generator=gen)[: max(1, round(fraction * len(store)))].tolist())
+        n = max(1, round(method.train_fraction * len(store)))
+        keep = sorted(torch.randperm(len(store), generator=gen)[:n].tolist())
         store, graph = store.subset(keep), None
-    trainer = RouterTrainer(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress)
-    result: TrainResult = trainer.train()
+    result: TrainResult = spec.run(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress)
     return {"splits": evaluate_splits(ctx), "train": {"seconds": result.seconds, "steps": result.steps},
             "run_dir": str(run_dir), "layers": result.tuned_layers}  # fmt: skip
 
 
-def run_oracle(ctx: RunContext, method: Method, seed: int) -> dict:
-    """Oracle routing on each split: the upper bound of what last-token routing can do."""
-    from moe_roma.methods.oracle import oracle_routing
-
+def run_test_time(ctx: RunContext, method: Method, seed: int) -> dict:
+    """A test-time method (oracle, C3PO) scores each split itself, on the layers the shared settings tune."""
+    spec = METHODS[method.kind]
     out = {}
     for split in ctx.splits:
-        options = {"layers": ctx.tuned_layers(), **method.overrides}
-        res = oracle_routing(ctx.model, ctx.tokenizer, ctx.store_for(split), batch_size=ctx.batch_size,
-                             progress=False, info=ctx.info, **options)  # fmt: skip
-        out[split] = _split_outcome(res.correct_after, extra={"base_accuracy": res.base_accuracy, "gap": res.gap,
-                                                              "cost_vs_base": res.passes.cost_vs_base})  # fmt: skip
-    return {"splits": out}
-
-
-def run_c3po(ctx: RunContext, method: Method, seed: int) -> dict:
-    """C3PO test-time re-mixing from the successful training samples."""
-    from moe_roma.methods.c3po import c3po
-
-    out = {}
-    for split in ctx.splits:
-        options = {"layers": ctx.tuned_layers(), **method.overrides}
-        res = c3po(ctx.model, ctx.tokenizer, ctx.store, ctx.embeddings_for("train"), ctx.store_for(split),
-                   ctx.embeddings_for(split), batch_size=ctx.batch_size, progress=False, info=ctx.info,
-                   **options)  # fmt: skip
-        out[split] = _split_outcome(res.correct, extra={"cost_vs_base": res.passes.cost_vs_base,
-                                                        "extra_forwards": res.passes.extra_forwards})  # fmt: skip
+        inputs = TestTimeInputs(
+            ctx.model, ctx.tokenizer, ctx.info, ctx.tuned_layers(), ctx.batch_size, False, ctx.store_for(split),
+            ctx.store, lambda split=split: ctx.embeddings_for(split), lambda: ctx.embeddings_for("train"),
+        )  # fmt: skip
+        outcome = spec.run(inputs, method.config)
+        out[split] = _split_outcome(outcome.correct, extra=outcome.extra)
     return {"splits": out}
 
 
 def _split_outcome(correct: list[bool], extra: dict | None = None) -> dict:
-    from moe_roma.scoring.stats import accuracy
-
     acc = accuracy(correct)
     return {"accuracy": acc.acc, "n": acc.n, "ci": list(acc.ci) if acc.ci else None, "acc_norm": None,
             "correct": list(correct), "extra": extra or {}}  # fmt: skip
 
 
-# Kinds of method. base, oracle and c3po do not depend on the training seed: they run once.
-METHOD_KINDS: dict[str, Callable[[RunContext, Method, int], dict]] = {
-    "base": run_base, "train": run_train, "oracle": run_oracle, "c3po": run_c3po,
+# How the comparison runs each kind of registered method.
+RUNNERS: dict[str, Callable[[RunContext, Method, int], dict]] = {
+    "none": run_unchanged, "weights": run_weights, "test_time": run_test_time,
 }  # fmt: skip
-SEED_FREE_KINDS = {"base", "oracle", "c3po"}
 
 
 def routing_metrics(ctx: RunContext, split: str) -> dict:
@@ -208,17 +212,27 @@ def routing_metrics(ctx: RunContext, split: str) -> dict:
     }
 
 
-def router_snapshot(model: PreTrainedModel, info: MoEInfo) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    return {n: params[n].detach().clone() for r in info.routers.values() for n in r.parameter_names}
+OUTCOMES_NAME = "outcomes.jsonl"  # one line per finished method run, so an interrupted grid can resume
 
 
-def restore_routers(model: PreTrainedModel, snapshot: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in snapshot.items():
-            params[name].data = value.clone().to(params[name].dtype)
-            params[name].requires_grad_(False)
+def _append_outcome(path: Path, key: str, outcome: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"key": key, "outcome": outcome}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _load_outcomes(path: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            done[record["key"]] = record["outcome"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the interruption: that run is done again
+    return done
 
 
 @dataclass
@@ -243,6 +257,17 @@ class Comparison:
     log: Callable[[str], None] = print
     extra_row_keys: dict = field(default_factory=dict)
     metrics_split: str | None = None  # routing metrics of base and trained methods on this split
+    resume: bool = False  # reuse the method runs an interrupted run of the same grid finished
+
+    def _outcome_key(self, method: Method, seed: int | None) -> str:
+        """What makes a method run's outcome: its settings, seed, data and scoring (hashed)."""
+        ident = {
+            "name": method.name, "kind": method.kind, "seed": seed, "fraction": method.train_fraction,
+            "settings": to_dict(method.config) if method.config is not None else None,
+            "train": [ex.id for ex in self.train_examples], "splits": {k: [ex.id for ex in v] for k, v in self.splits.items()},
+            "scoring": self.scoring, "collect_layers": self.collect_layers, "metrics_split": self.metrics_split,
+        }  # fmt: skip
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def collect(self) -> tuple[RoutingStore, MoEInfo]:
         info = discover_routers(self.model)
@@ -266,21 +291,30 @@ class Comparison:
         base_routers = router_snapshot(self.model, info)
         rows, details = [], {}
         cached: dict[str, dict] = {}
+        outcomes_path = self.out_dir / OUTCOMES_NAME
+        done = _load_outcomes(outcomes_path) if self.resume else {}
+        if not self.resume:
+            outcomes_path.unlink(missing_ok=True)
+        elif done:
+            self.log(f"resuming: {len(done)} method runs already done in {outcomes_path}")
         for seed in self.seeds:
             for method in self.methods:
                 start = time.perf_counter()
                 restore_routers(self.model, base_routers)
                 # Seed-free methods are evaluated once and reported for every seed.
-                if method.kind in SEED_FREE_KINDS and method.name in cached:
+                spec = method_spec(method.kind)
+                key = self._outcome_key(method, None if spec.seed_free else seed)
+                if spec.seed_free and method.name in cached:
                     outcome = cached[method.name]
+                elif key in done:  # finished by an earlier, interrupted run of the same grid
+                    outcome = done[key]
                 else:
-                    if method.kind not in METHOD_KINDS:
-                        raise RomaError(f"method {method.name!r}: unknown kind {method.kind!r} ({', '.join(METHOD_KINDS)})")
-                    outcome = METHOD_KINDS[method.kind](ctx, method, seed)
-                    if self.metrics_split and method.kind in ("base", "train"):
+                    outcome = RUNNERS[spec.kind](ctx, method, seed)
+                    if self.metrics_split and spec.kind in ("none", "weights"):
                         outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
-                    if method.kind in SEED_FREE_KINDS:
-                        cached[method.name] = outcome
+                    _append_outcome(outcomes_path, key, outcome)
+                if spec.seed_free:
+                    cached[method.name] = outcome
                 seconds = time.perf_counter() - start
                 details[f"{method.name}/seed{seed}"] = outcome
                 for split, res in outcome["splits"].items():
@@ -296,8 +330,9 @@ class Comparison:
             "package_version": __version__,
             "scoring": self.scoring,
             "collect_layers": self.collect_layers,
-            "train_config": self.train_config.to_dict(),
-            "methods": [m.__dict__ for m in self.methods],
+            "train_config": self.train_config.settings(),
+            "methods": [{"name": m.name, "kind": m.kind, "overrides": m.overrides,
+                         "settings": to_dict(m.config) if m.config is not None else None} for m in self.methods],
             "seeds": self.seeds,
             "n_train": len(self.train_examples),
             "n_successful": len(store.successful),

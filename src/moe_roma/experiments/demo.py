@@ -15,70 +15,70 @@ from pathlib import Path
 import torch
 
 from moe_roma import __version__
+from moe_roma.experiments.comparison import Comparison
+from moe_roma.experiments.grid import load_data, load_experiment, parse_methods
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
+from moe_roma.io.config import build_config
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.metrics import knn_overlap, routing_entropy_per_layer
-from moe_roma.models.checkpoint import apply_router_checkpoint
-from moe_roma.models.loading import load_model
-from moe_roma.experiments.comparison import Comparison, Method, restore_routers, router_snapshot
-from moe_roma.report.plots import plot_expert_utilisation, plot_routing_projection, plot_training_curves
-from moe_roma.report.tables import console_table, markdown_table
-from moe_roma.routing.collect import collect_routing
 from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.models.checkpoint import apply_router_checkpoint, restore_routers, router_snapshot
+from moe_roma.models.loading import load_model
+from moe_roma.report.experiments import demo_report
+from moe_roma.report.plots import plot_expert_utilisation, plot_routing_projection, plot_training_curves
+from moe_roma.report.tables import console_table
+from moe_roma.routing.collect import collect_routing
 
-EVAL_SPLITS = ("in_dist", "shifted", "heldout_tasks")
-METHODS = [Method("base", "base"), Method("router_tuning", "train", {"regularizer": "none"}),
-           Method("roma", "train", {"regularizer": "manifold"})]  # fmt: skip
-
-# One set of hyper-parameters for both trained methods and every seed (the only difference between
-# router_tuning and roma is the regulariser). The testbed is a base model that answers with text,
-# so the task loss is the continuation one. lr and lambda are the ones each method did best with on
-# a held-out validation split (configs/sweep.yaml, results/sweep): lr 3e-3 for both, lambda 0.2.
-DEMO_TRAIN_CONFIG = TrainConfig(
-    epochs=3,
-    batch_size=32,
-    lr=3e-3,
-    weight_decay=0.01,
-    warmup_ratio=0.1,
-    lam=0.2,
-    lam_warmup_ratio=0.1,
-    k=3,
-    sigma=0.4,
-    layers="last3",
-    task_loss="continuation",
-    grad_clip=1.0,
-)
+# The demo is an experiment like any other: its settings live in this file, not in Python.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def run_demo(
     out_dir: str | Path = "runs/demo",
-    seeds: list[int] | tuple[int, ...] = (0,),
-    train_config: TrainConfig = DEMO_TRAIN_CONFIG,
+    seeds: list[int] | tuple[int, ...] | None = None,
+    overrides: list[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    config_path: str | Path = DEMO_CONFIG,
+    testbed: str | None = None,
 ) -> dict:
-    """Run the demo and write its outputs into ``out_dir``; returns the results dictionary."""
-    from moe_roma.testbed import load_testbed_splits, testbed_model_path
+    """Run the demo (``configs/demo.yaml``) and write its outputs into ``out_dir``; returns the results.
 
+    ``overrides`` (``key=value``) change a training setting of every trained method; ``seeds``
+    replaces the file's seeds; ``testbed`` (``in-domain`` or ``downstream``) the file's testbed.
+    """
+    from moe_roma.testbed import testbed_model_path
+
+    cfg = load_experiment(config_path)
+    if testbed is not None:
+        cfg["data"] = {**cfg["data"], "testbed": testbed}
+    where = str(config_path)
+    train_config = build_config(TrainConfig, cfg.get("train") or {}, overrides)
+    methods = parse_methods(cfg, where, train_config)
+    for m in methods:  # the overrides win over each method's own changes, as they do over the file's
+        if m.kind == "train" and overrides:
+            m.config = build_config(TrainConfig, None, overrides, base=m.config)
+    seeds = list(seeds) if seeds is not None else [int(s) for s in cfg.get("seeds", [0])]
     start = time.perf_counter()
     out = Path(out_dir)
-    path = testbed_model_path()
+    name = cfg["data"].get("testbed")
+    path = testbed_model_path("in-domain" if name is True else str(name))
     if not (path / "config.json").is_file():
         raise RomaError(f"{path}: the bundled testbed model is missing; build it with `roma testbed build`")
     torch.manual_seed(0)
-    model, tok = load_model(path, dtype="float32", device="cpu")
-    suite = load_testbed_splits(0)
-    splits = {s: suite[s] for s in EVAL_SPLITS}
-    log(f"testbed: {type(model).__name__}, train {len(suite['train'])} items, "
+    model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
+    model, tok = load_model(model_path, dtype="float32", device="cpu")
+    log(f"testbed: {type(model).__name__}, train {len(train_examples)} items, "
         + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))  # fmt: skip
     comparison = Comparison(
-        model, tok, suite["train"], splits, METHODS, list(seeds), train_config, out, scoring="continuation",
-        collect_layers=train_config.layers, batch_size=32, progress=progress, log=log,
+        model, tok, train_examples, splits, methods, seeds, train_config, out, scoring=cfg.get("scoring", "continuation"),
+        collect_layers=cfg.get("collect_layers", train_config.layers), batch_size=int(cfg.get("batch_size", 32)),
+        progress=progress, log=log,
     )  # fmt: skip
     rows, meta = comparison.run()
-    methods, split_names = [m.name for m in METHODS], list(EVAL_SPLITS)
-    table = console_table(rows, methods, split_names)
+    method_names, split_names = [m.name for m in methods], list(splits)
+    table = console_table(rows, method_names, split_names)
     log("\n" + table)
 
     # Routing of the in-distribution items before and after (first seed), for plots and alignment.
@@ -116,50 +116,12 @@ def run_demo(
     seconds = time.perf_counter() - start
     results = {
         "rows": rows,
-        "config": {**meta, "demo_seeds": list(seeds), "testbed_model": str(path)},
+        "config": {**meta, "demo_seeds": list(seeds), "testbed_model": str(path), "demo_config": str(config_path)},
         "package_version": __version__,
         "alignment_in_dist": alignment,
         "seconds": round(seconds, 1),
     }
     write_json_atomic(out / "results.json", results)
-    write_text_atomic(out / "report.md", render_report(rows, meta, alignment, methods, split_names, seconds))
+    write_text_atomic(out / "report.md", demo_report(rows, meta, alignment, method_names, split_names, seconds))
     log(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(plots)} plots in {seconds:.0f} s")
     return results
-
-
-def render_report(rows, meta, alignment, methods, splits, seconds) -> str:
-    lines = [
-        "# RoMA demo on the bundled testbed",
-        "",
-        f"Produced by `roma demo` (moe-roma {__version__}) in {seconds:.0f} s. Base model answers "
-        f"{meta['base_train_accuracy']:.1%} of the {meta['n_train']} RoMA training items right "
-        f"(successful set: {meta['n_successful']}). Scoring: {meta['scoring']} (lm-evaluation-harness `acc`).",
-        "",
-        markdown_table(rows, methods, splits),
-        "## Manifold alignment on in_dist (first seed)",
-        "",
-        "`knn_overlap@5`: mean share of each item's 5 nearest neighbours in the sentence-embedding space "
-        "that are also among its 5 nearest in routing space (tuned layers concatenated); chance is about "
-        f"{5 / max(meta['splits'].get('in_dist', 6) - 1, 1):.3f}.",
-        "",
-        "| routing | knn_overlap@5 | mean routing entropy per tuned layer (nats) |",
-        "|---|---|---|",
-    ]
-    for label, a in alignment.items():
-        lines.append(f"| {label} | {a['knn_overlap@5']:.3f} | {', '.join(f'{h:.2f}' for h in a['entropy'])} |")
-    lines += [
-        "",
-        "## Plots",
-        "",
-        "![training curves](training_curves.png)",
-        "![expert utilisation](expert_utilisation.png)",
-        "![routing PCA](routing_pca.png)",
-        "",
-        "## Settings",
-        "",
-        "```json",
-        __import__("json").dumps(meta["train_config"], indent=2),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)

@@ -18,20 +18,23 @@ the demo's, plus ``setting``), ``table.md`` (mean ± std over seeds, metrics bey
 
 from __future__ import annotations
 
+import difflib
 import time
 from pathlib import Path
 
 from moe_roma import __version__
+from moe_roma.experiments.comparison import Comparison, Method
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
+from moe_roma.io.config import build_config
 from moe_roma.io.errors import RomaError
-from moe_roma.experiments.comparison import METHOD_KINDS, Comparison, Method
-from moe_roma.report.tables import aggregate, markdown_table
-from moe_roma.methods.roma.config import TrainConfig, load_train_config
 from moe_roma.io.yamlfile import load_yaml_mapping
+from moe_roma.methods.registry import METHODS
+from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.report.experiments import experiment_report, plot_accuracy
+from moe_roma.report.tables import aggregate, markdown_table
 
 TOP_KEYS = {"name", "data", "seeds", "train", "methods", "ablations", "scoring", "batch_size", "limit",
             "metrics_split", "collect_layers"}  # fmt: skip
-PSEUDO_SETTINGS = {"train_fraction"}  # method options handled by the runner, not TrainConfig
 
 
 def load_experiment(path: str | Path) -> dict:
@@ -39,7 +42,9 @@ def load_experiment(path: str | Path) -> dict:
     cfg = load_yaml_mapping(p, "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
     unknown = sorted(set(cfg) - TOP_KEYS)
     if unknown:
-        raise RomaError(f"{p}: unknown keys {unknown} (known: {sorted(TOP_KEYS)})")
+        near = difflib.get_close_matches(unknown[0], sorted(TOP_KEYS), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f" (known: {sorted(TOP_KEYS)})"
+        raise RomaError(f"{p}: unknown keys {unknown}{hint}")
     for key in ("methods", "data"):
         if key not in cfg:
             raise RomaError(f"{p}: missing '{key}'")
@@ -76,21 +81,41 @@ def _check_types(cfg: dict, p: Path) -> None:
              "'data.validation' must be the share of train to hold out, in (0, 0.5]", v)  # fmt: skip
 
 
-def parse_methods(cfg: dict, where: str) -> list[Method]:
+def _settings(config_cls: type, values: dict, where: str, base=None):
+    label = "training settings" if config_cls is TrainConfig else "settings"
+    try:
+        return build_config(config_cls, values, where="", base=base, label=label)
+    except RomaError as exc:
+        raise RomaError(f"{where}: {exc}") from None
+
+
+def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> list[Method]:
+    """The methods of an experiment, each with its typed settings: a ``TrainConfig`` (the shared
+    ``train`` section with the method's ``overrides``) for ``train``, the registered kind's own config
+    (from ``options``) for the others. Unknown settings are refused with the nearest valid name."""
+    train = train or TrainConfig()
     methods = []
-    known = set(TrainConfig().to_dict()) | PSEUDO_SETTINGS
     for i, m in enumerate(cfg["methods"]):
         if not isinstance(m, dict) or "name" not in m:
             raise RomaError(f"{where}: methods[{i}] needs a 'name'")
+        unknown = sorted(set(m) - {"name", "kind", "overrides", "options"})
+        if unknown:
+            raise RomaError(f"{where}: methods[{i}] ({m['name']}): unknown keys {unknown} (known: name, kind, "
+                            "overrides, options)")  # fmt: skip
         kind = m.get("kind", "train")
-        if kind not in METHOD_KINDS:
-            raise RomaError(f"{where}: methods[{i}] ({m['name']}): unknown kind {kind!r} ({', '.join(METHOD_KINDS)})")
-        overrides = dict(m.get("overrides") or m.get("options") or {})
-        if kind == "train":
-            bad = sorted(set(overrides) - known)
-            if bad:
-                raise RomaError(f"{where}: method {m['name']}: unknown training settings {bad}")
-        methods.append(Method(str(m["name"]), kind, overrides))
+        if kind not in METHODS:
+            raise RomaError(f"{where}: methods[{i}] ({m['name']}): unknown kind {kind!r} ({', '.join(METHODS)})")
+        given = m.get("overrides") or m.get("options") or {}
+        if not isinstance(given, dict):
+            raise RomaError(f"{where}: methods[{i}] ({m['name']}): 'overrides' must be a mapping of settings")
+        options = dict(given)
+        fraction = float(options.pop("train_fraction", 1.0)) if kind == "train" else 1.0
+        if not 0 < fraction <= 1:
+            raise RomaError(f"{where}: method {m['name']}: train_fraction must lie in (0, 1], got {fraction}")
+        what = f"{where}: method {m['name']}"
+        config = _settings(TrainConfig, options, what, base=train) if kind == "train" else (
+            _settings(METHODS[kind].config, options, what))  # fmt: skip
+        methods.append(Method(str(m["name"]), kind, config, dict(given), fraction))
     for j, ab in enumerate(cfg.get("ablations") or []):
         if not isinstance(ab, dict) or "axis" not in ab or "values" not in ab:
             raise RomaError(f"{where}: ablations[{j}] needs 'axis' and 'values'")
@@ -98,11 +123,15 @@ def parse_methods(cfg: dict, where: str) -> list[Method]:
         base = next((m for m in methods if m.name == base_name), None)
         if base is None or base.kind != "train":
             raise RomaError(f"{where}: ablations[{j}]: base method {base_name!r} is not a trained method")
-        if ab["axis"] not in known:
-            raise RomaError(f"{where}: ablations[{j}]: unknown setting {ab['axis']!r}")
         for value in ab["values"]:
             label = ab.get("label", "{base}[{axis}={value}]").format(base=base_name, axis=ab["axis"], value=value)
-            methods.append(Method(label, "train", {**base.overrides, ab["axis"]: value}))
+            setting = {ab["axis"]: value}
+            if ab["axis"] == "train_fraction":
+                config, fraction = base.config, float(value)
+            else:
+                config = _settings(TrainConfig, setting, f"{where}: ablations[{j}]", base=base.config)
+                fraction = base.train_fraction
+            methods.append(Method(label, "train", config, {**base.overrides, **setting}, fraction))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise RomaError(f"{where}: method names must be unique, got {names}")
@@ -132,15 +161,22 @@ def load_data(cfg: dict, where: str, limit: int | None):
         return examples[:limit] if limit else examples
 
     if data.get("testbed"):
-        from moe_roma.testbed import load_testbed_splits, testbed_model_path
+        from moe_roma.testbed import TESTBEDS, load_testbed_splits, testbed_model_path, testbed_split_names
 
-        suite = load_testbed_splits(int(data.get("suite_seed", 0)))
-        model, train = testbed_model_path(), suite["train"]
+        # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
+        name = "in-domain" if data["testbed"] is True else str(data["testbed"])
+        if name not in TESTBEDS:
+            raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
+        suite = load_testbed_splits(int(data.get("suite_seed", 0)), include_pretrain=False, testbed=name)
+        model, train = testbed_model_path(name), suite["train"]
         names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
-        unknown = [s for s in names if s not in suite and s != "validation"]
+        known = [s for s in testbed_split_names(name) if s != "train"]
+        unknown = [s for s in names if s not in known and s != "validation"]
         if unknown:
-            raise RomaError(f"{where}: unknown testbed splits {unknown} (known: in_dist, shifted, heldout_tasks, validation)")
-        splits = {s: cut(suite[s]) for s in names if s != "validation"}
+            raise RomaError(f"{where}: unknown testbed splits {unknown} (known: {', '.join(known)}, validation)")
+        # A testbed that ships its own validation split uses it, unless the file asks to hold out a share.
+        own_validation = "validation" in suite and not data.get("validation")
+        splits = {s: cut(suite[s]) for s in names if s != "validation" or own_validation}
     else:
         from moe_roma.data.loaders import load_examples
 
@@ -156,28 +192,29 @@ def load_data(cfg: dict, where: str, limit: int | None):
         splits = {"validation": cut(validation), **splits}
         if "validation" in names:  # keep the order the configuration asked for
             splits = {s: splits[s] for s in names if s in splits} | splits
-    elif "validation" in names:
+    elif "validation" in names and "validation" not in splits:
         raise RomaError(f"{where}: the split 'validation' needs 'data.validation' (the share of train to hold out)")
     return model, train, splits
 
 
-def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print) -> dict:
+def run_experiment(
+    config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False
+) -> dict:
+    """Run the grid of ``config_path`` into ``out_dir``; ``resume`` reuses the method runs an interrupted
+    run of the same grid into the same folder finished (``outcomes.jsonl``)."""
     from moe_roma.models.loading import load_model
 
     start = time.perf_counter()
     where = str(config_path)
     cfg = load_experiment(config_path)
-    methods = parse_methods(cfg, where)
+    train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
+    methods = parse_methods(cfg, where, train_config)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
-    try:
-        train_config = load_train_config(None, [f"{k}={v}" for k, v in (cfg.get("train") or {}).items()])
-    except RomaError as exc:
-        raise RomaError(f"{where}: 'train': {exc}") from None
     out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
     model, tok = load_model(
-        model_path, dtype=train_config.dtype, device=train_config.device,
-        attn_implementation=train_config.attn_implementation,
+        model_path, dtype=train_config.runtime.dtype, device=train_config.runtime.device,
+        attn_implementation=train_config.runtime.attn_implementation,
     )  # fmt: skip
     log(f"experiment {cfg.get('name', '')}: {len(methods)} methods x {len(seeds)} seeds on "
         + ", ".join(f"{k} ({len(v)})" for k, v in splits.items()))  # fmt: skip
@@ -185,7 +222,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, p
         model, tok, train_examples, splits, methods, seeds, train_config, out, scoring=cfg.get("scoring", "continuation"),
         # Every MoE layer is recorded, so that layer ablations find their routing in the one store.
         collect_layers=cfg.get("collect_layers", "all"), batch_size=int(cfg.get("batch_size", 32)),
-        progress=progress, log=log, metrics_split=cfg.get("metrics_split", next(iter(splits))),
+        progress=progress, log=log, metrics_split=cfg.get("metrics_split", next(iter(splits))), resume=resume,
     )  # fmt: skip
     rows, meta = comparison.run()
     names, split_names = [m.name for m in methods], list(splits)
@@ -198,8 +235,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path | None = None, p
     }  # fmt: skip
     write_json_atomic(out / "results.json", results)
     table = markdown_table(rows, names, split_names)
-    write_text_atomic(out / "table.md", render_table_md(cfg, table, metrics, results["ctgi"], seconds, str(config_path)))
-    plot_results(rows, names, split_names, out / "accuracy.png")
+    write_text_atomic(out / "table.md", experiment_report(cfg, table, metrics, results["ctgi"], seconds, str(config_path)))
+    plot_accuracy(rows, names, split_names, out / "accuracy.png")
     log("\n" + table)
     log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'} in {seconds:.0f} s")
     return results
@@ -224,58 +261,4 @@ def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:
         gain_out = held["mean"] - base_out["mean"] if held else None
         out[method] = {"gain_in_dist": gain_in, "gain_heldout": gain_out,
                        "ctgi": (gain_out / gain_in) if gain_out is not None and gain_in > 0 else None}  # fmt: skip
-    return out
-
-
-def render_table_md(cfg, table, metrics, ctgi, seconds, config_path) -> str:
-    lines = [f"# {cfg.get('name', 'experiment')}", "",
-             f"Produced by `roma experiment {config_path}` (moe-roma {__version__}) in {seconds:.0f} s.", "", table]  # fmt: skip
-    if ctgi:
-        lines += ["## Cross-task generalisation index", "",
-                  "Gain over base on held-out task families divided by the gain on the trained families "
-                  "(in_dist), seed means; undefined when the in-distribution gain is not positive.", "",
-                  "| method | gain in_dist | gain heldout_tasks | CTGI |", "|---|---|---|---|"]  # fmt: skip
-        for m, v in ctgi.items():
-            c = "-" if v["ctgi"] is None else f"{v['ctgi']:.2f}"
-            go = "-" if v["gain_heldout"] is None else f"{v['gain_heldout']:+.1%}"
-            lines.append(f"| {m} | {v['gain_in_dist']:+.1%} | {go} | {c} |")
-        lines.append("")
-    if metrics:
-        lines += ["## Routing metrics (first evaluation split)", "",
-                  "`knn_overlap@5`: share of each item's 5 nearest neighbours in sentence-embedding space that are "
-                  "also its 5 nearest in routing space; `cka`: linear CKA between embeddings and routing vectors; "
-                  "entropy in nats per tuned layer; utilisation: min/max share of top-k slots per layer.", "",
-                  "| run | knn_overlap@5 | cka | entropy | utilisation min..max |", "|---|---|---|---|---|"]  # fmt: skip
-        for key, m in metrics.items():
-            ent = ", ".join(f"{h:.2f}" for h in m["entropy"])
-            util = ", ".join(f"{a:.2f}..{b:.2f}" for a, b in zip(m["utilisation_min"], m["utilisation_max"]))
-            lines.append(f"| {key} | {m['knn_overlap@5']:.3f} | {m['cka']:.3f} | {ent} | {util} |")
-        lines.append("")
-    lines += ["![accuracy](accuracy.png)", ""]
-    return "\n".join(lines)
-
-
-def plot_results(rows: list[dict], methods: list[str], splits: list[str], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    agg = aggregate(rows)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(methods) * len(splits) / 2), 4))
-    width = 0.8 / len(methods)
-    x = np.arange(len(splits))
-    for i, m in enumerate(methods):
-        means = [agg.get((m, s), {}).get("mean") or 0 for s in splits]
-        stds = [agg.get((m, s), {}).get("std") or 0 for s in splits]
-        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, capsize=2, label=m)
-    ax.set_xticks(x, splits)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

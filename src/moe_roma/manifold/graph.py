@@ -51,6 +51,7 @@ class GraphConfig:
     random: bool = False  # ablation: random successful samples instead of nearest ones
     max_neighbours: int = 64  # cap for epsilon-balls, keeps the padded arrays small
     seed: int = 0
+    include_self: bool = False  # ablation (the public code's behaviour): a successful sample is its own first neighbour
 
 
 def gaussian_kernel_weights(similarities: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -147,12 +148,22 @@ def build_neighbour_graph(
             )
         k = max(1, min(config.k, available))
         sims, idx_s = _search(q, keys, k, pos_in_s, config.dedupe_threshold, chunk_size, backend)
+    if config.include_self and queries is None:
+        # A successful sample takes itself (similarity 1) as its first neighbour, ahead of the others.
+        own = pos_in_s >= 0
+        idx_s = torch.cat([torch.where(own, pos_in_s, -1).unsqueeze(1), idx_s], dim=1)
+        sims = torch.cat([torch.where(own, 1.0, -2.0).unsqueeze(1), sims], dim=1)
+        if config.epsilon is None:  # k neighbours in all: self and the k - 1 nearest others
+            keep = torch.arange(idx_s.shape[1]).unsqueeze(0) < idx_s.shape[1] - own.long().unsqueeze(1)
+            order = torch.argsort((~keep).long() * 2 + (idx_s < 0).long(), dim=1, stable=True)
+            idx_s, sims = idx_s.gather(1, order)[:, :-1], sims.gather(1, order)[:, :-1]
+            idx_s = torch.where(sims > -2.0, idx_s, -1)
     valid = idx_s >= 0
     indices = torch.where(valid, s_idx[idx_s.clamp_min(0)], torch.full_like(idx_s, -1))
     weights = gaussian_kernel_weights(sims.clamp(-1, 1), valid.float(), config.sigma)
     return NeighbourGraph(indices, weights, torch.where(valid, sims, torch.zeros_like(sims)), {
         "k": config.k, "epsilon": config.epsilon, "sigma": config.sigma, "dedupe_threshold": config.dedupe_threshold,
-        "random": config.random, "seed": config.seed, "distance": "1-cosine",
+        "random": config.random, "seed": config.seed, "distance": "1-cosine", "include_self": config.include_self,
     })  # fmt: skip
 
 
@@ -259,6 +270,7 @@ def neighbour_graph_for_store(
         "embedder": embedder or DEFAULT_EMBEDDER,
         "k": config.k, "epsilon": config.epsilon, "sigma": config.sigma,
         "dedupe_threshold": config.dedupe_threshold, "random": config.random, "seed": config.seed,
+        **({"include_self": True} if config.include_self else {}),
     }  # fmt: skip
     fingerprint = texts_fingerprint(texts, store.successful, settings)
     if cache_path is not None and Path(cache_path).is_file():

@@ -44,7 +44,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -52,7 +53,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
-from moe_roma.methods.oracle import (
+from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
+from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
+from moe_roma.methods.common.forward import items_forward
+from moe_roma.methods.common.items import (
     ItemSet,
     PassCount,
     fill_cache,
@@ -62,13 +66,10 @@ from moe_roma.methods.oracle import (
     resolve_task_loss,
     suffix_fraction,
 )
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
+from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.hooks.override import RoutingTargets
 from moe_roma.routing.store import RoutingStore
-from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
-from moe_roma.methods.common.forward import items_forward
-from moe_roma.methods.common.prefix import PrefixCache
 
 MODES = ("kernel", "ngd")
 NGD_VARIABLES = ("replace", "offset")
@@ -214,8 +215,8 @@ def c3po(
         raise RomaError("one embedding per store sample is needed, in the store's order")
     start = time.perf_counter()
     info = info or discover_routers(model)
-    ref_store.check_against(info)
-    eval_store.check_against(info)
+    ref_store.fit_to_model(info)
+    eval_store.fit_to_model(info)
     task_loss = resolve_task_loss(eval_store, task_loss)
     resolve_task_loss(ref_store, task_loss)
     tuned = resolve_layers(info, eval_store, layers)
@@ -416,3 +417,41 @@ def _ngd(
         else:
             offsets[chunk] = theta.detach().float().cpu()
     return targets, offsets
+
+
+@dataclass
+class C3POConfig:
+    """Settings of C3PO (``roma experiment`` method kind ``c3po``)."""
+
+    k: int = field(default=3, metadata={"help": "successful reference neighbours per item", "range": (1, None)})
+    sigma: float = field(default=0.4, metadata={"help": "Gaussian kernel width on 1 - cosine", "range": (1e-12, None)})
+    mode: Literal["kernel", "ngd"] = field(
+        default="kernel", metadata={"help": "`kernel` regression or neighbourhood gradient descent (`ngd`)"}
+    )
+    alphas: tuple[float, ...] = field(
+        default=DEFAULT_ALPHAS, metadata={"help": "kernel regression's mixing weights to choose from", "range": (0, 1)}
+    )
+    ngd_steps: int = field(default=10, metadata={"help": "NGD's Adam steps", "range": (0, None)})
+    ngd_lr: float = field(default=0.1, metadata={"help": "NGD's initial learning rate", "range": (0, None)})
+    ngd_variable: Literal["replace", "offset"] = field(
+        default="replace", metadata={"help": "NGD optimises the routing (`replace`) or logit offsets (`offset`)"}
+    )
+    dedupe_threshold: float = field(
+        default=0.95, metadata={"help": "reference samples more similar than this are dropped", "range": (-1, 1.01)}
+    )
+    max_length: int | None = field(default=None, metadata={"help": "longest prompt in tokens", "range": (1, None)})
+    prefix_cache: bool = field(default=False, metadata={"help": "replay the frozen layers for neighbours' passes"})
+
+
+def run_c3po(inputs, config: C3POConfig):
+    """The registry's entry point: C3PO re-mixing on one evaluation split (``TestTimeInputs``)."""
+    from moe_roma.methods.registry import TestTimeOutcome
+
+    res = c3po(inputs.model, inputs.tokenizer, inputs.reference_store, inputs.reference_embeddings(),
+               inputs.eval_store, inputs.eval_embeddings(), layers=inputs.layers, k=config.k, sigma=config.sigma,
+               mode=config.mode, alphas=config.alphas, ngd_steps=config.ngd_steps, ngd_lr=config.ngd_lr,
+               ngd_variable=config.ngd_variable, dedupe_threshold=config.dedupe_threshold,
+               batch_size=inputs.batch_size, max_length=config.max_length, prefix_cache=config.prefix_cache,
+               progress=inputs.progress, info=inputs.info)  # fmt: skip
+    return TestTimeOutcome(res.correct, {"cost_vs_base": res.passes.cost_vs_base,
+                                         "extra_forwards": res.passes.extra_forwards})  # fmt: skip

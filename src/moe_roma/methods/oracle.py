@@ -23,179 +23,29 @@ directly so that the base pass and its summary stay in the caller's hands.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
-from moe_roma.models.discovery import MoEInfo, discover_routers
-from moe_roma.models.inputs import pad_id
-from moe_roma.routing.store import RoutingStore
-from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
-from moe_roma.methods.common.prefix import PrefixCache
-
-TASK_LOSSES = ("letter", "continuation")
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared by oracle routing and C3PO: cost accounting, model state, item preparation.
-
-
-@dataclass
-class PassCount:
-    """Model passes spent, counted per item, and their cost in full-forward equivalents.
-
-    One *forward* is one pass over one item (all of its choice rows for continuation scoring), the
-    unit in which the base model spends exactly one pass per item. A *backward* costs about two
-    forwards. With the prefix cache, a forward/backward runs only the tuned suffix of the decoder
-    (``suffix_fraction`` of its layers) and the cache fill runs the frozen prefix once per item.
-    """
-
-    n_items: int
-    forwards: int = 0
-    backwards: int = 0
-    prefix_fills: int = 0
-    full_equivalents: float = 0.0
-
-    def add_forward(self, n: int, fraction: float = 1.0) -> None:
-        self.forwards += n
-        self.full_equivalents += n * fraction
-
-    def add_backward(self, n: int, fraction: float = 1.0) -> None:
-        self.backwards += n
-        self.full_equivalents += 2 * n * fraction
-
-    def add_prefix(self, n: int, fraction: float) -> None:
-        self.prefix_fills += n
-        self.full_equivalents += n * fraction
-
-    @property
-    def extra_forwards(self) -> int:
-        """Forward passes beyond the base model's one per item."""
-        return self.forwards - self.n_items
-
-    @property
-    def cost_vs_base(self) -> float:
-        """Total compute as a multiple of the base model's (one full forward per item)."""
-        return self.full_equivalents / max(self.n_items, 1)
-
-    def to_dict(self) -> dict:
-        return {
-            "n_items": self.n_items, "forwards": self.forwards, "extra_forwards": self.extra_forwards,
-            "backwards": self.backwards, "prefix_fills": self.prefix_fills,
-            "full_forward_equivalents": round(self.full_equivalents, 4), "cost_vs_base": round(self.cost_vs_base, 4),
-        }  # fmt: skip
-
-
-@contextlib.contextmanager
-def frozen_eval(model: PreTrainedModel) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the block: only offsets/targets are optimised, and
-    the caller's model comes back with its training flag and ``requires_grad`` flags unchanged."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-@dataclass
-class ItemSet:
-    """Everything ``items_forward`` needs for the items of one routing store."""
-
-    store: RoutingStore
-    items: list[TrainItem]
-    task_loss: str
-    letter_ids: torch.Tensor | None
-    pad: int
-    columns: list[int] = field(default_factory=list)  # store layer columns of the tuned layers
-
-    @property
-    def answers(self) -> torch.Tensor:
-        return torch.tensor([it.answer for it in self.items])
-
-
-def resolve_task_loss(store: RoutingStore, task_loss: str | None) -> str:
-    """The answer scoring to use: the store's own unless given; a mismatch would score other texts."""
-    recorded = store.meta.get("answer_scoring")
-    chosen = task_loss or recorded or "letter"
-    if chosen not in TASK_LOSSES:
-        raise RomaError(f"task_loss must be one of {TASK_LOSSES}, got {chosen!r}")
-    if recorded and recorded != chosen:
-        raise RomaError(
-            f"the routing store was collected with {recorded!r} scoring (its texts are {recorded} prompts); "
-            f"collect it again with scoring={chosen!r} to use the {chosen} loss"
-        )
-    return chosen
-
-
-def resolve_layers(info: MoEInfo, store: RoutingStore, layers: str | Sequence[int] | None) -> list[int]:
-    """Tuned layers (default: the store's); they must be MoE layers recorded in the store."""
-    chosen = (
-        list(store.layers)
-        if layers is None
-        else info.select_layers(layers if isinstance(layers, str) else list(layers))
-    )
-    missing = [layer for layer in chosen if layer not in store.layers]
-    if missing:
-        raise RomaError(f"layers {missing} are not recorded in the routing store (it has {store.layers})")
-    return chosen
-
-
-def prepare_items(
-    store: RoutingStore,
-    tokenizer: PreTrainedTokenizerBase,
-    task_loss: str,
-    layers: list[int],
-    max_length: int | None,
-    max_choices: int | None = None,
-) -> ItemSet:
-    """Build the store's items (letter prompts or context+choice sequences) and the letter ids."""
-    length = max_length or store.meta.get("max_length") or 1024
-    items = build_items(store, tokenizer, task_loss, int(length))
-    n_letters = max_choices or max(it.n_choices for it in items)
-    letters = letter_ids_tensor(tokenizer, n_letters) if task_loss == "letter" else None
-    return ItemSet(
-        store, items, task_loss, letters, pad_id(tokenizer), [store.layers.index(x) for x in layers]
-    )
-
-
-def suffix_fraction(info: MoEInfo, layers: list[int]) -> float:
-    """Share of decoder layers a prefix-cached pass still runs (the tuned layers and after)."""
-    return (info.num_layers - min(layers)) / max(info.num_layers, 1)
-
-
-def fill_cache(
-    model: PreTrainedModel, info: MoEInfo, items: list[TrainItem], pad: int, layers: list[int], batch_size: int,
-    counts: PassCount,
-) -> PrefixCache | None:  # fmt: skip
-    """Prefix states of ``items`` entering the first tuned layer (None when there is no prefix)."""
-    first = min(layers)
-    if first == 0:
-        return None
-    cache = PrefixCache(first)
-    cache.fill(model, info, items, pad, batch_size, progress=False)
-    counts.add_prefix(len(items), 1.0 - suffix_fraction(info, layers))
-    return cache
-
-
-def length_order(items: list[TrainItem]) -> list[int]:
-    """Longest first, so that a batch holds similar lengths and little padding is computed."""
-    return sorted(range(len(items)), key=lambda i: -sum(len(s) for s in items[i].seqs))
-
-
-# --------------------------------------------------------------------------------------------------
+from moe_roma.methods.common.items import (
+    PassCount,
+    fill_cache,
+    frozen_eval,
+    length_order,
+    prepare_items,
+    resolve_layers,
+    resolve_task_loss,
+    suffix_fraction,
+)
+from moe_roma.models.discovery import MoEInfo, discover_routers
+from moe_roma.routing.store import RoutingStore
 
 
 @dataclass
@@ -210,6 +60,7 @@ class OracleResult:
     correct_after: list[bool]
     steps_used: list[int]  # updates spent; ``steps`` for items never made right
     offsets: torch.Tensor  # (N, L, E) final router-logit offsets (0 for items right at step 0)
+    routing: torch.Tensor  # (N, L, E) routing weights at the last prompt token in the final forward
     layers: list[int]
     steps: int
     passes: PassCount
@@ -283,7 +134,7 @@ def oracle_routing(
         raise RomaError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     start = time.perf_counter()
     info = info or discover_routers(model)
-    eval_store.check_against(info)
+    eval_store.fit_to_model(info)
     task_loss = resolve_task_loss(eval_store, task_loss)
     tuned = resolve_layers(info, eval_store, layers)
     data = prepare_items(eval_store, tokenizer, task_loss, tuned, max_length)
@@ -294,6 +145,7 @@ def oracle_routing(
     before, after = [-1] * n, [-1] * n
     steps_used = [steps] * n
     final = torch.zeros(n, n_layers, n_experts)
+    final_routing = torch.zeros(n, n_layers, n_experts)
     order = length_order(data.items)
     bar = tqdm(total=n, desc="oracle", unit="item", disable=not progress)
     with frozen_eval(model):
@@ -327,6 +179,7 @@ def oracle_routing(
                         after[i] = int(pred[r])
                         steps_used[i] = step
                         final[i] = offsets[b].detach().cpu()
+                        final_routing[i] = out["routing"][r].detach().float().cpu()
                     else:
                         still.append(r)
                 if not still or step == steps:
@@ -347,6 +200,30 @@ def oracle_routing(
     return OracleResult(
         ids=list(eval_store.ids), answers=answers_all, predictions_before=before, predictions_after=after,
         correct_before=correct_before, correct_after=correct_after, steps_used=steps_used, offsets=final,
+        routing=final_routing,
         layers=tuned, steps=steps, passes=counts, store_disagreements=disagreements,
         seconds=time.perf_counter() - start,
     )  # fmt: skip
+
+
+@dataclass
+class OracleConfig:
+    """Settings of oracle routing (``roma experiment`` method kind ``oracle``)."""
+
+    steps: int = field(default=20, metadata={"help": "gradient steps per item at most", "range": (0, None)})
+    lr: float = field(default=0.5, metadata={"help": "step size in router-logit units", "range": (0, None)})
+    optimizer: Literal["adam", "sgd"] = field(default="adam", metadata={"help": "`adam` or `sgd`"})
+    max_length: int | None = field(default=None, metadata={"help": "longest prompt in tokens", "range": (1, None)})
+    prefix_cache: bool = field(default=True, metadata={"help": "compute the frozen layers once per item"})
+
+
+def run_oracle(inputs, config: OracleConfig):
+    """The registry's entry point: oracle routing on one evaluation split (``TestTimeInputs``)."""
+    from moe_roma.methods.registry import TestTimeOutcome
+
+    res = oracle_routing(inputs.model, inputs.tokenizer, inputs.eval_store, layers=inputs.layers,
+                         steps=config.steps, lr=config.lr, optimizer=config.optimizer,
+                         batch_size=inputs.batch_size, max_length=config.max_length, prefix_cache=config.prefix_cache,
+                         progress=inputs.progress, info=inputs.info)  # fmt: skip
+    return TestTimeOutcome(res.correct_after, {"base_accuracy": res.base_accuracy, "gap": res.gap,
+                                               "cost_vs_base": res.passes.cost_vs_base})  # fmt: skip

@@ -1,7 +1,7 @@
 """Router checkpoints, shaped like a PEFT adapter folder.
 
 ``router_config.json`` describes the run (format version, base model, family, tuned layers, experts,
-scoring rule, hyper-parameters, seed, package version, data fingerprint) and
+gate function, hyper-parameters, seed, package version, data fingerprint) and
 ``router_weights.safetensors`` holds only the tuned router tensors, under the base model's own
 parameter names. Loading never executes code: safetensors and JSON only.
 """
@@ -33,6 +33,24 @@ def router_state(model: PreTrainedModel, info: MoEInfo, layers: list[int]) -> di
     return {name: params[name].detach().float().cpu().contiguous() for layer in layers for name in info.routers[layer].parameter_names}
 
 
+def router_snapshot(model: PreTrainedModel, info: MoEInfo | None = None) -> dict[str, torch.Tensor]:
+    """A copy of every router parameter of ``model`` (what training or a checkpoint may change)."""
+    info = info or discover_routers(model)
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for r in info.routers.values() for n in r.parameter_names}
+
+
+def restore_routers(model: PreTrainedModel, snapshot: dict[str, torch.Tensor]) -> None:
+    """Put a ``router_snapshot`` back: each router parameter gets its saved value, in the dtype and on the
+    device the parameter has now, and stops requiring gradients."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in snapshot.items():
+            param = params[name]
+            param.data = value.to(device=param.device, dtype=param.dtype).clone()
+            param.requires_grad_(False)
+
+
 def save_router_checkpoint(
     model: PreTrainedModel, info: MoEInfo, layers: list[int], out_dir: str | Path, extra: dict | None = None
 ) -> Path:
@@ -48,7 +66,7 @@ def save_router_checkpoint(
         "router_class": info.router_class,
         "tuned_layers": list(layers),
         "num_experts": info.num_experts,
-        "scoring_rule": info.scoring,
+        "gate_function": info.gate_function,
         "parameter_names": sorted(tensors),
         **(extra or {}),
     }
@@ -74,6 +92,8 @@ def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tens
         raise DataError(cfg_path, None, f"malformed JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise DataError(cfg_path, None, f"unsupported router checkpoint format (need format_version {CHECKPOINT_FORMAT_VERSION})")
+    if "scoring_rule" in config:  # written before the gate function had its own name
+        config.setdefault("gate_function", config.pop("scoring_rule"))
     try:
         tensors = load_file(str(w_path))
     except (SafetensorError, OSError) as exc:

@@ -8,7 +8,7 @@ its output tuple holds the logits). We read that declaration, so a new family wo
 The routing weights RoMA aligns are the router's *full* distribution over experts at a token:
 ``softmax(logits)`` for OLMoE / Qwen / Mixtral-style routers, ``sigmoid(logits)`` normalised to
 sum to one for DeepSeek-V3-style routers (which score each expert independently). Which of the two
-a router uses is read from its code (or from the config field its code reads it from); a router
+a router uses, its *gate function* (``RouterInfo.gate_function``), is read from its code (or from the config field its code reads it from); a router
 that scores experts any other way is refused rather than misread.
 """
 
@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 
 from moe_roma.io.errors import ModelError
 
-SCORING_RULES = ("softmax", "sigmoid")
+GATE_FUNCTIONS = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RouterRule:
 
     class_name: str | None = None  # router class name; None: use the declared class
     logits_index: int | None = None  # position of the logits in the router's output tuple
-    scoring: str | None = None  # None: infer from the router's code
+    gate_function: str | None = None  # None: infer from the router's code
     not_inside: str | None = None  # skip routers nested in a module of this class (they route something else)
     logits_from: str | None = None  # child computing the logits, when the router returns probabilities
     num_experts_attr: str | None = None  # router attribute counting all routing choices, if not num_experts
@@ -49,12 +49,12 @@ class RouterRule:
 ROUTER_REGISTRY: dict[str, RouterRule] = {
     # Llama 4's router returns (scores, logits). Its declaration sits on the inner text model, which we now
     # read too and which agrees with this rule; the rule stays for releases that declare nothing.
-    "llama4_text": RouterRule(class_name="Llama4Router", logits_index=1, scoring="sigmoid"),
-    "llama4": RouterRule(class_name="Llama4Router", logits_index=1, scoring="sigmoid"),
+    "llama4_text": RouterRule(class_name="Llama4Router", logits_index=1, gate_function="sigmoid"),
+    "llama4": RouterRule(class_name="Llama4Router", logits_index=1, gate_function="sigmoid"),
     # Sigmoid-scored routers (each expert scored independently).
-    "deepseek_v3": RouterRule(scoring="sigmoid"),
-    "glm4_moe": RouterRule(scoring="sigmoid"),
-    "dots1": RouterRule(scoring="sigmoid"),
+    "deepseek_v3": RouterRule(gate_function="sigmoid"),
+    "glm4_moe": RouterRule(gate_function="sigmoid"),
+    "dots1": RouterRule(gate_function="sigmoid"),
     # JetMoE declares two recorders: its attention is a mixture of heads with its own JetMoeTopKGating;
     # the token router RoMA trains is the one of the MLP experts.
     "jetmoe": RouterRule(class_name="JetMoeTopKGating", not_inside="JetMoeAttention"),
@@ -102,7 +102,7 @@ class RouterInfo:
     module: nn.Module = field(repr=False)
     num_experts: int
     top_k: int
-    scoring: str
+    gate_function: str  # "softmax" or "sigmoid": how the router turns logits into expert scores
     logits_index: int = 0
 
     @property
@@ -136,8 +136,8 @@ class MoEInfo:
         return counts.pop()
 
     @property
-    def scoring(self) -> str:
-        return next(iter(self.routers.values())).scoring
+    def gate_function(self) -> str:
+        return next(iter(self.routers.values())).gate_function
 
     def select_layers(self, spec: str | list[int] | tuple[int, ...] = "last5") -> list[int]:
         """Parse a layer selection: ``last5``, ``all``, ``first2`` or ``"3,4,5"`` (decoder indices).
@@ -196,9 +196,10 @@ def _declared_recorders(model: PreTrainedModel) -> list[_Recorder]:
     return []
 
 
-# Calls that reveal a router's score function, and the config fields that choose it at run time.
-_SCORE_CALLS = {"softmax": "softmax", "log_softmax": "softmax", "sigmoid": "sigmoid", "logsigmoid": "sigmoid"}
-_SCORE_SETTING = re.compile(r"scor|selection_fn")
+# Calls that reveal a router's gate function, and the config fields that choose it at run time
+# (``scoring_func``, ``expert_selection_fn``, ...).
+_GATE_CALLS = {"softmax": "softmax", "log_softmax": "softmax", "sigmoid": "sigmoid", "logsigmoid": "sigmoid"}
+_GATE_SETTING = re.compile(r"scor|selection_fn")
 
 
 def _source_tokens(obj) -> list[str]:
@@ -243,8 +244,8 @@ def _config_values(config, key: str) -> list:
     return [getattr(c, key) for c in configs if hasattr(c, key)]
 
 
-def _infer_scoring(router: nn.Module, holder: nn.Module | None, config) -> str:
-    """``softmax`` or ``sigmoid``, read from the router's code; raises for any other score function.
+def _infer_gate_function(router: nn.Module, holder: nn.Module | None, config) -> str:
+    """The gate function, ``softmax`` or ``sigmoid``, read from the router's code; raises for any other.
 
     A router whose code picks its function from the config (``ACT2FN[config.scoring_func]``,
     ``config.expert_selection_fn``) uses the configured one. A router that returns raw logits is
@@ -253,19 +254,19 @@ def _infer_scoring(router: nn.Module, holder: nn.Module | None, config) -> str:
     name = type(router).__name__
     tokens = _code_tokens(type(router))
     for i in range(len(tokens) - 2):
-        if tokens[i] == "config" and tokens[i + 1] == "." and _SCORE_SETTING.search(tokens[i + 2]):
+        if tokens[i] == "config" and tokens[i + 1] == "." and _GATE_SETTING.search(tokens[i + 2]):
             for value in _config_values(config, tokens[i + 2]):
                 if isinstance(value, str):
-                    if value not in SCORING_RULES:
+                    if value not in GATE_FUNCTIONS:
                         raise ModelError(
                             f"{name} scores experts with {value!r} (config.{tokens[i + 2]}); RoMA supports "
-                            f"{' and '.join(SCORING_RULES)} routers"
+                            f"{' and '.join(GATE_FUNCTIONS)} routers"
                         )
                     return value
     for klass in (type(router), type(holder) if holder is not None else None):
         if klass is None:
             continue
-        kinds = {_SCORE_CALLS[t] for t in _code_tokens(klass) if t in _SCORE_CALLS}
+        kinds = {_GATE_CALLS[t] for t in _code_tokens(klass) if t in _GATE_CALLS}
         if len(kinds) == 1:
             return kinds.pop()
         if kinds:
@@ -333,7 +334,7 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
     >>> cfg = OlmoeConfig(vocab_size=64, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
     ...                   num_attention_heads=2, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2)
     >>> info = discover_routers(OlmoeForCausalLM(cfg))
-    >>> info.moe_layers, info.num_experts, info.scoring
+    >>> info.moe_layers, info.num_experts, info.gate_function
     ([0, 1], 4, 'softmax')
     """
     config = model.config
@@ -364,7 +365,7 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
         if layer in routers:
             raise ModelError(f"{type(model).__name__}: two routers in decoder layer {layer}")
         holder = modules.get(name.rpartition(".")[0])
-        scoring = rule.scoring or _infer_scoring(module, holder, config)
+        gate_function = rule.gate_function or _infer_gate_function(module, holder, config)
         top_k = _top_k(module, holder, config)
         num_experts = _num_experts(module, config, rule.num_experts_attr)
         logits_index = rule.logits_index if rule.logits_index is not None else recorder.index
@@ -377,7 +378,7 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
             module=module,
             num_experts=num_experts,
             top_k=top_k,
-            scoring=scoring,
+            gate_function=gate_function,
             logits_index=logits_index,
         )
     if not routers:
@@ -387,7 +388,7 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
     return MoEInfo(family, type(model).__name__, num_layers, routers, router_class)
 
 
-def routing_weights(logits: torch.Tensor, scoring: str) -> torch.Tensor:
+def routing_weights(logits: torch.Tensor, gate_function: str) -> torch.Tensor:
     """Turn router logits (..., E) into a distribution over all experts (sums to 1).
 
     Half-precision logits are promoted to float32; float64 stays float64 (gradient checks need it).
@@ -397,12 +398,12 @@ def routing_weights(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     """
     if logits.dtype != torch.float64:
         logits = logits.float()
-    if scoring == "softmax":
+    if gate_function == "softmax":
         return torch.softmax(logits, dim=-1)
-    if scoring == "sigmoid":
+    if gate_function == "sigmoid":
         scores = torch.sigmoid(logits)
         return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-20)
-    raise ModelError(f"unknown scoring rule {scoring!r}; known: {', '.join(SCORING_RULES)}")
+    raise ModelError(f"unknown gate function {gate_function!r}; known: {', '.join(GATE_FUNCTIONS)}")
 
 
 def _ranges(xs: list[int]) -> str:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from moe_roma.models.inputs import PromptBatch
 from moe_roma.models.hooks.capture import RoutingCapture
+from moe_roma.models.inputs import PromptBatch
 
 
 @dataclass

@@ -92,16 +92,36 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: 
     the continuation is what follows the context's own encoding, so merges across the boundary
     are tokenised exactly as in lm-evaluation-harness. An empty context becomes the EOS token.
     """
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces > 0:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    if context == "":
-        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else _pad_id(tokenizer)
-        return [eos], encode_text(tokenizer, continuation)
-    whole = encode_text(tokenizer, context + continuation)
-    context_ids = encode_text(tokenizer, context)
-    return context_ids, whole[len(context_ids) :]
+    return encode_pairs(tokenizer, [(context, continuation)])[0]
+
+
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+) -> list[tuple[list[int], list[int]]]:
+    """``encode_pair`` for many pairs: one tokenizer call for the whole strings, one for the distinct contexts."""
+    split = []
+    for context, continuation in pairs:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        split.append((context, continuation))
+    contexts = list(dict.fromkeys(c for c, _ in split if c))
+    context_ids = dict(zip(contexts, _encode_many(tokenizer, contexts)))
+    wholes = _encode_many(tokenizer, [c + x if c else x for c, x in split])
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else _pad_id(tokenizer)
+    out = []
+    for (context, _), whole in zip(split, wholes):
+        if context == "":
+            out.append(([eos], whole))
+        else:
+            ids = context_ids[context]
+            out.append((ids, whole[len(ids) :]))
+    return out
+
+
+def _encode_many(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -14,12 +14,13 @@ from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context, letter_prompt
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.forward import last_token_forward
-from moe_roma.models.inputs import encode_text, left_pad, letter_token_ids, pad_id
-from moe_roma.models.loading import model_identity
 from moe_roma.models.hooks.capture import RoutingCapture
+from moe_roma.models.inputs import encode_text, left_pad, pad_id
+from moe_roma.models.loading import model_identity
 from moe_roma.routing.store import RoutingStore
-
-SCORINGS = ("letter", "continuation")
+from moe_roma.scoring import SCORINGS
+from moe_roma.scoring.continuation import score_continuation
+from moe_roma.scoring.letter import score_letter
 
 
 @dataclass
@@ -78,34 +79,22 @@ def collect_routing(
     full = [encode_text(tokenizer, t) for t in texts]
     encoded = [e[-max_length:] for e in full] if max_length is not None else full
     truncated = sum(len(f) > len(e) for f, e in zip(full, encoded))
-    # Longest first: similar lengths share a batch, so little padding is computed.
-    order = sorted(range(len(examples)), key=lambda i: -len(encoded[i]))
-    n_layers, n_experts = len(chosen), info.num_experts
-    routing = torch.zeros(len(examples), n_layers, n_experts)
-    model_answer = [-1] * len(examples)
-    letter_ids = letter_token_ids(tokenizer, max(len(ex.choices) for ex in examples)) if scoring == "letter" else None
-    pad = pad_id(tokenizer)
-    bar = tqdm(total=len(examples), desc="collect", unit="ex", disable=not progress)
     with RoutingCapture(info, chosen) as capture:
-        for b in range(0, len(order), batch_size):
-            rows = order[b : b + batch_size]
-            out = last_token_forward(model, left_pad([encoded[i] for i in rows], pad), capture, position)
-            routing[rows] = out.routing.float().cpu()
-            if letter_ids is not None:
-                lp = out.log_probs.cpu()
-                for j, i in enumerate(rows):
-                    k = len(examples[i].choices)
-                    model_answer[i] = int(lp[j, letter_ids[:k]].argmax())
-            bar.update(len(rows))
-    bar.close()
+        if scoring == "letter":
+            # The engine's letter scoring, reading the routing in the same forward pass as the answer.
+            scores = score_letter(
+                model, tokenizer, examples, template=template, batch_size=batch_size, max_length=max_length,
+                progress=progress, capture=capture, position=position, desc="collect",
+            )  # fmt: skip
+            routing = torch.stack([item.routing for item in scores.items]).float()
+        else:
+            routing = _context_routing(model, tokenizer, encoded, capture, batch_size, position, progress)
     if scoring == "continuation":
-        from moe_roma.scoring.engine import score_continuation
-
         scores = score_continuation(
-            model, tokenizer, list(examples), batch_size=batch_size, max_length=max_length,
-            template=template, progress=progress,
+            model, tokenizer, examples, batch_size=batch_size, max_length=max_length, template=template,
+            progress=progress,
         )  # fmt: skip
-        model_answer = [int(p) for p in scores.predictions]
+    model_answer = [int(p) for p in scores.predictions]
     seconds = time.perf_counter() - start
     correct = [m == ex.answer for m, ex in zip(model_answer, examples)]
     token_ids = [e[-1] for e in encoded]
@@ -126,8 +115,8 @@ def collect_routing(
         meta={
             "model": model_identity(model),
             "family": info.family,
-            "num_experts": n_experts,
-            "scoring_rule": info.scoring,
+            "num_experts": info.num_experts,
+            "gate_function": info.gate_function,
             "answer_scoring": scoring,
             "template": template,
             "max_length": max_length,
@@ -136,3 +125,26 @@ def collect_routing(
     )
     summary = CollectSummary(len(examples), sum(correct) / max(len(correct), 1), seconds, truncated)
     return store, summary
+
+
+def _context_routing(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: list[list[int]],
+    capture: RoutingCapture,
+    batch_size: int,
+    position: str,
+    progress: bool,
+) -> torch.Tensor:
+    """Routing at each continuation context's last token (or first, ``position="first"``): (N, L, E)."""
+    # Longest first: similar lengths share a batch, so little padding is computed.
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    routing = torch.zeros(len(encoded), len(capture.layers), capture.info.num_experts)
+    pad = pad_id(tokenizer)
+    with tqdm(total=len(encoded), desc="collect", unit="ex", disable=not progress) as bar:
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            out = last_token_forward(model, left_pad([encoded[i] for i in rows], pad), capture, position)
+            routing[rows] = out.routing.float().cpu()
+            bar.update(len(rows))
+    return routing

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from moe_roma import __version__
-from moe_roma.io.atomic import write_json_atomic
 from moe_roma.data.example import LETTERS
+from moe_roma.io.atomic import write_json_atomic
 from moe_roma.io.errors import DataError
-from moe_roma.models.discovery import MoEInfo
 from moe_roma.io.tensorfile import load_tensor_meta, load_tensors, save_tensors
+from moe_roma.models.discovery import MoEInfo
 
 FORMAT_VERSION = 1
 _EXPERT_KEY = re.compile(r"expert_(\d+)")
@@ -89,8 +89,12 @@ class RoutingStore:
             pick(self.continuations),
         )  # fmt: skip
 
-    def check_against(self, info: MoEInfo, path: str | Path | None = None) -> None:
-        """Refuse routing recorded for another model: layers must be MoE layers, experts must fit."""
+    def fit_to_model(self, info: MoEInfo, path: str | Path | None = None) -> None:
+        """Check the routing against the model it will train, and pad it in place to the model's expert count.
+
+        Routing recorded for another model is refused: layers must be MoE layers, experts must fit.
+        Sparse routing dicts (seed 001) may never name the last experts; those columns become zeros.
+        """
         bad = [layer for layer in self.layers if layer not in info.routers]
         if bad:
             raise DataError(
@@ -223,6 +227,8 @@ def _sidecar_meta(path: Path) -> dict:
         return {}  # unreadable side-car: the JSON alone is the record
     if meta.get("json_sha256") != _fingerprint(path):
         return {}  # stale side-car: the JSON was edited since
+    if "scoring_rule" in meta:  # written before the gate function had its own name
+        meta.setdefault("gate_function", meta.pop("scoring_rule"))
     return {k: v for k, v in meta.items() if k not in ("ids", "layers", "json_sha256")}
 
 

@@ -1,5 +1,9 @@
 """The scoring engine: letter and continuation scoring of multiple-choice items, and their statistics.
 
+``evaluate`` (``engine``) is the entry point. The two scorings, ``SCORINGS``, live in ``letter``
+and ``continuation``; ``results`` holds what they return, ``logprobs`` the log-likelihood of a
+continuation from logits (shared with training), ``stats`` the intervals and tests.
+
 Names are imported on first use, so ``moe_roma.scoring.stats`` loads without torch.
 """
 
@@ -8,19 +12,31 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# The two ways to score a multiple-choice item; every command and config names them so.
+SCORINGS = ("letter", "continuation")
+
 _EXPORTS = {
-    "EvalResult": "engine",
-    "ItemResult": "engine",
-    "Scores": "engine",
-    "Unusable": "engine",
     "evaluate": "engine",
+    "EvalResult": "results",
+    "ItemResult": "results",
+    "Scores": "results",
+    "Unusable": "results",
+    "score_letter": "letter",
+    "score_continuation": "continuation",
+    "loglikelihoods": "continuation",
+    "continuation_requests": "continuation",
+    "shares_context": "continuation",
+    "Loglikelihood": "continuation",
+    "TARGET_DELIMITER": "continuation",
+    "summed_logprobs": "logprobs",
+    "context_length": "common",
     "accuracy": "stats",
     "compare_paired": "stats",
     "mcnemar_exact": "stats",
     "wilson_interval": "stats",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "SCORINGS"])
 
 
 def __getattr__(name: str) -> Any:

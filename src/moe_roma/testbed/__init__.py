@@ -1,8 +1,16 @@
-"""testbed: the bundled tiny MoE LLM and its multiple-choice task suite.
+"""testbed: the bundled tiny MoE LLMs and their multiple-choice task suites.
 
-``testbed_model_path()`` is a plain Hugging Face folder (an ``OlmoeForCausalLM`` with a
-word-level tokenizer) built by ``roma testbed build``; ``load_testbed_splits(seed)``
-regenerates the task suite deterministically. See docs/testbed.md.
+Two testbeds ship (docs/testbed.md):
+
+``in-domain``   the model was pre-trained on the post-training prompt format and task families
+                (``moe_roma.testbed.tasks``); the default, for now.
+``downstream``  the RoMA paper's setting: pre-trained on general text, post-trained on
+                downstream-format items, evaluated on other wordings and held-out families
+                (``moe_roma.testbed.downstream``).
+
+``testbed_model_path(name)`` is a plain Hugging Face folder (an ``OlmoeForCausalLM`` with a
+word-level tokenizer) built by ``roma testbed build``; ``load_testbed_splits(seed, testbed=name)``
+regenerates the task suite deterministically.
 """
 
 from __future__ import annotations
@@ -13,26 +21,59 @@ from moe_roma.data.example import MCExample
 
 _ASSETS = Path(__file__).resolve().parent / "assets"
 
+TESTBEDS: tuple[str, ...] = ("in-domain", "downstream")
+DEFAULT_TESTBED = "in-domain"
+_MODEL_DIRS = {"in-domain": _ASSETS / "model", "downstream": _ASSETS / "downstream" / "model"}
 
-def testbed_model_path() -> Path:
-    """The folder of the committed testbed model (``config.json``, weights, tokenizer)."""
-    return _ASSETS / "model"
+
+def _check(name: str) -> str:
+    if name not in TESTBEDS:
+        raise ValueError(f"unknown testbed {name!r} (choose from {', '.join(TESTBEDS)})")
+    return name
+
+
+def testbed_model_path(name: str = DEFAULT_TESTBED) -> Path:
+    """The folder of a committed testbed model (``config.json``, weights, tokenizer)."""
+    return _MODEL_DIRS[_check(name)]
 
 
 # The name starts with "test": keep pytest from collecting it wherever a test module imports it.
 testbed_model_path.__test__ = False  # type: ignore[attr-defined]
 
 
-def load_testbed_splits(seed: int = 0, include_pretrain: bool = True) -> dict[str, list[MCExample]]:
-    """All task-suite splits (``pretrain``, ``train``, ``in_dist``, ``shifted``,
-    ``heldout_tasks``), regenerated deterministically from ``seed`` (about 3 s).
+def testbed_split_names(name: str = DEFAULT_TESTBED) -> tuple[str, ...]:
+    """The multiple-choice splits of a testbed (``load_testbed_splits`` keys, ``pretrain`` aside)."""
+    if _check(name) == "downstream":
+        from moe_roma.testbed.downstream import SPLITS
 
-    Seed 0 gives the splits the committed model was built and measured with.
+        return SPLITS
+    from moe_roma.testbed.tasks import SPLITS
+
+    return tuple(s for s in SPLITS if s != "pretrain")
+
+
+testbed_split_names.__test__ = False  # type: ignore[attr-defined]
+
+
+def load_testbed_splits(
+    seed: int = 0, include_pretrain: bool = True, testbed: str = DEFAULT_TESTBED
+) -> dict[str, list[MCExample]]:
+    """A testbed's task-suite splits, regenerated deterministically from ``seed`` (seconds).
+
+    ``in-domain``: ``pretrain``, ``train``, ``in_dist``, ``shifted``, ``heldout_tasks``;
     ``include_pretrain=False`` leaves ``pretrain`` empty (faster; other splits unchanged).
+    ``downstream``: ``train``, ``validation``, ``in_dist``, ``shifted``, ``heldout_tasks``; its
+    pre-training corpus is text, not questions (``moe_roma.testbed.downstream.pretrain_corpus``),
+    so ``include_pretrain`` does not apply. Seed 0 gives the splits the committed models were
+    built and measured with.
     """
+    if _check(testbed) == "downstream":
+        from moe_roma.testbed.downstream import build_downstream_suite
+
+        return build_downstream_suite(seed)
     from moe_roma.testbed.tasks import build_task_suite
 
     return build_task_suite(seed, include_pretrain=include_pretrain)
 
 
-__all__ = ["load_testbed_splits", "testbed_model_path"]
+__all__ = ["DEFAULT_TESTBED", "TESTBEDS", "load_testbed_splits", "testbed_model_path", "testbed_split_names"]

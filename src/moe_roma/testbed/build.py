@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moe_roma.atomic import write_json_atomic
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context
+from moe_roma.io.atomic import write_json_atomic
 from moe_roma.testbed import tasks
 from moe_roma.testbed.config import BuildConfig
 

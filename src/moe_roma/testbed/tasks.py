@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moe_roma.atomic import atomic_path
 from moe_roma.data.example import MCExample
+from moe_roma.io.atomic import atomic_path
 from moe_roma.testbed import lexicon as lx
 
 SPLITS: tuple[str, ...] = ("pretrain", "train", "in_dist", "shifted", "heldout_tasks")

@@ -11,12 +11,13 @@ import contextlib
 import torch
 from transformers import PreTrainedModel
 
-from moe_roma.models.discovery import MoEInfo
-from moe_roma.models.hooks.capture import RoutingCapture
-from moe_roma.models.hooks.override import RoutingOverride
 from moe_roma.methods.common import losses
 from moe_roma.methods.common.batches import TrainItem, make_batch
 from moe_roma.methods.common.prefix import PrefixCache, replay_prefix
+from moe_roma.models.discovery import MoEInfo
+from moe_roma.models.hooks.capture import RoutingCapture
+from moe_roma.models.hooks.override import RoutingOverride
+from moe_roma.scoring.logprobs import summed_logprobs
 
 
 def autocast_for(model: PreTrainedModel) -> contextlib.AbstractContextManager:
@@ -87,11 +88,8 @@ def items_forward(
         task = losses.letter_task_loss(scores, answers, valid)
     else:
         k = logits.shape[1]
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        tok_lp = logp.gather(-1, ids[:, -(k - 1) :].unsqueeze(-1)).squeeze(-1)  # (R, K-1)
         cont = torch.tensor([items[b].cont_lens[c] for b, c in batch.seq_keys], device=device)
-        span = torch.arange(k - 1, device=device).unsqueeze(0) >= (k - 1 - cont).unsqueeze(1)
-        seq_ll = (tok_lp * span).sum(-1)
+        seq_ll = summed_logprobs(logits[:, :-1], ids[:, -(k - 1) :], cont)  # the last cont tokens of each row
         scores = torch.full((len(items), n_max), float("-inf"), device=device)
         scores = scores.index_put((item_of_row, choice_of_row), seq_ll)
         task = losses.continuation_task_loss(scores, answers, valid)

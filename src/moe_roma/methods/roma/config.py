@@ -1,19 +1,200 @@
-"""Training configuration: one dataclass, readable from YAML and overridable with ``key=value``."""
+"""Training configuration of a RoMA (or router-tuning) run: nested dataclasses, one typed loader.
+
+Sections: ``optimizer`` (AdamW on the routers), ``schedule`` (epochs, batch, learning-rate
+warm-up), ``regularizer`` (which term, lambda and its schedule), ``graph`` (the neighbourhoods
+among successful samples) and ``runtime`` (seed, logging, checkpoints, device). Each section that
+makes something has a ``build()``. Settings are read with ``moe_roma.io.config``: YAML sections or
+dotted paths (``optimizer.lr``), a setting's leaf name alone where it is unique (``lr``), and the
+flat names of earlier releases (``regularizer=none``, ``lam=0.2``).
+
+>>> cfg = train_config(lr=3e-3, regularizer="none", layers="last3")
+>>> cfg.optimizer.lr, cfg.regularizer.name, cfg.layers
+(0.003, 'none', 'last3')
+"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
+from moe_roma.io.config import build_config, load_config, to_dict, to_settings, validate_config
 from moe_roma.io.errors import RomaError
-from moe_roma.io.yamlfile import load_yaml_mapping
 
-REGULARIZERS = ("manifold", "none", "l2", "l1", "entropy", "prior-kl")
-TASK_LOSSES = ("letter", "continuation")
+Regularizer = Literal["manifold", "none", "l2", "l1", "entropy", "prior-kl"]
+REGULARIZERS: tuple[str, ...] = Regularizer.__args__  # type: ignore[attr-defined]
+Scoring = Literal["letter", "continuation"]
+SCORINGS: tuple[str, ...] = Scoring.__args__  # type: ignore[attr-defined]
 LR_SCHEDULES = ("constant", "cosine")
+
+NON_NEGATIVE = {"range": (0, None)}
+
+
+def _m(help: str, **extra: Any) -> dict[str, Any]:
+    return {"help": help, **extra}
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW on the router weights (fp32 master copies), with gradient clipping."""
+
+    lr: float = field(default=7e-5, metadata=_m("AdamW learning rate (the paper's)", **NON_NEGATIVE))
+    weight_decay: float = field(default=0.01, metadata=_m("AdamW weight decay (the paper's)", **NON_NEGATIVE))
+    grad_clip: float | None = field(
+        default=1.0, metadata=_m("maximum norm of the router gradients; none turns clipping off", range=(0, None))
+    )
+
+    def build(self, params: list) -> Any:
+        import torch
+
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+@dataclass
+class ScheduleConfig:
+    """How long the run is and how the learning rate warms up."""
+
+    epochs: int = field(default=3, metadata=_m("passes over the training samples (the paper's)", range=(1, None)))
+    batch_size: int = field(
+        default=32, metadata=_m("samples per optimiser step, over all processes together (the paper's)", range=(1, None))
+    )
+    lr_schedule: Literal["constant", "cosine"] = field(
+        default="constant", metadata=_m("`constant` or `cosine` after the linear warm-up")
+    )
+    warmup_steps: int | None = field(
+        default=None, metadata=_m("warm-up length in steps; none means `warmup_ratio` of the run", **NON_NEGATIVE)
+    )
+    warmup_ratio: float = field(
+        default=0.1,
+        metadata=_m("warm-up as a share of all steps. The public code's fixed 2000 steps outlast a 300-step run",
+                    range=(0, 1)),
+    )  # fmt: skip
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """Multiplier of the base learning rate at optimiser step ``step`` of ``total``."""
+        from moe_roma.methods.roma.schedules import lr_factor, resolve_warmup
+
+        return lr_factor(step, total, resolve_warmup(self.warmup_steps, self.warmup_ratio, total), self.lr_schedule)
+
+
+@dataclass
+class RegularizerConfig:
+    """The term added to the task loss, and lambda(t): a linear warm-up, then constant or annealed."""
+
+    LEGACY_NAMES = {"regularizer": "regularizer.name"}
+
+    name: Regularizer = field(
+        default="manifold",
+        metadata=_m("`manifold` (RoMA), `none` (plain router tuning), `l2`, `l1`, `entropy`, `prior-kl`"),
+    )
+    lam: float = field(
+        default=0.8, metadata=_m("the regulariser's weight lambda after its warm-up (the paper's)", aliases=("lambda",),
+                                 **NON_NEGATIVE)  # fmt: skip
+    )
+    lam_warmup_steps: int | None = field(
+        default=None, metadata=_m("lambda's linear warm-up from 0, in steps; none means `lam_warmup_ratio`",
+                                  **NON_NEGATIVE)  # fmt: skip
+    )
+    lam_warmup_ratio: float = field(default=0.1, metadata=_m("lambda's warm-up as a share of all steps", range=(0, 1)))
+    lam_final: float | None = field(
+        default=None, metadata=_m("anneal lambda linearly to this value by the last step; none keeps `lam`",
+                                  **NON_NEGATIVE)  # fmt: skip
+    )
+    prior: Literal["uniform"] = field(default="uniform", metadata=_m("the fixed routing prior q of `prior-kl`"))
+    targets: Literal["base", "oracle"] = field(
+        default="base",
+        metadata=_m("the neighbours' target routing: `base` (the paper's: the base routing of items it answers "
+                    "right) or `oracle` (also the oracle's routing of every item it gets wrong; an extension)"),
+    )  # fmt: skip
+    oracle_steps: int = field(
+        default=20, metadata=_m("with `targets: oracle`, gradient steps per wrong item at most", range=(0, None))
+    )
+
+    def lam_at(self, step: int, total: int) -> float:
+        from moe_roma.methods.roma.schedules import lambda_at, resolve_warmup
+
+        warm = resolve_warmup(self.lam_warmup_steps, self.lam_warmup_ratio, total)
+        return lambda_at(step, total, self.lam, warm, self.lam_final)
+
+    def build(self) -> Any:
+        """The regulariser's per-sample loss function (``moe_roma.methods.roma.regularizers``)."""
+        from moe_roma.methods.roma.regularizers import build_regularizer
+
+        return build_regularizer(self)
+
+
+@dataclass
+class GraphConfig:
+    """Each training sample's neighbourhood among the successful set, in sentence-embedding space."""
+
+    k: int = field(default=3, metadata=_m("successful neighbours per sample (the paper's)", range=(1, None)))
+    epsilon: float | None = field(
+        default=None, metadata=_m("a cosine-similarity ball instead of k nearest neighbours", range=(-1, 1))
+    )
+    sigma: float = field(
+        default=0.4, metadata=_m("width of the Gaussian kernel on `1 - cosine` (the paper's)", range=(1e-12, None))
+    )
+    dedupe_threshold: float = field(
+        default=0.95,
+        metadata=_m("neighbours more similar than this are near-duplicates and are skipped", range=(-1, 1.01)),
+    )
+    random_neighbours: bool = field(
+        default=False, metadata=_m("ablation: random successful samples instead of the nearest ones")
+    )
+    embedder: str | None = field(
+        default=None,
+        metadata=_m("sentence-transformers name or folder; none means the bundled all-MiniLM-L6-v2"),
+    )
+    include_self: bool = field(
+        default=False,
+        metadata=_m("ablation: a successful sample is its own first neighbour (the public code's behaviour)"),
+    )
+
+    def build(self, seed: int = 0) -> Any:
+        """The neighbour search settings (``moe_roma.manifold.graph.GraphConfig``)."""
+        from moe_roma.manifold.graph import GraphConfig as SearchConfig
+
+        return SearchConfig(k=self.k, epsilon=self.epsilon, sigma=self.sigma, dedupe_threshold=self.dedupe_threshold,
+                            random=self.random_neighbours, seed=seed if self.random_neighbours else 0,
+                            include_self=self.include_self)  # fmt: skip
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the run executes; none of these change what is optimised."""
+
+    seed: int = field(default=0, metadata=_m("order of the samples, and anything else random"))
+    log_every: int = field(default=1, metadata=_m("write a `metrics.jsonl` line every N steps", range=(1, None)))
+    save_every: int | None = field(
+        default=None, metadata=_m("write a resumable state every N optimiser steps", range=(1, None))
+    )
+    max_nonfinite_steps: int = field(
+        default=10, metadata=_m("stop after this many steps skipped for a non-finite loss or gradient", **NON_NEGATIVE)
+    )
+    prefix_cache: bool = field(
+        default=True, metadata=_m("compute the frozen layers once and run only the tuned layers at each step")
+    )
+    prefix_cache_device_fraction: float = field(
+        default=0.6,
+        metadata=_m("keep that cache on the accelerator when it fits in this share of its free memory; else pinned "
+                    "host memory", range=(0, 1)),
+    )  # fmt: skip
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_m("recompute the tuned layers' activations in the backward pass, trading time for memory"),
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata=_m("the model's dtype: `auto` (its own), `float32`, `bfloat16`, `float16`")
+    )
+    device: str | None = field(
+        default=None, metadata=_m("where to run; none means the first GPU if there is one, else the CPU")
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata=_m("transformers' attention kernel (`sdpa`, `flash_attention_2`, `eager`, ...); none keeps its "
+                    "default, SDPA where available"),
+    )  # fmt: skip
 
 
 @dataclass
@@ -21,134 +202,66 @@ class TrainConfig:
     """Hyper-parameters of a RoMA run. Defaults follow the paper's released settings where it gives
     them (AdamW, lr 7e-5, weight decay 0.01, batch 32, 3 epochs, lambda 0.8, sigma 0.4, k = 3)."""
 
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 7e-5
-    weight_decay: float = 0.01
-    lr_schedule: str = "constant"  # after the linear warm-up
-    warmup_steps: int | None = None  # None: use warmup_ratio of the run
-    warmup_ratio: float = 0.1
-    grad_clip: float | None = 1.0  # max norm of the router gradients
-    # Regulariser and its weight lambda(t): linear warm-up to `lam`, then optional anneal to lam_final.
-    regularizer: str = "manifold"
-    lam: float = 0.8
-    lam_warmup_steps: int | None = None
-    lam_warmup_ratio: float = 0.1
-    lam_final: float | None = None  # anneal linearly to this by the last step (seed 000); None: keep lam
-    prior: str = "uniform"  # for prior-kl
-    # Neighbourhood of each sample among the successful set.
-    k: int = 3
-    epsilon: float | None = None
-    sigma: float = 0.4
-    dedupe_threshold: float = 0.95
-    random_neighbours: bool = False
-    embedder: str | None = None  # None: the bundled all-MiniLM-L6-v2
-    # What is trained and how it is read.
-    layers: str = "last5"
-    position: str = "last"  # prompt token whose routing is aligned: last (RoMA) or first (ablation)
-    task_loss: str = "letter"
-    max_length: int = 1024
-    temperature: float = 1.0  # router-logit temperature during training (seeds 000 / 002)
-    router_dropout: float = 0.0  # dropout on the router's input features during training
-    allow_empty_successful: bool = False  # train without the manifold term when S is empty
-    prefix_cache: bool = True  # run only the tuned layers at each step
-    # The cache stays on the accelerator when it fits in this share of its free memory, else pinned host memory.
-    prefix_cache_device_fraction: float = 0.6
-    gradient_checkpointing: bool = False  # recompute the tuned layers' activations in backward
-    seed: int = 0
-    log_every: int = 1
-    save_every: int | None = None  # resumable state every N optimiser steps
-    max_nonfinite_steps: int = 10  # stop after this many skipped non-finite steps
-    dtype: str = "auto"
-    device: str | None = None
-    attn_implementation: str | None = None  # transformers' attention kernel; None: its default (SDPA)
+    LEGACY_NAMES = {"task_loss": "scoring"}
+
+    layers: str = field(
+        default="last5", metadata=_m("tuned layers: `lastN`, `firstN`, `all` or a list such as `11,12,13`")
+    )
+    position: Literal["last", "first"] = field(
+        default="last",
+        metadata=_m("the prompt token whose routing is aligned: `last` (RoMA) or `first` (ablation)"),
+    )
+    scoring: Scoring = field(
+        default="letter",
+        metadata=_m("the task loss: `letter` (the answer letter's logit) or `continuation` (the choices' "
+                    "log-likelihoods), as the routing file was scored"),
+    )  # fmt: skip
+    max_length: int = field(
+        default=1024, metadata=_m("longest prompt in tokens; longer ones keep their last tokens", range=(1, None))
+    )
+    temperature: float = field(
+        default=1.0, metadata=_m("router-logit temperature during training", range=(1e-6, None))
+    )
+    router_dropout: float = field(
+        default=0.0, metadata=_m("dropout on the routers' input features during training", range=(0, 0.999999))
+    )
+    allow_empty_successful: bool = field(
+        default=False, metadata=_m("train without the manifold term when the base model got no sample right")
+    )
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def check(self) -> None:
+        """Cross-field rules the per-setting ranges cannot express."""
+        for name in ("lr", "weight_decay"):
+            if not math.isfinite(getattr(self.optimizer, name)):
+                raise RomaError(f"setting optimizer.{name} must be a finite number")
 
     def validate(self) -> TrainConfig:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise RomaError(msg)
-
-        need(self.regularizer in REGULARIZERS, f"regularizer must be one of {', '.join(REGULARIZERS)}")
-        need(self.task_loss in TASK_LOSSES, f"task_loss must be one of {', '.join(TASK_LOSSES)}")
-        need(self.position in ("last", "first"), "position must be last or first")
-        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
-        need(self.epochs >= 1, "epochs must be at least 1")
-        need(self.batch_size >= 1, "batch_size must be at least 1")
-        need(self.k >= 1, "k must be at least 1")
-        need(self.sigma > 0, "sigma must be positive")
-        need(self.temperature > 0, "temperature must be positive")
-        need(0 <= self.router_dropout < 1, "router_dropout must be in [0, 1)")
-        need(0 <= self.prefix_cache_device_fraction <= 1, "prefix_cache_device_fraction must be in [0, 1]")
-        for name in ("lr", "weight_decay", "lam", "warmup_ratio", "lam_warmup_ratio"):
-            value = getattr(self, name)
-            need(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0")
-        need(self.epsilon is None or -1 <= self.epsilon <= 1, "epsilon is a cosine similarity in [-1, 1]")
-        need(self.save_every is None or self.save_every >= 1, "save_every must be at least 1")
-        return self
+        """Check every setting (a configuration built in Python passes the loader's checks too)."""
+        return validate_config(self)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Nested, by section."""
+        return to_dict(self)
+
+    def settings(self) -> dict:
+        """Flat, one key per setting in its shortest spelling (what ``router_config.json`` records)."""
+        return to_settings(self)
+
+    def replace(self, **settings: Any) -> TrainConfig:
+        """A copy with some settings changed (any spelling ``train_config`` accepts)."""
+        return build_config(TrainConfig, settings, base=self)
 
 
-def _coerce(name: str, text: str, current):
-    """Parse a ``key=value`` override to the type of the field's default."""
-    field_type = {f.name: f.type for f in fields(TrainConfig)}[name]
-    if text.lower() in ("none", "null") and "None" in str(field_type):
-        return None
-    try:
-        if "bool" in str(field_type):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes")
-        if "int" in str(field_type) and "float" not in str(field_type):
-            return int(text)
-        if "float" in str(field_type):
-            return float(text)
-    except ValueError:
-        raise RomaError(f"override {name}={text!r}: expected {field_type}") from None
-    return text
+def train_config(**settings: Any) -> TrainConfig:
+    """A validated ``TrainConfig`` from settings in any accepted spelling (``lr``, ``optimizer.lr``)."""
+    return build_config(TrainConfig, settings)
 
 
-def _checked(path: Path, name: str, value):
-    """A YAML setting's value if it has the field's type (an integer, or a string such as 7e-5, passes for a float)."""
-    field_type = str({f.name: f.type for f in fields(TrainConfig)}[name])
-    if value is None and "None" in field_type:
-        return value
-    if "bool" in field_type:
-        ok = isinstance(value, bool)
-    elif "int" in field_type and "float" not in field_type:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif "float" in field_type:
-        if isinstance(value, str):  # YAML 1.1 reads 7e-5 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise RomaError(f"{path}: setting {name!r} must be {field_type}, got {value!r}")
-    return value
-
-
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, **explicit) -> TrainConfig:
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, **explicit: Any) -> TrainConfig:
     """Defaults <- YAML file <- explicit options <- ``key=value`` overrides."""
-    values: dict = {}
-    known = {f.name for f in fields(TrainConfig)}
-    if path is not None:
-        p = Path(path)
-        loaded = load_yaml_mapping(p, "config file", "a mapping of training settings")
-        unknown = sorted(set(loaded) - known)
-        if unknown:
-            raise RomaError(f"{p}: unknown settings {unknown}")
-        values.update({key: _checked(p, key, value) for key, value in loaded.items()})
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    for item in overrides or []:
-        if "=" not in item:
-            raise RomaError(f"override {item!r} is not key=value")
-        key, text = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in known:
-            raise RomaError(f"override {key!r} is not a training setting")
-        values[key] = _coerce(key, text.strip(), values.get(key))
-    return TrainConfig(**values).validate()
+    return load_config(TrainConfig, path, overrides, explicit, what="config file")

@@ -25,23 +25,23 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
 from moe_roma.io.errors import DataError, RomaError
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, neighbour_graph_for_store
+from moe_roma.manifold.graph import NeighbourGraph, neighbour_graph_for_store
+from moe_roma.methods.common import losses
+from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
+from moe_roma.methods.common.forward import items_forward
+from moe_roma.methods.common.prefix import PrefixCache
+from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.methods.roma.monitor import routing_health, warn_on_collapse
+from moe_roma.methods.roma.regularizers import RegularizerInputs
+from moe_roma.methods.roma.state import STATE_NAME, load_train_state, restore_train_state, save_train_state
+from moe_roma.methods.roma.targets import with_oracle_targets
 from moe_roma.models.checkpoint import save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.inputs import pad_id
 from moe_roma.routing.store import RoutingStore
-from moe_roma.methods.common import losses
-from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
-from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.common.forward import items_forward
-from moe_roma.methods.common.prefix import PrefixCache
-from moe_roma.methods.roma.schedules import lambda_at, lr_factor, resolve_warmup
-from moe_roma.methods.roma.state import STATE_NAME, load_train_state, restore_train_state, save_train_state
 
 LOG = logging.getLogger("moe_roma.train")
 METRICS_NAME = "metrics.jsonl"
-ENTROPY_COLLAPSE = 0.1  # warn when mean routing entropy falls below this share of log(E)
-UTILISATION_COLLAPSE = 0.5  # warn when one expert takes more than this share of the top-k slots
 
 
 @dataclass
@@ -69,7 +69,7 @@ def maybe_init_distributed() -> None:
 class RouterTrainer:
     """Holds the model, data and state of one router post-training run.
 
-    >>> trainer = RouterTrainer(model, tok, store, TrainConfig(regularizer="manifold"), "runs/x")  # doctest: +SKIP
+    >>> trainer = RouterTrainer(model, tok, store, train_config(regularizer="manifold"), "runs/x")  # doctest: +SKIP
     >>> result = trainer.train()  # doctest: +SKIP
     """
 
@@ -89,7 +89,7 @@ class RouterTrainer:
         self.progress = progress
         self.rank, self.world = _world()
         self.info: MoEInfo = discover_routers(model)
-        store.check_against(self.info, store_path)
+        store.fit_to_model(self.info, store_path)
         self.layers = self.info.select_layers(config.layers)
         missing = [layer for layer in self.layers if layer not in store.layers]
         if missing:
@@ -106,7 +106,12 @@ class RouterTrainer:
                 f"with --position {config.position}",
             )  # fmt: skip
         self.device = next(model.parameters()).device
-        self.regularizer = config.regularizer
+        if config.regularizer.targets == "oracle":
+            store = self.store = with_oracle_targets(
+                model, tokenizer, store, self.layers, self.info, steps=config.regularizer.oracle_steps,
+                batch_size=config.schedule.batch_size, max_length=config.max_length, progress=progress,
+            )  # fmt: skip
+        self.regularizer = config.regularizer.name
         if not store.successful:
             if not config.allow_empty_successful:
                 raise RomaError(
@@ -116,14 +121,14 @@ class RouterTrainer:
             if self.regularizer == "manifold":
                 warnings.warn("empty successful set: training without the manifold term", stacklevel=2)
                 self.regularizer = "none"
+        # Built once; None for plain router tuning (or when an empty successful set turned RoMA into it).
+        self.regularizer_term = config.regularizer.build() if self.regularizer != "none" else None
         self.graph = graph
         if self.graph is None and store.successful:
-            gcfg = GraphConfig(
-                k=config.k, epsilon=config.epsilon, sigma=config.sigma, dedupe_threshold=config.dedupe_threshold,
-                random=config.random_neighbours, seed=config.seed,
-            )  # fmt: skip
             cache = self.out_dir / "neighbours.safetensors" if self.rank == 0 else None
-            self.graph, _ = neighbour_graph_for_store(store, gcfg, config.embedder, cache, progress=False)
+            self.graph, _ = neighbour_graph_for_store(
+                store, config.graph.build(config.runtime.seed), config.graph.embedder, cache, progress=False
+            )
         # Freeze everything, then let the chosen routers learn (in fp32: small, and stable under AdamW).
         model.requires_grad_(False)
         self.params: dict[str, torch.nn.Parameter] = {}
@@ -134,11 +139,11 @@ class RouterTrainer:
                 p.requires_grad_(True)
                 self.params[name] = p
         self.base_params = {n: p.detach().clone() for n, p in self.params.items()}
-        self.items: list[TrainItem] = build_items(store, tokenizer, config.task_loss, config.max_length, store_path)
+        self.items: list[TrainItem] = build_items(store, tokenizer, config.scoring, config.max_length, store_path)
         self.pad = pad_id(tokenizer)
         self.letter_ids = (
             letter_ids_tensor(tokenizer, max(it.n_choices for it in self.items)).to(self.device)
-            if config.task_loss == "letter"
+            if config.scoring == "letter"
             else None
         )
         self.first_layer = min(self.layers)
@@ -172,7 +177,7 @@ class RouterTrainer:
     def forward_items(self, items: list[TrainItem], use_cache: bool = True) -> dict[str, torch.Tensor]:
         """Per-sample task loss and live routing r_i(theta) (B, L, E) for a list of items."""
         return items_forward(
-            self.model, self.info, self.layers, items, self.pad, self.config.task_loss, self.letter_ids,
+            self.model, self.info, self.layers, items, self.pad, self.config.scoring, self.letter_ids,
             cache=self.cache if use_cache else None, router_hooks=self._router_hooks(), position=self.config.position,
         )  # fmt: skip
 
@@ -184,79 +189,46 @@ class RouterTrainer:
             w = self.graph.weights[[it.index for it in items]].to(self.device)
             targets = self.store.routing[idx.clamp_min(0)][:, :, self.store_cols].flatten(2).to(self.device)
             out["manifold"] = losses.manifold_loss(routing.flatten(1), targets, w)
-        reg = self.regularizer
-        if reg == "manifold":
-            out["reg"] = out["manifold"]
-        elif reg == "entropy":
-            out["reg"] = losses.entropy_loss(routing)
-        elif reg == "prior-kl":
-            out["reg"] = losses.prior_kl_loss(routing)
-        elif reg in ("l1", "l2"):
-            # One term for the whole step, spread over samples so that sum/batch equals it.
-            dist_term = losses.weight_distance_loss(list(self.params.values()), list(self.base_params.values()), reg)
-            out["reg"] = dist_term.expand(len(items)) / self.world
+        if self.regularizer_term is not None:
+            out["reg"] = self.regularizer_term(RegularizerInputs(routing, out.get("manifold"), list(self.params.values()),
+                                                list(self.base_params.values()), self.world))  # fmt: skip
         return out
 
     # ----------------------------------------------------------------------------------------------
     def _batches(self, epoch: int, global_batch: int) -> list[list[int]]:
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(self.config.runtime.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.items), generator=gen).tolist()
         return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
 
     def _step_metrics(self, routing: torch.Tensor, items: list[TrainItem]) -> dict:
-        e = routing.shape[-1]
-        ent = losses.routing_entropy(routing.detach()).mean(0)  # (L,)
         k = max(r.top_k for r in self.info.routers.values())
-        top = routing.detach().topk(k, dim=-1).indices  # (B, L, k)
-        metrics = {"entropy": {str(layer): float(ent[i]) for i, layer in enumerate(self.layers)}}
-        util = {}
-        for i, layer in enumerate(self.layers):
-            counts = torch.bincount(top[:, i].flatten(), minlength=e).float()
-            share = counts / counts.sum()
-            util[str(layer)] = {"min": float(share.min()), "max": float(share.max())}
-        metrics["utilisation"] = util
-        base = self.base_topk[[it.index for it in items]].to(top.device)
-        changed = (top.sort(-1).values != base).any(-1).any(-1).float().mean()
-        metrics["topk_changed"] = float(changed)
-        return metrics
-
-    def _check_collapse(self, metrics: dict, warned: set) -> None:
-        e = self.info.num_experts
-        for layer, h in metrics["entropy"].items():
-            if h < ENTROPY_COLLAPSE * math.log(e) and ("entropy", layer) not in warned:
-                warned.add(("entropy", layer))
-                LOG.warning("routing entropy in layer %s collapsed to %.3f nats (log E = %.2f)", layer, h, math.log(e))
-        for layer, u in metrics["utilisation"].items():
-            if u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in warned:
-                warned.add(("util", layer))
-                LOG.warning("expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots", layer,
-                            100 * u["max"])
+        base = self.base_topk[[it.index for it in items]]
+        return routing_health(routing, self.layers, k, base)
 
     def train(self, resume: bool = False) -> TrainResult:
         cfg = self.config
-        torch.manual_seed(cfg.seed)
+        run, sched = cfg.runtime, cfg.schedule
+        torch.manual_seed(run.seed)
         start_time = time.perf_counter()
-        if cfg.prefix_cache and self.first_layer > 0:
-            self.cache = PrefixCache(self.first_layer, cfg.prefix_cache_device_fraction)
-            self.cache.fill(self.model, self.info, self.items, self.pad, cfg.batch_size, self.progress and self.rank == 0)
+        if run.prefix_cache and self.first_layer > 0:
+            self.cache = PrefixCache(self.first_layer, run.prefix_cache_device_fraction)
+            self.cache.fill(self.model, self.info, self.items, self.pad, sched.batch_size, self.progress and self.rank == 0)
         _sync(self.device)
         self.timings = {"prefix_cache_seconds": time.perf_counter() - start_time}
-        global_batch = cfg.batch_size
+        global_batch = sched.batch_size
         steps_per_epoch = math.ceil(len(self.items) / global_batch)
-        total = steps_per_epoch * cfg.epochs
-        warm = resolve_warmup(cfg.warmup_steps, cfg.warmup_ratio, total)
-        lam_warm = resolve_warmup(cfg.lam_warmup_steps, cfg.lam_warmup_ratio, total)
+        total = steps_per_epoch * sched.epochs
         params = list(self.params.values())
         original_dtypes = {name: p.dtype for name, p in self.params.items()}
         for p in params:
             if p.dtype != torch.float32:
                 p.data = p.data.float()  # fp32 master weights and AdamW state
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = cfg.optimizer.build(params)
         # fp16 activations can underflow small router gradients; scale the loss (bf16 needs no scaler).
         # The scaled gradients land on fp32 router weights, so unscaling them is always legal.
         fp16 = any(p.dtype == torch.float16 for p in self.model.parameters())
         scaler = torch.amp.GradScaler(self.device.type, enabled=fp16 and self.device.type == "cuda")
-        if cfg.gradient_checkpointing:
+        if run.gradient_checkpointing:
             _activation_checkpointing(self.model, True)
             self.model.train()  # transformers only checkpoints in training mode; no dropout in these layers
         step, skipped = 0, 0
@@ -276,13 +248,13 @@ class RouterTrainer:
         warned: set = set()
         last: dict = {}
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (self.progress and self.rank == 0))
-        for epoch in range(step // steps_per_epoch, cfg.epochs):
+        for epoch in range(step // steps_per_epoch, sched.epochs):
             batches = self._batches(epoch, global_batch)
             for b in range(step - epoch * steps_per_epoch, len(batches)):
                 chunk = batches[b]
                 local = [self.items[i] for i in chunk[self.rank :: self.world]]
-                lam = lambda_at(step, total, cfg.lam, lam_warm, cfg.lam_final)
-                lr = cfg.lr * lr_factor(step, total, warm, cfg.lr_schedule)
+                lam = cfg.regularizer.lam_at(step, total)
+                lr = cfg.optimizer.lr * sched.lr_factor(step, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
@@ -298,7 +270,7 @@ class RouterTrainer:
                 loss_value, grad_norm = self.apply_step(params, loss, optimizer, scaler)
                 if not math.isfinite(grad_norm):
                     skipped += 1
-                    if skipped > cfg.max_nonfinite_steps:
+                    if skipped > run.max_nonfinite_steps:
                         kept = (
                             f"the last good state is in {state_path}"
                             if state_path.is_file()
@@ -309,7 +281,7 @@ class RouterTrainer:
                             "(lower the learning rate or check the data)"
                         )
                 step += 1
-                if out is not None and self.rank == 0 and (step % cfg.log_every == 0 or step == total):
+                if out is not None and self.rank == 0 and (step % run.log_every == 0 or step == total):
                     record = {
                         "step": step, "epoch": epoch + (b + 1) / len(batches),
                         "task_loss": float(out["task"].detach().mean()),
@@ -319,19 +291,19 @@ class RouterTrainer:
                         "router_grad_norm": grad_norm, "skipped_steps": skipped,
                         **self._step_metrics(out["routing"], local),
                     }  # fmt: skip
-                    self._check_collapse(record, warned)
+                    warn_on_collapse(record, self.info.num_experts, warned, LOG)
                     _append_jsonl(metrics_path, record)
                     last = record
                     bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
                 bar.update(1)
-                if cfg.save_every and step % cfg.save_every == 0 and step < total and self.rank == 0:
+                if run.save_every and step % run.save_every == 0 and step < total and self.rank == 0:
                     save_train_state(
                         self.out_dir, step, self.params, optimizer, {"config": cfg.to_dict(), "skipped": skipped}
                     )
         bar.close()
         _sync(self.device)
         self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
-        if cfg.gradient_checkpointing:
+        if run.gradient_checkpointing:
             _activation_checkpointing(self.model, False)
             self.model.eval()
         seconds = time.perf_counter() - start_time
@@ -368,8 +340,8 @@ class RouterTrainer:
             optimizer.zero_grad(set_to_none=True)
             scaler.update()
             return loss_value, float("nan")
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+        if self.config.optimizer.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.optimizer.grad_clip, norm)
         scaler.step(optimizer)
         scaler.update()
         return loss_value, grad_norm
@@ -377,8 +349,8 @@ class RouterTrainer:
     def _save(self, seconds: float, steps: int) -> None:
         extra = {
             "method": "roma" if self.regularizer == "manifold" else f"router_tuning[{self.regularizer}]",
-            "hyperparameters": self.config.to_dict(),
-            "seed": self.config.seed,
+            "hyperparameters": self.config.settings(),
+            "seed": self.config.runtime.seed,
             "data_fingerprint": self.store.meta.get("json_sha256") or _store_fingerprint(self.store),
             "n_train": len(self.store),
             "n_successful": len(self.store.successful),

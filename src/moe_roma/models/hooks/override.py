@@ -102,7 +102,7 @@ class RoutingOverride:
             )
 
 
-def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, scoring: str) -> torch.Tensor:
+def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, gate_function: str) -> torch.Tensor:
     """Logit offsets that turn the routing of ``current_logits`` into the distribution ``target`` (..., E).
 
     Softmax routers: ``log target - log softmax(current)`` (a constant shift would not matter).
@@ -113,7 +113,7 @@ def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, sco
     eps = 1e-6
     current_logits = current_logits.double()
     target = target.double()
-    if scoring == "softmax":
+    if gate_function == "softmax":
         return target.clamp_min(eps).log() - torch.log_softmax(current_logits, dim=-1)
     scores = torch.sigmoid(current_logits)
     # Normalisation makes the scale free: keep the current mass unless a score would have to pass 1.
@@ -140,4 +140,4 @@ class RoutingTargets(RoutingOverride):
         router = self.info.routers[layer]
         out = module.forward(tokens)  # the router's own code (``forward`` skips hooks: no recursion)
         logits = out[router.logits_index] if isinstance(out, (tuple, list)) else out
-        return target_logit_offsets(logits, self.offsets[layer].to(tokens.device), router.scoring)
+        return target_logit_offsets(logits, self.offsets[layer].to(tokens.device), router.gate_function)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from helpers.examples import make_examples
+from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
 from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
 from moe_roma.routing.collect import collect_routing
-from test_collect import make_examples
-from tiny_models import build_tiny_model, build_tiny_tokenizer
 
 
 def store_and_graph(family: str = "olmoe", n: int = 16, scoring: str = "letter", layers: str = "last2", seed: int = 0):

@@ -264,6 +264,20 @@ def build_tiny_model(
 WORDS = ["Question", "Answer", "question", "answer", "the", "a", "of", "is", "what", "which", "to", "in", "and", "or", "not", "yes", "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog", "bird", "fish", "big", "small", "more", "less", "than", "plus", "minus", "equals", "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "?", ".", ",", ":", "!", "(", ")", "_"]
 
 
+def routed_model(family: str, layers: list[int], num_layers: int = 4) -> transformers.PreTrainedModel:
+    """A tiny model whose routing matters in ``layers``: experts and routers there are scaled up 10x, so
+    routing is peaked (as trained routers are, rather than near ties) and choosing other experts
+    changes the answer. Shared experts (``.shared_experts.``) are left alone."""
+    model = build_tiny_model(family, num_layers=num_layers)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not any(f"layers.{layer}." in name for layer in layers):
+                continue
+            if ".experts." in name or ".gate.weight" in name:
+                p.mul_(10.0)
+    return model
+
+
 def build_tiny_tokenizer():
     """A word-level tokenizer over a small vocabulary (letters A-J included), built offline."""
     from tokenizers import Tokenizer, models, pre_tokenizers

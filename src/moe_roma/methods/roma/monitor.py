@@ -1,0 +1,46 @@
+"""What a training run watches at each logged step: routing entropy, expert utilisation, changed
+top-k choices, and the two ways routing collapses (seed 000's monitoring)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from moe_roma.methods.common import losses
+
+ENTROPY_COLLAPSE = 0.1  # warn when mean routing entropy falls below this share of log(E)
+UTILISATION_COLLAPSE = 0.5  # warn when one expert takes more than this share of the top-k slots
+
+
+def routing_health(routing: torch.Tensor, layers: list[int], top_k: int, base_topk: torch.Tensor) -> dict:
+    """Per tuned layer: mean entropy and min/max share of top-k slots; and the share of the batch whose
+    top-k experts differ from the base model's (``base_topk`` (B, L, k), sorted)."""
+    e = routing.shape[-1]
+    ent = losses.routing_entropy(routing.detach()).mean(0)  # (L,)
+    top = routing.detach().topk(top_k, dim=-1).indices  # (B, L, k)
+    metrics: dict = {"entropy": {str(layer): float(ent[i]) for i, layer in enumerate(layers)}}
+    util = {}
+    for i, layer in enumerate(layers):
+        counts = torch.bincount(top[:, i].flatten(), minlength=e).float()
+        share = counts / counts.sum()
+        util[str(layer)] = {"min": float(share.min()), "max": float(share.max())}
+    metrics["utilisation"] = util
+    changed = (top.sort(-1).values != base_topk.to(top.device)).any(-1).any(-1).float().mean()
+    metrics["topk_changed"] = float(changed)
+    return metrics
+
+
+def warn_on_collapse(metrics: dict, num_experts: int, warned: set, log: logging.Logger) -> None:
+    """Log once per layer when its routing entropy or its expert utilisation collapses."""
+    for layer, h in metrics["entropy"].items():
+        if h < ENTROPY_COLLAPSE * math.log(num_experts) and ("entropy", layer) not in warned:
+            warned.add(("entropy", layer))
+            log.warning("routing entropy in layer %s collapsed to %.3f nats (log E = %.2f)", layer, h,
+                        math.log(num_experts))  # fmt: skip
+    for layer, u in metrics["utilisation"].items():
+        if u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in warned:
+            warned.add(("util", layer))
+            log.warning("expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots", layer,
+                        100 * u["max"])  # fmt: skip

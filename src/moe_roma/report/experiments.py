@@ -1,0 +1,105 @@
+"""Markdown reports and figures of experiment grids and the demo (what ``roma experiment`` and
+``roma demo`` write next to their ``results.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from moe_roma import __version__
+from moe_roma.report.tables import aggregate, markdown_table
+
+
+def experiment_report(cfg: dict, table: str, metrics: dict, ctgi: dict, seconds: float, config_path: str) -> str:
+    """``table.md`` of ``roma experiment``: the accuracy table, CTGI, routing metrics, the plot."""
+    lines = [f"# {cfg.get('name', 'experiment')}", "",
+             f"Produced by `roma experiment {config_path}` (moe-roma {__version__}) in {seconds:.0f} s.", "", table]  # fmt: skip
+    if ctgi:
+        lines += ["## Cross-task generalisation index", "",
+                  "Gain over base on held-out task families divided by the gain on the trained families "
+                  "(in_dist), seed means; undefined when the in-distribution gain is not positive.", "",
+                  "| method | gain in_dist | gain heldout_tasks | CTGI |", "|---|---|---|---|"]  # fmt: skip
+        for m, v in ctgi.items():
+            c = "-" if v["ctgi"] is None else f"{v['ctgi']:.2f}"
+            go = "-" if v["gain_heldout"] is None else f"{v['gain_heldout']:+.1%}"
+            lines.append(f"| {m} | {v['gain_in_dist']:+.1%} | {go} | {c} |")
+        lines.append("")
+    if metrics:
+        lines += ["## Routing metrics (first evaluation split)", "",
+                  "`knn_overlap@5`: share of each item's 5 nearest neighbours in sentence-embedding space that are "
+                  "also its 5 nearest in routing space; `cka`: linear CKA between embeddings and routing vectors; "
+                  "entropy in nats per tuned layer; utilisation: min/max share of top-k slots per layer.", "",
+                  "| run | knn_overlap@5 | cka | entropy | utilisation min..max |", "|---|---|---|---|---|"]  # fmt: skip
+        for key, m in metrics.items():
+            ent = ", ".join(f"{h:.2f}" for h in m["entropy"])
+            util = ", ".join(f"{a:.2f}..{b:.2f}" for a, b in zip(m["utilisation_min"], m["utilisation_max"]))
+            lines.append(f"| {key} | {m['knn_overlap@5']:.3f} | {m['cka']:.3f} | {ent} | {util} |")
+        lines.append("")
+    lines += ["![accuracy](accuracy.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_accuracy(rows: list[dict], methods: list[str], splits: list[str], out: Path) -> Path:
+    """Bar chart of each method's mean accuracy per split, with the standard deviation over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    agg = aggregate(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(methods) * len(splits) / 2), 4))
+    width = 0.8 / len(methods)
+    x = np.arange(len(splits))
+    for i, m in enumerate(methods):
+        means = [agg.get((m, s), {}).get("mean") or 0 for s in splits]
+        stds = [agg.get((m, s), {}).get("std") or 0 for s in splits]
+        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, capsize=2, label=m)
+    ax.set_xticks(x, splits)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def demo_report(rows: list[dict], meta: dict, alignment: dict, methods: list[str], splits: list[str], seconds: float) -> str:
+    """``report.md`` of ``roma demo``."""
+    lines = [
+        "# RoMA demo on the bundled testbed",
+        "",
+        f"Produced by `roma demo` (moe-roma {__version__}) in {seconds:.0f} s. Base model answers "
+        f"{meta['base_train_accuracy']:.1%} of the {meta['n_train']} RoMA training items right "
+        f"(successful set: {meta['n_successful']}). Scoring: {meta['scoring']} (lm-evaluation-harness `acc`).",
+        "",
+        markdown_table(rows, methods, splits),
+        "## Manifold alignment on in_dist (first seed)",
+        "",
+        "`knn_overlap@5`: mean share of each item's 5 nearest neighbours in the sentence-embedding space "
+        "that are also among its 5 nearest in routing space (tuned layers concatenated); chance is about "
+        f"{5 / max(meta['splits'].get('in_dist', 6) - 1, 1):.3f}.",
+        "",
+        "| routing | knn_overlap@5 | mean routing entropy per tuned layer (nats) |",
+        "|---|---|---|",
+    ]
+    for label, a in alignment.items():
+        lines.append(f"| {label} | {a['knn_overlap@5']:.3f} | {', '.join(f'{h:.2f}' for h in a['entropy'])} |")
+    lines += [
+        "",
+        "## Plots",
+        "",
+        "![training curves](training_curves.png)",
+        "![expert utilisation](expert_utilisation.png)",
+        "![routing PCA](routing_pca.png)",
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(meta["train_config"], indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,1 +1,0 @@
-"""Temporary alias package during the redesign."""
