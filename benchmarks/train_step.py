@@ -122,8 +122,8 @@ def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
     cache_mib = trainer.cache.flat.numel() * trainer.cache.flat.element_size() / 2**20
     return Setup(
         shape, trainer, batches,
-        torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-        torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        cfg.optimizer.build(params),
+        cfg.optimizer.build(params),
         torch.amp.GradScaler("cpu", enabled=False), tokens, cache_mib,
     )  # fmt: skip
 

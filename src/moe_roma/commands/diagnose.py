@@ -1,0 +1,72 @@
+"""``roma diagnose``: will router post-training help on this model and data? One collection pass tells."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose",
+        help="measure a routing file: success, routing-embedding alignment, whether routing decides correctness",
+        description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and writes "
+        "report.json, report.md and two pictures: routing and embedding maps, per-layer alignment.",
+    )
+    p.add_argument("--routing", required=True, help="routing JSON from `roma collect`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--embedder", default=None, help="sentence-transformers name or folder (default: bundled MiniLM)")
+    p.add_argument("--oracle", type=int, default=None, metavar="N",
+                   help="also run oracle routing on a random sample of N items (needs --model)")
+    p.add_argument("--model", default=None, help="the base model the routing was collected from (for --oracle)")
+    p.add_argument("--layers", default=None,
+                   help="measure only these recorded layers: lastN, firstN, all or e.g. 11,12 (default: all recorded)")
+    p.add_argument("--top-k", type=int, default=None, help="experts per token, for utilisation (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation, permutations and sample")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_roma.diagnose.run import diagnose_routing, only_layers
+    from moe_roma.io.atomic import write_json_atomic, write_text_atomic
+    from moe_roma.io.errors import RomaError
+    from moe_roma.report.diagnose import diagnose_markdown, plot_layer_alignment, plot_maps
+    from moe_roma.routing.store import load_routing_store
+
+    if args.oracle is not None and (args.oracle < 1 or not args.model):
+        raise RomaError("--oracle N needs N >= 1 and --model")
+    store = load_routing_store(args.routing)
+    if args.layers:
+        store = only_layers(store, args.layers, args.routing)
+    try:
+        report = diagnose_routing(store, embedder=args.embedder, top_k=args.top_k, seed=args.seed, log=print)
+    except OSError as exc:  # an embedder that cannot be loaded
+        raise RomaError(f"embedder {args.embedder or 'all-MiniLM-L6-v2'} cannot be loaded: {exc}") from None
+    if args.oracle:
+        report["oracle"] = _oracle_headroom(args, store)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    embeddings = report.pop("_embeddings", None)
+    if embeddings is not None:
+        plot_maps(store.routing.float().numpy(), embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
+        plot_layer_alignment(report, out / "layer_alignment.png")
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
+    s = report["success"]
+    print(f"{s['n_successful']} of {s['n']} answered right; wrote {out / 'report.md'}")
+    return 0
+
+
+def _oracle_headroom(args: argparse.Namespace, store) -> dict:
+    import torch
+
+    from moe_roma.methods.oracle import oracle_routing
+    from moe_roma.models.loading import load_model
+
+    model, tokenizer = load_model(args.model)
+    n = min(args.oracle, len(store))
+    pick = sorted(torch.randperm(len(store), generator=torch.Generator().manual_seed(args.seed))[:n].tolist())
+    result = oracle_routing(model, tokenizer, store.subset(pick), progress=False)
+    return {"n": n, "accuracy": result.accuracy, "base_accuracy": result.base_accuracy, "gap": result.gap,
+            "layers": result.layers}  # fmt: skip

@@ -1,0 +1,1 @@
+"""diagnose: will router post-training help on this model and data? Measurements from one collection pass."""

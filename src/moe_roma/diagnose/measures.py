@@ -1,0 +1,124 @@
+"""Measurements that say whether re-training routers can help, from one collection pass.
+
+All of them read a routing store (the base model's last-token routing, answers and correctness)
+and the items' sentence embeddings; none needs a GPU or another forward pass. They are the
+quantities the RoMA paper uses to explain its gains, measured on one's own model and data:
+
+- ``success``: the successful share, overall and per task (the size of the target set);
+- ``alignment``: how well routing lines up with task embeddings (linear CKA, k-NN overlap),
+  overall and per layer;
+- ``correctness_signal``: whether correctness can be predicted from routing alone, and from
+  embeddings alone (k-NN classifiers, cross-validated ROC AUC; scikit-learn);
+- ``room_to_move``: how far failed items sit from their successful neighbours in routing space,
+  against successful items, with a permutation test;
+- ``routing_health``: per-layer entropy and expert utilisation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.metrics import expert_utilisation, knn_overlap, linear_cka, routing_entropy_per_layer
+
+
+def success(is_correct: Sequence[bool], tasks: Sequence[str | None] | None = None) -> dict:
+    """Share of items the base model answers right, overall and per task (when tasks are known)."""
+    correct = np.asarray(is_correct, dtype=bool)
+    out: dict = {"n": int(correct.size), "n_successful": int(correct.sum()),
+                 "share": float(correct.mean()) if correct.size else float("nan")}  # fmt: skip
+    if tasks is not None and any(t for t in tasks):
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for ok, task in zip(correct, tasks):
+            groups[str(task)].append(bool(ok))
+        out["per_task"] = {t: {"n": len(v), "share": float(np.mean(v))} for t, v in sorted(groups.items())}
+    return out
+
+
+def alignment(embeddings: np.ndarray, routing: torch.Tensor, k: int = 5) -> dict:
+    """Routing-embedding alignment: linear CKA and k-NN overlap@k, all tuned layers together and per layer."""
+    flat = routing.reshape(routing.shape[0], -1)
+    per_layer = [
+        {"cka": linear_cka(embeddings, routing[:, i]), f"knn_overlap@{k}": knn_overlap(embeddings, routing[:, i : i + 1], k)}
+        for i in range(routing.shape[1])
+    ]  # fmt: skip
+    n = routing.shape[0]
+    return {"cka": linear_cka(embeddings, flat), f"knn_overlap@{k}": knn_overlap(embeddings, routing, k),
+            f"knn_overlap@{k}_chance": min(k, n - 1) / max(n - 1, 1), "per_layer": per_layer}  # fmt: skip
+
+
+def correctness_signal(
+    embeddings: np.ndarray, routing: torch.Tensor, is_correct: Sequence[bool], k: int = 10, folds: int = 5,
+    seed: int = 0,
+) -> dict:  # fmt: skip
+    """Cross-validated ROC AUC of a k-NN classifier that predicts correctness from routing alone, and from
+    embeddings alone. 0.5 is chance. ``None`` where a class has fewer items than folds."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    y = np.asarray(is_correct, dtype=int)
+    if min(y.sum(), (1 - y).sum()) < folds:
+        return {"auc_routing": None, "auc_embedding": None, "folds": folds, "k": k,
+                "reason": f"fewer than {folds} items in a class"}  # fmt: skip
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    neighbours = min(k, int(len(y) * (folds - 1) / folds) - 1)
+
+    def auc(x: np.ndarray, metric: str) -> dict:
+        scores = cross_val_score(KNeighborsClassifier(n_neighbors=neighbours, metric=metric), x, y, cv=splitter,
+                                 scoring="roc_auc")  # fmt: skip
+        return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0}
+
+    flat = routing.reshape(routing.shape[0], -1).float().numpy()
+    return {"auc_routing": auc(flat, "euclidean"), "auc_embedding": auc(np.asarray(embeddings), "cosine"),
+            "folds": folds, "k": neighbours}  # fmt: skip
+
+
+def neighbour_distances(
+    embeddings: np.ndarray, routing: torch.Tensor, successful: list[int], k: int = 3, sigma: float = 0.4
+) -> np.ndarray:
+    """Each item's kernel-weighted squared routing distance to its k nearest successful neighbours in
+    embedding space (itself excluded): the manifold term RoMA starts from, per item."""
+    graph = build_neighbour_graph(embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01))
+    flat = routing.reshape(routing.shape[0], -1).float()
+    idx = graph.indices.clamp_min(0)
+    sq = ((flat.unsqueeze(1) - flat[idx]) ** 2).sum(-1)
+    return (graph.weights * sq * (graph.indices >= 0)).sum(1).numpy()
+
+
+def room_to_move(
+    embeddings: np.ndarray, routing: torch.Tensor, is_correct: Sequence[bool], k: int = 3, sigma: float = 0.4,
+    permutations: int = 2000, seed: int = 0,
+) -> dict:  # fmt: skip
+    """Mean kernel-weighted routing distance to the successful neighbours, for failed and for successful
+    items, and a two-sided permutation test of the difference (labels shuffled, distances fixed).
+    A positive difference means failed items route unlike their successful neighbours: RoMA's term
+    has something to pull on."""
+    correct = np.asarray(is_correct, dtype=bool)
+    successful = np.flatnonzero(correct).tolist()
+    if len(successful) < 2 or correct.all():
+        return {"failed_mean": None, "successful_mean": None, "difference": None, "p_value": None,
+                "reason": "needs at least two successful items and one failed item"}  # fmt: skip
+    d = neighbour_distances(embeddings, routing, successful, k, sigma)
+    observed = d[~correct].mean() - d[correct].mean()
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(permutations):
+        perm = rng.permutation(correct)
+        hits += abs(d[~perm].mean() - d[perm].mean()) >= abs(observed)
+    return {"failed_mean": float(d[~correct].mean()), "successful_mean": float(d[correct].mean()),
+            "difference": float(observed), "p_value": (hits + 1) / (permutations + 1), "k": k, "sigma": sigma,
+            "permutations": permutations}  # fmt: skip
+
+
+def routing_health(routing: torch.Tensor, top_k: int) -> dict:
+    """Per layer: mean routing entropy (nats, and as a share of log E) and min/max share of top-k slots."""
+    e = routing.shape[-1]
+    entropy = routing_entropy_per_layer(routing)
+    util = expert_utilisation(routing, top_k)
+    return {"entropy": entropy, "entropy_share": [h / float(np.log(e)) for h in entropy],
+            "utilisation_min": util.min(dim=1).values.tolist(), "utilisation_max": util.max(dim=1).values.tolist(),
+            "experts": e, "top_k": top_k}  # fmt: skip

@@ -1,0 +1,102 @@
+"""``diagnose_routing``: every measurement of ``moe_roma.diagnose.measures`` on one routing store.
+
+>>> from moe_roma.routing.store import load_routing_store  # doctest: +SKIP
+>>> report = diagnose_routing(load_routing_store("runs/x/routing.json"))  # doctest: +SKIP
+>>> report["correctness_signal"]["auc_routing"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from moe_roma import __version__
+from moe_roma.diagnose import measures
+from moe_roma.io.errors import RomaError
+from moe_roma.manifold.graph import embedding_text
+from moe_roma.routing.store import RoutingStore
+
+MIN_ITEMS = 20  # below this, no measurement says anything
+
+
+def only_layers(store: RoutingStore, spec: str, path: str | None = None) -> RoutingStore:
+    """A copy of ``store`` with only the recorded layers ``spec`` names (``last3``, ``first2``, ``all``, ``11,12``)."""
+    import re
+
+    recorded = list(store.layers)
+    text = spec.strip().lower()
+    match = re.fullmatch(r"(last|first)(\d+)", text)
+    if text == "all":
+        chosen = recorded
+    elif match and int(match.group(2)) >= 1:
+        n = int(match.group(2))
+        chosen = recorded[-n:] if match.group(1) == "last" else recorded[:n]
+    else:
+        try:
+            chosen = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            chosen = []
+    missing = [x for x in chosen if x not in recorded]
+    if not chosen or missing:
+        raise RomaError(f"{path or 'routing file'}: layers {spec!r} are not among the recorded layers {recorded}")
+    out = store.subset(list(range(len(store))))
+    out.routing = out.routing[:, [recorded.index(x) for x in chosen]]
+    out.layers = chosen
+    return out
+
+
+def diagnose_routing(
+    store: RoutingStore,
+    embedder: str | None = None,
+    embeddings: np.ndarray | None = None,
+    top_k: int | None = None,
+    k: int = 3,
+    sigma: float = 0.4,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Measure a routing store: success, alignment, correctness signal, room to move, routing health.
+
+    ``embeddings`` (L2-normalised, one row per item) skips embedding the questions with ``embedder``
+    (default: the bundled all-MiniLM-L6-v2). ``top_k``: the model's experts per token, for utilisation
+    (default: read from the store's metadata, else 2). A store of fewer than 20 items, or without
+    successful or without failed items, gets the measurements that still mean something and a reason.
+    """
+    start = time.perf_counter()
+    n = len(store)
+    out: dict = {"n": n, "layers": list(store.layers), "experts": int(store.routing.shape[-1]),
+                 "package_version": __version__, "cannot_tell": []}  # fmt: skip
+    out["success"] = measures.success(store.is_correct, store.tasks)
+    if n < MIN_ITEMS:
+        out["cannot_tell"].append(f"only {n} items; at least {MIN_ITEMS} are needed")
+        return out
+    n_ok = out["success"]["n_successful"]
+    if n_ok == 0:
+        out["cannot_tell"].append("no item is answered right: there is no successful set to align to")
+    if n_ok == n:
+        out["cannot_tell"].append("every item is answered right: there is nothing to correct")
+    if embeddings is None:
+        from moe_roma.manifold.embed import embed_texts
+
+        log("embedding the questions")
+        texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
+        embeddings = embed_texts(texts, embedder)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.shape[0] != n:
+        raise RomaError(f"{embeddings.shape[0]} embeddings for {n} routing items")
+    routing = store.routing.float()
+    top_k = top_k or int(store.meta.get("top_k") or 2)
+    log("alignment")
+    out["alignment"] = measures.alignment(embeddings, routing)
+    log("routing health")
+    out["routing_health"] = measures.routing_health(routing, top_k)
+    if not out["cannot_tell"]:
+        log("correctness signal (k-NN, 5-fold ROC AUC)")
+        out["correctness_signal"] = measures.correctness_signal(embeddings, routing, store.is_correct, seed=seed)
+        log("room to move (permutation test)")
+        out["room_to_move"] = measures.room_to_move(embeddings, routing, store.is_correct, k=k, sigma=sigma, seed=seed)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    out["_embeddings"] = embeddings  # for the pictures; not written to JSON
+    return out

@@ -1,0 +1,123 @@
+"""The pictures and the markdown page of ``roma diagnose``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def project_2d(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
+    """A 2-D map of the rows of ``x``: UMAP when ``umap-learn`` is installed (as the paper draws them),
+    else PCA. Returns the points and the method's name."""
+    try:
+        import umap  # noqa: F401  # optional
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(x), "UMAP"
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
+
+
+def plot_maps(routing: np.ndarray, embeddings: np.ndarray, tasks: list[str], correct: list[bool], out: Path) -> Path:
+    """Routing vectors and embeddings side by side, coloured by task (top) and by correctness (bottom)."""
+    r_xy, how = project_2d(routing.reshape(routing.shape[0], -1))
+    e_xy, _ = project_2d(embeddings)
+    families = sorted(set(tasks))
+    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.4))
+    ok = np.asarray(correct, dtype=bool)
+    for col, (xy, name) in enumerate(((r_xy, "routing"), (e_xy, "task embeddings"))):
+        ax = axes[0, col]
+        for c, fam in enumerate(families):
+            idx = [i for i, t in enumerate(tasks) if t == fam]
+            ax.scatter(xy[idx, 0], xy[idx, 1], s=7, color=cmap(c % 20), label=fam)
+        ax.set(title=f"{name} ({how}), by task")
+        ax = axes[1, col]
+        ax.scatter(xy[ok, 0], xy[ok, 1], s=7, color="tab:blue", label="answered right")
+        ax.scatter(xy[~ok, 0], xy[~ok, 1], s=7, color="tab:red", label="answered wrong")
+        ax.set(title=f"{name} ({how}), by correctness")
+    if len(families) <= 20:
+        axes[0, 1].legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[1, 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_layer_alignment(report: dict, out: Path) -> Path:
+    """Bar chart of linear CKA and k-NN overlap between routing and embeddings, per tuned layer."""
+    per_layer = report["alignment"]["per_layer"]
+    layers = [str(x) for x in report["layers"]]
+    overlap_key = next(k for k in per_layer[0] if k.startswith("knn_overlap"))
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(layers) + 2), 3.6))
+    ax.bar(x - 0.2, [p["cka"] for p in per_layer], 0.4, label="linear CKA")
+    ax.bar(x + 0.2, [p[overlap_key] for p in per_layer], 0.4, label=overlap_key.replace("_", " "))
+    ax.axhline(report["alignment"][f"{overlap_key}_chance"], color="grey", lw=0.8, ls="--", label="overlap by chance")
+    ax.set_xticks(x, layers)
+    ax.set(xlabel="layer", ylabel="alignment with task embeddings", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _f(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def diagnose_markdown(report: dict, source: str) -> str:
+    """``report.md``: the verdict first, then every measurement with what it means."""
+    s = report["success"]
+    lines = [f"# Will router post-training help? `{source}`", ""]
+    verdict = report.get("verdict")
+    if verdict:
+        lines += [f"**Verdict: {verdict['label']}.** {verdict['why']}", "", f"_{verdict['caveat']}_", ""]
+    for reason in report["cannot_tell"]:
+        lines.append(f"- Cannot tell: {reason}.")
+    lines += ["", "## Success", "",
+              f"{s['n_successful']} of {s['n']} items answered right ({s['share']:.1%}): the successful set RoMA aligns to."]  # fmt: skip
+    if "per_task" in s:
+        lines += ["", "| task | n | answered right |", "|---|---|---|"]
+        lines += [f"| {t} | {v['n']} | {v['share']:.1%} |" for t, v in s["per_task"].items()]
+    if "alignment" in report:
+        a = report["alignment"]
+        key = next(k for k in a if k.startswith("knn_overlap") and not k.endswith("chance"))
+        lines += ["", "## Alignment of routing with task embeddings", "",
+                  f"Linear CKA {_f(a['cka'])}; {key.replace('_', ' ')} {_f(a[key])} (chance {_f(a[key + '_chance'])}).",
+                  "", "![per-layer alignment](layer_alignment.png)", ""]  # fmt: skip
+    if "correctness_signal" in report:
+        c = report["correctness_signal"]
+        if c.get("auc_routing"):
+            lines += ["## Does correctness depend on routing?", "",
+                      f"A {c['k']}-NN classifier predicts correctness with ROC AUC {c['auc_routing']['mean']:.3f} "
+                      f"± {c['auc_routing']['sd']:.3f} from routing alone and {c['auc_embedding']['mean']:.3f} ± "
+                      f"{c['auc_embedding']['sd']:.3f} from embeddings alone ({c['folds']}-fold; 0.5 is chance).", ""]  # fmt: skip
+    if report.get("room_to_move", {}).get("difference") is not None:
+        m = report["room_to_move"]
+        lines += ["## Room to move", "",
+                  f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed items "
+                  f"{m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
+                  f"{m['difference']:+.4f}, permutation p = {m['p_value']:.4f}).", ""]  # fmt: skip
+    if "routing_health" in report:
+        h = report["routing_health"]
+        lines += ["## Routing health", "", "| layer | entropy (nats) | share of log E | top-k share min..max |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for layer, e, es, lo, hi in zip(report["layers"], h["entropy"], h["entropy_share"], h["utilisation_min"],
+                                        h["utilisation_max"]):  # fmt: skip
+            lines.append(f"| {layer} | {e:.3f} | {es:.2f} | {lo:.3f}..{hi:.3f} |")
+    if "oracle" in report:
+        o = report["oracle"]
+        lines += ["", "## Oracle headroom", "",
+                  f"On a random sample of {o['n']} items, oracle routing reaches {o['accuracy']:.1%} against the base "
+                  f"model's {o['base_accuracy']:.1%} (gap {o['gap']:+.1%})."]  # fmt: skip
+    lines += ["", "## Maps", "", "![routing and embeddings](maps.png)", ""]
+    return "\n".join(lines)

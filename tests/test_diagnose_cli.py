@@ -1,0 +1,78 @@
+"""`roma diagnose` end to end: a routing file in, report and pictures out; honest 'cannot tell' cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from moe_roma.cli import main
+
+
+def seed001_routing(path, n: int, correct=lambda i: i % 3 != 0, experts: int = 8, layers=(2, 3)):
+    """A routing file as another tool writes it (seed-001 JSON, sparse expert dicts, no side-car)."""
+    rng = np.random.default_rng(0)
+    tasks = ["arithmetic", "geography", "colours"]
+    data = {}
+    for i in range(n):
+        task = tasks[i % 3]
+        entry_layers = []
+        for layer in layers:
+            w = rng.dirichlet(np.ones(experts) * 0.5)
+            entry_layers.append({"layer": layer, "routing_weights": {f"expert_{e}": float(w[e]) for e in range(experts)
+                                                                     if w[e] > 0.01}})  # fmt: skip
+        data[f"q{i}"] = {
+            "input_text": f"Question: {task} question number {i} about {task}?\nAnswer:",
+            "last_token_routing": {"token_id": 7, "token_text": ":", "layers": entry_layers},
+            "correct_answer": "A", "model_answer": "A" if correct(i) else "B", "is_correct": bool(correct(i)),
+        }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_diagnose_reads_another_tools_routing_file_and_writes_the_report(tmp_path, capsys):
+    routing = seed001_routing(tmp_path / "routing.json", 60)
+    assert main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / "d")]) == 0
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["n"] == 60 and report["success"]["n_successful"] == 40 and report["layers"] == [2, 3]
+    assert report["cannot_tell"] == []
+    assert 0 <= report["alignment"]["cka"] <= 1 and len(report["alignment"]["per_layer"]) == 2
+    assert report["correctness_signal"]["auc_routing"]["mean"] is not None
+    assert report["room_to_move"]["p_value"] is not None
+    for name in ("report.md", "maps.png", "layer_alignment.png"):
+        assert (tmp_path / "d" / name).stat().st_size > 300, name
+    assert "Room to move" in (tmp_path / "d" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "n, correct, reason",
+    [
+        (12, lambda i: i % 2 == 0, "only 12 items"),
+        (30, lambda i: True, "every item is answered right"),
+        (30, lambda i: False, "no item is answered right"),
+    ],
+)
+def test_diagnose_says_cannot_tell_and_why(tmp_path, capsys, n, correct, reason):
+    routing = seed001_routing(tmp_path / "routing.json", n, correct)
+    assert main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / "d")]) == 0
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert any(reason in r for r in report["cannot_tell"]), report["cannot_tell"]
+    assert "correctness_signal" not in report
+    assert reason in (tmp_path / "d" / "report.md").read_text()
+
+
+def test_an_embedder_that_cannot_be_loaded_is_one_sentence(tmp_path, capsys):
+    routing = seed001_routing(tmp_path / "routing.json", 30)
+    code = main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / "d"), "--embedder",
+                 str(tmp_path / "no-such-embedder")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "no-such-embedder" in err and not (tmp_path / "d" / "report.json").exists()
+
+
+def test_layers_outside_the_file_are_refused(tmp_path, capsys):
+    routing = seed001_routing(tmp_path / "routing.json", 30)
+    code = main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / "d"), "--layers", "5,6"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not among the recorded layers [2, 3]" in err
