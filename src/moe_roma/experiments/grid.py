@@ -32,9 +32,10 @@ from moe_roma.methods.registry import METHODS
 from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.report.experiments import experiment_report, plot_accuracy
 from moe_roma.report.tables import aggregate, markdown_table
+from moe_roma.scoring.stats import compare_paired, mean_interval
 
 TOP_KEYS = {"name", "data", "seeds", "train", "methods", "ablations", "scoring", "batch_size", "limit",
-            "metrics_split", "collect_layers"}  # fmt: skip
+            "metrics_split", "collect_layers", "paired"}  # fmt: skip
 
 
 def load_experiment(path: str | Path) -> dict:
@@ -227,19 +228,58 @@ def run_experiment(
     rows, meta = comparison.run()
     names, split_names = [m.name for m in methods], list(splits)
     metrics = {key: outcome["metrics"] for key, outcome in comparison.details.items() if "metrics" in outcome}
+    paired = paired_tests(comparison.details, cfg.get("paired") or [], names, split_names, seeds, where)
     seconds = time.perf_counter() - start
     results = {
         "rows": rows, "config": {**meta, "experiment": cfg}, "metrics": metrics,
-        "ctgi": cross_task_generalisation(rows, split_names), "package_version": __version__,
+        "ctgi": cross_task_generalisation(rows, split_names), "paired": paired, "intervals": seed_intervals(rows),
+        "package_version": __version__,
         "seconds": round(seconds, 1),
     }  # fmt: skip
     write_json_atomic(out / "results.json", results)
     table = markdown_table(rows, names, split_names)
-    write_text_atomic(out / "table.md", experiment_report(cfg, table, metrics, results["ctgi"], seconds, str(config_path)))
+    write_text_atomic(out / "table.md", experiment_report(cfg, table, metrics, results["ctgi"], seconds, str(config_path),
+                                                          paired=paired, intervals=results["intervals"]))
     plot_accuracy(rows, names, split_names, out / "accuracy.png")
     log("\n" + table)
     log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'} in {seconds:.0f} s")
     return results
+
+
+def paired_tests(details: dict, pairs: list, methods: list[str], splits: list[str], seeds: list[int], where: str) -> list:
+    """Paired McNemar tests of method A against method B on the same items, per split and seed.
+
+    ``pairs`` is the experiment file's ``paired`` list of ``[A, B]`` names. Per split: the accuracy
+    difference A - B per seed, its mean with a 95% t-interval over seeds, and each seed's exact
+    McNemar p-value (the items are the same for both; seeds are not pooled).
+    """
+    out = []
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or any(p not in methods for p in pair):
+            raise RomaError(f"{where}: 'paired' entries must be [method, method] of this grid, got {pair!r}")
+        a, b = pair
+        for split in splits:
+            per_seed = []
+            for seed in seeds:
+                ra = details.get(f"{a}/seed{seed}", {}).get("splits", {}).get(split)
+                rb = details.get(f"{b}/seed{seed}", {}).get("splits", {}).get(split)
+                if ra is None or rb is None or len(ra["correct"]) != len(rb["correct"]):
+                    continue
+                cmp = compare_paired(rb["correct"], ra["correct"])
+                per_seed.append({"seed": seed, "diff": cmp.diff, "p_value": cmp.p_value, "only_a": cmp.only_tuned,
+                                 "only_b": cmp.only_base})  # fmt: skip
+            diffs = [x["diff"] for x in per_seed]
+            out.append({"a": a, "b": b, "split": split, "per_seed": per_seed,
+                        "mean_diff": sum(diffs) / len(diffs) if diffs else None,
+                        "ci": mean_interval(diffs), "n_significant": sum(x["p_value"] < 0.05 for x in per_seed)})  # fmt: skip
+    return out
+
+
+def seed_intervals(rows: list[dict]) -> dict:
+    """Each method's mean accuracy per split with a 95% t-interval over seeds."""
+    agg = aggregate(rows)
+    return {f"{m}/{s}": {"mean": a["mean"], "ci": mean_interval(a["values"]) if "values" in a else None}
+            for (m, s), a in agg.items()}  # fmt: skip
 
 
 def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:

@@ -10,10 +10,35 @@ from moe_roma import __version__
 from moe_roma.report.tables import aggregate, markdown_table
 
 
-def experiment_report(cfg: dict, table: str, metrics: dict, ctgi: dict, seconds: float, config_path: str) -> str:
+def experiment_report(
+    cfg: dict, table: str, metrics: dict, ctgi: dict, seconds: float, config_path: str, paired: list | None = None,
+    intervals: dict | None = None,
+) -> str:
     """``table.md`` of ``roma experiment``: the accuracy table, CTGI, routing metrics, the plot."""
     lines = [f"# {cfg.get('name', 'experiment')}", "",
              f"Produced by `roma experiment {config_path}` (moe-roma {__version__}) in {seconds:.0f} s.", "", table]  # fmt: skip
+    if intervals and len(cfg.get("seeds", [0])) > 1:
+        lines += ["## 95% intervals of the mean over seeds", "",
+                  "Student-t intervals over the seeds; seed-free methods (base, C3PO, oracle) do not vary.", "",
+                  "| method / split | mean | 95% interval |", "|---|---|---|"]  # fmt: skip
+        for key, v in intervals.items():
+            ci = "-" if not v["ci"] else f"[{v['ci'][0]:.1%}, {v['ci'][1]:.1%}]"
+            lines.append(f"| {key} | {v['mean']:.1%} | {ci} |")
+        lines.append("")
+    if paired:
+        lines += ["## Paired tests", "",
+                  "A minus B on the same items: mean accuracy difference over seeds with its 95% t-interval, and the "
+                  "exact McNemar p-value of each seed (seeds are not pooled).", "",
+                  "| A vs B | split | mean difference | 95% interval | McNemar p per seed | seeds with p < 0.05 |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for t in paired:
+            if t["mean_diff"] is None:
+                continue
+            ci = "-" if not t["ci"] else f"[{t['ci'][0]:+.1%}, {t['ci'][1]:+.1%}]"
+            ps = ", ".join(f"{x['p_value']:.3g}" for x in t["per_seed"])
+            lines.append(f"| {t['a']} vs {t['b']} | {t['split']} | {t['mean_diff']:+.1%} | {ci} | {ps} | "
+                         f"{t['n_significant']} of {len(t['per_seed'])} |")  # fmt: skip
+        lines.append("")
     if ctgi:
         lines += ["## Cross-task generalisation index", "",
                   "Gain over base on held-out task families divided by the gain on the trained families "

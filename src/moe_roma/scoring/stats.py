@@ -208,3 +208,16 @@ def compare_paired(base: Sequence[bool], tuned: Sequence[bool], confidence: floa
         diff_ci=paired_difference_ci(a, b, c, d, confidence),
         p_value=mcnemar_exact(b, c),
     )
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval for the mean of a few per-seed values (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t
+
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return (mean - half, mean + half)
