@@ -5,6 +5,14 @@ one non-empty line, with no traceback, naming the file (and the record, where th
 problem; and no output is left: the ``--out`` path does not exist afterwards (or, where it existed
 before, is unchanged) and no ``.*.tmp`` file is left in its folder.
 
+Most cases are written by hand, one per way an input can be wrong. Three families are generated:
+every numeric setting of every method's configuration (``TrainConfig`` through ``roma train
+key=value``, ``OracleConfig`` and ``C3POConfig`` through an experiment file) with each value its
+declared range refuses (below it, above it, NaN, infinities, a fraction where an integer is
+due); every count option of every command (``--limit``, ``--batch-size``, ``--max-length``,
+``--threads``) with 0, a negative number and a word; and every way a training state can fail to
+fit the run that resumes it.
+
 Failures of the file system are simulated (the tests run as root, where ``chmod`` stops nothing): a
 read-only folder by ``tempfile.mkstemp`` raising EACCES, a full disk by ``os.fsync`` raising ENOSPC
 or by safetensors' ``save_file`` raising its own error for ENOSPC.
@@ -14,8 +22,11 @@ from __future__ import annotations
 
 import errno
 import json
+import math
+import os
 import shutil
 import tempfile
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +51,7 @@ class Workspace:
     data: Path
     routing: Path
     routers: Path
+    state_run: Path | None = None
 
     def routing_entry(self) -> dict:
         """A copy of one good sample of the routing file, to corrupt."""
@@ -65,7 +77,31 @@ def ws(tmp_path_factory) -> Workspace:
                  "--epochs", "1", "--batch-size", "4", "--layers", "last2", "--device", "cpu", "--no-progress",
                  "dedupe_threshold=1.01"])  # fmt: skip
     assert code == 0
+    w.state_run = root / "stopped"
+    stop_after_first_state(w)
     return w
+
+
+def stop_after_first_state(w: Workspace) -> None:
+    """A run into ``w.state_run`` stopped by SIGINT right after its first state (step 1 of 2): what a
+    ``--resume`` would continue."""
+    import signal
+
+    import moe_roma.methods.roma.trainer as trainer_module
+    from moe_roma.io.interrupts import Interrupted
+
+    original = trainer_module.save_train_state
+
+    def save_then_stop(*args, **kwargs):
+        original(*args, **kwargs)
+        raise Interrupted(signal.SIGINT)
+
+    trainer_module.save_train_state = save_then_stop
+    try:
+        code = main([str(a) for a in train_args(w, w.routing, w.state_run, "--save-every", "1")])
+    finally:
+        trainer_module.save_train_state = original
+    assert code == 130 and (w.state_run / STATE_NAME).is_file()
 
 
 # --- the cases ------------------------------------------------------------------------------------
@@ -81,6 +117,7 @@ class Case:
 
 
 CASES: dict[str, Case] = {}
+HELD: list = []  # locks a case holds for the length of its run (another run's lock)
 
 
 def case(name: str, keep: bool = False):
@@ -114,9 +151,24 @@ def with_weights(entry: dict, layer: int, weights: dict) -> dict:
     return entry
 
 
+def swap(args: list, old, new) -> list:
+    """``args`` with the argument ``old`` replaced by ``new``."""
+    args[args.index(old)] = new
+    return args
+
+
 def copy_routers(ws: Workspace, dest: Path) -> Path:
     shutil.copytree(ws.routers, dest)
     return dest
+
+
+def rehash(routers: Path) -> None:
+    """Record the weight file's present SHA-256 in the config, as if the edit had been made by the writer."""
+    from moe_roma.models.checkpoint import file_sha256
+
+    cfg = json.loads((routers / "router_config.json").read_text())
+    cfg["weights_sha256"] = file_sha256(routers / "router_weights.safetensors")
+    (routers / "router_config.json").write_text(json.dumps(cfg))
 
 
 def dense_model(path: Path) -> Path:
@@ -236,15 +288,13 @@ def _(ws, tmp, mp):
 
 @case("collect-missing-model")
 def _(ws, tmp, mp):
-    args = collect_args(ws, ws.data, tmp / "r.json")
-    args[args.index(ws.model)] = tmp / "no-model"
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, tmp / "no-model")
     return args, tmp / "r.json", ("no-model", "model path does not exist")
 
 
 @case("collect-layer-not-moe")
 def _(ws, tmp, mp):
-    args = collect_args(ws, ws.data, tmp / "r.json")
-    args[args.index("last2")] = "2,7"
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), "last2", "2,7")
     return args, tmp / "r.json", ("7", "not MoE layers")
 
 
@@ -334,8 +384,7 @@ def _(ws, tmp, mp):
 
 @case("train-missing-model")
 def _(ws, tmp, mp):
-    args = train_args(ws, ws.routing, tmp / "t")
-    args[args.index(ws.model)] = tmp / "gone"
+    args = swap(train_args(ws, ws.routing, tmp / "t"), ws.model, tmp / "gone")
     return args, tmp / "t", ("gone", "model path does not exist")
 
 
@@ -392,6 +441,14 @@ def _(ws, tmp, mp):
 def _(ws, tmp, mp):
     routers = copy_routers(ws, tmp / "roma")
     (routers / "router_weights.safetensors").write_bytes(b"\xde\xad\xbe\xef" * 64)
+    return ["apply", "--model", ws.model, "--routers", routers], None, ("router_weights.safetensors", "does not match the SHA-256")
+
+
+@case("apply-garbage-router-weights-with-their-checksum")
+def _(ws, tmp, mp):
+    routers = copy_routers(ws, tmp / "roma")
+    (routers / "router_weights.safetensors").write_bytes(b"\xde\xad\xbe\xef" * 64)
+    rehash(routers)  # the checksum agrees: the file itself must still be refused
     return ["apply", "--model", ws.model, "--routers", routers], None, ("router_weights.safetensors", "not a readable safetensors file")
 
 
@@ -444,6 +501,7 @@ def _(ws, tmp, mp):
     name = sorted(tensors)[0]
     tensors[name][0, 0] = float("nan")
     save_file(tensors, routers / "router_weights.safetensors")
+    rehash(routers)
     args = eval_args(ws, ws.data, "--routers", routers, "--json", tmp / "report.json")
     return args, tmp / "report.json", ("router_weights.safetensors", f"tensor {name}", "NaN")
 
@@ -517,6 +575,483 @@ def _(ws, tmp, mp):
     return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("dev.jsonl", "line 2", "'answer'", "only 2 choices")
 
 
+# --- inputs are sacred: an output never replaces an input ----------------------------------------
+
+
+@case("collect-out-is-the-data", keep=True)
+def _(ws, tmp, mp):
+    data = Path(shutil.copy(ws.data, tmp / "train.jsonl"))
+    return collect_args(ws, data, data), data, ("--out", "is the input --data", "train.jsonl")
+
+
+@case("collect-out-is-a-symlink-to-the-data")
+def _(ws, tmp, mp):
+    data = Path(shutil.copy(ws.data, tmp / "train.jsonl"))
+    (tmp / "alias.jsonl").symlink_to(data)
+    return collect_args(ws, tmp / "alias.jsonl", data), None, ("is the input --data", "alias.jsonl")
+
+
+@case("collect-out-is-a-hard-link-to-the-data")
+def _(ws, tmp, mp):
+    data = Path(shutil.copy(ws.data, tmp / "train.jsonl"))
+    (tmp / "twin.jsonl").hardlink_to(data)
+    return collect_args(ws, data, tmp / "twin.jsonl"), None, ("--out", "twin.jsonl", "is the input --data")
+
+
+@case("collect-out-through-a-symlinked-folder")
+def _(ws, tmp, mp):
+    (tmp / "real").mkdir()
+    data = Path(shutil.copy(ws.data, tmp / "real" / "train.jsonl"))
+    (tmp / "alias").symlink_to(tmp / "real")
+    return collect_args(ws, data, tmp / "alias" / "train.jsonl"), None, ("is the input --data",)
+
+
+@case("collect-sidecar-would-replace-the-data")
+def _(ws, tmp, mp):
+    data = Path(shutil.copy(ws.data, tmp / "r.safetensors"))
+    return collect_args(ws, data, tmp / "r.json", "--format", "roma-jsonl"), None, ("r.safetensors", "is the input --data")
+
+
+@case("collect-out-replaces-a-model-file")
+def _(ws, tmp, mp):
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    args = swap(collect_args(ws, ws.data, model / "config.json"), ws.model, model)
+    return args, None, ("config.json", "would replace a file of the input --model")
+
+
+@case("eval-json-is-the-data", keep=True)
+def _(ws, tmp, mp):
+    data = Path(shutil.copy(ws.data, tmp / "d.jsonl"))
+    return eval_args(ws, data, "--json", data), data, ("--json", "is the input --data", "d.jsonl")
+
+
+@case("eval-predictions-is-the-data", keep=True)
+def _(ws, tmp, mp):
+    data = Path(shutil.copy(ws.data, tmp / "d.jsonl"))
+    return eval_args(ws, data, "--predictions", data), data, ("--predictions", "is the input --data")
+
+
+@case("eval-json-and-predictions-are-one-file")
+def _(ws, tmp, mp):
+    out = tmp / "both.json"
+    return eval_args(ws, ws.data, "--json", out, "--predictions", out), out, ("--json and --predictions", "same file")
+
+
+@case("eval-json-into-the-router-folder")
+def _(ws, tmp, mp):
+    routers = copy_routers(ws, tmp / "roma")
+    args = eval_args(ws, ws.data, "--routers", routers, "--json", routers / "router_config.json")
+    return args, None, ("router_config.json", "would replace a file of the input --routers")
+
+
+@case("lm-eval-task-over-its-own-data", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "task").mkdir()
+    data = Path(shutil.copy(ws.data, tmp / "task" / "mine.jsonl"))
+    args = ["lm-eval-task", "--data", data, "--out", tmp / "task", "--name", "mine"]
+    return args, tmp / "task", ("mine.jsonl", "is the input --data")
+
+
+@case("export-out-is-the-router-folder", keep=True)
+def _(ws, tmp, mp):
+    routers = copy_routers(ws, tmp / "roma")
+    return ["export", "--model", ws.model, "--routers", routers, "--out", routers], routers, ("is the input --routers",)
+
+
+@case("train-out-is-the-routing-file", keep=True)
+def _(ws, tmp, mp):
+    routing = Path(shutil.copy(ws.routing, tmp / "routing.json"))
+    return train_args(ws, routing, routing), routing, ("--out", "is the input --routing")
+
+
+@case("train-routing-inside-out-under-an-output-name", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "t").mkdir()
+    routing = Path(shutil.copy(ws.routing, tmp / "t" / "metrics.jsonl"))
+    return train_args(ws, routing, tmp / "t"), tmp / "t", ("metrics.jsonl", "is the input --routing")
+
+
+@case("train-finished-run-is-not-retrained", keep=True)
+def _(ws, tmp, mp):
+    out = copy_routers(ws, tmp / "t")
+    return train_args(ws, ws.routing, out), out, ("already holds a finished run", "--overwrite")
+
+
+@case("train-resume-of-a-finished-run", keep=True)
+def _(ws, tmp, mp):
+    out = copy_routers(ws, tmp / "t")
+    return train_args(ws, ws.routing, out, "--resume"), out, ("finished run", "nothing to resume")
+
+
+@case("train-resumable-state-is-not-restarted", keep=True)
+def _(ws, tmp, mp):
+    out = Path(shutil.copytree(ws.state_run, tmp / "t"))
+    return train_args(ws, ws.routing, out, "--save-every", "1"), out, ("resumable state at step 1", "--resume")
+
+
+@case("train-resume-and-overwrite-together")
+def _(ws, tmp, mp):
+    return train_args(ws, ws.routing, tmp / "t", "--resume", "--overwrite"), tmp / "t", ("--resume and --overwrite",)
+
+
+@case("train-out-is-locked-by-another-run", keep=True)
+def _(ws, tmp, mp):
+    from moe_roma.io.lock import FolderLock
+
+    (tmp / "t").mkdir()
+    lock = FolderLock(tmp / "t", "roma train")
+    lock.acquire()
+    HELD.append(lock)
+    return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("in use by process", str(os.getpid()), ".roma.lock")
+
+
+# --- resume checks what it resumes ----------------------------------------------------------------
+
+
+def state_case(name: str, edit, needles: tuple[str, ...], *extra: str, rehash: bool = True):
+    """A copy of the stopped run whose state ``edit(meta, tensors, ws, tmp)`` changed, resumed with --resume."""
+
+    @case(f"resume-{name}", keep=True)
+    def _(ws, tmp, mp):
+        from moe_roma.io.tensorfile import load_tensors, save_tensors
+        from moe_roma.methods.roma.state import state_sha256
+
+        out = Path(shutil.copytree(ws.state_run, tmp / "t"))
+        args = train_args(ws, ws.routing, out, "--resume", "--save-every", "1", *extra)
+        if edit is not None:
+            meta, tensors = load_tensors(out / STATE_NAME, "state")
+            replaced = edit(meta, tensors, ws, tmp, args)
+            if isinstance(replaced, bytes):  # the file itself, as the edit wants it
+                (out / STATE_NAME).write_bytes(replaced)
+            else:
+                if rehash:
+                    meta["sha256"] = state_sha256(meta, tensors)
+                save_tensors(out / STATE_NAME, tensors, meta)
+        return args, out, (STATE_NAME, *needles)
+
+
+def other_routing(meta, tensors, ws, tmp, args):
+    entries = json.loads(ws.routing.read_text())
+    first = entries["s0"]["last_token_routing"]["layers"][0]["routing_weights"]
+    first["expert_0"] = first["expert_0"] + 0.01
+    routing_file(tmp / "other.json", entries)
+    args[args.index(ws.routing)] = tmp / "other.json"
+
+
+def other_model(meta, tensors, ws, tmp, args):
+    save_tiny_model(tmp / "other-model", "olmoe", num_layers=4, seed=1)  # same shapes, other weights
+    args[args.index(ws.model)] = tmp / "other-model"
+
+
+def first_param(tensors) -> str:
+    return sorted(k for k in tensors if k.startswith("param/"))[0]
+
+
+state_case("with-another-routing-file", other_routing, ("another routing file", "routing_sha256"))
+state_case("with-another-base-model", other_model, ("another base model", "base_model.routers_sha256"))
+state_case("with-another-learning-rate", None, ("other training settings", "setting optimizer.lr", "0.5"), "--lr", "0.5")
+state_case("with-another-regularizer", None, ("setting regularizer.name", "'l2'"), "--regularizer", "l2")
+state_case("step-past-the-end", lambda m, t, *_: m.update(step=7), ("at step 7", "outside this run's steps 1 to 1"))
+state_case("negative-step", lambda m, t, *_: m.update(step=-3), ("at step -3", "outside"))
+state_case("step-not-an-integer", lambda m, t, *_: m.update(step="1"), ("lacks its step", "'1'"))
+state_case("skipped-past-step", lambda m, t, *_: m.update(skipped=4), ("4", "skipped steps"))
+state_case("missing-rng-tensor", lambda m, t, *_: t.pop("rng/torch"), ("lacks tensor rng/torch",))
+state_case("missing-router-tensor", lambda m, t, *_: t.pop(first_param(t)), ("lacks tensor param/",))
+state_case("stray-tensor", lambda m, t, *_: t.update({"param/extra": t[first_param(t)].clone()}), ("holds tensor param/extra",))
+state_case("wrong-shape", lambda m, t, *_: t.update({first_param(t): t[first_param(t)][:, :3].contiguous()}),
+           ("has shape", "the model's is"))  # fmt: skip
+state_case("nan-weights", lambda m, t, *_: t[first_param(t)].fill_(float("nan")), ("NaN",))
+state_case("another-format", lambda m, t, *_: m.update(format_version=1), ("another format", "--overwrite"))
+state_case("edited-tensors", lambda m, t, *_: t[first_param(t)].add_(1.0), ("edited or damaged", "SHA-256"), rehash=False)
+state_case("edited-step-without-checksum", lambda m, t, *_: m.update(step=0), ("edited or damaged",), rehash=False)
+state_case("truncated", lambda m, t, ws, tmp, args: (ws.state_run / STATE_NAME).read_bytes()[:4000],
+           ("not a readable training state",))  # fmt: skip
+
+
+# --- checkpoints and models check themselves ------------------------------------------------------
+
+
+def edited_router_config(name: str, change, needles: tuple[str, ...], command: str = "apply"):
+    @case(f"{command}-router-config-{name}")
+    def _(ws, tmp, mp):
+        routers = copy_routers(ws, tmp / "roma")
+        cfg = json.loads((routers / "router_config.json").read_text())
+        change(cfg)
+        (routers / "router_config.json").write_text(json.dumps(cfg))
+        if command == "apply":
+            return ["apply", "--model", ws.model, "--routers", routers], None, needles
+        args = eval_args(ws, ws.data, "--routers", routers, "--json", tmp / "r.json")
+        return args, tmp / "r.json", needles
+
+
+edited_router_config("layers-of-another-model", lambda c: c.update(tuned_layers=[0, 1]),
+                     ("lacks tensor", "'tuned_layers' are [0, 1]"))  # fmt: skip
+edited_router_config("layer-past-the-model", lambda c: c.update(tuned_layers=[2, 3, 9]), ("tuned layers [9]",))
+edited_router_config("layer-twice", lambda c: c.update(tuned_layers=[2, 2]), ("lists a layer twice",))
+edited_router_config("no-layers", lambda c: c.update(tuned_layers=[]), ("'tuned_layers' must be a non-empty list",))
+edited_router_config("expert-count", lambda c: c.update(num_experts=16), ("16", "experts", "has 8"))
+edited_router_config("expert-count-not-a-number", lambda c: c.update(num_experts="8"), ("'num_experts'", "'8'"))
+edited_router_config("parameter-names", lambda c: c.update(parameter_names=["model.layers.0.mlp.gate.weight"]),
+                     ("'parameter_names' disagree",))  # fmt: skip
+edited_router_config("checksum-missing", lambda c: c.pop("weights_sha256"), ("lacks 'weights_sha256'",))
+edited_router_config("checksum-of-another-file", lambda c: c.update(weights_sha256="0" * 64), ("does not match the SHA-256",))
+edited_router_config("nan-in-json", lambda c: c.update(seed=float("nan")), ("malformed JSON", "NaN"), command="eval")
+
+
+@case("apply-torn-router-weights")
+def _(ws, tmp, mp):
+    routers = copy_routers(ws, tmp / "roma")
+    data = (routers / "router_weights.safetensors").read_bytes()
+    (routers / "router_weights.safetensors").write_bytes(data[: len(data) // 2])
+    return ["apply", "--model", ws.model, "--routers", routers], None, ("router_weights.safetensors", "SHA-256")
+
+
+@case("eval-model-weights-truncated")
+def _(ws, tmp, mp):
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    data = (model / "model.safetensors").read_bytes()
+    (model / "model.safetensors").write_bytes(data[: len(data) // 2])
+    args = swap(eval_args(ws, ws.data, "--json", tmp / "r.json"), ws.model, model)
+    return args, tmp / "r.json", (str(model), "cannot load a causal LM", "damaged or truncated")
+
+
+@case("collect-model-config-expert-count-edited")
+def _(ws, tmp, mp):
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["num_experts"] = cfg["num_experts"] * 2
+    (model / "config.json").write_text(json.dumps(cfg))
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, model)
+    return args, tmp / "r.json", (str(model), "disagree with its config.json", "number of experts")
+
+
+@case("collect-model-config-json-garbage")
+def _(ws, tmp, mp):
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    (model / "config.json").write_text('{"model_type": "olmoe", "num_hidden_layers": ')
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, model)
+    return args, tmp / "r.json", (str(model), "cannot load")
+
+
+@case("collect-device-cuda-without-a-gpu")
+def _(ws, tmp, mp):
+    mp.setattr("torch.cuda.is_available", lambda: False)
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), "cpu", "cuda")
+    return args, tmp / "r.json", ("'cuda'", "no GPU", "--device cpu")
+
+
+@case("eval-device-gibberish")
+def _(ws, tmp, mp):
+    args = swap(eval_args(ws, ws.data, "--json", tmp / "r.json"), "cpu", "quantum")
+    return args, tmp / "r.json", ("unknown device 'quantum'",)
+
+
+# --- settings, templates and files that are not what they seem ------------------------------------
+
+
+@case("train-layers-past-the-model")
+def _(ws, tmp, mp):
+    args = swap(train_args(ws, ws.routing, tmp / "t"), "last2", "last99")
+    return args, tmp / "t", ("'last99' asks for 99 MoE layers", "has 4", "last4")
+
+
+@case("train-layers-empty")
+def _(ws, tmp, mp):
+    args = swap(train_args(ws, ws.routing, tmp / "t"), "last2", "")
+    return args, tmp / "t", ("setting 'layers'", "is not 'all', 'lastN'")
+
+
+@case("collect-layers-twice")
+def _(ws, tmp, mp):
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), "last2", "3,3")
+    return args, tmp / "r.json", ("'3,3' names a layer twice",)
+
+
+@case("train-letter-loss-on-continuation-routing")
+def _(ws, tmp, mp):
+    assert main([str(a) for a in collect_args(ws, ws.data, tmp / "cont.json", "--scoring", "continuation")]) == 0
+    return train_args(ws, tmp / "cont.json", tmp / "t"), tmp / "t", ("cont.json", "continuation scoring", "scoring=letter")
+
+
+@case("train-routing-is-correct-disagrees-with-answers")
+def _(ws, tmp, mp):
+    entry = ws.routing_entry()
+    entry["is_correct"] = entry["model_answer"] != entry["correct_answer"]
+    bad = routing_file(tmp / "liar.json", {"x": entry})
+    return train_args(ws, bad, tmp / "t"), tmp / "t", ("liar.json", "id x", "'is_correct'", "'model_answer'")
+
+
+@case("train-routing-layer-listed-twice")
+def _(ws, tmp, mp):
+    entry = ws.routing_entry()
+    entry["last_token_routing"]["layers"].append(entry["last_token_routing"]["layers"][0])
+    bad = routing_file(tmp / "twice.json", {"x": entry})
+    return train_args(ws, bad, tmp / "t"), tmp / "t", ("twice.json", "id x", "twice")
+
+
+@case("train-routing-huge-expert-index")
+def _(ws, tmp, mp):
+    bad = routing_file(tmp / "huge.json", {"x": with_weights(ws.routing_entry(), 3, {"expert_4000000000": 1.0})})
+    return train_args(ws, bad, tmp / "t"), tmp / "t", ("huge.json", "id x", "expert index 4000000000")
+
+
+@case("train-routing-weights-sum-overflows")
+def _(ws, tmp, mp):
+    bad = routing_file(tmp / "sum.json", {"x": with_weights(ws.routing_entry(), 3, {"expert_0": 1e308, "expert_1": 1e308})})
+    return train_args(ws, bad, tmp / "t"), tmp / "t", ("sum.json", "id x", "overflow")
+
+
+@case("train-routing-is-a-fifo")
+def _(ws, tmp, mp):
+    os.mkfifo(tmp / "pipe.json")
+    return train_args(ws, tmp / "pipe.json", tmp / "t"), tmp / "t", ("pipe.json", "FIFO", "not a regular file")
+
+
+@case("collect-data-is-a-fifo")
+def _(ws, tmp, mp):
+    os.mkfifo(tmp / "pipe.jsonl")
+    return collect_args(ws, tmp / "pipe.jsonl", tmp / "r.json"), tmp / "r.json", ("pipe.jsonl", "FIFO")
+
+
+@case("inspect-data-is-a-device")
+def _(ws, tmp, mp):
+    return ["data", "inspect", "/dev/zero"], None, ("/dev/zero", "a device", "not a regular file")
+
+
+@case("train-config-is-a-fifo")
+def _(ws, tmp, mp):
+    os.mkfifo(tmp / "pipe.yaml")
+    return train_args(ws, ws.routing, tmp / "t", "--config", tmp / "pipe.yaml"), tmp / "t", ("pipe.yaml", "FIFO")
+
+
+@case("eval-template-without-question")
+def _(ws, tmp, mp):
+    args = eval_args(ws, ws.data, "--template", "Answer:", "--json", tmp / "r.json")
+    return args, tmp / "r.json", ("template 'Answer:'", "no {question}")
+
+
+@case("eval-letter-template-without-choices")
+def _(ws, tmp, mp):
+    args = eval_args(ws, ws.data, "--scoring", "letter", "--template", "Q: {question}\\nAnswer:", "--json", tmp / "r.json")
+    return args, tmp / "r.json", ("no {choices} field", "letter scoring")
+
+
+@case("collect-template-unknown-field")
+def _(ws, tmp, mp):
+    args = collect_args(ws, ws.data, tmp / "r.json", "--template", "{question} {choices} {answer}")
+    return args, tmp / "r.json", ("unknown field {answer}",)
+
+
+@case("lm-eval-task-template-unbalanced-brace")
+def _(ws, tmp, mp):
+    args = ["lm-eval-task", "--data", ws.data, "--out", tmp / "task", "--template", "Q: {question"]
+    return args, tmp / "task", ("not a valid format string",)
+
+
+@case("eval-nothing-scorable")
+def _(ws, tmp, mp):
+    long = jsonl(tmp / "long.jsonl", *(good(i, question="what is red ?", choices=["A) one two three", "B) red blue green"])
+                                      for i in range(3)))
+    return eval_args(ws, long, "--max-length", "1", "--json", tmp / "r.json"), tmp / "r.json", (
+        "long.jsonl", "none of the 3 examples could be scored", "does not fit")
+
+
+@case("inspect-invisible-choice")
+def _(ws, tmp, mp):
+    bad = jsonl(tmp / "ghost.jsonl", good(1), good(2, choices=["A) one", "B) \u200b\u200d"]))
+    return ["data", "inspect", bad], None, ("ghost.jsonl", "line 2", "invisible")
+
+
+@case("inspect-choices-differ-only-by-zero-width")
+def _(ws, tmp, mp):
+    bad = jsonl(tmp / "twins.jsonl", good(1, choices=["A) faster", "B) fas\u200bter", "C) slower"]))
+    return ["data", "inspect", bad], None, ("twins.jsonl", "line 1", "differ only by invisible characters")
+
+
+# --- generated: every numeric setting of every configuration, with each value its range refuses ----
+
+
+def invalid_values(setting) -> list[tuple[str, str]]:
+    """(label, text) for each value the setting must refuse: below and above its range, NaN and
+    infinities for a number, a fraction for an integer, a word for either."""
+    from moe_roma.io.config import _strip_optional
+
+    kind = _strip_optional(setting.type)
+    if typing.get_origin(kind) is tuple:
+        kind = typing.get_args(kind)[0]
+    if kind not in (int, float):
+        return []
+    lo, hi = setting.range or (None, None)
+    out = [("word", "abc")]
+    if lo is not None:
+        out.append(("below", repr(lo - 1 if kind is int or lo >= 1 else lo - 0.5)))
+    if hi is not None and hi != math.inf:
+        out.append(("above", repr(hi + 1)))
+    if kind is float:
+        out += [("nan", "nan"), ("inf", "inf"), ("minus-inf", "-inf")]
+    else:
+        out.append(("fraction", "1.5"))
+    return out
+
+
+def train_setting_case(path: str, label: str, text: str):
+    @case(f"train-setting-{path}-{label}")
+    def _(ws, tmp, mp):
+        return train_args(ws, ws.routing, tmp / "t", f"{path}={text}"), tmp / "t", (f"'{path}'", text)
+
+
+def experiment_setting_case(kind: str, path: str, label: str, text: str):
+    @case(f"experiment-{kind}-option-{path}-{label}")
+    def _(ws, tmp, mp):
+        (tmp / "exp.yaml").write_text(json.dumps({
+            "methods": [{"name": "m", "kind": kind, "options": {path: text}}], "seeds": [0],
+            "data": {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}},
+        }))  # fmt: skip
+        return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", f"'{path}'", text)
+
+
+def _generate_setting_cases() -> None:
+    from moe_roma.io.config import settings
+    from moe_roma.methods.c3po import C3POConfig
+    from moe_roma.methods.oracle import OracleConfig
+    from moe_roma.methods.roma.config import TrainConfig
+
+    for setting in settings(TrainConfig):
+        for label, text in invalid_values(setting):
+            train_setting_case(setting.path, label, text)
+    for kind, cls in (("oracle", OracleConfig), ("c3po", C3POConfig)):
+        for setting in settings(cls):
+            for label, text in invalid_values(setting):
+                experiment_setting_case(kind, setting.path, label, text)
+
+
+_generate_setting_cases()
+
+
+# --- generated: every count option of every command, with 0, a negative number and a word ---------
+
+
+def count_option_case(command: str, option: str, text: str, build):
+    @case(f"{command}-option-{option.lstrip('-')}-{text}")
+    def _(ws, tmp, mp):
+        args, out = build(ws, tmp)
+        return [*args, option, text], out, (f"argument {option}", repr(text) if not text.lstrip("-").isdigit() else text)
+
+
+COUNT_OPTIONS = {
+    "collect": (("--limit", "--batch-size", "--max-length", "--threads"),
+                lambda ws, tmp: (collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json")),
+    "eval": (("--limit", "--batch-size", "--max-length", "--threads"),
+             lambda ws, tmp: (eval_args(ws, ws.data, "--json", tmp / "r.json"), tmp / "r.json")),
+    "lm-eval-task": (("--limit",), lambda ws, tmp: (["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task")),
+    "train": (("--threads",), lambda ws, tmp: (train_args(ws, ws.routing, tmp / "t"), tmp / "t")),
+}  # fmt: skip
+for _command, (_options, _build) in COUNT_OPTIONS.items():
+    for _option in _options:
+        for _text in ("0", "-3", "many"):
+            count_option_case(_command, _option, _text, _build)
+
+
 # --- the test -------------------------------------------------------------------------------------
 
 
@@ -525,7 +1060,15 @@ def snapshot(path: Path) -> dict[str, bytes] | None:
         return None
     if path.is_file():
         return {"": path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"/" for p in sorted(path.rglob("*"))}
+    return {str(p.relative_to(path)): _content(p) for p in sorted(path.rglob("*"))}
+
+
+def _content(p: Path) -> bytes:
+    if p.is_symlink():
+        return b"-> " + str(os.readlink(p)).encode()
+    if p.is_file():
+        return p.read_bytes()
+    return b"/" if p.is_dir() else b"special"  # a FIFO: reading it would block
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -533,7 +1076,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_matrix_is_large_and_spans_every_command():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 120
     for command in ("inspect", "collect", "train", "apply", "export", "eval", "lm-eval-task", "experiment"):
         assert any(name.startswith(command + "-") for name in CASES), command
 
@@ -546,18 +1089,22 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(name, ws, tmp_path,
     assert spec.keep == (before is not None), "only keep=True cases may start with their output present"
     everything = snapshot(tmp_path)
     capsys.readouterr()  # whatever the setup printed
-    code, _, err = run(args, capsys)
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    if out is not None:
-        assert snapshot(out) == before, f"{out} was left behind or changed"
-        assert leftovers(out.parent) == [] and leftovers(out) == []
-    # Nothing else either: no folder created on the way to --out, no input touched, no temporary file.
-    assert snapshot(tmp_path) == everything
-    assert not list(ws.root.rglob(".*.tmp"))
+    try:
+        code, _, err = run(args, capsys)
+        assert code == 2, err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in err, (needle, err)
+        if out is not None:
+            assert snapshot(out) == before, f"{out} was left behind or changed"
+            assert leftovers(out.parent) == [] and leftovers(out) == []
+        # Nothing else either: no folder created on the way to --out, no input touched, no temporary file.
+        assert snapshot(tmp_path) == everything
+        assert not list(ws.root.rglob(".*.tmp"))
+    finally:
+        while HELD:  # the other run's lock, held by the case, goes only now
+            HELD.pop().release()
 
 
 def test_rtl_and_emoji_text_is_accepted(ws, tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_reader_accepts_sparse_routing_written_by_others(tmp_path, model_and_tok
                 {"layer": 2, "routing_weights": {"expert_0": 0.2, "expert_3": 0.6}},
                 {"layer": 3, "routing_weights": {"expert_1": 1.0, "expert_2": 1.0}},
             ]},
-            "correct_answer": "C", "model_answer": "B", "is_correct": True,
+            "correct_answer": "C", "model_answer": "C", "is_correct": True,
         }
     }))  # fmt: skip
     store = load_routing_store(path)

@@ -110,7 +110,7 @@ def test_thread_count_must_be_positive(tmp_path, capsys):
     path.write_text("data: {testbed: true}\nmethods: [{name: b, kind: base}]\n")
     assert main(["experiment", str(path), "--threads", "0", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "--threads must be at least 1" in err and not (tmp_path / "o").exists()
+    assert "argument --threads: must be at least 1, got 0" in err and not (tmp_path / "o").exists()
 
 
 def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):

@@ -87,9 +87,9 @@ def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
     opt = torch.optim.AdamW(list(params.values()))
     from moe_roma.methods.roma.state import save_train_state
 
-    save_train_state(out, 1, params, opt, {"config": cfg.to_dict(), "skipped": 0})
+    save_train_state(out, 1, params, opt, {**trainer.fingerprint(), "skipped": 0})
     trainer2 = RouterTrainer(model, tok, store, cfg.replace(lr=1.0), out, progress=False)
-    with pytest.raises(RomaError, match="other training settings"):
+    with pytest.raises(RomaError, match=r"other training settings \(setting optimizer.lr is 7e-05 in the state, 1.0 now"):
         trainer2.train(resume=True)
 
 

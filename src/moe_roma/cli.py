@@ -9,13 +9,14 @@ parsed arguments and returning an exit status. Problems the user can fix surface
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
 import sys
 
 from moe_roma import __version__
-from moe_roma.io.errors import RomaError
+from moe_roma.io.errors import RomaError, RomaWarning, Stopped
 
 EXIT_USAGE = 2
 # The packages whose releases change results; `roma --version` prints each one's installed version.
@@ -58,8 +59,18 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr ("roma eval: error: argument --limit: ..."), exit 2.
+
+    ``roma COMMAND --help`` still shows the full usage.
+    """
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="roma",
         description="Routing Manifold Alignment: router-only post-training for MoE LLMs.",
     )
@@ -76,6 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(prefix: str):
+    """The project's warnings (and its loggers' warnings) as one line each: ``roma train: warning: ...``."""
+    import logging
+    import warnings
+
+    package = os.path.dirname(__file__)
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RomaWarning) or str(filename).startswith(package):
+            print(f"{prefix}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prefix}: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("moe_roma")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def main(argv: list[str] | None = None) -> int:
     # The project never downloads at run time; a missing local file must fail fast, not hang.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,12 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error: one line, exit 2, returned like any refusal (--help exits 0)
+        if exc.code in (0, None):
+            raise
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings(f"roma {args.command}"):
+            return int(args.func(args) or 0)
+    except Stopped as exc:
+        print(f"roma {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_status
     except RomaError as exc:
         print(f"roma {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

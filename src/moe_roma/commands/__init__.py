@@ -15,3 +15,68 @@ def add_model_options(p: argparse.ArgumentParser, dtype_default: str | None = "a
         "--attn-implementation", dest="attn_implementation", default=None,
         help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' choice)",
     )  # fmt: skip
+
+
+def at_least(minimum: int):
+    """An argparse ``type``: an integer of at least ``minimum`` (the option's error names it and the value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def default_threads() -> int:
+    """Torch CPU threads when ``--threads`` is not given: half the CPUs this process may use, 1 to 8.
+
+    torch's own default (every core) was measured 17-29x slower than one thread for ``roma eval`` on a
+    2-core machine shared with one other job: threads that wait for each other's cores. Half the
+    cores leaves room for another job and for the data loading; on a GPU the CPU threads matter little.
+    """
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus // 2))
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=at_least(1), default=None, metavar="N",
+                   help="torch CPU threads (default: half the CPUs this process may use, at most 8; 1 is "
+                   "fastest for the small testbed model on a busy machine)")  # fmt: skip
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (``--threads``, else ``default_threads()``); returns the number set."""
+    import torch
+
+    n = threads if threads is not None else default_threads()
+    torch.set_num_threads(n)
+    return n
+
+
+def add_template_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", default=None, type=template_text,
+                   help="prompt template with {question} (and {choices}: the lettered choices, one per line; "
+                   "letter scoring needs it). \\n and \\t are read as a newline and a tab, \\\\ as a backslash")  # fmt: skip
+
+
+def template_text(text: str) -> str:
+    r"""A template as typed on the command line: ``\n``, ``\t`` and ``\\`` become a newline, a tab, a backslash.
+
+    >>> template_text(r"Question: {question}\nAnswer:")
+    'Question: {question}\nAnswer:'
+    """
+    import re
+
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+

@@ -63,8 +63,11 @@ def run_apply(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from moe_roma.io.paths import guard_outputs, local_path
     from moe_roma.models.checkpoint import export_merged_model
     from moe_roma.models.loading import load_model
+
+    guard_outputs({"--model": local_path(args.model), "--routers": args.routers}, {"--out": args.out})
 
     model, tokenizer = load_model(args.model, dtype=args.dtype, device="cpu")
     out = export_merged_model(model, tokenizer, args.routers, args.out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_model_options
+from moe_roma.commands import add_model_options, add_template_option, add_threads_option, at_least
 from moe_roma.scoring import SCORINGS
 
 
@@ -20,42 +20,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=None, help="data format (default: detected)")
     p.add_argument("--out", required=True, help="routing JSON to write")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
-    p.add_argument("--scoring", default="letter", choices=SCORINGS)
+    p.add_argument("--scoring", default="letter", choices=SCORINGS,
+                   help="letter: the answer letter's next-token logit; continuation: the choices' log-likelihoods "
+                   "(what `roma train` then uses as its task loss)")  # fmt: skip
+    add_template_option(p)
     p.add_argument("--position", default="last", choices=["last", "first"],
                    help="prompt token whose routing is recorded (last: RoMA; first: ablation)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--batch-size", type=at_least(1), default=16)
+    p.add_argument("--max-length", type=at_least(1), default=None,
+                   help="longest prompt in tokens; longer ones keep their last tokens (default: the model's context)")
     add_model_options(p)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    add_threads_option(p)
+    p.add_argument("--limit", type=at_least(1), default=None, help="use only the first N examples")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from moe_roma.commands import apply_threads
     from moe_roma.data.loaders import load_examples
-    from moe_roma.io.errors import RomaError
+    from moe_roma.eval.evaluate import check_template
+    from moe_roma.io.paths import guard_outputs, local_path
     from moe_roma.models.discovery import discover_routers
     from moe_roma.models.loading import load_model
     from moe_roma.routing.collect import collect_routing
-    from moe_roma.routing.store import save_routing_store
+    from moe_roma.routing.store import save_routing_store, sidecar_path
+    from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
+    from moe_roma.scoring.common import context_length
 
-    if args.batch_size < 1:
-        raise RomaError("--batch-size must be at least 1")
+    apply_threads(args.threads)
+    guard_outputs({"--data": args.data, "--model": local_path(args.model)},
+                  {"--out": [args.out, sidecar_path(args.out)]})  # fmt: skip
     examples = load_examples(args.data, format=args.format)
     if args.limit is not None:
         examples = examples[: args.limit]
+    check_template(args.template, args.scoring, examples[0])
     model, tokenizer = load_model(
         args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation
     )
     info = discover_routers(model)
     info.select_layers(args.layers)  # refuse a bad selection before any work
+    context = context_length(model, tokenizer)
+    max_length = args.max_length or context
+    warn_on_context(args.max_length, context)
+    warn_on_unknown_tokens(tokenizer, examples)
     store, summary = collect_routing(
         model, tokenizer, examples, layers=args.layers, scoring=args.scoring, batch_size=args.batch_size,
-        max_length=args.max_length, progress=not args.no_progress, info=info, position=args.position,
+        max_length=max_length, template=args.template, progress=not args.no_progress, info=info,
+        position=args.position,
     )  # fmt: skip
     store.meta["model"]["name_or_path"] = str(args.model)
     store.meta["data"] = str(args.data)
     save_routing_store(store, args.out)
     print(summary.line())
     print(f"wrote {args.out} ({len(store.successful)} successful of {len(store)})")
+    warn_if_near_chance(store.is_correct, [len(ex.choices) for ex in examples], args.scoring, "base accuracy")
     return 0

@@ -76,6 +76,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {choices:>2}: {count:>7}  {bar}")
     answers = ", ".join(f"{letter} {count}" for letter, count in report["answer_histogram"].items())
     lines.append(f"answers: {answers}")
+    if report.get("n_repeated_choices"):
+        lines.append(f"questions that list one choice twice: {report['n_repeated_choices']}")
     if report["n_continuation"]:
         lines.append(f"partial scoring (context options + continuation): {report['n_continuation']} examples")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_model_options
+from moe_roma.commands import add_model_options, add_template_option, add_threads_option, at_least
 from moe_roma.scoring import SCORINGS
 
 
@@ -33,13 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Not argparse `choices`: an unknown format fails like any other bad input, listing the formats.
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
     p.add_argument("--scoring", default="continuation", choices=SCORINGS)
-    p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    add_template_option(p)
+    p.add_argument("--batch-size", type=at_least(1), default=8)
+    p.add_argument("--limit", type=at_least(1), default=None, help="score only the first N examples")
     p.add_argument(
-        "--max-length", type=int, default=None, help="tokens (default: the model's context length)"
+        "--max-length", type=at_least(1), default=None, help="tokens (default: the model's context length)"
     )
     add_model_options(p)
+    add_threads_option(p)
     p.add_argument("--compare-base", action="store_true", help="also evaluate the base model and compare")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--predictions", default=None, metavar="OUT", help="write per-item predictions as JSONL")
@@ -48,8 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from moe_roma.commands import apply_threads
     from moe_roma.eval.evaluate import EvalConfig, run_eval, write_report
+    from moe_roma.io.paths import guard_outputs, local_path
 
+    apply_threads(args.threads)
+    guard_outputs({"--data": args.data, "--model": local_path(args.model), "--routers": args.routers},
+                  {"--json": args.json, "--predictions": args.predictions})  # fmt: skip
     config = EvalConfig(
         model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
         batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_threads_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="experiment YAML, e.g. configs/paper-table.yaml")
     p.add_argument("--out", default=None, help="output folder (default: runs/<name>)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is fastest for the testbed on a busy machine)")
+    add_threads_option(p)
     p.add_argument("--resume", action="store_true",
                    help="keep the method runs an interrupted run of the same grid into --out finished "
                    "(outcomes.jsonl) and run only the rest")
@@ -23,14 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from moe_roma.commands import apply_threads
     from moe_roma.experiments.grid import run_experiment
-    from moe_roma.io.errors import RomaError
+    from moe_roma.io.paths import guard_outputs
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise RomaError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
+    guard_outputs({"the experiment file": args.config}, {"--out": args.out})
     run_experiment(args.config, args.out, progress=not args.no_progress, resume=args.resume)
     return 0

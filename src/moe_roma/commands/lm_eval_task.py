@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_template_option, at_least
 from moe_roma.scoring import SCORINGS
 
 
@@ -32,19 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default=None, help="task name (default: roma_<data file stem>)")
     p.add_argument("--scoring", default="continuation", choices=SCORINGS)
-    p.add_argument("--template", default=None, help="prompt template with {question} and {choices}")
-    p.add_argument("--limit", type=int, default=None, help="export only the first N examples")
+    add_template_option(p)
+    p.add_argument("--limit", type=at_least(1), default=None, help="export only the first N examples")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from moe_roma.eval.evaluate import check_template, load_eval_data
-    from moe_roma.eval.lm_eval_bridge import check_task_name, default_task_name, write_lm_eval_task
-    from moe_roma.io.errors import RomaError
+    from moe_roma.eval.lm_eval_bridge import (
+        check_task_name,
+        default_task_name,
+        task_files,
+        write_lm_eval_task,
+    )
+    from moe_roma.io.paths import guard_outputs
 
-    if args.limit is not None and args.limit < 1:
-        raise RomaError(f"--limit must be at least 1, got {args.limit}")
     name = check_task_name(args.name) if args.name else default_task_name(args.data)
+    guard_outputs({"--data": args.data}, {"--out": [args.out, *task_files(args.out, name)]})
     examples, _ = load_eval_data(args.data, args.format, args.limit)
     check_template(args.template, args.scoring, examples[0])
     exported = write_lm_eval_task(examples, args.out, name, scoring=args.scoring, template=args.template)

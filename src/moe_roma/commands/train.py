@@ -1,9 +1,19 @@
-"""``roma train``: RoMA router post-training from a routing file."""
+"""``roma train``: RoMA router post-training from a routing file.
+
+Before anything is written: the settings are checked, the routing file is read, ``--out`` is
+compared with every input (``--routing`` and its side-car, ``--config``, the model folder), a
+folder that holds a finished run (or a resumable state) is refused unless ``--overwrite`` (or
+``--resume``) says what to do with it, and ``<out>/.roma.lock`` is taken so that a second run into
+the same folder is refused with the holder's PID. SIGINT and SIGTERM stop the run cleanly: without
+a saved state it leaves nothing behind; with one (``--save-every``) it keeps the last complete
+state and says how to resume.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_threads_option
 from moe_roma.io.config import add_config_arguments, config_arguments
 from moe_roma.methods.roma.config import TrainConfig
 
@@ -13,13 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="post-train the routers with RoMA (or an ablation)",
         description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * regulariser. "
-        "Settings: defaults <- --config YAML <- options <- key=value overrides (any TrainConfig setting).",
+        "Settings: defaults <- --config YAML <- options <- key=value overrides (any TrainConfig setting). "
+        "The prompts are the routing file's (the template chosen at `roma collect`).",
     )
     p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
     p.add_argument("--routing", required=True, help="routing JSON from `roma collect` (carries texts and answers)")
     p.add_argument("--out", required=True, help="output folder for the router checkpoint and metrics")
     p.add_argument("--config", default=None, help="YAML file of training settings (sections or dotted names)")
     p.add_argument("--resume", action="store_true", help="continue from the last state in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again into an --out that holds a finished run or a state (they are replaced)")
+    add_threads_option(p)
     # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
     add_config_arguments(p, TrainConfig)
     p.add_argument("--no-progress", action="store_true")
@@ -30,44 +44,62 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import shutil
     from pathlib import Path
 
-    from moe_roma.io.errors import RomaError
+    from moe_roma.commands import apply_threads
+    from moe_roma.io.errors import RomaError, Stopped
+    from moe_roma.io.interrupts import Interrupted, handle_interrupts
+    from moe_roma.io.paths import check_regular_file, guard_outputs, local_path
     from moe_roma.methods.roma.config import load_train_config
-    from moe_roma.methods.roma.state import STATE_NAME, load_train_state
+    from moe_roma.methods.roma.run_folder import TrainFolder
+    from moe_roma.methods.roma.state import load_train_state
     from moe_roma.methods.roma.trainer import RouterTrainer, maybe_init_distributed
     from moe_roma.models.loading import load_model
-    from moe_roma.routing.store import load_routing_store
+    from moe_roma.routing.store import load_routing_store, sidecar_path
 
+    if args.resume and args.overwrite:
+        raise RomaError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
+    apply_threads(args.threads)
     config = load_train_config(args.config, args.overrides, **config_arguments(args))
-    store = load_routing_store(args.routing)
-    state = Path(args.out) / STATE_NAME
-    if args.resume and state.is_file():
-        load_train_state(state)  # a torn or foreign state fails now, before any model loading or writing
-    maybe_init_distributed()
-    model, tokenizer = load_model(
-        args.model, dtype=config.runtime.dtype, device=config.runtime.device,
-        attn_implementation=config.runtime.attn_implementation,
-    )
+    check_regular_file(args.routing, "routing file")
     out = Path(args.out)
-    fresh = not out.exists()
-    try:
-        trainer = RouterTrainer(
-            model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing
-        )
-        result = trainer.train(resume=args.resume)
-    except RomaError:
-        # A refused run into a new folder leaves no folder behind (logs and neighbour cache included),
-        # unless it saved a state to resume from.
-        if fresh and int(os.environ.get("RANK", "0")) == 0 and not state.is_file():
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    folder = TrainFolder(out)
+    guard_outputs(
+        {"--routing": [args.routing, sidecar_path(args.routing)], "--config": args.config,
+         "--model": local_path(args.model)},
+        {"--out": [out, *folder.outputs()]},
+    )  # fmt: skip
+    store = load_routing_store(args.routing)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    state = folder.state_path
+    folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
+    if args.resume and state.is_file():
+        load_train_state(state)  # a torn, edited or foreign-format state fails now, before any model loading
+    maybe_init_distributed()
+    with handle_interrupts(), folder.claim(lock=rank0) as claim:
+        try:
+            model, tokenizer = load_model(
+                args.model, dtype=config.runtime.dtype, device=config.runtime.device,
+                attn_implementation=config.runtime.attn_implementation,
+            )  # fmt: skip
+            trainer = RouterTrainer(
+                model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing
+            )
+            if args.overwrite and rank0:
+                folder.clear_previous_run()  # every check passed: only now does the old run go
+            result = trainer.train(resume=args.resume)
+        except Interrupted as stop:
+            trainer = locals().get("trainer")
+            step, total = getattr(trainer, "last_step", None), getattr(trainer, "total_steps", None)
+            raise Stopped(claim.interrupted(step, total, str(stop)), stop.exit_status) from None
     if trainer.rank == 0:
         m = result.final_metrics
         print(
             f"trained routers of layers {result.tuned_layers} for {result.steps} steps in {result.seconds:.1f} s "
-            f"(task loss {m.get('task_loss', float('nan')):.4f}, manifold loss {m.get('manifold_loss') or 0:.4f}); "
-            f"wrote {out}"
+            f"(task loss {_num(m.get('task_loss'))}, manifold loss {_num(m.get('manifold_loss'))}); wrote {out}"
         )
     return 0
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4f}"

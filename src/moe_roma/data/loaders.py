@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from moe_roma.data.example import LETTERS, MCExample
-from moe_roma.data.formats._common import Where, parse_json_object, show
+from moe_roma.data.formats._common import Where, parse_json_object, show, visible
 from moe_roma.data.formats.jsonl import load_arc_jsonl, load_llm_foundry, load_roma_jsonl
 from moe_roma.data.formats.mmlu import csv_files, load_mmlu_csv
 from moe_roma.data.formats.obqa import load_obqa_tsv
-from moe_roma.io.errors import DataError
+from moe_roma.io.errors import DataError, warn
+from moe_roma.io.paths import check_not_special
 
 # A loader takes the path and the task override and returns validated examples.
 Loader = Callable[[Path, str | None], list[MCExample]]
@@ -102,6 +103,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, "no such file or folder")
+    check_not_special(path, "data file")
     if path.is_dir():
         csv_files(path)  # raises the helpful "point at one split" error for the top MMLU folder
         return "mmlu-csv"
@@ -133,7 +135,25 @@ def load_examples(path: str | Path, format: str | None = None, task: str | None 
     name = normalize_format(format, path) if format is not None else None
     if not path.exists():
         raise DataError(path, None, "no such file or folder")
-    return FORMATS[name or detect_format(path)](path, task or None)
+    check_not_special(path, "data file")  # a FIFO would block forever, /dev/zero never end
+    examples = FORMATS[name or detect_format(path)](path, task or None)
+    _warn_on_repeated_choices(path, examples)
+    return examples
+
+
+def _repeats_a_choice(example: MCExample) -> bool:
+    return len({visible(c) for c in example.choices}) < len(example.choices)
+
+
+def _warn_on_repeated_choices(path: Path, examples: Sequence[MCExample]) -> None:
+    """Some published benchmarks list one choice twice (ARC-Easy 7 of 2376 questions, MMLU test 9 of
+    14079): they are kept and scored as given, as lm-evaluation-harness scores them, but named."""
+    repeated = [ex for ex in examples if _repeats_a_choice(ex)]
+    if repeated:
+        first = repeated[0]
+        where = first.meta.get("record") or f"id {first.id}"
+        warn(f"{path}: {len(repeated)} of {len(examples)} questions list the same choice twice (first: {where}); "
+             "they are scored as given, and a tie goes to the earlier copy")  # fmt: skip
 
 
 def summarize_examples(examples: Sequence[MCExample]) -> dict[str, Any]:
@@ -153,4 +173,5 @@ def summarize_examples(examples: Sequence[MCExample]) -> dict[str, Any]:
         "choice_histogram": {str(n): choices[n] for n in sorted(choices)},
         "answer_histogram": {LETTERS[i]: answers[i] for i in sorted(answers)},
         "n_continuation": sum(ex.continuation is not None for ex in examples),
+        "n_repeated_choices": sum(_repeats_a_choice(ex) for ex in examples),
     }

@@ -49,3 +49,38 @@ def continuation_context(example: MCExample, template: str | None = None) -> str
         return example.meta["context"]
     template = template or DEFAULT_CONTINUATION_TEMPLATE
     return template.format(question=example.question, choices=format_choices(example.choices))
+
+
+TEMPLATE_FIELDS = ("question", "choices")
+
+
+def check_template_fields(template: str | None, scoring: str) -> None:
+    """Refuse a template that cannot say what is asked: it must contain ``{question}``, and for letter
+    scoring ``{choices}`` too (the letters would point at nothing); any other field is unknown.
+
+    >>> check_template_fields("Q: {question}\\nA:", "continuation")
+    >>> check_template_fields("Answer:", "continuation")
+    Traceback (most recent call last):
+    ...
+    moe_roma.io.errors.RomaError: template 'Answer:' has no {question} field; every template needs it
+    """
+    import string
+
+    from moe_roma.io.errors import RomaError
+
+    if template is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise RomaError(f"template {template!r} is not a valid format string ({exc}); write a literal brace as "
+                        "{{ or }}") from None  # fmt: skip
+    unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
+    if unknown:
+        raise RomaError(f"template {template!r} has an unknown field {{{unknown[0]}}}; it may use only {{question}} "
+                        "and {choices}")  # fmt: skip
+    if "question" not in fields:
+        raise RomaError(f"template {template!r} has no {{question}} field; every template needs it")
+    if scoring == "letter" and "choices" not in fields:
+        raise RomaError(f"template {template!r} has no {{choices}} field; letter scoring needs the lettered "
+                        "choices in the prompt")  # fmt: skip

@@ -28,12 +28,14 @@ from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import (
     DEFAULT_CONTINUATION_TEMPLATE,
     DEFAULT_LETTER_TEMPLATE,
+    check_template_fields,
     continuation_context,
     letter_prompt,
 )
 from moe_roma.io.atomic import atomic_path, write_json
 from moe_roma.io.errors import RomaError
 from moe_roma.scoring import SCORINGS
+from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
 from moe_roma.scoring.common import context_length
 from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.results import EvalResult, ItemResult
@@ -82,6 +84,7 @@ def check_template(template: str | None, scoring: str, example: MCExample) -> No
     """Render the template once, so a typo fails now with a clear sentence, not mid-run."""
     if template is None:
         return
+    check_template_fields(template, scoring)
     try:
         if scoring == "letter":
             letter_prompt(example, template)
@@ -291,13 +294,23 @@ def run_eval(
     from moe_roma.models.loading import model_identity
 
     identity = model_identity(model)
-    max_length = config.max_length or context_length(model, tokenizer)
+    context = context_length(model, tokenizer)
+    max_length = config.max_length or context
+    warn_on_context(config.max_length, context)
+    warn_on_unknown_tokens(tokenizer, examples)
 
     def run() -> EvalResult:
-        return evaluate(
+        result = evaluate(
             model, tokenizer, examples, scoring=config.scoring, batch_size=config.batch_size,
             max_length=max_length, template=config.template, progress=config.progress,
         )  # fmt: skip
+        if result.n == 0:
+            first = result.unusable[0].reason if result.unusable else "no reason recorded"
+            raise RomaError(f"{config.data}: none of the {len(examples)} examples could be scored (first: {first})")
+        warn_if_near_chance([it.correct for it in result.scored_items],
+                            [len(ex.choices) for ex, it in zip(examples, result.items) if it.scored],
+                            config.scoring, "accuracy")  # fmt: skip
+        return result
 
     if not config.routers:
         return EvalReport(config, "base", run(), None, data_format, max_length, identity)

@@ -138,6 +138,13 @@ class ExportedTask:
         )
 
 
+def task_files(out_dir: str | Path, name: str) -> list[Path]:
+    """Every file ``write_lm_eval_task`` may write for task ``name`` (to compare with the inputs first)."""
+    out = Path(out_dir)
+    stems = (name, f"{name}_choice", f"{name}_partial")
+    return [out / f"{stem}.{ext}" for stem in stems for ext in ("jsonl", "yaml")]
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]], stack: contextlib.ExitStack) -> None:
     with open(stack.enter_context(atomic_path(path)), "w", encoding="utf-8") as fh:
         for row in rows:

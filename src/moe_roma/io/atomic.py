@@ -1,12 +1,16 @@
 """Atomic writes: write to a temporary name in the same folder, then rename.
 
-A killed process therefore never leaves a torn or half-written output behind.
+A killed process therefore never leaves a torn or half-written output behind. The file gets the
+mode a plain ``open()`` would give it under the user's umask (``tempfile.mkstemp`` alone creates
+0600, which colleagues on a shared machine could not read). JSON is strict: ``finite_json``
+turns NaN and infinities into ``null`` where a value may be missing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,6 +49,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # After the write: some writers (safetensors) replace the file and its mode with their own.
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -57,6 +64,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if reason is not None:
             raise RomaError(f"{path}: could not be written ({reason})") from None
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back; there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so that strict JSON can hold it.
+
+    >>> finite_json({"loss": float("nan"), "steps": [1, float("inf")]})
+    {'loss': None, 'steps': [1, None]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -32,3 +32,22 @@ class DataError(RomaError):
 
 class ModelError(RomaError):
     """A model that cannot be used: missing path, no MoE routers, mismatched checkpoint."""
+
+
+class Stopped(RomaError):
+    """A run stopped by SIGINT or SIGTERM; the message says what was kept. Exits 128 + the signal number."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+class RomaWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one line."""
+
+
+def warn(message: str) -> None:
+    """A ``RomaWarning``: one line on stderr under the CLI (``roma COMMAND: warning: ...``)."""
+    import warnings
+
+    warnings.warn(message, RomaWarning, stacklevel=2)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from moe_roma.io.atomic import atomic_path
 from moe_roma.io.errors import DataError
+from moe_roma.io.paths import check_regular_file
 
 META_KEY = "moe_roma"
 
@@ -23,6 +24,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict)
 
 def load_tensor_meta(path: str | Path, what: str) -> dict:
     """The metadata of a file written by ``save_tensors``, without reading its tensors."""
+    check_regular_file(path, what)
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from moe_roma.io.errors import RomaError
+from moe_roma.io.paths import check_regular_file
 
 
 def load_yaml_mapping(path: str | Path, what: str, expected: str) -> dict:
@@ -14,9 +15,7 @@ def load_yaml_mapping(path: str | Path, what: str, expected: str) -> dict:
 
     An empty file reads as an empty mapping.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise RomaError(f"{p}: {what} does not exist")
+    p = check_regular_file(path, what)
     try:
         loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from moe_roma import __version__
-from moe_roma.io.errors import DataError, RomaError
+from moe_roma.io.errors import DataError, RomaError, RomaWarning
 from moe_roma.io.tensorfile import load_tensors, save_tensors
 
 GRAPH_FORMAT_VERSION = 1
@@ -144,6 +144,7 @@ def build_neighbour_graph(
         if config.k > available:
             warnings.warn(
                 f"k={config.k} is larger than the successful set allows ({available}); using k={available}",
+                RomaWarning,
                 stacklevel=2,
             )
         k = max(1, min(config.k, available))

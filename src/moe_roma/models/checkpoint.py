@@ -4,11 +4,18 @@
 gate function, hyper-parameters, seed, package version, data fingerprint) and
 ``router_weights.safetensors`` holds only the tuned router tensors, under the base model's own
 parameter names. Loading never executes code: safetensors and JSON only.
+
+The folder checks itself: the config records the SHA-256 of the weight file (``weights_sha256``)
+and the names of its tensors, and loading refuses a weight file that does not match it (edited,
+torn, or from another run) and a config whose layers, expert count or parameter names disagree
+with the tensors or with the base model. The weights are renamed into place before the config,
+so a folder with a config is complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,12 +25,15 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.io.atomic import atomic_path, write_json
+from moe_roma.io.atomic import atomic_path, current_umask, write_json
 from moe_roma.io.errors import DataError, ModelError
+from moe_roma.io.interrupts import critical
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_identity
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+# Format 1 (before the weights' SHA-256 was recorded) is still read; only its hash cannot be checked.
+READABLE_FORMATS = (1, 2)
 CONFIG_NAME = "router_config.json"
 WEIGHTS_NAME = "router_weights.safetensors"
 
@@ -70,15 +80,35 @@ def save_router_checkpoint(
         "parameter_names": sorted(tensors),
         **(extra or {}),
     }
-    with contextlib.ExitStack() as stack:  # both files or neither: a full disk leaves no half checkpoint
+    # Both files or neither: a full disk leaves no half checkpoint. The config's rename comes last (it
+    # is entered first), so a folder with a config always has its weights; a stop waits for both renames.
+    with critical(), contextlib.ExitStack() as stack:
+        config_tmp = stack.enter_context(atomic_path(out / CONFIG_NAME))
         tmp = stack.enter_context(atomic_path(out / WEIGHTS_NAME))
         save_file(tensors, str(tmp), metadata={"format": "pt", "moe_roma_version": __version__})
-        write_json(stack.enter_context(atomic_path(out / CONFIG_NAME)), config)
+        config["weights_sha256"] = file_sha256(tmp)
+        try:
+            write_json(config_tmp, config)
+        except OSError as exc:  # blame the config, not the weights whose context is innermost
+            raise ModelError(f"{out / CONFIG_NAME}: could not be written ({exc.strerror or exc})") from None
     return out
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a router checkpoint folder (config and tensors) without touching any model."""
+    """Read a router checkpoint folder (config and tensors) without touching any model.
+
+    Refuses, in one sentence naming the file: a missing or malformed file, a weight file whose SHA-256
+    is not the one recorded, a config whose ``tuned_layers``, ``num_experts`` or ``parameter_names``
+    are malformed or disagree with the tensors, and NaN or infinite weights.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(folder, None, "router checkpoint folder does not exist")
@@ -87,13 +117,20 @@ def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tens
         if not p.is_file():
             raise DataError(folder, None, f"not a router checkpoint: {p.name} is missing")
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(cfg_path, None, f"malformed JSON ({exc})") from None
-    if not isinstance(config, dict) or config.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(cfg_path, None, f"malformed JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict) or config.get("format_version") not in READABLE_FORMATS:
         raise DataError(cfg_path, None, f"unsupported router checkpoint format (need format_version {CHECKPOINT_FORMAT_VERSION})")
     if "scoring_rule" in config:  # written before the gate function had its own name
         config.setdefault("gate_function", config.pop("scoring_rule"))
+    recorded = config.get("weights_sha256")
+    if config["format_version"] >= 2:
+        if not isinstance(recorded, str):
+            raise DataError(cfg_path, None, "lacks 'weights_sha256', the checksum of router_weights.safetensors")
+        if file_sha256(w_path) != recorded:
+            raise DataError(w_path, None, f"does not match the SHA-256 recorded in {CONFIG_NAME}: the file was "
+                            "edited, damaged or copied from another run")  # fmt: skip
     try:
         tensors = load_file(str(w_path))
     except (SafetensorError, OSError) as exc:
@@ -101,18 +138,52 @@ def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tens
     for name, t in tensors.items():
         if not torch.isfinite(t).all():
             raise DataError(w_path, f"tensor {name}", "contains NaN or infinite values")
+    _check_config_fields(cfg_path, config, tensors)
     return config, tensors
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_config_fields(cfg_path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """The config's description of the tensors must be well formed and agree with them."""
+    layers = config.get("tuned_layers")
+    if (not isinstance(layers, list) or not layers or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                               and x >= 0 for x in layers)):  # fmt: skip
+        raise DataError(cfg_path, None, f"'tuned_layers' must be a non-empty list of layer indices, got {layers!r}")
+    if len(set(layers)) != len(layers):
+        raise DataError(cfg_path, None, f"'tuned_layers' lists a layer twice: {layers}")
+    experts = config.get("num_experts")
+    if not isinstance(experts, int) or isinstance(experts, bool) or experts < 1:
+        raise DataError(cfg_path, None, f"'num_experts' must be a positive integer, got {experts!r}")
+    names = config.get("parameter_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(cfg_path, None, "'parameter_names' must be a list of tensor names")
+    if sorted(names) != sorted(tensors):
+        extra = sorted(set(names) - set(tensors)) or sorted(set(tensors) - set(names)) or names
+        raise DataError(cfg_path, None, f"'parameter_names' disagree with {WEIGHTS_NAME} (e.g. {extra[0]!r})")
+
+
 def check_base_matches(model: PreTrainedModel, info: MoEInfo, config: dict, tensors: dict, where: str | Path) -> None:
-    """Refuse a checkpoint made for another base model."""
+    """Refuse a checkpoint made for another base model, or whose config disagrees with that model."""
     mine, theirs = model_identity(model), config.get("base_model", {})
+    if not isinstance(theirs, dict):
+        raise ModelError(f"{where}: router checkpoint's 'base_model' is not an object")
     for key in ("model_type", "num_hidden_layers", "hidden_size"):
         if theirs.get(key) != mine[key]:
             raise ModelError(
                 f"{where}: router checkpoint was made for another base model "
                 f"({key} {theirs.get(key)!r}, this model has {mine[key]!r})"
             )
+    if config.get("num_experts") != info.num_experts:
+        raise ModelError(f"{where}: router checkpoint says {config.get('num_experts')!r} experts, "
+                         f"{info.architecture} has {info.num_experts}")  # fmt: skip
+    layers = config.get("tuned_layers") or []
+    bad = [x for x in layers if x not in info.routers]
+    if bad:
+        raise ModelError(f"{where}: tuned layers {bad} are not MoE layers of {info.architecture} "
+                         f"(its MoE layers: {info.moe_layers})")  # fmt: skip
     params = dict(model.named_parameters())
     for name, t in tensors.items():
         if name not in params:
@@ -125,6 +196,11 @@ def check_base_matches(model: PreTrainedModel, info: MoEInfo, config: dict, tens
     stray = sorted(set(tensors) - router_names)
     if stray:
         raise ModelError(f"{where}: tensor {stray[0]} is not a router parameter")
+    expected = {n for layer in layers for n in info.routers[layer].parameter_names}
+    if set(tensors) != expected:
+        odd = sorted(set(tensors) ^ expected)[0]
+        side = "lacks" if odd in expected else "holds"
+        raise ModelError(f"{where}: router checkpoint {side} tensor {odd}, but its 'tuned_layers' are {layers}")
 
 
 def apply_router_checkpoint(model: PreTrainedModel, path: str | Path) -> dict:
@@ -140,6 +216,14 @@ def apply_router_checkpoint(model: PreTrainedModel, path: str | Path) -> dict:
         for name, t in tensors.items():
             params[name].copy_(t.to(params[name].dtype))
     return config
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give every file the mode a plain ``open()`` gives under the user's umask (transformers writes 0600)."""
+    mode = 0o666 & ~current_umask()
+    for p in folder.rglob("*"):
+        if p.is_file():
+            p.chmod(mode)
 
 
 def export_merged_model(
@@ -163,6 +247,7 @@ def export_merged_model(
             shutil.rmtree(tmp)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _umask_modes(tmp)
         if out.exists():
             out.rmdir()
         tmp.rename(out)

@@ -146,30 +146,57 @@ class MoEInfo:
         [6, 7]
         """
         layers = self.moe_layers
-        if isinstance(spec, (list, tuple)):
-            chosen = [int(x) for x in spec]
-        else:
-            text = str(spec).strip().lower()
-            if text == "all":
-                return layers
-            match = re.fullmatch(r"(last|first)(\d+)", text)
-            if match:
-                n = int(match.group(2))
-                if n < 1:
-                    raise ModelError(f"layer selection {spec!r} must name at least one layer")
-                return layers[-n:] if match.group(1) == "last" else layers[:n]
-            try:
-                chosen = [int(x) for x in text.split(",") if x.strip()]
-            except ValueError:
+        parsed = parse_layer_spec(spec)
+        if parsed == "all":
+            return layers
+        if isinstance(parsed, tuple):
+            side, n = parsed
+            if n > len(layers):
                 raise ModelError(
-                    f"layer selection {spec!r} is not 'all', 'lastN', 'firstN' or a comma-separated list"
-                ) from None
+                    f"layer selection {spec!r} asks for {n} MoE layers but {self.architecture} has {len(layers)} "
+                    f"(choose {side}{len(layers)} or fewer, or all)"
+                )
+            return layers[-n:] if side == "last" else layers[:n]
+        chosen = parsed
         bad = [x for x in chosen if x not in self.routers]
         if bad or not chosen:
             raise ModelError(
                 f"layers {bad or chosen} are not MoE layers of {self.architecture} (MoE layers: {_ranges(layers)})"
             )
         return sorted(set(chosen))
+
+
+def parse_layer_spec(spec: str | list[int] | tuple[int, ...]) -> str | tuple[str, int] | list[int]:
+    """A layer selection's syntax, checked without a model: ``"all"``, ``("last", 5)``, or a list of indices.
+
+    >>> parse_layer_spec("last5"), parse_layer_spec(" 3, 4 ")
+    (('last', 5), [3, 4])
+    """
+    if isinstance(spec, (list, tuple)):
+        try:
+            return [int(x) for x in spec]
+        except (TypeError, ValueError):
+            raise ModelError(f"layer selection {spec!r} must list integer layer indices") from None
+    text = str(spec).strip().lower()
+    if text == "all":
+        return "all"
+    match = re.fullmatch(r"(last|first)(\d+)", text)
+    if match:
+        n = int(match.group(2))
+        if n < 1:
+            raise ModelError(f"layer selection {spec!r} must name at least one layer")
+        return match.group(1), n
+    try:
+        chosen = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        chosen = None
+    if not chosen:
+        raise ModelError(
+            f"layer selection {spec!r} is not 'all', 'lastN', 'firstN' or a comma-separated list of layer indices"
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ModelError(f"layer selection {spec!r} names a layer twice")
+    return chosen
 
 
 def _declared_recorders(model: PreTrainedModel) -> list[_Recorder]:

@@ -133,3 +133,20 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 pad_id = _pad_id
+
+
+UNKNOWN_WARN_RATE = 0.05  # warn when at least this share of the tokens is the tokenizer's unknown token
+
+
+def unknown_token_rate(tokenizer: PreTrainedTokenizerBase, texts: list[str], limit: int = 2000) -> float | None:
+    """The share of tokens that are the tokenizer's unknown token (``<unk>``) over the first ``limit``
+    texts, or None when the tokenizer has no unknown token (byte-level BPE never needs one)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return None
+    total = hits = 0
+    for text in texts[:limit]:
+        ids = encode_text(tokenizer, text)
+        total += len(ids)
+        hits += sum(1 for i in ids if i == unk)
+    return hits / total if total else None

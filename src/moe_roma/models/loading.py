@@ -24,18 +24,30 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """``device`` as a torch device that exists on this machine (None or ``auto``: the first GPU, else the CPU)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ModelError(f"unknown device {device!r} ({exc})") from None
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r} ({_first_line(exc)}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelError(f"device {device!r} asked for, but torch sees no GPU on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ModelError(f"device {device!r} asked for, but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelError(f"device {device!r} asked for, but torch sees no Apple GPU here; use --device cpu")
+    return dev
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged tokenizer.json raises whatever its parser raises
         raise ModelError(f"{name_or_path}: cannot load a tokenizer ({_first_line(exc)})") from None
     if tok.pad_token_id is None:
         # Batching needs a pad id; padded positions are masked, so any id serves.
@@ -68,8 +80,8 @@ def load_model(
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, device_map=dev, **extra)
-    except (OSError, ValueError, KeyError, ImportError) as exc:
-        raise ModelError(f"{name_or_path}: cannot load a causal LM ({_first_line(exc)})") from None
+    except Exception as exc:  # whatever transformers raises for a folder it cannot load: one sentence naming it
+        raise ModelError(f"{name_or_path}: cannot load a causal LM ({_load_problem(exc)})") from None
     model.eval()
     model.requires_grad_(False)
     return model, load_tokenizer(name_or_path)
@@ -86,6 +98,17 @@ def model_identity(model: PreTrainedModel) -> dict:
         "hidden_size": int(getattr(cfg, "hidden_size", 0) or 0),
         "vocab_size": int(getattr(cfg, "vocab_size", 0) or 0),
     }
+
+
+def _load_problem(exc: BaseException) -> str:
+    """What went wrong in ``from_pretrained``, in words a user can act on."""
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" or "incomplete metadata" in text or "header too large" in text:
+        return f"a weight file is damaged or truncated: {_first_line(exc)}"
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+        return ("the shapes of its weights disagree with its config.json (was the config edited, e.g. its "
+                "number of experts?)")
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,10 +23,12 @@ from moe_roma import __version__
 from moe_roma.data.example import LETTERS
 from moe_roma.io.atomic import write_json_atomic
 from moe_roma.io.errors import DataError
+from moe_roma.io.paths import check_regular_file
 from moe_roma.io.tensorfile import load_tensor_meta, load_tensors, save_tensors
 from moe_roma.models.discovery import MoEInfo
 
 FORMAT_VERSION = 1
+MAX_EXPERTS = 1 << 16  # an expert index past this is a typo or a hostile file, not a model
 _EXPERT_KEY = re.compile(r"expert_(\d+)")
 _CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[).:]\s+(.*)$")
 
@@ -186,9 +188,7 @@ def load_routing_store(path: str | Path) -> RoutingStore:
     Others' files may list experts sparsely: missing experts count as 0 and each layer is
     renormalised to sum to 1. Every sample must list the same layers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "routing file does not exist")
+    path = check_regular_file(path, "routing file")
     repeated: list[list[str]] = [[]]  # repeated keys of the last JSON object parsed: the outermost one
     try:
         raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: _no_repeats(pairs, repeated))
@@ -328,9 +328,18 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
                     raise DataError(
                         path, where, f"layer {item['layer']}: weight of {key} must be a finite number >= 0, got {w!r}"
                     )
-                dist[int(m.group(1))] = float(w)
-            if sum(dist.values()) <= 0:
+                expert = int(m.group(1))
+                if expert >= MAX_EXPERTS:
+                    raise DataError(path, where, f"layer {item['layer']}: expert index {expert} is implausible "
+                                    f"(more than {MAX_EXPERTS} experts); was this file written by hand?")  # fmt: skip
+                dist[expert] = float(w)
+            total = sum(dist.values())
+            if total <= 0:
                 raise DataError(path, where, f"layer {item['layer']}: routing weights sum to 0")
+            if not math.isfinite(total):
+                raise DataError(path, where, f"layer {item['layer']}: routing weights sum to {total} (they overflow)")
+            if item["layer"] in layers_here:
+                raise DataError(path, where, f"lists layer {item['layer']} twice")
             max_expert = max(max_expert, max(dist))
             layers_here.append(item["layer"])
             dists.append(dist)
@@ -349,6 +358,10 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
         gold.append(gold_idx)
         ma = entry.get("model_answer")
         model_ans.append(-1 if ma in (None, "") else _letter_index(path, sid, "model_answer", ma, n_choices))
+        if model_ans[-1] >= 0 and entry["is_correct"] != (model_ans[-1] == gold_idx):
+            raise DataError(path, where, f"'is_correct' is {str(entry['is_correct']).lower()} but 'model_answer' "
+                            f"{LETTERS[model_ans[-1]]} {'differs from' if entry['is_correct'] else 'equals'} the correct "
+                            f"answer {LETTERS[gold_idx]}; fix the file (or drop 'model_answer')")  # fmt: skip
         correct.append(entry["is_correct"])
         tid = ltr.get("token_id", -1)
         tok_ids.append(tid if isinstance(tid, int) and not isinstance(tid, bool) else -1)

@@ -210,6 +210,26 @@ def compare_paired(base: Sequence[bool], tuned: Sequence[bool], confidence: floa
     )
 
 
+def chance_level(correct: Sequence[bool], n_choices: Sequence[int]) -> tuple[bool, float, float]:
+    """(near chance, accuracy, chance accuracy): whether ``correct`` is no better than guessing.
+
+    Chance is the mean of ``1 / n_choices``; "near" means the accuracy lies below chance plus two
+    standard errors of a guesser's accuracy over the same items. Fewer than 20 items never count as
+    near chance (too few to tell).
+
+    >>> chance_level([True] + [False] * 39, [4] * 40)[0], chance_level([True] * 30 + [False] * 10, [4] * 40)[0]
+    (True, False)
+    """
+    n = len(correct)
+    acc = sum(correct) / n if n else 0.0
+    if n < 20:
+        return False, acc, float("nan")
+    p = [1 / max(c, 1) for c in n_choices]
+    chance = sum(p) / n
+    se = math.sqrt(sum(q * (1 - q) for q in p)) / n
+    return acc <= chance + 2 * se, acc, chance
+
+
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
     """Student-t interval for the mean of a few per-seed values (None for fewer than two)."""
     if len(values) < 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ def check_text(value: str, what: str, where: Where, *, allow_empty: bool = False
     """``value`` if it is usable text; blank, NUL and unpaired surrogates are refused."""
     if not allow_empty and not value.strip():
         raise where.error(f"{what} is empty")
+    if not allow_empty and not visible(value):
+        raise where.error(f"{what} is invisible: it holds only zero-width or other format characters")
     if "\x00" in value:
         raise where.error(f"{what} contains a NUL character (binary data?)")
     try:
@@ -127,6 +130,15 @@ def check_text(value: str, what: str, where: Where, *, allow_empty: bool = False
         # A lone "\ud800" escape decodes in JSON but breaks every tokenizer and JSON writer later.
         raise where.error(f"{what} contains an invalid character {show(value[exc.start])}") from None
     return value
+
+
+def visible(text: str) -> str:
+    """``text`` as a reader sees it: NFC, without zero-width and other format characters, stripped.
+
+    >>> visible("fas\u200bter "), visible("\u200b\u200d")
+    ('faster', '')
+    """
+    return "".join(c for c in unicodedata.normalize("NFC", text) if unicodedata.category(c) != "Cf").strip()
 
 
 def get_field(obj: dict, key: str, where: Where) -> Any:
@@ -243,6 +255,13 @@ def make_example(
     """Build the example after the last range checks, so MCExample's own ValueError never fires."""
     check_choice_count(len(choices), where)
     check_answer(answer, len(choices), where)
+    seen: dict[str, int] = {}
+    for i, choice in enumerate(choices):
+        key = visible(choice)
+        j = seen.setdefault(key, i)
+        if j != i and choices[j] != choice:
+            raise where.error(f"choices {j + 1} and {i + 1} ({show(choices[j])} and {show(choice)}) differ only by "
+                              "invisible characters; a reader could not tell them apart")  # fmt: skip
     info = {"source": str(where.path), "record": where.record}
     info.update(meta or {})
     return MCExample(

@@ -164,7 +164,7 @@ class GraphConfig:
 class RuntimeConfig:
     """Where and how the run executes; none of these change what is optimised."""
 
-    seed: int = field(default=0, metadata=_m("order of the samples, and anything else random"))
+    seed: int = field(default=0, metadata=_m("order of the samples, and anything else random", range=(0, 2**32 - 1)))
     log_every: int = field(default=1, metadata=_m("write a `metrics.jsonl` line every N steps", range=(1, None)))
     save_every: int | None = field(
         default=None, metadata=_m("write a resumable state every N optimiser steps", range=(1, None))
@@ -216,9 +216,11 @@ class TrainConfig:
         metadata=_m("the task loss: `letter` (the answer letter's logit) or `continuation` (the choices' "
                     "log-likelihoods), as the routing file was scored"),
     )  # fmt: skip
-    max_length: int = field(
-        default=1024, metadata=_m("longest prompt in tokens; longer ones keep their last tokens", range=(1, None))
-    )
+    max_length: int | None = field(
+        default=None,
+        metadata=_m("longest prompt in tokens; longer ones keep their last tokens; none means the model's context",
+                    range=(1, None)),
+    )  # fmt: skip
     temperature: float = field(
         default=1.0, metadata=_m("router-logit temperature during training", range=(1e-6, None))
     )
@@ -236,9 +238,15 @@ class TrainConfig:
 
     def check(self) -> None:
         """Cross-field rules the per-setting ranges cannot express."""
+        from moe_roma.models.discovery import parse_layer_spec
+
         for name in ("lr", "weight_decay"):
             if not math.isfinite(getattr(self.optimizer, name)):
                 raise RomaError(f"setting optimizer.{name} must be a finite number")
+        try:
+            parse_layer_spec(self.layers)  # the syntax now; whether the model has those layers, once it is loaded
+        except RomaError as exc:
+            raise RomaError(f"setting 'layers': {exc}") from None
 
     def validate(self) -> TrainConfig:
         """Check every setting (a configuration built in Python passes the loader's checks too)."""

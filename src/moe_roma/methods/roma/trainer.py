@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.io.errors import DataError, RomaError
+from moe_roma.io.atomic import finite_json
+from moe_roma.io.errors import DataError, RomaError, RomaWarning
+from moe_roma.io.interrupts import critical
 from moe_roma.manifold.graph import NeighbourGraph, neighbour_graph_for_store
 from moe_roma.methods.common import losses
 from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
@@ -33,15 +35,24 @@ from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.methods.roma.monitor import routing_health, warn_on_collapse
 from moe_roma.methods.roma.regularizers import RegularizerInputs
-from moe_roma.methods.roma.state import STATE_NAME, load_train_state, restore_train_state, save_train_state
+from moe_roma.methods.roma.run_folder import METRICS_NAME, NEIGHBOURS_NAME
+from moe_roma.methods.roma.state import (
+    STATE_NAME,
+    check_state_fits,
+    load_train_state,
+    restore_train_state,
+    save_train_state,
+    tensors_sha256,
+)
 from moe_roma.methods.roma.targets import with_oracle_targets
 from moe_roma.models.checkpoint import save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.inputs import pad_id
+from moe_roma.models.loading import model_identity
 from moe_roma.routing.store import RoutingStore
+from moe_roma.scoring.common import context_length
 
 LOG = logging.getLogger("moe_roma.train")
-METRICS_NAME = "metrics.jsonl"
 
 
 @dataclass
@@ -90,6 +101,7 @@ class RouterTrainer:
         self.rank, self.world = _world()
         self.info: MoEInfo = discover_routers(model)
         store.fit_to_model(self.info, store_path)
+        self.routing_sha256 = _store_fingerprint(store)  # before any change to the targets (oracle)
         self.layers = self.info.select_layers(config.layers)
         missing = [layer for layer in self.layers if layer not in store.layers]
         if missing:
@@ -105,11 +117,19 @@ class RouterTrainer:
                 f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
                 f"with --position {config.position}",
             )  # fmt: skip
+        scored = store.meta.get("answer_scoring")
+        if scored is not None and scored != config.scoring:
+            raise DataError(
+                store_path, None,
+                f"the routing file was collected with {scored} scoring but scoring={config.scoring}; train with "
+                f"scoring={scored} (the task loss must score the answers the way collection judged them)",
+            )  # fmt: skip
         self.device = next(model.parameters()).device
+        self.max_length = config.max_length or context_length(model, tokenizer)
         if config.regularizer.targets == "oracle":
             store = self.store = with_oracle_targets(
                 model, tokenizer, store, self.layers, self.info, steps=config.regularizer.oracle_steps,
-                batch_size=config.schedule.batch_size, max_length=config.max_length, progress=progress,
+                batch_size=config.schedule.batch_size, max_length=self.max_length, progress=progress,
             )  # fmt: skip
         self.regularizer = config.regularizer.name
         if not store.successful:
@@ -119,13 +139,13 @@ class RouterTrainer:
                     "pass allow_empty_successful=true to train without the manifold term"
                 )
             if self.regularizer == "manifold":
-                warnings.warn("empty successful set: training without the manifold term", stacklevel=2)
+                warnings.warn("empty successful set: training without the manifold term", RomaWarning, stacklevel=2)
                 self.regularizer = "none"
         # Built once; None for plain router tuning (or when an empty successful set turned RoMA into it).
         self.regularizer_term = config.regularizer.build() if self.regularizer != "none" else None
         self.graph = graph
         if self.graph is None and store.successful:
-            cache = self.out_dir / "neighbours.safetensors" if self.rank == 0 else None
+            cache = self.out_dir / NEIGHBOURS_NAME if self.rank == 0 else None
             self.graph, _ = neighbour_graph_for_store(
                 store, config.graph.build(config.runtime.seed), config.graph.embedder, cache, progress=False
             )
@@ -139,7 +159,10 @@ class RouterTrainer:
                 p.requires_grad_(True)
                 self.params[name] = p
         self.base_params = {n: p.detach().clone() for n, p in self.params.items()}
-        self.items: list[TrainItem] = build_items(store, tokenizer, config.scoring, config.max_length, store_path)
+        self.base_model = {**{k: v for k, v in model_identity(model).items() if k != "name_or_path"},
+                           "num_experts": self.info.num_experts,
+                           "routers_sha256": tensors_sha256({n: p.float() for n, p in self.base_params.items()})}  # fmt: skip
+        self.items: list[TrainItem] = build_items(store, tokenizer, config.scoring, self.max_length, store_path)
         self.pad = pad_id(tokenizer)
         self.letter_ids = (
             letter_ids_tensor(tokenizer, max(it.n_choices for it in self.items)).to(self.device)
@@ -218,6 +241,7 @@ class RouterTrainer:
         global_batch = sched.batch_size
         steps_per_epoch = math.ceil(len(self.items) / global_batch)
         total = steps_per_epoch * sched.epochs
+        self.total_steps, self.last_step = total, 0
         params = list(self.params.values())
         original_dtypes = {name: p.dtype for name, p in self.params.items()}
         for p in params:
@@ -238,10 +262,10 @@ class RouterTrainer:
         metrics_path = self.out_dir / METRICS_NAME
         if resume and state_path.is_file():
             meta, tensors = load_train_state(state_path)
-            if meta.get("config") != cfg.to_dict():
-                raise RomaError(f"{state_path}: saved with other training settings; resume with the same arguments")
+            check_state_fits(state_path, meta, tensors, self.fingerprint(), self.params, total)
             restore_train_state(meta, tensors, self.params, optimizer)
             step, skipped = int(meta["step"]), int(meta.get("skipped", 0))
+            self.last_step = step
             _truncate_metrics(metrics_path, step)
         elif self.rank == 0 and metrics_path.exists():
             metrics_path.unlink()
@@ -281,6 +305,7 @@ class RouterTrainer:
                             "(lower the learning rate or check the data)"
                         )
                 step += 1
+                self.last_step = step
                 if out is not None and self.rank == 0 and (step % run.log_every == 0 or step == total):
                     record = {
                         "step": step, "epoch": epoch + (b + 1) / len(batches),
@@ -297,9 +322,8 @@ class RouterTrainer:
                     bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
                 bar.update(1)
                 if run.save_every and step % run.save_every == 0 and step < total and self.rank == 0:
-                    save_train_state(
-                        self.out_dir, step, self.params, optimizer, {"config": cfg.to_dict(), "skipped": skipped}
-                    )
+                    save_train_state(self.out_dir, step, self.params, optimizer,
+                                     {**self.fingerprint(), "skipped": skipped, "total_steps": total})  # fmt: skip
         bar.close()
         _sync(self.device)
         self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
@@ -308,12 +332,17 @@ class RouterTrainer:
             self.model.eval()
         seconds = time.perf_counter() - start_time
         if self.rank == 0:
-            self._save(seconds, step)
-            state_path.unlink(missing_ok=True)
+            with critical():  # a stop now waits: the checkpoint lands whole, and then the state goes
+                self._save(seconds, step)
+                state_path.unlink(missing_ok=True)
         # Back to the model's own dtype, so the tuned model runs without autocast like its base.
         for name, p in self.params.items():
             p.data = p.data.to(original_dtypes[name])
         return TrainResult(self.out_dir, step, seconds, self.layers, last, skipped)
+
+    def fingerprint(self) -> dict:
+        """What a saved state must match to be resumed by this run (``state.check_state_fits``)."""
+        return {"routing_sha256": self.routing_sha256, "base_model": self.base_model, "config": self.config.to_dict()}
 
     def apply_step(
         self, params: list[torch.nn.Parameter], loss: torch.Tensor | None, optimizer, scaler
@@ -360,7 +389,8 @@ class RouterTrainer:
             "world_size": self.world,
             "moe_roma_version": __version__,
         }
-        save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, extra)
+        # Strict JSON whatever a value is: a non-finite float can never cost the trained routers here.
+        save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, finite_json(extra))
 
 
 def _activation_checkpointing(model: PreTrainedModel, on: bool) -> None:
@@ -382,17 +412,20 @@ def _sync(device: torch.device) -> None:
 
 
 def _store_fingerprint(store: RoutingStore) -> str:
+    """SHA-256 of what training reads from a routing store: ids, prompts, answers, correctness, routing."""
     import hashlib
 
     h = hashlib.sha256()
-    h.update(json.dumps([store.ids, store.input_texts, store.is_correct]).encode())
-    h.update(store.routing.numpy().tobytes())
+    h.update(json.dumps([store.ids, store.input_texts, store.is_correct, store.answer_index, store.layers,
+                         [list(c) if c else None for c in store.choices], store.continuations]).encode())  # fmt: skip
+    h.update(store.routing.float().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
+    """One strict JSON line: a NaN or infinite value (a skipped step's gradient norm) is written as null."""
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
