@@ -6,10 +6,10 @@ problem; and no output is left: the ``--out`` path does not exist afterwards (or
 before, is unchanged) and no ``.*.tmp`` file is left in its folder.
 
 Most cases are written by hand, one per way an input can be wrong. Three families are generated:
-every numeric setting of every method's configuration (``TrainConfig`` through ``roma train
-key=value``, ``OracleConfig`` and ``C3POConfig`` through an experiment file) with each value its
-declared range refuses (below it, above it, NaN, infinities, a fraction where an integer is
-due); every count option of every command (``--limit``, ``--batch-size``, ``--max-length``,
+every setting of every method's configuration (``TrainConfig`` through ``roma train key=value``,
+``OracleConfig`` and ``C3POConfig`` through an experiment file) with each value it must refuse
+(below and above its declared range, NaN, infinities, a fraction where an integer is due, a
+word where a number or a boolean is due, a value that is not one of its choices); every count option of every command (``--limit``, ``--batch-size``, ``--max-length``,
 ``--threads``) with 0, a negative number and a word; and every way a training state can fail to
 fit the run that resumes it.
 
@@ -973,12 +973,17 @@ def _(ws, tmp, mp):
 
 def invalid_values(setting) -> list[tuple[str, str]]:
     """(label, text) for each value the setting must refuse: below and above its range, NaN and
-    infinities for a number, a fraction for an integer, a word for either."""
+    infinities for a number, a fraction for an integer, a word for either; a value that is not one
+    of its choices; a word that is not true or false."""
     from moe_roma.io.config import _strip_optional
 
     kind = _strip_optional(setting.type)
     if typing.get_origin(kind) is tuple:
         kind = typing.get_args(kind)[0]
+    if setting.choices:
+        return [("bogus", "bogus")]
+    if kind is bool:
+        return [("maybe", "maybe")]
     if kind not in (int, float):
         return []
     lo, hi = setting.range or (None, None)

@@ -34,14 +34,18 @@ def at_least(minimum: int):
 
 
 def default_threads() -> int:
-    """Torch CPU threads when ``--threads`` is not given: half the CPUs this process may use, 1 to 8.
+    """Torch CPU threads when ``--threads`` is not given: ``OMP_NUM_THREADS`` when it is set, else half
+    the CPUs this process may use, 1 to 8.
 
-    torch's own default (every core) was measured 17-29x slower than one thread for ``roma eval`` on a
-    2-core machine shared with one other job: threads that wait for each other's cores. Half the
+    Issue 15's trial found torch's own default (every core) 17-29x slower than one thread for
+    ``roma eval`` on a 2-core machine shared with one other job: threads that wait for each other's cores. Half the
     cores leaves room for another job and for the data loading; on a GPU the CPU threads matter little.
     """
     import os
 
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -51,8 +55,8 @@ def default_threads() -> int:
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=at_least(1), default=None, metavar="N",
-                   help="torch CPU threads (default: half the CPUs this process may use, at most 8; 1 is "
-                   "fastest for the small testbed model on a busy machine)")  # fmt: skip
+                   help="torch CPU threads (default: $OMP_NUM_THREADS if set, else half the CPUs this process may "
+                   "use, at most 8; 1 is fastest for the small testbed model on a busy machine)")  # fmt: skip
 
 
 def apply_threads(threads: int | None) -> int:

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context, letter_prompt
+from moe_roma.io.errors import RomaError
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.forward import last_token_forward
 from moe_roma.models.hooks.capture import RoutingCapture
@@ -71,7 +72,11 @@ def collect_routing(
     >>> store, summary = collect_routing(model, tok, examples, layers="last2")  # doctest: +SKIP
     """
     if scoring not in SCORINGS:
-        raise ValueError(f"scoring must be one of {SCORINGS}")
+        raise RomaError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+    if max_length is not None and max_length < 1:
+        raise RomaError(f"max_length must be at least 1, got {max_length}")  # e[-0:] would keep everything
+    if batch_size < 1:
+        raise RomaError(f"batch_size must be at least 1, got {batch_size}")
     info = info or discover_routers(model)
     chosen = info.select_layers(layers)
     start = time.perf_counter()
