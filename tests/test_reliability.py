@@ -291,3 +291,24 @@ def test_k_larger_than_the_successful_set_is_clamped_with_a_warning(w, tmp_path,
     assert main(train(w, tmp_path / "run", "--k", "50")) == 0
     err = capsys.readouterr().err
     assert "roma train: warning: k=50 is larger than the successful set allows" in err and "using k=" in err
+
+
+def test_training_on_chance_level_routing_warns(w, tmp_path, capsys):
+    entries = json.loads((w / "routing.json").read_text())
+    many = {}
+    for copy in range(3):
+        for sid, entry in entries.items():
+            entry = json.loads(json.dumps(entry))
+            right = copy == 0 and sid in ("s0", "s1")
+            n = len(entry["choices"])
+            gold = "ABCD".index(entry["correct_answer"])
+            entry["model_answer"] = entry["correct_answer"] if right else "ABCD"[(gold + 1) % n]
+            entry["is_correct"] = right
+            many[f"{sid}-{copy}"] = entry
+    (tmp_path / "routing.json").write_text(json.dumps(many))
+    args = train(w, tmp_path / "run", "--epochs", "1")
+    args[args.index(str(w / "routing.json"))] = str(tmp_path / "routing.json")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "roma train: warning: the routing file's base accuracy 8.3% is at chance level" in err
+    assert "collect with --scoring continuation and train with scoring=continuation" in err

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.methods.roma.trainer import RouterTrainer, maybe_init_distributed
     from moe_roma.models.loading import load_model
     from moe_roma.routing.store import load_routing_store, sidecar_path
+    from moe_roma.scoring.checks import warn_if_near_chance
 
     if args.resume and args.overwrite:
         raise RomaError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
@@ -70,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         {"--out": [out, *folder.outputs()]},
     )  # fmt: skip
     store = load_routing_store(args.routing)
+    known = [i for i, c in enumerate(store.choices) if c]
+    other = "continuation" if config.scoring == "letter" else "letter"
+    warn_if_near_chance([store.is_correct[i] for i in known], [len(store.choices[i]) for i in known],
+                        config.scoring, "the routing file's base accuracy",
+                        hint=f"its successful set and task loss mean little; collect with --scoring {other} and "
+                        f"train with scoring={other} if that is how the model answers")  # fmt: skip
     rank0 = int(os.environ.get("RANK", "0")) == 0
     state = folder.state_path
     folder.check_reusable(resume=args.resume, overwrite=args.overwrite)

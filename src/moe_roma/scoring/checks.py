@@ -24,12 +24,13 @@ def warn_on_unknown_tokens(tokenizer, examples) -> None:
              "much of this text, so its answers and routing mean little")  # fmt: skip
 
 
-def warn_if_near_chance(correct, n_choices, scoring: str, what: str) -> None:
-    """Warn when accuracy is no better than guessing, naming the other scoring mode to try."""
+def warn_if_near_chance(correct, n_choices, scoring: str, what: str, hint: str | None = None) -> None:
+    """Warn when accuracy is no better than guessing, naming the other scoring mode to try (or ``hint``)."""
     near, acc, chance = chance_level(list(correct), list(n_choices))
     if not near:
         return
     other = "continuation" if scoring == "letter" else "letter"
-    hint = (f"if the model was not trained to answer with a letter, try --scoring {other}" if scoring == "letter"
-            else f"try --scoring {other}, or a --template in the prompt format the model was trained on")  # fmt: skip
+    if hint is None:
+        hint = (f"if the model was not trained to answer with a letter, try --scoring {other}" if scoring == "letter"
+                else f"try --scoring {other}, or a --template in the prompt format the model was trained on")  # fmt: skip
     warn(f"{what} {acc:.1%} is at chance level ({chance:.1%} for these choice counts) with {scoring} scoring; {hint}")
