@@ -312,3 +312,18 @@ def test_training_on_chance_level_routing_warns(w, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "roma train: warning: the routing file's base accuracy 8.3% is at chance level" in err
     assert "collect with --scoring continuation and train with scoring=continuation" in err
+
+
+def test_a_stop_during_collect_leaves_no_routing_file(w, tmp_path, monkeypatch, capsys):
+    import moe_roma.routing.store as store_module
+    from moe_roma.io.interrupts import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)  # lands while the side-car is written, after the JSON
+
+    monkeypatch.setattr(store_module, "save_tensors", stopped)
+    out = tmp_path / "r.json"
+    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out", str(out),
+                 "--layers", "last2", "--no-progress"]) == 128 + signal.SIGTERM  # fmt: skip
+    assert "roma collect: stopped by SIGTERM before it finished" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ import sys
 
 from moe_roma import __version__
 from moe_roma.io.errors import RomaError, RomaWarning, Stopped
+from moe_roma.io.interrupts import Interrupted, handle_interrupts
 
 EXIT_USAGE = 2
 # The packages whose releases change results; `roma --version` prints each one's installed version.
@@ -137,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        with _one_line_warnings(f"roma {args.command}"):
+        with _one_line_warnings(f"roma {args.command}"), handle_interrupts():
             return int(args.func(args) or 0)
+    except Interrupted as stop:  # SIGINT/SIGTERM outside `roma train`'s own handling: atomic writes left no torn file
+        print(f"roma {args.command}: stopped by {stop} before it finished; no output was left half-written",
+              file=sys.stderr)  # fmt: skip
+        return stop.exit_status
     except Stopped as exc:
         print(f"roma {args.command}: {exc}", file=sys.stderr)
         return exc.exit_status
