@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and state.is_file():
         load_train_state(state)  # a torn, edited or foreign-format state fails now, before any model loading
     maybe_init_distributed()
+    trainer = None
     with handle_interrupts(), folder.claim(lock=rank0) as claim:
         try:
             model, tokenizer = load_model(
@@ -96,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
                 folder.clear_previous_run()  # every check passed: only now does the old run go
             result = trainer.train(resume=args.resume)
         except Interrupted as stop:
-            trainer = locals().get("trainer")
             step, total = getattr(trainer, "last_step", None), getattr(trainer, "total_steps", None)
             raise Stopped(claim.interrupted(step, total, str(stop)), stop.exit_status) from None
     if trainer.rank == 0:
