@@ -1,4 +1,8 @@
-"""``roma testbed``: build the bundled tiny MoE model, export its task splits, score it."""
+"""``roma testbed``: build a bundled tiny MoE model, export its task splits, score it.
+
+Every action takes ``--testbed in-domain|downstream`` (default ``in-domain`` for now); see
+docs/testbed.md for what each testbed is.
+"""
 
 from __future__ import annotations
 
@@ -11,47 +15,113 @@ from pathlib import Path
 from moe_roma.io.errors import ModelError, RomaError
 
 
+def _add_testbed_option(p: argparse.ArgumentParser) -> None:
+    from moe_roma.testbed import DEFAULT_TESTBED, TESTBEDS
+
+    p.add_argument("--testbed", choices=TESTBEDS, default=DEFAULT_TESTBED,
+                   help=f"which bundled testbed (default: {DEFAULT_TESTBED})")  # fmt: skip
+
+
+def _config_class(testbed: str):
+    from moe_roma.testbed.config import BuildConfig, DownstreamBuildConfig
+
+    return DownstreamBuildConfig if testbed == "downstream" else BuildConfig
+
+
 def _add_build(sub) -> None:
-    from moe_roma.testbed import testbed_model_path
-    from moe_roma.testbed.config import BuildConfig
+    from moe_roma.testbed.config import BuildConfig, DownstreamBuildConfig
 
     p = sub.add_parser(
-        "build", help="generate the task suite and pre-train the tiny OLMoE testbed model",
-        description="Generate the task suite, train the word-level tokenizer and pre-train the tiny "
-        "OLMoE model from scratch (deterministic for a given seed, thread count and torch build).",
-    )
-    p.add_argument("--out", type=Path, default=testbed_model_path(),
-                   help="output model folder (default: the package's bundled model folder)")
+        "build", help="generate a testbed's task suite and pre-train its tiny OLMoE model",
+        description="Generate the task suite (and, for downstream, the general-text corpus), train the "
+        "word-level tokenizer and pre-train the tiny OLMoE model from scratch (deterministic for a given "
+        "seed, thread count and torch build). downstream also measures oracle routing.",
+    )  # fmt: skip
+    _add_testbed_option(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="output model folder (default: the package's bundled folder of that testbed)")  # fmt: skip
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="also score the evaluation splits every N steps (slows the build)")
-    # Every BuildConfig field becomes an option with the same default.
-    for f in dataclasses.fields(BuildConfig):
-        flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, type=type(f.default), default=f.default, dest=f.name,
-                       help=f"(default: {f.default})")
-    p.set_defaults(func=_run_build)
+                   help="also score the evaluation splits every N steps (slows the build)")  # fmt: skip
+    p.add_argument("--no-oracle", action="store_true", help="downstream: skip measuring oracle routing")
+    # Every field of either testbed's build settings becomes an option; only those given are passed
+    # on, so each testbed keeps its own defaults.
+    seen: dict[str, dataclasses.Field] = {}
+    defaults: dict[str, dict[str, object]] = {}
+    for name, cls in (("in-domain", BuildConfig), ("downstream", DownstreamBuildConfig)):
+        for f in dataclasses.fields(cls):
+            seen.setdefault(f.name, f)
+            defaults.setdefault(f.name, {})[name] = f.default
+    for fname, f in seen.items():
+        shown = "; ".join(f"{k}: {v}" for k, v in defaults[fname].items())
+        p.add_argument("--" + fname.replace("_", "-"), type=type(f.default), default=argparse.SUPPRESS,
+                       dest=fname, help=f"(default {shown})")  # fmt: skip
+    p.set_defaults(func=_run_build, _config_fields=list(seen))
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from moe_roma.testbed.build import build_testbed
-    from moe_roma.testbed.config import BuildConfig
+    from moe_roma.testbed import testbed_model_path
 
-    cfg = BuildConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)})
+    cls = _config_class(args.testbed)
+    own = {f.name for f in dataclasses.fields(cls)}
+    given = {name: getattr(args, name) for name in args._config_fields if hasattr(args, name)}
+    foreign = sorted(set(given) - own)
+    if foreign:
+        raise RomaError(f"--{foreign[0].replace('_', '-')} is not a setting of the {args.testbed} testbed")
+    cfg = cls(**given)
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise RomaError("--steps and --batch-size must be positive")
+    out = args.out or testbed_model_path(args.testbed)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    info = build_testbed(args.out, cfg, log=log, eval_every=args.eval_every)
-    print(f"wrote {args.out} ({info['parameters'] / 1e6:.2f}M parameters, {info['wall_seconds']:.0f}s)")
+    if args.testbed == "downstream":
+        from moe_roma.testbed.build import build_downstream_testbed
+
+        info, _, _ = build_downstream_testbed(out, cfg, log=log, eval_every=args.eval_every,
+                                              oracle=not args.no_oracle)  # fmt: skip
+    else:
+        from moe_roma.testbed.build import build_testbed
+
+        info = build_testbed(out, cfg, log=log, eval_every=args.eval_every)
+    print(f"wrote {out} ({info['parameters'] / 1e6:.2f}M parameters, {info['wall_seconds']:.0f}s)")
     return 0
+
+
+def _splits_of(testbed: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every split, the evaluation splits) of a testbed."""
+    if testbed == "downstream":
+        from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS
+
+        return ("pretrain", *SPLITS), EVAL_SPLITS
+    from moe_roma.testbed.tasks import EVAL_SPLITS, SPLITS
+
+    return SPLITS, EVAL_SPLITS
+
+
+def _check_splits(splits: list[str], testbed: str) -> None:
+    known, _ = _splits_of(testbed)
+    bad = [s for s in splits if s not in known]
+    if bad:
+        raise RomaError(f"unknown split {bad[0]!r} of the {testbed} testbed (choose from {', '.join(known)})")
+
+
+def _suite(testbed: str, seed: int, with_pretrain: bool) -> dict:
+    if testbed == "downstream":
+        from moe_roma.testbed.downstream import build_downstream_suite
+
+        return build_downstream_suite(seed)
+    from moe_roma.testbed.tasks import build_task_suite
+
+    return build_task_suite(seed, include_pretrain=with_pretrain)
 
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write the task-suite splits as JSONL files",
                        description="Write each split as <out>/<split>.jsonl with keys id, task, query, "
-                       "choices, gold.")
+                       "choices, gold. The downstream testbed's pretrain split is its text corpus: "
+                       "one {\"id\", \"text\"} line per document.")  # fmt: skip
+    _add_testbed_option(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", nargs="+", default=None, help="which splits (default: all but pretrain)")
@@ -59,29 +129,50 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from moe_roma.testbed.tasks import EVAL_SPLITS, SPLITS, build_task_suite, write_split_jsonl
+    from moe_roma.testbed.tasks import write_split_jsonl
 
-    splits = args.splits or ["train", *EVAL_SPLITS]
-    bad = [s for s in splits if s not in SPLITS]
-    if bad:
-        raise RomaError(f"unknown split {bad[0]!r} (choose from {', '.join(SPLITS)})")
-    suite = build_task_suite(args.seed, include_pretrain="pretrain" in splits)
+    known, evals = _splits_of(args.testbed)
+    splits = args.splits or [s for s in known if s != "pretrain"]
+    _check_splits(splits, args.testbed)
+    suite = _suite(args.testbed, args.seed, "pretrain" in splits)
     for s in splits:
+        if args.testbed == "downstream" and s == "pretrain":
+            from moe_roma.io.atomic import atomic_path
+            from moe_roma.testbed.downstream import pretrain_corpus
+
+            docs = pretrain_corpus(args.seed)
+            path = args.out / "pretrain.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                for i, doc in enumerate(docs):
+                    fh.write(
+                        json.dumps({"id": f"ds-pretrain-{i:06d}", "text": doc}, ensure_ascii=False) + "\n"
+                    )
+            print(f"{path}: {len(docs)} documents")
+            continue
         path = write_split_jsonl(suite[s], args.out / f"{s}.jsonl")
         print(f"{path}: {len(suite[s])} items")
     return 0
 
 
 def _add_eval(sub) -> None:
-    from moe_roma.testbed import testbed_model_path
-
     p = sub.add_parser("eval", help="score a model on the task-suite evaluation splits",
-                       description="Continuation log-likelihood accuracy on the evaluation splits.")
-    p.add_argument("--model", type=Path, default=testbed_model_path(), help="model folder")
+                       description="Continuation log-likelihood accuracy on the evaluation splits, and "
+                       "optionally oracle routing (the upper bound of last-token routing changes).")  # fmt: skip
+    _add_testbed_option(p)
+    p.add_argument(
+        "--model", type=Path, default=None, help="model folder (default: the testbed's bundled model)"
+    )
     p.add_argument("--seed", type=int, default=0, help="task-suite seed")
     p.add_argument("--splits", nargs="+", default=None, help="which splits (default: the evaluation ones)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--per-task", action="store_true", help="also print per-family accuracy")
+    p.add_argument("--oracle", action="store_true",
+                   help="also run oracle routing (moe_roma.methods.oracle) on each split")  # fmt: skip
+    p.add_argument("--oracle-layers", default="last5", help="layers oracle routing acts on (default: last5)")
+    p.add_argument(
+        "--oracle-steps", type=int, default=20, help="oracle gradient steps per item (default: 20)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run_eval)
 
@@ -90,26 +181,47 @@ def _run_eval(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from moe_roma.testbed import testbed_model_path
     from moe_roma.testbed.scoring import accuracy
-    from moe_roma.testbed.tasks import EVAL_SPLITS, SPLITS, build_task_suite
 
-    splits = args.splits or list(EVAL_SPLITS)
-    bad = [s for s in splits if s not in SPLITS]
-    if bad:
-        raise RomaError(f"unknown split {bad[0]!r} (choose from {', '.join(SPLITS)})")
-    if not (args.model / "config.json").is_file():
-        raise ModelError(f"{args.model}: no config.json (build it with `roma testbed build`)")
+    _, evals = _splits_of(args.testbed)
+    splits = args.splits or list(evals)
+    _check_splits(splits, args.testbed)
+    if args.testbed == "downstream" and "pretrain" in splits:
+        raise RomaError("the downstream pretrain split is text, not questions: it cannot be scored")
+    model_dir = args.model or testbed_model_path(args.testbed)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: no config.json (build it with `roma testbed build`)")
     torch.set_num_threads(args.threads)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(args.model)
-    suite = build_task_suite(args.seed, include_pretrain="pretrain" in splits)
-    result = {s: accuracy(model, tok, suite[s]) for s in splits}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    suite = _suite(args.testbed, args.seed, "pretrain" in splits)
+    result: dict[str, dict] = {s: accuracy(model, tok, suite[s]) for s in splits}
+    oracle: dict[str, dict] = {}
+    if args.oracle:
+        from moe_roma.methods.oracle import oracle_routing
+        from moe_roma.models.discovery import discover_routers
+        from moe_roma.routing.collect import collect_routing
+
+        info = discover_routers(model)
+        layers = info.select_layers(args.oracle_layers)
+        for s in splits:
+            store, _ = collect_routing(model, tok, suite[s], layers=layers, scoring="continuation", batch_size=32,
+                                       progress=False, info=info)  # fmt: skip
+            res = oracle_routing(model, tok, store, layers=layers, steps=args.oracle_steps, batch_size=32,
+                                 progress=False, info=info)  # fmt: skip
+            oracle[s] = {"accuracy": res.accuracy, "base_accuracy": res.base_accuracy, "gap": res.gap,
+                         "n_fixed": res.n_fixed, "layers": res.layers, "steps": res.steps}  # fmt: skip
     if args.json:
-        json.dump(result, sys.stdout, indent=2)
+        json.dump({"accuracy": result, "oracle": oracle} if args.oracle else result, sys.stdout, indent=2)
         print()
         return 0
     for s, acc in result.items():
-        print(f"{s:14s} {acc['all']:.3f}  (n={len(suite[s])})")
+        line = f"{s:14s} {acc['all']:.3f}  (n={len(suite[s])})"
+        if s in oracle:
+            o = oracle[s]
+            line += f"  oracle {o['accuracy']:.3f} (gap {o['gap']:+.3f}, layers {o['layers']}, {o['steps']} steps)"
+        print(line)
         if args.per_task:
             for k, v in acc.items():
                 if k != "all":
@@ -118,8 +230,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("testbed", help="the bundled tiny MoE model and task suite",
-                              description="Build, export and score the bundled testbed.")
+    p = subparsers.add_parser("testbed", help="the bundled tiny MoE models and task suites",
+                              description="Build, export and score a bundled testbed (in-domain or downstream).")  # fmt: skip
     sub = p.add_subparsers(dest="testbed_command", metavar="ACTION")
     _add_build(sub)
     _add_export(sub)

@@ -62,8 +62,13 @@ def build_tokenizer(texts: Sequence[str]):
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-        unk_token="<unk>", padding_side="left", model_max_length=256,
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=256,
     )
 
 
@@ -84,7 +89,9 @@ def vocab_texts(suite: dict[str, list[MCExample]]) -> list[str]:
     return out
 
 
-def encode_corpus(tokenizer, suite: dict[str, list[MCExample]], cfg: BuildConfig) -> list[tuple[list[int], list[float]]]:
+def encode_corpus(
+    tokenizer, suite: dict[str, list[MCExample]], cfg: BuildConfig
+) -> list[tuple[list[int], list[float]]]:
     """(token ids, per-target loss weights) for every pre-training sequence, in a fixed order.
 
     Weights are for predicting token ``t+1`` from position ``t`` (so one shorter than ids):
@@ -168,8 +175,13 @@ def _epoch_batches(lengths: list[int], batch_size: int, gen: torch.Generator) ->
 
 
 def pretrain(
-    model, seqs: list[tuple[list[int], list[float]]], cfg: BuildConfig, pad_id: int,
-    log: Callable[[str], None] = print, eval_fn: Callable[[int], None] | None = None, eval_every: int = 0,
+    model,
+    seqs: list[tuple[list[int], list[float]]],
+    cfg: BuildConfig,
+    pad_id: int,
+    log: Callable[[str], None] = print,
+    eval_fn: Callable[[int], None] | None = None,
+    eval_every: int = 0,
 ) -> None:
     """AdamW with warm-up and cosine decay over a fixed, seeded data order."""
     from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
@@ -179,7 +191,8 @@ def pretrain(
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
     )
 
     def lr_at(step: int) -> float:
@@ -210,8 +223,10 @@ def pretrain(
         opt.step()
         run_loss += loss.item()
         if (step + 1) % 100 == 0:
-            log(f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {aux.item():.3f} "
-                f"lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
+            log(
+                f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {aux.item():.3f} "
+                f"lr {lr_at(step):.2e} {time.time() - t0:.0f}s"
+            )
             run_loss = 0.0
         if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
             eval_fn(step + 1)
@@ -226,8 +241,9 @@ def evaluate_splits(model, tokenizer, suite: dict[str, list[MCExample]], batch_s
     return {s: accuracy(model, tokenizer, suite[s], batch_size) for s in tasks.EVAL_SPLITS}
 
 
-def build_testbed(out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], None] = print,
-                  eval_every: int = 0) -> dict:
+def build_testbed(
+    out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], None] = print, eval_every: int = 0
+) -> dict:
     """Generate the task suite, build and pre-train the model, save it to ``out_dir``."""
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -267,3 +283,131 @@ def build_testbed(out_dir: str | Path, cfg: BuildConfig, log: Callable[[str], No
         if f.is_file():
             f.chmod(0o644)
     return info
+
+
+# --------------------------------------------------------------------------- the downstream testbed
+
+
+def corpus_config(cfg) -> object:
+    """The ``CorpusConfig`` named by a ``DownstreamBuildConfig``'s corpus fields."""
+    from dataclasses import fields
+
+    from moe_roma.testbed.downstream import CorpusConfig
+
+    return CorpusConfig(**{f.name: getattr(cfg, f.name) for f in fields(CorpusConfig)})
+
+
+def encode_documents(tokenizer, docs: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+    """(token ids + ``<eos>``, weight 1 on every target) for each pre-training document."""
+    eos = tokenizer.eos_token_id
+    seqs = []
+    for doc in docs:
+        ids = list(tokenizer(doc, add_special_tokens=False)["input_ids"]) + [eos]
+        seqs.append((ids, [1.0] * (len(ids) - 1)))
+    return seqs
+
+
+def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
+                       log: Callable[[str], None] = print, oracle: bool = True) -> dict:  # fmt: skip
+    """Base accuracy on every split (overall and per family), and oracle routing on the evaluation
+    splits (``moe_roma.methods.oracle``: per-item gradient descent on the last-token routing of the last
+    ``cfg.tuned_layers`` MoE layers with the item's own label), as ``roma experiment`` runs it."""
+    from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS
+    from moe_roma.testbed.scoring import accuracy
+
+    t0 = time.time()
+    accs = {s: accuracy(model, tokenizer, suite[s], cfg.eval_batch_size) for s in SPLITS}
+    out: dict = {"accuracy": accs, "train_successful_share": accs["train"]["all"],
+                 "eval_seconds": round(time.time() - t0, 1)}  # fmt: skip
+    for s in SPLITS:
+        a = accs[s]
+        log(f"{s}: {a['all']:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in a.items() if k != "all"))
+    if not oracle:
+        return out
+    from moe_roma.methods.oracle import oracle_routing
+    from moe_roma.models.discovery import discover_routers
+    from moe_roma.routing.collect import collect_routing
+
+    t0 = time.time()
+    info = discover_routers(model)
+    layers = info.select_layers(f"last{cfg.tuned_layers}")
+    out["oracle"] = {}
+    for s in EVAL_SPLITS:
+        store, _ = collect_routing(model, tokenizer, suite[s], layers=layers, scoring="continuation",
+                                   batch_size=32, progress=False, info=info)  # fmt: skip
+        res = oracle_routing(model, tokenizer, store, layers=layers, steps=cfg.oracle_steps, batch_size=32,
+                             progress=False, info=info)  # fmt: skip
+        log(res.line())
+        out["oracle"][s] = {
+            "accuracy": res.accuracy, "base_accuracy": res.base_accuracy, "gap": res.gap, "n": len(res.ids),
+            "n_fixed": res.n_fixed, "layers": res.layers, "steps": res.steps,
+        }  # fmt: skip
+    out["oracle_seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def build_downstream_testbed(out_dir: str | Path | None, cfg, log: Callable[[str], None] = print,
+                             eval_every: int = 0, oracle: bool = True) -> tuple[dict, object, object]:  # fmt: skip
+    """Generate the downstream suite and corpus, pre-train the model, measure it, save it to ``out_dir``.
+
+    ``cfg`` is a ``DownstreamBuildConfig``. Returns ``(build_info, model, tokenizer)``; with
+    ``out_dir=None`` nothing is written (calibration probes).
+    """
+    import transformers
+
+    from moe_roma.testbed.downstream import SPLITS, build_downstream_suite, pretrain_corpus, qa_format_rate
+
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    t0 = time.time()
+    suite = build_downstream_suite(cfg.seed)
+    docs = pretrain_corpus(cfg.seed, corpus_config(cfg))
+    texts = list(docs)
+    for s in SPLITS:
+        for ex in suite[s]:
+            texts.append(continuation_context(ex))
+            texts.extend(ex.choices)
+    tokenizer = build_tokenizer(texts)
+    seqs = encode_documents(tokenizer, docs)
+    model = make_model(cfg, tokenizer).to(cfg.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_tokens = sum(len(s) for s, _ in seqs)
+    log(
+        f"vocab {len(tokenizer)}, {len(seqs)} documents ({n_tokens} tokens), {n_params / 1e6:.2f}M parameters"
+    )
+    prep_s = time.time() - t0
+
+    def eval_fn(step: int) -> None:
+        m = measure_downstream(model, tokenizer, suite, cfg, log=lambda _m: None, oracle=False)
+        log(f"eval at step {step}: " + ", ".join(f"{s} {a['all']:.3f}" for s, a in m["accuracy"].items()))
+
+    t1 = time.time()
+    pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every)
+    train_s = time.time() - t1
+    measured = measure_downstream(model, tokenizer, suite, cfg, log=log, oracle=oracle)
+    info = {
+        "testbed": "downstream",
+        "build_config": asdict(cfg),
+        "parameters": n_params,
+        "vocab_size": len(tokenizer),
+        "pretrain_documents": len(seqs),
+        "pretrain_tokens": n_tokens,
+        "qa_format_rate": qa_format_rate(docs),
+        "split_sizes": {s: len(suite[s]) for s in SPLITS},
+        "prepare_seconds": round(prep_s, 1),
+        "train_seconds": round(train_s, 1),
+        **measured,
+        "wall_seconds": round(time.time() - t0, 1),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.to("cpu").save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        write_json_atomic(out_dir / "build_info.json", info)
+        for f in out_dir.iterdir():
+            if f.is_file():
+                f.chmod(0o644)
+    return info, model, tokenizer

@@ -1,0 +1,220 @@
+"""The downstream testbed: its splits, its general-text corpus, the committed model and its measurements."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from moe_roma.data.example import MCExample
+from moe_roma.data.prompts import continuation_context
+from moe_roma.testbed import load_testbed_splits, testbed_model_path, testbed_split_names
+from moe_roma.testbed.downstream import (
+    EVAL_SPLITS,
+    SPLITS,
+    CorpusConfig,
+    build_downstream_suite,
+    content_keys,
+    has_qa_format,
+    pretrain_corpus,
+    pretrain_corpus_keys,
+    qa_format_rate,
+)
+from moe_roma.testbed.tasks import FAMILY_BY_NAME, HELDOUT_FAMILIES, TRAIN_FAMILIES
+
+SMALL_CORPUS = CorpusConfig(family_docs=120, filler_docs=100, knowledge_repeats=1)
+MODEL = testbed_model_path("downstream")
+# The targets the design was calibrated to (docs/testbed.md, "How the downstream testbed was calibrated").
+BASE_BAND = (0.35, 0.75)
+MIN_ORACLE_GAP = 0.10
+TRAIN_SHARE_BAND = (0.40, 0.75)
+
+
+@pytest.fixture(scope="module")
+def suite() -> dict[str, list[MCExample]]:
+    return load_testbed_splits(0, testbed="downstream")
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    return pretrain_corpus(0)
+
+
+@pytest.fixture(scope="module")
+def info() -> dict:
+    return json.loads((MODEL / "build_info.json").read_text())
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_selector_keeps_in_domain_default() -> None:
+    assert testbed_model_path() == testbed_model_path("in-domain") != MODEL
+    assert testbed_split_names("downstream") == SPLITS
+    assert "pretrain" in load_testbed_splits(0, include_pretrain=False)  # the in-domain suite, unchanged
+    with pytest.raises(ValueError):
+        testbed_model_path("nope")
+
+
+def test_deterministic_by_seed(suite: dict[str, list[MCExample]]) -> None:
+    again = build_downstream_suite(0)
+    assert again == suite
+    for split in SPLITS:
+        assert [e.meta for e in again[split]] == [e.meta for e in suite[split]]
+    other = build_downstream_suite(1)
+    assert [e.question for e in other["in_dist"]] != [e.question for e in suite["in_dist"]]
+    assert pretrain_corpus(3, SMALL_CORPUS) == pretrain_corpus(3, SMALL_CORPUS)
+    assert pretrain_corpus(3, SMALL_CORPUS) != pretrain_corpus(4, SMALL_CORPUS)
+
+
+def test_split_shapes(suite: dict[str, list[MCExample]]) -> None:
+    assert list(suite) == list(SPLITS)
+    sizes = {s: len(v) for s, v in suite.items()}
+    assert sizes == {"train": 960, "validation": 240, "in_dist": 360, "shifted": 360, "heldout_tasks": 320}
+    for split, items in suite.items():
+        fams = {ex.task for ex in items}
+        assert fams == set(HELDOUT_FAMILIES if split == "heldout_tasks" else TRAIN_FAMILIES), split
+        for ex in items:
+            assert len(ex.choices) == 4 and len(set(ex.choices)) == 4 and 0 <= ex.answer < 4
+            assert not ex.meta.get("context")  # scored after the downstream prompt format
+            assert continuation_context(ex).startswith("Question: ") and continuation_context(ex).endswith(
+                "\nAnswer:"
+            )
+            wording = ex.meta["template"].split(":")[0]
+            assert wording == ("shifted" if split == "shifted" else "seen"), (split, ex.meta)
+    ids = [ex.id for items in suite.values() for ex in items]
+    assert len(ids) == len(set(ids))
+
+
+def test_content_keys_are_disjoint(suite: dict[str, list[MCExample]]) -> None:
+    keys = {s: content_keys(v) for s, v in suite.items()}
+    for s, k in keys.items():
+        assert len(k) == len(suite[s]), s  # no key twice inside a split either
+    names = list(keys)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not keys[a] & keys[b], (a, b)
+    corpus_keys = pretrain_corpus_keys(0)
+    assert len(corpus_keys) > 10_000
+    for s, k in keys.items():
+        assert not k & corpus_keys, s
+
+
+def test_no_evaluation_question_in_the_corpus(suite: dict[str, list[MCExample]], corpus: list[str]) -> None:
+    text = "\n".join(corpus)
+    for split in ("train", "validation", *EVAL_SPLITS):
+        for ex in suite[split]:
+            # "5 years is how many months?" is inside "15 years is how many months?": whole words only.
+            if ex.question in text:
+                assert not re.search(r"(?<![\w])" + re.escape(ex.question), text), (split, ex.question)
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+def test_downstream_format_is_rare_in_the_corpus(corpus: list[str]) -> None:
+    # Measured on the shipped corpus (seed 0, default mix): 412 of 26 243 documents, 1.57%.
+    assert len(corpus) == 26_243
+    assert sum(has_qa_format(d) for d in corpus) == 412
+    assert qa_format_rate(corpus) == pytest.approx(412 / 26_243)
+    rest = [d for d in corpus if not has_qa_format(d)]
+    assert not any(re.search(r"answer\s*:", d, re.IGNORECASE) for d in rest)
+    # The prompt's words are ordinary words of the corpus; only their arrangement is rare.
+    words = re.findall(r"\w+", " ".join(rest).lower())
+    assert words.count("question") > 500 and words.count("answer") > 1000
+    # The detector finds the format where it is present, and qa_rate=0 leaves it out entirely.
+    assert has_qa_format("Question: What is 2 plus 3?\nAnswer: 5")
+    assert not has_qa_format("Exercise: What is 2 plus 3? Solution: 5.")
+    assert (
+        qa_format_rate(pretrain_corpus(0, CorpusConfig(family_docs=120, filler_docs=100, qa_rate=0.0))) == 0.0
+    )
+
+
+def test_corpus_holds_every_family_as_text(corpus: list[str]) -> None:
+    cues = {
+        "addition": " plus ", "subtraction": " minus ", "multiplication": " times ", "comparison": "largest",
+        "parity": " even", "sequence": "next number", "counting": " words", "letter_order": "alphabet",
+        "calendar": " comes ", "alphabetical": "alphabetical", "category": " is a ", "odd_one_out": "odd one out",
+        "geography": "capital", "antonyms": "opposite", "unit_conversion": " minutes ", "word_problems": " has ",
+    }  # fmt: skip
+    assert set(cues) == set(FAMILY_BY_NAME)
+    for fam, cue in cues.items():
+        assert sum(cue in d for d in corpus) > 50, fam
+
+
+# --------------------------------------------------------------------------- the committed model
+
+
+def test_model_folder_loads_and_matches_build_info(info: dict) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, OlmoeForCausalLM
+
+    total = sum(p.stat().st_size for p in MODEL.iterdir() if p.is_file())
+    assert total <= 40 * 2**20, f"model folder is {total / 2**20:.1f} MiB"
+    model = AutoModelForCausalLM.from_pretrained(MODEL)
+    assert isinstance(model, OlmoeForCausalLM)
+    cfg, bc = model.config, info["build_config"]
+    assert cfg.num_hidden_layers == bc["num_layers"] >= 8
+    assert cfg.num_experts == bc["num_experts"] and 16 <= cfg.num_experts <= 32
+    assert cfg.num_experts_per_tok == bc["top_k"] and 2 <= cfg.num_experts_per_tok <= 4
+    assert cfg.hidden_size == bc["hidden_size"] and cfg.intermediate_size == bc["intermediate_size"]
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    assert len(tok) == info["vocab_size"] == cfg.vocab_size
+    enc = tok("Question: What is 2 plus 3?\nAnswer:", return_tensors="pt", add_special_tokens=False)
+    assert tok.unk_token_id not in enc["input_ids"][0].tolist()
+    with torch.no_grad():
+        assert model(**enc).logits.shape[-1] == len(tok)
+
+
+def test_build_info_meets_the_design_targets(info: dict) -> None:
+    assert info["testbed"] == "downstream"
+    assert info["qa_format_rate"] == pytest.approx(412 / 26_243)
+    assert info["split_sizes"] == {s: n for s, n in zip(SPLITS, (960, 240, 360, 360, 320))}
+    lo, hi = BASE_BAND
+    for split in EVAL_SPLITS:
+        base = info["accuracy"][split]["all"]
+        assert lo <= base <= hi, (split, base)
+        oracle = info["oracle"][split]
+        assert abs(oracle["base_accuracy"] - base) < 0.02, split  # the two scorers agree
+        assert oracle["accuracy"] - oracle["base_accuracy"] >= MIN_ORACLE_GAP, (split, oracle)
+        assert oracle["layers"] == list(
+            range(info["build_config"]["num_layers"] - 5, info["build_config"]["num_layers"])
+        )
+    lo, hi = TRAIN_SHARE_BAND
+    assert lo <= info["train_successful_share"] <= hi
+    assert info["train_successful_share"] == info["accuracy"]["train"]["all"]
+
+
+def test_export_command(tmp_path: Path) -> None:
+    from moe_roma.cli import main
+
+    assert main(["testbed", "export", "--testbed", "downstream", "--out", str(tmp_path),
+                 "--splits", "validation", "heldout_tasks"]) == 0  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout_tasks.jsonl", "validation.jsonl"]
+    rows = [json.loads(x) for x in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert len(rows) == 240 and set(rows[0]) == {"id", "task", "query", "choices", "gold"}
+    assert (
+        main(["testbed", "export", "--testbed", "downstream", "--out", str(tmp_path), "--splits", "nope"])
+        == 2
+    )
+
+
+@pytest.mark.slow
+def test_base_accuracy_matches_build_info(suite: dict[str, list[MCExample]], info: dict) -> None:
+    """Re-score every split with the committed model: the recorded accuracies are the ones it gives."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moe_roma.testbed.scoring import accuracy
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    for split in (*EVAL_SPLITS, "train"):
+        acc = accuracy(model, tok, suite[split])
+        assert abs(acc["all"] - info["accuracy"][split]["all"]) < 0.02, (split, acc["all"])
+        if split in EVAL_SPLITS:
+            assert BASE_BAND[0] <= acc["all"] <= BASE_BAND[1], (split, acc["all"])
