@@ -46,9 +46,6 @@ def fill(line: str, model: Path, data: Path, runs: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="`roma testbed export` writes the bare question as `query`, not the prompt the "
-                   "testbed model was trained on (`Question: ...\\nAnswer:`): a testbed change, listed in issue 15's "
-                   "report; remove this mark once the exports carry it")  # fmt: skip
 def test_the_readme_pipeline_scores_what_the_testbed_scores(tmp_path, capsys, monkeypatch):
     from moe_roma.testbed import testbed_model_path
 

@@ -214,7 +214,7 @@ def test_write_split_jsonl(tmp_path: Path, suite: dict[str, list[MCExample]]) ->
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 5
     for row, ex in zip(rows, suite["in_dist"]):
-        assert row == {"id": ex.id, "task": ex.task, "query": ex.question,
+        assert row == {"id": ex.id, "task": ex.task, "query": f"Question: {ex.question}\nAnswer:",
                        "choices": list(ex.choices), "gold": ex.answer}
 
 

@@ -709,8 +709,14 @@ def example_text(example: MCExample) -> str:
 
 
 def example_to_record(example: MCExample) -> dict[str, Any]:
-    """The JSONL record of one item (llm-foundry style keys plus ``id`` and ``task``)."""
-    return {"id": example.id, "task": example.task, "query": example.question,
+    """The JSONL record of one item (llm-foundry style keys plus ``id`` and ``task``).
+
+    ``query`` is the prompt the testbed models are scored after (``Question: …\nAnswer:``), so a
+    continuation-scored run over the export scores exactly what ``roma testbed eval`` scores.
+    """
+    from moe_roma.data.prompts import continuation_context
+
+    return {"id": example.id, "task": example.task, "query": continuation_context(example),
             "choices": list(example.choices), "gold": example.answer}
 
 
