@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 
 def best_settings(rows: list[dict], split: str = "validation") -> dict[str, dict]:
@@ -32,7 +33,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    with open(argv[0], encoding="utf-8") as handle:
+    path = Path(argv[0])
+    if path.is_dir():  # the sweep's output folder
+        path = path / "results.json"
+    with open(path, encoding="utf-8") as handle:
         rows = json.load(handle)["rows"]
     for family, best in best_settings(rows).items():
         print(f"{family:16s} {best['accuracy']:.1%} (n={best['n']}, {best['budget']} settings tried): "
