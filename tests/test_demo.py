@@ -50,3 +50,48 @@ def test_ci_sized_experiment_configuration(tmp_path, capsys):
         if m == "oracle":
             assert acc >= by[("base", s, seed)]
     assert (tmp_path / "table.md").is_file() and (tmp_path / "accuracy.png").is_file()
+
+
+needs_downstream = pytest.mark.skipif(
+    not (testbed_model_path("downstream") / "config.json").is_file(), reason="the downstream testbed model is not built"
+)
+
+
+@needs_downstream
+@pytest.mark.slow
+def test_ci_sized_downstream_comparison(tmp_path):
+    """configs/ci-downstream.yaml: every method of the downstream paper table, two seeds, at CI size."""
+    assert main(["experiment", str(REPO / "configs" / "ci-downstream.yaml"), "--out", str(tmp_path), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    names = ("base", "router_tuning", "roma", "roma_oracle", "c3po_kernel", "c3po_ngd", "oracle")
+    splits = ("in_dist", "shifted", "heldout_tasks")
+    by = {(r["method"], r["split"], r["seed"]): r for r in results["rows"]}
+    assert set(by) == {(m, s, seed) for m in names for s in splits for seed in (0, 1)}
+    for (m, s, seed), row in by.items():
+        assert row["n"] == 40 and 0.0 <= row["accuracy"] <= 1.0
+        if m == "oracle":  # the oracle keeps the base routing wherever it cannot do better
+            assert row["accuracy"] >= by[("base", s, seed)]["accuracy"]
+    assert {(p["a"], p["b"], p["split"]) for p in results["paired"]} == {
+        (a, b, s) for a, b in (("roma", "base"), ("roma", "router_tuning"), ("roma_oracle", "base"),
+                               ("roma_oracle", "router_tuning")) for s in splits
+    }  # fmt: skip
+    for p in results["paired"]:
+        assert len(p["per_seed"]) == 2 and all(0.0 <= x["p_value"] <= 1.0 for x in p["per_seed"])
+    assert (tmp_path / "table.md").is_file() and (tmp_path / "accuracy.png").is_file()
+
+
+def test_each_testbed_has_its_own_demo_file_naming_it():
+    from moe_roma.experiments.demo import DEMO_CONFIG, DEMO_CONFIGS
+    from moe_roma.experiments.grid import load_experiment
+
+    assert DEMO_CONFIG == DEMO_CONFIGS["downstream"]  # `roma demo` runs the downstream testbed by default
+    for testbed, path in DEMO_CONFIGS.items():
+        assert load_experiment(path)["data"]["testbed"] == testbed, path
+
+
+def test_an_unknown_demo_testbed_is_one_sentence(capsys):
+    from moe_roma.experiments.demo import run_demo
+    from moe_roma.io.errors import RomaError
+
+    with pytest.raises(RomaError, match="unknown testbed 'nope'"):
+        run_demo("unused", testbed="nope")

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from moe_roma.diagnose.measures import alignment, correctness_signal, room_to_move, routing_health, success
+from moe_roma.diagnose.measures import (
+    alignment,
+    correctness_signal,
+    oracle_direction,
+    room_to_move,
+    routing_health,
+    success,
+)
 
 
 def _clustered(n_per: int = 40, seed: int = 0):
@@ -72,3 +79,22 @@ def test_routing_health_reports_entropy_and_utilisation_per_layer():
     out = routing_health(routing, top_k=2)
     assert out["entropy_share"] == pytest.approx([1.0] * 3)
     assert len(out["utilisation_max"]) == 3
+
+
+def test_oracle_direction_tells_a_pull_towards_the_oracle_from_one_away_from_it():
+    emb, routing = _clustered()
+    correct = np.ones(len(routing), dtype=bool)
+    correct[::5] = False
+    failed = np.flatnonzero(~correct).tolist()
+    moved = routing.clone()
+    moved[failed] = moved[failed].flip(-1)  # failed items route unlike their task
+    # An oracle that sends them back to their task's routing: exactly where the neighbours pull.
+    towards = oracle_direction(emb, moved, routing, correct, failed)
+    assert towards["n_fixed"] == len(failed)
+    assert towards["cos_change_pull"] > 0.9 and towards["share_positive"] == 1.0
+    assert towards["cos_change_neighbours"] > 0.9
+    # An oracle that moves them further away, each in its own random direction: no agreement.
+    noise = torch.randn(routing.shape, generator=torch.Generator().manual_seed(4))
+    away = oracle_direction(emb, moved, moved + noise, correct, failed)
+    assert away["cos_change_pull"] < 0.5 and abs(away["cos_change_neighbours"]) < 0.3
+    assert oracle_direction(emb, moved, routing, correct, failed[:1])["reason"]

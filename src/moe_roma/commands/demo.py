@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--testbed", choices=["in-domain", "downstream"], default=None,
-                   help="which bundled testbed (default: the one configs/demo.yaml names)")
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0, as configs/demo.yaml)")
+                   help="which bundled testbed (default: downstream, configs/demo.yaml; in-domain reads "
+                   "configs/demo-in-domain.yaml)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0, as the demo files)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
                    "two threads on a busy 2-core machine were measured 3x slower than one)")

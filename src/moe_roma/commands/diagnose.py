@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # an embedder that cannot be loaded
         raise RomaError(f"embedder {args.embedder or 'all-MiniLM-L6-v2'} cannot be loaded: {exc}") from None
     if args.oracle:
-        report["oracle"] = _oracle_headroom(args, store)
+        report["oracle"] = _oracle_headroom(args, store, embeddings=report.get("_embeddings"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     embeddings = report.pop("_embeddings", None)
@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _oracle_headroom(args: argparse.Namespace, store) -> dict:
+def _oracle_headroom(args: argparse.Namespace, store, embeddings=None) -> dict:
     import torch
 
+    from moe_roma.diagnose.measures import oracle_direction
     from moe_roma.methods.oracle import oracle_routing
     from moe_roma.models.loading import load_model
 
@@ -68,5 +69,14 @@ def _oracle_headroom(args: argparse.Namespace, store) -> dict:
     n = min(args.oracle, len(store))
     pick = sorted(torch.randperm(len(store), generator=torch.Generator().manual_seed(args.seed))[:n].tolist())
     result = oracle_routing(model, tokenizer, store.subset(pick), progress=False)
-    return {"n": n, "accuracy": result.accuracy, "base_accuracy": result.base_accuracy, "gap": result.gap,
-            "layers": result.layers}  # fmt: skip
+    out = {"n": n, "accuracy": result.accuracy, "base_accuracy": result.base_accuracy, "gap": result.gap,
+           "layers": result.layers}  # fmt: skip
+    if embeddings is not None:
+        # The oracle's routing for the sampled items, in the store's layer order, over the base routing.
+        oracle = store.routing.float().clone()
+        cols = [list(store.layers).index(x) for x in result.layers]
+        oracle[torch.tensor(pick)[:, None], torch.tensor(cols)[None, :]] = result.routing.float()
+        fixed = [i for i, before, after in zip(pick, result.correct_before, result.correct_after) if after and not before]
+        out["direction"] = oracle_direction(embeddings, store.routing.float(), oracle, store.is_correct, fixed,
+                                            seed=args.seed)  # fmt: skip
+    return out

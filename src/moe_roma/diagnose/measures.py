@@ -122,3 +122,54 @@ def routing_health(routing: torch.Tensor, top_k: int) -> dict:
     return {"entropy": entropy, "entropy_share": [h / float(np.log(e)) for h in entropy],
             "utilisation_min": util.min(dim=1).values.tolist(), "utilisation_max": util.max(dim=1).values.tolist(),
             "experts": e, "top_k": top_k}  # fmt: skip
+
+
+def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-12)
+
+
+def oracle_direction(
+    embeddings: np.ndarray, base_routing: torch.Tensor, oracle_routing: torch.Tensor, is_correct: Sequence[bool],
+    fixed: Sequence[int], k: int = 3, sigma: float = 0.4, seed: int = 0,
+) -> dict:  # fmt: skip
+    """Does RoMA's pull point where the oracle went? For each item the oracle fixed (wrong at base,
+    right with its oracle routing), compare the oracle's change ``d_i = r_oracle_i - r_i`` with RoMA's
+    pull ``p_i = sum_j W_ij r_j - r_i`` towards its k successful neighbours (embedding space, the
+    manifold term's gradient direction), by cosine, over all tuned layers concatenated.
+
+    Reference: the cosine of ``d_i`` with the pull towards k successful items drawn at random. Also
+    whether the oracle's changes are shared: the mean cosine of ``d_i`` and ``d_j`` for fixed items
+    that are embedding neighbours (k nearest among the fixed), against random pairs of fixed items.
+    """
+    fixed = list(fixed)
+    correct = np.asarray(is_correct, dtype=bool)
+    successful = np.flatnonzero(correct).tolist()
+    if len(fixed) < 2 or len(successful) < 2:
+        return {"n_fixed": len(fixed), "reason": "needs at least two fixed items and two successful items"}
+    flat = base_routing.reshape(base_routing.shape[0], -1).float()
+    change = oracle_routing.reshape(oracle_routing.shape[0], -1).float()[fixed] - flat[fixed]
+    graph = build_neighbour_graph(embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01))
+    idx, w = graph.indices[fixed].clamp_min(0), graph.weights[fixed] * (graph.indices[fixed] >= 0)
+    pull = (w.unsqueeze(-1) * flat[idx]).sum(1) - flat[fixed]
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.tensor(successful)[torch.randint(len(successful), (len(fixed), k), generator=gen)]
+    random_pull = flat[rand].mean(1) - flat[fixed]
+    cos_pull, cos_random = _cosine_rows(change, pull), _cosine_rows(change, random_pull)
+    # Shared changes: neighbours among the fixed items, in embedding space.
+    emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)[fixed])
+    sims = emb @ emb.T
+    sims.fill_diagonal_(-float("inf"))
+    kk = min(k, len(fixed) - 1)
+    nbr = sims.topk(kk, dim=1).indices
+    cos_nbr = _cosine_rows(change.unsqueeze(1).expand(-1, kk, -1), change[nbr]).mean().item()
+    pairs = torch.randint(len(fixed), (len(fixed) * kk, 2), generator=gen)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    cos_any = _cosine_rows(change[pairs[:, 0]], change[pairs[:, 1]]).mean().item()
+    # How far the oracle moved, against how far the pull would move: same scale or not.
+    return {
+        "n_fixed": len(fixed), "k": k, "sigma": sigma,
+        "cos_change_pull": float(cos_pull.mean()), "share_positive": float((cos_pull > 0).float().mean()),
+        "cos_change_random_pull": float(cos_random.mean()),
+        "cos_change_neighbours": cos_nbr, "cos_change_random_pairs": cos_any,
+        "change_norm": float(change.norm(dim=1).mean()), "pull_norm": float(pull.norm(dim=1).mean()),
+    }  # fmt: skip

@@ -30,8 +30,11 @@ from moe_roma.report.plots import plot_expert_utilisation, plot_routing_projecti
 from moe_roma.report.tables import console_table
 from moe_roma.routing.collect import collect_routing
 
-# The demo is an experiment like any other: its settings live in this file, not in Python.
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+# The demo is an experiment like any other: its settings live in these files, not in Python. Each
+# testbed has its own, since the tuned layers and the validation-chosen settings differ.
+_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEMO_CONFIGS = {"downstream": _CONFIGS / "demo.yaml", "in-domain": _CONFIGS / "demo-in-domain.yaml"}
+DEMO_CONFIG = DEMO_CONFIGS["downstream"]
 
 
 def run_demo(
@@ -40,16 +43,22 @@ def run_demo(
     overrides: list[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
-    config_path: str | Path = DEMO_CONFIG,
+    config_path: str | Path | None = None,
     testbed: str | None = None,
 ) -> dict:
-    """Run the demo (``configs/demo.yaml``) and write its outputs into ``out_dir``; returns the results.
+    """Run the demo and write its outputs into ``out_dir``; returns the results.
 
+    The settings come from ``config_path``, or else from the testbed's own file
+    (``configs/demo.yaml`` for ``downstream``, the default; ``configs/demo-in-domain.yaml``).
     ``overrides`` (``key=value``) change a training setting of every trained method; ``seeds``
-    replaces the file's seeds; ``testbed`` (``in-domain`` or ``downstream``) the file's testbed.
+    replaces the file's seeds; ``testbed`` with an explicit ``config_path`` replaces its testbed.
     """
     from moe_roma.testbed import testbed_model_path
 
+    if config_path is None:
+        if testbed is not None and testbed not in DEMO_CONFIGS:
+            raise RomaError(f"unknown testbed {testbed!r} (choose from {', '.join(DEMO_CONFIGS)})")
+        config_path = DEMO_CONFIGS[testbed or "downstream"]
     cfg = load_experiment(config_path)
     if testbed is not None:
         cfg["data"] = {**cfg["data"], "testbed": testbed}

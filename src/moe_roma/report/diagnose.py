@@ -119,5 +119,14 @@ def diagnose_markdown(report: dict, source: str) -> str:
         lines += ["", "## Oracle headroom", "",
                   f"On a random sample of {o['n']} items, oracle routing reaches {o['accuracy']:.1%} against the base "
                   f"model's {o['base_accuracy']:.1%} (gap {o['gap']:+.1%})."]  # fmt: skip
+        d = o.get("direction") or {}
+        if "cos_change_pull" in d:
+            lines += ["", "## Does RoMA's pull point where the oracle went?", "",
+                      f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change and "
+                      f"RoMA's pull towards the {d['k']} nearest successful neighbours is {d['cos_change_pull']:+.3f} on "
+                      f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
+                      f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
+                      f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
+                      f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}."]  # fmt: skip
     lines += ["", "## Maps", "", "![routing and embeddings](maps.png)", ""]
     return "\n".join(lines)
