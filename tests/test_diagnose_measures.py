@@ -90,7 +90,7 @@ def test_oracle_direction_tells_a_pull_towards_the_oracle_from_one_away_from_it(
     moved[failed] = moved[failed].flip(-1)  # failed items route unlike their task
     # An oracle that sends them back to their task's routing: exactly where the neighbours pull.
     towards = oracle_direction(emb, moved, routing, correct, failed)
-    assert towards["n_fixed"] == len(failed)
+    assert towards["n_fixed"] == len(failed) and len(towards["change_norm_per_layer"]) == routing.shape[1]
     assert towards["cos_change_pull"] > 0.9 and towards["share_positive"] == 1.0
     assert towards["cos_change_neighbours"] > 0.9
     # An oracle that moves them further away, each in its own random direction: no agreement.

@@ -165,8 +165,10 @@ def oracle_direction(
     pairs = torch.randint(len(fixed), (len(fixed) * kk, 2), generator=gen)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     cos_any = _cosine_rows(change[pairs[:, 0]], change[pairs[:, 1]]).mean().item()
-    # How far the oracle moved, against how far the pull would move: same scale or not.
+    # How far the oracle moved, against how far the pull would move: same scale or not; and where.
+    per_layer = (oracle_routing.float()[fixed] - base_routing.float()[fixed]).norm(dim=-1).mean(0)
     return {
+        "change_norm_per_layer": [float(x) for x in per_layer],
         "n_fixed": len(fixed), "k": k, "sigma": sigma,
         "cos_change_pull": float(cos_pull.mean()), "share_positive": float((cos_pull > 0).float().mean()),
         "cos_change_random_pull": float(cos_random.mean()),

@@ -127,6 +127,7 @@ def diagnose_markdown(report: dict, source: str) -> str:
                       f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
                       f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
                       f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
-                      f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}."]  # fmt: skip
+                      f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change "
+                      "per layer: " + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"]) + "."]  # fmt: skip
     lines += ["", "## Maps", "", "![routing and embeddings](maps.png)", ""]
     return "\n".join(lines)
