@@ -453,5 +453,11 @@ def run_c3po(inputs, config: C3POConfig):
                ngd_variable=config.ngd_variable, dedupe_threshold=config.dedupe_threshold,
                batch_size=inputs.batch_size, max_length=config.max_length, prefix_cache=config.prefix_cache,
                progress=inputs.progress, info=inputs.info)  # fmt: skip
-    return TestTimeOutcome(res.correct, {"cost_vs_base": res.passes.cost_vs_base,
-                                         "extra_forwards": res.passes.extra_forwards})  # fmt: skip
+    extra = {"cost_vs_base": res.passes.cost_vs_base, "extra_forwards": res.passes.extra_forwards,
+             "changed_correctness": sum(a != b for a, b in zip(res.correct_base, res.correct))}  # fmt: skip
+    if res.mode == "kernel":  # how often each a was chosen; a = 1 keeps the base routing
+        counts: dict[str, int] = {}
+        for a in res.alphas:
+            counts[f"{a:g}"] = counts.get(f"{a:g}", 0) + 1
+        extra["alpha_counts"] = counts
+    return TestTimeOutcome(res.correct, extra)
