@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from moe_roma import __version__
@@ -200,8 +201,12 @@ def load_routing_store(path: str | Path) -> RoutingStore:
         raise DataError(path, None, "expected a non-empty JSON object keyed by sample id")
     if repeated[0]:
         raise DataError(path, f"id {repeated[0][0]}", "duplicate id: the file lists this sample twice")
-    store = _parse_entries(path, raw)
-    store.meta.update(_sidecar_meta(path))
+    side = _sidecar_meta(path)
+    # A side-car written with this very JSON (its hash matches) holds the same routing as tensors: take
+    # them and skip parsing every expert weight, which dominates the load time of large files.
+    tensors = load_routing_tensors(path) if side else None
+    store = _parse_entries(path, raw, routing=tensors.get("routing") if tensors else None)
+    store.meta.update(side)
     return store
 
 
@@ -282,7 +287,11 @@ def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
     return None
 
 
-def _parse_entries(path: Path, raw: dict) -> RoutingStore:
+def _parse_entries(path: Path, raw: dict, routing: torch.Tensor | None = None) -> RoutingStore:
+    """The store of a parsed routing JSON; ``routing`` (N, L, E) from a matching side-car replaces the
+    per-weight parsing (the entries' other fields are still read and checked)."""
+    if routing is not None and (routing.ndim != 3 or routing.shape[0] != len(raw)):
+        routing = None  # not this file's tensor after all: parse the JSON
     ids, texts, rows, gold, model_ans, correct, tok_ids, tok_texts = [], [], [], [], [], [], [], []
     questions, choices, tasks, continuations = [], [], [], []
     layer_list: list[int] | None = None
@@ -313,7 +322,9 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
             ch = _choices_from_prompt(text)
         n_choices = len(ch) if ch else None
         layers_here, dists = [], []
-        for item in ltr["layers"]:
+        if routing is not None:
+            layers_here = [item.get("layer") if isinstance(item, dict) else None for item in ltr["layers"]]
+        for item in ltr["layers"] if routing is None else ():
             if not isinstance(item, dict) or not isinstance(item.get("layer"), int) or isinstance(item.get("layer"), bool):
                 raise DataError(path, where, "each routing layer needs an integer 'layer'")
             weights = item.get("routing_weights")
@@ -373,12 +384,19 @@ def _parse_entries(path: Path, raw: dict) -> RoutingStore:
         tasks.append(t if isinstance(t, str) and t else "default")
         c = entry.get("continuation")
         continuations.append(c if isinstance(c, str) else None)
-    num_experts = max_expert + 1
-    routing = torch.zeros(len(ids), len(layer_list or []), num_experts)
+    if routing is not None and routing.shape[1] == len(layer_list or []):
+        return RoutingStore(
+            ids, texts, list(layer_list or []), routing.float(), gold, model_ans, correct, tok_ids, tok_texts,
+            questions, choices, tasks, {}, continuations,
+        )  # fmt: skip
+    if routing is not None:  # the side-car disagrees with the JSON's layers: parse the weights after all
+        return _parse_entries(path, raw)
+    # Filled in numpy: element writes into a torch tensor cost ~30x more per weight.
+    filled = np.zeros((len(ids), len(layer_list or []), max_expert + 1), dtype=np.float32)
     for i, dists in enumerate(rows):
         for li, dist in enumerate(dists):
-            for e, w in dist.items():
-                routing[i, li, e] = w
+            filled[i, li, list(dist)] = list(dist.values())
+    routing = torch.from_numpy(filled)
     routing = routing / routing.sum(dim=-1, keepdim=True)
     return RoutingStore(
         ids, texts, list(layer_list or []), routing, gold, model_ans, correct, tok_ids, tok_texts, questions,

@@ -1,0 +1,47 @@
+"""Loading a routing file: the side-car fast path gives what parsing the JSON gives."""
+
+from __future__ import annotations
+
+import torch
+
+from moe_roma.routing.store import RoutingStore, load_routing_store, save_routing_store, sidecar_path
+
+
+def _store(n: int = 30) -> RoutingStore:
+    gen = torch.Generator().manual_seed(0)
+    routing = torch.softmax(torch.randn(n, 3, 16, generator=gen), -1)
+    correct = [i % 3 != 0 for i in range(n)]
+    return RoutingStore(
+        ids=[f"s{i}" for i in range(n)], input_texts=[f"Question: q{i}?\nAnswer:" for i in range(n)], layers=[5, 6, 7],
+        routing=routing, answer_index=[i % 4 for i in range(n)],
+        model_answer=[i % 4 if ok else (i + 1) % 4 for i, ok in enumerate(correct)], is_correct=correct,
+        token_ids=[1] * n, token_texts=[":"] * n, questions=[f"q{i}?" for i in range(n)],
+        choices=[("a", "b", "c", "d")] * n, tasks=["t"] * n,
+    )  # fmt: skip
+
+
+def test_side_car_and_json_parsing_agree(tmp_path):
+    path = tmp_path / "routing.json"
+    save_routing_store(_store(), path)
+    fast = load_routing_store(path)
+    sidecar_path(path).unlink()
+    slow = load_routing_store(path)
+    assert fast.ids == slow.ids and fast.layers == slow.layers == [5, 6, 7]
+    assert fast.is_correct == slow.is_correct and fast.model_answer == slow.model_answer
+    torch.testing.assert_close(fast.routing, slow.routing, rtol=1e-6, atol=1e-7)
+
+
+def test_an_edited_json_is_parsed_not_taken_from_its_stale_side_car(tmp_path):
+    import json
+
+    path = tmp_path / "routing.json"
+    original = _store()
+    save_routing_store(original, path)
+    assert "format_version" in load_routing_store(path).meta  # the side-car was read
+    raw = json.loads(path.read_text())
+    raw["s0"]["last_token_routing"]["layers"][0]["routing_weights"] = {"expert_3": 1.0}  # an edit by hand
+    path.write_text(json.dumps(raw))
+    store = load_routing_store(path)
+    assert "format_version" not in store.meta  # its hash no longer matches: the JSON alone decides
+    assert store.routing[0, 0].argmax().item() == 3 and store.routing[0, 0, 3].item() == 1.0
+    torch.testing.assert_close(store.routing[1:], original.routing[1:], rtol=1e-6, atol=1e-7)
