@@ -60,6 +60,7 @@ def test_diagnose_says_cannot_tell_and_why(tmp_path, capsys, n, correct, reason)
     assert any(reason in r for r in report["cannot_tell"]), report["cannot_tell"]
     assert "correctness_signal" not in report
     assert reason in (tmp_path / "d" / "report.md").read_text()
+    assert report["verdict"]["label"] == "cannot tell" and reason in report["verdict"]["why"]
 
 
 def test_an_embedder_that_cannot_be_loaded_is_one_sentence(tmp_path, capsys):

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from moe_roma.diagnose.run import diagnose_routing, only_layers
+    from moe_roma.diagnose.verdict import verdict
     from moe_roma.io.atomic import write_json_atomic, write_text_atomic
     from moe_roma.io.errors import RomaError
     from moe_roma.report.diagnose import diagnose_markdown, plot_layer_alignment, plot_maps
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError(f"embedder {args.embedder or 'all-MiniLM-L6-v2'} cannot be loaded: {exc}") from None
     if args.oracle:
         report["oracle"] = _oracle_headroom(args, store, embeddings=report.get("_embeddings"))
+        report["verdict"] = verdict(report)  # the oracle's direction is one of its drivers
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     embeddings = report.pop("_embeddings", None)
@@ -53,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         plot_layer_alignment(report, out / "layer_alignment.png")
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
-    s = report["success"]
-    print(f"{s['n_successful']} of {s['n']} answered right; wrote {out / 'report.md'}")
+    s, v = report["success"], report["verdict"]
+    print(f"{s['n_successful']} of {s['n']} answered right. Verdict: {v['label']}. {v['why']}")
+    print(f"wrote {out / 'report.md'}")
     return 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from moe_roma import __version__
 from moe_roma.diagnose import measures
+from moe_roma.diagnose.verdict import verdict
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.graph import embedding_text
 from moe_roma.routing.store import RoutingStore
@@ -57,7 +58,8 @@ def diagnose_routing(
     seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
-    """Measure a routing store: success, alignment, correctness signal, room to move, routing health.
+    """Measure a routing store: success, alignment, correctness signal, room to move, routing health, and
+    the verdict (``moe_roma.diagnose.verdict``; recompute it after adding an ``oracle`` section).
 
     ``embeddings`` (L2-normalised, one row per item) skips embedding the questions with ``embedder``
     (default: the bundled all-MiniLM-L6-v2). ``top_k``: the model's experts per token, for utilisation
@@ -71,6 +73,7 @@ def diagnose_routing(
     out["success"] = measures.success(store.is_correct, store.tasks)
     if n < MIN_ITEMS:
         out["cannot_tell"].append(f"only {n} items; at least {MIN_ITEMS} are needed")
+        out["verdict"] = verdict(out)
         return out
     n_ok = out["success"]["n_successful"]
     if n_ok == 0:
@@ -97,6 +100,7 @@ def diagnose_routing(
         out["correctness_signal"] = measures.correctness_signal(embeddings, routing, store.is_correct, seed=seed)
         log("room to move (permutation test)")
         out["room_to_move"] = measures.room_to_move(embeddings, routing, store.is_correct, k=k, sigma=sigma, seed=seed)
+    out["verdict"] = verdict(out)
     out["seconds"] = round(time.perf_counter() - start, 2)
     out["_embeddings"] = embeddings  # for the pictures; not written to JSON
     return out
