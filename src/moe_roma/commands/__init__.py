@@ -11,6 +11,9 @@ def add_model_options(p: argparse.ArgumentParser, dtype_default: str | None = "a
     """``--dtype``, ``--device`` and ``--attn-implementation``: how every command loads a model."""
     p.add_argument("--dtype", default=dtype_default, choices=DTYPES)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device-map", dest="device_map", default=None, choices=["auto"],
+                   help="auto: spread the model over every visible GPU in this one process (accelerate); for "
+                   "a model too large for one GPU without torchrun (docs/scaling.md)")  # fmt: skip
     p.add_argument(
         "--attn-implementation", dest="attn_implementation", default=None,
         help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' choice)",

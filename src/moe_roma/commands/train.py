@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
     apply_threads(args.threads)
     config = load_train_config(args.config, args.overrides, **config_arguments(args))
+    if args.shard == "fsdp" and config.runtime.device_map is not None:
+        raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
     check_regular_file(args.routing, "routing file")
     out = Path(args.out)
     folder = TrainFolder(out)
@@ -116,15 +118,17 @@ def run(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace, config, world: int):
     """The whole model on this process's device, or (``--shard fsdp``) this rank's shard of it."""
     from moe_roma.distributed.fsdp import load_sharded_model
-    from moe_roma.distributed.group import local_device
+    from moe_roma.distributed.group import check_device_map, local_device
     from moe_roma.models.loading import load_model
 
     rt = config.runtime
+    check_device_map(rt.device_map)
     if args.shard == "fsdp":
         return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation)
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
     device = rt.device if rt.device is not None or world == 1 else str(local_device())
-    return load_model(args.model, dtype=rt.dtype, device=device, attn_implementation=rt.attn_implementation)
+    return load_model(args.model, dtype=rt.dtype, device=device, attn_implementation=rt.attn_implementation,
+                      device_map=rt.device_map)  # fmt: skip
 
 
 def _sharding(model, shard: str, world: int) -> dict:

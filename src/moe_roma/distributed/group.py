@@ -152,6 +152,14 @@ def check_divides(batch_size: int, name: str = "batch_size") -> None:
         )
 
 
+def check_device_map(device_map: str | None) -> None:
+    """``device_map=auto`` spreads one process over every GPU: refuse it inside a torchrun job."""
+    _, size = world()
+    if device_map is not None and size > 1:
+        raise JobError("device_map=auto spreads one process over every visible GPU, so it cannot run in each of "
+                       f"the {size} processes of a torchrun job; run one process with it, or torchrun without it")
+
+
 def is_comm_failure(exc: BaseException) -> bool:
     """A collective that failed because another rank died, closed its connection or timed out."""
     if isinstance(exc, getattr(dist, "DistError", ())):
