@@ -137,7 +137,7 @@ def agree(settings: dict, what: str = "arguments") -> None:
             continue
         key = next(k for k in sorted({*theirs, *every[0]}) if theirs.get(k) != every[0].get(k))
         raise JobError(
-            f"the processes of this torchrun job were started with different {what}: {key} is "
+            f"the processes of this torchrun job were started with different {what}: {_option(key)} is "
             f"{every[0].get(key)!r} on rank 0 but {theirs.get(key)!r} on rank {rank}; start every rank with the same command"
         )
 
@@ -181,15 +181,27 @@ def job(timeout_s: float = DEFAULT_TIMEOUT_S, settings: dict | None = None) -> I
         yield world()
     except RuntimeError as exc:
         if joined and is_comm_failure(exc):
+            text = str(exc)
+            why = ("its connection closed" if "closed" in text or "reset" in text
+                   else f"no answer within --dist-timeout {timeout_s:g} s" if "imed out" in text
+                   else _first_line(exc)[:120])  # fmt: skip
             raise RomaError(
-                f"another process of this torchrun job stopped or did not answer within {timeout_s:g} s "
-                f"({_first_line(exc)}); nothing of this run was kept"
+                f"another process of this torchrun job stopped ({why}), so this one stopped too; nothing of this "
+                "run was kept (see that process's own message above)"
             ) from None
         raise
     finally:
         if joined:
             with contextlib.suppress(Exception):
                 close_group()
+
+
+def _option(key: str) -> str:
+    """An argparse destination as the user typed it: ``cfg__optimizer__lr`` -> ``optimizer.lr``, ``batch_size`` ->
+    ``--batch-size``."""
+    if key.startswith("cfg__"):
+        return key[len("cfg__") :].replace("__", ".")
+    return "--" + key.replace("_", "-")
 
 
 def _first_line(exc: BaseException) -> str:
