@@ -78,3 +78,20 @@ def test_a_rank_that_dies_stops_the_others_with_one_sentence(resume_workspace, t
     assert ranks[1].returncode == -9
     _one_sentence_from_rank_0(ranks, "another process", "stopped", "nothing of this run was kept")
     assert not out.exists()
+
+
+def test_device_map_auto_scores_like_a_single_device(resume_workspace, tmp_path, capsys):
+    # Without a GPU accelerate places every layer on the CPU: the same numbers through its placement path.
+    pytest.importorskip("accelerate")
+    common = ["eval", "--model", str(resume_workspace / "model"), "--data", str(resume_workspace / "train.jsonl"),
+              "--scoring", "letter", "--no-progress"]  # fmt: skip
+    assert main([*common, "--predictions", str(tmp_path / "one.jsonl")]) == 0
+    assert main([*common, "--device-map", "auto", "--predictions", str(tmp_path / "auto.jsonl")]) == 0
+    one, auto = ([json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("one", "auto"))
+    assert [r["pred"] for r in one] == [r["pred"] for r in auto] and len(one) == 24
+    for a, b in zip(one, auto):
+        torch.testing.assert_close(torch.tensor(b["scores"]), torch.tensor(a["scores"]), rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    assert main([*common, "--device-map", "auto", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "contradict" in err[0], err
