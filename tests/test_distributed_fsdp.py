@@ -74,9 +74,8 @@ def test_each_rank_holds_at_most_0_6_of_the_parameter_bytes(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runs", ["olmoe"], indirect=True)  # one family is enough for resume
 def test_sharded_resume_after_sigkill_is_bit_identical(runs):
-    if "olmoe" not in runs.name:
-        pytest.skip("one family is enough for resume")
     out = runs / "killed"
     # Rank 0 kills itself right after writing its second state (step 6 of 8); torchrun then stops rank 1.
     killed = launch([str(KILL_AT), SAVE_STATE, "2", "after", "--",
