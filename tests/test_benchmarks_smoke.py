@@ -70,3 +70,12 @@ def test_peak_helpers_see_a_known_allocation():
         with common.pinned_mmap_threshold(), common.PeakRSS() as m:
             torch.ones(64 * 2**20 // 4).sum()  # 64 MiB, touched
         assert 60 < m.mib < 80
+
+
+@pytest.mark.slow
+def test_gpu_fsdp_script_runs_on_cpu_with_a_tiny_model(capsys):
+    # Sharded (FSDP2 over a one-process group) and whole, the same tiny Qwen3-MoE config: both train every step.
+    report = _script("gpu_train_fsdp").main(["--quick", "--device", "cpu"])
+    assert [a["steps"] for a in report["arms"].values()] == [4, 4]
+    assert report["arms"]["fsdp"]["params"] == report["arms"]["none"]["params"] > 0
+    assert _last_line(capsys).startswith("fsdp / none seconds per step on one device: ")

@@ -16,7 +16,7 @@ import pkgutil
 import sys
 
 from moe_roma import __version__
-from moe_roma.io.errors import RomaError, RomaWarning, Stopped
+from moe_roma.io.errors import JobError, RomaError, RomaWarning, Stopped
 from moe_roma.io.interrupts import Interrupted, handle_interrupts
 
 EXIT_USAGE = 2
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roma {args.command}: {exc}", file=sys.stderr)
         return exc.exit_status
     except RomaError as exc:
-        print(f"roma {args.command}: error: {exc}", file=sys.stderr)
+        if not (isinstance(exc, JobError) and int(os.environ.get("RANK", "0") or 0) != 0):
+            print(f"roma {args.command}: error: {exc}", file=sys.stderr)  # a JobError: rank 0 speaks for the job
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"roma {args.command}: interrupted", file=sys.stderr)

@@ -11,6 +11,9 @@ def add_model_options(p: argparse.ArgumentParser, dtype_default: str | None = "a
     """``--dtype``, ``--device`` and ``--attn-implementation``: how every command loads a model."""
     p.add_argument("--dtype", default=dtype_default, choices=DTYPES)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device-map", dest="device_map", default=None, choices=["auto"],
+                   help="auto: spread the model over every visible GPU in this one process (accelerate); for "
+                   "a model too large for one GPU without torchrun (docs/scaling.md)")  # fmt: skip
     p.add_argument(
         "--attn-implementation", dest="attn_implementation", default=None,
         help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' choice)",
@@ -51,6 +54,23 @@ def default_threads() -> int:
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     return max(1, min(8, cpus // 2))
+
+
+def add_distributed_options(p: argparse.ArgumentParser, shard: bool = False) -> None:
+    """``--dist-timeout`` (and ``--shard`` for training): how a command runs under torchrun."""
+    if shard:
+        p.add_argument("--shard", default="none", choices=["none", "fsdp"],
+                       help="under torchrun: none keeps a whole model on every process (data parallel, the default); "
+                       "fsdp shards every decoder layer's frozen weights over the processes with FSDP2, for models "
+                       "that do not fit on one device (docs/scaling.md)")  # fmt: skip
+    p.add_argument("--dist-timeout", type=at_least(1), default=1800, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others in a collective before the job "
+                   "stops with an error (a process that dies is noticed at once)")  # fmt: skip
+
+
+def distributed_settings(args: argparse.Namespace) -> dict:
+    """The parsed arguments every process of a torchrun job must share (checked by ``distributed.group.agree``)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:

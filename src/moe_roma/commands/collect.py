@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_model_options, add_template_option, add_threads_option, at_least
+from moe_roma.commands import (
+    add_distributed_options,
+    add_model_options,
+    add_template_option,
+    add_threads_option,
+    at_least,
+)
 from moe_roma.scoring import SCORINGS
 
 
@@ -31,46 +37,60 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="longest prompt in tokens; longer ones keep their last tokens (default: the model's context)")
     add_model_options(p)
     add_threads_option(p)
+    add_distributed_options(p)
     p.add_argument("--limit", type=at_least(1), default=None, help="use only the first N examples")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_roma.commands import apply_threads
+    from moe_roma.commands import apply_threads, distributed_settings
+    from moe_roma.distributed.group import job
+
+    apply_threads(args.threads)
+    with job(args.dist_timeout, distributed_settings(args)) as (rank, world):
+        return _run(args, rank, world)
+
+
+def _run(args: argparse.Namespace, rank: int, world: int) -> int:
+    """Collect on this process's share of the examples (all of them without torchrun); rank 0 writes the file."""
     from moe_roma.data.loaders import load_examples
+    from moe_roma.distributed.group import check_device_map, local_device
+    from moe_roma.distributed.parallel import collect_routing_parallel
     from moe_roma.eval.evaluate import check_template
     from moe_roma.io.paths import guard_outputs, local_path
     from moe_roma.models.discovery import discover_routers
     from moe_roma.models.loading import load_model
-    from moe_roma.routing.collect import collect_routing
     from moe_roma.routing.store import save_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
     from moe_roma.scoring.common import context_length
 
-    apply_threads(args.threads)
     guard_outputs({"--data": args.data, "--model": local_path(args.model)},
                   {"--out": [args.out, sidecar_path(args.out)]})  # fmt: skip
     examples = load_examples(args.data, format=args.format)
     if args.limit is not None:
         examples = examples[: args.limit]
     check_template(args.template, args.scoring, examples[0])
-    model, tokenizer = load_model(
-        args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation
-    )
+    # Under torchrun each process takes its own GPU (LOCAL_RANK) unless --device names one.
+    check_device_map(args.device_map)
+    device = args.device if args.device is not None or world == 1 else str(local_device())
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn_implementation,
+                                  device_map=args.device_map)  # fmt: skip
     info = discover_routers(model)
     info.select_layers(args.layers)  # refuse a bad selection before any work
     context = context_length(model, tokenizer)
     max_length = args.max_length or context
     warn_on_context(args.max_length, context)
     warn_on_unknown_tokens(tokenizer, examples)
-    store, summary = collect_routing(
+    store, summary = collect_routing_parallel(
         model, tokenizer, examples, layers=args.layers, scoring=args.scoring, batch_size=args.batch_size,
         max_length=max_length, template=args.template, progress=not args.no_progress, info=info,
         position=args.position,
     )  # fmt: skip
     store.meta["model"]["name_or_path"] = str(args.model)
     store.meta["data"] = str(args.data)
+    if rank != 0:
+        return 0
     save_routing_store(store, args.out)
     print(summary.line())
     print(f"wrote {args.out} ({len(store.successful)} successful of {len(store)})")

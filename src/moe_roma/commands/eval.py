@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_model_options, add_template_option, add_threads_option, at_least
+from moe_roma.commands import (
+    add_distributed_options,
+    add_model_options,
+    add_template_option,
+    add_threads_option,
+    at_least,
+)
 from moe_roma.scoring import SCORINGS
 
 
@@ -41,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(p)
     add_threads_option(p)
+    add_distributed_options(p)
     p.add_argument("--compare-base", action="store_true", help="also evaluate the base model and compare")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--predictions", default=None, metavar="OUT", help="write per-item predictions as JSONL")
@@ -49,20 +56,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_roma.commands import apply_threads
-    from moe_roma.eval.evaluate import EvalConfig, run_eval, write_report
+    from moe_roma.commands import apply_threads, distributed_settings
+    from moe_roma.distributed.group import check_device_map, job, local_device
+    from moe_roma.eval.evaluate import run_eval, write_report
     from moe_roma.io.paths import guard_outputs, local_path
 
     apply_threads(args.threads)
     guard_outputs({"--data": args.data, "--model": local_path(args.model), "--routers": args.routers},
                   {"--json": args.json, "--predictions": args.predictions})  # fmt: skip
-    config = EvalConfig(
-        model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
-        batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
-        dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation,
-        compare_base=args.compare_base, progress=not args.no_progress,
-    )  # fmt: skip
-    report = run_eval(config)
+    with job(args.dist_timeout, distributed_settings(args)) as (rank, world):
+        # Under torchrun each process scores its share of the items on its own GPU (LOCAL_RANK).
+        check_device_map(args.device_map)
+        device = args.device if args.device is not None or world == 1 else str(local_device())
+        report = run_eval(_config(args, device))
+    if rank != 0:
+        return 0  # rank 0 holds every process's items and writes the one report
     # Files first: a closed stdout (``| head``) must not cost the results.
     write_report(report, args.json, args.predictions)
     for line in report.lines():
@@ -71,3 +79,14 @@ def run(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     return 0
+
+
+def _config(args: argparse.Namespace, device: str | None):
+    from moe_roma.eval.evaluate import EvalConfig
+
+    return EvalConfig(
+        model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
+        batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
+        dtype=args.dtype, device=device, device_map=args.device_map, attn_implementation=args.attn_implementation,
+        compare_base=args.compare_base, progress=not args.no_progress,
+    )  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_threads_option
+from moe_roma.commands import add_distributed_options, add_threads_option
 from moe_roma.io.config import add_config_arguments, config_arguments
 from moe_roma.methods.roma.config import TrainConfig
 
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="train again into an --out that holds a finished run or a state (they are replaced)")
     add_threads_option(p)
+    add_distributed_options(p, shard=True)
     # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
     add_config_arguments(p, TrainConfig)
     p.add_argument("--no-progress", action="store_true")
@@ -46,22 +47,28 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from moe_roma.commands import apply_threads
+    from moe_roma.commands import apply_threads, distributed_settings
+    from moe_roma.distributed.group import check_divides, job, launched
     from moe_roma.io.errors import RomaError, Stopped
     from moe_roma.io.interrupts import Interrupted, handle_interrupts
     from moe_roma.io.paths import check_regular_file, guard_outputs, local_path
     from moe_roma.methods.roma.config import load_train_config
     from moe_roma.methods.roma.run_folder import TrainFolder
     from moe_roma.methods.roma.state import load_train_state
-    from moe_roma.methods.roma.trainer import RouterTrainer, maybe_init_distributed
-    from moe_roma.models.loading import load_model
+    from moe_roma.methods.roma.trainer import RouterTrainer
     from moe_roma.routing.store import load_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance
 
+    if args.shard == "fsdp" and not launched():
+        raise RomaError("--shard fsdp shards the model over the processes of a torchrun job, but this is a single "
+                        "process; launch it with torchrun --nproc_per_node N -m moe_roma.cli train ... (or use "
+                        "--shard none)")  # fmt: skip
     if args.resume and args.overwrite:
         raise RomaError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
     apply_threads(args.threads)
     config = load_train_config(args.config, args.overrides, **config_arguments(args))
+    if args.shard == "fsdp" and config.runtime.device_map is not None:
+        raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
     check_regular_file(args.routing, "routing file")
     out = Path(args.out)
     folder = TrainFolder(out)
@@ -82,16 +89,16 @@ def run(args: argparse.Namespace) -> int:
     folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
     if args.resume and state.is_file():
         load_train_state(state)  # a torn, edited or foreign-format state fails now, before any model loading
-    maybe_init_distributed()
     trainer = None
-    with handle_interrupts(), folder.claim(lock=rank0) as claim:
+    with job(args.dist_timeout, distributed_settings(args)) as (_, world), handle_interrupts(), \
+            folder.claim(lock=rank0) as claim:  # fmt: skip
         try:
-            model, tokenizer = load_model(
-                args.model, dtype=config.runtime.dtype, device=config.runtime.device,
-                attn_implementation=config.runtime.attn_implementation,
-            )  # fmt: skip
+            if world > 1:
+                check_divides(config.schedule.batch_size)
+            model, tokenizer = _load(args, config, world)
             trainer = RouterTrainer(
-                model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing
+                model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing,
+                run_meta={"sharding": _sharding(model, args.shard, world)},
             )
             if args.overwrite and rank0:
                 folder.clear_previous_run()  # every check passed: only now does the old run go
@@ -106,6 +113,31 @@ def run(args: argparse.Namespace) -> int:
             f"(task loss {_num(m.get('task_loss'))}, manifold loss {_num(m.get('manifold_loss'))}); wrote {out}"
         )
     return 0
+
+
+def _load(args: argparse.Namespace, config, world: int):
+    """The whole model on this process's device, or (``--shard fsdp``) this rank's shard of it."""
+    from moe_roma.distributed.fsdp import load_sharded_model
+    from moe_roma.distributed.group import check_device_map, local_device
+    from moe_roma.models.loading import load_model
+
+    rt = config.runtime
+    check_device_map(rt.device_map)
+    if args.shard == "fsdp":
+        return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation)
+    # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
+    device = rt.device if rt.device is not None or world == 1 else str(local_device())
+    return load_model(args.model, dtype=rt.dtype, device=device, attn_implementation=rt.attn_implementation,
+                      device_map=rt.device_map)  # fmt: skip
+
+
+def _sharding(model, shard: str, world: int) -> dict:
+    """How the weights were spread: what each rank held (its local shards) against the whole model."""
+    from moe_roma.distributed.fsdp import full_parameter_bytes, resident_parameter_bytes
+    from moe_roma.distributed.group import gather_json
+
+    return {"shard": shard, "world_size": world, "parameter_bytes": full_parameter_bytes(model),
+            "resident_parameter_bytes": gather_json(resident_parameter_bytes(model))}  # fmt: skip
 
 
 def _num(x) -> str:

@@ -32,12 +32,12 @@ from moe_roma.data.prompts import (
     continuation_context,
     letter_prompt,
 )
+from moe_roma.distributed.parallel import evaluate_parallel
 from moe_roma.io.atomic import atomic_path, write_json
 from moe_roma.io.errors import RomaError
 from moe_roma.scoring import SCORINGS
 from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
 from moe_roma.scoring.common import context_length
-from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.results import EvalResult, ItemResult
 from moe_roma.scoring.stats import compare_paired
 
@@ -59,6 +59,7 @@ class EvalConfig:
     template: str | None = None
     dtype: str = "auto"
     device: str | None = None
+    device_map: str | None = None  # "auto": accelerate spreads the model over every visible GPU
     attn_implementation: str | None = None
     compare_base: bool = False
     progress: bool = True
@@ -264,7 +265,8 @@ def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
         hf_logging.disable_progress_bar()
     try:
         return load_model(
-            config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
+            config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation,
+            device_map=config.device_map,
         )
     finally:
         if quiet:
@@ -300,7 +302,7 @@ def run_eval(
     warn_on_unknown_tokens(tokenizer, examples)
 
     def run() -> EvalResult:
-        result = evaluate(
+        result = evaluate_parallel(  # each process of a torchrun job scores its share; alone, all of it
             model, tokenizer, examples, scoring=config.scoring, batch_size=config.batch_size,
             max_length=max_length, template=config.template, progress=config.progress,
         )  # fmt: skip

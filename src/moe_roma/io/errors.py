@@ -42,6 +42,11 @@ class Stopped(RomaError):
         self.exit_status = exit_status
 
 
+class JobError(RomaError):
+    """A problem found alike by every process of a torchrun job (mismatched arguments, a batch the world size
+    does not divide): every rank stops, and only rank 0 says why, so the job prints one sentence."""
+
+
 class RomaWarning(UserWarning):
     """Something the user should know that does not stop the run; the CLI prints it as one line."""
 

@@ -60,12 +60,15 @@ def load_model(
     dtype: str | torch.dtype | None = "auto",
     device: str | None = None,
     attn_implementation: str | None = None,
+    device_map: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, in eval mode with every weight frozen.
 
     The weights are materialised straight on ``device`` (no copy through host memory first, which
     matters for a 30B model). ``attn_implementation`` is passed to transformers (``sdpa``,
     ``flash_attention_2``, ``eager`` ...); ``None`` keeps its default, SDPA where available.
+    ``device_map="auto"`` spreads the layers over every visible GPU in this one process (accelerate's
+    big-model placement, spilling to host memory when they are full) instead of putting it on ``device``.
 
     >>> from moe_roma.testbed import testbed_model_path  # doctest: +SKIP
     >>> model, tok = load_model(testbed_model_path())  # doctest: +SKIP
@@ -73,13 +76,17 @@ def load_model(
     path = Path(str(name_or_path))
     if (path.is_absolute() or str(name_or_path).startswith((".", "~"))) and not path.exists():
         raise ModelError(f"{name_or_path}: model path does not exist")
+    if device_map is not None and device_map != "auto":
+        raise ModelError(f"unknown device map {device_map!r}; the only one is auto (every visible GPU)")
+    if device_map is not None and device is not None:
+        raise ModelError(f"a device ({device}) and device_map=auto contradict each other; give one of them")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype == "auto" and dev.type == "cpu":
         torch_dtype = torch.float32
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, device_map=dev, **extra)
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, device_map=device_map or dev, **extra)
     except Exception as exc:  # whatever transformers raises for a folder it cannot load: one sentence naming it
         raise ModelError(f"{name_or_path}: cannot load a causal LM ({_load_problem(exc)})") from None
     model.eval()

@@ -101,7 +101,9 @@ class PrefixCache:
             grabbed["h"] = args[0] if args else kwargs["hidden_states"]
             raise _StopForward
 
-        handle = layers[self.first_layer].register_forward_pre_hook(grab, with_kwargs=True)
+        # prepend: the stop comes before an FSDP2 unit would all-gather the layer it does not need.
+        handle = layers[self.first_layer].register_forward_pre_hook(grab, with_kwargs=True, prepend=True)
+        sharded = _fsdp_root(model)
         cursor = 1
         try:
             for b in tqdm(range(0, len(seqs), batch_size), desc="prefix cache", disable=not progress):
@@ -109,6 +111,8 @@ class PrefixCache:
                 batch = left_pad([s for _, s in chunk], pad_id).to(device)
                 with contextlib.suppress(_StopForward):
                     model(**batch.model_kwargs(), use_cache=False)
+                if sharded:
+                    model.reset_iter_state()  # FSDP2's own recovery after a forward stopped part-way
                 h = grabbed.pop("h").detach()
                 t = h.shape[1]
                 for row, (key, s) in enumerate(chunk):
@@ -127,6 +131,12 @@ class PrefixCache:
             index[row, width - n :] = torch.arange(start, start + n)
         index = index.to(self.flat.device, non_blocking=True)
         return self.flat[index].to(device, non_blocking=True)
+
+
+def _fsdp_root(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 class _StopForward(Exception):

@@ -190,6 +190,11 @@ class RuntimeConfig:
     device: str | None = field(
         default=None, metadata=_m("where to run; none means the first GPU if there is one, else the CPU")
     )
+    device_map: str | None = field(
+        default=None,
+        metadata=_m("`auto`: one process spreads the model over every visible GPU (accelerate's big-model "
+                    "placement; docs/scaling.md says when to prefer it to FSDP); none puts it whole on `device`"),
+    )  # fmt: skip
     attn_implementation: str | None = field(
         default=None,
         metadata=_m("transformers' attention kernel (`sdpa`, `flash_attention_2`, `eager`, ...); none keeps its "

@@ -32,7 +32,7 @@ from moe_roma.io.tensorfile import load_tensors, save_tensors
 STATE_NAME = "train_state.safetensors"
 STATE_FORMAT_VERSION = 2
 # Settings that may differ between a state and the run that resumes it: where it runs, how often it saves.
-RESUMABLE_CHANGES = ("runtime.device", "runtime.save_every")
+RESUMABLE_CHANGES = ("runtime.device", "runtime.device_map", "runtime.save_every")
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:

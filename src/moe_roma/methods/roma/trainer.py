@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -71,10 +70,12 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def maybe_init_distributed() -> None:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+def _sharded(model: torch.nn.Module) -> bool:
+    """True for a model sharded with FSDP2 (``moe_roma.distributed.fsdp``): its ranks must run every
+    forward and backward together, since each one all-gathers the layers' weights."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 class RouterTrainer:
@@ -94,8 +95,11 @@ class RouterTrainer:
         graph: NeighbourGraph | None = None,
         progress: bool = True,
         store_path: str | Path | None = None,
+        run_meta: dict | None = None,
     ) -> None:
         self.model, self.tokenizer, self.store, self.config = model, tokenizer, store, config.validate()
+        self.run_meta = dict(run_meta or {})  # recorded in router_config.json (e.g. how the model was sharded)
+        self.lockstep = _sharded(model)
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.rank, self.world = _world()
@@ -277,20 +281,28 @@ class RouterTrainer:
             for b in range(step - epoch * steps_per_epoch, len(batches)):
                 chunk = batches[b]
                 local = [self.items[i] for i in chunk[self.rank :: self.world]]
+                # A sharded model all-gathers its weights in every forward and backward, so a rank left
+                # without samples (the last, short batch) still runs one, on a sample weighted zero.
+                filler = self.lockstep and not local
                 lam = cfg.regularizer.lam_at(step, total)
                 lr = cfg.optimizer.lr * sched.lr_factor(step, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
+                if filler:
+                    dummy = self.forward_items([self.items[chunk[0]]])
+                    scaler.scale(dummy["task"].sum() * 0.0).backward()
+                    optimizer.zero_grad(set_to_none=True)  # it adds nothing, whatever its values
                 out = self.forward_items(local) if local else None
                 if out is not None:
                     terms = self.regularizer_terms(local, out["routing"])
                     reg = terms.get("reg", torch.zeros_like(out["task"]))
                     loss = (out["task"] + lam * reg).sum() / len(chunk)
                     scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
                 else:
                     terms, loss = {}, None
+                if out is not None or filler:
+                    scaler.unscale_(optimizer)
                 loss_value, grad_norm = self.apply_step(params, loss, optimizer, scaler)
                 if not math.isfinite(grad_norm):
                     skipped += 1
@@ -388,6 +400,7 @@ class RouterTrainer:
             "train_seconds": round(seconds, 3),
             "world_size": self.world,
             "moe_roma_version": __version__,
+            **self.run_meta,
         }
         # Strict JSON whatever a value is: a non-finite float can never cost the trained routers here.
         save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, finite_json(extra))
