@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_model_options, add_template_option, add_threads_option, at_least
+from moe_roma.commands import (
+    add_data_source_options,
+    add_model_options,
+    add_template_option,
+    add_threads_option,
+    at_least,
+)
 from moe_roma.scoring import SCORINGS
 
 
@@ -16,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(plus a safetensors side-car). Correct samples form RoMA's successful set.",
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local folder")
-    p.add_argument("--data", required=True, help="multiple-choice data file or folder")
+    p.add_argument("--data", required=True,
+                   help="multiple-choice data: a file or folder, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file")
     p.add_argument("--format", default=None, help="data format (default: detected)")
+    add_data_source_options(p)
     p.add_argument("--out", required=True, help="routing JSON to write")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
     p.add_argument("--scoring", default="letter", choices=SCORINGS,
@@ -37,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_roma.commands import apply_threads
+    from moe_roma.commands import apply_threads, data_source_options
     from moe_roma.data.loaders import load_examples
     from moe_roma.eval.evaluate import check_template
     from moe_roma.io.paths import guard_outputs, local_path
@@ -51,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     guard_outputs({"--data": args.data, "--model": local_path(args.model)},
                   {"--out": [args.out, sidecar_path(args.out)]})  # fmt: skip
-    examples = load_examples(args.data, format=args.format)
+    examples = load_examples(args.data, format=args.format, **data_source_options(args))
     if args.limit is not None:
         examples = examples[: args.limit]
     check_template(args.template, args.scoring, examples[0])
