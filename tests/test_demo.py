@@ -84,7 +84,7 @@ def test_each_testbed_has_its_own_demo_file_naming_it():
     from moe_roma.experiments.demo import DEMO_CONFIG, DEMO_CONFIGS
     from moe_roma.experiments.grid import load_experiment
 
-    assert DEMO_CONFIG == DEMO_CONFIGS["downstream"]  # `roma demo` runs the downstream testbed by default
+    assert DEMO_CONFIGS["downstream"] == DEMO_CONFIG  # `roma demo` runs the downstream testbed by default
     for testbed, path in DEMO_CONFIGS.items():
         assert load_experiment(path)["data"]["testbed"] == testbed, path
 
