@@ -104,6 +104,15 @@ def data_source_options(args: argparse.Namespace) -> dict:
     return {"preset": args.preset, "fields": fields}
 
 
+def add_report_to_option(p: argparse.ArgumentParser) -> None:
+    """``--report-to``: experiment trackers that get every ``metrics.jsonl`` record, the config and the final figures."""
+    # Repeatable and comma-separated rather than nargs="+", which would swallow `roma train`'s key=value overrides.
+    p.add_argument("--report-to", action="append", default=[], metavar="TRACKER[,TRACKER]",
+                   help="none (default), tensorboard, wandb, mlflow; several as tensorboard,wandb or by repeating the "
+                   "option (pip install 'moe-roma[tracking]'); W&B honours WANDB_MODE=offline and WANDB_PROJECT, MLflow "
+                   "MLFLOW_TRACKING_URI")  # fmt: skip
+
+
 def add_template_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, type=template_text,
                    help="prompt template with {question} (and {choices}: the lettered choices, one per line; "
