@@ -255,3 +255,12 @@ def test_cli_inspect_and_options(tmp_path, capsys):
     assert "unknown preset 'sciqq'; did you mean 'sciq'?" in capsys.readouterr().err
     assert main(["data", "inspect", "hf:no-such-org/no-such-dataset:train"]) == 2
     assert "datasets could not load it" in capsys.readouterr().err
+
+
+def test_docstring_examples():
+    import doctest
+
+    from moe_roma.data import hf_source, presets
+
+    for module in (presets, hf_source):
+        assert doctest.testmod(module).failed == 0, module.__name__

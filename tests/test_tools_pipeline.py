@@ -138,3 +138,12 @@ def test_card_front_matter_for_a_hub_base_model():
     assert "accuracy fell on allenai/ai2_arc:ARC-Challenge:test: 55.0% -> 50.0%" in card.text
     assert "routing collapse during training: routing entropy in layer 15" in card.text
     assert "- seed: 3" in card.text
+
+
+def test_docstring_examples():
+    import doctest
+
+    from moe_roma.methods.roma import monitor, trackers
+
+    for module in (trackers, monitor):
+        assert doctest.testmod(module).failed == 0, module.__name__

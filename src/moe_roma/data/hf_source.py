@@ -13,6 +13,7 @@ A bad row stops the load with one sentence naming the source, the row (0-based, 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None]:
     ('aps/super_glue', 'copa', None)
     """
     body = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
-    parts = body.split(":")
+    parts = re.split(r":(?![^\[]*\])", body)  # not at the colon of a slice such as train[:100]
     if not parts[0].strip() or len(parts) > 3:
         raise DataError(spec, None, "a hub dataset is written hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/sciq:train")
     name = parts[0].strip()

@@ -11,7 +11,7 @@ after three distractors), the preset places it at a position chosen by a hash of
 that letter scoring and training never learn "always D"; the same row always gets the same order.
 
 >>> PRESETS["piqa"].convert({"goal": "Dry hair", "sol1": "towel", "sol2": "oven", "label": 0}, Where("x"))
-Row(question='Dry hair', choices=['towel', 'oven'], answer=0, id=None, task=None, continuation=None, meta={})
+Row(question='Dry hair', choices=['towel', 'oven'], answer=0, id=None, task='piqa', continuation=None, meta={})
 """
 
 from __future__ import annotations
