@@ -39,6 +39,7 @@ def test_public_checkpoint_becomes_a_router_folder(base, tmp_path, capsys):
     for i in (2, 3):
         assert torch.equal(tensors[f"model.layers.{i}.mlp.gate.weight"], layout["state_dict"][f"layers.{i}.mlp.gate.weight"])
     assert set(load_file(str(out / "router_weights.safetensors"))) == set(tensors)
+    assert "imported from the public RoMA code's checkpoint" in (out / "README.md").read_text()
     # the folder is one that `roma apply` accepts for this base
     assert main(["apply", "--model", str(base), "--routers", str(out), "--json"]) == 0
     assert '"tuned_layers": [\n    2,\n    3\n  ]' in capsys.readouterr().out

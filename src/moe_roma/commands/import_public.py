@@ -25,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
 
     from moe_roma.io.errors import RomaError, warn
     from moe_roma.io.paths import guard_outputs, local_path
-    from moe_roma.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from moe_roma.models.card import build_model_card, write_model_card
+    from moe_roma.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_router_checkpoint
     from moe_roma.models.loading import load_model
     from moe_roma.models.public_checkpoint import import_public_checkpoint, read_public_checkpoint
 
     out = Path(args.out)
     guard_outputs({"--checkpoint": args.checkpoint, "--model": local_path(args.model)},
-                  {"--out": [out / CONFIG_NAME, out / WEIGHTS_NAME]})  # fmt: skip
+                  {"--out": [out / CONFIG_NAME, out / WEIGHTS_NAME, out / "README.md"]})  # fmt: skip
     if (out / CONFIG_NAME).exists():
         raise RomaError(f"{out} already holds a router checkpoint ({CONFIG_NAME}); choose another --out")
     _, _, recorded = read_public_checkpoint(args.checkpoint)  # a refused file stops before the model loads
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         warn(f"{args.checkpoint} was trained from {recorded!r}; importing it for --model {args.model}")
     model, _ = load_model(args.model, dtype="float32", device="cpu")
     folder, summary = import_public_checkpoint(model, args.checkpoint, out)
+    config, _ = load_router_checkpoint(folder)
+    write_model_card(build_model_card(config), folder)  # `roma card --eval-json` fills in the results later
     print(f"imported {summary['tensors']} router tensors of layers {summary['tuned_layers']} from {args.checkpoint}; "
-          f"wrote {folder}")  # fmt: skip
+          f"wrote {folder} and its model card")  # fmt: skip
     return 0
