@@ -208,6 +208,13 @@ def test_field_mapping_of_an_unknown_schema_from_json(tmp_path):
     assert [ex.answer for ex in examples] == [0, 1] and examples[0].question == "Look up.\nSky colour?"
 
 
+def test_csv_with_a_field_mapping_of_several_choice_columns(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("q,a,b,c,gold\nSky colour?,red,blue,green,B\nGrass colour?,red,blue,green,C\n")
+    examples = load_examples(path, fields=FieldMap("q", "a,b,c", "gold"))
+    assert [(ex.choices, ex.answer) for ex in examples] == [(("red", "blue", "green"), 1), (("red", "blue", "green"), 2)]
+
+
 def test_json_in_a_hub_schema_is_read_through_its_preset(tmp_path):
     path = tmp_path / "piqa.jsonl"
     path.write_text(json.dumps({"goal": "Dry a towel", "sol1": "hang it", "sol2": "soak it", "label": 0}) + "\n")

@@ -24,7 +24,7 @@ from moe_roma.io.errors import DataError
 
 PREFIX = "hf:"
 SPLIT_NAMES = {"train", "validation", "valid", "val", "test", "dev", "eval"}
-FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
+FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".csv": "csv"}
 
 
 def is_hub_spec(source: str | Path) -> bool:
@@ -97,7 +97,7 @@ def open_dataset(source: str | Path) -> Any:
                 builder = FILE_BUILDERS.get(path.suffix.lower())
                 if builder is None:
                     raise DataError(path, None, f"datasets cannot tell how to read a {path.suffix or 'suffix-less'} "
-                                    "file; use .parquet, .arrow, .json or .jsonl")  # fmt: skip
+                                    "file; use .parquet, .arrow, .json, .jsonl or .csv")  # fmt: skip
                 loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
     except DataError:
         raise
