@@ -186,8 +186,21 @@ def test_hf_spec_on_a_local_folder_with_splits(tmp_path):
     write_parquet(folder / "train-00000-of-00001.parquet", features, rows)
     write_parquet(folder / "test-00000-of-00001.parquet", features, rows[:1])
     assert len(load_examples(f"hf:{folder}:test")) == 1
-    with pytest.raises(DataError, match=r"has splits \['train', 'test'\]; name one"):
+    with pytest.raises(DataError, match=r"has splits \['train', 'test'\]; name one, e.g. hf:.*/arc::train"):
         load_examples(f"hf:{folder}")
+
+
+def test_save_to_disk_folders(tmp_path):
+    from datasets import DatasetDict
+
+    features, rows, _ = CASES["piqa"]
+    ds = Dataset.from_list(rows, features=Features(features))
+    ds.save_to_disk(str(tmp_path / "one"))
+    assert [ex.answer for ex in load_examples(tmp_path / "one")] == [0, 1]
+    DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(DataError, match=r"has splits \['train', 'validation'\]; name one, e.g. .*two/train"):
+        load_examples(tmp_path / "two")
+    assert len(load_examples(tmp_path / "two" / "validation")) == 2
 
 
 def test_parse_hub_spec():

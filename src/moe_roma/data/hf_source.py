@@ -38,7 +38,8 @@ def is_datasets_source(source: str | Path) -> bool:
         return True
     path = Path(source)
     if path.is_dir():
-        return (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+        saved = (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+        return saved or (path / "dataset_dict.json").is_file()
     return path.suffix.lower() in (".parquet", ".arrow")
 
 
@@ -109,8 +110,12 @@ def open_dataset(source: str | Path) -> Any:
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
         if len(splits) != 1:
-            raise DataError(label, None, f"has splits {splits}; name one, e.g. {label.rstrip(':')}{'::' if is_hub_spec(source) else ':'}"
-                            f"{splits[0]}")  # fmt: skip
+            if is_hub_spec(source):
+                name, config, _ = parse_hub_spec(str(source))
+                example = f"hf:{name}:{config or ''}:{splits[0]}"
+            else:
+                example = str(Path(source) / splits[0])  # save_to_disk writes one folder per split
+            raise DataError(label, None, f"has splits {splits}; name one, e.g. {example}")
         loaded = loaded[splits[0]]
     if isinstance(loaded, (datasets.IterableDataset, datasets.IterableDatasetDict)):  # pragma: no cover
         raise DataError(label, None, "is a streaming dataset; load it without streaming")
