@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Our own bars show progress; transformers' weight-loading bars would bury a one-line error.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # `datasets` reads it when first imported
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

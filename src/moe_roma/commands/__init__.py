@@ -88,6 +88,51 @@ def apply_threads(threads: int | None) -> int:
     return n
 
 
+def add_data_source_options(p: argparse.ArgumentParser) -> None:
+    """``--preset`` and the ``--*-field`` options: how rows of a Hugging Face dataset, parquet, arrow
+    or JSON file become multiple-choice examples (docs/data-formats.md)."""
+    g = p.add_argument_group("Hugging Face datasets (--data hf:NAME[:CONFIG][:SPLIT], .parquet, .arrow, .json)")
+    g.add_argument("--preset", default=None,
+                   help="column mapping of a known dataset (sciq, arc, mmlu, ...; `roma data presets` lists them; "
+                   "default: detected from the columns)")  # fmt: skip
+    g.add_argument("--question-field", default=None, metavar="COLUMN", help="column holding the question")
+    g.add_argument("--choices-field", default=None, metavar="COLUMN[,COLUMN...]",
+                   help="column holding the list of choices, or several columns, one choice each")
+    g.add_argument("--answer-field", default=None, metavar="COLUMN",
+                   help="column holding the answer: 0-based index, letter, choice label or the choice's text")
+    g.add_argument("--context-field", default=None, metavar="COLUMN",
+                   help="column with a passage to put before the question (optional)")
+
+
+def data_source_options(args: argparse.Namespace) -> dict:
+    """``preset`` and ``fields`` for ``load_examples`` from the options of ``add_data_source_options``."""
+    from moe_roma.data.presets import FieldMap
+    from moe_roma.io.errors import RomaError
+
+    names = {"--question-field": args.question_field, "--choices-field": args.choices_field,
+             "--answer-field": args.answer_field}  # fmt: skip
+    given = [k for k, v in names.items() if v]
+    fields = None
+    if given or args.context_field:
+        missing = [k for k, v in names.items() if not v]
+        if missing:
+            raise RomaError(f"{', '.join(given or ['--context-field'])} needs {' and '.join(missing)} too: a column "
+                            "mapping names the question, the choices and the answer")  # fmt: skip
+        if args.preset:
+            raise RomaError("--preset and the --*-field options both say how to read the columns; use one")
+        fields = FieldMap(args.question_field, args.choices_field, args.answer_field, args.context_field)
+    return {"preset": args.preset, "fields": fields}
+
+
+def add_report_to_option(p: argparse.ArgumentParser) -> None:
+    """``--report-to``: experiment trackers that get every ``metrics.jsonl`` record, the config and the final figures."""
+    # Repeatable and comma-separated rather than nargs="+", which would swallow `roma train`'s key=value overrides.
+    p.add_argument("--report-to", action="append", default=[], metavar="TRACKER[,TRACKER]",
+                   help="none (default), tensorboard, wandb, mlflow; several as tensorboard,wandb or by repeating the "
+                   "option (pip install 'moe-roma[tracking]'); W&B honours WANDB_MODE=offline and WANDB_PROJECT, MLflow "
+                   "MLFLOW_TRACKING_URI")  # fmt: skip
+
+
 def add_template_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, type=template_text,
                    help="prompt template with {question} (and {choices}: the lettered choices, one per line; "

@@ -25,7 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--routers", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    e.add_argument("--eval-json", nargs="+", default=[], metavar="FILE",
+                   help="`roma eval --json` reports of these routers: their figures go into the model card's "
+                   "model-index and its generalisation and failure-mode sections")  # fmt: skip
     e.set_defaults(func=run_export)
+    c = sub.add_parser(
+        "card",
+        help="write (again) the model card README.md of a router folder, e.g. with evaluation results",
+        description="Write DIR/README.md through huggingface_hub's ModelCard: the training configuration and seed, "
+        "and the expected generalisation behaviour, failure modes and intended domains, with --eval-json's figures.",
+    )
+    c.add_argument("--routers", required=True, help="router folder from `roma train` or `roma import-public`")
+    c.add_argument("--eval-json", nargs="+", default=[], metavar="FILE", help="`roma eval --json` reports")
+    c.set_defaults(func=run_card)
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -62,14 +74,66 @@ def run_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_eval_reports(paths: list[str]) -> list[dict]:
+    """``roma eval --json`` reports, each checked to be one (a JSON object with an accuracy)."""
+    import json
+
+    from moe_roma.io.errors import DataError
+
+    reports = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                report = json.load(fh)
+        except FileNotFoundError:
+            raise DataError(path, None, "no such file") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(path, None, f"is not a JSON report ({str(exc).splitlines()[0]})") from None
+        if not isinstance(report, dict) or "acc" not in report or "data" not in report:
+            raise DataError(path, None, "is not a `roma eval --json` report (no 'acc' and 'data')")
+        reports.append(report)
+    return reports
+
+
+def _card_inputs(routers: str, eval_json: list[str]) -> tuple[dict, list[dict], list[str]]:
+    """The router config, the evaluation reports and the collapse seen in training (for the model card)."""
+    import json
+    from pathlib import Path
+
+    from moe_roma.methods.roma.monitor import collapse_events
+    from moe_roma.methods.roma.run_folder import METRICS_NAME
+    from moe_roma.models.checkpoint import load_router_checkpoint
+
+    config, _ = load_router_checkpoint(routers)
+    reports = read_eval_reports(eval_json)
+    metrics = Path(routers) / METRICS_NAME
+    records = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()] if (
+        metrics.is_file()) else []  # fmt: skip
+    return config, reports, collapse_events(records, int(config["num_experts"]))
+
+
 def run_export(args: argparse.Namespace) -> int:
     from moe_roma.io.paths import guard_outputs, local_path
+    from moe_roma.models.card import build_model_card
     from moe_roma.models.checkpoint import export_merged_model
     from moe_roma.models.loading import load_model
 
-    guard_outputs({"--model": local_path(args.model), "--routers": args.routers}, {"--out": args.out})
-
+    guard_outputs({"--model": local_path(args.model), "--routers": args.routers, "--eval-json": args.eval_json},
+                  {"--out": args.out})  # fmt: skip
+    config, reports, collapse = _card_inputs(args.routers, args.eval_json)  # bad inputs stop before the model loads
+    card = build_model_card(config, reports, collapse, kind="merged")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device="cpu")
-    out = export_merged_model(model, tokenizer, args.routers, args.out)
-    print(f"wrote {out}: loads with AutoModelForCausalLM.from_pretrained('{out}')")
+    out = export_merged_model(model, tokenizer, args.routers, args.out, card=str(card))
+    print(f"wrote {out} with its model card README.md: loads with AutoModelForCausalLM.from_pretrained('{out}')")
+    return 0
+
+
+def run_card(args: argparse.Namespace) -> int:
+    from moe_roma.io.paths import guard_outputs
+    from moe_roma.models.card import CARD_NAME, build_model_card, write_model_card
+
+    guard_outputs({"--eval-json": args.eval_json}, {"--routers": f"{args.routers}/{CARD_NAME}"})
+    config, reports, collapse = _card_inputs(args.routers, args.eval_json)
+    path = write_model_card(build_model_card(config, reports, collapse, kind="routers"), args.routers)
+    print(f"wrote {path}")
     return 0

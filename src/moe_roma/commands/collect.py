@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moe_roma.commands import (
+    add_data_source_options,
     add_distributed_options,
     add_model_options,
     add_template_option,
@@ -22,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(plus a safetensors side-car). Correct samples form RoMA's successful set.",
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local folder")
-    p.add_argument("--data", required=True, help="multiple-choice data file or folder")
+    p.add_argument("--data", required=True,
+                   help="multiple-choice data: a file or folder, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file")
     p.add_argument("--format", default=None, help="data format (default: detected)")
+    add_data_source_options(p)
     p.add_argument("--out", required=True, help="routing JSON to write")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
     p.add_argument("--scoring", default="letter", choices=SCORINGS,
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     """Collect on this process's share of the examples (all of them without torchrun); rank 0 writes the file."""
+    from moe_roma.commands import data_source_options
     from moe_roma.data.loaders import load_examples
     from moe_roma.distributed.group import check_device_map, local_device
     from moe_roma.distributed.parallel import collect_routing_parallel
@@ -67,7 +71,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
 
     guard_outputs({"--data": args.data, "--model": local_path(args.model)},
                   {"--out": [args.out, sidecar_path(args.out)]})  # fmt: skip
-    examples = load_examples(args.data, format=args.format)
+    examples = load_examples(args.data, format=args.format, **data_source_options(args))
     if args.limit is not None:
         examples = examples[: args.limit]
     check_template(args.template, args.scoring, examples[0])

@@ -43,7 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--format", default=None, help="override format detection (see the list below)")
     inspect.add_argument("--task", default=None, help="tag every example with this task")
     inspect.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    from moe_roma.commands import add_data_source_options
+
+    add_data_source_options(inspect)
     inspect.set_defaults(func=run_inspect)
+    presets = actions.add_parser("presets", help="list the column mappings for Hugging Face datasets",
+                                 description="The presets that map hub datasets' columns to multiple-choice "
+                                 "examples; each is detected from its columns or chosen with --preset.")  # fmt: skip
+    presets.set_defaults(func=run_presets)
     # `roma data` alone prints its help and exits 2, like `roma` alone.
     parser.set_defaults(func=lambda args: _usage(parser))
 
@@ -53,8 +60,15 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def inspect_path(path: str, format: str | None = None, task: str | None = None) -> dict[str, Any]:
+def inspect_path(path: str, format: str | None = None, task: str | None = None, preset: str | None = None,
+                 fields: Any = None) -> dict[str, Any]:
     """The report ``roma data inspect`` prints: format, whether it was detected, and the counts."""
+    from moe_roma.data.hf_source import is_datasets_source
+
+    if format is None and (preset or fields or is_datasets_source(path)):
+        examples = load_examples(path, task=task, preset=preset, fields=fields)
+        return {"path": str(path), "format": f"datasets[{examples[0].meta['preset']}]", "detected": preset is None
+                and fields is None, **summarize_examples(examples)}  # fmt: skip
     name = normalize_format(format, path) if format is not None else detect_format(path)
     examples = load_examples(path, format=name, task=task)
     return {"path": str(path), "format": name, "detected": format is None, **summarize_examples(examples)}
@@ -84,6 +98,17 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    report = inspect_path(args.path, format=args.format, task=args.task)
+    from moe_roma.commands import data_source_options
+
+    report = inspect_path(args.path, format=args.format, task=args.task, **data_source_options(args))
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
+    return 0
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from moe_roma.data.presets import PRESETS
+
+    width = max(map(len, PRESETS))
+    for preset in PRESETS.values():
+        print(f"{preset.name.ljust(width)}  {', '.join(preset.hub_ids)}: {preset.description}")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_template_option, at_least
+from moe_roma.commands import add_data_source_options, add_template_option, at_least
 from moe_roma.scoring import SCORINGS
 
 
@@ -26,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="data formats:\n" + describe_formats(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True, help="multiple-choice data file, or a folder of MMLU CSVs")
+    p.add_argument("--data", required=True,
+                   help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file")
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
+    add_data_source_options(p)
     p.add_argument(
         "--out", required=True, help="folder for the task files (pass it to lm_eval --include_path)"
     )
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     name = check_task_name(args.name) if args.name else default_task_name(args.data)
     guard_outputs({"--data": args.data}, {"--out": [args.out, *task_files(args.out, name)]})
-    examples, _ = load_eval_data(args.data, args.format, args.limit)
+    from moe_roma.commands import data_source_options
+
+    examples, _ = load_eval_data(args.data, args.format, args.limit, **data_source_options(args))
     check_template(args.template, args.scoring, examples[0])
     exported = write_lm_eval_task(examples, args.out, name, scoring=args.scoring, template=args.template)
     for path in exported.yaml_files + exported.data_files:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_distributed_options, add_threads_option
+from moe_roma.commands import add_distributed_options, add_report_to_option, add_threads_option
 from moe_roma.io.config import add_config_arguments, config_arguments
 from moe_roma.methods.roma.config import TrainConfig
 
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
     add_config_arguments(p, TrainConfig)
     p.add_argument("--no-progress", action="store_true")
+    add_report_to_option(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any training setting, by name or dotted path, e.g. lam_final=0.2 or graph.k=5")
     p.set_defaults(func=run)
@@ -65,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
                         "--shard none)")  # fmt: skip
     if args.resume and args.overwrite:
         raise RomaError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
+    from moe_roma.methods.roma.trackers import check_trackers, open_trackers
+
     apply_threads(args.threads)
     config = load_train_config(args.config, args.overrides, **config_arguments(args))
     if args.shard == "fsdp" and config.runtime.device_map is not None:
         raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
+    check_trackers(args.report_to)  # a tracker that is not installed stops before any work
     check_regular_file(args.routing, "routing file")
     out = Path(args.out)
     folder = TrainFolder(out)
@@ -102,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
             )
             if args.overwrite and rank0:
                 folder.clear_previous_run()  # every check passed: only now does the old run go
-            result = trainer.train(resume=args.resume)
+            run_info = {"config": config.to_dict(), "model": str(args.model), "routing": str(args.routing),
+                        "out": str(out), "resume": args.resume}  # fmt: skip
+            with open_trackers(args.report_to if rank0 else [], out, out.name, run_info) as trackers:
+                trainer.trackers = trackers
+                result = trainer.train(resume=args.resume)
         except Interrupted as stop:
             step, total = getattr(trainer, "last_step", None), getattr(trainer, "total_steps", None)
             raise Stopped(claim.interrupted(step, total, str(stop)), stop.exit_status) from None

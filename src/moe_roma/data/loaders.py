@@ -25,6 +25,8 @@ from moe_roma.data.formats._common import Where, parse_json_object, show, visibl
 from moe_roma.data.formats.jsonl import load_arc_jsonl, load_llm_foundry, load_roma_jsonl
 from moe_roma.data.formats.mmlu import csv_files, load_mmlu_csv
 from moe_roma.data.formats.obqa import load_obqa_tsv
+from moe_roma.data.hf_source import is_datasets_source, load_datasets_examples
+from moe_roma.data.presets import FieldMap, detect_preset
 from moe_roma.io.errors import DataError, warn
 from moe_roma.io.paths import check_not_special
 
@@ -124,19 +126,45 @@ def detect_format(path: str | Path) -> str:
     raise DataError(path, None, f"cannot detect the format; pass one of: {_known()}")
 
 
-def load_examples(path: str | Path, format: str | None = None, task: str | None = None) -> list[MCExample]:
+def load_examples(
+    path: str | Path,
+    format: str | None = None,
+    task: str | None = None,
+    preset: str | None = None,
+    fields: FieldMap | None = None,
+) -> list[MCExample]:
     """Load and validate every example in ``path``.
+
+    ``path`` may also be a Hugging Face dataset (``hf:NAME[:CONFIG][:SPLIT]``), a parquet or arrow
+    file, or a ``save_to_disk`` folder: those are read by ``datasets`` and mapped by ``preset`` (a
+    name from ``data.presets.PRESETS``; detected from the columns when not given) or by ``fields``.
+    A JSON file that no built-in format reads goes the same way when a preset matches its columns.
 
     ``format`` overrides detection (see ``FORMATS``); ``task``, when given, tags every example
     (otherwise: the record's ``task`` field, else the MMLU subject, else the file stem;
-    OpenBookQA TSVs default to ``openbookqa``).
+    OpenBookQA TSVs default to ``openbookqa``; a preset's own name for ``datasets`` sources).
     """
+    if format is None and (preset or fields or is_datasets_source(path)):
+        examples = load_datasets_examples(path, preset=preset, fields=fields, task=task or None)
+        _warn_on_repeated_choices(Path(str(path)), examples)
+        return examples
     path = Path(path)
     name = normalize_format(format, path) if format is not None else None
     if not path.exists():
         raise DataError(path, None, "no such file or folder")
     check_not_special(path, "data file")  # a FIFO would block forever, /dev/zero never end
-    examples = FORMATS[name or detect_format(path)](path, task or None)
+    if name is None:
+        try:
+            name = detect_format(path)
+        except DataError as exc:
+            # JSON in a hub dataset's own schema (e.g. `to_json` of SciQ): read it with datasets if a preset fits.
+            if path.is_file() and path.suffix.lower() in (".json", ".jsonl", ".ndjson") and "cannot tell the format" in str(exc):
+                first = _first_record_line(path)
+                columns = list(parse_json_object(first[1], Where(path)).keys()) if first else []
+                if detect_preset(columns) is not None:
+                    return load_examples(path, task=task, preset=detect_preset(columns).name)
+            raise
+    examples = FORMATS[name](path, task or None)
     _warn_on_repeated_choices(path, examples)
     return examples
 

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
 from moe_roma.data.example import MCExample
+from moe_roma.data.presets import FieldMap
 from moe_roma.data.prompts import (
     DEFAULT_CONTINUATION_TEMPLATE,
     DEFAULT_LETTER_TEMPLATE,
@@ -63,6 +64,8 @@ class EvalConfig:
     attn_implementation: str | None = None
     compare_base: bool = False
     progress: bool = True
+    preset: str | None = None  # Hugging Face datasets sources: column mapping by name ...
+    fields: FieldMap | None = None  # ... or by column names
 
     def check(self) -> None:
         """Refuse inconsistent options before any work."""
@@ -99,13 +102,16 @@ def check_template(template: str | None, scoring: str, example: MCExample) -> No
 
 
 def load_eval_data(
-    data: str, format: str | None = None, limit: int | None = None
+    data: str, format: str | None = None, limit: int | None = None, preset: str | None = None,
+    fields: FieldMap | None = None,
 ) -> tuple[list[MCExample], str]:
     """The examples to score (the first ``limit`` of them) and the format they were read as."""
     from moe_roma.data.loaders import detect_format, load_examples, normalize_format
 
     name = normalize_format(format, data) if format is not None else None
-    examples = load_examples(data, format=name)
+    examples = load_examples(data, format=name, preset=preset, fields=fields)
+    if examples and "preset" in examples[0].meta:
+        name = f"datasets[{examples[0].meta['preset']}]"
     name = name or detect_format(data)
     if not examples:
         raise RomaError(f"{data}: no examples to evaluate")
@@ -285,7 +291,8 @@ def run_eval(
     items, and ``report.comparison`` holds the paired comparison.
     """
     config.check()
-    examples, data_format = load_eval_data(config.data, config.format, config.limit)
+    examples, data_format = load_eval_data(config.data, config.format, config.limit, config.preset,
+                                              config.fields)
     check_template(config.template, config.scoring, examples[0])
     if config.routers:
         from moe_roma.models.checkpoint import load_router_checkpoint

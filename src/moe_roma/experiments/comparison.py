@@ -29,6 +29,7 @@ from moe_roma.methods.registry import METHODS, TestTimeInputs
 from moe_roma.methods.registry import method as method_spec
 from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.methods.roma.targets import with_oracle_targets
+from moe_roma.methods.roma.trackers import Trackers, open_trackers
 from moe_roma.methods.roma.trainer import TrainResult
 from moe_roma.models.checkpoint import restore_routers, router_snapshot
 from moe_roma.models.discovery import MoEInfo, discover_routers
@@ -68,6 +69,7 @@ class RunContext:
     graphs: dict[str, NeighbourGraph] = field(default_factory=dict)
     embeddings: dict[str, object] = field(default_factory=dict)
     stores: dict[tuple, RoutingStore] = field(default_factory=dict)
+    trackers: Trackers | None = None  # the current method run's experiment trackers (--report-to)
 
     def store_for(self, split: str = "train", position: str = "last") -> RoutingStore:
         """The base model's routing store for a split (``train``: the reference set), collected once."""
@@ -158,7 +160,9 @@ def run_weights(ctx: RunContext, method: Method, seed: int) -> dict:
         n = max(1, round(method.train_fraction * len(store)))
         keep = sorted(torch.randperm(len(store), generator=gen)[:n].tolist())
         store, graph = store.subset(keep), None
-    result: TrainResult = spec.run(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress)
+    extra = {"trackers": ctx.trackers} if ctx.trackers else {}
+    result: TrainResult = spec.run(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress,
+                                   **extra)  # fmt: skip
     return {"splits": evaluate_splits(ctx), "train": {"seconds": result.seconds, "steps": result.steps},
             "run_dir": str(run_dir), "layers": result.tuned_layers}  # fmt: skip
 
@@ -258,6 +262,7 @@ class Comparison:
     extra_row_keys: dict = field(default_factory=dict)
     metrics_split: str | None = None  # routing metrics of base and trained methods on this split
     resume: bool = False  # reuse the method runs an interrupted run of the same grid finished
+    report_to: list[str] = field(default_factory=list)  # experiment trackers, one run per method and seed
 
     def _outcome_key(self, method: Method, seed: int | None) -> str:
         """What makes a method run's outcome: its settings, seed, data and scoring (hashed)."""
@@ -309,9 +314,18 @@ class Comparison:
                 elif key in done:  # finished by an earlier, interrupted run of the same grid
                     outcome = done[key]
                 else:
-                    outcome = RUNNERS[spec.kind](ctx, method, seed)
-                    if self.metrics_split and spec.kind in ("none", "weights"):
-                        outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
+                    run_name = f"{method.name}/seed{seed}"
+                    settings = to_dict(method.config) if method.config is not None else {}
+                    with open_trackers(self.report_to, self.out_dir / "runs" / method.name / f"seed{seed}", run_name,
+                                       {"method": method.name, "kind": method.kind, "seed": seed,
+                                        "settings": settings}) as trackers:  # fmt: skip
+                        ctx.trackers = trackers
+                        outcome = RUNNERS[spec.kind](ctx, method, seed)
+                        if self.metrics_split and spec.kind in ("none", "weights"):
+                            outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
+                        trackers.log_summary({split: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]}
+                                              for split, r in outcome["splits"].items()}, prefix="eval/")  # fmt: skip
+                        ctx.trackers = None
                     _append_outcome(outcomes_path, key, outcome)
                 if spec.seed_free:
                     cached[method.name] = outcome

@@ -30,6 +30,7 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.yamlfile import load_yaml_mapping
 from moe_roma.methods.registry import METHODS
 from moe_roma.methods.roma.config import TrainConfig
+from moe_roma.methods.roma.trackers import check_trackers
 from moe_roma.report.experiments import experiment_report, plot_accuracy
 from moe_roma.report.tables import aggregate, markdown_table
 from moe_roma.scoring.stats import compare_paired, mean_interval
@@ -179,15 +180,15 @@ def load_data(cfg: dict, where: str, limit: int | None):
         own_validation = "validation" in suite and not data.get("validation")
         splits = {s: cut(suite[s]) for s in names if s != "validation" or own_validation}
     else:
-        from moe_roma.data.loaders import load_examples
-
         for key in ("model", "train", "eval"):
             if key not in data:
                 raise RomaError(f"{where}: 'data' needs 'model', 'train' and 'eval' (or testbed: true)")
         fmt = data.get("format")
-        model, train = data["model"], load_examples(data["train"], format=fmt)
+        model = data["model"]
+        train = [ex for entry in train_sources(data, where) for ex in load_source(entry, fmt)]
         names = list(data["eval"])
-        splits = {name: cut(load_examples(path, format=fmt)) for name, path in data["eval"].items()}
+        splits = {name: cut(load_source(source(entry, f"{where}: data.eval.{name}"), fmt))
+                  for name, entry in data["eval"].items()}  # fmt: skip
     if data.get("validation"):
         train, validation = hold_out_validation(train, float(data["validation"]))
         splits = {"validation": cut(validation), **splits}
@@ -198,16 +199,143 @@ def load_data(cfg: dict, where: str, limit: int | None):
     return model, train, splits
 
 
+SOURCE_KEYS = {"source", "preset", "fields", "limit", "task"}
+FIELD_KEYS = {"question", "choices", "answer", "context"}
+
+
+def source(entry, where: str) -> dict:
+    """One data source of an experiment file: a path or ``hf:`` spec, or a mapping ``{source, preset,
+    fields: {question, choices, answer, context}, limit, task}``; checked without reading any data."""
+    from moe_roma.data.presets import get_preset
+
+    if isinstance(entry, str):
+        entry = {"source": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("source"), str) or not entry["source"]:
+        raise RomaError(f"{where}: a data source is a path, an hf:NAME[:CONFIG][:SPLIT] spec, or a mapping with "
+                        f"'source', got {entry!r}"[:300])  # fmt: skip
+    unknown = sorted(set(entry) - SOURCE_KEYS)
+    if unknown:
+        raise RomaError(f"{where}: unknown keys {unknown} in a data source (known: {', '.join(sorted(SOURCE_KEYS))})")
+    if entry.get("preset") is not None:
+        get_preset(str(entry["preset"]), entry["source"])  # an unknown preset fails here, naming the known ones
+    fields = entry.get("fields")
+    if fields is not None:
+        if not isinstance(fields, dict) or not {"question", "choices", "answer"} <= set(fields) or set(fields) - FIELD_KEYS:
+            raise RomaError(f"{where}: 'fields' must map question, choices and answer (and optionally context) to "
+                            "column names")  # fmt: skip
+        if entry.get("preset") is not None:
+            raise RomaError(f"{where}: give 'preset' or 'fields', not both")
+    limit = entry.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise RomaError(f"{where}: 'limit' must be a positive integer, got {limit!r}")
+    if entry["source"].startswith("hf:"):
+        from moe_roma.data.hf_source import parse_hub_spec
+
+        parse_hub_spec(entry["source"])
+    return entry
+
+
+def train_sources(data: dict, where: str) -> list[dict]:
+    """``data.train``: one source or a list of them (their examples are concatenated in order)."""
+    entries = data["train"] if isinstance(data["train"], list) else [data["train"]]
+    if not entries:
+        raise RomaError(f"{where}: 'data.train' lists no sources")
+    return [source(e, f"{where}: data.train[{i}]") for i, e in enumerate(entries)]
+
+
+def load_source(entry: dict, fmt: str | None = None) -> list:
+    """The examples of one checked source (its first ``limit`` of them)."""
+    from moe_roma.data.loaders import load_examples
+    from moe_roma.data.presets import FieldMap
+
+    fields = entry.get("fields")
+    examples = load_examples(entry["source"], format=fmt, task=entry.get("task"), preset=entry.get("preset"),
+                             fields=FieldMap(**fields) if fields else None)  # fmt: skip
+    return examples[: entry["limit"]] if entry.get("limit") else examples
+
+
+def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None) -> list[str]:
+    """What ``run_experiment`` would do, step by step, after checking everything that can be checked
+    without loading a model or reading data: the file parses, every setting and method is valid, every
+    data source is well formed and names a known preset, every local file exists."""
+    where = str(config_path)
+    cfg = load_experiment(config_path)
+    trackers = check_trackers(report_to or [])
+    train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
+    methods = parse_methods(cfg, where, train_config)
+    seeds = [int(s) for s in cfg.get("seeds", [0])]
+    out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
+    data = cfg["data"]
+    steps = [f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"]
+    if data.get("testbed"):
+        steps.append(f"1. load the bundled {data['testbed'] if data['testbed'] is not True else 'in-domain'} testbed "
+                     "model and its splits")  # fmt: skip
+        evals: dict = {s: "testbed" for s in data.get("splits", ["in_dist", "shifted", "heldout_tasks"])}
+    else:
+        for key in ("model", "train", "eval"):
+            if key not in data:
+                raise RomaError(f"{where}: 'data' needs 'model', 'train' and 'eval' (or testbed: true)")
+        if not isinstance(data["eval"], dict) or not data["eval"]:
+            raise RomaError(f"{where}: 'data.eval' must map split names to data sources")
+        steps.append(f"1. load the model {data['model']} (dtype {train_config.runtime.dtype}, device "
+                     f"{train_config.runtime.device or 'first GPU, else CPU'})")  # fmt: skip
+        entries = train_sources(data, where)
+        evals = {name: source(e, f"{where}: data.eval.{name}") for name, e in data["eval"].items()}
+        for entry in [*entries, *evals.values()]:
+            _check_local(entry, where)
+        steps.append(f"2. read {len(entries)} training sources:")
+        steps += [f"   - {_describe(e)}" for e in entries]
+        steps.append(f"3. read {len(evals)} evaluation splits:")
+        steps += [f"   - {name}: {_describe(e)}" for name, e in evals.items()]
+    if data.get("validation"):
+        steps.append(f"   hold out {data['validation']} of the training examples as the split 'validation'")
+    steps.append(f"4. collect the base model's routing of the training examples (layers {cfg.get('collect_layers', 'all')}, "
+                 f"scoring {cfg.get('scoring', 'continuation')}) into {out / 'routing.json'}")  # fmt: skip
+    n = 5
+    for seed in seeds:
+        for m in methods:
+            if METHODS[m.kind].kind == "weights":
+                what = (f"train routers ({m.config.layers}, lr {m.config.optimizer.lr}, regulariser "
+                        f"{m.config.regularizer.name}, lambda {m.config.regularizer.lam}, k {m.config.graph.k}) into "
+                        f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate")  # fmt: skip
+            elif METHODS[m.kind].kind == "test_time":
+                what = "score every split with test-time routing"
+            else:
+                what = "evaluate the model as it is"
+            steps.append(f"{n}. seed {seed}, {m.name} ({m.kind}): {what} on {', '.join(evals)}")
+            n += 1
+    if trackers:
+        steps.append(f"   each method run is tracked in {', '.join(trackers)}")
+    steps.append(f"{n}. write {out / 'results.json'}, {out / 'table.md'} and {out / 'accuracy.png'}")
+    return steps
+
+
+def _check_local(entry: dict, where: str) -> None:
+    spec = entry["source"]
+    if not spec.startswith("hf:") and not Path(spec).exists():
+        raise RomaError(f"{where}: data source {spec} does not exist")
+
+
+def _describe(entry: dict) -> str:
+    how = (f"preset {entry['preset']}" if entry.get("preset") else "fields " + ", ".join(
+        f"{k}={v}" for k, v in entry["fields"].items()) if entry.get("fields") else "preset detected from its columns")
+    limit = f", first {entry['limit']} examples" if entry.get("limit") else ""
+    return f"{entry['source']} ({how}{limit})"
+
+
 def run_experiment(
-    config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False
+    config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False,
+    report_to: list[str] | None = None,
 ) -> dict:
     """Run the grid of ``config_path`` into ``out_dir``; ``resume`` reuses the method runs an interrupted
-    run of the same grid into the same folder finished (``outcomes.jsonl``)."""
+    run of the same grid into the same folder finished (``outcomes.jsonl``); ``report_to`` names
+    experiment trackers (one tracked run per method and seed)."""
     from moe_roma.models.loading import load_model
 
     start = time.perf_counter()
     where = str(config_path)
     cfg = load_experiment(config_path)
+    trackers = check_trackers(report_to or [])  # a tracker that is not installed stops before any work
     train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
     methods = parse_methods(cfg, where, train_config)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
@@ -224,6 +352,7 @@ def run_experiment(
         # Every MoE layer is recorded, so that layer ablations find their routing in the one store.
         collect_layers=cfg.get("collect_layers", "all"), batch_size=int(cfg.get("batch_size", 32)),
         progress=progress, log=log, metrics_split=cfg.get("metrics_split", next(iter(splits))), resume=resume,
+        report_to=trackers,
     )  # fmt: skip
     rows, meta = comparison.run()
     names, split_names = [m.name for m in methods], list(splits)

@@ -227,9 +227,10 @@ def _umask_modes(folder: Path) -> None:
 
 
 def export_merged_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, routers: str | Path, out_dir: str | Path
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, routers: str | Path, out_dir: str | Path,
+    card: str | None = None,
 ) -> Path:
-    """Write a full Hugging Face model folder with the tuned routers merged in.
+    """Write a full Hugging Face model folder with the tuned routers merged in (and ``card`` as its README.md).
 
     The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and no project code.
     """
@@ -247,6 +248,8 @@ def export_merged_model(
             shutil.rmtree(tmp)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
         _umask_modes(tmp)
         if out.exists():
             out.rmdir()

@@ -44,3 +44,26 @@ def warn_on_collapse(metrics: dict, num_experts: int, warned: set, log: logging.
             warned.add(("util", layer))
             log.warning("expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots", layer,
                         100 * u["max"])  # fmt: skip
+
+
+def collapse_events(records: list[dict], num_experts: int) -> list[str]:
+    """What ``warn_on_collapse`` would have said over a run's ``metrics.jsonl`` records: one line per
+    layer and kind, at the first step it happened (for the model card's failure modes). A skipped step's
+    values are null in the file and count for nothing.
+
+    >>> collapse_events([{"step": 3, "entropy": {"5": 0.01, "6": None}, "utilisation": {"5": {"max": 0.9}}}], 8)[1]
+    'one expert took 90% of the top-k slots in layer 5 at step 3'
+    """
+    out, seen = [], set()
+    for r in records:
+        for layer, h in (r.get("entropy") or {}).items():
+            if isinstance(h, (int, float)) and h < ENTROPY_COLLAPSE * math.log(num_experts) and ("entropy", layer) not in seen:
+                seen.add(("entropy", layer))
+                out.append(f"routing entropy in layer {layer} fell to {h:.3f} nats (log E = {math.log(num_experts):.2f}) "
+                           f"at step {r.get('step')}")  # fmt: skip
+        for layer, u in (r.get("utilisation") or {}).items():
+            if isinstance(u, dict) and isinstance(u.get("max"), (int, float)) and u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in seen:
+                seen.add(("util", layer))
+                out.append(f"one expert took {100 * u['max']:.0f}% of the top-k slots in layer {layer} at step "
+                           f"{r.get('step')}")  # fmt: skip
+    return out

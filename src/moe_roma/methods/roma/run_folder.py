@@ -20,11 +20,12 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.lock import LOCK_NAME, FolderLock
 from moe_roma.io.tensorfile import load_tensor_meta
 from moe_roma.methods.roma.state import STATE_NAME
+from moe_roma.models.card import CARD_NAME
 from moe_roma.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 METRICS_NAME = "metrics.jsonl"
 NEIGHBOURS_NAME = "neighbours.safetensors"
-OUTPUT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, NEIGHBOURS_NAME, STATE_NAME, LOCK_NAME)
+OUTPUT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, NEIGHBOURS_NAME, STATE_NAME, LOCK_NAME, CARD_NAME)
 
 
 class TrainFolder:
@@ -63,7 +64,7 @@ class TrainFolder:
     def clear_previous_run(self) -> None:
         """With ``--overwrite``: remove the previous run's checkpoint, state and metrics (config first, so
         the folder never looks finished with another run's weights)."""
-        for name in (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, METRICS_NAME):
+        for name in (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, METRICS_NAME, CARD_NAME):
             (self.out / name).unlink(missing_ok=True)
 
     @contextlib.contextmanager

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_t
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.monitor import routing_health, warn_on_collapse
+from moe_roma.methods.roma.monitor import collapse_events, routing_health, warn_on_collapse
 from moe_roma.methods.roma.regularizers import RegularizerInputs
 from moe_roma.methods.roma.run_folder import METRICS_NAME, NEIGHBOURS_NAME
 from moe_roma.methods.roma.state import (
@@ -44,7 +45,9 @@ from moe_roma.methods.roma.state import (
     tensors_sha256,
 )
 from moe_roma.methods.roma.targets import with_oracle_targets
-from moe_roma.models.checkpoint import save_router_checkpoint
+from moe_roma.methods.roma.trackers import Trackers
+from moe_roma.models.card import build_model_card, write_model_card
+from moe_roma.models.checkpoint import CONFIG_NAME, save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.inputs import pad_id
 from moe_roma.models.loading import model_identity
@@ -96,10 +99,12 @@ class RouterTrainer:
         progress: bool = True,
         store_path: str | Path | None = None,
         run_meta: dict | None = None,
+        trackers: Trackers | None = None,
     ) -> None:
         self.model, self.tokenizer, self.store, self.config = model, tokenizer, store, config.validate()
         self.run_meta = dict(run_meta or {})  # recorded in router_config.json (e.g. how the model was sharded)
         self.lockstep = _sharded(model)
+        self.trackers = trackers  # rank 0's TensorBoard / W&B / MLflow, beside metrics.jsonl
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.rank, self.world = _world()
@@ -330,6 +335,8 @@ class RouterTrainer:
                     }  # fmt: skip
                     warn_on_collapse(record, self.info.num_experts, warned, LOG)
                     _append_jsonl(metrics_path, record)
+                    if self.trackers:
+                        self.trackers.log(record)
                     last = record
                     bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
                 bar.update(1)
@@ -347,6 +354,8 @@ class RouterTrainer:
             with critical():  # a stop now waits: the checkpoint lands whole, and then the state goes
                 self._save(seconds, step)
                 state_path.unlink(missing_ok=True)
+            if self.trackers:
+                self.trackers.log_summary({**last, "steps": step, "train_seconds": seconds, "skipped_steps": skipped})
         # Back to the model's own dtype, so the tuned model runs without autocast like its base.
         for name, p in self.params.items():
             p.data = p.data.to(original_dtypes[name])
@@ -400,10 +409,23 @@ class RouterTrainer:
             "train_seconds": round(seconds, 3),
             "world_size": self.world,
             "moe_roma_version": __version__,
+            "train_data": self.store.meta.get("data"),
+            "train_tasks": dict(Counter(self.store.tasks)),
             **self.run_meta,
         }
         # Strict JSON whatever a value is: a non-finite float can never cost the trained routers here.
         save_router_checkpoint(self.model, self.info, self.layers, self.out_dir, finite_json(extra))
+        write_run_card(self.out_dir, self.info.num_experts)
+
+
+def write_run_card(out_dir: Path, num_experts: int, reports: list[dict] | None = None) -> Path:
+    """The router folder's model card, from its config and the collapse seen in its ``metrics.jsonl``."""
+    config = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    metrics = out_dir / METRICS_NAME
+    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()] if (
+        metrics.is_file()) else []  # fmt: skip
+    card = build_model_card(config, reports or [], collapse_events(records, num_experts), kind="routers")
+    return write_model_card(card, out_dir)
 
 
 def _activation_checkpointing(model: PreTrainedModel, on: bool) -> None:
@@ -468,6 +490,9 @@ def train_routers(
     progress: bool = True,
     resume: bool = False,
     graph: NeighbourGraph | None = None,
+    trackers: Trackers | None = None,
 ) -> TrainResult:
-    """Post-train the routers of ``config.layers`` and write a router checkpoint into ``out_dir``."""
-    return RouterTrainer(model, tokenizer, store, config, out_dir, graph=graph, progress=progress).train(resume=resume)
+    """Post-train the routers of ``config.layers`` and write a router checkpoint into ``out_dir``
+    (``trackers``: open experiment trackers that get every ``metrics.jsonl`` record too)."""
+    return RouterTrainer(model, tokenizer, store, config, out_dir, graph=graph, progress=progress,
+                         trackers=trackers).train(resume=resume)  # fmt: skip

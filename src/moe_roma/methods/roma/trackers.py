@@ -1,0 +1,191 @@
+"""Experiment trackers beside ``metrics.jsonl``: TensorBoard, Weights & Biases, MLflow.
+
+``open_trackers(["tensorboard", "wandb"], out_dir, name, config)`` returns one object that takes
+every ``metrics.jsonl`` record (``log``; nested fields are flattened to ``entropy/11``,
+``utilisation/11/max``), the run's configuration (at start) and the final evaluation
+(``log_summary``), and hands each to the libraries' own APIs:
+
+* ``tensorboard``: ``torch.utils.tensorboard.SummaryWriter`` into ``<out>/tensorboard`` (scalars; the
+  configuration as text);
+* ``wandb``: ``wandb.init(dir=<out>, config=...)``, ``run.log(..., step=...)``, the final figures in
+  ``run.summary``; ``WANDB_MODE=offline`` writes the run folder without a network, and
+  ``WANDB_PROJECT`` names the project (default ``moe-roma``);
+* ``mlflow``: ``mlflow.start_run``, ``log_params`` (the configuration, flattened), ``log_metrics``; the
+  tracking URI is ``MLFLOW_TRACKING_URI`` when set, else ``<out>/mlruns``.
+
+They are optional (``pip install 'moe-roma[tracking]'``); asking for one that is not installed stops
+before any work with one sentence saying what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from moe_roma.io.errors import RomaError
+
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def flatten(record: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a (nested) record as ``{"a/b": value}``; None, text and non-finite values are left out.
+
+    >>> flatten({"step": 3, "entropy": {"11": 1.5}, "manifold_loss": None, "utilisation": {"11": {"max": 0.2}}})
+    {'step': 3.0, 'entropy/11': 1.5, 'utilisation/11/max': 0.2}
+    """
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) or isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
+    """A nested configuration as ``{"optimizer.lr": "0.001"}`` (MLflow parameters are strings)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_params(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if not isinstance(value, str) else value
+    return out
+
+
+def check_trackers(names: Iterable[str]) -> list[str]:
+    """The trackers asked for (``none`` dropped), each known and importable; else one sentence."""
+    import importlib.util
+
+    chosen = []
+    for name in names:
+        for part in str(name).split(","):
+            key = part.strip().lower()
+            if not key or key == "none":
+                continue
+            if key not in _PACKAGES:
+                raise RomaError(f"unknown tracker {part!r}; choose from {', '.join(TRACKERS)}")
+            if importlib.util.find_spec(_PACKAGES[key]) is None:
+                raise RomaError(f"--report-to {key} needs the {_PACKAGES[key]} package, which is not installed: "
+                                f"pip install 'moe-roma[tracking]' (or pip install {_PACKAGES[key]})")  # fmt: skip
+            if key not in chosen:
+                chosen.append(key)
+    return chosen
+
+
+class _TensorBoard:
+    def __init__(self, out: Path, name: str, config: dict) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+        self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True, default=str) + "\n```")
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+
+    def summary(self, values: dict[str, float], step: int) -> None:
+        self.log(values, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandB:
+    def __init__(self, out: Path, name: str, config: dict) -> None:
+        import wandb
+
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "moe-roma"), name=name, dir=str(out),
+                              config=config, reinit="create_new")  # fmt: skip
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values, step=step)
+
+    def summary(self, values: dict[str, float], step: int) -> None:
+        self.run.summary.update(values)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    def __init__(self, out: Path, name: str, config: dict) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
+        self.run = mlflow.start_run(run_name=name)
+        # MLflow limits a parameter's value to a few hundred characters; the full config is an artifact too.
+        mlflow.log_params({k: v[:500] for k, v in flat_params(config).items()})
+        mlflow.log_dict(config, "config.json")
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics({k.replace("/", "."): v for k, v in values.items()}, step=step)
+
+    def summary(self, values: dict[str, float], step: int) -> None:
+        self.log(values, step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+_CLASSES = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}
+
+
+class Trackers:
+    """Every chosen tracker behind one ``log`` / ``log_summary`` / ``close``; a context manager."""
+
+    def __init__(self, backends: Sequence[Any]) -> None:
+        self.backends = list(backends)
+        self.last_step = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.backends)
+
+    def log(self, record: dict) -> None:
+        step = int(record.get("step", self.last_step))
+        self.last_step = step
+        values = flatten({k: v for k, v in record.items() if k != "step"})
+        for b in self.backends:
+            b.log(values, step)
+
+    def log_summary(self, values: dict, prefix: str = "final/") -> None:
+        flat = {f"{prefix}{k}": v for k, v in flatten(values).items()}
+        for b in self.backends:
+            b.summary(flat, self.last_step)
+
+    def close(self) -> None:
+        for b in self.backends:
+            b.close()
+        self.backends = []
+
+    def __enter__(self) -> Trackers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_trackers(names: Iterable[str], out_dir: str | Path, name: str, config: dict) -> Trackers:
+    """The trackers ``names`` (``check_trackers``) writing under ``out_dir``, the run called ``name``."""
+    chosen = check_trackers(names)
+    out = Path(out_dir)
+    if chosen:
+        out.mkdir(parents=True, exist_ok=True)
+    backends = []
+    try:
+        for key in chosen:
+            backends.append(_CLASSES[key](out, name, config))
+    except BaseException:
+        for b in backends:
+            b.close()
+        raise
+    return Trackers(backends)
