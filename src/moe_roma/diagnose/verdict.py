@@ -78,8 +78,8 @@ def verdict(report: dict) -> dict:
                     f"successful items (cosine margin {drivers['pull_margin']:+.3f})")  # fmt: skip
     inside = drivers["routing_margin"] <= ROUTING_MARGIN_MAX and drivers.get("pull_margin", 0.0) <= PULL_MARGIN_MAX
     if inside:
-        why = (f"Like both calibration testbeds, where RoMA did not beat router tuning: {numbers}. Routing says "
-               "nothing about correctness beyond what the question says, so pulling it towards similar questions' "
+        why = (f"Like both calibration testbeds, where RoMA did not beat router tuning: {numbers}. Routing tells "
+               "right from wrong no better than the question itself does, so pulling it towards similar questions' "
                "routing has no reason to fix answers.")  # fmt: skip
         return {"label": "unlikely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
     why = (f"Unlike both calibration testbeds: {numbers}. Routing here carries a signal that neither testbed "
