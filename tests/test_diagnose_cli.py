@@ -77,3 +77,36 @@ def test_layers_outside_the_file_are_refused(tmp_path, capsys):
     code = main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / "d"), "--layers", "5,6"])
     err = capsys.readouterr().err
     assert code == 2 and "not among the recorded layers [2, 3]" in err
+
+
+def test_collect_embed_stores_embeddings_that_diagnose_reuses(resume_workspace, tmp_path, capsys):
+    """`roma collect --embed` puts the question embeddings in the side-car; `roma diagnose` then needs no
+    embedder, and measures exactly what it measures when it embeds the questions itself."""
+    import numpy as np
+
+    from moe_roma.diagnose.run import diagnose_routing
+    from moe_roma.manifold.embed import embed_texts
+    from moe_roma.routing.store import load_routing_store
+
+    w = resume_workspace
+    out = tmp_path / "routing.json"
+    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out", str(out),
+                 "--layers", "last2", "--embed", "--no-progress"]) == 0  # fmt: skip
+    store = load_routing_store(out)
+    assert store.meta["embedder"] == "all-MiniLM-L6-v2" and store.embeddings.shape == (24, 384)
+    fresh = embed_texts([q or x for q, x in zip(store.questions, store.input_texts)])
+    np.testing.assert_allclose(store.embeddings.numpy(), fresh, rtol=1e-5, atol=1e-6)
+    said: list[str] = []
+    reused = diagnose_routing(store, log=said.append)
+    assert any("using the embeddings stored with the routing" in s for s in said)
+    plain = load_routing_store(w / "routing.json")  # collected without --embed
+    assert plain.embeddings is None
+    again = diagnose_routing(plain, log=said.append)
+    assert reused["alignment"]["cka"] == pytest.approx(again["alignment"]["cka"], abs=1e-5)
+    # Another embedder than the stored one is honoured: the stored embeddings are not used for it.
+    said.clear()
+    from moe_roma.io.errors import RomaError
+
+    with pytest.raises(RomaError, match="no-such-embedder"):
+        diagnose_routing(store, embedder=str(tmp_path / "no-such-embedder"), log=said.append)
+    assert not any("using the embeddings stored" in s for s in said)

@@ -98,3 +98,26 @@ def test_oracle_direction_tells_a_pull_towards_the_oracle_from_one_away_from_it(
     away = oracle_direction(emb, moved, moved + noise, correct, failed)
     assert away["cos_change_pull"] < 0.5 and abs(away["cos_change_neighbours"]) < 0.3
     assert oracle_direction(emb, moved, routing, correct, failed[:1])["reason"]
+
+
+def _knn_overlap_reference(emb: np.ndarray, routing: torch.Tensor, k: int) -> float:
+    """Brute force over full n x n matrices, one item at a time."""
+    r = routing.reshape(len(routing), -1).double().numpy()
+    e = emb.astype(np.float64)
+    total = 0
+    for i in range(len(e)):
+        es, rd = e @ e[i], ((r - r[i]) ** 2).sum(1)
+        es[i], rd[i] = -np.inf, np.inf
+        total += len(set(np.argsort(-es)[:k]) & set(np.argsort(rd)[:k]))
+    return total / (len(e) * k)
+
+
+def test_knn_overlap_in_chunks_and_on_a_sample_matches_brute_force():
+    from moe_roma.manifold.metrics import knn_overlap
+
+    emb, routing = _clustered(n_per=60)
+    exact = _knn_overlap_reference(emb, routing, 5)
+    assert knn_overlap(emb, routing, 5, chunk=7) == pytest.approx(exact)
+    # On a sample of queries the estimate stays within a few standard errors of the exact mean.
+    sampled = knn_overlap(emb, routing, 5, max_queries=80, chunk=16)
+    assert sampled != exact and abs(sampled - exact) < 4 * 0.5 / np.sqrt(80)

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_threads_option(p)
     add_distributed_options(p)
+    p.add_argument("--embed", nargs="?", const="all-MiniLM-L6-v2", default=None, metavar="EMBEDDER",
+                   help="also embed the questions (default embedder: the bundled all-MiniLM-L6-v2) into the side-car, "
+                   "where roma diagnose finds them: embed once where the model runs, diagnose anywhere")  # fmt: skip
     p.add_argument("--limit", type=at_least(1), default=None, help="use only the first N examples")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -95,6 +98,15 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     store.meta["data"] = str(args.data)
     if rank != 0:
         return 0
+    if args.embed is not None:
+        import torch
+
+        from moe_roma.manifold.embed import embed_texts
+        from moe_roma.manifold.graph import embedding_text
+
+        texts = [embedding_text(q, x) for q, x in zip(store.questions, store.input_texts)]
+        store.embeddings = torch.from_numpy(embed_texts(texts, args.embed, progress=not args.no_progress))
+        store.meta["embedder"] = args.embed
     save_routing_store(store, args.out)
     print(summary.line())
     print(f"wrote {args.out} ({len(store.successful)} successful of {len(store)})")

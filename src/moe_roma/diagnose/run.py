@@ -80,6 +80,13 @@ def diagnose_routing(
         out["cannot_tell"].append("no item is answered right: there is no successful set to align to")
     if n_ok == n:
         out["cannot_tell"].append("every item is answered right: there is nothing to correct")
+    if embeddings is None and store.embeddings is not None:
+        from moe_roma.manifold.embed import DEFAULT_EMBEDDER
+
+        # Stored by `roma collect --embed` with the same embedder: no need to embed again.
+        if (embedder or DEFAULT_EMBEDDER) == store.meta.get("embedder"):
+            log(f"using the embeddings stored with the routing ({store.meta['embedder']})")
+            embeddings = store.embeddings.numpy()
     if embeddings is None:
         from moe_roma.manifold.embed import embed_texts
 

@@ -55,6 +55,9 @@ class RoutingStore:
     tasks: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     continuations: list[str | None] = field(default_factory=list)  # partial scoring (WinoGrande)
+    # (N, D) L2-normalised sentence embeddings of the questions (``roma collect --embed``), or None; the
+    # embedder's name is ``meta["embedder"]``. Saved in the side-car only, so other tools never see them.
+    embeddings: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -89,7 +92,7 @@ class RoutingStore:
             pick(self.ids), pick(self.input_texts), list(self.layers), self.routing[indices].clone(),
             pick(self.answer_index), pick(self.model_answer), pick(self.is_correct), pick(self.token_ids),
             pick(self.token_texts), pick(self.questions), pick(self.choices), pick(self.tasks), dict(self.meta),
-            pick(self.continuations),
+            pick(self.continuations), self.embeddings[indices].clone() if self.embeddings is not None else None,
         )  # fmt: skip
 
     def fit_to_model(self, info: MoEInfo, path: str | Path | None = None) -> None:
@@ -176,6 +179,8 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
         "answer_index": torch.tensor(store.answer_index, dtype=torch.int64),
         "model_answer": torch.tensor(store.model_answer, dtype=torch.int64),
     }
+    if store.embeddings is not None:
+        tensors["embeddings"] = store.embeddings.float().contiguous()
     try:
         save_tensors(sidecar_path(path), tensors, meta)
     except BaseException:
@@ -207,6 +212,9 @@ def load_routing_store(path: str | Path) -> RoutingStore:
     tensors = load_routing_tensors(path) if side else None
     store = _parse_entries(path, raw, routing=tensors.get("routing") if tensors else None)
     store.meta.update(side)
+    emb = tensors.get("embeddings") if tensors else None
+    if emb is not None and emb.ndim == 2 and emb.shape[0] == len(store):
+        store.embeddings = emb.float()
     return store
 
 
