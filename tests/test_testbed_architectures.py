@@ -282,6 +282,8 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
         assert 0 < run["active_parameters"] < run["parameters"] and run["entropy"] > 0
         folder = out / "runs" / run["arch"] / run["setting"] / "seed0" / "model"
         assert (folder / "metrics.jsonl").is_file()
+        card = (folder / "README.md").read_text()
+        assert "## Failure modes" in card and f"in_dist: {100 * run['accuracy']['in_dist']:.1f}%" in card
         AutoModelForCausalLM.from_pretrained(folder)
     ctgi = {(r["arch"], r["setting"]): r for r in doc["summary"]}
     assert "gain_in_dist" in ctgi[("switch", "warmup")] and ctgi[("switch", "none")]["ctgi"] is None

@@ -5,8 +5,8 @@ Every architecture x alignment setting x seed is one downstream testbed build
 downstream --arch A ...``) at the file's shared budget, scored on the evaluation splits. Outputs:
 ``results.json`` (every run's figures), ``table.md`` (mean ± sd over seeds, CTGI, routing entropy and
 utilisation, total and active parameters; tokens/s per architecture), ``accuracy.png``; and per run
-``runs/<arch>/<setting>/seed<S>/`` with the model folder, its ``build_info.json``, ``metrics.jsonl``
-and ``result.json`` (a finished run is kept on ``--resume``).
+``runs/<arch>/<setting>/seed<S>/`` with the model folder (its ``build_info.json``, ``metrics.jsonl``
+and model card ``README.md``) and ``result.json`` (a finished run is kept on ``--resume``).
 
     name: architectures
     kind: architectures
@@ -37,6 +37,7 @@ from pathlib import Path
 from moe_roma import __version__
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.errors import RomaError
+from moe_roma.models.card import write_model_card
 
 KEYS = {"name", "kind", "seeds", "workers", "build", "architectures", "settings", "splits", "limit", "reference"}
 _ROUTER_FIELDS = ("align", "router_init_std", "router_lr_mult", "router_clip", "router_jitter", "router_z_loss")
@@ -153,9 +154,36 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
         "utilisation_min": statistics.fmean(u["min"] for u in last["utilisation"].values()) if last else None,
         "collapse_warnings": info.get("collapse_warnings", []),
     }  # fmt: skip
+    write_model_card(model_card(info, result, splits), out / "model")
     write_text_atomic(out / "build.log", "\n".join(lines) + "\n")
     write_json_atomic(out / "result.json", result)
     return job.key
+
+
+def model_card(info: dict, result: dict, splits: list[str]):
+    """The ``huggingface_hub.ModelCard`` of one built model, with seed 000's three sections."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cfg = info["build_config"]
+    data = ModelCardData(library_name="transformers", tags=["moe-roma", "testbed", "pretraining", result["arch"]],
+                         model_name=f"moe-roma downstream testbed, {result['arch']}, {result['setting']}")  # fmt: skip
+    warnings = [f"- step {w['step']}: {w['warning']}" for w in result["collapse_warnings"]]
+    text = [
+        f"# moe-roma downstream testbed: `{result['arch']}` ({info.get('architecture')}), setting `{result['setting']}`",
+        "", f"Pre-trained from scratch by `roma experiment` (kind: architectures) with moe-roma {__version__}: "
+        f"{info['parameters']:,} parameters, {info.get('active_parameters'):,} active per token, "
+        f"{cfg['steps']} steps of {cfg['batch_size']} documents ({info.get('pretrain_tokens_seen'):,} tokens), seed "
+        f"{cfg['seed']}. It loads with `AutoModelForCausalLM.from_pretrained`.", "", "## Training configuration", "",
+        "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "", "## Expected generalisation behaviour", "",
+        *[f"- {s}: {100 * result['accuracy'][s]:.1f}% of {result['n'][s]} items (continuation scoring; chance 25%)"
+          for s in splits],
+        "", "## Failure modes", "", *(warnings or ["- no routing collapse was logged during pre-training"]),
+        "- a research model of a few million parameters over a word-level vocabulary of the testbed's lexicon: "
+        "it knows nothing beyond it", "", "## Intended domains", "",
+        "The downstream testbed's task suite (docs/testbed.md): comparing architectures and routing alignment "
+        "during pre-training (docs/architectures.md). Not for any real use.",
+    ]  # fmt: skip
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text) + "\n")
 
 
 def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, resume: bool = False) -> dict:
