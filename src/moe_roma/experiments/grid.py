@@ -354,9 +354,13 @@ def run_experiment(
     from moe_roma.models.loading import load_model
 
     arch_grid = _architecture_grid(config_path)
+    where = str(config_path)
     if arch_grid is not None:
         from moe_roma.experiments.architectures import run_architecture_grid
 
+        if report_to:
+            raise RomaError(f"{where}: --report-to is not supported for kind: architectures (each build writes "
+                            "metrics.jsonl)")  # fmt: skip
         out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
         return run_architecture_grid(arch_grid, str(config_path), out, log=log, resume=resume)
     start = time.perf_counter()

@@ -54,6 +54,8 @@ def check_pretrain_options(cfg: PretrainOptions) -> str | None:
         return "--align-lambda and --align-final must be >= 0 and --align-warmup a share in [0, 1]"
     if cfg.align_k < 1 or cfg.align_sigma <= 0 or cfg.align_prior_steps < 0:
         return "--align-k must be >= 1, --align-sigma > 0 and --align-prior-steps >= 0"
+    if cfg.align == "prior-kl" and cfg.align_prior == "task" and not 0 < cfg.align_prior_steps < cfg.steps:
+        return "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned warm-up)"
     if min(cfg.router_init_std, cfg.router_clip, cfg.router_jitter, cfg.router_z_loss) < 0 or cfg.router_lr_mult <= 0:
         return "the router-stability options must be >= 0 (--router-lr-mult > 0)"
     return None
