@@ -35,7 +35,9 @@ def _add_build(sub) -> None:
         "build", help="generate a testbed's task suite and pre-train its tiny OLMoE model",
         description="Generate the task suite (and, for downstream, the general-text corpus), train the "
         "word-level tokenizer and pre-train the tiny OLMoE model from scratch (deterministic for a given "
-        "seed, thread count and torch build). downstream also measures oracle routing.",
+        "seed, thread count and torch build). downstream also measures oracle routing. --arch picks another "
+        "architecture at the same active width, --align adds routing alignment during pre-training, the "
+        "--router-* options are seed 002's router-stability practices (docs/architectures.md).",
     )  # fmt: skip
     _add_testbed_option(p)
     p.add_argument("--out", type=Path, default=None,
@@ -51,10 +53,14 @@ def _add_build(sub) -> None:
         for f in dataclasses.fields(cls):
             seen.setdefault(f.name, f)
             defaults.setdefault(f.name, {})[name] = f.default
+    from moe_roma.testbed.config import ALIGN_PRIORS, ALIGN_SCHEDULES, ALIGNMENTS, ARCHITECTURES
+
+    choices = {"arch": ARCHITECTURES, "align": ALIGNMENTS, "align_schedule": ALIGN_SCHEDULES,
+               "align_prior": ALIGN_PRIORS}  # fmt: skip
     for fname, f in seen.items():
         shown = "; ".join(f"{k}: {v}" for k, v in defaults[fname].items())
         p.add_argument("--" + fname.replace("_", "-"), type=type(f.default), default=argparse.SUPPRESS,
-                       dest=fname, help=f"(default {shown})")  # fmt: skip
+                       dest=fname, choices=choices.get(fname), help=f"(default {shown})")  # fmt: skip
     p.set_defaults(func=_run_build, _config_fields=list(seen))
 
 
@@ -70,6 +76,11 @@ def _run_build(args: argparse.Namespace) -> int:
     cfg = cls(**given)
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise RomaError("--steps and --batch-size must be positive")
+    from moe_roma.testbed.config import check_pretrain_options
+
+    problem = check_pretrain_options(cfg)
+    if problem:
+        raise RomaError(problem)
     out = args.out or testbed_model_path(args.testbed)
 
     def log(msg: str) -> None:

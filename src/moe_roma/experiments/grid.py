@@ -254,11 +254,32 @@ def load_source(entry: dict, fmt: str | None = None) -> list:
     return examples[: entry["limit"]] if entry.get("limit") else examples
 
 
+def _architecture_grid(config_path: str | Path) -> dict | None:
+    """The file's mapping when it is a pre-training grid (``kind: architectures``), else None."""
+    cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
+    return cfg if cfg.get("kind") == "architectures" else None
+
+
 def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None) -> list[str]:
     """What ``run_experiment`` would do, step by step, after checking everything that can be checked
     without loading a model or reading data: the file parses, every setting and method is valid, every
     data source is well formed and names a known preset, every local file exists."""
     where = str(config_path)
+    arch_grid = _architecture_grid(config_path)
+    if arch_grid is not None:
+        from moe_roma.experiments.architectures import plan_jobs
+
+        out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
+        jobs, splits = plan_jobs(arch_grid, where, out)
+        steps = [f"experiment {arch_grid.get('name', Path(where).stem)!r} (kind: architectures): {len(jobs)} downstream "
+                 f"testbed builds, {arch_grid.get('workers', 1)} at a time, into {out}"]  # fmt: skip
+        for n, j in enumerate(jobs, 1):
+            c = j.config
+            steps.append(f"{n}. {j.key}: build --arch {j.arch} --steps {c['steps']} --batch-size {c['batch_size']} "
+                         f"--align {c['align']} (lambda {c['align_lambda']}, {c['align_schedule']}), then score "
+                         f"{', '.join(splits)}")  # fmt: skip
+        steps.append(f"{len(jobs) + 1}. write {out / 'results.json'}, {out / 'table.md'} and {out / 'accuracy.png'}")
+        return steps
     cfg = load_experiment(config_path)
     trackers = check_trackers(report_to or [])
     train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
@@ -332,6 +353,16 @@ def run_experiment(
     experiment trackers (one tracked run per method and seed)."""
     from moe_roma.models.loading import load_model
 
+    arch_grid = _architecture_grid(config_path)
+    where = str(config_path)
+    if arch_grid is not None:
+        from moe_roma.experiments.architectures import run_architecture_grid
+
+        if report_to:
+            raise RomaError(f"{where}: --report-to is not supported for kind: architectures (each build writes "
+                            "metrics.jsonl)")  # fmt: skip
+        out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
+        return run_architecture_grid(arch_grid, str(config_path), out, log=log, resume=resume)
     start = time.perf_counter()
     where = str(config_path)
     cfg = load_experiment(config_path)

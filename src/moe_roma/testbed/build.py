@@ -121,27 +121,16 @@ def encode_corpus(
 
 
 def make_model(cfg: BuildConfig, tokenizer):
-    from transformers import OlmoeConfig, OlmoeForCausalLM
+    """A fresh model of ``cfg.arch`` (default: the testbed's own OLMoE shape), seed 002's near-zero
+    router initialisation applied when asked."""
+    from moe_roma.testbed.architectures import make_model as make_arch
 
-    config = OlmoeConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
-        num_experts=cfg.num_experts,
-        num_experts_per_tok=cfg.top_k,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,  # halves the embedding bytes of a model this small
-        router_aux_loss_coef=cfg.router_aux_loss_coef,
-        output_router_logits=False,
-        norm_topk_prob=False,
-    )
-    return OlmoeForCausalLM(config)
+    model = make_arch(cfg, tokenizer)
+    if cfg.router_init_std > 0:
+        from moe_roma.testbed.alignment import apply_router_init
+
+        apply_router_init(model, cfg.router_init_std, cfg.seed)
+    return model
 
 
 def seed_everything(seed: int) -> None:
@@ -182,18 +171,42 @@ def pretrain(
     log: Callable[[str], None] = print,
     eval_fn: Callable[[int], None] | None = None,
     eval_every: int = 0,
-) -> None:
-    """AdamW with warm-up and cosine decay over a fixed, seeded data order."""
+    tasks: Sequence[int] | None = None,
+    metrics_path: Path | None = None,
+) -> dict:
+    """AdamW with warm-up and cosine decay over a fixed, seeded data order.
+
+    With ``cfg.align`` the routing alignment term is added (``testbed.alignment``; ``tasks`` gives
+    each sequence's task index, needed by ``--align-prior task``); with ``cfg.metrics_every`` routing
+    health goes to ``metrics_path`` (JSON lines). Returns the run's figures: real tokens trained on,
+    seconds, tokens/s and the collapse warnings.
+    """
+    import json
+
     from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
 
+    from moe_roma.testbed import alignment as al
+    from moe_roma.testbed.architectures import shape_of
+
+    shape = shape_of(cfg)
+    moe = shape.num_experts > 0
+    model_routers = al.routers(model) if moe else []
+    router_ids = {id(p) for r in model_routers for p in r.parameters()}
+    split_routers = cfg.router_lr_mult != 1.0  # their own parameter group only when their lr differs
+
+    def group(pred) -> list:
+        return [p for n, p in model.named_parameters() if pred(n, p) and not (split_routers and id(p) in router_ids)]
+
     gen = torch.Generator().manual_seed(cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    decay = group(lambda n, p: p.ndim >= 2 and "embed" not in n)
+    no_decay = group(lambda n, p: not (p.ndim >= 2 and "embed" not in n))
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]  # fmt: skip
+    if split_routers:
+        groups.append({"params": [p for r in model_routers for p in r.parameters()],
+                       "weight_decay": cfg.weight_decay, "lr_mult": cfg.router_lr_mult})  # fmt: skip
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    hooks = al.add_router_jitter(model, cfg.router_jitter) if cfg.router_jitter > 0 else []
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -201,27 +214,87 @@ def pretrain(
         frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
+    task_ids = torch.as_tensor(list(tasks) if tasks is not None else [0] * len(seqs), dtype=torch.long)
+    use_task_prior = cfg.align == "prior-kl" and cfg.align_prior == "task"
+    if use_task_prior and tasks is None:
+        raise ValueError("--align-prior task needs each sequence's task")
+    prior = al.TaskPrior(int(task_ids.max()) + 1) if use_task_prior else None
+    idf = al.idf_of(seqs, int(model.config.vocab_size)) if cfg.align == "manifold" else None
+    want_routing = moe and (cfg.align != "none" or cfg.metrics_every > 0)
+    metrics = metrics_path if metrics_path is not None and cfg.metrics_every > 0 else None
+    if metrics is not None:
+        metrics.write_text("", encoding="utf-8")  # a rebuild into the same folder starts a fresh file
+    warned: set = set()
+    warnings: list[dict] = []
+    n_tokens = 0
+
     batches: list[list[int]] = []
     t0, run_loss = time.time(), 0.0
     model.train()
     for step in range(cfg.steps):
         if not batches:
             batches = _epoch_batches([len(s) for s, _ in seqs], cfg.batch_size, gen)
-        batch = [seqs[i] for i in batches.pop()]
+        picked = batches.pop()
+        batch = [seqs[i] for i in picked]
         ids, mask, w = (t.to(cfg.device) for t in _batch(batch, pad_id))
-        out = model(input_ids=ids, attention_mask=mask, output_router_logits=True)
+        n_tokens += int(mask.sum())
+        out = model(input_ids=ids, attention_mask=mask, output_router_logits=True) if moe else model(
+            input_ids=ids, attention_mask=mask)  # fmt: skip
         logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
         loss = (nll * w).sum() / w.sum()
-        aux = load_balancing_loss_func(out.router_logits, cfg.num_experts, cfg.top_k, mask)
-        total = loss + cfg.router_aux_loss_coef * aux
+        total = loss
+        aux = torch.zeros(())
+        if moe:
+            aux = load_balancing_loss_func(out.router_logits, shape.num_experts, shape.top_k, mask)
+            total = total + cfg.router_aux_loss_coef * aux
+        lam = al.lambda_schedule(cfg, step)
+        align = None
+        routing = al.routing_of(out.router_logits, mask) if want_routing else None
+        if routing is not None:
+            doc_tasks = task_ids[picked].to(ids.device)
+            if prior is not None and prior.frozen is None:
+                if step < cfg.align_prior_steps:
+                    prior.add(routing, mask, doc_tasks)
+                else:
+                    prior.freeze()
+            if cfg.align == "prior-kl" and lam > 0:
+                align = al.prior_kl(routing, mask, prior.frozen if prior is not None else None, doc_tasks)
+            elif cfg.align == "manifold" and lam > 0:
+                emb = al.tfidf_embeddings(ids, mask, idf)
+                align = al.manifold_in_batch(routing, mask, emb, cfg.align_k, cfg.align_sigma)
+            if align is not None:
+                total = total + lam * align
+        zl = None
+        if moe and cfg.router_z_loss > 0:
+            zl = al.z_loss(out.router_logits, mask)
+            total = total + cfg.router_z_loss * zl
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step) * g["lr_mult"]
         opt.zero_grad(set_to_none=True)
         total.backward()
+        record = metrics is not None and (step + 1) % cfg.metrics_every == 0
+        grad_norms = al.router_grad_norms(model_routers) if record and moe else None
+        if cfg.router_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for r in model_routers for p in r.parameters()], cfg.router_clip)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         run_loss += loss.item()
+        if record:
+            row: dict = {"step": step + 1, "loss": round(loss.item(), 5), "lambda": lam,
+                         "align": None if align is None else round(align.item(), 6),
+                         "aux": round(aux.item(), 5), "z_loss": None if zl is None else round(zl.item(), 5),
+                         "lr": lr_at(step), "tokens": n_tokens, "seconds": round(time.time() - t0, 2)}  # fmt: skip
+            if routing is not None:
+                health = al.routing_health(routing, mask, shape.top_k)
+                row.update(health, router_grad_norm=grad_norms)
+                new = al.collapse_warnings(health, shape.num_experts, warned)
+                row["warnings"] = new
+                warnings += [{"step": step + 1, "warning": msg} for msg in new]
+                for msg in new:
+                    log(f"warning at step {step + 1}: {msg}")
+            with open(metrics, "a", encoding="utf-8") as fh:  # one line per record: readable while it runs
+                fh.write(json.dumps(row) + "\n")
         if (step + 1) % 100 == 0:
             log(
                 f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {aux.item():.3f} "
@@ -231,7 +304,35 @@ def pretrain(
         if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
             eval_fn(step + 1)
             model.train()
+    seconds = time.time() - t0
+    for h in hooks:
+        h.remove()
     model.eval()
+    return {"tokens": n_tokens, "seconds": round(seconds, 2), "tokens_per_second": round(n_tokens / max(seconds, 1e-9), 1),
+            "collapse_warnings": warnings}  # fmt: skip
+
+
+def task_indices(labels: Sequence[str]) -> list[int]:
+    """Each sequence's task as an index into the sorted task names (the task prior's rows)."""
+    names = {name: i for i, name in enumerate(sorted(set(labels)))}
+    return [names[x] for x in labels]
+
+
+def _metrics_path(out_dir: Path, cfg) -> Path | None:
+    if cfg.metrics_every <= 0:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir / "metrics.jsonl"
+
+
+def _run_figures(model, cfg, stats: dict) -> dict:
+    """What a build records beyond its config: the architecture's parameter counts and the run's figures."""
+    from moe_roma.testbed.architectures import parameter_counts
+
+    counts = parameter_counts(model, cfg)
+    return {"architecture": type(model).__name__, "active_parameters": counts["active"],
+            "pretrain_tokens_seen": stats["tokens"], "tokens_per_second": stats["tokens_per_second"],
+            "collapse_warnings": stats["collapse_warnings"]}  # fmt: skip
 
 
 def evaluate_splits(model, tokenizer, suite: dict[str, list[MCExample]], batch_size: int = 64) -> dict:
@@ -259,18 +360,21 @@ def build_testbed(
         accs = evaluate_splits(model, tokenizer, suite, cfg.eval_batch_size)
         log(f"eval at step {step}: " + ", ".join(f"{s} {a['all']:.3f}" for s, a in accs.items()))
 
-    pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every)
+    labels = [ex.task for ex in suite["pretrain"]] + ["facts"] * (len(seqs) - len(suite["pretrain"]))
+    out_dir = Path(out_dir)
+    stats = pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every, tasks=task_indices(labels),
+                     metrics_path=_metrics_path(out_dir, cfg))  # fmt: skip
     train_s = time.time() - t0
     accs = evaluate_splits(model, tokenizer, suite, cfg.eval_batch_size)
     for s, a in accs.items():
         log(f"{s}: {a['all']:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in a.items() if k != "all"))
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     info = {
         "build_config": asdict(cfg),
         "parameters": n_params,
+        **_run_figures(model, cfg, stats),
         "vocab_size": len(tokenizer),
         "pretrain_sequences": len(seqs),
         "wall_seconds": round(time.time() - t0, 1),
@@ -308,18 +412,23 @@ def encode_documents(tokenizer, docs: Sequence[str]) -> list[tuple[list[int], li
 
 
 def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
-                       log: Callable[[str], None] = print, oracle: bool = True) -> dict:  # fmt: skip
+                       log: Callable[[str], None] = print, oracle: bool = True,
+                       splits: Sequence[str] | None = None, limit: int = 0) -> dict:  # fmt: skip
     """Base accuracy on every split (overall and per family), and oracle routing on the evaluation
     splits (``moe_roma.methods.oracle``: per-item gradient descent on the last-token routing of the last
-    ``cfg.tuned_layers`` MoE layers with the item's own label), as ``roma experiment`` runs it."""
+    ``cfg.tuned_layers`` MoE layers with the item's own label), as ``roma experiment`` runs it.
+    ``splits`` (default: all) and ``limit`` (> 0: each split's first items) narrow the base scoring."""
     from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS
     from moe_roma.testbed.scoring import accuracy
 
     t0 = time.time()
-    accs = {s: accuracy(model, tokenizer, suite[s], cfg.eval_batch_size) for s in SPLITS}
-    out: dict = {"accuracy": accs, "train_successful_share": accs["train"]["all"],
+    scored = list(splits or SPLITS)
+    accs = {s: accuracy(model, tokenizer, suite[s][: limit or None], cfg.eval_batch_size) for s in scored}
+    out: dict = {"accuracy": accs, "scored_sizes": {s: len(suite[s][: limit or None]) for s in scored},
                  "eval_seconds": round(time.time() - t0, 1)}  # fmt: skip
-    for s in SPLITS:
+    if "train" in accs:
+        out["train_successful_share"] = accs["train"]["all"]
+    for s in scored:
         a = accs[s]
         log(f"{s}: {a['all']:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in a.items() if k != "all"))
     if not oracle:
@@ -347,21 +456,30 @@ def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
 
 
 def build_downstream_testbed(out_dir: str | Path | None, cfg, log: Callable[[str], None] = print,
-                             eval_every: int = 0, oracle: bool = True) -> tuple[dict, object, object]:  # fmt: skip
+                             eval_every: int = 0, oracle: bool = True, splits: Sequence[str] | None = None,
+                             limit: int = 0) -> tuple[dict, object, object]:  # fmt: skip
     """Generate the downstream suite and corpus, pre-train the model, measure it, save it to ``out_dir``.
 
     ``cfg`` is a ``DownstreamBuildConfig``. Returns ``(build_info, model, tokenizer)``; with
-    ``out_dir=None`` nothing is written (calibration probes).
+    ``out_dir=None`` nothing is written (calibration probes). ``splits`` and ``limit`` narrow the
+    final scoring (``measure_downstream``); the default scores every split in full.
     """
     import transformers
 
-    from moe_roma.testbed.downstream import SPLITS, build_downstream_suite, pretrain_corpus, qa_format_rate
+    from moe_roma.testbed.downstream import (
+        SPLITS,
+        build_downstream_suite,
+        pretrain_corpus,
+        pretrain_corpus_tasks,
+        qa_format_rate,
+    )
 
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     t0 = time.time()
     suite = build_downstream_suite(cfg.seed)
     docs = pretrain_corpus(cfg.seed, corpus_config(cfg))
+    labels = pretrain_corpus_tasks(cfg.seed, corpus_config(cfg)) if cfg.align != "none" else ["general"] * len(docs)
     texts = list(docs)
     for s in SPLITS:
         for ex in suite[s]:
@@ -382,13 +500,17 @@ def build_downstream_testbed(out_dir: str | Path | None, cfg, log: Callable[[str
         log(f"eval at step {step}: " + ", ".join(f"{s} {a['all']:.3f}" for s, a in m["accuracy"].items()))
 
     t1 = time.time()
-    pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    stats = pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every, tasks=task_indices(labels),
+                     metrics_path=None if out_dir is None else _metrics_path(Path(out_dir), cfg))  # fmt: skip
     train_s = time.time() - t1
-    measured = measure_downstream(model, tokenizer, suite, cfg, log=log, oracle=oracle)
+    measured = measure_downstream(model, tokenizer, suite, cfg, log=log, oracle=oracle, splits=splits, limit=limit)
     info = {
         "testbed": "downstream",
         "build_config": asdict(cfg),
         "parameters": n_params,
+        **_run_figures(model, cfg, stats),
         "vocab_size": len(tokenizer),
         "pretrain_documents": len(seqs),
         "pretrain_tokens": n_tokens,

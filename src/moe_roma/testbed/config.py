@@ -6,9 +6,63 @@ from dataclasses import dataclass
 
 from moe_roma.testbed.tasks import DEFAULT_SIZES
 
+# ``--arch``: "olmoe" is the testbed's own OLMoE shape from the config fields (today's models);
+# the others are seed 000's architectures at the same active FFN width (testbed/architectures.py).
+ARCHITECTURES: tuple[str, ...] = ("olmoe", "dense", "switch", "switch-16", "switch-32", "topk", "fine", "nested")
+ALIGNMENTS: tuple[str, ...] = ("none", "prior-kl", "manifold")
+ALIGN_SCHEDULES: tuple[str, ...] = ("fixed", "warmup", "warmup-anneal")
+ALIGN_PRIORS: tuple[str, ...] = ("uniform", "task")
+
 
 @dataclass
-class BuildConfig:
+class PretrainOptions:
+    """Architecture, alignment during pre-training and router stability (docs/architectures.md).
+
+    Every default is off, so a build without these options is the build of before they existed.
+    """
+
+    arch: str = "olmoe"
+    # Seed 000's L_total = L_lm + lambda(t) * L_align during pre-training.
+    align: str = "none"
+    align_lambda: float = 0.1
+    align_schedule: str = "fixed"
+    align_warmup: float = 0.25  # share of the aligned steps over which lambda rises from 0
+    align_final: float = 0.03  # warmup-anneal: lambda at the last step
+    align_prior: str = "uniform"  # prior-kl: uniform, or per task from an unaligned warm-up, then frozen
+    align_prior_steps: int = 50  # length of that unaligned warm-up (counted in the step budget)
+    align_k: int = 3  # manifold: neighbours among the batch's documents
+    align_sigma: float = 0.4  # manifold: Gaussian kernel width on 1 - cosine
+    # Seed 002's router-stability practices; 0 (or 1 for the multiplier) = off.
+    router_init_std: float = 0.0  # > 0: re-initialise router weights N(0, std), near-uniform routing
+    router_lr_mult: float = 1.0  # router learning rate = lr x this
+    router_clip: float = 0.0  # > 0: clip the routers' gradient norm to this before the global clip
+    router_jitter: float = 0.0  # > 0: Switch's multiplicative jitter U(1-eps, 1+eps) on the router input
+    router_z_loss: float = 0.0  # > 0: coefficient of the router z-loss mean(logsumexp(logits)^2)
+    metrics_every: int = 0  # > 0: write routing health to metrics.jsonl every N steps
+
+
+def check_pretrain_options(cfg: PretrainOptions) -> str | None:
+    """One sentence naming the first invalid option, or None."""
+    for name, value, known in (("arch", cfg.arch, ARCHITECTURES), ("align", cfg.align, ALIGNMENTS),
+                               ("align-schedule", cfg.align_schedule, ALIGN_SCHEDULES),
+                               ("align-prior", cfg.align_prior, ALIGN_PRIORS)):  # fmt: skip
+        if value not in known:
+            return f"--{name} {value!r} is not one of {', '.join(known)}"
+    if cfg.align != "none" and cfg.arch == "dense":
+        return "--align needs routers: the dense architecture has none"
+    if cfg.align_lambda < 0 or cfg.align_final < 0 or not 0 <= cfg.align_warmup <= 1:
+        return "--align-lambda and --align-final must be >= 0 and --align-warmup a share in [0, 1]"
+    if cfg.align_k < 1 or cfg.align_sigma <= 0 or cfg.align_prior_steps < 0:
+        return "--align-k must be >= 1, --align-sigma > 0 and --align-prior-steps >= 0"
+    if cfg.align == "prior-kl" and cfg.align_prior == "task" and not 0 < cfg.align_prior_steps < cfg.steps:
+        return "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned warm-up)"
+    if min(cfg.router_init_std, cfg.router_clip, cfg.router_jitter, cfg.router_z_loss) < 0 or cfg.router_lr_mult <= 0:
+        return "the router-stability options must be >= 0 (--router-lr-mult > 0)"
+    return None
+
+
+@dataclass
+class BuildConfig(PretrainOptions):
     """Everything that determines the built model (recorded in ``build_info.json``)."""
 
     seed: int = 0
@@ -37,7 +91,7 @@ class BuildConfig:
 
 
 @dataclass
-class DownstreamBuildConfig:
+class DownstreamBuildConfig(PretrainOptions):
     """Everything that determines the ``downstream`` testbed model (recorded in ``build_info.json``).
 
     The corpus fields are ``moe_roma.testbed.downstream.CorpusConfig``'s; see docs/testbed.md.

@@ -379,11 +379,19 @@ def pretrain_corpus_keys(seed: int = 0, cfg: CorpusConfig | None = None,
     return _corpus(seed, cfg or CorpusConfig(), sizes)[1]
 
 
-def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple[list[str], set[str]]:
+def pretrain_corpus_tasks(seed: int = 0, cfg: CorpusConfig | None = None,
+                          sizes: dict[str, int] | None = None) -> list[str]:  # fmt: skip
+    """What each document of ``pretrain_corpus`` (same arguments, same order) is about: its task
+    family, ``"facts"`` or ``"general"`` (the task labels of alignment during pre-training)."""
+    return _corpus(seed, cfg or CorpusConfig(), sizes)[2]
+
+
+def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple[list[str], set[str], list[str]]:
     _, used = _suite_and_keys(seed, sizes)
     used = set(used)
     rng = random.Random(f"roma-downstream:{seed}:pretrain")
     docs: list[str] = []
+    labels: list[str] = []
     keys: set[str] = set()
     for fam in tasks.FAMILIES:
         pool = _fresh_drafts(fam, rng, cfg.family_docs, used)
@@ -406,6 +414,7 @@ def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple
                     else f"{text} {filler_sentence(rng)}"
                 )
             docs.append(text)
+            labels.append(fam.name)
     facts = tasks.knowledge_sentences()
     for _ in range(cfg.knowledge_repeats):
         order = list(facts)
@@ -414,11 +423,15 @@ def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple
         while k < len(order):
             n = rng.randint(2, 3)
             docs.append(" ".join(order[k : k + n]))
+            labels.append("facts")
             k += n
     for _ in range(cfg.filler_docs):
         docs.append(" ".join(filler_sentence(rng) for _ in range(rng.randint(2, 4))))
-    rng.shuffle(docs)
-    return docs, keys
+        labels.append("general")
+    # Shuffling positions draws what shuffling the documents did (it depends on the length only).
+    perm = list(range(len(docs)))
+    rng.shuffle(perm)
+    return [docs[i] for i in perm], keys, [labels[i] for i in perm]
 
 
 def qa_format_rate(docs: Sequence[str]) -> float:
@@ -432,7 +445,8 @@ def content_keys(examples: Sequence[MCExample]) -> set[str]:
 
 __all__ = [
     "DEFAULT_SIZES", "EVAL_SPLITS", "QA_FORMAT", "SPLITS", "CorpusConfig", "build_downstream_suite",
-    "content_keys", "filler_sentence", "has_qa_format", "pretrain_corpus", "pretrain_corpus_keys", "qa_format_rate",
+    "content_keys", "filler_sentence", "has_qa_format", "pretrain_corpus", "pretrain_corpus_keys",
+    "pretrain_corpus_tasks", "qa_format_rate",
     "statement",
     "worked_example",
 ]  # fmt: skip

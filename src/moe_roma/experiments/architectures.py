@@ -1,0 +1,256 @@
+"""``roma experiment`` files of ``kind: architectures``: seed 000's pre-training grid.
+
+Every architecture x alignment setting x seed is one downstream testbed build
+(``testbed.build.build_downstream_testbed``, the same code as ``roma testbed build --testbed
+downstream --arch A ...``) at the file's shared budget, scored on the evaluation splits. Outputs:
+``results.json`` (every run's figures), ``table.md`` (mean ± sd over seeds, CTGI, routing entropy and
+utilisation, total and active parameters; tokens/s per architecture), ``accuracy.png``; and per run
+``runs/<arch>/<setting>/seed<S>/`` with the model folder (its ``build_info.json``, ``metrics.jsonl``
+and model card ``README.md``) and ``result.json`` (a finished run is kept on ``--resume``).
+
+    name: architectures
+    kind: architectures
+    seeds: [0, 1]
+    workers: 2                                  # builds at once, one thread each
+    build: {steps: 700, metrics_every: 50}      # DownstreamBuildConfig fields shared by every run
+    architectures: [dense, switch, topk, fine, nested]
+    settings:                                   # name + DownstreamBuildConfig fields
+      - {name: none}
+      - {name: fixed, align: prior-kl, align_schedule: fixed}
+    splits: [in_dist, shifted, heldout_tasks]
+
+A setting that needs routers (alignment or a router-stability option) is skipped for ``dense``.
+CTGI compares a setting with the same architecture's ``reference`` setting (default ``none``): its
+gain on ``heldout_tasks`` over its gain on ``in_dist`` (None when the in_dist gain is not positive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from moe_roma import __version__
+from moe_roma.io.atomic import write_json_atomic, write_text_atomic
+from moe_roma.io.errors import RomaError
+from moe_roma.models.card import write_model_card
+
+KEYS = {"name", "kind", "seeds", "workers", "build", "architectures", "settings", "splits", "limit", "reference"}
+_ROUTER_FIELDS = ("align", "router_init_std", "router_lr_mult", "router_clip", "router_jitter", "router_z_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    arch: str
+    setting: str
+    seed: int
+    config: dict  # every DownstreamBuildConfig field
+    out: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.arch}/{self.setting}/seed{self.seed}"
+
+
+def _needs_routers(values: dict) -> bool:
+    defaults = {f.name: f.default for f in dataclasses.fields(_config_class())}
+    return any(k in values and values[k] != defaults[k] for k in _ROUTER_FIELDS)
+
+
+def _config_class():
+    from moe_roma.testbed.config import DownstreamBuildConfig
+
+    return DownstreamBuildConfig
+
+
+def _build_config(values: dict, where: str):
+    """A checked ``DownstreamBuildConfig``; an unknown field or bad option is one sentence."""
+    import difflib
+
+    from moe_roma.testbed.config import check_pretrain_options
+
+    cls = _config_class()
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            raise RomaError(f"{where}: unknown build setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+    cfg = cls(**values)
+    problem = check_pretrain_options(cfg)
+    if problem:
+        raise RomaError(f"{where}: {problem}")
+    return cfg
+
+
+def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
+    """Every build of the grid, in order, and the splits; checks the whole file first."""
+    from moe_roma.testbed.config import ARCHITECTURES
+    from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS
+
+    unknown = sorted(set(cfg) - KEYS)
+    if unknown:
+        raise RomaError(f"{where}: unknown keys {unknown} for kind: architectures (known: {', '.join(sorted(KEYS))})")
+    archs = cfg.get("architectures") or []
+    bad = [a for a in archs if a not in ARCHITECTURES]
+    if not archs or bad:
+        raise RomaError(f"{where}: 'architectures' must list some of {', '.join(ARCHITECTURES)}, got {archs!r}")
+    settings = cfg.get("settings") or [{"name": "none"}]
+    if not isinstance(settings, list) or not all(isinstance(s, dict) and "name" in s for s in settings):
+        raise RomaError(f"{where}: 'settings' must be a list of mappings with a 'name'")
+    names = [str(s["name"]) for s in settings]
+    if len(set(names)) != len(names):
+        raise RomaError(f"{where}: setting names must be unique, got {names}")
+    splits = list(cfg.get("splits") or EVAL_SPLITS)
+    if any(s not in SPLITS for s in splits):
+        raise RomaError(f"{where}: 'splits' must be downstream splits ({', '.join(SPLITS)}), got {splits}")
+    seeds = cfg.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise RomaError(f"{where}: 'seeds' must be a list of integers")
+    shared = dict(cfg.get("build") or {})
+    for key in ("arch", "seed"):
+        if key in shared:
+            raise RomaError(f"{where}: 'build' may not set {key!r}: the grid sets it per run")
+    jobs = []
+    for arch in archs:
+        for s in settings:
+            values = {k: v for k, v in s.items() if k != "name"}
+            if arch == "dense" and _needs_routers(values):
+                continue  # alignment and router stability need routers
+            for seed in seeds:
+                bc = _build_config({**shared, **values, "arch": arch, "seed": seed},
+                                   f"{where}: setting {s['name']} of {arch}")  # fmt: skip
+                jobs.append(Job(arch, str(s["name"]), seed, dataclasses.asdict(bc),
+                                str(out / "runs" / arch / str(s["name"]) / f"seed{seed}")))  # fmt: skip
+    return jobs, splits
+
+
+def run_job(job: Job, splits: list[str], limit: int) -> str:
+    """One build and its scores, into ``job.out`` (a worker process runs it; the result is a JSON file)."""
+    from moe_roma.testbed.build import build_downstream_testbed
+
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = _config_class()(**job.config)
+    lines: list[str] = []
+    t0 = time.time()
+    info, _, _ = build_downstream_testbed(out / "model", cfg, log=lines.append, oracle=False, splits=splits,
+                                          limit=limit)  # fmt: skip
+    records = [json.loads(x) for x in (out / "model" / "metrics.jsonl").read_text().splitlines()] if (
+        out / "model" / "metrics.jsonl").is_file() else []  # fmt: skip
+    last = next((r for r in reversed(records) if "entropy" in r), None)
+    result = {
+        "arch": job.arch, "setting": job.setting, "seed": job.seed, "architecture": info.get("architecture"),
+        "accuracy": {s: info["accuracy"][s]["all"] for s in splits},
+        "n": {s: info["scored_sizes"][s] for s in splits},
+        "parameters": info["parameters"], "active_parameters": info.get("active_parameters"),
+        "tokens": info.get("pretrain_tokens_seen"), "tokens_per_second": info.get("tokens_per_second"),
+        "train_seconds": info["train_seconds"], "seconds": round(time.time() - t0, 1),
+        "entropy": statistics.fmean(last["entropy"].values()) if last else None,
+        "utilisation_max": statistics.fmean(u["max"] for u in last["utilisation"].values()) if last else None,
+        "utilisation_min": statistics.fmean(u["min"] for u in last["utilisation"].values()) if last else None,
+        "collapse_warnings": info.get("collapse_warnings", []),
+    }  # fmt: skip
+    write_model_card(model_card(info, result, splits), out / "model")
+    write_text_atomic(out / "build.log", "\n".join(lines) + "\n")
+    write_json_atomic(out / "result.json", result)
+    return job.key
+
+
+def model_card(info: dict, result: dict, splits: list[str]):
+    """The ``huggingface_hub.ModelCard`` of one built model, with seed 000's three sections."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cfg = info["build_config"]
+    data = ModelCardData(library_name="transformers", tags=["moe-roma", "testbed", "pretraining", result["arch"]],
+                         model_name=f"moe-roma downstream testbed, {result['arch']}, {result['setting']}")  # fmt: skip
+    warnings = [f"- step {w['step']}: {w['warning']}" for w in result["collapse_warnings"]]
+    text = [
+        f"# moe-roma downstream testbed: `{result['arch']}` ({info.get('architecture')}), setting `{result['setting']}`",
+        "", f"Pre-trained from scratch by `roma experiment` (kind: architectures) with moe-roma {__version__}: "
+        f"{info['parameters']:,} parameters, {info.get('active_parameters'):,} active per token, "
+        f"{cfg['steps']} steps of {cfg['batch_size']} documents ({info.get('pretrain_tokens_seen'):,} tokens), seed "
+        f"{cfg['seed']}. It loads with `AutoModelForCausalLM.from_pretrained`.", "", "## Training configuration", "",
+        "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "", "## Expected generalisation behaviour", "",
+        *[f"- {s}: {100 * result['accuracy'][s]:.1f}% of {result['n'][s]} items (continuation scoring; chance 25%)"
+          for s in splits],
+        "", "## Failure modes", "", *(warnings or ["- no routing collapse was logged during pre-training"]),
+        "- a research model of a few million parameters over a word-level vocabulary of the testbed's lexicon: "
+        "it knows nothing beyond it", "", "## Intended domains", "",
+        "The downstream testbed's task suite (docs/testbed.md): comparing architectures and routing alignment "
+        "during pre-training (docs/architectures.md). Not for any real use.",
+    ]  # fmt: skip
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text) + "\n")
+
+
+def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, resume: bool = False) -> dict:
+    """Run (or, with ``resume``, finish) the grid of an experiment file of ``kind: architectures``."""
+    start = time.perf_counter()
+    jobs, splits = plan_jobs(cfg, config_path, out)
+    limit = int(cfg.get("limit") or 0)
+    workers = int(cfg.get("workers", 1))
+    todo = [j for j in jobs if not (resume and (Path(j.out) / "result.json").is_file())]
+    log(f"experiment {cfg.get('name', '')}: {len(jobs)} builds ({len(jobs) - len(todo)} already done), "
+        f"{workers} at a time")  # fmt: skip
+    if todo:
+        # Separate processes, so that builds run side by side; each writes its result as JSON.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_job, j, splits, limit) for j in todo]
+            for f in futures:
+                log(f"done {f.result()}")
+    results = [json.loads((Path(j.out) / "result.json").read_text()) for j in jobs]
+    seconds = time.perf_counter() - start
+    from moe_roma.report.architectures import architecture_report, rows_of
+
+    summary = summarise(results, splits, str(cfg.get("reference", "none")))
+    doc = {"config": cfg, "splits": splits, "runs": results, "summary": summary, "package_version": __version__,
+           "seconds": round(seconds, 1)}  # fmt: skip
+    write_json_atomic(out / "results.json", doc)
+    write_text_atomic(out / "table.md", architecture_report(cfg, summary, splits, seconds, config_path))
+    from moe_roma.report.experiments import plot_accuracy
+
+    methods = list(dict.fromkeys(f"{r['arch']}/{r['setting']}" for r in results))
+    plot_accuracy(rows_of(results, splits), methods, splits, out / "accuracy.png")
+    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'} in {seconds:.0f} s")
+    return doc
+
+
+def _mean_sd(values: list[float]) -> dict:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None, "values": []}
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "values": vals}
+
+
+def summarise(results: list[dict], splits: list[str], reference: str = "none") -> list[dict]:
+    """One row per architecture and setting: accuracy per split (mean, sd over seeds), CTGI against the
+    architecture's ``reference`` setting, routing entropy and utilisation, parameters, tokens/s."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["arch"], r["setting"]), []).append(r)
+    rows = []
+    for (arch, setting), runs in groups.items():
+        rows.append({
+            "arch": arch, "setting": setting, "seeds": [r["seed"] for r in runs],
+            "accuracy": {s: _mean_sd([r["accuracy"][s] for r in runs]) for s in splits},
+            "entropy": _mean_sd([r["entropy"] for r in runs])["mean"],
+            "utilisation_max": _mean_sd([r["utilisation_max"] for r in runs])["mean"],
+            "utilisation_min": _mean_sd([r["utilisation_min"] for r in runs])["mean"],
+            "parameters": runs[0]["parameters"], "active_parameters": runs[0]["active_parameters"],
+            "tokens": runs[0]["tokens"], "tokens_per_second": _mean_sd([r["tokens_per_second"] for r in runs])["mean"],
+            "collapse_warnings": sum(len(r["collapse_warnings"]) for r in runs),
+        })  # fmt: skip
+    by = {(r["arch"], r["setting"]): r for r in rows}
+    for row in rows:
+        ref = by.get((row["arch"], reference))
+        row["ctgi"] = None
+        if ref is None or row is ref or "in_dist" not in splits or "heldout_tasks" not in splits:
+            continue
+        gain_in = row["accuracy"]["in_dist"]["mean"] - ref["accuracy"]["in_dist"]["mean"]
+        gain_out = row["accuracy"]["heldout_tasks"]["mean"] - ref["accuracy"]["heldout_tasks"]["mean"]
+        row["gain_in_dist"], row["gain_heldout"] = gain_in, gain_out
+        row["ctgi"] = gain_out / gain_in if gain_in > 0 else None
+    return rows

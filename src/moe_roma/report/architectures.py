@@ -1,0 +1,54 @@
+"""``table.md`` of the architectures grid (``experiments/architectures.py``): plain rendering of its rows."""
+
+from __future__ import annotations
+
+import json
+
+
+def _acc(cell: dict) -> str:
+    if cell["mean"] is None:
+        return "-"
+    return f"{cell['mean']:.1%} ± {cell['sd']:.1%}" if len(cell["values"]) > 1 else f"{cell['mean']:.1%}"
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def rows_of(results: list[dict], splits: list[str]) -> list[dict]:
+    """Result rows as ``report.tables`` reads them: method = ``arch/setting``, one row per split and seed."""
+    return [{"method": f"{r['arch']}/{r['setting']}", "split": s, "seed": r["seed"], "accuracy": r["accuracy"][s],
+             "n": r["n"][s]} for r in results for s in splits]  # fmt: skip
+
+
+def architecture_report(cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str) -> str:
+    """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters, and tokens/s per architecture."""
+    n_seeds = max((len(r["seeds"]) for r in summary), default=1)
+    head = ("| architecture | setting | " + " | ".join(splits) + " | CTGI | entropy (nats) | top-k share max / min "
+            "| parameters total / active |")  # fmt: skip
+    lines = [f"# {cfg.get('name', 'architectures')}", "",
+             f"`roma experiment {config_path}`: {len(summary)} rows, {n_seeds} seeds each, {seconds:.0f} s.",
+             "Build settings shared by every run: `" + json.dumps(cfg.get("build") or {}, sort_keys=True) + "`.", "",
+             head, "|" + "---|" * (len(splits) + 6)]  # fmt: skip
+    for r in summary:
+        util = "-" if r["utilisation_max"] is None else f"{r['utilisation_max']:.2f} / {r['utilisation_min']:.2f}"
+        lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(_acc(r["accuracy"][s]) for s in splits)
+                     + f" | {_num(r['ctgi'], '.2f')} | {_num(r['entropy'], '.3f')} | {util} | "
+                     f"{r['parameters'] / 1e6:.2f}M / {r['active_parameters'] / 1e6:.2f}M |")  # fmt: skip
+    lines += ["", f"Accuracy: mean ± standard deviation over {n_seeds} seeds. CTGI: the setting's gain on heldout_tasks "
+              f"over its gain on in_dist, both against the same architecture's `{cfg.get('reference', 'none')}` row "
+              "(- when the in_dist gain is not positive). Entropy and top-k shares: the routing of the last logged "
+              "batch, averaged over MoE layers and seeds (top-k share: the largest and smallest share of top-k "
+              "slots any expert took).", "", "## Throughput", "", "| architecture | tokens/s | tokens per run |",
+              "|---|---|---|"]  # fmt: skip
+    per_arch: dict[str, list[dict]] = {}
+    for r in summary:
+        per_arch.setdefault(r["arch"], []).append(r)
+    for arch, rows in per_arch.items():
+        tps = [r["tokens_per_second"] for r in rows if r["tokens_per_second"] is not None]
+        lines.append(f"| {arch} | {sum(tps) / len(tps):,.0f} | {rows[0]['tokens']:,} |" if tps else f"| {arch} | - | - |")
+    warned = [r for r in summary if r["collapse_warnings"]]
+    lines += ["", "## Collapse warnings", ""]
+    lines += [f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)" for r in warned] or [
+        "- none"]  # fmt: skip
+    return "\n".join(lines) + "\n"
