@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -456,8 +457,5 @@ def run_c3po(inputs, config: C3POConfig):
     extra = {"cost_vs_base": res.passes.cost_vs_base, "extra_forwards": res.passes.extra_forwards,
              "changed_correctness": sum(a != b for a, b in zip(res.correct_base, res.correct))}  # fmt: skip
     if res.mode == "kernel":  # how often each a was chosen; a = 1 keeps the base routing
-        counts: dict[str, int] = {}
-        for a in res.alphas:
-            counts[f"{a:g}"] = counts.get(f"{a:g}", 0) + 1
-        extra["alpha_counts"] = counts
+        extra["alpha_counts"] = dict(Counter(f"{a:g}" for a in res.alphas))
     return TestTimeOutcome(res.correct, extra)

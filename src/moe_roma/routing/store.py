@@ -209,7 +209,7 @@ def load_routing_store(path: str | Path) -> RoutingStore:
     side = _sidecar_meta(path)
     # A side-car written with this very JSON (its hash matches) holds the same routing as tensors: take
     # them and skip parsing every expert weight, which dominates the load time of large files.
-    tensors = load_routing_tensors(path) if side else None
+    tensors = _sidecar_tensors(path) if side else None  # `side` is only non-empty when the hash matched
     store = _parse_entries(path, raw, routing=tensors.get("routing") if tensors else None)
     store.meta.update(side)
     emb = tensors.get("embeddings") if tensors else None
@@ -247,11 +247,13 @@ def _sidecar_meta(path: Path) -> dict:
 
 def load_routing_tensors(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The side-car's tensors when it matches the JSON, else None (read the JSON instead)."""
-    side = sidecar_path(path)
-    if not side.is_file() or not _sidecar_meta(Path(path)):
-        return None
+    return _sidecar_tensors(Path(path)) if _sidecar_meta(Path(path)) else None
+
+
+def _sidecar_tensors(path: Path) -> dict[str, torch.Tensor] | None:
+    """The side-car's tensors, once its metadata has been checked against the JSON."""
     try:
-        return load_tensors(side, "routing side-car")[1]
+        return load_tensors(sidecar_path(path), "routing side-car")[1]
     except DataError:
         return None
 

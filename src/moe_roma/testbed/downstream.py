@@ -89,7 +89,7 @@ def _suite_and_keys(seed: int, sizes: dict[str, int] | None) -> tuple[dict[str, 
         items: list[MCExample] = []
         for fname, n in quota.items():
             fam = FAMILY_BY_NAME[fname]
-            drafts = _fresh_drafts(fam, rng, n, used)
+            drafts = tasks.fresh_drafts(fam, rng, n, used)
             if len(drafts) < n:
                 raise ValueError(
                     f"family {fname!r} ran out of fresh items for split {split!r} ({len(drafts)}/{n})"
@@ -102,21 +102,6 @@ def _suite_and_keys(seed: int, sizes: dict[str, int] | None) -> tuple[dict[str, 
         rng.shuffle(items)
         out[split] = items
     return {s: out[s] for s in SPLITS}, used
-
-
-def _fresh_drafts(fam: Family, rng: random.Random, n: int, used: set[tuple]) -> list[Draft]:
-    """Up to ``n`` drafts whose keys are in no other split (rejection sampling, as ``tasks`` does)."""
-    drafts: list[Draft] = []
-    misses = 0
-    while len(drafts) < n and misses < 3000:
-        draft = fam.sample(rng)
-        if draft.key in used:
-            misses += 1
-            continue
-        misses = 0
-        used.add(draft.key)
-        drafts.append(draft)
-    return drafts
 
 
 # --------------------------------------------------------------------------- statements
@@ -394,7 +379,7 @@ def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple
     labels: list[str] = []
     keys: set[str] = set()
     for fam in tasks.FAMILIES:
-        pool = _fresh_drafts(fam, rng, cfg.family_docs, used)
+        pool = tasks.fresh_drafts(fam, rng, cfg.family_docs, used)
         keys.update(repr(d.key) for d in pool)
         n_docs = min(cfg.family_docs, _MAX_RENDERS * len(pool))
         for i in range(n_docs):

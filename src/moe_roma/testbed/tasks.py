@@ -627,6 +627,24 @@ def _family_quota(n: int, families: Sequence[str], share: float | None) -> dict[
     return quota
 
 
+def fresh_drafts(fam: Family, rng: random.Random, n: int, used: set[tuple]) -> list[Draft]:
+    """Up to ``n`` drafts of ``fam`` whose content keys are not in ``used`` (added to it as drawn).
+
+    Rejection sampling; it gives up after 3000 consecutive repeats (the family's content is exhausted).
+    """
+    drafts: list[Draft] = []
+    misses = 0
+    while len(drafts) < n and misses < 3000:
+        draft = fam.sample(rng)
+        if draft.key in used:
+            misses += 1
+            continue
+        misses = 0
+        used.add(draft.key)
+        drafts.append(draft)
+    return drafts
+
+
 def build_task_suite(
     seed: int = 0, sizes: dict[str, int] | None = None, include_pretrain: bool = True
 ) -> dict[str, list[MCExample]]:
@@ -651,17 +669,7 @@ def build_task_suite(
         items: list[MCExample] = []
         for fname, n in quota.items():
             fam = FAMILY_BY_NAME[fname]
-            drafts: list[Draft] = []
-            misses = 0
-            # Rejection sampling; give up after many consecutive repeats (content exhausted).
-            while len(drafts) < n and misses < 3000:
-                draft = fam.sample(rng)
-                if draft.key in used:
-                    misses += 1
-                    continue
-                misses = 0
-                used.add(draft.key)
-                drafts.append(draft)
+            drafts = fresh_drafts(fam, rng, n, used)
             if len(drafts) < n and split != "pretrain":
                 raise ValueError(f"family {fname!r} ran out of fresh items for split {split!r} ({len(drafts)}/{n})")
             renders = list(drafts)
