@@ -281,6 +281,9 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
         assert set(run["accuracy"]) == {"in_dist", "shifted", "heldout_tasks"} and run["n"]["in_dist"] == 40
         assert run["tokens"] == doc["runs"][0]["tokens"]  # the same token budget for every architecture
         assert 0 < run["active_parameters"] < run["parameters"] and run["entropy"] > 0
+        # The continuous scores: the choice cross-entropy is >= 0 and the answer NLL covers it.
+        assert all(0 <= run["choice_xent"][s] <= run["answer_nll"][s] for s in run["accuracy"])
+        assert run["loss"] > 0
         folder = out / "runs" / run["arch"] / run["setting"] / "seed0" / "model"
         assert (folder / "metrics.jsonl").is_file()
         card = (folder / "README.md").read_text()
@@ -290,6 +293,25 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
     assert "gain_in_dist" in ctgi[("switch", "warmup")] and ctgi[("switch", "none")]["ctgi"] is None
     table = (out / "table.md").read_text()
     assert "| nested | warmup |" in table and "tokens/s" in table and (out / "accuracy.png").is_file()
+    assert "## Continuous scores" in table and "in_dist choice x-ent" in table
     # --resume keeps finished runs and rewrites the same table.
     assert main(["experiment", str(CONFIGS / "ci-architectures.yaml"), "--out", str(out), "--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
+
+
+def test_score_summary_reads_accuracy_and_the_continuous_scores_from_one_pass(monkeypatch) -> None:
+    """Accuracy, the right answer's NLL and the choice cross-entropy, from known choice log-probabilities."""
+    from moe_roma.data.example import MCExample
+    from moe_roma.testbed import scoring
+
+    examples = [MCExample(id="a", task="t", question="q", choices=["x", "y"], answer=0),
+                MCExample(id="b", task="u", question="q", choices=["x", "y"], answer=1)]  # fmt: skip
+    logprobs = [[-1.0, -2.0], [-1.0, -3.0]]
+    monkeypatch.setattr(scoring, "choice_logprobs", lambda *a, **k: logprobs)
+    got = scoring.score_summary(None, None, examples)
+    assert got["accuracy"] == {"all": 0.5, "t": 1.0, "u": 0.0}
+    assert got["answer_nll"] == pytest.approx((1.0 + 3.0) / 2)
+    xent_a = math.log(math.exp(-1) + math.exp(-2)) + 1.0
+    xent_b = math.log(math.exp(-1) + math.exp(-3)) + 3.0
+    assert got["choice_xent"] == pytest.approx((xent_a + xent_b) / 2)
+    assert scoring.accuracy(None, None, examples) == got["accuracy"]

@@ -146,6 +146,9 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
         "arch": job.arch, "setting": job.setting, "seed": job.seed, "architecture": info.get("architecture"),
         "accuracy": {s: info["accuracy"][s]["all"] for s in splits},
         "n": {s: info["scored_sizes"][s] for s in splits},
+        "choice_xent": {s: info["choice_xent"][s] for s in splits},
+        "answer_nll": {s: info["answer_nll"][s] for s in splits},
+        "loss": last["loss"] if last else None,
         "parameters": info["parameters"], "active_parameters": info.get("active_parameters"),
         "tokens": info.get("pretrain_tokens_seen"), "tokens_per_second": info.get("tokens_per_second"),
         "train_seconds": info["train_seconds"], "seconds": round(time.time() - t0, 1),
@@ -236,6 +239,10 @@ def summarise(results: list[dict], splits: list[str], reference: str = "none") -
         rows.append({
             "arch": arch, "setting": setting, "seeds": [r["seed"] for r in runs],
             "accuracy": {s: _mean_sd([r["accuracy"][s] for r in runs]) for s in splits},
+            # Runs from before these scores existed have none: the cell is then "-".
+            "choice_xent": {s: _mean_sd([r.get("choice_xent", {}).get(s) for r in runs]) for s in splits},
+            "answer_nll": {s: _mean_sd([r.get("answer_nll", {}).get(s) for r in runs]) for s in splits},
+            "loss": _mean_sd([r.get("loss") for r in runs]),
             "entropy": _mean_sd([r["entropy"] for r in runs])["mean"],
             "utilisation_max": _mean_sd([r["utilisation_max"] for r in runs])["mean"],
             "utilisation_min": _mean_sd([r["utilisation_min"] for r in runs])["mean"],

@@ -39,8 +39,9 @@ def architecture_report(cfg: dict, summary: list[dict], splits: list[str], secon
               f"over its gain on in_dist, both against the same architecture's `{cfg.get('reference', 'none')}` row "
               "(- when the in_dist gain is not positive). Entropy and top-k shares: the routing of the last logged "
               "batch, averaged over MoE layers and seeds (top-k share: the largest and smallest share of top-k "
-              "slots any expert took).", "", "## Throughput", "", "| architecture | tokens/s | tokens per run |",
-              "|---|---|---|"]  # fmt: skip
+              "slots any expert took).", ""]  # fmt: skip
+    lines += _continuous_table(summary, splits)
+    lines += ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
     per_arch: dict[str, list[dict]] = {}
     for r in summary:
         per_arch.setdefault(r["arch"], []).append(r)
@@ -52,3 +53,26 @@ def architecture_report(cfg: dict, summary: list[dict], splits: list[str], secon
     lines += [f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)" for r in warned] or [
         "- none"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _cont(cell: dict) -> str:
+    if cell["mean"] is None:
+        return "-"
+    return f"{cell['mean']:.3f} ± {cell['sd']:.3f}" if len(cell["values"]) > 1 else f"{cell['mean']:.3f}"
+
+
+def _continuous_table(summary: list[dict], splits: list[str]) -> list[str]:
+    """Choice cross-entropy per split and the last training loss: they move before accuracy does."""
+    lines = ["## Continuous scores", "",
+             "| architecture | setting | " + " | ".join(f"{s} choice x-ent" for s in splits) + " | "
+             + " | ".join(f"{s} answer NLL" for s in splits) + " | training loss |",
+             "|" + "---|" * (2 * len(splits) + 3)]  # fmt: skip
+    for r in summary:
+        if "choice_xent" not in r:
+            continue
+        lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(_cont(r["choice_xent"][s]) for s in splits)
+                     + " | " + " | ".join(_cont(r["answer_nll"][s]) for s in splits) + f" | {_cont(r['loss'])} |")  # fmt: skip
+    return lines + ["", "Choice x-ent: the mean cross-entropy of the right choice under a softmax over the four "
+                    "choices' log-probabilities (chance: ln 4 = 1.386; lower is better). Answer NLL: the mean negative "
+                    "log-probability of the right answer's tokens. Training loss: the last logged batch. Mean ± sd "
+                    "over seeds.", ""]  # fmt: skip

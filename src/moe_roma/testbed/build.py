@@ -419,12 +419,15 @@ def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
     ``cfg.tuned_layers`` MoE layers with the item's own label), as ``roma experiment`` runs it.
     ``splits`` (default: all) and ``limit`` (> 0: each split's first items) narrow the base scoring."""
     from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import score_summary
 
     t0 = time.time()
     scored = list(splits or SPLITS)
-    accs = {s: accuracy(model, tokenizer, suite[s][: limit or None], cfg.eval_batch_size) for s in scored}
+    summaries = {s: score_summary(model, tokenizer, suite[s][: limit or None], cfg.eval_batch_size) for s in scored}
+    accs = {s: m["accuracy"] for s, m in summaries.items()}
     out: dict = {"accuracy": accs, "scored_sizes": {s: len(suite[s][: limit or None]) for s in scored},
+                 "answer_nll": {s: round(m["answer_nll"], 5) for s, m in summaries.items()},
+                 "choice_xent": {s: round(m["choice_xent"], 5) for s, m in summaries.items()},
                  "eval_seconds": round(time.time() - t0, 1)}  # fmt: skip
     if "train" in accs:
         out["train_successful_share"] = accs["train"]["all"]

@@ -9,6 +9,7 @@ same engine (``moe_roma.scoring.continuation``).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -25,10 +26,28 @@ def choice_logprobs(model, tokenizer, examples: Sequence[MCExample], batch_size:
 
 def accuracy(model, tokenizer, examples: Sequence[MCExample], batch_size: int = 64) -> dict[str, float]:
     """Overall and per-family accuracy (keys ``"all"`` and each task name)."""
+    return score_summary(model, tokenizer, examples, batch_size)["accuracy"]
+
+
+def score_summary(model, tokenizer, examples: Sequence[MCExample], batch_size: int = 64) -> dict:
+    """Accuracy (overall and per family) and two continuous scores from the same pass.
+
+    ``answer_nll`` is the mean negative log-probability of the right answer's tokens, and
+    ``choice_xent`` the mean cross-entropy of the right choice under a softmax over the choices'
+    log-probabilities (chance: log of the number of choices). They move before accuracy does, so a
+    short pre-training that leaves accuracy at chance still shows which model learned more.
+    """
     preds = choice_logprobs(model, tokenizer, examples, batch_size)
     hits: dict[str, list[int]] = defaultdict(list)
+    nll, xent = [], []
     for ex, s in zip(examples, preds):
         ok = int(max(range(len(s)), key=s.__getitem__) == ex.answer)
         hits["all"].append(ok)
         hits[ex.task].append(ok)
-    return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
+        top = max(s)
+        log_norm = top + math.log(sum(math.exp(v - top) for v in s))
+        nll.append(-s[ex.answer])
+        xent.append(log_norm - s[ex.answer])
+    n = max(len(nll), 1)
+    return {"accuracy": {k: sum(v) / len(v) for k, v in sorted(hits.items())},
+            "answer_nll": sum(nll) / n, "choice_xent": sum(xent) / n}  # fmt: skip
