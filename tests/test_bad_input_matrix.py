@@ -870,7 +870,7 @@ def _(ws, tmp, mp):
 @case("train-letter-loss-on-continuation-routing")
 def _(ws, tmp, mp):
     assert main([str(a) for a in collect_args(ws, ws.data, tmp / "cont.json", "--scoring", "continuation")]) == 0
-    return train_args(ws, tmp / "cont.json", tmp / "t"), tmp / "t", ("cont.json", "continuation scoring", "scoring=letter")
+    return train_args(ws, tmp / "cont.json", tmp / "t", "--scoring", "letter"), tmp / "t", ("cont.json", "continuation scoring", "scoring=letter")
 
 
 @case("train-routing-is-correct-disagrees-with-answers")

@@ -72,6 +72,24 @@ def test_collect_train_apply_export(workspace, capsys):
         assert torch.equal(p, expected), name
 
 
+def test_train_scores_answers_as_collect_did_unless_told(workspace, tmp_path, capsys):
+    """No --scoring: the routing file's recorded scoring is the task loss; a contrary --scoring is refused."""
+    w = workspace
+    routing = tmp_path / "routing.json"
+    code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", routing,
+                        "--layers", "last2", "--scoring", "continuation", "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    common = ["--model", w / "model", "--routing", routing, "--layers", "last2", "--epochs", "1", "--batch-size", "8",
+              "--no-progress"]
+    code, _, err = run(["train", *common, "--out", tmp_path / "roma"], capsys)
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "roma" / "router_config.json").read_text())
+    assert cfg["hyperparameters"]["scoring"] == "continuation"
+    code, _, err = run(["train", *common, "--out", tmp_path / "roma-letter", "--scoring", "letter"], capsys)
+    assert_refused(code, err, "collected with continuation scoring", "scoring=letter")
+    assert not (tmp_path / "roma-letter" / "router_config.json").exists()
+
+
 def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
     w = workspace
     code, _, err = run(["collect", "--model", tmp_path / "nope", "--data", w / "train.jsonl", "--out", tmp_path / "r.json"], capsys)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.methods.roma.config import load_train_config
     from moe_roma.methods.roma.run_folder import TrainFolder
     from moe_roma.methods.roma.state import load_train_state
-    from moe_roma.methods.roma.trainer import RouterTrainer
+    from moe_roma.methods.roma.trainer import RouterTrainer, check_against_routing
     from moe_roma.routing.store import load_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance
 
@@ -69,11 +69,15 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.methods.roma.trackers import check_trackers, open_trackers
 
     apply_threads(args.threads)
-    config = load_train_config(args.config, args.overrides, **config_arguments(args))
-    if args.shard == "fsdp" and config.runtime.device_map is not None:
-        raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
     check_trackers(args.report_to)  # a tracker that is not installed stops before any work
     check_regular_file(args.routing, "routing file")
+    store = load_routing_store(args.routing)
+    # The task loss scores answers the way collection judged them, unless a setting says otherwise.
+    config = load_train_config(args.config, args.overrides, recorded={"scoring": store.meta.get("answer_scoring")},
+                               **config_arguments(args))  # fmt: skip
+    check_against_routing(config, store, args.routing)
+    if args.shard == "fsdp" and config.runtime.device_map is not None:
+        raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
     out = Path(args.out)
     folder = TrainFolder(out)
     guard_outputs(
@@ -81,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
          "--model": local_path(args.model)},
         {"--out": [out, *folder.outputs()]},
     )  # fmt: skip
-    store = load_routing_store(args.routing)
     known = [i for i, c in enumerate(store.choices) if c]
     other = "continuation" if config.scoring == "letter" else "letter"
     warn_if_near_chance([store.is_correct[i] for i in known], [len(store.choices[i]) for i in known],

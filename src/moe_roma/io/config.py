@@ -329,9 +329,11 @@ def load_config(
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     explicit: Mapping[str, Any] | None = None,
     what: str = "config file",
+    recorded: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Defaults <- YAML file <- explicit values (e.g. command-line flags) <- ``key=value`` overrides."""
-    values: dict[str, Any] = {}
+    """Defaults <- ``recorded`` (what an input file says, e.g. a routing file's scoring) <- YAML file <-
+    explicit values (e.g. command-line flags) <- ``key=value`` overrides."""
+    values: dict[str, Any] = {k: v for k, v in (recorded or {}).items() if v is not None}
     if path is not None:
         loaded = load_yaml_mapping(path, what, "a mapping of settings")
         _flatten(loaded, cls, "", values, "")

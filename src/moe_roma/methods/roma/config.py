@@ -219,7 +219,7 @@ class TrainConfig:
     scoring: Scoring = field(
         default="letter",
         metadata=_m("the task loss: `letter` (the answer letter's logit) or `continuation` (the choices' "
-                    "log-likelihoods), as the routing file was scored"),
+                    "log-likelihoods); `roma train` takes the routing file's recorded scoring unless this is set"),
     )  # fmt: skip
     max_length: int | None = field(
         default=None,
@@ -275,6 +275,8 @@ def train_config(**settings: Any) -> TrainConfig:
     return build_config(TrainConfig, settings)
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, **explicit: Any) -> TrainConfig:
-    """Defaults <- YAML file <- explicit options <- ``key=value`` overrides."""
-    return load_config(TrainConfig, path, overrides, explicit, what="config file")
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                      recorded: dict[str, Any] | None = None, **explicit: Any) -> TrainConfig:  # fmt: skip
+    """Defaults <- ``recorded`` (the routing file's own settings) <- YAML file <- explicit options <-
+    ``key=value`` overrides."""
+    return load_config(TrainConfig, path, overrides, explicit, what="config file", recorded=recorded)

@@ -81,6 +81,25 @@ def _sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def check_against_routing(config: TrainConfig, store: RoutingStore, store_path: str | Path | None = None) -> None:
+    """The settings that must be the routing file's own: the prompt token it recorded, and the scoring
+    that judged its answers (the task loss must score them the same way). One sentence if not."""
+    recorded = store.meta.get("position", "last")
+    if recorded != config.position:
+        raise DataError(
+            store_path, None,
+            f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
+            f"with --position {config.position}",
+        )  # fmt: skip
+    scored = store.meta.get("answer_scoring")
+    if scored is not None and scored != config.scoring:
+        raise DataError(
+            store_path, None,
+            f"the routing file was collected with {scored} scoring but scoring={config.scoring}; train with "
+            f"scoring={scored}, the default (the task loss must score the answers the way collection judged them)",
+        )  # fmt: skip
+
+
 class RouterTrainer:
     """Holds the model, data and state of one router post-training run.
 
@@ -119,20 +138,7 @@ class RouterTrainer:
                 f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others",
             )  # fmt: skip
         self.store_cols = [store.layers.index(layer) for layer in self.layers]
-        recorded = store.meta.get("position", "last")
-        if recorded != config.position:
-            raise DataError(
-                store_path, None,
-                f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
-                f"with --position {config.position}",
-            )  # fmt: skip
-        scored = store.meta.get("answer_scoring")
-        if scored is not None and scored != config.scoring:
-            raise DataError(
-                store_path, None,
-                f"the routing file was collected with {scored} scoring but scoring={config.scoring}; train with "
-                f"scoring={scored} (the task loss must score the answers the way collection judged them)",
-            )  # fmt: skip
+        check_against_routing(config, store, store_path)
         self.device = next(model.parameters()).device
         self.max_length = config.max_length or context_length(model, tokenizer)
         if config.regularizer.targets == "oracle":
