@@ -293,7 +293,7 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
     assert "gain_in_dist" in ctgi[("switch", "warmup")] and ctgi[("switch", "none")]["ctgi"] is None
     table = (out / "table.md").read_text()
     assert "| nested | warmup |" in table and "tokens/s" in table and (out / "accuracy.png").is_file()
-    assert "## Continuous scores" in table and "in_dist choice x-ent" in table
+    assert "## Continuous scores" in table and "in_dist choice x-ent" in table and (out / "curves.png").is_file()
     # --resume keeps finished runs and rewrites the same table.
     assert main(["experiment", str(CONFIGS / "ci-architectures.yaml"), "--out", str(out), "--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]

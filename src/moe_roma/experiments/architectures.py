@@ -217,8 +217,28 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
 
     methods = list(dict.fromkeys(f"{r['arch']}/{r['setting']}" for r in results))
     plot_accuracy(rows_of(results, splits), methods, splits, out / "accuracy.png")
-    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'} in {seconds:.0f} s")
+    from moe_roma.report.architectures import plot_curves
+
+    plot_curves(training_curves(jobs), out / "curves.png")
+    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'}, {out / 'curves.png'} "
+        f"in {seconds:.0f} s")  # fmt: skip
     return doc
+
+
+def training_curves(jobs: list[Job]) -> dict[tuple[str, str], list[list[dict]]]:
+    """Each run's ``metrics.jsonl`` records, grouped by architecture and setting, each record with the
+    run's expert count (``experts``; 0 for dense) so that entropies can be compared across counts."""
+    from moe_roma.testbed.architectures import shape_of
+
+    curves: dict[tuple[str, str], list[list[dict]]] = {}
+    for job in jobs:
+        path = Path(job.out) / "model" / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        experts = shape_of(_config_class()(**job.config)).num_experts
+        records = [{**json.loads(line), "experts": experts} for line in path.read_text().splitlines() if line]
+        curves.setdefault((job.arch, job.setting), []).append(records)
+    return curves
 
 
 def _mean_sd(values: list[float]) -> dict:

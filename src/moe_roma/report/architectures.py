@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def _acc(cell: dict) -> str:
@@ -76,3 +77,60 @@ def _continuous_table(summary: list[dict], splits: list[str]) -> list[str]:
                     "choices' log-probabilities (chance: ln 4 = 1.386; lower is better). Answer NLL: the mean negative "
                     "log-probability of the right answer's tokens. Training loss: the last logged batch. Mean ± sd "
                     "over seeds.", ""]  # fmt: skip
+
+
+def plot_curves(curves: dict[tuple[str, str], list[list[dict]]], out: Path) -> Path:
+    """Training loss and routing entropy over steps: one column per architecture, one line per setting
+    (the mean over seeds). ``curves[(arch, setting)]`` holds each seed's ``metrics.jsonl`` records.
+    Entropy is divided by log E, so 1 is uniform routing whatever the expert count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archs = list(dict.fromkeys(a for a, _ in curves))
+    settings = list(dict.fromkeys(s for _, s in curves))
+    colours = {s: f"C{i}" for i, s in enumerate(settings)}
+    fig, axes = plt.subplots(2, len(archs), figsize=(2.6 * len(archs), 5), squeeze=False, sharex=True)
+    for col, arch in enumerate(archs):
+        loss_ax, ent_ax = axes[0][col], axes[1][col]
+        loss_ax.set_title(arch, fontsize=9)
+        for setting in settings:
+            seeds = curves.get((arch, setting))
+            if not seeds:
+                continue
+            steps, loss, entropy = _mean_curve(seeds)
+            loss_ax.plot(steps, loss, color=colours[setting], label=setting, lw=1.2)
+            if any(e is not None for e in entropy):
+                ent_ax.plot(steps, entropy, color=colours[setting], label=setting, lw=1.2)
+        ent_ax.set_ylim(0, 1.05)
+        ent_ax.set_xlabel("step", fontsize=8)
+        for ax in (loss_ax, ent_ax):
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("training loss", fontsize=8)
+    axes[1][0].set_ylabel("routing entropy / log E", fontsize=8)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _mean_curve(seeds: list[list[dict]]) -> tuple[list[int], list[float], list[float | None]]:
+    """Steps logged by every seed, with the seeds' mean loss and mean normalised entropy at each."""
+    import math
+    import statistics
+
+    by_step: dict[int, list[dict]] = {}
+    for records in seeds:
+        for r in records:
+            by_step.setdefault(r["step"], []).append(r)
+    steps = sorted(k for k, v in by_step.items() if len(v) == len(seeds))
+    loss = [statistics.fmean(r["loss"] for r in by_step[k]) for k in steps]
+    entropy: list[float | None] = []
+    for k in steps:
+        vals = [statistics.fmean(r["entropy"].values()) / math.log(r["experts"]) for r in by_step[k]
+                if r.get("entropy") and r.get("experts", 0) > 1]  # fmt: skip
+        entropy.append(statistics.fmean(vals) if vals else None)
+    return steps, loss, entropy
