@@ -293,6 +293,13 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
     assert "gain_in_dist" in ctgi[("switch", "warmup")] and ctgi[("switch", "none")]["ctgi"] is None
     table = (out / "table.md").read_text()
     assert "| nested | warmup |" in table and "tokens/s" in table and (out / "accuracy.png").is_file()
+    # The ablation: each setting minus none at the same seed.
+    run_of = {(r["arch"], r["setting"]): r for r in doc["runs"]}
+    delta = ctgi[("nested", "warmup")]["delta"]
+    want = run_of[("nested", "warmup")]["accuracy"]["heldout_tasks"] - run_of[("nested", "none")]["accuracy"]["heldout_tasks"]
+    assert delta["accuracy:heldout_tasks"]["by_seed"] == {"0": pytest.approx(want)}  # seed keys: JSON strings
+    assert ctgi[("nested", "none")]["delta"] is None and 0 < ctgi[("nested", "none")]["entropy_norm"] <= 1
+    assert "## Ablation: each setting minus `none`, seed by seed" in table
     assert "## Continuous scores" in table and "in_dist choice x-ent" in table and (out / "curves.png").is_file()
     # --resume keeps finished runs and rewrites the same table.
     assert main(["experiment", str(CONFIGS / "ci-architectures.yaml"), "--out", str(out), "--resume"]) == 0

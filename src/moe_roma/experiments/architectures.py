@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -204,7 +205,9 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
             futures = [pool.submit(run_job, j, splits, limit) for j in todo]
             for f in futures:
                 log(f"done {f.result()}")
-    results = [json.loads((Path(j.out) / "result.json").read_text()) for j in jobs]
+    # The expert count comes from the job's config (not the result file), so that tables of runs written
+    # before it was recorded can normalise entropy too.
+    results = [{**json.loads((Path(j.out) / "result.json").read_text()), "experts": _experts(j)} for j in jobs]
     seconds = time.perf_counter() - start
     from moe_roma.report.architectures import architecture_report, rows_of
 
@@ -228,17 +231,48 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
 def training_curves(jobs: list[Job]) -> dict[tuple[str, str], list[list[dict]]]:
     """Each run's ``metrics.jsonl`` records, grouped by architecture and setting, each record with the
     run's expert count (``experts``; 0 for dense) so that entropies can be compared across counts."""
-    from moe_roma.testbed.architectures import shape_of
-
     curves: dict[tuple[str, str], list[list[dict]]] = {}
     for job in jobs:
         path = Path(job.out) / "model" / "metrics.jsonl"
         if not path.is_file():
             continue
-        experts = shape_of(_config_class()(**job.config)).num_experts
-        records = [{**json.loads(line), "experts": experts} for line in path.read_text().splitlines() if line]
+        records = [{**json.loads(line), "experts": _experts(job)} for line in path.read_text().splitlines() if line]
         curves.setdefault((job.arch, job.setting), []).append(records)
     return curves
+
+
+def _experts(job: Job) -> int:
+    """Routed experts per MoE layer of the job's architecture (0 for dense)."""
+    from moe_roma.testbed.architectures import shape_of
+
+    return shape_of(_config_class()(**job.config)).num_experts
+
+
+def _normalised_entropy(run: dict) -> float | None:
+    """Routing entropy over log E: 1 is uniform routing, whatever the expert count."""
+    if run.get("entropy") is None or run.get("experts", 0) < 2:
+        return None
+    return run["entropy"] / math.log(run["experts"])
+
+
+# The ablation's figures: (name, how to read it from a run); each is compared with the reference setting.
+def _ablation_metrics(splits: list[str]) -> list[tuple[str, object]]:
+    out = [(f"accuracy:{s}", lambda r, s=s: r["accuracy"][s]) for s in splits]
+    out += [(f"choice_xent:{s}", lambda r, s=s: r.get("choice_xent", {}).get(s)) for s in splits]
+    out += [("entropy_norm", _normalised_entropy), ("utilisation_max", lambda r: r.get("utilisation_max")),
+            ("loss", lambda r: r.get("loss"))]  # fmt: skip
+    return out
+
+
+def paired_deltas(runs: list[dict], ref_runs: list[dict], splits: list[str]) -> dict[str, dict]:
+    """Per figure: the setting minus the reference at the same seed, each seed's and their mean."""
+    ref_by_seed = {r["seed"]: r for r in ref_runs}
+    deltas: dict[str, dict] = {}
+    for name, read in _ablation_metrics(splits):
+        pairs = [(r["seed"], read(r), read(ref_by_seed[r["seed"]])) for r in runs if r["seed"] in ref_by_seed]
+        values = {seed: a - b for seed, a, b in pairs if a is not None and b is not None}
+        deltas[name] = {"mean": statistics.fmean(values.values()) if values else None, "by_seed": values}
+    return deltas
 
 
 def _mean_sd(values: list[float]) -> dict:
@@ -256,6 +290,7 @@ def summarise(results: list[dict], splits: list[str], reference: str = "none") -
         groups.setdefault((r["arch"], r["setting"]), []).append(r)
     rows = []
     for (arch, setting), runs in groups.items():
+        ref_runs = groups.get((arch, reference), [])
         rows.append({
             "arch": arch, "setting": setting, "seeds": [r["seed"] for r in runs],
             "accuracy": {s: _mean_sd([r["accuracy"][s] for r in runs]) for s in splits},
@@ -264,11 +299,13 @@ def summarise(results: list[dict], splits: list[str], reference: str = "none") -
             "answer_nll": {s: _mean_sd([r.get("answer_nll", {}).get(s) for r in runs]) for s in splits},
             "loss": _mean_sd([r.get("loss") for r in runs]),
             "entropy": _mean_sd([r["entropy"] for r in runs])["mean"],
+            "entropy_norm": _mean_sd([_normalised_entropy(r) for r in runs])["mean"],
             "utilisation_max": _mean_sd([r["utilisation_max"] for r in runs])["mean"],
             "utilisation_min": _mean_sd([r["utilisation_min"] for r in runs])["mean"],
             "parameters": runs[0]["parameters"], "active_parameters": runs[0]["active_parameters"],
             "tokens": runs[0]["tokens"], "tokens_per_second": _mean_sd([r["tokens_per_second"] for r in runs])["mean"],
             "collapse_warnings": sum(len(r["collapse_warnings"]) for r in runs),
+            "delta": paired_deltas(runs, ref_runs, splits) if setting != reference and ref_runs else None,
         })  # fmt: skip
     by = {(r["arch"], r["setting"]): r for r in rows}
     for row in rows:

@@ -25,7 +25,7 @@ def rows_of(results: list[dict], splits: list[str]) -> list[dict]:
 def architecture_report(cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str) -> str:
     """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters, and tokens/s per architecture."""
     n_seeds = max((len(r["seeds"]) for r in summary), default=1)
-    head = ("| architecture | setting | " + " | ".join(splits) + " | CTGI | entropy (nats) | top-k share max / min "
+    head = ("| architecture | setting | " + " | ".join(splits) + " | CTGI | entropy / log E | top-k share max / min "
             "| parameters total / active |")  # fmt: skip
     lines = [f"# {cfg.get('name', 'architectures')}", "",
              f"`roma experiment {config_path}`: {len(summary)} rows, {n_seeds} seeds each, {seconds:.0f} s.",
@@ -34,13 +34,14 @@ def architecture_report(cfg: dict, summary: list[dict], splits: list[str], secon
     for r in summary:
         util = "-" if r["utilisation_max"] is None else f"{r['utilisation_max']:.2f} / {r['utilisation_min']:.2f}"
         lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(_acc(r["accuracy"][s]) for s in splits)
-                     + f" | {_num(r['ctgi'], '.2f')} | {_num(r['entropy'], '.3f')} | {util} | "
+                     + f" | {_num(r['ctgi'], '.2f')} | {_num(r.get('entropy_norm'), '.3f')} | {util} | "
                      f"{r['parameters'] / 1e6:.2f}M / {r['active_parameters'] / 1e6:.2f}M |")  # fmt: skip
     lines += ["", f"Accuracy: mean ± standard deviation over {n_seeds} seeds. CTGI: the setting's gain on heldout_tasks "
               f"over its gain on in_dist, both against the same architecture's `{cfg.get('reference', 'none')}` row "
               "(- when the in_dist gain is not positive). Entropy and top-k shares: the routing of the last logged "
-              "batch, averaged over MoE layers and seeds (top-k share: the largest and smallest share of top-k "
-              "slots any expert took).", ""]  # fmt: skip
+              "batch, averaged over MoE layers and seeds; entropy is over log E, so 1 is uniform routing (top-k "
+              "share: the largest and smallest share of top-k slots any expert took).", ""]  # fmt: skip
+    lines += _ablation_table(summary, splits, str(cfg.get("reference", "none")))
     lines += _continuous_table(summary, splits)
     lines += ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
     per_arch: dict[str, list[dict]] = {}
@@ -134,3 +135,33 @@ def _mean_curve(seeds: list[list[dict]]) -> tuple[list[int], list[float], list[f
                 if r.get("entropy") and r.get("experts", 0) > 1]  # fmt: skip
         entropy.append(statistics.fmean(vals) if vals else None)
     return steps, loss, entropy
+
+
+_ABLATION_COLUMNS = (("accuracy", "Δ {s} acc", 100, "+.1f"), ("choice_xent", "Δ {s} x-ent", 1, "+.3f"))
+
+
+def _delta(cell: dict | None, scale: float, fmt: str) -> str:
+    if not cell or cell["mean"] is None:
+        return "-"
+    seeds = ", ".join(format(scale * v, fmt) for _, v in sorted(cell["by_seed"].items()))
+    return f"{format(scale * cell['mean'], fmt)} ({seeds})"
+
+
+def _ablation_table(summary: list[dict], splits: list[str], reference: str) -> list[str]:
+    """Each setting minus the same architecture's reference row at the same seed: the roadmap's ablation."""
+    rows = [r for r in summary if r.get("delta")]
+    if not rows:
+        return []
+    heads = [h.format(s=s) for key, h, _, _ in _ABLATION_COLUMNS for s in splits]
+    heads += ["Δ entropy / log E", "Δ top-k max share", "Δ training loss"]
+    lines = [f"## Ablation: each setting minus `{reference}`, seed by seed", "",
+             "| architecture | setting | " + " | ".join(heads) + " |", "|" + "---|" * (len(heads) + 2)]  # fmt: skip
+    for r in rows:
+        d = r["delta"]
+        cells = [_delta(d.get(f"{key}:{s}"), scale, fmt) for key, _, scale, fmt in _ABLATION_COLUMNS for s in splits]
+        cells += [_delta(d.get("entropy_norm"), 1, "+.3f"), _delta(d.get("utilisation_max"), 1, "+.3f"),
+                  _delta(d.get("loss"), 1, "+.3f")]  # fmt: skip
+        lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(cells) + " |")
+    return lines + ["", "Each cell: the mean difference over seeds, then each seed's difference in brackets "
+                    "(accuracy in points; a negative x-ent or loss difference is better). With 360 / 360 / 320 "
+                    "items, one seed's accuracy difference within about ±6 points is noise.", ""]  # fmt: skip
