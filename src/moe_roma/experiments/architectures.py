@@ -149,7 +149,7 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
         "n": {s: info["scored_sizes"][s] for s in splits},
         "choice_xent": {s: info["choice_xent"][s] for s in splits},
         "answer_nll": {s: info["answer_nll"][s] for s in splits},
-        "loss": last["loss"] if last else None,
+        "loss": records[-1]["loss"] if records else None,  # dense runs log loss without routing health
         "parameters": info["parameters"], "active_parameters": info.get("active_parameters"),
         "tokens": info.get("pretrain_tokens_seen"), "tokens_per_second": info.get("tokens_per_second"),
         "train_seconds": info["train_seconds"], "seconds": round(time.time() - t0, 1),
