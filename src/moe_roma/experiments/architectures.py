@@ -229,14 +229,18 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
 
 
 def training_curves(jobs: list[Job]) -> dict[tuple[str, str], list[list[dict]]]:
-    """Each run's ``metrics.jsonl`` records, grouped by architecture and setting, each record with the
-    run's expert count (``experts``; 0 for dense) so that entropies can be compared across counts."""
+    """Each run's ``metrics.jsonl`` records, grouped by architecture and setting, each record with its
+    mean routing entropy over log E (``entropy_norm``; None for dense), so that expert counts compare."""
     curves: dict[tuple[str, str], list[list[dict]]] = {}
     for job in jobs:
         path = Path(job.out) / "model" / "metrics.jsonl"
         if not path.is_file():
             continue
-        records = [{**json.loads(line), "experts": _experts(job)} for line in path.read_text().splitlines() if line]
+        experts = _experts(job)
+        records = [json.loads(line) for line in path.read_text().splitlines() if line]
+        for r in records:
+            layers = r.get("entropy")
+            r["entropy_norm"] = normalised_entropy(statistics.fmean(layers.values()) if layers else None, experts)
         curves.setdefault((job.arch, job.setting), []).append(records)
     return curves
 
@@ -248,11 +252,15 @@ def _experts(job: Job) -> int:
     return shape_of(_config_class()(**job.config)).num_experts
 
 
-def _normalised_entropy(run: dict) -> float | None:
-    """Routing entropy over log E: 1 is uniform routing, whatever the expert count."""
-    if run.get("entropy") is None or run.get("experts", 0) < 2:
+def normalised_entropy(entropy: float | None, experts: int) -> float | None:
+    """Routing entropy over log E: 1 is uniform routing, whatever the expert count (None without routers)."""
+    if entropy is None or experts < 2:
         return None
-    return run["entropy"] / math.log(run["experts"])
+    return entropy / math.log(experts)
+
+
+def _normalised_entropy(run: dict) -> float | None:
+    return normalised_entropy(run.get("entropy"), run.get("experts", 0))
 
 
 # The ablation's figures: (name, how to read it from a run); each is compared with the reference setting.

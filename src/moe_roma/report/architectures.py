@@ -6,10 +6,15 @@ import json
 from pathlib import Path
 
 
-def _acc(cell: dict) -> str:
+def _cell(cell: dict, fmt: str) -> str:
+    """Mean ± sd over seeds (the mean alone for one seed; - for none)."""
     if cell["mean"] is None:
         return "-"
-    return f"{cell['mean']:.1%} ± {cell['sd']:.1%}" if len(cell["values"]) > 1 else f"{cell['mean']:.1%}"
+    return f"{cell['mean']:{fmt}} ± {cell['sd']:{fmt}}" if len(cell["values"]) > 1 else f"{cell['mean']:{fmt}}"
+
+
+def _acc(cell: dict) -> str:
+    return _cell(cell, ".1%")
 
 
 def _num(x, fmt: str) -> str:
@@ -58,9 +63,7 @@ def architecture_report(cfg: dict, summary: list[dict], splits: list[str], secon
 
 
 def _cont(cell: dict) -> str:
-    if cell["mean"] is None:
-        return "-"
-    return f"{cell['mean']:.3f} ± {cell['sd']:.3f}" if len(cell["values"]) > 1 else f"{cell['mean']:.3f}"
+    return _cell(cell, ".3f")
 
 
 def _continuous_table(summary: list[dict], splits: list[str]) -> list[str]:
@@ -119,8 +122,7 @@ def plot_curves(curves: dict[tuple[str, str], list[list[dict]]], out: Path) -> P
 
 
 def _mean_curve(seeds: list[list[dict]]) -> tuple[list[int], list[float], list[float | None]]:
-    """Steps logged by every seed, with the seeds' mean loss and mean normalised entropy at each."""
-    import math
+    """Steps logged by every seed, with the seeds' mean loss and mean ``entropy_norm`` at each."""
     import statistics
 
     by_step: dict[int, list[dict]] = {}
@@ -131,8 +133,7 @@ def _mean_curve(seeds: list[list[dict]]) -> tuple[list[int], list[float], list[f
     loss = [statistics.fmean(r["loss"] for r in by_step[k]) for k in steps]
     entropy: list[float | None] = []
     for k in steps:
-        vals = [statistics.fmean(r["entropy"].values()) / math.log(r["experts"]) for r in by_step[k]
-                if r.get("entropy") and r.get("experts", 0) > 1]  # fmt: skip
+        vals = [r["entropy_norm"] for r in by_step[k] if r.get("entropy_norm") is not None]
         entropy.append(statistics.fmean(vals) if vals else None)
     return steps, loss, entropy
 
