@@ -20,12 +20,18 @@ def seed001_routing(path, n: int, correct=lambda i: i % 3 != 0, experts: int = 8
         entry_layers = []
         for layer in layers:
             w = rng.dirichlet(np.ones(experts) * 0.5)
-            entry_layers.append({"layer": layer, "routing_weights": {f"expert_{e}": float(w[e]) for e in range(experts)
-                                                                     if w[e] > 0.01}})  # fmt: skip
+            entry_layers.append(
+                {
+                    "layer": layer,
+                    "routing_weights": {f"expert_{e}": float(w[e]) for e in range(experts) if w[e] > 0.01},
+                }
+            )
         data[f"q{i}"] = {
             "input_text": f"Question: {task} question number {i} about {task}?\nAnswer:",
             "last_token_routing": {"token_id": 7, "token_text": ":", "layers": entry_layers},
-            "correct_answer": "A", "model_answer": "A" if correct(i) else "B", "is_correct": bool(correct(i)),
+            "correct_answer": "A",
+            "model_answer": "A" if correct(i) else "B",
+            "is_correct": bool(correct(i)),
         }
     path.write_text(json.dumps(data))
     return path
@@ -65,8 +71,17 @@ def test_diagnose_says_cannot_tell_and_why(tmp_path, capsys, n, correct, reason)
 
 def test_an_embedder_that_cannot_be_loaded_is_one_sentence(tmp_path, capsys):
     routing = seed001_routing(tmp_path / "routing.json", 30)
-    code = main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / "d"), "--embedder",
-                 str(tmp_path / "no-such-embedder")])  # fmt: skip
+    code = main(
+        [
+            "diagnose",
+            "--routing",
+            str(routing),
+            "--out",
+            str(tmp_path / "d"),
+            "--embedder",
+            str(tmp_path / "no-such-embedder"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "no-such-embedder" in err and not (tmp_path / "d" / "report.json").exists()
@@ -90,8 +105,24 @@ def test_collect_embed_stores_embeddings_that_diagnose_reuses(resume_workspace, 
 
     w = resume_workspace
     out = tmp_path / "routing.json"
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out", str(out),
-                 "--layers", "last2", "--embed", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(w / "train.jsonl"),
+                "--out",
+                str(out),
+                "--layers",
+                "last2",
+                "--embed",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     store = load_routing_store(out)
     assert store.meta["embedder"] == "all-MiniLM-L6-v2" and store.embeddings.shape == (24, 384)
     fresh = embed_texts([q or x for q, x in zip(store.questions, store.input_texts)])

@@ -38,7 +38,9 @@ def test_success_counts_overall_and_per_task():
 def test_alignment_is_high_when_routing_follows_the_tasks_and_low_when_shuffled():
     emb, routing = _clustered()
     aligned = alignment(emb, routing, k=5)
-    shuffled = alignment(emb, routing[torch.randperm(len(routing), generator=torch.Generator().manual_seed(1))], k=5)
+    shuffled = alignment(
+        emb, routing[torch.randperm(len(routing), generator=torch.Generator().manual_seed(1))], k=5
+    )
     assert aligned["cka"] > 0.8 > 0.2 > shuffled["cka"]
     assert aligned["knn_overlap@5"] > shuffled["knn_overlap@5"]
     assert len(aligned["per_layer"]) == 2
@@ -60,7 +62,9 @@ def test_room_to_move_sees_failed_items_routed_unlike_their_neighbours():
     correct = np.ones(len(routing), dtype=bool)
     correct[::5] = False
     moved = routing.clone()
-    moved[~torch.as_tensor(correct)] = moved[~torch.as_tensor(correct)].flip(-1)  # failed items route elsewhere
+    moved[~torch.as_tensor(correct)] = moved[~torch.as_tensor(correct)].flip(
+        -1
+    )  # failed items route elsewhere
     out = room_to_move(emb, moved, correct, permutations=500)
     assert out["difference"] > 0 and out["p_value"] < 0.01
     same = room_to_move(emb, routing, correct, permutations=500)

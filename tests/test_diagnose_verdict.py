@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def report(auc_routing: float, auc_embedding: float, share: float = 0.6, pull: float | None = None) -> dict:
-    out = {"cannot_tell": [], "success": {"share": share},
-           "correctness_signal": {"auc_routing": {"mean": auc_routing}, "auc_embedding": {"mean": auc_embedding}}}  # fmt: skip
+    out = {
+        "cannot_tell": [],
+        "success": {"share": share},
+        "correctness_signal": {
+            "auc_routing": {"mean": auc_routing},
+            "auc_embedding": {"mean": auc_embedding},
+        },
+    }
     if pull is not None:
         out["oracle"] = {"direction": {"cos_change_pull": 0.1 + pull, "cos_change_random_pull": 0.1}}
     return out
@@ -28,7 +34,9 @@ def test_routing_no_better_than_the_question_is_unlikely_to_help():
 
 def test_outside_the_calibration_it_cannot_tell_and_never_says_likely():
     assert verdict(report(0.85, 0.70))["label"] == "cannot tell"
-    assert verdict(report(0.66, 0.72, pull=0.2))["label"] == "cannot tell"  # the oracle goes where neighbours pull
+    assert (
+        verdict(report(0.66, 0.72, pull=0.2))["label"] == "cannot tell"
+    )  # the oracle goes where neighbours pull
     assert verdict(report(0.66, 0.72, pull=0.0))["label"] == "unlikely to help"
 
 
@@ -43,7 +51,9 @@ def test_each_calibration_point_gets_the_verdict_its_measured_outcome_supports(n
     assert point["routing_margin"] == pytest.approx(point["auc_routing"] - point["auc_embedding"], abs=1e-3)
     assert point["routing_margin"] <= ROUTING_MARGIN_MAX and point["pull_margin"] <= PULL_MARGIN_MAX
     assert not helped(point)  # no split where RoMA's interval over router tuning lies above 0
-    v = verdict(report(point["auc_routing"], point["auc_embedding"], point["successful_share"], point["pull_margin"]))
+    v = verdict(
+        report(point["auc_routing"], point["auc_embedding"], point["successful_share"], point["pull_margin"])
+    )
     assert v["label"] == "unlikely to help"
 
 
@@ -70,10 +80,42 @@ def test_the_downstream_testbed_measures_as_calibrated(tmp_path):
 
     model, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
     train = load_testbed_splits(0, testbed="downstream")["train"]
-    store, _ = collect_routing(model, tok, train, layers="last5", scoring="continuation", batch_size=32, progress=False)
+    store, _ = collect_routing(
+        model, tok, train, layers="last5", scoring="continuation", batch_size=32, progress=False
+    )
     out = diagnose_routing(store, top_k=4)
     point = CALIBRATION["downstream"]
+    # The target test on in_dist, neighbours from the training set: the table and the calibration.
+    from moe_roma.diagnose.target_test import target_test
+    from moe_roma.manifold.embed import embed_texts
+
+    in_dist, _ = collect_routing(
+        model,
+        tok,
+        load_testbed_splits(0, testbed="downstream")["in_dist"],
+        layers="last5",
+        scoring="continuation",
+        batch_size=32,
+        progress=False,
+    )
+    tt = target_test(
+        model,
+        tok,
+        store,
+        out["_embeddings"],
+        items=in_dist,
+        item_embeddings=embed_texts(list(in_dist.questions)),
+        batch_size=32,
+        progress=False,
+    )
+    measured = point["target_test"]["in_dist"]
+    assert 100 * tt["base"]["share"] == pytest.approx(measured["base"], abs=0.1)
+    assert 100 * tt["targets"]["roma"]["accuracy"]["share"] == pytest.approx(measured["roma"], abs=1.0)
+    assert 100 * tt["margin"]["fixed_diff"] == pytest.approx(measured["margin"], abs=2.0)
     assert out["success"]["share"] == pytest.approx(point["successful_share"], abs=1e-3)
     assert out["correctness_signal"]["auc_routing"]["mean"] == pytest.approx(point["auc_routing"], abs=2e-3)
-    assert out["correctness_signal"]["auc_embedding"]["mean"] == pytest.approx(point["auc_embedding"], abs=2e-3)
+    assert out["correctness_signal"]["auc_embedding"]["mean"] == pytest.approx(
+        point["auc_embedding"], abs=2e-3
+    )
     assert out["verdict"]["label"] == "unlikely to help"
+    assert verdict({**out, "target_test": tt})["label"] == "unlikely to help"

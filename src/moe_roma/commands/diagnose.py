@@ -1,58 +1,180 @@
-"""``roma diagnose``: will router post-training help on this model and data? One collection pass tells."""
+"""``roma diagnose``: will router post-training help on this model and data?
+
+Without ``--model`` it measures the routing file alone. With ``--model`` it also runs the target
+test (``moe_roma.diagnose.target_test``): the model answers with its routing set to RoMA's own
+target and to controls, and that decides the verdict.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_model_options, add_threads_option, at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from moe_roma.methods.roma.config import GraphConfig
+
+    graph = GraphConfig()
     p = sub.add_parser(
         "diagnose",
-        help="measure a routing file: success, routing-embedding alignment, whether routing decides correctness",
+        help="will router post-training help? measure a routing file, and with --model test RoMA's own target",
         description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and writes "
-        "report.json, report.md and two pictures: routing and embedding maps, per-layer alignment.",
+        "report.json, report.md and pictures. With --model it also runs the target test: each item is scored with "
+        "its last-token routing set to RoMA's target (its successful neighbours' kernel mean) and to controls; "
+        "whether that target routes better than the item's own decides the verdict.",
     )
-    p.add_argument("--routing", required=True, help="routing JSON from `roma collect`")
+    p.add_argument("--routing", required=True, help="routing JSON from `roma collect`: RoMA's training set")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--embedder", default=None, help="sentence-transformers name or folder (default: bundled MiniLM)")
-    p.add_argument("--oracle", type=int, default=None, metavar="N",
-                   help="also run oracle routing on a random sample of N items (needs --model)")
-    p.add_argument("--model", default=None, help="the base model the routing was collected from (for --oracle)")
-    p.add_argument("--layers", default=None,
-                   help="measure only these recorded layers: lastN, firstN, all or e.g. 11,12 (default: all recorded)")
-    p.add_argument("--top-k", type=int, default=None, help="experts per token, for utilisation (default: 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation, permutations and sample")
+    p.add_argument(
+        "--embedder", default=None, help="sentence-transformers name or folder (default: bundled MiniLM)"
+    )
+    p.add_argument(
+        "--model", default=None, help="the base model the routing was collected from: runs the target test"
+    )
+    p.add_argument(
+        "--items",
+        default=None,
+        metavar="ROUTING",
+        help="target-test the items of this second routing file (e.g. in_dist), neighbours from --routing's "
+        "successful set (default: --routing's own items, never their own neighbour)",
+    )
+    p.add_argument(
+        "--gate-items",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="target-test a random sample of N items",
+    )
+    p.add_argument(
+        "--no-target-test", action="store_true", help="with --model, run only the oracle (--oracle N)"
+    )
+    p.add_argument(
+        "--k", type=at_least(1), default=graph.k, help=f"neighbours, as in `roma train` (default {graph.k})"
+    )
+    p.add_argument(
+        "--sigma", type=float, default=graph.sigma, help=f"kernel width, as in training ({graph.sigma})"
+    )
+    p.add_argument(
+        "--dedupe-threshold",
+        type=float,
+        default=graph.dedupe_threshold,
+        help=f"near-duplicate cosine above which a neighbour is skipped, as in training ({graph.dedupe_threshold})",
+    )
+    p.add_argument("--include-self", action="store_true", help="a successful item is its own first neighbour")
+    p.add_argument(
+        "--oracle",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="also run oracle routing on a random sample of N items, towards the right answer and towards a "
+        "wrong one (needs --model)",
+    )
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="measure only these recorded layers: lastN, firstN, all or e.g. 11,12 (default: all recorded)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=at_least(1),
+        default=None,
+        help="experts per token, for utilisation (default: the routing file's, else 2)",
+    )
+    p.add_argument(
+        "--batch-size", type=at_least(1), default=32, help="items per forward pass (target test, oracle)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the cross-validation, permutations and samples"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    add_model_options(p)
+    add_threads_option(p)
     p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    import math
+
+    from moe_roma.io.errors import RomaError
+
+    if args.model is None:
+        for flag, given in (
+            ("--oracle", args.oracle),
+            ("--items", args.items),
+            ("--gate-items", args.gate_items),
+        ):
+            if given is not None:
+                raise RomaError(f"{flag} needs --model (the base model the routing was collected from)")
+    if not (math.isfinite(args.sigma) and args.sigma > 0):
+        raise RomaError(f"--sigma must be a positive number, got {args.sigma}")
+    if not -1 <= args.dedupe_threshold <= 1.01:
+        raise RomaError(f"--dedupe-threshold must lie in [-1, 1.01], got {args.dedupe_threshold}")
+    if args.items and args.include_self:
+        raise RomaError("--include-self applies to the routing file's own items, not to --items")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from moe_roma.diagnose.run import diagnose_routing, only_layers
+    from moe_roma.commands import apply_threads
+    from moe_roma.diagnose.run import diagnose_routing, only_layers, question_embeddings
     from moe_roma.diagnose.verdict import verdict
     from moe_roma.io.atomic import write_json_atomic, write_text_atomic
     from moe_roma.io.errors import RomaError
-    from moe_roma.report.diagnose import diagnose_markdown, plot_layer_alignment, plot_maps
+    from moe_roma.report.diagnose import diagnose_markdown, plot_layer_alignment, plot_maps, plot_target_test
     from moe_roma.routing.store import load_routing_store
 
-    if args.oracle is not None and (args.oracle < 1 or not args.model):
-        raise RomaError("--oracle N needs N >= 1 and --model")
+    _check(args)
+    apply_threads(args.threads)
     store = load_routing_store(args.routing)
+    items = load_routing_store(args.items) if args.items else None
     if args.layers:
         store = only_layers(store, args.layers, args.routing)
+        items = only_layers(items, args.layers, args.items) if items is not None else None
     try:
         report = diagnose_routing(store, embedder=args.embedder, top_k=args.top_k, seed=args.seed, log=print)
+        embeddings = report.get("_embeddings")
+        if embeddings is None and args.model and not args.no_target_test:
+            embeddings = question_embeddings(store, args.embedder, print)
+        item_embeddings = question_embeddings(items, args.embedder, print) if items is not None else None
     except OSError as exc:  # an embedder that cannot be loaded
         raise RomaError(f"embedder {args.embedder or 'all-MiniLM-L6-v2'} cannot be loaded: {exc}") from None
-    if args.oracle:
-        report["oracle"] = _oracle_headroom(args, store, embeddings=report.get("_embeddings"))
-        report["verdict"] = verdict(report)  # the oracle's direction is one of its drivers
+    if args.model:
+        model, tokenizer = _load(args)
+        if not args.no_target_test and store.successful:  # without successful items there is no target
+            report["target_test"] = _target_test(
+                args, model, tokenizer, store, embeddings, items, item_embeddings
+            )
+        if args.oracle:
+            from moe_roma.diagnose.oracle_probe import oracle_headroom
+
+            report["oracle"] = oracle_headroom(
+                model,
+                tokenizer,
+                items if items is not None else store,
+                args.oracle,
+                seed=args.seed,
+                embeddings=item_embeddings if items is not None else embeddings,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+                log=print,
+            )
+        report["verdict"] = verdict(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     embeddings = report.pop("_embeddings", None)
     if embeddings is not None:
-        plot_maps(store.routing.float().numpy(), embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
+        plot_maps(
+            store.routing.float().numpy(),
+            embeddings,
+            list(store.tasks),
+            list(store.is_correct),
+            out / "maps.png",
+        )
         plot_layer_alignment(report, out / "layer_alignment.png")
+    if "target_test" in report:
+        plot_target_test(report["target_test"], out / "target_test.png")
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
     s, v = report["success"], report["verdict"]
@@ -61,25 +183,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _oracle_headroom(args: argparse.Namespace, store, embeddings=None) -> dict:
-    import torch
-
-    from moe_roma.diagnose.measures import oracle_direction
-    from moe_roma.methods.oracle import oracle_routing
+def _load(args: argparse.Namespace):
     from moe_roma.models.loading import load_model
 
-    model, tokenizer = load_model(args.model)
-    n = min(args.oracle, len(store))
-    pick = sorted(torch.randperm(len(store), generator=torch.Generator().manual_seed(args.seed))[:n].tolist())
-    result = oracle_routing(model, tokenizer, store.subset(pick), progress=False)
-    out = {"n": n, "accuracy": result.accuracy, "base_accuracy": result.base_accuracy, "gap": result.gap,
-           "layers": result.layers}  # fmt: skip
-    if embeddings is not None:
-        # The oracle's routing for the sampled items, in the store's layer order, over the base routing.
-        oracle = store.routing.float().clone()
-        cols = [list(store.layers).index(x) for x in result.layers]
-        oracle[torch.tensor(pick)[:, None], torch.tensor(cols)[None, :]] = result.routing.float()
-        fixed = [i for i, before, after in zip(pick, result.correct_before, result.correct_after) if after and not before]
-        out["direction"] = oracle_direction(embeddings, store.routing.float(), oracle, store.is_correct, fixed,
-                                            seed=args.seed)  # fmt: skip
-    return out
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+    )
+
+
+def _target_test(args, model, tokenizer, store, embeddings, items, item_embeddings) -> dict:
+    from moe_roma.diagnose.target_test import target_test
+    from moe_roma.manifold.graph import GraphConfig
+    from moe_roma.report.diagnose import target_table
+
+    graph = GraphConfig(
+        k=args.k, sigma=args.sigma, dedupe_threshold=args.dedupe_threshold, include_self=args.include_self
+    )
+    print(
+        f"target test: {args.gate_items or len(items if items is not None else store)} items, "
+        f"neighbours among {len(store.successful)} successful items (k {args.k}, sigma {args.sigma})"
+    )
+    result = target_test(
+        model,
+        tokenizer,
+        store,
+        embeddings,
+        items=items,
+        item_embeddings=item_embeddings,
+        graph=graph,
+        n_items=args.gate_items,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    result["items"] = str(args.items) if items is not None else "the routing file's own items"
+    print(target_table(result))
+    return result

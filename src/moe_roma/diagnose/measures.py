@@ -29,8 +29,11 @@ from moe_roma.manifold.metrics import expert_utilisation, knn_overlap, linear_ck
 def success(is_correct: Sequence[bool], tasks: Sequence[str | None] | None = None) -> dict:
     """Share of items the base model answers right, overall and per task (when tasks are known)."""
     correct = np.asarray(is_correct, dtype=bool)
-    out: dict = {"n": int(correct.size), "n_successful": int(correct.sum()),
-                 "share": float(correct.mean()) if correct.size else float("nan")}  # fmt: skip
+    out: dict = {
+        "n": int(correct.size),
+        "n_successful": int(correct.sum()),
+        "share": float(correct.mean()) if correct.size else float("nan"),
+    }
     if tasks is not None and any(t for t in tasks):
         groups: dict[str, list[bool]] = defaultdict(list)
         for ok, task in zip(correct, tasks):
@@ -43,18 +46,29 @@ def alignment(embeddings: np.ndarray, routing: torch.Tensor, k: int = 5) -> dict
     """Routing-embedding alignment: linear CKA and k-NN overlap@k, all tuned layers together and per layer."""
     flat = routing.reshape(routing.shape[0], -1)
     per_layer = [
-        {"cka": linear_cka(embeddings, routing[:, i]), f"knn_overlap@{k}": knn_overlap(embeddings, routing[:, i : i + 1], k)}
+        {
+            "cka": linear_cka(embeddings, routing[:, i]),
+            f"knn_overlap@{k}": knn_overlap(embeddings, routing[:, i : i + 1], k),
+        }
         for i in range(routing.shape[1])
-    ]  # fmt: skip
+    ]
     n = routing.shape[0]
-    return {"cka": linear_cka(embeddings, flat), f"knn_overlap@{k}": knn_overlap(embeddings, routing, k),
-            f"knn_overlap@{k}_chance": min(k, n - 1) / max(n - 1, 1), "per_layer": per_layer}  # fmt: skip
+    return {
+        "cka": linear_cka(embeddings, flat),
+        f"knn_overlap@{k}": knn_overlap(embeddings, routing, k),
+        f"knn_overlap@{k}_chance": min(k, n - 1) / max(n - 1, 1),
+        "per_layer": per_layer,
+    }
 
 
 def correctness_signal(
-    embeddings: np.ndarray, routing: torch.Tensor, is_correct: Sequence[bool], k: int = 10, folds: int = 5,
+    embeddings: np.ndarray,
+    routing: torch.Tensor,
+    is_correct: Sequence[bool],
+    k: int = 10,
+    folds: int = 5,
     seed: int = 0,
-) -> dict:  # fmt: skip
+) -> dict:
     """Cross-validated ROC AUC of a k-NN classifier that predicts correctness from routing alone, and from
     embeddings alone. 0.5 is chance. ``None`` where a class has fewer items than folds."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -62,19 +76,29 @@ def correctness_signal(
 
     y = np.asarray(is_correct, dtype=int)
     if min(y.sum(), (1 - y).sum()) < folds:
-        return {"auc_routing": None, "auc_embedding": None, "folds": folds, "k": k,
-                "reason": f"fewer than {folds} items in a class"}  # fmt: skip
+        return {
+            "auc_routing": None,
+            "auc_embedding": None,
+            "folds": folds,
+            "k": k,
+            "reason": f"fewer than {folds} items in a class",
+        }
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     neighbours = min(k, int(len(y) * (folds - 1) / folds) - 1)
 
     def auc(x: np.ndarray, metric: str) -> dict:
-        scores = cross_val_score(KNeighborsClassifier(n_neighbors=neighbours, metric=metric), x, y, cv=splitter,
-                                 scoring="roc_auc")  # fmt: skip
+        scores = cross_val_score(
+            KNeighborsClassifier(n_neighbors=neighbours, metric=metric), x, y, cv=splitter, scoring="roc_auc"
+        )
         return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0}
 
     flat = routing.reshape(routing.shape[0], -1).float().numpy()
-    return {"auc_routing": auc(flat, "euclidean"), "auc_embedding": auc(np.asarray(embeddings), "cosine"),
-            "folds": folds, "k": neighbours}  # fmt: skip
+    return {
+        "auc_routing": auc(flat, "euclidean"),
+        "auc_embedding": auc(np.asarray(embeddings), "cosine"),
+        "folds": folds,
+        "k": neighbours,
+    }
 
 
 def neighbour_distances(
@@ -82,7 +106,9 @@ def neighbour_distances(
 ) -> np.ndarray:
     """Each item's kernel-weighted squared routing distance to its k nearest successful neighbours in
     embedding space (itself excluded): the manifold term RoMA starts from, per item."""
-    graph = build_neighbour_graph(embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01))
+    graph = build_neighbour_graph(
+        embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01)
+    )
     flat = routing.reshape(routing.shape[0], -1).float()
     idx = graph.indices.clamp_min(0)
     sq = ((flat.unsqueeze(1) - flat[idx]) ** 2).sum(-1)
@@ -90,9 +116,14 @@ def neighbour_distances(
 
 
 def room_to_move(
-    embeddings: np.ndarray, routing: torch.Tensor, is_correct: Sequence[bool], k: int = 3, sigma: float = 0.4,
-    permutations: int = 2000, seed: int = 0,
-) -> dict:  # fmt: skip
+    embeddings: np.ndarray,
+    routing: torch.Tensor,
+    is_correct: Sequence[bool],
+    k: int = 3,
+    sigma: float = 0.4,
+    permutations: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Mean kernel-weighted routing distance to the successful neighbours, for failed and for successful
     items, and a two-sided permutation test of the difference (labels shuffled, distances fixed).
     A positive difference means failed items route unlike their successful neighbours: RoMA's term
@@ -100,8 +131,13 @@ def room_to_move(
     correct = np.asarray(is_correct, dtype=bool)
     successful = np.flatnonzero(correct).tolist()
     if len(successful) < 2 or correct.all():
-        return {"failed_mean": None, "successful_mean": None, "difference": None, "p_value": None,
-                "reason": "needs at least two successful items and one failed item"}  # fmt: skip
+        return {
+            "failed_mean": None,
+            "successful_mean": None,
+            "difference": None,
+            "p_value": None,
+            "reason": "needs at least two successful items and one failed item",
+        }
     d = neighbour_distances(embeddings, routing, successful, k, sigma)
     observed = d[~correct].mean() - d[correct].mean()
     rng = np.random.default_rng(seed)
@@ -109,9 +145,15 @@ def room_to_move(
     for _ in range(permutations):
         perm = rng.permutation(correct)
         hits += abs(d[~perm].mean() - d[perm].mean()) >= abs(observed)
-    return {"failed_mean": float(d[~correct].mean()), "successful_mean": float(d[correct].mean()),
-            "difference": float(observed), "p_value": (hits + 1) / (permutations + 1), "k": k, "sigma": sigma,
-            "permutations": permutations}  # fmt: skip
+    return {
+        "failed_mean": float(d[~correct].mean()),
+        "successful_mean": float(d[correct].mean()),
+        "difference": float(observed),
+        "p_value": (hits + 1) / (permutations + 1),
+        "k": k,
+        "sigma": sigma,
+        "permutations": permutations,
+    }
 
 
 def routing_health(routing: torch.Tensor, top_k: int) -> dict:
@@ -119,9 +161,14 @@ def routing_health(routing: torch.Tensor, top_k: int) -> dict:
     e = routing.shape[-1]
     entropy = routing_entropy_per_layer(routing)
     util = expert_utilisation(routing, top_k)
-    return {"entropy": entropy, "entropy_share": [h / float(np.log(e)) for h in entropy],
-            "utilisation_min": util.min(dim=1).values.tolist(), "utilisation_max": util.max(dim=1).values.tolist(),
-            "experts": e, "top_k": top_k}  # fmt: skip
+    return {
+        "entropy": entropy,
+        "entropy_share": [h / float(np.log(e)) for h in entropy],
+        "utilisation_min": util.min(dim=1).values.tolist(),
+        "utilisation_max": util.max(dim=1).values.tolist(),
+        "experts": e,
+        "top_k": top_k,
+    }
 
 
 def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -129,9 +176,15 @@ def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def oracle_direction(
-    embeddings: np.ndarray, base_routing: torch.Tensor, oracle_routing: torch.Tensor, is_correct: Sequence[bool],
-    fixed: Sequence[int], k: int = 3, sigma: float = 0.4, seed: int = 0,
-) -> dict:  # fmt: skip
+    embeddings: np.ndarray,
+    base_routing: torch.Tensor,
+    oracle_routing: torch.Tensor,
+    is_correct: Sequence[bool],
+    fixed: Sequence[int],
+    k: int = 3,
+    sigma: float = 0.4,
+    seed: int = 0,
+) -> dict:
     """Does RoMA's pull point where the oracle went? For each item the oracle fixed (wrong at base,
     right with its oracle routing), compare the oracle's change ``d_i = r_oracle_i - r_i`` with RoMA's
     pull ``p_i = sum_j W_ij r_j - r_i`` towards its k successful neighbours (embedding space, the
@@ -148,7 +201,9 @@ def oracle_direction(
         return {"n_fixed": len(fixed), "reason": "needs at least two fixed items and two successful items"}
     flat = base_routing.reshape(base_routing.shape[0], -1).float()
     change = oracle_routing.reshape(oracle_routing.shape[0], -1).float()[fixed] - flat[fixed]
-    graph = build_neighbour_graph(embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01))
+    graph = build_neighbour_graph(
+        embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01)
+    )
     idx, w = graph.indices[fixed].clamp_min(0), graph.weights[fixed] * (graph.indices[fixed] >= 0)
     pull = (w.unsqueeze(-1) * flat[idx]).sum(1) - flat[fixed]
     gen = torch.Generator().manual_seed(seed)
@@ -169,9 +224,14 @@ def oracle_direction(
     per_layer = (oracle_routing.float()[fixed] - base_routing.float()[fixed]).norm(dim=-1).mean(0)
     return {
         "change_norm_per_layer": [float(x) for x in per_layer],
-        "n_fixed": len(fixed), "k": k, "sigma": sigma,
-        "cos_change_pull": float(cos_pull.mean()), "share_positive": float((cos_pull > 0).float().mean()),
+        "n_fixed": len(fixed),
+        "k": k,
+        "sigma": sigma,
+        "cos_change_pull": float(cos_pull.mean()),
+        "share_positive": float((cos_pull > 0).float().mean()),
         "cos_change_random_pull": float(cos_random.mean()),
-        "cos_change_neighbours": cos_nbr, "cos_change_random_pairs": cos_any,
-        "change_norm": float(change.norm(dim=1).mean()), "pull_norm": float(pull.norm(dim=1).mean()),
-    }  # fmt: skip
+        "cos_change_neighbours": cos_nbr,
+        "cos_change_random_pairs": cos_any,
+        "change_norm": float(change.norm(dim=1).mean()),
+        "pull_norm": float(pull.norm(dim=1).mean()),
+    }

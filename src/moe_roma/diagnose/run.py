@@ -41,11 +41,27 @@ def only_layers(store: RoutingStore, spec: str, path: str | None = None) -> Rout
             chosen = []
     missing = [x for x in chosen if x not in recorded]
     if not chosen or missing:
-        raise RomaError(f"{path or 'routing file'}: layers {spec!r} are not among the recorded layers {recorded}")
+        raise RomaError(
+            f"{path or 'routing file'}: layers {spec!r} are not among the recorded layers {recorded}"
+        )
     out = store.subset(list(range(len(store))))
     out.routing = out.routing[:, [recorded.index(x) for x in chosen]]
     out.layers = chosen
     return out
+
+
+def question_embeddings(
+    store: RoutingStore, embedder: str | None = None, log: Callable[[str], None] = lambda _: None
+) -> np.ndarray:
+    """The store's L2-normalised question embeddings: those `roma collect --embed` stored with the same
+    embedder, else embedded now (default embedder: the bundled all-MiniLM-L6-v2)."""
+    from moe_roma.manifold.embed import DEFAULT_EMBEDDER, embed_texts
+
+    if store.embeddings is not None and (embedder or DEFAULT_EMBEDDER) == store.meta.get("embedder"):
+        log(f"using the embeddings stored with the routing ({store.meta['embedder']})")
+        return store.embeddings.numpy()
+    log("embedding the questions")
+    return embed_texts([embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)], embedder)
 
 
 def diagnose_routing(
@@ -68,8 +84,13 @@ def diagnose_routing(
     """
     start = time.perf_counter()
     n = len(store)
-    out: dict = {"n": n, "layers": list(store.layers), "experts": int(store.routing.shape[-1]),
-                 "package_version": __version__, "cannot_tell": []}  # fmt: skip
+    out: dict = {
+        "n": n,
+        "layers": list(store.layers),
+        "experts": int(store.routing.shape[-1]),
+        "package_version": __version__,
+        "cannot_tell": [],
+    }
     out["success"] = measures.success(store.is_correct, store.tasks)
     if n < MIN_ITEMS:
         out["cannot_tell"].append(f"only {n} items; at least {MIN_ITEMS} are needed")
@@ -80,19 +101,8 @@ def diagnose_routing(
         out["cannot_tell"].append("no item is answered right: there is no successful set to align to")
     if n_ok == n:
         out["cannot_tell"].append("every item is answered right: there is nothing to correct")
-    if embeddings is None and store.embeddings is not None:
-        from moe_roma.manifold.embed import DEFAULT_EMBEDDER
-
-        # Stored by `roma collect --embed` with the same embedder: no need to embed again.
-        if (embedder or DEFAULT_EMBEDDER) == store.meta.get("embedder"):
-            log(f"using the embeddings stored with the routing ({store.meta['embedder']})")
-            embeddings = store.embeddings.numpy()
     if embeddings is None:
-        from moe_roma.manifold.embed import embed_texts
-
-        log("embedding the questions")
-        texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
-        embeddings = embed_texts(texts, embedder)
+        embeddings = question_embeddings(store, embedder, log)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.shape[0] != n:
         raise RomaError(f"{embeddings.shape[0]} embeddings for {n} routing items")
@@ -104,9 +114,13 @@ def diagnose_routing(
     out["routing_health"] = measures.routing_health(routing, top_k)
     if not out["cannot_tell"]:
         log("correctness signal (k-NN, 5-fold ROC AUC)")
-        out["correctness_signal"] = measures.correctness_signal(embeddings, routing, store.is_correct, seed=seed)
+        out["correctness_signal"] = measures.correctness_signal(
+            embeddings, routing, store.is_correct, seed=seed
+        )
         log("room to move (permutation test)")
-        out["room_to_move"] = measures.room_to_move(embeddings, routing, store.is_correct, k=k, sigma=sigma, seed=seed)
+        out["room_to_move"] = measures.room_to_move(
+            embeddings, routing, store.is_correct, k=k, sigma=sigma, seed=seed
+        )
     out["verdict"] = verdict(out)
     out["seconds"] = round(time.perf_counter() - start, 2)
     out["_embeddings"] = embeddings  # for the pictures; not written to JSON

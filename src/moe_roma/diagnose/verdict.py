@@ -1,39 +1,66 @@
 """The verdict of ``roma diagnose``: likely to help / unlikely to help / cannot tell, in plain words.
 
-The rule rests on the project's two calibration points, the ``in-domain`` and ``downstream``
-testbeds (docs/diagnose.md): each one's RoMA training set measured by ``roma diagnose``, beside
-how RoMA did there over 5 seeds (``results/paper-table*``). On neither did RoMA's 95% interval over
-router tuning lie above zero on any split, and it was below the base on every split but one. So the
-rule can recognise what those two had in common, and it never says "likely to help": no measured
-point supports it yet.
+**The target test decides** (``moe_roma.diagnose.target_test``, with ``--model``). RoMA pulls each
+item's routing towards its successful neighbours' kernel mean; that pull can only gain where the
+target is better routing than the item's own. So:
 
-What the two had in common is the quantity RoMA's mechanism needs. RoMA moves an item's routing
-towards its successful neighbours'; that can only change answers if routing says something about
-correctness that the question itself does not. On both testbeds a k-NN on routing predicted
-correctness *worse* than a k-NN on the question embeddings (``routing_margin`` < 0), and, where the
-oracle was sampled, the oracle's routing change pointed no more towards the successful neighbours
-than towards random successful items (``pull_margin`` near 0).
+- *unlikely to help* when, with the routing set to RoMA's target, the model does not answer better
+  than with its own routing (the net change's 95% interval does not lie above 0), or the target
+  does not fix more failed items than k random successful items do (the margin's interval does
+  not lie above 0);
+- *likely to help* only where a calibration point supports it: a measured model where RoMA beat
+  router tuning beyond noise, whose target test this model's meets or exceeds;
+- *cannot tell* otherwise (too few failed items, or a target test that passes with no calibration
+  point to say what training then does), with the numbers.
+
+Without ``--model`` the verdict rests on the indirect measures, kept as secondary evidence: both
+calibration testbeds had routing that predicts correctness no better than the question
+(``routing_margin`` < 0) and, where the oracle was sampled, oracle changes that point no more
+towards the neighbours than towards random successful items (``pull_margin`` near 0).
 """
 
 from __future__ import annotations
 
-# Measured on each testbed's RoMA training set (960 items) with `roma diagnose --oracle 960` (docs/diagnose.md),
-# beside RoMA's paired difference from router tuning in the testbed's paper table over 5 seeds
-# (results/paper-table*/results.json: mean and 95% t-interval, accuracy points, per split).
+# Each testbed's RoMA training set measured by `roma diagnose` (docs/diagnose.md), beside how RoMA did against
+# router tuning in the testbed's paper table over 5 seeds (results/paper-table*/results.json: mean and 95%
+# t-interval, accuracy points, per split). `target_test`: the target test's figures (accuracy points) on the
+# training items themselves and on in_dist, neighbours from the training set (docs/diagnose.md gives the commands).
 CALIBRATION: dict[str, dict] = {
     "in-domain": {
-        "table": "results/paper-table", "successful_share": 0.834, "auc_routing": 0.823, "auc_embedding": 0.836,
-        "routing_margin": -0.013, "pull_margin": 0.011,
-        "roma_vs_router_tuning": {"in_dist": (-1.4, -2.1, -0.8), "shifted": (-1.1, -1.3, -0.8),
-                                  "heldout_tasks": (0.1, -0.4, 0.6)},
+        "table": "results/paper-table",
+        "successful_share": 0.834,
+        "auc_routing": 0.823,
+        "auc_embedding": 0.836,
+        "routing_margin": -0.013,
+        "pull_margin": 0.011,
+        "target_test": {
+            "train": {"base": 83.4, "roma": 74.6, "net": -8.9, "margin": -2.5},
+            "in_dist": {"base": 82.5, "roma": 75.0, "net": -7.5, "margin": 3.2},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (-1.4, -2.1, -0.8),
+            "shifted": (-1.1, -1.3, -0.8),
+            "heldout_tasks": (0.1, -0.4, 0.6),
+        },
     },
     "downstream": {
-        "table": "results/paper-table-downstream", "successful_share": 0.551, "auc_routing": 0.668,
-        "auc_embedding": 0.716, "routing_margin": -0.048, "pull_margin": -0.012,
-        "roma_vs_router_tuning": {"in_dist": (0.6, -0.2, 1.4), "shifted": (-1.6, -2.7, -0.5),
-                                  "heldout_tasks": (-1.7, -2.5, -0.9)},
+        "table": "results/paper-table-downstream",
+        "successful_share": 0.551,
+        "auc_routing": 0.668,
+        "auc_embedding": 0.716,
+        "routing_margin": -0.048,
+        "pull_margin": -0.012,
+        "target_test": {
+            "train": {"base": 55.1, "roma": 47.6, "net": -7.5, "margin": -0.2},
+            "in_dist": {"base": 56.7, "roma": 47.2, "net": -9.4, "margin": -1.3},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (0.6, -0.2, 1.4),
+            "shifted": (-1.6, -2.7, -0.5),
+            "heldout_tasks": (-1.7, -2.5, -0.9),
+        },
     },
-}  # fmt: skip
+}
 
 
 def helped(point: dict) -> bool:
@@ -46,18 +73,105 @@ ROUTING_MARGIN_MAX = 0.0
 PULL_MARGIN_MAX = 0.05
 
 CAVEAT = (
-    "This verdict rests on two calibration points, the project's in-domain and downstream testbeds "
-    "(docs/diagnose.md), on neither of which RoMA beat router tuning beyond noise; with no measured case "
-    "where RoMA helped, it never says 'likely to help'. Treat it as a prior, and confirm on a validation split."
+    "This verdict rests on the project's calibration points (docs/diagnose.md): the in-domain and downstream "
+    "testbeds, on neither of which RoMA beat router tuning beyond noise and on both of which RoMA's target routes "
+    "worse than the base. It says 'likely to help' only where a measured point where RoMA helped supports it. "
+    "Treat it as a prior, and confirm on a validation split."
 )
 
 
-def verdict(report: dict) -> dict:
-    """``{"label", "why", "caveat", "drivers"}`` for a ``diagnose_routing`` report (with ``oracle`` if sampled)."""
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def target_numbers(tt: dict) -> str:
+    """One sentence of the target test's decisive figures."""
+    roma, base, m = tt["targets"]["roma"], tt["base"], tt["margin"]
+    net = roma["net"]
+    text = (
+        f"with the last-token routing set to RoMA's target the model answers {roma['accuracy']['share']:.1%} "
+        f"of {tt['n']} items against {base['share']:.1%} with its own routing (net {_pct(net['diff'])} points, "
+        f"95% interval [{_pct(net['ci'][0])}, {_pct(net['ci'][1])}])"
+    )
+    if m["too_few"]:
+        return text + f"; only {m['n_failed']} items fail, too few to tell how many the target fixes"
+    rnd = tt["targets"]["random"]["fixed"]
+    return text + (
+        f"; it fixes {roma['fixed']['share']:.1%} of the {m['n_failed']} failed items, k random "
+        f"successful items fix {rnd['share']:.1%} (margin {_pct(m['fixed_diff'])} points "
+        f"[{_pct(m['ci'][0])}, {_pct(m['ci'][1])}])"
+    )
+
+
+def target_drivers(tt: dict) -> dict[str, float]:
+    out = {
+        "target_net": tt["targets"]["roma"]["net"]["diff"],
+        "target_net_low": tt["targets"]["roma"]["net"]["ci"][0],
+    }
+    if not tt["margin"]["too_few"]:
+        out.update({"target_margin": tt["margin"]["fixed_diff"], "target_margin_low": tt["margin"]["ci"][0]})
+    return out
+
+
+def _supporting_point(drivers: dict[str, float], calibration: dict[str, dict]) -> str | None:
+    """A calibration point where RoMA helped and whose own training-set target test this one meets."""
+    for name, point in calibration.items():
+        measured = (point.get("target_test") or {}).get("train")
+        if not measured or not helped(point):
+            continue
+        if (
+            drivers["target_net"] * 100 >= measured["net"]
+            and drivers["target_margin"] * 100 >= measured["margin"]
+        ):
+            return name
+    return None
+
+
+def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dict:
+    drivers = target_drivers(tt)
+    numbers = target_numbers(tt)
+    if tt["margin"]["too_few"]:
+        return {
+            "label": "cannot tell",
+            "why": f"The target test cannot decide: {numbers}.",
+            "caveat": CAVEAT,
+            "drivers": drivers,
+        }
+    beats_base = drivers["target_net_low"] > 0
+    beats_random = drivers["target_margin_low"] > 0
+    if not (beats_base and beats_random):
+        fails = []
+        if not beats_base:
+            worse = drivers["target_net"] < 0
+            fails.append(
+                "RoMA's own target is " + ("worse" if worse else "no better") + " routing than the items' own"
+            )
+        if not beats_random:
+            fails.append("its neighbours fix no more failed items than random successful items do")
+        joined = "; and ".join(fails)
+        why = (
+            f"{joined[0].upper() + joined[1:]}: {numbers}. Training the routers towards that target has "
+            "nothing to gain that the target itself does not show."
+        )
+        return {"label": "unlikely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
+    point = _supporting_point(drivers, calibration)
+    if point:
+        why = (
+            f"RoMA's target routes better than the items' own and than random successful items: {numbers}. At the "
+            f"calibration point '{point}', with a weaker target test than this, RoMA beat router tuning."
+        )
+        return {"label": "likely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
+    why = (
+        f"RoMA's target routes better than the items' own and than random successful items, which neither "
+        f"testbed showed: {numbers}. No calibration point yet shows what training towards such a target does; "
+        "run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending GPU hours."
+    )
+    return {"label": "cannot tell", "why": why, "caveat": CAVEAT, "drivers": drivers}
+
+
+def _indirect_verdict(report: dict, suggest_model: bool = True) -> dict:
+    """The verdict from the indirect measures alone (no ``--model``)."""
     drivers: dict[str, float] = {}
-    if report.get("cannot_tell"):
-        return {"label": "cannot tell", "why": "; ".join(report["cannot_tell"]) + ".", "caveat": CAVEAT,
-                "drivers": drivers}  # fmt: skip
     signal = report.get("correctness_signal") or {}
     if not signal.get("auc_routing"):
         reason = signal.get("reason", "correctness could not be predicted")
@@ -68,21 +182,52 @@ def verdict(report: dict) -> dict:
     if "cos_change_pull" in direction:
         drivers["pull_margin"] = direction["cos_change_pull"] - direction["cos_change_random_pull"]
     share = report["success"]["share"]
-    numbers = (f"routing predicts correctness with ROC AUC {auc_r:.3f}, the question embeddings with {auc_e:.3f} "
-               f"(margin {drivers['routing_margin']:+.3f}); {share:.0%} of the items are answered right")  # fmt: skip
+    numbers = (
+        f"routing predicts correctness with ROC AUC {auc_r:.3f}, the question embeddings with {auc_e:.3f} "
+        f"(margin {drivers['routing_margin']:+.3f}); {share:.0%} of the items are answered right"
+    )
     if "pull_margin" in drivers:
-        numbers += (f"; the oracle's routing changes point towards the successful neighbours no more than towards "
-                    f"random successful items (cosine margin {drivers['pull_margin']:+.3f})"
-                    if drivers["pull_margin"] <= PULL_MARGIN_MAX else
-                    f"; the oracle's routing changes point towards the successful neighbours more than towards random "
-                    f"successful items (cosine margin {drivers['pull_margin']:+.3f})")  # fmt: skip
-    inside = drivers["routing_margin"] <= ROUTING_MARGIN_MAX and drivers.get("pull_margin", 0.0) <= PULL_MARGIN_MAX
+        towards = "no more than" if drivers["pull_margin"] <= PULL_MARGIN_MAX else "more than"
+        numbers += (
+            f"; the oracle's routing changes point towards the successful neighbours {towards} towards "
+            f"random successful items (cosine margin {drivers['pull_margin']:+.3f})"
+        )
+    direct = (
+        " Give --model for the direct test (does RoMA's target route better?), which decides the verdict."
+    )
+    direct = direct if suggest_model else ""
+    inside = (
+        drivers["routing_margin"] <= ROUTING_MARGIN_MAX and drivers.get("pull_margin", 0.0) <= PULL_MARGIN_MAX
+    )
     if inside:
-        why = (f"Like both calibration testbeds, where RoMA did not beat router tuning: {numbers}. Routing tells "
-               "right from wrong no better than the question itself does, so pulling it towards similar questions' "
-               "routing has no reason to fix answers.")  # fmt: skip
+        why = (
+            f"Like both calibration testbeds, where RoMA did not beat router tuning: {numbers}. Routing tells "
+            "right from wrong no better than the question itself does, so pulling it towards similar questions' "
+            "routing has no reason to fix answers." + direct
+        )
         return {"label": "unlikely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
-    why = (f"Unlike both calibration testbeds: {numbers}. Routing here carries a signal that neither testbed "
-           "had, and no calibration point shows what RoMA does with it; run a small validation sweep "
-           "(configs/sweep-downstream.yaml is a template) before spending GPU hours.")  # fmt: skip
+    why = (
+        f"Unlike both calibration testbeds: {numbers}. Routing here carries a signal that neither testbed "
+        "had, and no calibration point shows what RoMA does with it." + direct
+    )
     return {"label": "cannot tell", "why": why, "caveat": CAVEAT, "drivers": drivers}
+
+
+def verdict(report: dict, calibration: dict[str, dict] | None = None) -> dict:
+    """``{"label", "why", "caveat", "drivers"}`` for a ``diagnose_routing`` report, decided by its
+    ``target_test`` when present, else by the indirect measures (and the ``oracle`` direction if sampled)."""
+    if report.get("cannot_tell"):
+        return {
+            "label": "cannot tell",
+            "why": "; ".join(report["cannot_tell"]) + ".",
+            "caveat": CAVEAT,
+            "drivers": {},
+        }
+    tt = report.get("target_test")
+    if tt:
+        out = _target_verdict(report, tt, CALIBRATION if calibration is None else calibration)
+        secondary = _indirect_verdict(report, suggest_model=False)
+        out["drivers"].update(secondary["drivers"])
+        out["secondary"] = {"label": secondary["label"], "why": secondary["why"]}
+        return out
+    return _indirect_verdict(report)

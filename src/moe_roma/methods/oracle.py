@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -117,13 +117,16 @@ def oracle_routing(
     prefix_cache: bool = True,
     progress: bool = True,
     info: MoEInfo | None = None,
+    aim: Sequence[int] | None = None,
 ) -> OracleResult:
     """Per-item gradient descent on last-token router-logit offsets with the true label.
 
     ``layers``: tuned layers (default: the store's). ``task_loss``: ``letter`` or ``continuation``
     (default: the store's scoring). ``lr`` is in logit units per step (Adam: roughly the largest move
     of any offset per step). ``prefix_cache`` computes the frozen layers before the first tuned layer
-    once per item (exact; only a speed-up).
+    once per item (exact; only a speed-up). ``aim``: steer item i towards choice ``aim[i]`` instead of
+    its true answer (a steerability probe: aimed at a wrong choice, "correct" in the result means
+    the aimed choice was reached).
 
     >>> store, _ = collect_routing(model, tok, examples, layers="last5", scoring="letter")  # doctest: +SKIP
     >>> oracle_routing(model, tok, store, steps=20).line()  # doctest: +SKIP
@@ -138,6 +141,10 @@ def oracle_routing(
     task_loss = resolve_task_loss(eval_store, task_loss)
     tuned = resolve_layers(info, eval_store, layers)
     data = prepare_items(eval_store, tokenizer, task_loss, tuned, max_length)
+    if aim is not None:
+        if len(aim) != len(data.items) or any(not 0 <= a < it.n_choices for a, it in zip(aim, data.items)):
+            raise RomaError("aim needs one choice index per item, within that item's choices")
+        data.items = [replace(it, answer=int(a)) for it, a in zip(data.items, aim)]
     n, n_layers, n_experts = len(data.items), len(tuned), info.num_experts
     device = next(model.parameters()).device
     counts = PassCount(n)
@@ -196,7 +203,8 @@ def oracle_routing(
     answers_all = [it.answer for it in data.items]
     correct_before = [p == a for p, a in zip(before, answers_all)]
     correct_after = [p == a for p, a in zip(after, answers_all)]
-    disagreements = sum(cb != bool(s) for cb, s in zip(correct_before, eval_store.is_correct))
+    # Aimed elsewhere, "correct" is about the aim, not the store's answers: nothing to compare.
+    disagreements = 0 if aim is not None else sum(cb != bool(s) for cb, s in zip(correct_before, eval_store.is_correct))
     return OracleResult(
         ids=list(eval_store.ids), answers=answers_all, predictions_before=before, predictions_after=after,
         correct_before=correct_before, correct_after=correct_after, steps_used=steps_used, offsets=final,

@@ -24,7 +24,9 @@ def project_2d(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
         return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
 
 
-def plot_maps(routing: np.ndarray, embeddings: np.ndarray, tasks: list[str], correct: list[bool], out: Path) -> Path:
+def plot_maps(
+    routing: np.ndarray, embeddings: np.ndarray, tasks: list[str], correct: list[bool], out: Path
+) -> Path:
     """Routing vectors and embeddings side by side, coloured by task (top) and by correctness (bottom)."""
     r_xy, how = project_2d(routing.reshape(routing.shape[0], -1))
     e_xy, _ = project_2d(embeddings)
@@ -60,10 +62,80 @@ def plot_layer_alignment(report: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(layers) + 2), 3.6))
     ax.bar(x - 0.2, [p["cka"] for p in per_layer], 0.4, label="linear CKA")
     ax.bar(x + 0.2, [p[overlap_key] for p in per_layer], 0.4, label=overlap_key.replace("_", " "))
-    ax.axhline(report["alignment"][f"{overlap_key}_chance"], color="grey", lw=0.8, ls="--", label="overlap by chance")
+    ax.axhline(
+        report["alignment"][f"{overlap_key}_chance"], color="grey", lw=0.8, ls="--", label="overlap by chance"
+    )
     ax.set_xticks(x, layers)
     ax.set(xlabel="layer", ylabel="alignment with task embeddings", ylim=(0, 1))
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _ci(share: dict) -> str:
+    """``47.2% [42.1, 52.4]`` for a share with its interval; ``too few`` without items."""
+    if share["share"] is None:
+        return "n/a"
+    lo, hi = share["ci"]
+    return f"{share['share']:.1%} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def target_table(result: dict) -> str:
+    """The target test as a markdown table: accuracy, fixed and broken per target, net change against the base."""
+    too_few = result["margin"]["too_few"]
+    lines = [
+        "| routing set to | accuracy | fixed (of failed) | broken (of right) | net vs own routing |",
+        "|---|---|---|---|---|",
+        f"| own routing (base) | {_ci(result['base'])} | - | - | - |",
+    ]
+    for name, t in result["targets"].items():
+        net = t["net"]
+        fixed = "too few to tell" if too_few else f"{t['fixed']['k']} = {_ci(t['fixed'])}"
+        lines.append(
+            f"| {t['label']} (`{name}`) | {_ci(t['accuracy'])} | {fixed} | {t['broken']['k']} = {_ci(t['broken'])} | "
+            f"{100 * net['diff']:+.1f} [{100 * net['ci'][0]:+.1f}, {100 * net['ci'][1]:+.1f}] |"
+        )
+    m = result["margin"]
+    if too_few:
+        lines += [
+            "",
+            f"Target margin: too few to tell ({m['n_failed']} failed items; at least 20 are needed).",
+        ]
+    else:
+        lines += [
+            "",
+            f"Target margin (RoMA's target minus k random successful items, fixed per failed item): "
+            f"{100 * m['fixed_diff']:+.1f} points [{100 * m['ci'][0]:+.1f}, {100 * m['ci'][1]:+.1f}]; "
+            f"net accuracy change against the base: {100 * m['net_vs_base']['diff']:+.1f} points.",
+        ]
+    return "\n".join(lines)
+
+
+def plot_target_test(result: dict, out: Path) -> Path:
+    """Accuracy under each target against the base (left); items fixed and broken per target (right)."""
+    names = list(result["targets"])
+    targets = [result["targets"][n] for n in names]
+    x = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(names) + 3), 3.8))
+    acc = [100 * t["accuracy"]["share"] for t in targets]
+    err = np.array(
+        [[a - 100 * t["accuracy"]["ci"][0], 100 * t["accuracy"]["ci"][1] - a] for a, t in zip(acc, targets)]
+    ).T
+    colours = ["tab:blue" if n == "roma" else "tab:grey" for n in names]
+    left.bar(x, acc, yerr=err, color=colours, capsize=3)
+    left.axhline(100 * result["base"]["share"], color="black", lw=1, ls="--", label="own routing (base)")
+    left.set_xticks(x, names, rotation=20)
+    left.set(ylabel="accuracy (%)", title=f"routing set to each target ({result['n']} items)", ylim=(0, 100))
+    left.legend(fontsize=7)
+    fixed = [t["fixed"]["k"] for t in targets]
+    broken = [t["broken"]["k"] for t in targets]
+    right.bar(x - 0.2, fixed, 0.4, label="fixed (wrong -> right)", color="tab:green")
+    right.bar(x + 0.2, broken, 0.4, label="broken (right -> wrong)", color="tab:red")
+    right.set_xticks(x, names, rotation=20)
+    right.set(ylabel="items", title="answers changed against the base")
+    right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -83,51 +155,114 @@ def diagnose_markdown(report: dict, source: str) -> str:
         lines += [f"**Verdict: {verdict['label']}.** {verdict['why']}", "", f"_{verdict['caveat']}_", ""]
     for reason in report["cannot_tell"]:
         lines.append(f"- Cannot tell: {reason}.")
-    lines += ["", "## Success", "",
-              f"{s['n_successful']} of {s['n']} items answered right ({s['share']:.1%}): the successful set RoMA aligns to."]  # fmt: skip
+    if "target_test" in report:
+        tt = report["target_test"]
+        g = tt["graph"]
+        lines += [
+            "## The target test: does RoMA's target route better than the items' own?",
+            "",
+            f"Each of {tt['n']} items ({tt['items']}) answered with its last-prompt-token routing in layers "
+            f"{tt['layers']} set to each target; neighbours among the routing file's successful items with "
+            f"k {g['k']}, sigma {g['sigma']}, near-duplicates above {g['dedupe_threshold']} skipped"
+            f"{', the item itself included' if g['include_self'] else ''} (95% intervals).",
+            "",
+            target_table(tt),
+            "",
+            "![target test](target_test.png)",
+            "",
+        ]
+        lines += [f"- {name}: not run; {why}." for name, why in tt.get("skipped", {}).items()]
+        if "secondary" in (verdict or {}):
+            lines += [
+                "",
+                f"Secondary evidence (the indirect measures below): {verdict['secondary']['why']}",
+                "",
+            ]
+    lines += [
+        "",
+        "## Success",
+        "",
+        f"{s['n_successful']} of {s['n']} items answered right ({s['share']:.1%}): the successful set RoMA aligns to.",
+    ]
     if "per_task" in s:
         lines += ["", "| task | n | answered right |", "|---|---|---|"]
         lines += [f"| {t} | {v['n']} | {v['share']:.1%} |" for t, v in s["per_task"].items()]
     if "alignment" in report:
         a = report["alignment"]
         key = next(k for k in a if k.startswith("knn_overlap") and not k.endswith("chance"))
-        lines += ["", "## Alignment of routing with task embeddings", "",
-                  f"Linear CKA {_f(a['cka'])}; {key.replace('_', ' ')} {_f(a[key])} (chance {_f(a[key + '_chance'])}).",
-                  "", "![per-layer alignment](layer_alignment.png)", ""]  # fmt: skip
+        lines += [
+            "",
+            "## Alignment of routing with task embeddings",
+            "",
+            f"Linear CKA {_f(a['cka'])}; {key.replace('_', ' ')} {_f(a[key])} (chance {_f(a[key + '_chance'])}).",
+            "",
+            "![per-layer alignment](layer_alignment.png)",
+            "",
+        ]
     if "correctness_signal" in report:
         c = report["correctness_signal"]
         if c.get("auc_routing"):
-            lines += ["## Does correctness depend on routing?", "",
-                      f"A {c['k']}-NN classifier predicts correctness with ROC AUC {c['auc_routing']['mean']:.3f} "
-                      f"± {c['auc_routing']['sd']:.3f} from routing alone and {c['auc_embedding']['mean']:.3f} ± "
-                      f"{c['auc_embedding']['sd']:.3f} from embeddings alone ({c['folds']}-fold; 0.5 is chance).", ""]  # fmt: skip
+            lines += [
+                "## Does correctness depend on routing?",
+                "",
+                f"A {c['k']}-NN classifier predicts correctness with ROC AUC {c['auc_routing']['mean']:.3f} "
+                f"± {c['auc_routing']['sd']:.3f} from routing alone and {c['auc_embedding']['mean']:.3f} ± "
+                f"{c['auc_embedding']['sd']:.3f} from embeddings alone ({c['folds']}-fold; 0.5 is chance).",
+                "",
+            ]
     if report.get("room_to_move", {}).get("difference") is not None:
         m = report["room_to_move"]
-        lines += ["## Room to move", "",
-                  f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed items "
-                  f"{m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
-                  f"{m['difference']:+.4f}, permutation p = {m['p_value']:.4f}).", ""]  # fmt: skip
+        lines += [
+            "## Room to move",
+            "",
+            f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed items "
+            f"{m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
+            f"{m['difference']:+.4f}, permutation p = {m['p_value']:.4f}).",
+            "",
+        ]
     if "routing_health" in report:
         h = report["routing_health"]
-        lines += ["## Routing health", "", "| layer | entropy (nats) | share of log E | top-k share min..max |",
-                  "|---|---|---|---|"]  # fmt: skip
-        for layer, e, es, lo, hi in zip(report["layers"], h["entropy"], h["entropy_share"], h["utilisation_min"],
-                                        h["utilisation_max"]):  # fmt: skip
+        lines += [
+            "## Routing health",
+            "",
+            "| layer | entropy (nats) | share of log E | top-k share min..max |",
+            "|---|---|---|---|",
+        ]
+        for layer, e, es, lo, hi in zip(
+            report["layers"], h["entropy"], h["entropy_share"], h["utilisation_min"], h["utilisation_max"]
+        ):
             lines.append(f"| {layer} | {e:.3f} | {es:.2f} | {lo:.3f}..{hi:.3f} |")
     if "oracle" in report:
         o = report["oracle"]
-        lines += ["", "## Oracle headroom", "",
-                  f"On a random sample of {o['n']} items, oracle routing reaches {o['accuracy']:.1%} against the base "
-                  f"model's {o['base_accuracy']:.1%} (gap {o['gap']:+.1%})."]  # fmt: skip
+        lines += [
+            "",
+            "## Oracle headroom",
+            "",
+            f"On a random sample of {o['n']} items, oracle routing reaches {o['accuracy']:.1%} against the base "
+            f"model's {o['base_accuracy']:.1%} (gap {o['gap']:+.1%}).",
+        ]
+        st = o.get("steering")
+        if st:
+            lines += [
+                "",
+                f"Aimed at the right answer, the oracle reaches it on {st['right_reach']:.1%} of the "
+                f"{st['n_failed']} items the base gets wrong; aimed at a wrong choice the base did not pick, it "
+                f"reaches that choice on {st['wrong_reach']:.1%} of {st['n_aimed']} items ({o['steps']} steps "
+                f"each). {st['words']}",
+            ]
         d = o.get("direction") or {}
         if "cos_change_pull" in d:
-            lines += ["", "## Does RoMA's pull point where the oracle went?", "",
-                      f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change and "
-                      f"RoMA's pull towards the {d['k']} nearest successful neighbours is {d['cos_change_pull']:+.3f} on "
-                      f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
-                      f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
-                      f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
-                      f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change "
-                      "per layer: " + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"]) + "."]  # fmt: skip
+            lines += [
+                "",
+                "## Does RoMA's pull point where the oracle went?",
+                "",
+                f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change and "
+                f"RoMA's pull towards the {d['k']} nearest successful neighbours is {d['cos_change_pull']:+.3f} on "
+                f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
+                f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
+                f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
+                f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change "
+                "per layer: " + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"]) + ".",
+            ]
     lines += ["", "## Maps", "", "![routing and embeddings](maps.png)", ""]
     return "\n".join(lines)
