@@ -157,7 +157,7 @@ def test_the_command_writes_the_target_table_and_pictures(resume_workspace, tmp_
     steering = report["oracle"]["steering"]
     assert 0 <= steering["wrong_reach"] <= 1 and steering["n_aimed"] >= 1 and steering["words"]
     md = (out / "report.md").read_text()
-    assert "The target test" in md and "`roma`" in md and "wrong choice" in md
+    assert "The target test" in md and "`roma`" in md and "wrong choice" in md and "| t0 |" in md
     assert (out / "target_test.png").stat().st_size > 1000
     assert "routing set to" in capsys.readouterr().out
 

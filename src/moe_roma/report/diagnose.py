@@ -113,6 +113,21 @@ def target_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def per_task_table(result: dict) -> list[str]:
+    """Accuracy per task with the item's own routing and under each target; fixed items in brackets."""
+    names = list(result["targets"])
+    lines = [
+        "| task | n | own routing | " + " | ".join(f"`{n}` (fixed)" for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for task, row in result["per_task"].items():
+        cells = [
+            f"{row['targets'][n]['accuracy']['share']:.0%} ({row['targets'][n]['fixed']['k']})" for n in names
+        ]
+        lines.append(f"| {task} | {row['n']} | {row['base']['share']:.0%} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_target_test(result: dict, out: Path) -> Path:
     """Accuracy under each target against the base (left); items fixed and broken per target (right)."""
     names = list(result["targets"])
@@ -172,6 +187,7 @@ def diagnose_markdown(report: dict, source: str) -> str:
             "",
         ]
         lines += [f"- {name}: not run; {why}." for name, why in tt.get("skipped", {}).items()]
+        lines += ["", *per_task_table(tt), ""]
         if "secondary" in (verdict or {}):
             lines += [
                 "",
