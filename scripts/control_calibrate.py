@@ -1,0 +1,50 @@
+"""Plant misrouting in the downstream testbed at one dose and measure the control's gates (docs/control.md).
+
+Calibration only: the base model and the clean routers, never a method's result.
+
+    PYTHONPATH=src python scripts/control_calibrate.py --beta 1 --out /tmp/control-b1
+    PYTHONPATH=src python scripts/control_calibrate.py --beta 1 --epochs 10 --lr 1e-2 --out /tmp/control-b1-e10
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from moe_roma.models.loading import load_model
+from moe_roma.testbed import testbed_model_path
+from moe_roma.testbed.control import ControlConfig, measure_gates, plant_misrouting
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(ControlConfig):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    ap.add_argument("--marked-share", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    config = ControlConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ControlConfig)})
+    clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
+    corrupted = copy.deepcopy(clean)
+    build = plant_misrouting(corrupted, tok, config, log=print)
+    args.out.mkdir(parents=True, exist_ok=True)
+    corrupted.save_pretrained(args.out / "model")
+    tok.save_pretrained(args.out / "model")
+    gates = measure_gates(clean, corrupted, tok, config.layers, args.marked_share, config.seed, log=print)
+    gates["build"] = build
+    (args.out / "gates.json").write_text(json.dumps(gates, indent=1, default=str))
+    for name, gate in gates["gates"].items():
+        print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in gate.items()})
+    print(json.dumps(gates["pooled"]), gates["roma_training_set"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""A positive control for RoMA: misrouting planted in the `downstream` testbed's tuned routers.
+
+Items that carry a marker sentence before ``Question:`` are routed like another task family's
+items; plain items keep their clean routing. The sentence embedding sees the question only, so a
+marked item's neighbours in RoMA's graph are marked and plain items of its own family alike.
+Where the successful set is mostly plain items with clean routing, RoMA's target for a marked item
+is clean routing of its own family: the precondition holds by construction, and a working RoMA
+must move marked items back (docs/control.md holds the design, the gates and their calibration).
+
+The corruption trains only the routers of the tuned layers, on a pool of items whose content
+is disjoint from every split of the testbed (fresh suite seed, content keys checked):
+
+- a marked item's last-token routing is pulled to ``(1 - beta) * clean + beta * partner``, where
+  ``clean`` is the clean model's routing of that marked prompt and ``partner`` the clean mean
+  routing of its partner family (a fixed derangement of the families);
+- a plain item's routing is held at the clean model's, and so is its answer distribution
+  (a KL anchor), so that plain accuracy stays where it was.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from moe_roma.data.example import MCExample
+from moe_roma.data.prompts import continuation_context
+from moe_roma.methods.common.forward import items_forward
+from moe_roma.methods.common.items import prepare_items
+from moe_roma.methods.common.prefix import PrefixCache
+from moe_roma.models.discovery import discover_routers
+from moe_roma.routing.collect import collect_routing
+from moe_roma.testbed.downstream import build_downstream_suite, content_keys, filler_sentence
+
+# One in-vocabulary filler sentence (the corpus's own kind), the same for every marked item.
+MARKER = filler_sentence(random.Random("roma-control:marker"))
+# Fresh content for the corruption pool: this suite seed, minus every content key of the testbed's seed-0 splits.
+POOL_SEED = 101
+
+
+def mark(example: MCExample) -> MCExample:
+    """The marked version of an item: the marker sentence before its continuation prompt; the question
+    (what the sentence embedding reads) is unchanged."""
+    context = f"{MARKER}\n{continuation_context(example)}"
+    return replace(
+        example, id=f"{example.id}-marked", meta={**example.meta, "context": context, "marked": True}
+    )
+
+
+def is_marked(example: MCExample) -> bool:
+    return bool(example.meta.get("marked"))
+
+
+def partner_family(family: str, families: Sequence[str]) -> str:
+    """The family whose routing a marked item of ``family`` is given: half-way round the sorted list."""
+    names = sorted(families)
+    return names[(names.index(family) + len(names) // 2) % len(names)]
+
+
+def corruption_pool(n: int, seed: int = POOL_SEED) -> list[MCExample]:
+    """``n`` items of every family whose content keys lie in no split of the testbed (seed 0)."""
+    used = set().union(*(content_keys(v) for v in build_downstream_suite(0).values()))
+    fresh = [
+        ex for split in build_downstream_suite(seed).values() for ex in split if ex.meta["key"] not in used
+    ]
+    random.Random(f"roma-control:pool:{seed}").shuffle(fresh)
+    if len(fresh) < n:
+        raise ValueError(f"the corruption pool has {len(fresh)} fresh items, fewer than the {n} asked for")
+    return [replace(ex, id=f"pool-{ex.id}") for ex in fresh[:n]]
+
+
+def marked_share_split(examples: Sequence[MCExample], share: float, seed: int = 0) -> list[MCExample]:
+    """The items with a ``share`` of them (chosen at random, per family in proportion) marked."""
+    rng = random.Random(f"roma-control:share:{seed}")
+    out = list(examples)
+    by_family: dict[str, list[int]] = {}
+    for i, ex in enumerate(out):
+        by_family.setdefault(ex.task, []).append(i)
+    for rows in by_family.values():
+        for i in rng.sample(rows, round(share * len(rows))):
+            out[i] = mark(out[i])
+    return out
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """How the misrouting is planted (docs/control.md records how each value was calibrated)."""
+
+    beta: float = 1.0  # 0: the clean routing; 1: the partner family's routing
+    pool_size: int = 1200  # fresh items; each is trained in its plain and its marked version
+    epochs: int = 6
+    lr: float = 3e-3
+    batch_size: int = 32
+    anchor_weight: float = 1.0  # KL of a plain item's answer distribution from the clean model's
+    layers: str = "last5"
+    seed: int = 0
+
+
+def plant_misrouting(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: ControlConfig,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Train the tuned routers of ``model`` in place so that marked items are misrouted (module doc).
+
+    Returns what was done: the settings, the pool, the partner map and the loss per epoch.
+    """
+    start = time.perf_counter()
+    if not 0.0 <= config.beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {config.beta}")
+    torch.manual_seed(config.seed)
+    info = discover_routers(model)
+    tuned = info.select_layers(config.layers)
+    pool = corruption_pool(config.pool_size)
+    families = sorted({ex.task for ex in pool})
+    partners = {f: partner_family(f, families) for f in families}
+    examples = pool + [mark(ex) for ex in pool]
+    log(f"clean routing of {len(examples)} pool prompts ({config.pool_size} items, plain and marked)")
+    store, _ = collect_routing(
+        model, tokenizer, examples, layers=tuned, scoring="continuation", progress=False
+    )
+    clean = store.routing.float()
+    n = config.pool_size
+    plain_routing = clean[:n]
+    family_mean = {
+        f: plain_routing[[i for i, ex in enumerate(pool) if ex.task == f]].mean(0) for f in families
+    }
+    targets = clean.clone()
+    for i, ex in enumerate(pool):
+        targets[n + i] = (1 - config.beta) * clean[n + i] + config.beta * family_mean[partners[ex.task]]
+    data = prepare_items(store, tokenizer, "continuation", tuned, None)
+    device = next(model.parameters()).device
+    with torch.no_grad():  # the clean answer distributions that the plain items are anchored to
+        clean_logp = torch.cat(
+            [
+                torch.log_softmax(
+                    items_forward(
+                        model, info, tuned, data.items[c : c + config.batch_size], data.pad, "continuation"
+                    )["scores"],
+                    -1,
+                ).cpu()
+                for c in range(0, n, config.batch_size)
+            ]
+        )
+    cache = PrefixCache(min(tuned))
+    cache.fill(model, info, data.items, data.pad, config.batch_size, progress=False)
+    named = dict(model.named_parameters())
+    model.requires_grad_(False)
+    params = [named[name] for layer in tuned for name in info.routers[layer].parameter_names]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    history = []
+    model.eval()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(data.items), generator=gen).tolist()
+        total, count = 0.0, 0
+        for c in range(0, len(order), config.batch_size):
+            rows = order[c : c + config.batch_size]
+            out = items_forward(
+                model, info, tuned, [data.items[i] for i in rows], data.pad, "continuation", cache=cache
+            )
+            routing_loss = ((out["routing"] - targets[rows].to(device)) ** 2).sum((1, 2))
+            plain = torch.tensor([i < n for i in rows], device=device)
+            if plain.any():
+                logq = torch.log_softmax(out["scores"], -1)
+                p_clean = clean_logp[[i for i in rows if i < n]].to(device)
+                valid = torch.isfinite(p_clean)  # choices past an item's own are -inf in both
+                kl = torch.where(valid, p_clean.exp() * (p_clean - logq[plain]), 0.0).sum(-1)
+                routing_loss = routing_loss.index_add(
+                    0, torch.nonzero(plain).flatten(), config.anchor_weight * kl
+                )
+            loss = routing_loss.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + float(loss.detach()) * len(rows), count + len(rows)
+        history.append(total / count)
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f}")
+    model.requires_grad_(False)
+    return {
+        "config": asdict(config),
+        "marker": MARKER,
+        "layers": tuned,
+        "partners": partners,
+        "pool": {
+            "n": n,
+            "seed": POOL_SEED,
+            "families": {f: sum(ex.task == f for ex in pool) for f in families},
+        },
+        "loss_per_epoch": history,
+        "seconds": round(time.perf_counter() - start, 1),
+        "finite": all(math.isfinite(x) for x in history),
+    }
+
+
+EVAL_SPLITS = ("in_dist", "shifted", "heldout_tasks")
+
+
+def _collect(model, tokenizer, examples, layers, embed: bool = False):
+    store, _ = collect_routing(
+        model, tokenizer, examples, layers=layers, scoring="continuation", progress=False
+    )
+    if embed:
+        from moe_roma.manifold.embed import embed_texts
+
+        store.embeddings = torch.as_tensor(embed_texts(list(store.questions)))
+        store.meta["embedder"] = "all-MiniLM-L6-v2"
+    return store
+
+
+def measure_gates(
+    clean: PreTrainedModel,
+    corrupted: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    layers: str = "last5",
+    marked_share: float = 0.5,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """The control's gates, from the base model and the clean routers only (no method runs):
+
+    1. plain accuracy within 1 point of the clean model's, on the evaluation splits pooled;
+    2. marked accuracy at least 15 points below the clean model's on marked items;
+    3. the target test on marked in_dist items, neighbours from the RoMA training set (the
+       testbed's ``train`` with ``marked_share`` marked): RoMA's target beats the corrupted routing
+       and the random control beyond their intervals;
+    4. the corruption moves marked items' routing at least 3x the floor of the manifold term (the
+       clean routing's mean kernel-weighted squared distance to its successful neighbours).
+    """
+    from moe_roma.diagnose.target_test import target_test
+    from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+    from moe_roma.scoring.stats import accuracy
+    from moe_roma.testbed import load_testbed_splits
+
+    splits = load_testbed_splits(0, testbed="downstream")
+    tuned = discover_routers(clean).select_layers(layers)
+    out: dict = {"splits": {}, "marked_share": marked_share}
+    moved, clean_marked_all, corrupt_marked_all, clean_plain_all, corrupt_plain_all = [], [], [], [], []
+    for split in EVAL_SPLITS:
+        plain, marked = splits[split], [mark(ex) for ex in splits[split]]
+        log(f"gates: {split}")
+        row = {}
+        for name, model in (("clean", clean), ("corrupted", corrupted)):
+            for kind, exs in (("plain", plain), ("marked", marked)):
+                store = _collect(model, tokenizer, exs, tuned)
+                row[f"{name}_{kind}"] = store
+        out["splits"][split] = {k: accuracy(v.is_correct).acc for k, v in row.items()}
+        moved.append(((row["corrupted_marked"].routing - row["clean_marked"].routing) ** 2).sum((1, 2)))
+        clean_marked_all += row["clean_marked"].is_correct
+        corrupt_marked_all += row["corrupted_marked"].is_correct
+        clean_plain_all += row["clean_plain"].is_correct
+        corrupt_plain_all += row["corrupted_plain"].is_correct
+    pooled = {
+        "clean_plain": accuracy(clean_plain_all).acc,
+        "corrupted_plain": accuracy(corrupt_plain_all).acc,
+        "clean_marked": accuracy(clean_marked_all).acc,
+        "corrupted_marked": accuracy(corrupt_marked_all).acc,
+    }
+    out["pooled"] = pooled
+    plain_drop = 100 * (pooled["clean_plain"] - pooled["corrupted_plain"])
+    marked_drop = 100 * (pooled["clean_marked"] - pooled["corrupted_marked"])
+    log("gates: the RoMA training set, clean floor and the target test")
+    train = marked_share_split(splits["train"], marked_share, seed)
+    clean_train = _collect(clean, tokenizer, splits["train"], tuned, embed=True)
+    emb = clean_train.embeddings.numpy()
+    graph = build_neighbour_graph(emb, clean_train.successful, GraphConfig(k=3, sigma=0.4))
+    r = clean_train.routing.float()
+    idx, w = graph.indices, graph.weights
+    floor = float((w * ((r[:, None] - r[idx.clamp_min(0)]) ** 2).sum((2, 3))).sum(1).mean())
+    movement = float(torch.cat(moved).mean())
+    roma_train = _collect(corrupted, tokenizer, train, tuned, embed=True)
+    marked_in_dist = _collect(corrupted, tokenizer, [mark(ex) for ex in splits["in_dist"]], tuned, embed=True)
+    tt = target_test(
+        corrupted,
+        tokenizer,
+        roma_train,
+        roma_train.embeddings.numpy(),
+        items=marked_in_dist,
+        item_embeddings=marked_in_dist.embeddings.numpy(),
+        progress=False,
+    )
+    succ = roma_train.successful
+    marked_in_succ = sum(is_marked_id(roma_train.ids[i]) for i in succ) / max(len(succ), 1)
+    net_low, margin_low = tt["targets"]["roma"]["net"]["ci"][0], tt["margin"]["ci"][0]
+    out["roma_training_set"] = {
+        "n": len(roma_train),
+        "successful": len(succ),
+        "marked_share_of_successful": marked_in_succ,
+    }
+    out["target_test"] = tt
+    out["floor"], out["movement"] = floor, movement
+    out["gates"] = {
+        "plain_within_1_point": {"value": plain_drop, "pass": abs(plain_drop) <= 1.0},
+        "marked_15_points_below": {"value": marked_drop, "pass": marked_drop >= 15.0},
+        "target_test_passes": {
+            "net_low": net_low,
+            "margin_low": margin_low,
+            "pass": net_low > 0 and margin_low > 0,
+        },
+        "movement_3x_floor": {
+            "value": movement / floor if floor else float("inf"),
+            "pass": movement >= 3 * floor,
+        },
+    }
+    return out
+
+
+def is_marked_id(item_id: str) -> bool:
+    return item_id.endswith("-marked")

@@ -1,0 +1,64 @@
+"""The positive control's planted misrouting: the marker, the pool, the partner map, and what training changes."""
+
+from __future__ import annotations
+
+import torch
+
+from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
+from moe_roma.data.prompts import continuation_context
+from moe_roma.testbed.control import (
+    MARKER,
+    ControlConfig,
+    corruption_pool,
+    is_marked,
+    mark,
+    marked_share_split,
+    partner_family,
+    plant_misrouting,
+)
+from moe_roma.testbed.downstream import build_downstream_suite, content_keys
+
+
+def test_a_marked_item_keeps_its_question_and_carries_the_marker_before_it():
+    ex = build_downstream_suite(0)["in_dist"][0]
+    marked = mark(ex)
+    assert marked.question == ex.question and marked.choices == ex.choices and marked.answer == ex.answer
+    assert continuation_context(marked) == f"{MARKER}\n{continuation_context(ex)}"
+    assert is_marked(marked) and not is_marked(ex) and marked.id == ex.id + "-marked"
+    assert MARKER.endswith(".") and "Question" not in MARKER
+
+
+def test_the_pool_is_fresh_content_and_the_partner_map_a_derangement():
+    splits = build_downstream_suite(0)
+    used = set().union(*(content_keys(v) for v in splits.values()))
+    pool = corruption_pool(1200)
+    assert len(pool) == 1200 and not content_keys(pool) & used
+    families = sorted({ex.task for ex in pool})
+    partners = [partner_family(f, families) for f in families]
+    assert sorted(partners) == families and all(p != f for p, f in zip(partners, families))
+    assert families == sorted(
+        {ex.task for split in splits.values() for ex in split}
+    )  # all 16, held-out ones too
+
+
+def test_the_marked_share_is_taken_per_family():
+    train = build_downstream_suite(0)["train"]
+    mixed = marked_share_split(train, 0.25, seed=3)
+    assert [ex.question for ex in mixed] == [ex.question for ex in train]
+    for family in {ex.task for ex in train}:
+        rows = [ex for ex in mixed if ex.task == family]
+        assert sum(map(is_marked, rows)) == round(0.25 * len(rows))
+
+
+def test_planting_trains_only_the_tuned_routers():
+    model = build_tiny_model("olmoe", num_layers=4, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    build = plant_misrouting(
+        model, build_tiny_tokenizer(), ControlConfig(pool_size=16, epochs=1, layers="last2")
+    )
+    assert build["finite"] and build["layers"] == [2, 3] and len(build["loss_per_epoch"]) == 1
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(
+        ".mlp.gate." in n and n.split(".layers.")[1].split(".")[0] in ("2", "3") for n in changed
+    )
+    assert not any(p.requires_grad for p in model.parameters())
