@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -59,7 +57,3 @@ def weight_distance_loss(params: list[torch.Tensor], base: list[torch.Tensor], n
     """Distance of the router weights to the base ones: squared L2 or L1 (a scalar for the batch)."""
     terms = [((p - b) ** 2).sum() if norm == "l2" else (p - b).abs().sum() for p, b in zip(params, base)]
     return torch.stack(terms).sum()
-
-
-def max_entropy(num_experts: int) -> float:
-    return math.log(num_experts)
