@@ -6,18 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def letter_task_loss(letter_logits: torch.Tensor, answers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the answer letters' next-token logits, per sample (B,).
+def choice_cross_entropy(scores: torch.Tensor, answers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over each sample's per-choice scores, (B,): the task loss of both scorings.
 
-    ``letter_logits`` (B, C) with C the largest choice count; ``valid`` masks letters beyond a sample's choices.
+    ``scores`` (B, C), C the largest choice count: the answer letters' next-token logits (``letter``)
+    or the choices' summed log-likelihoods (``continuation``, lm-evaluation-harness's scores);
+    ``valid`` masks choices beyond a sample's own.
     """
-    logits = letter_logits.float().masked_fill(~valid, float("-inf"))
-    return F.cross_entropy(logits, answers, reduction="none")
-
-
-def continuation_task_loss(choice_loglik: torch.Tensor, answers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the choices' summed log-likelihoods (lm-evaluation-harness's scores), (B,)."""
-    logits = choice_loglik.float().masked_fill(~valid, float("-inf"))
+    logits = scores.float().masked_fill(~valid, float("-inf"))
     return F.cross_entropy(logits, answers, reduction="none")
 
 
