@@ -3,13 +3,19 @@
 Each top-level package of ``moe_roma`` has a rank; a module may import modules of its own package
 or of a lower rank, never of a higher one. Imports inside functions count too: a lazy import that
 runs upward is still an upward dependency. Inside a package, the modules' imports form no circle
-either (the layers alone would allow ``registry -> c3po -> registry``).
+either (the layers alone would allow ``registry -> c3po -> registry``). Every third-party package
+the code imports is declared in pyproject.toml.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import pytest
 
 import moe_roma
 
@@ -192,3 +198,41 @@ def test_the_check_sees_an_import_circle(tmp_path, monkeypatch):
     (fake / "methods" / "base.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     assert import_circles() == ["moe_roma.methods.c3po -> moe_roma.methods.registry -> moe_roma.methods.c3po"]
+
+
+# Import names whose distribution is not installed here, so metadata cannot name it.
+_OPTIONAL_DISTRIBUTIONS = {"umap": "umap-learn"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def imported_packages() -> dict[str, str]:
+    """Every third-party top-level module ``moe_roma`` imports (lazily too) -> its distribution name."""
+    installed = packages_distributions()
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"moe_roma"}:
+                dist = installed.get(top, [_OPTIONAL_DISTRIBUTIONS.get(top, top)])[0]
+                out[top] = _normalise(dist)
+    return out
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11")
+def test_every_imported_package_is_declared():
+    """A package pulled in only by another one's requirements can vanish with that one's next release."""
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared = {_normalise(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in requirements}
+    missing = {module: dist for module, dist in imported_packages().items() if dist not in declared}
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
