@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +15,7 @@ from moe_roma.scoring.stats import (
     mcnemar_exact,
     paired_difference_ci,
     wilson_interval,
+    z_value,
 )
 
 
@@ -25,6 +25,7 @@ def test_wilson_matches_known_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775328), abs=1e-6)
     assert wilson_interval(10, 10) == pytest.approx((0.7224672, 1.0), abs=1e-6)
     assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    assert z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
 
 
 def test_wilson_refuses_nonsense():
@@ -96,7 +97,7 @@ def test_paired_interval_contains_the_difference(pairs):
 
 def _textbook_wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
     """Wilson's score interval written out (Wilson 1927): the reference for the library's."""
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    z = z_value(confidence)
     p, z2n = k / n, z * z / n
     centre = (p + z2n / 2) / (1 + z2n)
     half = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)

@@ -1,6 +1,6 @@
 """Accuracy with confidence intervals, and paired comparisons of two models on the same items.
 
-The Wilson and Student-t intervals come from ``scipy.stats``; the McNemar test counts exactly.
+Pure Python (``math`` and ``statistics``): no SciPy needed.
 
 * ``accuracy``: the fraction correct with a Wilson score interval, which behaves at 0% and
   100% and for small ``n``, where the textbook normal interval does not.
@@ -20,7 +20,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from statistics import NormalDist
 from typing import Any
+
+
+def z_value(confidence: float = 0.95) -> float:
+    """The two-sided standard-normal quantile: 1.96 for 95%.
+
+    >>> round(z_value(0.95), 4)
+    1.96
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -35,13 +47,15 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         raise ValueError("a proportion needs at least one trial")
     if not 0 <= k <= n:
         raise ValueError(f"k={k} is not within 0..n={n}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    from scipy.stats import binomtest  # imported on first use: loading this module stays light
-
-    # Equal to the textbook formula within 1e-12 (tests/test_eval_stats.py), exactly 0 at k=0 and 1 at k=n.
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+    z = z_value(confidence)
+    p = k / n
+    z2n = z * z / n
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
+    # At k=0 or k=n the bound is 0 or 1 exactly; the formula only gets there up to rounding.
+    lower = 0.0 if k == 0 else max(0.0, centre - half)
+    upper = 1.0 if k == n else min(1.0, centre + half)
+    return lower, upper
 
 
 @dataclass(frozen=True)
