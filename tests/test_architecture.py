@@ -2,13 +2,20 @@
 
 Each top-level package of ``moe_roma`` has a rank; a module may import modules of its own package
 or of a lower rank, never of a higher one. Imports inside functions count too: a lazy import that
-runs upward is still an upward dependency.
+runs upward is still an upward dependency. Inside a package, the modules' imports form no circle
+either (the layers alone would allow ``registry -> c3po -> registry``). Every third-party package
+the code imports is declared in pyproject.toml.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import pytest
 
 import moe_roma
 
@@ -75,6 +82,88 @@ def upward_imports() -> list[str]:
     return problems
 
 
+def _imported_names(path: Path) -> list[str]:
+    """Every ``moe_roma`` name a module imports, in full: ``from moe_roma.testbed import tasks`` gives
+    ``moe_roma.testbed.tasks`` (a module), ``from moe_roma.io.errors import RomaError`` gives
+    ``moe_roma.io.errors.RomaError`` (resolved to its module by ``_resolve``)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+    return [name for name in out if name.startswith("moe_roma.")]
+
+
+def _resolve(target: str, modules: set[str]) -> str:
+    """``from moe_roma.methods import registry`` names the module ``moe_roma.methods.registry``."""
+    while target not in modules and "." in target:
+        target = target.rsplit(".", 1)[0]
+    return target
+
+
+def import_circles() -> list[str]:
+    """Every strongly connected group of modules (Tarjan), written as one circle through it."""
+    paths = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    modules = set(paths)
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in paths.items():
+        for target in _imported_names(path):
+            resolved = _resolve(target, modules)
+            if resolved in modules and resolved != name:
+                graph[name].add(resolved)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_circle_through(group, graph) for group in sorted(groups)]
+
+
+def _circle_through(group: list[str], graph: dict[str, set[str]]) -> str:
+    """A shortest circle from the group's first module back to itself, for the message."""
+    start, members = group[0], set(group)
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt_frontier = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & members):
+                if nxt == start:
+                    path = [start]
+                    while node != start:
+                        path.append(node)
+                        node = previous[node]
+                    return " -> ".join([start, *reversed(path[1:]), start])
+                if nxt not in previous:
+                    previous[nxt] = node
+                    nxt_frontier.append(nxt)
+        frontier = nxt_frontier
+    raise AssertionError(f"no circle through {group}")  # a strongly connected group always has one
+
+
 def test_imports_only_run_down_the_layers():
     problems = upward_imports()
     assert not problems, "\n".join(problems)
@@ -91,3 +180,59 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert upward_imports() == [
         "moe_roma.data.bad:2 imports moe_roma.experiments.demo: data may not import experiments"
     ]
+
+
+def test_no_import_circles():
+    circles = import_circles()
+    assert not circles, "\n".join(circles)
+
+
+def test_the_check_sees_an_import_circle(tmp_path, monkeypatch):
+    """The checker itself: two modules of one package importing each other (one lazily) are reported."""
+    fake = tmp_path / "moe_roma"
+    (fake / "methods").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "methods" / "__init__.py").write_text("")
+    (fake / "methods" / "registry.py").write_text("from moe_roma.methods import c3po\n")
+    (fake / "methods" / "c3po.py").write_text("def f():\n    from moe_roma.methods.registry import METHODS\n")
+    (fake / "methods" / "base.py").write_text("")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    assert import_circles() == ["moe_roma.methods.c3po -> moe_roma.methods.registry -> moe_roma.methods.c3po"]
+
+
+# Import names whose distribution is not installed here, so metadata cannot name it.
+_OPTIONAL_DISTRIBUTIONS = {"umap": "umap-learn"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def imported_packages() -> dict[str, str]:
+    """Every third-party top-level module ``moe_roma`` imports (lazily too) -> its distribution name."""
+    installed = packages_distributions()
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"moe_roma"}:
+                dist = installed.get(top, [_OPTIONAL_DISTRIBUTIONS.get(top, top)])[0]
+                out[top] = _normalise(dist)
+    return out
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11")
+def test_every_imported_package_is_declared():
+    """A package pulled in only by another one's requirements can vanish with that one's next release."""
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared = {_normalise(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in requirements}
+    missing = {module: dist for module, dist in imported_packages().items() if dist not in declared}
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

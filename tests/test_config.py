@@ -14,10 +14,11 @@ from moe_roma.methods.roma.config import TrainConfig, train_config
 
 
 def test_the_training_scorings_are_the_engines():
-    from moe_roma.methods.roma.config import SCORINGS as TRAIN_SCORINGS
+    from typing import get_args, get_type_hints
+
     from moe_roma.scoring import SCORINGS
 
-    assert set(TRAIN_SCORINGS) == set(SCORINGS)
+    assert set(get_args(get_type_hints(TrainConfig)["scoring"])) == set(SCORINGS)
 
 
 def test_dotted_leaf_and_legacy_names_reach_the_same_setting():

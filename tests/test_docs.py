@@ -1,14 +1,17 @@
-"""The documentation stays true: every training setting is documented, and the Python examples run."""
+"""The documentation stays true: every training setting is documented, the Python examples run, and
+the README's figures and layout match their sources."""
 
 from __future__ import annotations
 
+import ast
 import re
+import statistics
 from pathlib import Path
 
 import pytest
 
 from helpers.examples import make_examples, write_data
-from helpers.tiny_models import save_tiny_model
+from helpers.tiny_models import FAMILIES, save_tiny_model
 from moe_roma.io.config import settings
 from moe_roma.methods.roma.config import TrainConfig
 
@@ -17,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def python_blocks(markdown: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown.read_text(encoding="utf-8"), flags=re.S)
+
+
+def readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def documented_defaults() -> dict[str, str]:
@@ -72,3 +79,55 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     result, config = scope["result"], scope["config"]
     assert (config.regularizer.lam, config.schedule.epochs, config.schedule.batch_size, config.layers) == (0.5, 2, 8, "last2")
     assert result.steps == 4 and result.tuned_layers == [2, 3]
+
+
+def _dict_keys(path: Path, name: str) -> set[str]:
+    """The keys of a module-level dict literal, read without importing the module (a test file)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        if name in targets:
+            return {ast.literal_eval(key) for key in node.value.keys}
+    raise AssertionError(f"{path.name} defines no {name}")
+
+
+def test_readme_families_are_the_discovery_tests():
+    text = readme()
+    families = re.search(r"\*\*(\d+) MoE causal-LM families\*\* of transformers (\d+\.\d+)", text)
+    count, version = families.groups()
+    assert int(count) == len(FAMILIES), "README's family count vs tests/helpers/tiny_models.py FAMILIES"
+    pinned = re.search(r"^transformers==(\d+\.\d+)", (ROOT / "requirements" / "test.lock").read_text(), re.M)
+    assert version == pinned.group(1), "README names the transformers release the lock pins"
+    listed = re.search(r"expert choice:\n\n(.*?)\.\n\n", text, re.S).group(1)
+    # The README names a family without transformers' "_text" suffix of its text-only config.
+    assert [n.strip() for n in listed.split(",")] == sorted(f.removesuffix("_text") for f in FAMILIES)
+    cannot = _dict_keys(ROOT / "tests" / "test_override.py", "CANNOT_OVERRIDE")
+    works, total = re.search(r"work on (\d+) of the (\d+)", text).groups()
+    assert (int(works), int(total)) == (len(FAMILIES) - len(cannot), len(FAMILIES))
+
+
+def test_readme_scoring_speed_is_the_benchmark_results():
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    summary = r"^\| continuation scoring vs lm-evaluation-harness.*?\*\*([\d.]+-[\d.]+x)\*\* over (\d+) runs"
+    row = re.search(summary, results, re.M)
+    runs = re.search(r"Continuation speed-up over the (\d+) runs: ([^(]*)\(", results)
+    per_run = [float(x) for x in re.findall(r"([\d.]+)x", runs.group(2))]
+    assert len(per_run) == int(runs.group(1)) == int(row.group(2))
+    quoted = re.search(r"is ([\d.]+-[\d.]+x) its speed\s+\(median ([\d.]+)x over (\d+) runs", readme())
+    assert quoted, "README's Speed section: continuation scoring 'is A-Bx its speed (median Mx over N runs'"
+    assert quoted.group(1) == row.group(1), "README's range vs benchmarks/RESULTS.md's summary table"
+    assert quoted.group(2) == f"{statistics.median(per_run):.2f}"
+    assert int(quoted.group(3)) == len(per_run)
+
+
+def test_both_layout_tables_list_every_package():
+    package = ROOT / "src" / "moe_roma"
+    packages = sorted(p.parent.relative_to(package) for p in package.rglob("*/__init__.py"))
+    layout = re.search(r"## Layout\n.*?```\n(.*?)```", readme(), re.S).group(1)
+    architecture = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)/` \| (.*) \|$", architecture, re.M))
+    for sub in packages:
+        assert re.search(rf"^\s+{sub.name}/ ", layout, re.M), f"README's Layout lacks {sub}/"
+        top = sub.parts[0]
+        assert top in rows, f"docs/architecture.md's package table lacks {top}/"
+        if len(sub.parts) > 1:
+            assert f"`{sub.name}/`" in rows[top], f"docs/architecture.md's {top}/ row lacks {sub.name}/"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import binomtest
 
 from moe_roma.scoring.stats import (
     accuracy,
@@ -92,3 +93,43 @@ def test_paired_interval_contains_the_difference(pairs):
     assert -1.0 <= lo <= cmp.diff + 1e-12 and cmp.diff - 1e-12 <= hi <= 1.0
     assert 0.0 < cmp.p_value <= 1.0
     assert math.isclose(cmp.diff, cmp.tuned.acc - cmp.base.acc, abs_tol=1e-12)
+
+
+def _textbook_wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson's score interval written out (Wilson 1927): the reference for the library's."""
+    z = z_value(confidence)
+    p, z2n = k / n, z * z / n
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+CONFIDENCES = st.sampled_from([0.8, 0.9, 0.95, 0.99])
+
+
+def test_wilson_is_the_textbook_formula_for_every_small_count():
+    for n in range(1, 41):
+        for k in range(n + 1):
+            assert wilson_interval(k, n) == pytest.approx(_textbook_wilson(k, n, 0.95), abs=1e-12), (k, n)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10**6), st.data(), CONFIDENCES)
+def test_wilson_is_the_textbook_formula_and_scipys(n, data, confidence):
+    k = data.draw(st.integers(0, n))
+    ours = wilson_interval(k, n, confidence)
+    assert ours == pytest.approx(_textbook_wilson(k, n, confidence), abs=1e-12)
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    assert ours == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3000), st.integers(0, 3000))
+def test_mcnemar_exact_is_scipys_two_sided_binomial_test(b, c):
+    expected = 1.0 if b + c == 0 else binomtest(min(b, c), b + c, 0.5).pvalue
+    assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_mcnemar_exact_stays_positive_where_floating_point_underflows():
+    # SciPy's binomtest gives 0.0 here (its tail underflows); the exact p is about 4.3e-271.
+    assert 0 < mcnemar_exact(1085, 35) < 1e-270

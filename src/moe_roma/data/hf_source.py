@@ -163,8 +163,3 @@ def load_datasets_examples(
                                      answer=parsed.answer, task=chosen_task, continuation=parsed.continuation,
                                      meta={**parsed.meta, "preset": name}))  # fmt: skip
     return examples
-
-
-def source_columns(source: str | Path) -> list[str]:
-    """The column names of a source (for ``roma data inspect`` and the dry run)."""
-    return list(open_dataset(source).column_names)

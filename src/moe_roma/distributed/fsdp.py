@@ -106,9 +106,3 @@ def resident_parameter_bytes(model: nn.Module) -> int:
 def full_parameter_bytes(model: nn.Module) -> int:
     """Bytes of the whole model's parameters (the global shapes of sharded ones)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)

@@ -37,11 +37,6 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def env_rank() -> int:
-    """This process's rank as torchrun set it, before (or without) joining the group."""
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 def local_device() -> torch.device:
     """The accelerator of this rank (``cuda:LOCAL_RANK``), or the CPU when there is none."""
     if torch.cuda.is_available():

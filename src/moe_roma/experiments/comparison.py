@@ -25,7 +25,8 @@ from moe_roma.data.example import MCExample
 from moe_roma.io.config import to_dict
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
-from moe_roma.methods.registry import METHODS, TestTimeInputs
+from moe_roma.methods.base import TestTimeInputs
+from moe_roma.methods.registry import METHODS
 from moe_roma.methods.registry import method as method_spec
 from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.methods.roma.targets import with_oracle_targets

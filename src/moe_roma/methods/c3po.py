@@ -55,6 +55,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
+from moe_roma.methods.base import TestTimeInputs, TestTimeOutcome
 from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
@@ -444,10 +445,8 @@ class C3POConfig:
     prefix_cache: bool = field(default=False, metadata={"help": "replay the frozen layers for neighbours' passes"})
 
 
-def run_c3po(inputs, config: C3POConfig):
+def run_c3po(inputs: TestTimeInputs, config: C3POConfig) -> TestTimeOutcome:
     """The registry's entry point: C3PO re-mixing on one evaluation split (``TestTimeInputs``)."""
-    from moe_roma.methods.registry import TestTimeOutcome
-
     res = c3po(inputs.model, inputs.tokenizer, inputs.reference_store, inputs.reference_embeddings(),
                inputs.eval_store, inputs.eval_embeddings(), layers=inputs.layers, k=config.k, sigma=config.sigma,
                mode=config.mode, alphas=config.alphas, ngd_steps=config.ngd_steps, ngd_lr=config.ngd_lr,

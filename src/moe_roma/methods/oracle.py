@@ -227,7 +227,7 @@ class OracleConfig:
 
 def run_oracle(inputs, config: OracleConfig):
     """The registry's entry point: oracle routing on one evaluation split (``TestTimeInputs``)."""
-    from moe_roma.methods.registry import TestTimeOutcome
+    from moe_roma.methods.base import TestTimeOutcome
 
     res = oracle_routing(inputs.model, inputs.tokenizer, inputs.eval_store, layers=inputs.layers,
                          steps=config.steps, lr=config.lr, optimizer=config.optimizer,

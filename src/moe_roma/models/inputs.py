@@ -64,13 +64,6 @@ def left_pad(sequences: list[list[int]], pad_id: int, max_length: int | None = N
     return PromptBatch(ids, mask, positions, truncated)
 
 
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int | None = None
-) -> PromptBatch:
-    """Left-padded batch of prompts."""
-    return left_pad([encode_text(tokenizer, t) for t in texts], _pad_id(tokenizer), max_length)
-
-
 def letter_token_ids(tokenizer: PreTrainedTokenizerBase, n_choices: int) -> list[int]:
     """The token that starts `` A``, `` B``, ... after ``Answer:``; letters must map to distinct ids."""
     ids = []

@@ -10,10 +10,12 @@ Names are imported on first use, so ``moe_roma.scoring.stats`` loads without tor
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Literal, get_args
 
-# The two ways to score a multiple-choice item; every command and config names them so.
-SCORINGS = ("letter", "continuation")
+# The two ways to score a multiple-choice item; every command and config names them so. The
+# Literal types config fields; SCORINGS is the same list for choices and checks.
+Scoring = Literal["letter", "continuation"]
+SCORINGS: tuple[str, ...] = get_args(Scoring)
 
 _EXPORTS = {
     "evaluate": "engine",
@@ -36,7 +38,7 @@ _EXPORTS = {
     "wilson_interval": "stats",
 }
 
-__all__ = sorted([*_EXPORTS, "SCORINGS"])
+__all__ = sorted([*_EXPORTS, "SCORINGS", "Scoring"])
 
 
 def __getattr__(name: str) -> Any:

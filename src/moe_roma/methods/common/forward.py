@@ -85,12 +85,11 @@ def items_forward(
     valid = torch.tensor([[c < it.n_choices for c in range(n_max)] for it in items], device=device)
     if task_loss == "letter":
         scores = logits[:, -1, :].index_select(1, letter_ids[:n_max].to(device)).masked_fill(~valid, float("-inf"))
-        task = losses.letter_task_loss(scores, answers, valid)
     else:
         k = logits.shape[1]
         cont = torch.tensor([items[b].cont_lens[c] for b, c in batch.seq_keys], device=device)
         seq_ll = summed_logprobs(logits[:, :-1], ids[:, -(k - 1) :], cont)  # the last cont tokens of each row
         scores = torch.full((len(items), n_max), float("-inf"), device=device)
         scores = scores.index_put((item_of_row, choice_of_row), seq_ll)
-        task = losses.continuation_task_loss(scores, answers, valid)
+    task = losses.choice_cross_entropy(scores, answers, valid)
     return {"task": task, "scores": scores, "routing": routing}

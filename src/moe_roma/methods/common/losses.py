@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 
-def letter_task_loss(letter_logits: torch.Tensor, answers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the answer letters' next-token logits, per sample (B,).
+def choice_cross_entropy(scores: torch.Tensor, answers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over each sample's per-choice scores, (B,): the task loss of both scorings.
 
-    ``letter_logits`` (B, C) with C the largest choice count; ``valid`` masks letters beyond a sample's choices.
+    ``scores`` (B, C), C the largest choice count: the answer letters' next-token logits (``letter``)
+    or the choices' summed log-likelihoods (``continuation``, lm-evaluation-harness's scores);
+    ``valid`` masks choices beyond a sample's own.
     """
-    logits = letter_logits.float().masked_fill(~valid, float("-inf"))
-    return F.cross_entropy(logits, answers, reduction="none")
-
-
-def continuation_task_loss(choice_loglik: torch.Tensor, answers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the choices' summed log-likelihoods (lm-evaluation-harness's scores), (B,)."""
-    logits = choice_loglik.float().masked_fill(~valid, float("-inf"))
+    logits = scores.float().masked_fill(~valid, float("-inf"))
     return F.cross_entropy(logits, answers, reduction="none")
 
 
@@ -59,7 +53,3 @@ def weight_distance_loss(params: list[torch.Tensor], base: list[torch.Tensor], n
     """Distance of the router weights to the base ones: squared L2 or L1 (a scalar for the batch)."""
     terms = [((p - b) ** 2).sum() if norm == "l2" else (p - b).abs().sum() for p, b in zip(params, base)]
     return torch.stack(terms).sum()
-
-
-def max_entropy(num_experts: int) -> float:
-    return math.log(num_experts)

@@ -21,11 +21,10 @@ from typing import Any, Literal
 
 from moe_roma.io.config import build_config, load_config, to_dict, to_settings, validate_config
 from moe_roma.io.errors import RomaError
+from moe_roma.scoring import Scoring
 
 Regularizer = Literal["manifold", "none", "l2", "l1", "entropy", "prior-kl"]
 REGULARIZERS: tuple[str, ...] = Regularizer.__args__  # type: ignore[attr-defined]
-Scoring = Literal["letter", "continuation"]
-SCORINGS: tuple[str, ...] = Scoring.__args__  # type: ignore[attr-defined]
 LR_SCHEDULES = ("constant", "cosine")
 
 NON_NEGATIVE = {"range": (0, None)}
