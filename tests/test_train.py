@@ -218,3 +218,18 @@ def test_gradient_checkpointing_gives_the_same_routers(tmp_path):
         assert not trainer.model.training and not trainer.model.is_gradient_checkpointing
     for a, b in zip(*weights):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_task_weight_zero_trains_with_the_regulariser_alone(tmp_path):
+    """With the task loss weighed 0 and lambda 0 nothing moves the routers; with the task loss on, they move."""
+    settings = {"epochs": 1, "lr": 1e-2, "weight_decay": 0.0, "lam": 0.0, "lam_warmup_ratio": 0.0}
+    off = make_trainer(tmp_path / "off", task_weight=0.0, **settings)
+    before = [p.detach().clone() for p in off.params.values()]
+    result = off.train()
+    assert result.steps == 4 and all(torch.equal(a, p) for a, p in zip(before, off.params.values()))
+    on = make_trainer(tmp_path / "on", **settings)
+    before = [p.detach().clone() for p in on.params.values()]
+    on.train()
+    assert not all(torch.equal(a, p) for a, p in zip(before, on.params.values()))
+    with pytest.raises(RomaError, match="task_weight 0 with regularizer none"):
+        train_config(task_weight=0.0, regularizer="none")

@@ -100,6 +100,10 @@ class RegularizerConfig:
         default=None, metadata=_m("anneal lambda linearly to this value by the last step; none keeps `lam`",
                                   **NON_NEGATIVE)  # fmt: skip
     )
+    task_weight: float = field(
+        default=1.0,
+        metadata=_m("the task loss's weight; 0 trains with the regulariser alone (an ablation)", **NON_NEGATIVE),
+    )
     prior: Literal["uniform"] = field(default="uniform", metadata=_m("the fixed routing prior q of `prior-kl`"))
     targets: Literal["base", "oracle"] = field(
         default="base",
@@ -247,6 +251,8 @@ class TrainConfig:
         for name in ("lr", "weight_decay"):
             if not math.isfinite(getattr(self.optimizer, name)):
                 raise RomaError(f"setting optimizer.{name} must be a finite number")
+        if self.regularizer.task_weight == 0 and self.regularizer.name == "none":
+            raise RomaError("setting regularizer.task_weight 0 with regularizer none leaves nothing to train")
         try:
             parse_layer_spec(self.layers)  # the syntax now; whether the model has those layers, once it is loaded
         except RomaError as exc:

@@ -308,7 +308,7 @@ class RouterTrainer:
                 if out is not None:
                     terms = self.regularizer_terms(local, out["routing"])
                     reg = terms.get("reg", torch.zeros_like(out["task"]))
-                    loss = (out["task"] + lam * reg).sum() / len(chunk)
+                    loss = (cfg.regularizer.task_weight * out["task"] + lam * reg).sum() / len(chunk)
                     scaler.scale(loss).backward()
                 else:
                     terms, loss = {}, None
