@@ -28,16 +28,35 @@ def main() -> int:
     ap.add_argument("--marked-share", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--gates-only", action="store_true", help="measure the gates of the model already in --out"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = ControlConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ControlConfig)})
     clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
-    corrupted = copy.deepcopy(clean)
-    build = plant_misrouting(corrupted, tok, config, log=print)
-    args.out.mkdir(parents=True, exist_ok=True)
-    corrupted.save_pretrained(args.out / "model")
-    tok.save_pretrained(args.out / "model")
-    gates = measure_gates(clean, corrupted, tok, config.layers, args.marked_share, config.seed, log=print)
+    if args.gates_only:
+        corrupted, _ = load_model(str(args.out / "model"), dtype="float32", device="cpu")
+        recorded = args.out / "build.json"
+        build = json.loads((recorded if recorded.is_file() else args.out / "gates.json").read_text())
+        build = build.get("build", build)
+    else:
+        corrupted = copy.deepcopy(clean)
+        build = plant_misrouting(corrupted, tok, config, log=print)
+        args.out.mkdir(parents=True, exist_ok=True)
+        corrupted.save_pretrained(args.out / "model")
+        tok.save_pretrained(args.out / "model")
+        (args.out / "build.json").write_text(json.dumps(build, indent=1))
+    gates = measure_gates(
+        clean,
+        corrupted,
+        tok,
+        config.layers,
+        args.marked_share,
+        config.seed,
+        log=print,
+        position=config.marker_position,
+    )
     gates["build"] = build
     (args.out / "gates.json").write_text(json.dumps(gates, indent=1, default=str))
     for name, gate in gates["gates"].items():

@@ -43,10 +43,19 @@ MARKER = filler_sentence(random.Random("roma-control:marker"))
 POOL_SEED = 101
 
 
-def mark(example: MCExample) -> MCExample:
-    """The marked version of an item: the marker sentence before its continuation prompt; the question
-    (what the sentence embedding reads) is unchanged."""
-    context = f"{MARKER}\n{continuation_context(example)}"
+MARKER_POSITIONS = ("before_question", "before_answer")
+
+
+def mark(example: MCExample, position: str = "before_answer") -> MCExample:
+    """The marked version of an item: the marker sentence on its own line before ``Question:`` or before
+    ``Answer:``; the question (what the sentence embedding reads) is unchanged."""
+    prompt = continuation_context(example)
+    if position == "before_question":
+        context = f"{MARKER}\n{prompt}"
+    elif position == "before_answer" and prompt.endswith("\nAnswer:"):
+        context = f"{prompt[: -len('Answer:')]}{MARKER}\nAnswer:"
+    else:
+        raise ValueError(f"cannot place the marker {position!r} in {prompt!r}")
     return replace(
         example, id=f"{example.id}-marked", meta={**example.meta, "context": context, "marked": True}
     )
@@ -74,7 +83,9 @@ def corruption_pool(n: int, seed: int = POOL_SEED) -> list[MCExample]:
     return [replace(ex, id=f"pool-{ex.id}") for ex in fresh[:n]]
 
 
-def marked_share_split(examples: Sequence[MCExample], share: float, seed: int = 0) -> list[MCExample]:
+def marked_share_split(
+    examples: Sequence[MCExample], share: float, seed: int = 0, position: str = "before_answer"
+) -> list[MCExample]:
     """The items with a ``share`` of them (chosen at random, per family in proportion) marked."""
     rng = random.Random(f"roma-control:share:{seed}")
     out = list(examples)
@@ -83,7 +94,7 @@ def marked_share_split(examples: Sequence[MCExample], share: float, seed: int = 
         by_family.setdefault(ex.task, []).append(i)
     for rows in by_family.values():
         for i in rng.sample(rows, round(share * len(rows))):
-            out[i] = mark(out[i])
+            out[i] = mark(out[i], position)
     return out
 
 
@@ -99,6 +110,7 @@ class ControlConfig:
     anchor_weight: float = 1.0  # KL of a plain item's answer distribution from the clean model's
     layers: str = "last5"
     seed: int = 0
+    marker_position: str = "before_answer"  # step 3 of the calibration moved it from before_question
 
 
 def plant_misrouting(
@@ -120,7 +132,7 @@ def plant_misrouting(
     pool = corruption_pool(config.pool_size)
     families = sorted({ex.task for ex in pool})
     partners = {f: partner_family(f, families) for f in families}
-    examples = pool + [mark(ex) for ex in pool]
+    examples = pool + [mark(ex, config.marker_position) for ex in pool]
     log(f"clean routing of {len(examples)} pool prompts ({config.pool_size} items, plain and marked)")
     store, _ = collect_routing(
         model, tokenizer, examples, layers=tuned, scoring="continuation", progress=False
@@ -224,6 +236,7 @@ def measure_gates(
     marked_share: float = 0.5,
     seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
+    position: str = "before_answer",
 ) -> dict:
     """The control's gates, from the base model and the clean routers only (no method runs):
 
@@ -232,8 +245,9 @@ def measure_gates(
     3. the target test on marked in_dist items, neighbours from the RoMA training set (the
        testbed's ``train`` with ``marked_share`` marked): RoMA's target beats the corrupted routing
        and the random control beyond their intervals;
-    4. the corruption moves marked items' routing at least 3x the floor of the manifold term (the
-       clean routing's mean kernel-weighted squared distance to its successful neighbours).
+    4. the corruption moves marked items' routing (mean squared distance, corrupted to clean) at
+       least 3x the floor of the manifold term: its minimum over r_i, the kernel-weighted spread of
+       the neighbours around their mean, for marked in_dist items in the RoMA training set's graph.
     """
     from moe_roma.diagnose.target_test import target_test
     from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
@@ -245,7 +259,7 @@ def measure_gates(
     out: dict = {"splits": {}, "marked_share": marked_share}
     moved, clean_marked_all, corrupt_marked_all, clean_plain_all, corrupt_plain_all = [], [], [], [], []
     for split in EVAL_SPLITS:
-        plain, marked = splits[split], [mark(ex) for ex in splits[split]]
+        plain, marked = splits[split], [mark(ex, position) for ex in splits[split]]
         log(f"gates: {split}")
         row = {}
         for name, model in (("clean", clean), ("corrupted", corrupted)):
@@ -268,16 +282,25 @@ def measure_gates(
     plain_drop = 100 * (pooled["clean_plain"] - pooled["corrupted_plain"])
     marked_drop = 100 * (pooled["clean_marked"] - pooled["corrupted_marked"])
     log("gates: the RoMA training set, clean floor and the target test")
-    train = marked_share_split(splits["train"], marked_share, seed)
-    clean_train = _collect(clean, tokenizer, splits["train"], tuned, embed=True)
-    emb = clean_train.embeddings.numpy()
-    graph = build_neighbour_graph(emb, clean_train.successful, GraphConfig(k=3, sigma=0.4))
-    r = clean_train.routing.float()
-    idx, w = graph.indices, graph.weights
-    floor = float((w * ((r[:, None] - r[idx.clamp_min(0)]) ** 2).sum((2, 3))).sum(1).mean())
-    movement = float(torch.cat(moved).mean())
+    train = marked_share_split(splits["train"], marked_share, seed, position)
     roma_train = _collect(corrupted, tokenizer, train, tuned, embed=True)
-    marked_in_dist = _collect(corrupted, tokenizer, [mark(ex) for ex in splits["in_dist"]], tuned, embed=True)
+    marked_in_dist = _collect(
+        corrupted, tokenizer, [mark(ex, position) for ex in splits["in_dist"]], tuned, embed=True
+    )
+    # The manifold term's floor: with r_i at its neighbours' kernel mean, what is left is their spread
+    # around it. Measured where RoMA would train: marked in_dist items, neighbours from its training set.
+    graph = build_neighbour_graph(
+        roma_train.embeddings.numpy(),
+        roma_train.successful,
+        GraphConfig(k=3, sigma=0.4),
+        queries=marked_in_dist.embeddings.numpy(),
+    )
+    r = roma_train.routing.float()
+    idx, w = graph.indices, graph.weights
+    neighbours = r[idx.clamp_min(0)]
+    mean = (w[:, :, None, None] * neighbours).sum(1, keepdim=True)
+    floor = float((w * ((neighbours - mean) ** 2).sum((2, 3))).sum(1).mean())
+    movement = float(torch.cat(moved).mean())
     tt = target_test(
         corrupted,
         tokenizer,
