@@ -151,6 +151,37 @@ methods:
     assert "resuming" not in capsys.readouterr().out
 
 
+def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_path, monkeypatch):
+    """With --resume, a trained method run gets ``resume=True``, so the state an interrupted grid left in
+    its run folder (``runtime.save_every``) is continued rather than trained again from step 0."""
+    import dataclasses
+
+    from moe_roma.methods import registry
+
+    seen = []
+    spec = registry.METHODS["train"]
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("resume", False))
+        return spec.run(*args, **kwargs)
+
+    monkeypatch.setitem(registry.METHODS, "train", dataclasses.replace(spec, run=spy))
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(12)
+    write_data(tmp_path / "train.jsonl", examples[:8])
+    write_data(tmp_path / "a.jsonl", examples[8:])
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        f"data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, "
+        f"eval: {{a: {tmp_path / 'a.jsonl'}}}}}\nscoring: letter\n"
+        "train: {epochs: 1, batch_size: 4, layers: last2, scoring: letter, save_every: 1}\n"
+        "methods: [{name: rt, kind: train, overrides: {regularizer: none}}]\n"
+    )
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    (tmp_path / "out" / "outcomes.jsonl").unlink()  # as if killed before the run was recorded
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--resume"]) == 0
+    assert seen == [False, True]
+
 
 def test_a_testbed_experiment_trains_on_the_split_and_size_it_names(tmp_path):
     from moe_roma.experiments.grid import load_data
