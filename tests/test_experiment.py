@@ -149,3 +149,114 @@ methods:
     capsys.readouterr()
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_path, monkeypatch):
+    """With --resume, a trained method run gets ``resume=True``, so the state an interrupted grid left in
+    its run folder (``runtime.save_every``) is continued rather than trained again from step 0."""
+    import dataclasses
+
+    from moe_roma.methods import registry
+
+    seen = []
+    spec = registry.METHODS["train"]
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("resume", False))
+        return spec.run(*args, **kwargs)
+
+    monkeypatch.setitem(registry.METHODS, "train", dataclasses.replace(spec, run=spy))
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(12)
+    write_data(tmp_path / "train.jsonl", examples[:8])
+    write_data(tmp_path / "a.jsonl", examples[8:])
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        f"data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, "
+        f"eval: {{a: {tmp_path / 'a.jsonl'}}}}}\nscoring: letter\n"
+        "train: {epochs: 1, batch_size: 4, layers: last2, scoring: letter, save_every: 1}\n"
+        "methods: [{name: rt, kind: train, overrides: {regularizer: none}}]\n"
+    )
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    (tmp_path / "out" / "outcomes.jsonl").unlink()  # as if killed before the run was recorded
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--resume"]) == 0
+    assert seen == [False, True]
+
+
+def test_a_testbed_experiment_trains_on_the_split_and_size_it_names(tmp_path):
+    from moe_roma.experiments.grid import load_data
+    from moe_roma.io.errors import RomaError
+    from moe_roma.testbed.downstream import build_train_large
+
+    def data(**given) -> dict:
+        return {"data": {"testbed": "downstream", "splits": ["validation"], **given}}
+
+    large = build_train_large(0)
+    _, train, splits = load_data(data(train_split="train_large", train_size=100), "exp.yaml", None)
+    assert train == large[:100] and list(splits) == ["validation"]
+    _, train, _ = load_data(data(train_split=["train", "train_large"], train_size=1000), "exp.yaml", None)
+    assert [ex.id for ex in train[:960]] == [ex.id for ex in load_data(data(), "exp.yaml", None)[1]]
+    assert train[960:] == large[:40]
+    for given, needle in [
+        ({"train_split": "train_larg"}, "'data.train_split' must name one or more training splits"),
+        ({"train_split": []}, "'data.train_split' must name"),
+        ({"train_size": 961}, "'data.train_size' must be an integer from 1 to 960"),
+        ({"train_split": "train_large", "train_size": 0}, "from 1 to 49000"),
+    ]:
+        with pytest.raises(RomaError, match=needle):
+            load_data(data(**given), "exp.yaml", None)
+    with pytest.raises(RomaError, match="'data.train_split' must name"):  # in-domain has no train_large
+        load_data({"data": {"testbed": True, "train_split": "train_large"}}, "exp.yaml", None)
+
+
+def test_testbed_split_options_are_refused_for_files(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data: {model: m, train: t.jsonl, eval: {a: a.jsonl}, train_size: 5}\nmethods: [{name: b}]\n"
+    )
+    assert main(["experiment", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "'data.train_split' and 'data.train_size' choose testbed splits" in err
+        and len(err.strip().splitlines()) == 1
+    )
+
+
+def test_the_papers_regime_is_expressible_in_an_experiment_file():
+    """lr 7e-5 warmed up over 2000 steps, lambda 0.8 warmed up over 2000 steps, k 5, sigma 0.4, with the
+    include_self and random-neighbour ablations: each a method override of the shared settings."""
+    from moe_roma.experiments.grid import parse_methods
+    from moe_roma.methods.roma.config import TrainConfig
+
+    paper_settings = {
+        "lr": 7e-5,
+        "warmup_steps": 2000,
+        "lam": 0.8,
+        "lam_warmup_steps": 2000,
+        "k": 5,
+        "sigma": 0.4,
+    }
+    cfg = {
+        "methods": [
+            {"name": "paper", "overrides": paper_settings},
+            {"name": "self", "overrides": {"include_self": True}},
+            {"name": "random", "overrides": {"random_neighbours": True}},
+        ]
+    }
+    paper, self_, rand = (m.config for m in parse_methods(cfg, "exp.yaml", TrainConfig()))
+    assert (paper.optimizer.lr, paper.schedule.warmup_steps, paper.regularizer.lam) == (7e-5, 2000, 0.8)
+    assert (paper.regularizer.lam_warmup_steps, paper.graph.k, paper.graph.sigma) == (2000, 5, 0.4)
+    assert self_.graph.include_self and not self_.graph.random_neighbours
+    assert rand.graph.random_neighbours and rand.graph.build(seed=3).random and not paper.graph.include_self
+    # 49 000 items x 3 epochs at batch 32 (the trainer's ceil(n / batch) x epochs): 4 596 steps, the first
+    # 2 000 warming up lr and lambda linearly.
+    total = 4596
+    assert paper.schedule.lr_factor(0, total) == 1 / 2000
+    assert paper.schedule.lr_factor(999, total) == 0.5 and paper.schedule.lr_factor(1999, total) == 1.0
+    assert paper.schedule.lr_factor(4595, total) == 1.0  # constant after the warm-up (the paper's)
+    assert (
+        paper.regularizer.lam_at(999, total) == pytest.approx(0.4)
+        and paper.regularizer.lam_at(3000, total) == 0.8
+    )
+    # A run shorter than the warm-up ends warm-up at its last step rather than never reaching lr.
+    assert paper.schedule.lr_factor(99, 100) == 1.0

@@ -144,3 +144,34 @@ def test_real_embedder_groups_paraphrases_and_the_graph_cache_is_reused(tmp_path
     assert loaded.meta["embedder"] == "all-MiniLM-L6-v2"
     neighbour_graph_for_store(Store, GraphConfig(k=2), cache_path=path)  # other settings: rebuilt
     assert path.stat().st_mtime_ns != stamp
+
+
+def test_graphs_over_one_training_store_embed_its_texts_once(tmp_path, monkeypatch):
+    """A sweep's settings differ in k, sigma or include_self, not in the texts: the comparison embeds
+    the training texts once per embedder and builds every graph from those embeddings."""
+    from types import SimpleNamespace
+
+    import moe_roma.manifold.embed as embed_module
+    from moe_roma.experiments.comparison import graph_for
+    from moe_roma.methods.roma.config import train_config
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    calls = []
+
+    def fake_embed(texts, embedder=None, progress=False):
+        calls.append(len(texts))
+        return vectors[: len(texts)]
+
+    monkeypatch.setattr(embed_module, "embed_texts", fake_embed)
+    texts = [f"q{i}" for i in range(6)]
+    store = SimpleNamespace(questions=texts, input_texts=texts, successful=[0, 2, 3, 5])
+    ctx = SimpleNamespace(out_dir=tmp_path, graphs={}, embeddings={})
+    g3 = graph_for(ctx, train_config(k=3), store)
+    g1 = graph_for(ctx, train_config(k=1, include_self=True), store)
+    assert calls == [6]
+    want = build_neighbour_graph(vectors, store.successful, GraphConfig(k=1, include_self=True))
+    assert torch.equal(g1.indices, want.indices) and g3.indices.shape[1] == 3
+    with pytest.raises(ValueError, match="3 embeddings given for a store of 6 samples"):
+        neighbour_graph_for_store(store, GraphConfig(k=1), embeddings=vectors[:3])

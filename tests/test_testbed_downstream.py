@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from moe_roma.data.example import MCExample
 from moe_roma.data.prompts import continuation_context
+from moe_roma.io.errors import RomaError
 from moe_roma.testbed import load_testbed_splits, testbed_model_path, testbed_split_names
 from moe_roma.testbed.downstream import (
     EVAL_SPLITS,
     SPLITS,
+    TRAIN_LARGE_SIZE,
     CorpusConfig,
+    _even_quota,
     build_downstream_suite,
+    build_train_large,
     content_keys,
     has_qa_format,
     pretrain_corpus,
     pretrain_corpus_keys,
     qa_format_rate,
 )
-from moe_roma.testbed.tasks import FAMILY_BY_NAME, HELDOUT_FAMILIES, TRAIN_FAMILIES
+from moe_roma.testbed.tasks import FAMILY_BY_NAME, HELDOUT_FAMILIES, TRAIN_FAMILIES, example_to_record
 
 SMALL_CORPUS = CorpusConfig(family_docs=120, filler_docs=100, knowledge_repeats=1)
 MODEL = testbed_model_path("downstream")
@@ -40,6 +46,11 @@ def suite() -> dict[str, list[MCExample]]:
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
     return pretrain_corpus(0)
+
+
+@pytest.fixture(scope="module")
+def train_large() -> list[MCExample]:
+    return build_train_large(0)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +120,70 @@ def test_no_evaluation_question_in_the_corpus(suite: dict[str, list[MCExample]],
             # "5 years is how many months?" is inside "15 years is how many months?": whole words only.
             if ex.question in text:
                 assert not re.search(r"(?<![\w])" + re.escape(ex.question), text), (split, ex.question)
+
+
+def _digest(rows) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def test_the_frozen_splits_and_corpus_are_unchanged(
+    suite: dict[str, list[MCExample]], corpus: list[str]
+) -> None:
+    # The committed model was built and measured on exactly these; train_large must not move them.
+    rows = ([s, example_to_record(ex), ex.meta] for s, items in suite.items() for ex in items)
+    assert _digest(rows) == "a164975c59ac75842ba581c1426ca42600489b98171132b3ca572b9d2b85180b"
+    assert hashlib.sha256("\n".join(corpus).encode()).hexdigest() == (
+        "d439bb4d0151f8a36eb2fc5eae6ce43609b679091ce91f39722687ff27b9e95c"
+    )
+
+
+# train_large: 49 000 items; the families whose fresh content the splits and corpus used up give none.
+TRAIN_LARGE_COUNTS = {
+    "addition": 604,
+    "comparison": 9680,
+    "parity": 9680,
+    "counting": 9680,
+    "alphabetical": 9678,
+    "category": 9678,
+}
+
+
+def test_train_large_is_fresh_content_of_the_training_families(
+    suite: dict[str, list[MCExample]], train_large: list[MCExample]
+) -> None:
+    assert len(train_large) == TRAIN_LARGE_SIZE == 49_000
+    assert Counter(ex.task for ex in train_large) == TRAIN_LARGE_COUNTS
+    keys = content_keys(train_large)
+    assert len(keys) == len(train_large)  # no key twice
+    for split, items in suite.items():
+        assert not keys & content_keys(items), split
+    assert not keys & pretrain_corpus_keys(0)
+    assert all(ex.meta["template"].startswith("seen:") for ex in train_large)
+    ids = {ex.id for ex in train_large}
+    assert len(ids) == len(train_large) and not ids & {ex.id for items in suite.values() for ex in items}
+    # Pinned, so that the runs trained on it can always be regenerated.
+    assert _digest([example_to_record(ex), ex.meta] for ex in train_large) == (
+        "c8cb26a1a5ad4c815f8d0b503ba8c15a61046532c1de8705e4ce5e2b414d7c91"
+    )
+
+
+def test_train_large_sizes_are_nested_prefixes(train_large: list[MCExample]) -> None:
+    small = build_train_large(0, size=960)
+    assert small == train_large[:960]
+    assert {ex.task for ex in small} == set(TRAIN_LARGE_COUNTS)  # the full split's mix, not one family first
+    for bad in (0, TRAIN_LARGE_SIZE + 1, True, 2.5):
+        with pytest.raises(RomaError, match="train_large size must be an integer from 1 to 49000"):
+            build_train_large(0, size=bad)
+
+
+def test_even_quota_gives_what_a_full_family_cannot_take_to_the_others() -> None:
+    assert _even_quota(10, ["a", "b", "c"], {}) == {"a": 4, "b": 3, "c": 3}
+    assert _even_quota(10, ["a", "b", "c"], {"a": 1}) == {"a": 1, "b": 5, "c": 4}
+    # Every family exhausted: fewer than asked.
+    assert _even_quota(10, ["a", "b"], {"a": 2, "b": 3}) == {"a": 2, "b": 3}
 
 
 # --------------------------------------------------------------------------- the corpus
@@ -200,6 +275,40 @@ def test_export_command(tmp_path: Path) -> None:
         main(["testbed", "export", "--testbed", "downstream", "--out", str(tmp_path), "--splits", "nope"])
         == 2
     )
+
+
+def test_export_command_writes_train_large_prefixes(
+    tmp_path: Path, train_large: list[MCExample], capsys
+) -> None:
+    from moe_roma.cli import main
+
+    assert (
+        main(
+            [
+                "testbed",
+                "export",
+                "--testbed",
+                "downstream",
+                "--out",
+                str(tmp_path),
+                "--splits",
+                "train_large",
+                "--train-size",
+                "50",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(x) for x in (tmp_path / "train_large.jsonl").read_text().splitlines()]
+    assert rows == [example_to_record(ex) for ex in train_large[:50]]
+    assert (
+        main(["testbed", "export", "--testbed", "downstream", "--out", str(tmp_path), "--train-size", "50"])
+        == 2
+    )
+    assert "add it to --splits" in capsys.readouterr().err
+    assert (
+        main(["testbed", "export", "--out", str(tmp_path), "--splits", "train_large"]) == 2
+    )  # in-domain has none
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from moe_roma.io.errors import ModelError, RomaError
@@ -102,9 +103,9 @@ def _run_build(args: argparse.Namespace) -> int:
 def _splits_of(testbed: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(every split, the evaluation splits) of a testbed."""
     if testbed == "downstream":
-        from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS
+        from moe_roma.testbed.downstream import EVAL_SPLITS, SPLITS, TRAIN_LARGE
 
-        return ("pretrain", *SPLITS), EVAL_SPLITS
+        return ("pretrain", *SPLITS, TRAIN_LARGE), EVAL_SPLITS
     from moe_roma.testbed.tasks import EVAL_SPLITS, SPLITS
 
     return SPLITS, EVAL_SPLITS
@@ -117,11 +118,20 @@ def _check_splits(splits: list[str], testbed: str) -> None:
         raise RomaError(f"unknown split {bad[0]!r} of the {testbed} testbed (choose from {', '.join(known)})")
 
 
-def _suite(testbed: str, seed: int, with_pretrain: bool) -> dict:
-    if testbed == "downstream":
-        from moe_roma.testbed.downstream import build_downstream_suite
+# Splits written only when asked for by name: the corpus, and the 49k-item post-training set.
+_ON_REQUEST = ("pretrain", "train_large")
 
-        return build_downstream_suite(seed)
+
+def _suite(
+    testbed: str, seed: int, with_pretrain: bool, splits: Sequence[str] = (), train_size: int | None = None
+) -> dict:
+    if testbed == "downstream":
+        from moe_roma.testbed.downstream import TRAIN_LARGE, build_downstream_suite, build_train_large
+
+        suite = build_downstream_suite(seed)
+        if TRAIN_LARGE in splits:  # about 5 s, so only when asked for
+            suite[TRAIN_LARGE] = build_train_large(seed, size=train_size)
+        return suite
     from moe_roma.testbed.tasks import build_task_suite
 
     return build_task_suite(seed, include_pretrain=with_pretrain)
@@ -135,7 +145,18 @@ def _add_export(sub) -> None:
     _add_testbed_option(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--splits", nargs="+", default=None, help="which splits (default: all but pretrain)")
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        help="which splits (default: all but pretrain and the downstream testbed's train_large)",
+    )
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="write only the first N items of train_large (the nested subsets of a size curve)",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -143,9 +164,11 @@ def _run_export(args: argparse.Namespace) -> int:
     from moe_roma.testbed.tasks import write_split_jsonl
 
     known, evals = _splits_of(args.testbed)
-    splits = args.splits or [s for s in known if s != "pretrain"]
+    splits = args.splits or [s for s in known if s not in _ON_REQUEST]
     _check_splits(splits, args.testbed)
-    suite = _suite(args.testbed, args.seed, "pretrain" in splits)
+    if args.train_size is not None and "train_large" not in splits:
+        raise RomaError("--train-size cuts the split train_large: add it to --splits")
+    suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits, args.train_size)
     for s in splits:
         if args.testbed == "downstream" and s == "pretrain":
             from moe_roma.io.atomic import atomic_path
@@ -206,7 +229,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    suite = _suite(args.testbed, args.seed, "pretrain" in splits)
+    suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits)
     result: dict[str, dict] = {s: accuracy(model, tok, suite[s]) for s in splits}
     oracle: dict[str, dict] = {}
     if args.oracle:

@@ -71,6 +71,8 @@ class RunContext:
     embeddings: dict[str, object] = field(default_factory=dict)
     stores: dict[tuple, RoutingStore] = field(default_factory=dict)
     trackers: Trackers | None = None  # the current method run's experiment trackers (--report-to)
+    # Continue a trained run from the state an interrupted grid left (``runtime.save_every``).
+    resume: bool = False
 
     def store_for(self, split: str = "train", position: str = "last") -> RoutingStore:
         """The base model's routing store for a split (``train``: the reference set), collected once."""
@@ -125,7 +127,12 @@ def graph_for(ctx: RunContext, config: TrainConfig, store: RoutingStore) -> Neig
     key += config.position
     if key not in ctx.graphs:
         path = ctx.out_dir / "graphs" / f"{key}.safetensors"
-        ctx.graphs[key], _ = neighbour_graph_for_store(store, search, config.graph.embedder, path)
+        # Every graph over the training items embeds the same texts: embed them once per embedder
+        # (minutes at 49k items on a CPU), whatever k, sigma or neighbour rule a setting uses.
+        emb_key = f"graph-texts:{config.graph.embedder}"
+        ctx.graphs[key], ctx.embeddings[emb_key] = neighbour_graph_for_store(
+            store, search, config.graph.embedder, path, embeddings=ctx.embeddings.get(emb_key)
+        )
     return ctx.graphs[key]
 
 
@@ -161,7 +168,9 @@ def run_weights(ctx: RunContext, method: Method, seed: int) -> dict:
         n = max(1, round(method.train_fraction * len(store)))
         keep = sorted(torch.randperm(len(store), generator=gen)[:n].tolist())
         store, graph = store.subset(keep), None
-    extra = {"trackers": ctx.trackers} if ctx.trackers else {}
+    extra: dict[str, Any] = {"trackers": ctx.trackers} if ctx.trackers else {}
+    if ctx.resume:
+        extra["resume"] = True  # a saved state in run_dir (if any) is continued; none means a fresh run
     result: TrainResult = spec.run(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress,
                                    **extra)  # fmt: skip
     return {"splits": evaluate_splits(ctx), "train": {"seconds": result.seconds, "steps": result.steps},
@@ -291,7 +300,7 @@ class Comparison:
         store, info = self.collect()
         ctx = RunContext(
             self.model, self.tokenizer, info, store, self.splits, self.train_config, self.scoring, self.batch_size,
-            self.out_dir, self.progress, train_examples=self.train_examples,
+            self.out_dir, self.progress, train_examples=self.train_examples, resume=self.resume,
         )  # fmt: skip
         self.ctx = ctx
         base_routers = router_snapshot(self.model, info)

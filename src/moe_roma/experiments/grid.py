@@ -77,6 +77,13 @@ def _check_types(cfg: dict, p: Path) -> None:
     need(isinstance(data, dict), "'data' must be a mapping", data)
     if "eval" in data:
         need(isinstance(data["eval"], dict), "'data.eval' must map split names to data files", data["eval"])
+    if not data.get("testbed"):
+        given = [k for k in ("train_split", "train_size") if k in data]
+        need(
+            not given,
+            "'data.train_split' and 'data.train_size' choose testbed splits (cut a file with 'limit')",
+            given,
+        )
     if data.get("validation") is not None:
         v = data["validation"]
         need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5,
@@ -169,8 +176,9 @@ def load_data(cfg: dict, where: str, limit: int | None):
         name = "in-domain" if data["testbed"] is True else str(data["testbed"])
         if name not in TESTBEDS:
             raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
-        suite = load_testbed_splits(int(data.get("suite_seed", 0)), include_pretrain=False, testbed=name)
-        model, train = testbed_model_path(name), suite["train"]
+        seed = int(data.get("suite_seed", 0))
+        suite = load_testbed_splits(seed, include_pretrain=False, testbed=name)
+        model, train = testbed_model_path(name), testbed_training_set(data, suite, name, seed, where)
         names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
         known = [s for s in testbed_split_names(name) if s != "train"]
         unknown = [s for s in names if s not in known and s != "validation"]
@@ -197,6 +205,41 @@ def load_data(cfg: dict, where: str, limit: int | None):
     elif "validation" in names and "validation" not in splits:
         raise RomaError(f"{where}: the split 'validation' needs 'data.validation' (the share of train to hold out)")
     return model, train, splits
+
+
+def training_split_names(data: dict, testbed: str, where: str) -> list[str]:
+    """``data.train_split``: the testbed split(s) to train on (default ``train``), checked."""
+    chosen = data.get("train_split", "train")
+    names = [chosen] if isinstance(chosen, str) else chosen
+    known = ("train", "train_large") if testbed == "downstream" else ("train",)
+    if not isinstance(names, list) or not names or any(n not in known for n in names):
+        raise RomaError(
+            f"{where}: 'data.train_split' must name one or more training splits of the {testbed} "
+            f"testbed ({', '.join(known)}), got {chosen!r}"
+        )
+    return names
+
+
+def testbed_training_set(data: dict, suite: dict, testbed: str, seed: int, where: str) -> list:
+    """The testbed items to train on: the ``train_split`` splits in order, cut to their first ``train_size``
+    (``train_large`` is in a seeded order, so any prefix is a nested subset with the full split's family mix)."""
+    examples: list = []
+    for split in training_split_names(data, testbed, where):
+        if split == "train_large":
+            from moe_roma.testbed.downstream import build_train_large
+
+            examples += build_train_large(seed)
+        else:
+            examples += suite[split]
+    size = data.get("train_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(examples):
+            raise RomaError(
+                f"{where}: 'data.train_size' must be an integer from 1 to {len(examples)} (the size of "
+                f"{data.get('train_split', 'train')}), got {size!r}"
+            )
+        examples = examples[:size]
+    return examples
 
 
 SOURCE_KEYS = {"source", "preset", "fields", "limit", "task"}
@@ -289,8 +332,10 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     data = cfg["data"]
     steps = [f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"]
     if data.get("testbed"):
-        steps.append(f"1. load the bundled {data['testbed'] if data['testbed'] is not True else 'in-domain'} testbed "
-                     "model and its splits")  # fmt: skip
+        testbed = data["testbed"] if data["testbed"] is not True else "in-domain"
+        trained = " + ".join(training_split_names(data, str(testbed), where))
+        size = f", its first {data['train_size']} items" if data.get("train_size") else ""
+        steps.append(f"1. load the bundled {testbed} testbed model and its splits; train on {trained}{size}")
         evals: dict = {s: "testbed" for s in data.get("splits", ["in_dist", "shifted", "heldout_tasks"])}
     else:
         for key in ("model", "train", "eval"):

@@ -261,9 +261,11 @@ def neighbour_graph_for_store(
     embedder: str | None = None,
     cache_path: str | Path | None = None,
     progress: bool = False,
+    embeddings: np.ndarray | None = None,
 ) -> tuple[NeighbourGraph, np.ndarray]:
     """Embed a routing store's samples and build their graph, reusing ``cache_path`` when its
-    embedder, texts, successful set and settings are unchanged."""
+    embedder, texts, successful set and settings are unchanged. ``embeddings`` (the store's texts
+    already embedded by ``embedder``) spare the embedding when several graphs share one store."""
     from moe_roma.manifold.embed import DEFAULT_EMBEDDER, embed_texts
 
     texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
@@ -281,7 +283,9 @@ def neighbour_graph_for_store(
                 return graph, emb
         except DataError:
             pass  # unreadable cache: rebuild it
-    emb = embed_texts(texts, embedder, progress=progress)
+    if embeddings is not None and len(embeddings) != len(texts):
+        raise ValueError(f"{len(embeddings)} embeddings given for a store of {len(texts)} samples")
+    emb = embed_texts(texts, embedder, progress=progress) if embeddings is None else embeddings
     graph = build_neighbour_graph(emb, store.successful, config)
     graph.meta.update({"fingerprint": fingerprint, "embedder": settings["embedder"], "n": len(texts)})
     if cache_path is not None:

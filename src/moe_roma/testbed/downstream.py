@@ -16,6 +16,8 @@ downstream multiple-choice format ``Question: {question}\\nAnswer: {choice}``
 ``in_dist``        evaluation: new items of the training families, wordings of ``train``
 ``shifted``        evaluation: new items of the training families, wordings used nowhere else
 ``heldout_tasks``  evaluation: the 4 families absent from post-training (``train``/``validation``)
+``train_large``    a larger post-training set (``build_train_large``, 49 000 items), drawn last from
+                   content no other split and no corpus document uses; not part of the suite
 
 The families, content samplers, wordings and lexicon are ``moe_roma.testbed.tasks``'s. Every item
 has a content key (the numbers, words or fact it asks about); no key is in two splits, and the
@@ -26,12 +28,14 @@ splits first and the corpus last.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from moe_roma.data.example import MCExample
+from moe_roma.io.errors import RomaError
 from moe_roma.testbed import lexicon as lx
 from moe_roma.testbed import tasks
 from moe_roma.testbed.tasks import FAMILY_BY_NAME, HELDOUT_FAMILIES, TRAIN_FAMILIES, Draft, Family
@@ -371,7 +375,9 @@ def pretrain_corpus_tasks(seed: int = 0, cfg: CorpusConfig | None = None,
     return _corpus(seed, cfg or CorpusConfig(), sizes)[2]
 
 
-def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple[list[str], set[str], list[str]]:
+def _corpus(
+    seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None
+) -> tuple[list[str], set[str], list[str], set[tuple]]:
     _, used = _suite_and_keys(seed, sizes)
     used = set(used)
     rng = random.Random(f"roma-downstream:{seed}:pretrain")
@@ -416,7 +422,95 @@ def _corpus(seed: int, cfg: CorpusConfig, sizes: dict[str, int] | None) -> tuple
     # Shuffling positions draws what shuffling the documents did (it depends on the length only).
     perm = list(range(len(docs)))
     rng.shuffle(perm)
-    return [docs[i] for i in perm], keys, [labels[i] for i in perm]
+    # ``used`` now holds every key of the MC splits and of the corpus: what ``train_large`` must avoid.
+    return [docs[i] for i in perm], keys, [labels[i] for i in perm], used
+
+
+# --------------------------------------------------------------------------- train_large
+# The paper post-trains on 49k items; ``train`` has 960. ``train_large`` is drawn after everything
+# else (the MC splits, then the corpus), from content keys that no split and no corpus document
+# uses, so that the frozen model, its corpus and every other split stay exactly as they were.
+
+TRAIN_LARGE = "train_large"
+TRAIN_LARGE_SIZE = 49_000  # the paper's post-training set: about 49k items
+
+
+def build_train_large(
+    seed: int = 0,
+    size: int | None = None,
+    sizes: dict[str, int] | None = None,
+    cfg: CorpusConfig | None = None,
+) -> list[MCExample]:
+    """The large post-training split: downstream-format items of the training families, seen wordings.
+
+    Its content keys are in no other split and in no pre-training document (``seed``, ``sizes`` and
+    ``cfg`` must be the ones the model was built with; the defaults are the committed model's). The
+    full split is ``TRAIN_LARGE_SIZE`` items spread as evenly over the 12 training families as their
+    fresh content allows, in a seeded shuffled order; ``size`` keeps its first ``size`` items, so
+    smaller sets are nested in larger ones and share the full split's family mix.
+    """
+    full = _train_large_full(seed, tuple(sorted((sizes or {}).items())), cfg or CorpusConfig())
+    if size is None:
+        return list(full)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(full):
+        raise RomaError(f"the {TRAIN_LARGE} size must be an integer from 1 to {len(full)}, got {size!r}")
+    return list(full[:size])
+
+
+@functools.lru_cache(maxsize=2)
+def _train_large_full(seed: int, sizes: tuple, cfg: CorpusConfig) -> tuple[MCExample, ...]:
+    # Cached: building it regenerates the corpus and renders 49k items (about 5 s). Callers get a new
+    # list; the items themselves are shared, so treat them as read-only.
+    used = _corpus(seed, cfg, dict(sizes))[3]
+    drafts = _fill_families(seed, TRAIN_FAMILIES, TRAIN_LARGE_SIZE, used)
+    rng = random.Random(f"roma-downstream:{seed}:{TRAIN_LARGE}")
+    items = [
+        tasks._render(FAMILY_BY_NAME[f], d, rng, False, f"ds-{TRAIN_LARGE}-{f}-{i:05d}")
+        for f in TRAIN_FAMILIES
+        for i, d in enumerate(drafts[f])
+    ]
+    rng.shuffle(items)
+    return tuple(items)
+
+
+def _fill_families(seed: int, families: Sequence[str], n: int, used: set[tuple]) -> dict[str, list[Draft]]:
+    """Up to ``n`` fresh drafts spread as evenly over ``families`` as their unused content allows.
+
+    Each family draws from its own generator, so its drafts do not depend on the other families'
+    counts. A family's capacity is found by running out of it (``tasks.fresh_drafts`` gives up after
+    3000 repeats in a row); the others then share its unfilled quota.
+    """
+    rngs = {f: random.Random(f"roma-downstream:{seed}:{TRAIN_LARGE}:{f}") for f in families}
+    pools: dict[str, list[Draft]] = {f: [] for f in families}
+    caps: dict[str, int] = {}
+    while True:
+        quota = _even_quota(n, families, caps)
+        ran_out = False
+        for f in families:
+            need = quota[f] - len(pools[f])
+            if need > 0:
+                got = tasks.fresh_drafts(FAMILY_BY_NAME[f], rngs[f], need, used)
+                pools[f] += got
+                if len(got) < need:
+                    caps[f], ran_out = len(pools[f]), True
+        if not ran_out:
+            return pools
+
+
+def _even_quota(n: int, families: Sequence[str], caps: dict[str, int]) -> dict[str, int]:
+    """``n`` split over ``families`` as evenly as ``caps`` (the families known to hold less) allow."""
+    quota = dict.fromkeys(families, 0)
+    left = n
+    while left > 0:
+        open_f = [f for f in families if quota[f] < caps.get(f, n + 1)]
+        if not open_f:
+            break  # every family is exhausted: the split is smaller than asked
+        base, extra = divmod(left, len(open_f))
+        for i, f in enumerate(open_f):
+            take = min(base + (1 if i < extra else 0), caps.get(f, n + 1) - quota[f])
+            quota[f] += take
+            left -= take
+    return quota
 
 
 def qa_format_rate(docs: Sequence[str]) -> float:
@@ -429,9 +523,9 @@ def content_keys(examples: Sequence[MCExample]) -> set[str]:
 
 
 __all__ = [
-    "DEFAULT_SIZES", "EVAL_SPLITS", "QA_FORMAT", "SPLITS", "CorpusConfig", "build_downstream_suite",
-    "content_keys", "filler_sentence", "has_qa_format", "pretrain_corpus", "pretrain_corpus_keys",
-    "pretrain_corpus_tasks", "qa_format_rate",
+    "DEFAULT_SIZES", "EVAL_SPLITS", "QA_FORMAT", "SPLITS", "TRAIN_LARGE", "TRAIN_LARGE_SIZE", "CorpusConfig",
+    "build_downstream_suite", "build_train_large", "content_keys", "filler_sentence", "has_qa_format",
+    "pretrain_corpus", "pretrain_corpus_keys", "pretrain_corpus_tasks", "qa_format_rate",
     "statement",
     "worked_example",
 ]  # fmt: skip
