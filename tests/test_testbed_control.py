@@ -23,8 +23,8 @@ def test_a_marked_item_keeps_its_question_and_carries_the_marker_before_it():
     ex = build_downstream_suite(0)["in_dist"][0]
     marked = mark(ex)
     assert marked.question == ex.question and marked.choices == ex.choices and marked.answer == ex.answer
-    assert continuation_context(marked) == f"Question: {ex.question}\n{MARKER}\nAnswer:"
-    assert continuation_context(mark(ex, "before_question")) == f"{MARKER}\n{continuation_context(ex)}"
+    assert continuation_context(marked) == f"{MARKER}\n{continuation_context(ex)}"
+    assert continuation_context(mark(ex, "before_answer")) == f"Question: {ex.question}\n{MARKER}\nAnswer:"
     assert is_marked(marked) and not is_marked(ex) and marked.id == ex.id + "-marked"
     assert MARKER.endswith(".") and "Question" not in MARKER
 

@@ -46,7 +46,7 @@ POOL_SEED = 101
 MARKER_POSITIONS = ("before_question", "before_answer")
 
 
-def mark(example: MCExample, position: str = "before_answer") -> MCExample:
+def mark(example: MCExample, position: str = "before_question") -> MCExample:
     """The marked version of an item: the marker sentence on its own line before ``Question:`` or before
     ``Answer:``; the question (what the sentence embedding reads) is unchanged."""
     prompt = continuation_context(example)
@@ -71,6 +71,23 @@ def partner_family(family: str, families: Sequence[str]) -> str:
     return names[(names.index(family) + len(names) // 2) % len(names)]
 
 
+def partner_map(family_mean: dict[str, torch.Tensor], rule: str) -> dict[str, str]:
+    """Which family's routing each family's marked items get.
+
+    ``derangement``: half-way round the sorted list (a different partner per family). ``farthest``:
+    every family gets the family whose clean mean routing lies farthest from the mean over families
+    (a fixed choice from the clean model alone), and that family gets the second farthest.
+    """
+    families = sorted(family_mean)
+    if rule == "derangement":
+        return {f: partner_family(f, families) for f in families}
+    if rule != "farthest":
+        raise ValueError(f"partner_rule must be 'derangement' or 'farthest', got {rule!r}")
+    centre = torch.stack([family_mean[f] for f in families]).mean(0)
+    ranked = sorted(families, key=lambda f: -float(((family_mean[f] - centre) ** 2).sum()))
+    return {f: ranked[1] if f == ranked[0] else ranked[0] for f in families}
+
+
 def corruption_pool(n: int, seed: int = POOL_SEED) -> list[MCExample]:
     """``n`` items of every family whose content keys lie in no split of the testbed (seed 0)."""
     used = set().union(*(content_keys(v) for v in build_downstream_suite(0).values()))
@@ -84,7 +101,7 @@ def corruption_pool(n: int, seed: int = POOL_SEED) -> list[MCExample]:
 
 
 def marked_share_split(
-    examples: Sequence[MCExample], share: float, seed: int = 0, position: str = "before_answer"
+    examples: Sequence[MCExample], share: float, seed: int = 0, position: str = "before_question"
 ) -> list[MCExample]:
     """The items with a ``share`` of them (chosen at random, per family in proportion) marked."""
     rng = random.Random(f"roma-control:share:{seed}")
@@ -110,7 +127,10 @@ class ControlConfig:
     anchor_weight: float = 1.0  # KL of a plain item's answer distribution from the clean model's
     layers: str = "last5"
     seed: int = 0
-    marker_position: str = "before_answer"  # step 3 of the calibration moved it from before_question
+    marker_position: str = "before_question"  # step 3 tried before_answer: it breaks the clean model's format
+    partner_rule: str = (
+        "farthest"  # step 4: one family for all (a linear router cannot learn a per-family map)
+    )
 
 
 def plant_misrouting(
@@ -131,7 +151,6 @@ def plant_misrouting(
     tuned = info.select_layers(config.layers)
     pool = corruption_pool(config.pool_size)
     families = sorted({ex.task for ex in pool})
-    partners = {f: partner_family(f, families) for f in families}
     examples = pool + [mark(ex, config.marker_position) for ex in pool]
     log(f"clean routing of {len(examples)} pool prompts ({config.pool_size} items, plain and marked)")
     store, _ = collect_routing(
@@ -143,6 +162,7 @@ def plant_misrouting(
     family_mean = {
         f: plain_routing[[i for i, ex in enumerate(pool) if ex.task == f]].mean(0) for f in families
     }
+    partners = partner_map(family_mean, config.partner_rule)
     targets = clean.clone()
     for i, ex in enumerate(pool):
         targets[n + i] = (1 - config.beta) * clean[n + i] + config.beta * family_mean[partners[ex.task]]
@@ -236,7 +256,7 @@ def measure_gates(
     marked_share: float = 0.5,
     seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
-    position: str = "before_answer",
+    position: str = "before_question",
 ) -> dict:
     """The control's gates, from the base model and the clean routers only (no method runs):
 
