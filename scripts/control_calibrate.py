@@ -56,6 +56,7 @@ def main() -> int:
         config.seed,
         log=print,
         position=config.marker_position,
+        sentences=config.marker_sentences,
     )
     gates["build"] = build
     (args.out / "gates.json").write_text(json.dumps(gates, indent=1, default=str))

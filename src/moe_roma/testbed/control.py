@@ -37,8 +37,15 @@ from moe_roma.models.discovery import discover_routers
 from moe_roma.routing.collect import collect_routing
 from moe_roma.testbed.downstream import build_downstream_suite, content_keys, filler_sentence
 
+
 # One in-vocabulary filler sentence (the corpus's own kind), the same for every marked item.
-MARKER = filler_sentence(random.Random("roma-control:marker"))
+def marker_text(sentences: int = 1) -> str:
+    """The marker: the first ``sentences`` filler sentences of a fixed stream, on one line."""
+    rng = random.Random("roma-control:marker")
+    return " ".join(filler_sentence(rng) for _ in range(sentences))
+
+
+MARKER = marker_text(1)
 # Fresh content for the corruption pool: this suite seed, minus every content key of the testbed's seed-0 splits.
 POOL_SEED = 101
 
@@ -46,14 +53,14 @@ POOL_SEED = 101
 MARKER_POSITIONS = ("before_question", "before_answer")
 
 
-def mark(example: MCExample, position: str = "before_question") -> MCExample:
+def mark(example: MCExample, position: str = "before_question", sentences: int = 1) -> MCExample:
     """The marked version of an item: the marker sentence on its own line before ``Question:`` or before
     ``Answer:``; the question (what the sentence embedding reads) is unchanged."""
-    prompt = continuation_context(example)
+    prompt, marker = continuation_context(example), marker_text(sentences)
     if position == "before_question":
-        context = f"{MARKER}\n{prompt}"
+        context = f"{marker}\n{prompt}"
     elif position == "before_answer" and prompt.endswith("\nAnswer:"):
-        context = f"{prompt[: -len('Answer:')]}{MARKER}\nAnswer:"
+        context = f"{prompt[: -len('Answer:')]}{marker}\nAnswer:"
     else:
         raise ValueError(f"cannot place the marker {position!r} in {prompt!r}")
     return replace(
@@ -101,7 +108,11 @@ def corruption_pool(n: int, seed: int = POOL_SEED) -> list[MCExample]:
 
 
 def marked_share_split(
-    examples: Sequence[MCExample], share: float, seed: int = 0, position: str = "before_question"
+    examples: Sequence[MCExample],
+    share: float,
+    seed: int = 0,
+    position: str = "before_question",
+    sentences: int = 1,
 ) -> list[MCExample]:
     """The items with a ``share`` of them (chosen at random, per family in proportion) marked."""
     rng = random.Random(f"roma-control:share:{seed}")
@@ -111,7 +122,7 @@ def marked_share_split(
         by_family.setdefault(ex.task, []).append(i)
     for rows in by_family.values():
         for i in rng.sample(rows, round(share * len(rows))):
-            out[i] = mark(out[i], position)
+            out[i] = mark(out[i], position, sentences)
     return out
 
 
@@ -151,7 +162,7 @@ def plant_misrouting(
     tuned = info.select_layers(config.layers)
     pool = corruption_pool(config.pool_size)
     families = sorted({ex.task for ex in pool})
-    examples = pool + [mark(ex, config.marker_position) for ex in pool]
+    examples = pool + [mark(ex, config.marker_position, config.marker_sentences) for ex in pool]
     log(f"clean routing of {len(examples)} pool prompts ({config.pool_size} items, plain and marked)")
     store, _ = collect_routing(
         model, tokenizer, examples, layers=tuned, scoring="continuation", progress=False
@@ -219,7 +230,7 @@ def plant_misrouting(
     model.requires_grad_(False)
     return {
         "config": asdict(config),
-        "marker": MARKER,
+        "marker": marker_text(config.marker_sentences),
         "layers": tuned,
         "partners": partners,
         "pool": {
@@ -257,6 +268,7 @@ def measure_gates(
     seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
     position: str = "before_question",
+    sentences: int = 1,
 ) -> dict:
     """The control's gates, from the base model and the clean routers only (no method runs):
 
@@ -279,7 +291,7 @@ def measure_gates(
     out: dict = {"splits": {}, "marked_share": marked_share}
     moved, clean_marked_all, corrupt_marked_all, clean_plain_all, corrupt_plain_all = [], [], [], [], []
     for split in EVAL_SPLITS:
-        plain, marked = splits[split], [mark(ex, position) for ex in splits[split]]
+        plain, marked = splits[split], [mark(ex, position, sentences) for ex in splits[split]]
         log(f"gates: {split}")
         row = {}
         for name, model in (("clean", clean), ("corrupted", corrupted)):
@@ -302,10 +314,10 @@ def measure_gates(
     plain_drop = 100 * (pooled["clean_plain"] - pooled["corrupted_plain"])
     marked_drop = 100 * (pooled["clean_marked"] - pooled["corrupted_marked"])
     log("gates: the RoMA training set, clean floor and the target test")
-    train = marked_share_split(splits["train"], marked_share, seed, position)
+    train = marked_share_split(splits["train"], marked_share, seed, position, sentences)
     roma_train = _collect(corrupted, tokenizer, train, tuned, embed=True)
     marked_in_dist = _collect(
-        corrupted, tokenizer, [mark(ex, position) for ex in splits["in_dist"]], tuned, embed=True
+        corrupted, tokenizer, [mark(ex, position, sentences) for ex in splits["in_dist"]], tuned, embed=True
     )
     # The manifold term's floor: with r_i at its neighbours' kernel mean, what is left is their spread
     # around it. Measured where RoMA would train: marked in_dist items, neighbours from its training set.
