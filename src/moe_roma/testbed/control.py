@@ -139,9 +139,10 @@ class ControlConfig:
     layers: str = "last5"
     seed: int = 0
     marker_position: str = "before_question"  # step 3 tried before_answer: it breaks the clean model's format
-    partner_rule: str = (
-        "farthest"  # step 4: one family for all (a linear router cannot learn a per-family map)
-    )
+    # Step 4: one family for all (a linear router cannot learn a different map per family).
+    partner_rule: str = "farthest"
+    # Step 5: a longer marker leaves a larger trace in the last token's hidden state.
+    marker_sentences: int = 3
 
 
 def plant_misrouting(
