@@ -465,7 +465,7 @@ def _(ws, tmp, mp):
     (tmp / "merged").mkdir()
     (tmp / "merged" / "notes.txt").write_text("mine\n")
     args = ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / "merged"]
-    return args, tmp / "merged", ("merged", "output folder is not empty")
+    return args, tmp / "merged", ("merged", "holds 'notes.txt'", "not part of a merged model")
 
 
 @case("export-disk-full")
@@ -703,6 +703,60 @@ def _(ws, tmp, mp):
     lock.acquire()
     HELD.append(lock)
     return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("in use by process", str(os.getpid()), ".roma.lock")
+
+
+@case("train-out-is-a-project-folder", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "project").mkdir()
+    (tmp / "project" / "README.md").write_text("# my project\n")
+    (tmp / "project" / "pyproject.toml").write_text("[project]\n")
+    return train_args(ws, ws.routing, tmp / "project"), tmp / "project", ("holds 'README.md'", "not part of a run")
+
+
+@case("train-out-holds-only-a-readme", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "t").mkdir()
+    (tmp / "t" / "README.md").write_text("# notes\n")  # a README.md without a run is the user's, not a card
+    return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("holds 'README.md'", "not part of a run")
+
+
+@case("testbed-build-without-out-would-replace-the-bundled-model")
+def _(ws, tmp, mp):
+    return ["testbed", "build", "--steps", "1"], None, ("bundled in-domain model", "--out DIR", "--overwrite")
+
+
+@case("experiment-name-leaves-the-results-folder")
+def _(ws, tmp, mp):
+    (tmp / "exp.yaml").write_text("name: ../../escape\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n")
+    return ["experiment", tmp / "exp.yaml"], None, ("exp.yaml", "'name' '../../escape'", "not a plain name")
+
+
+@case("experiment-method-name-leaves-the-results-folder")
+def _(ws, tmp, mp):
+    data = {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
+    (tmp / "exp.yaml").write_text(json.dumps({"methods": [{"name": "../../x", "kind": "base"}], "data": data}))
+    return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", "method name", "not a plain name")
+
+
+@case("experiment-unfinished-grid-is-not-restarted", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "exp").mkdir()
+    (tmp / "exp" / "outcomes.jsonl").write_text('{"key": "k", "outcome": {}}\n')
+    args = ["experiment", _experiment_file(tmp), "--out", tmp / "exp"]
+    return args, tmp / "exp", ("unfinished experiment folder", "outcomes.jsonl", "--resume", "--overwrite")
+
+
+@case("experiment-resume-and-overwrite-together")
+def _(ws, tmp, mp):
+    args = ["experiment", _experiment_file(tmp), "--out", tmp / "exp", "--resume", "--overwrite"]
+    return args, tmp / "exp", ("--resume and --overwrite",)
+
+
+@case("diagnose-out-would-replace-its-routing-file", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "d").mkdir()
+    routing = Path(shutil.copy(ws.routing, tmp / "d" / "report.json"))
+    return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("--routing", "report.json", "is inside the output folder")
 
 
 # --- resume checks what it resumes ----------------------------------------------------------------
@@ -1057,6 +1111,111 @@ for _command, (_options, _build) in COUNT_OPTIONS.items():
             count_option_case(_command, _option, _text, _build)
 
 
+# --- generated: every writing command, through the one output guard ------------------------------
+#
+# Each command that writes is listed with an argv whose output is ``tmp / OUT``; for each one the
+# generated cases plant what the guard must refuse: a symbolic link at the output, a link inside an
+# output folder, another kind of file in it, and a finished result without --overwrite.
+# ``test_every_writing_command_goes_through_the_guard`` checks that this table names every command.
+
+OUT = "out"
+
+
+@dataclass
+class Writer:
+    argv: Callable[[Workspace, Path], list]  # the command, writing to tmp / OUT
+    kind: str  # "file", "folder" (one result) or "shelf" (a folder of results side by side)
+    finished: str | None  # what makes a finished result (a file inside the folder), None: the file itself
+
+
+def _experiment_file(tmp: Path) -> Path:
+    (tmp / "exp.yaml").write_text("name: guard\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n")
+    return tmp / "exp.yaml"
+
+
+def _checkpoint(tmp: Path) -> Path:
+    (tmp / "router_ft.pt").write_bytes(b"never read: the guard refuses first")
+    return tmp / "router_ft.pt"
+
+
+WRITERS: dict[str, Writer] = {
+    "collect": Writer(lambda ws, tmp: collect_args(ws, ws.data, tmp / OUT), "file", None),
+    "eval": Writer(lambda ws, tmp: eval_args(ws, ws.data, "--json", tmp / OUT), "file", None),
+    "train": Writer(lambda ws, tmp: train_args(ws, ws.routing, tmp / OUT), "folder", "router_config.json"),
+    "export": Writer(lambda ws, tmp: ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / OUT],
+                     "folder", "config.json"),
+    "card": Writer(lambda ws, tmp: ["card", "--routers", copy_routers(ws, tmp / "roma")], "card", None),
+    "import-public": Writer(lambda ws, tmp: ["import-public", "--checkpoint", _checkpoint(tmp), "--model", ws.model,
+                                             "--out", tmp / OUT], "folder", "router_config.json"),
+    "diagnose": Writer(lambda ws, tmp: ["diagnose", "--routing", ws.routing, "--out", tmp / OUT], "folder",
+                       "report.json"),
+    "experiment": Writer(lambda ws, tmp: ["experiment", _experiment_file(tmp), "--out", tmp / OUT], "folder",
+                         "results.json"),
+    "demo": Writer(lambda ws, tmp: ["demo", "--out", tmp / OUT], "folder", "results.json"),
+    "lm-eval-task": Writer(lambda ws, tmp: ["lm-eval-task", "--data", ws.data, "--out", tmp / OUT], "shelf",
+                           "roma_train.jsonl"),
+    "testbed build": Writer(lambda ws, tmp: ["testbed", "build", "--out", tmp / OUT, "--steps", "1"], "folder",
+                            "config.json"),
+    "testbed export": Writer(lambda ws, tmp: ["testbed", "export", "--out", tmp / OUT, "--splits", "in_dist"],
+                             "shelf", "in_dist.jsonl"),
+}
+# Commands that only read (they print): the walk below checks that the two lists cover every command.
+READERS = {"apply", "data inspect", "data presets", "testbed eval"}
+
+
+def writer_case(command: str, writer: Writer, label: str, plant, needles: tuple[str, ...]):
+    @case(f"{command.replace(' ', '-')}-{label}", keep=True)
+    def _(ws, tmp, mp):
+        args = writer.argv(ws, tmp)
+        out = tmp / "roma" / "README.md" if writer.kind == "card" else tmp / OUT
+        plant(out, tmp)
+        return args, out, needles
+
+
+def _victim(tmp: Path) -> Path:
+    (tmp / "elsewhere").mkdir(exist_ok=True)
+    (tmp / "elsewhere" / "precious.txt").write_text("not yours\n")
+    return tmp / "elsewhere" / "precious.txt"
+
+
+def _generate_writer_cases() -> None:
+    for command, w in WRITERS.items():
+        folder = w.kind in ("folder", "shelf")
+
+        def link_at_out(out: Path, tmp: Path, folder=folder) -> None:
+            victim = _victim(tmp)
+            out.unlink(missing_ok=True)  # the card case: the router folder's own README.md
+            out.symlink_to(victim.parent if folder else victim)
+
+        writer_case(command, w, "output-is-a-symlink", link_at_out, ("symbolic link", "never follow links"))
+        if w.kind == "card":
+            continue
+        if folder:
+
+            def link_inside(out: Path, tmp: Path) -> None:
+                out.mkdir()
+                (out / "README.md").symlink_to(_victim(tmp))
+
+            def other_files(out: Path, tmp: Path) -> None:
+                out.mkdir()
+                (out / "notes.txt").write_text("mine\n")
+
+            writer_case(command, w, "folder-holds-a-symlink", link_inside, ("README.md", "symbolic link", "never follow"))
+            writer_case(command, w, "folder-holds-other-files", other_files, ("holds 'notes.txt'", "not part of a"))
+
+        def finished(out: Path, tmp: Path, w=w, folder=folder) -> None:
+            if folder:
+                out.mkdir()
+                (out / w.finished).write_text("{}\n")
+            else:
+                out.write_text("{}\n")
+
+        writer_case(command, w, "finished-without-overwrite", finished, ("already", "--overwrite"))
+
+
+_generate_writer_cases()
+
+
 # --- the test -------------------------------------------------------------------------------------
 
 
@@ -1125,3 +1284,46 @@ def test_rtl_and_emoji_text_is_accepted(ws, tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "task" / "roma_rtl.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows[0]["choices"] == ["أربعة 🧮", "שלוש"] and "🙂" in rows[0]["query"]
 
+
+
+def _leaf_commands(parser, prefix: str = "") -> dict[str, object]:
+    """Every command the ``roma`` parser registers, as ``"testbed build"``, with its parser."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix: parser}
+    leaves = {}
+    for name, sub in subs[0].choices.items():
+        leaves.update(_leaf_commands(sub, f"{prefix} {name}".strip()))
+    return leaves
+
+
+def test_every_writing_command_goes_through_the_guard(ws, tmp_path, monkeypatch, capsys):
+    """Walk the registered commands: each is a writer or a reader, every one with an output option is a
+    writer, and every writer calls ``io.outputs.guard_output`` on its output before it writes."""
+    from moe_roma.cli import build_parser
+    from moe_roma.io.errors import RomaError
+
+    leaves = _leaf_commands(build_parser())
+    assert set(leaves) == set(WRITERS) | READERS, "a new command: list it in WRITERS (and its cases) or READERS"
+    for name, parser in leaves.items():
+        options = {o for a in parser._actions for o in a.option_strings}
+        if options & {"--out", "--predictions"}:
+            assert name in WRITERS, name
+    calls: list[tuple[str, Path]] = []
+
+    def spy(option, path, *args, **kwargs):
+        calls.append((option, Path(path)))
+        raise RomaError("guarded")
+
+    monkeypatch.setattr("moe_roma.io.outputs.guard_output", spy)
+    for name, writer in WRITERS.items():
+        tmp = tmp_path / name.replace(" ", "-")
+        tmp.mkdir()
+        calls.clear()
+        code, _, err = run(writer.argv(ws, tmp), capsys)
+        assert code == 2 and "guarded" in err, (name, err)
+        expected = tmp / "roma" / "README.md" if writer.kind == "card" else tmp / OUT
+        assert calls and calls[0][1] == expected, (name, calls)
+        assert not (tmp / OUT).exists(), name

@@ -135,8 +135,9 @@ methods:
     full = json.loads((out / "results.json").read_text())["rows"]
     lines = (out / "outcomes.jsonl").read_text().splitlines()
     assert len(lines) == 5  # base once (seed-free), two trained methods x two seeds
-    # As if killed after two method runs, the second one torn mid-line.
+    # As if killed after two method runs, the second one torn mid-line (so before results.json).
     (out / "outcomes.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    (out / "results.json").unlink()
     capsys.readouterr()
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
     log = capsys.readouterr().out
@@ -145,7 +146,9 @@ methods:
     assert [(r["method"], r["split"], r["seed"], r["accuracy"]) for r in resumed] == [
         (r["method"], r["split"], r["seed"], r["accuracy"]) for r in full
     ]
-    # Without --resume the grid starts over.
+    # A finished grid is not run again without --overwrite; with it the grid starts over.
     capsys.readouterr()
-    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    assert "already holds a finished experiment folder" in capsys.readouterr().err
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert "resuming" not in capsys.readouterr().out

@@ -149,3 +149,12 @@ def template_text(text: str) -> str:
 
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
+
+
+def add_overwrite_option(p: argparse.ArgumentParser, what: str = "the output") -> None:
+    """``--overwrite``: replace a finished result; without it ``io.outputs.guard_output`` refuses one."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} if it already exists (the old one stays until the new one is complete)",
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import add_overwrite_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--routers", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add_overwrite_option(e, "a merged model in --out")
     e.add_argument("--eval-json", nargs="+", default=[], metavar="FILE",
                    help="`roma eval --json` reports of these routers: their figures go into the model card's "
                    "model-index and its generalisation and failure-mode sections")  # fmt: skip
@@ -113,26 +116,30 @@ def _card_inputs(routers: str, eval_json: list[str]) -> tuple[dict, list[dict], 
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from moe_roma.io.paths import guard_outputs, local_path
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.io.paths import local_path
     from moe_roma.models.card import build_model_card
-    from moe_roma.models.checkpoint import export_merged_model
+    from moe_roma.models.checkpoint import MERGED_MODEL, export_merged_model
     from moe_roma.models.loading import load_model
 
-    guard_outputs({"--model": local_path(args.model), "--routers": args.routers, "--eval-json": args.eval_json},
-                  {"--out": args.out})  # fmt: skip
+    inputs = {"--model": local_path(args.model), "--routers": args.routers, "--eval-json": args.eval_json}
+    output = guard_output("--out", args.out, MERGED_MODEL, inputs=inputs, overwrite=args.overwrite)
     config, reports, collapse = _card_inputs(args.routers, args.eval_json)  # bad inputs stop before the model loads
     card = build_model_card(config, reports, collapse, kind="merged")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device="cpu")
-    out = export_merged_model(model, tokenizer, args.routers, args.out, card=str(card))
+    out = export_merged_model(model, tokenizer, args.routers, output, card=str(card))
     print(f"wrote {out} with its model card README.md: loads with AutoModelForCausalLM.from_pretrained('{out}')")
     return 0
 
 
 def run_card(args: argparse.Namespace) -> int:
-    from moe_roma.io.paths import guard_outputs
+    from pathlib import Path
+
+    from moe_roma.io.outputs import guard_output
     from moe_roma.models.card import CARD_NAME, build_model_card, write_model_card
 
-    guard_outputs({"--eval-json": args.eval_json}, {"--routers": f"{args.routers}/{CARD_NAME}"})
+    # Rewriting the card is what `roma card` is for: the README.md of the router folder is replaced.
+    guard_output("--routers", Path(args.routers) / CARD_NAME, inputs={"--eval-json": args.eval_json}, overwrite=True)
     config, reports, collapse = _card_inputs(args.routers, args.eval_json)
     path = write_model_card(build_model_card(config, reports, collapse, kind="routers"), args.routers)
     print(f"wrote {path}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moe_roma.commands import at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,20 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--routing", required=True, help="routing JSON from `roma collect`")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished report in --out")
     p.add_argument("--embedder", default=None, help="sentence-transformers name or folder (default: bundled MiniLM)")
     p.add_argument("--oracle", type=int, default=None, metavar="N",
                    help="also run oracle routing on a random sample of N items (needs --model)")
     p.add_argument("--model", default=None, help="the base model the routing was collected from (for --oracle)")
     p.add_argument("--layers", default=None,
                    help="measure only these recorded layers: lastN, firstN, all or e.g. 11,12 (default: all recorded)")
-    p.add_argument("--top-k", type=int, default=None, help="experts per token, for utilisation (default: 2)")
+    p.add_argument("--top-k", type=at_least(1), default=None, help="experts per token, for utilisation (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation, permutations and sample")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from moe_roma.diagnose.run import diagnose_routing, only_layers
     from moe_roma.diagnose.verdict import verdict
     from moe_roma.io.atomic import write_json_atomic, write_text_atomic
@@ -37,6 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.oracle is not None and (args.oracle < 1 or not args.model):
         raise RomaError("--oracle N needs N >= 1 and --model")
+    from moe_roma.io.outputs import Kind, guard_output
+    from moe_roma.io.paths import local_path
+    from moe_roma.routing.store import sidecar_path
+
+    kind = Kind("diagnose report", members=("report.json", "report.md", "*.png"), finished=("report.json",))
+    inputs = {"--routing": [args.routing, sidecar_path(args.routing)], "--model": local_path(args.model),
+              "--embedder": local_path(args.embedder)}
+    output = guard_output("--out", args.out, kind, inputs=inputs, overwrite=args.overwrite)
     store = load_routing_store(args.routing)
     if args.layers:
         store = only_layers(store, args.layers, args.routing)
@@ -47,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if args.oracle:
         report["oracle"] = _oracle_headroom(args, store, embeddings=report.get("_embeddings"))
         report["verdict"] = verdict(report)  # the oracle's direction is one of its drivers
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     embeddings = report.pop("_embeddings", None)
-    if embeddings is not None:
-        plot_maps(store.routing.float().numpy(), embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
-        plot_layer_alignment(report, out / "layer_alignment.png")
-    write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
+    with output.staged() as out:  # every file lands together, never through a link, or none does
+        if embeddings is not None:
+            plot_maps(store.routing.float().numpy(), embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
+            plot_layer_alignment(report, out / "layer_alignment.png")
+        write_json_atomic(out / "report.json", report)
+        write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
+    out = output.path
     s, v = report["success"], report["verdict"]
     print(f"{s['n_successful']} of {s['n']} answered right. Verdict: {v['label']}. {v['why']}")
     print(f"wrote {out / 'report.md'}")

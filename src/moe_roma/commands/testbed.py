@@ -12,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from moe_roma.commands import add_overwrite_option
 from moe_roma.io.errors import ModelError, RomaError
+from moe_roma.io.outputs import Kind
 
 
 def _add_testbed_option(p: argparse.ArgumentParser) -> None:
@@ -41,7 +43,8 @@ def _add_build(sub) -> None:
     )  # fmt: skip
     _add_testbed_option(p)
     p.add_argument("--out", type=Path, default=None,
-                   help="output model folder (default: the package's bundled folder of that testbed)")  # fmt: skip
+                   help="output model folder (without it, --overwrite rebuilds the package's bundled model)")
+    add_overwrite_option(p, "a model in --out (or, without --out, the bundled one)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="also score the evaluation splits every N steps (slows the build)")  # fmt: skip
     p.add_argument("--no-oracle", action="store_true", help="downstream: skip measuring oracle routing")
@@ -81,20 +84,31 @@ def _run_build(args: argparse.Namespace) -> int:
     problem = check_pretrain_options(cfg)
     if problem:
         raise RomaError(problem)
-    out = args.out or testbed_model_path(args.testbed)
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.models.checkpoint import MODEL_FILES
+
+    bundled = testbed_model_path(args.testbed)
+    if args.out is None and not args.overwrite:
+        raise RomaError(f"without --out, roma testbed build would replace the bundled {args.testbed} model in {bundled}; "
+                        "give --out DIR (or --overwrite to rebuild the bundled model)")
+    kind = Kind("testbed model", members=(*MODEL_FILES, "build_info.json", "metrics.jsonl"), finished=("config.json",))
+    output = guard_output("--out", args.out or bundled, kind, overwrite=args.overwrite)
+    out = output.path
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    if args.testbed == "downstream":
-        from moe_roma.testbed.build import build_downstream_testbed
+    # Built into a staging folder: a failed or stopped build leaves the folder as it was.
+    with output.staged() as staging:
+        if args.testbed == "downstream":
+            from moe_roma.testbed.build import build_downstream_testbed
 
-        info, _, _ = build_downstream_testbed(out, cfg, log=log, eval_every=args.eval_every,
-                                              oracle=not args.no_oracle)  # fmt: skip
-    else:
-        from moe_roma.testbed.build import build_testbed
+            info, _, _ = build_downstream_testbed(staging, cfg, log=log, eval_every=args.eval_every,
+                                                  oracle=not args.no_oracle)
+        else:
+            from moe_roma.testbed.build import build_testbed
 
-        info = build_testbed(out, cfg, log=log, eval_every=args.eval_every)
+            info = build_testbed(staging, cfg, log=log, eval_every=args.eval_every)
     print(f"wrote {out} ({info['parameters'] / 1e6:.2f}M parameters, {info['wall_seconds']:.0f}s)")
     return 0
 
@@ -136,6 +150,7 @@ def _add_export(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", nargs="+", default=None, help="which splits (default: all but pretrain)")
+    add_overwrite_option(p, "split files in --out")
     p.set_defaults(func=_run_export)
 
 
@@ -145,6 +160,11 @@ def _run_export(args: argparse.Namespace) -> int:
     known, evals = _splits_of(args.testbed)
     splits = args.splits or [s for s in known if s != "pretrain"]
     _check_splits(splits, args.testbed)
+    from moe_roma.io.outputs import guard_output
+
+    files = [args.out / f"{s}.jsonl" for s in splits]
+    guard_output("--out", args.out, Kind("split folder", members=("*.jsonl",), shelf=True), files=files,
+                 overwrite=args.overwrite)
     suite = _suite(args.testbed, args.seed, "pretrain" in splits)
     for s in splits:
         if args.testbed == "downstream" and s == "pretrain":

@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.distributed.group import check_divides, job, launched
     from moe_roma.io.errors import RomaError, Stopped
     from moe_roma.io.interrupts import Interrupted, handle_interrupts
-    from moe_roma.io.paths import check_regular_file, guard_outputs, local_path
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.io.paths import check_regular_file, local_path
     from moe_roma.methods.roma.config import load_train_config
-    from moe_roma.methods.roma.run_folder import TrainFolder
+    from moe_roma.methods.roma.run_folder import TRAIN_RUN, TrainFolder
     from moe_roma.methods.roma.state import load_train_state
     from moe_roma.methods.roma.trainer import RouterTrainer, check_against_routing
     from moe_roma.routing.store import load_routing_store, sidecar_path
@@ -80,11 +81,15 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
     out = Path(args.out)
     folder = TrainFolder(out)
-    guard_outputs(
-        {"--routing": [args.routing, sidecar_path(args.routing)], "--config": args.config,
-         "--model": local_path(args.model)},
-        {"--out": [out, *folder.outputs()]},
-    )  # fmt: skip
+    folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
+    inputs = {
+        "--routing": [args.routing, sidecar_path(args.routing)],
+        "--config": args.config,
+        "--model": local_path(args.model),
+    }
+    output = guard_output(
+        "--out", out, TRAIN_RUN, inputs=inputs, files=folder.outputs(), overwrite=args.overwrite, resume=args.resume
+    )
     known = [i for i, c in enumerate(store.choices) if c]
     other = "continuation" if config.scoring == "letter" else "letter"
     warn_if_near_chance([store.is_correct[i] for i in known], [len(store.choices[i]) for i in known],
@@ -93,30 +98,40 @@ def run(args: argparse.Namespace) -> int:
                         f"train with scoring={other} if that is how the model answers")  # fmt: skip
     rank0 = int(os.environ.get("RANK", "0")) == 0
     state = folder.state_path
-    folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
     if args.resume and state.is_file():
         load_train_state(state)  # a torn, edited or foreign-format state fails now, before any model loading
     trainer = None
     with job(args.dist_timeout, distributed_settings(args)) as (_, world), handle_interrupts(), \
             folder.claim(lock=rank0) as claim:  # fmt: skip
+        # --overwrite trains into a staging folder (rank 0 writes, the others never do): the old run
+        # stays until the new one is complete.
+        staging = output.stage() if output.replaces and rank0 else None
+        work = staging or out
         try:
             if world > 1:
                 check_divides(config.schedule.batch_size)
             model, tokenizer = _load(args, config, world)
             trainer = RouterTrainer(
-                model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing,
+                model, tokenizer, store, config, work, progress=not args.no_progress, store_path=args.routing,
                 run_meta={"sharding": _sharding(model, args.shard, world)},
             )
-            if args.overwrite and rank0:
-                folder.clear_previous_run()  # every check passed: only now does the old run go
             run_info = {"config": config.to_dict(), "model": str(args.model), "routing": str(args.routing),
                         "out": str(out), "resume": args.resume}  # fmt: skip
-            with open_trackers(args.report_to if rank0 else [], out, out.name, run_info) as trackers:
+            with open_trackers(args.report_to if rank0 else [], work, out.name, run_info) as trackers:
                 trainer.trackers = trackers
                 result = trainer.train(resume=args.resume)
+            if staging is not None:
+                output.commit(staging)
         except Interrupted as stop:
+            if staging is not None:
+                output.discard(staging)
             step, total = getattr(trainer, "last_step", None), getattr(trainer, "total_steps", None)
-            raise Stopped(claim.interrupted(step, total, str(stop)), stop.exit_status) from None
+            said = claim.interrupted(step, total, str(stop), replacing=staging is not None)
+            raise Stopped(said, stop.exit_status) from None
+        except BaseException:
+            if staging is not None:
+                output.discard(staging)
+            raise
     if trainer.rank == 0:
         m = result.final_metrics
         print(

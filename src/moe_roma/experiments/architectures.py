@@ -38,6 +38,7 @@ from pathlib import Path
 from moe_roma import __version__
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.errors import RomaError
+from moe_roma.io.outputs import safe_name
 from moe_roma.models.card import write_model_card
 
 KEYS = {"name", "kind", "seeds", "workers", "build", "architectures", "settings", "splits", "limit", "reference"}
@@ -102,7 +103,8 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
     settings = cfg.get("settings") or [{"name": "none"}]
     if not isinstance(settings, list) or not all(isinstance(s, dict) and "name" in s for s in settings):
         raise RomaError(f"{where}: 'settings' must be a list of mappings with a 'name'")
-    names = [str(s["name"]) for s in settings]
+    # A setting's name is a folder of the results (runs/<arch>/<name>): it must stay inside it.
+    names = [safe_name(s["name"], where, "setting name") for s in settings]
     if len(set(names)) != len(names):
         raise RomaError(f"{where}: setting names must be unique, got {names}")
     splits = list(cfg.get("splits") or EVAL_SPLITS)

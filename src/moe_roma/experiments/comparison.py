@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from moe_roma import __version__
 from moe_roma.data.example import MCExample
 from moe_roma.io.config import to_dict
+from moe_roma.io.outputs import Kind
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
 from moe_roma.methods.registry import METHODS, TestTimeInputs
@@ -37,6 +38,15 @@ from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import RoutingStore, save_routing_store
 from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.stats import accuracy
+
+# The folder of `roma experiment` and `roma demo` (and of a `kind: architectures` grid): one grid's results.
+RESULTS_FOLDER = Kind(
+    "experiment folder",
+    members=("results.json", "table.md", "report.md", "*.png", "routing.json", "routing.safetensors", "outcomes.jsonl",
+             "runs", "graphs"),
+    finished=("results.json",),
+    partial=("outcomes.jsonl", "runs"),
+)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from moe_roma.experiments.comparison import Comparison, Method
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.config import build_config
 from moe_roma.io.errors import RomaError
+from moe_roma.io.outputs import safe_name
 from moe_roma.io.yamlfile import load_yaml_mapping
 from moe_roma.methods.registry import METHODS
 from moe_roma.methods.roma.config import TrainConfig
@@ -117,7 +118,7 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
         what = f"{where}: method {m['name']}"
         config = _settings(TrainConfig, options, what, base=train) if kind == "train" else (
             _settings(METHODS[kind].config, options, what))  # fmt: skip
-        methods.append(Method(str(m["name"]), kind, config, dict(given), fraction))
+        methods.append(Method(safe_name(m["name"], where, "method name"), kind, config, dict(given), fraction))
     for j, ab in enumerate(cfg.get("ablations") or []):
         if not isinstance(ab, dict) or "axis" not in ab or "values" not in ab:
             raise RomaError(f"{where}: ablations[{j}] needs 'axis' and 'values'")
@@ -127,6 +128,7 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
             raise RomaError(f"{where}: ablations[{j}]: base method {base_name!r} is not a trained method")
         for value in ab["values"]:
             label = ab.get("label", "{base}[{axis}={value}]").format(base=base_name, axis=ab["axis"], value=value)
+            label = safe_name(label, where, "method name")  # runs/<method> is a folder of the results
             setting = {ab["axis"]: value}
             if ab["axis"] == "train_fraction":
                 config, fraction = base.config, float(value)
@@ -254,6 +256,18 @@ def load_source(entry: dict, fmt: str | None = None) -> list:
     return examples[: entry["limit"]] if entry.get("limit") else examples
 
 
+def experiment_folder(cfg: dict, config_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """``out_dir``, else ``runs/<name>``: the file's ``name`` (or its stem) is a plain name that stays in ``runs``."""
+    name = safe_name(cfg.get("name", Path(config_path).stem), str(config_path), "'name'")
+    return Path(out_dir) if out_dir is not None else Path("runs") / name
+
+
+def output_folder(config_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where ``run_experiment(config_path, out_dir)`` writes (read before any work, for the output guard)."""
+    cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
+    return experiment_folder(cfg, config_path, out_dir)
+
+
 def _architecture_grid(config_path: str | Path) -> dict | None:
     """The file's mapping when it is a pre-training grid (``kind: architectures``), else None."""
     cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
@@ -269,7 +283,7 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     if arch_grid is not None:
         from moe_roma.experiments.architectures import plan_jobs
 
-        out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
+        out = experiment_folder(arch_grid, config_path, out_dir)
         jobs, splits = plan_jobs(arch_grid, where, out)
         steps = [f"experiment {arch_grid.get('name', Path(where).stem)!r} (kind: architectures): {len(jobs)} downstream "
                  f"testbed builds, {arch_grid.get('workers', 1)} at a time, into {out}"]  # fmt: skip
@@ -285,7 +299,7 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
     methods = parse_methods(cfg, where, train_config)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
-    out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
+    out = experiment_folder(cfg, config_path, out_dir)
     data = cfg["data"]
     steps = [f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"]
     if data.get("testbed"):
@@ -361,7 +375,7 @@ def run_experiment(
         if report_to:
             raise RomaError(f"{where}: --report-to is not supported for kind: architectures (each build writes "
                             "metrics.jsonl)")  # fmt: skip
-        out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
+        out = experiment_folder(arch_grid, config_path, out_dir)
         return run_architecture_grid(arch_grid, str(config_path), out, log=log, resume=resume)
     start = time.perf_counter()
     where = str(config_path)
@@ -370,7 +384,7 @@ def run_experiment(
     train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
     methods = parse_methods(cfg, where, train_config)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
-    out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
+    out = experiment_folder(cfg, config_path, out_dir)
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
     model, tok = load_model(
         model_path, dtype=train_config.runtime.dtype, device=train_config.runtime.device,
