@@ -152,3 +152,43 @@ methods:
     assert "already holds a finished experiment folder" in capsys.readouterr().err
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_resume_reruns_a_run_whose_model_data_or_settings_changed(tmp_path, capsys):
+    """``--resume`` keys each finished run on everything it used: the model (config and weights), the
+    data's content and every setting. Whatever changed reruns that run, and the log names it."""
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(12)
+    write_data(tmp_path / "train.jsonl", examples[:8])
+    write_data(tmp_path / "a.jsonl", examples[8:])
+    cfg = tmp_path / "exp.yaml"
+    text = f"""
+name: keyed
+data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}}}}}
+scoring: letter
+batch_size: 4
+collect_layers: last2
+train: {{layers: last2}}
+methods: [{{name: base, kind: base}}]
+"""
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+
+    def resume() -> str:
+        (out / "results.json").unlink()  # as if stopped before the end
+        capsys.readouterr()
+        assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+        return capsys.readouterr().out
+
+    assert "runs again" not in resume()  # nothing changed: the run is reused
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4, seed=1)  # same path and shapes, other weights
+    assert "resuming: base runs again: its model changed" in resume()
+    edited = make_examples(12)[8:]
+    edited[0] = type(edited[0])(edited[0].id, edited[0].question, edited[0].choices,
+                                (edited[0].answer + 1) % len(edited[0].choices), edited[0].task)  # a corrected answer
+    write_data(tmp_path / "a.jsonl", edited)
+    assert "resuming: base runs again: its split in_dist changed" in resume()
+    cfg.write_text(text.replace("batch_size: 4", "batch_size: 2"))
+    assert "resuming: base runs again: its shared settings changed" in resume()
+    assert "runs again" not in resume()

@@ -190,6 +190,33 @@ def test_hf_spec_on_a_local_folder_with_splits(tmp_path):
         load_examples(f"hf:{folder}")
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", "folder"])
+def test_a_local_file_replaced_with_its_time_kept_is_read_anew(tmp_path, suffix, monkeypatch):
+    """``datasets`` caches by path and modification time: the file as it is now must be read, and none
+    of it copied into the user's cache."""
+    import os
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    features, rows, _ = CASES["arc"]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / ("train.csv" if suffix == ".csv" else "train.parquet")
+    source = f"hf:{folder}:train" if suffix == "folder" else path
+    fields = FieldMap("q", "a,b", "gold") if suffix == ".csv" else None
+    for i, gold in enumerate(("A", "B")):
+        if suffix == ".csv":
+            path.write_text(f"q,a,b,gold\nSky colour?,blue,red,{gold}\n")
+        else:
+            write_parquet(path, features, [dict(rows[0], answerKey="2" if gold == "A" else "3")])
+        if i == 0:
+            first = load_examples(source, fields=fields)[0].answer
+            times = (path.stat().st_atime_ns, path.stat().st_mtime_ns)
+        else:
+            os.utime(path, ns=times)
+            assert load_examples(source, fields=fields)[0].answer != first
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.arrow"))
+
+
 def test_save_to_disk_folders(tmp_path):
     from datasets import DatasetDict
 

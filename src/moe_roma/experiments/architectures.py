@@ -131,6 +131,25 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
     return jobs, splits
 
 
+def job_inputs(job: Job, splits: list[str], limit: int) -> dict:
+    """What a build's result depends on (as JSON reads it back): ``--resume`` reuses a result only for these."""
+    return json.loads(json.dumps({"build_config": job.config, "splits": list(splits), "limit": limit}))
+
+
+def finished_job(job: Job, splits: list[str], limit: int) -> bool:
+    """Whether ``job.out`` holds this job's result: made with the same build settings, splits and limit
+    (a result from before they were recorded is matched on its model's build_info.json)."""
+    try:
+        result = json.loads((Path(job.out) / "result.json").read_text(encoding="utf-8"))
+        if "inputs" in result:
+            return result["inputs"] == job_inputs(job, splits, limit)
+        info = json.loads((Path(job.out) / "model" / "build_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    wanted = job_inputs(job, splits, limit)
+    return info.get("build_config") == wanted["build_config"] and sorted(result.get("accuracy", {})) == sorted(splits)
+
+
 def run_job(job: Job, splits: list[str], limit: int) -> str:
     """One build and its scores, into ``job.out`` (a worker process runs it; the result is a JSON file)."""
     from moe_roma.testbed.build import build_downstream_testbed
@@ -159,6 +178,7 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
         "utilisation_max": statistics.fmean(u["max"] for u in last["utilisation"].values()) if last else None,
         "utilisation_min": statistics.fmean(u["min"] for u in last["utilisation"].values()) if last else None,
         "collapse_warnings": info.get("collapse_warnings", []),
+        "inputs": job_inputs(job, splits, limit),
     }  # fmt: skip
     write_model_card(model_card(info, result, splits), out / "model")
     write_text_atomic(out / "build.log", "\n".join(lines) + "\n")
@@ -198,7 +218,7 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
     jobs, splits = plan_jobs(cfg, config_path, out)
     limit = int(cfg.get("limit") or 0)
     workers = int(cfg.get("workers", 1))
-    todo = [j for j in jobs if not (resume and (Path(j.out) / "result.json").is_file())]
+    todo = [j for j in jobs if not (resume and finished_job(j, splits, limit))]
     log(f"experiment {cfg.get('name', '')}: {len(jobs)} builds ({len(jobs) - len(todo)} already done), "
         f"{workers} at a time")  # fmt: skip
     if todo:

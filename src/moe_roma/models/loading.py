@@ -107,6 +107,24 @@ def model_identity(model: PreTrainedModel) -> dict:
     }
 
 
+def model_fingerprint(model: PreTrainedModel) -> str:
+    """SHA-256 of a loaded model: its config (less where it was loaded from) and every parameter and
+    buffer, by name, dtype, shape and bytes. Results computed with the model are keyed on it, so a
+    model that was replaced, retrained or edited in place is never taken for the one they came from."""
+    import hashlib
+    import json
+
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    tensors = sorted([*model.named_parameters(), *model.named_buffers()], key=lambda kv: kv[0])
+    with torch.no_grad():
+        for name, t in tensors:
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+            # Bytes, not values: bfloat16 has no numpy type, and -0.0 or a NaN's payload count too.
+            h.update(t.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy())
+    return h.hexdigest()
+
+
 def _load_problem(exc: BaseException) -> str:
     """What went wrong in ``from_pretrained``, in words a user can act on."""
     text = str(exc)
