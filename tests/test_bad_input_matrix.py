@@ -759,6 +759,48 @@ def _(ws, tmp, mp):
     return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("--routing", "report.json", "is inside the output folder")
 
 
+# --- the routing side-car: numbers that cannot be routing are refused where they enter -------------
+
+
+def sidecar_case(label: str, command: str, edit, needles: tuple[str, ...]):
+    """A copy of the routing file whose side-car tensor ``edit`` changed, its own checksum recomputed (as
+    a tool that rewrote it would): the side-car matches the JSON, but its numbers cannot be routing."""
+
+    @case(f"{command}-sidecar-{label}")
+    def _(ws, tmp, mp):
+        from moe_roma.io.tensorfile import load_tensors, save_tensors
+        from moe_roma.routing.store import sidecar_path, tensors_sha256
+
+        routing = Path(shutil.copy(ws.routing, tmp / "r.json"))
+        meta, tensors = load_tensors(sidecar_path(ws.routing), "side-car")
+        edit(tensors["routing"])
+        meta["tensors_sha256"] = tensors_sha256(tensors)
+        save_tensors(sidecar_path(routing), tensors, meta)
+        if command == "train":
+            return train_args(ws, routing, tmp / "t"), tmp / "t", ("r.safetensors", "id s0", *needles)
+        return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("r.safetensors", "id s0", *needles)
+
+
+@case("collect-model-routes-to-nan")
+def _(ws, tmp, mp):
+    from safetensors.torch import load_file
+
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    weights = load_file(model / "model.safetensors")
+    gate = sorted(k for k in weights if k.endswith("mlp.gate.weight"))[-1]
+    weights[gate][0, 0] = float("nan")  # the last MoE layer's router: NaN logits, NaN routing
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, model)
+    return args, tmp / "r.json", ("r.json", "the collected routing", "not finite")
+
+
+for _command in ("train", "diagnose"):
+    sidecar_case("nan-routing", _command, lambda r: r[0, 0, 0].fill_(float("nan")), ("not finite", "nan"))
+    sidecar_case("negative-routing", _command, lambda r: r[0, 1, 2].fill_(-0.5), ("negative", "-0.5"))
+    sidecar_case("zero-routing", _command, lambda r: r[0, 0].zero_(), ("all zero",))
+sidecar_case("inf-routing", "train", lambda r: r[0, 0, 3].fill_(float("inf")), ("not finite", "inf"))
+
+
 # --- resume checks what it resumes ----------------------------------------------------------------
 
 
