@@ -1153,6 +1153,65 @@ for _command, (_options, _build) in COUNT_OPTIONS.items():
             count_option_case(_command, _option, _text, _build)
 
 
+# --- generated: no code from a model folder, in every command that loads a model ------------------
+
+
+def custom_code_model(ws: Workspace, tmp: Path, file: str = "config.json") -> Path:
+    """A copy of the model whose ``file`` names the folder's own Python classes (``auto_map``), with the
+    code beside it: loading it with trust_remote_code would run that code."""
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    (model / "evil.py").write_text("raise SystemExit('the folder\'s code ran')\n")
+    cfg = json.loads((model / file).read_text()) if (model / file).is_file() else {}
+    key = "AutoTokenizer" if file == "tokenizer_config.json" else "AutoModelForCausalLM"
+    cfg["auto_map"] = {key: ["evil.Evil", None] if key == "AutoTokenizer" else "evil.Evil"}
+    (model / file).write_text(json.dumps(cfg))
+    return model
+
+
+MODEL_LOADERS = {
+    "collect": lambda ws, tmp, m: (swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, m), tmp / "r.json"),
+    "eval": lambda ws, tmp, m: (swap(eval_args(ws, ws.data, "--json", tmp / "r.json"), ws.model, m), tmp / "r.json"),
+    "train": lambda ws, tmp, m: (swap(train_args(ws, ws.routing, tmp / "t"), ws.model, m), tmp / "t"),
+    "apply": lambda ws, tmp, m: (["apply", "--model", m, "--routers", ws.routers], None),
+    "export": lambda ws, tmp, m: (["export", "--model", m, "--routers", ws.routers, "--out", tmp / "merged"],
+                                  tmp / "merged"),
+    "experiment": lambda ws, tmp, m: (["experiment", _model_experiment(ws, tmp, m), "--out", tmp / "exp"], tmp / "exp"),
+    "import-public": lambda ws, tmp, m: (["import-public", "--checkpoint", _public_checkpoint(ws, tmp), "--model", m,
+                                          "--out", tmp / "imported"], tmp / "imported"),
+}
+
+
+def _public_checkpoint(ws: Workspace, tmp: Path) -> Path:
+    """A router_ft.pt as the public code writes it, for the model's last MoE layer."""
+    import torch
+    from safetensors.torch import load_file
+
+    gate = load_file(ws.model / "model.safetensors")["model.layers.3.mlp.gate.weight"]
+    torch.save({"target_layers": [3], "state_dict": {"layers.3.mlp.gate.weight": gate}}, tmp / "router_ft.pt")
+    return tmp / "router_ft.pt"
+
+
+def _model_experiment(ws: Workspace, tmp: Path, model: Path) -> Path:
+    data = {"model": str(model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
+    (tmp / "exp.yaml").write_text(json.dumps({"methods": [{"name": "base", "kind": "base"}], "data": data}))
+    return tmp / "exp.yaml"
+
+
+def remote_code_case(command: str, file: str):
+    label = "tokenizer-" if file == "tokenizer_config.json" else ""
+
+    @case(f"{command}-model-folder-with-{label}custom-code")
+    def _(ws, tmp, mp):
+        model = custom_code_model(ws, tmp, file)
+        args, out = MODEL_LOADERS[command](ws, tmp, model)
+        return args, out, (file, "auto_map", "its own Python code", "--trust-remote-code")
+
+
+for _command in MODEL_LOADERS:
+    remote_code_case(_command, "config.json")
+remote_code_case("collect", "tokenizer_config.json")
+
+
 # --- generated: every writing command, through the one output guard ------------------------------
 #
 # Each command that writes is listed with an argv whose output is ``tmp / OUT``; for each one the

@@ -156,6 +156,42 @@ def test_a_refused_run_into_a_new_nested_folder_leaves_no_folder(w, tmp_path, ca
     assert not (tmp_path / "a").exists()
 
 
+# --- no code from a model folder ---------------------------------------------------------------------
+
+
+def test_every_load_tells_transformers_whether_a_folder_may_run_code(w, tmp_path, monkeypatch, capsys):
+    """trust_remote_code is always passed: False unless --trust-remote-code, so transformers never asks."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    seen: list = []
+    for cls in (AutoModelForCausalLM, AutoTokenizer):
+        original = cls.from_pretrained
+
+        def spy(*args, _original=original, **kwargs):
+            seen.append(kwargs.get("trust_remote_code", "not passed"))
+            if kwargs.get("trust_remote_code"):
+                raise RuntimeError("stopped before any code of the folder could run")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", spy)
+    args = ["eval", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    assert seen == [False, False]
+    model = Path(shutil.copytree(w / "model", tmp_path / "model"))
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModelForCausalLM": "evil.Evil"}}))
+    seen.clear()
+    assert main(swap_model(args, model)) == 2 and seen == []  # refused before transformers is asked
+    assert "--trust-remote-code" in capsys.readouterr().err
+    assert main([*swap_model(args, model), "--trust-remote-code"]) == 2 and seen == [True]
+
+
+def swap_model(args: list[str], model: Path) -> list[str]:
+    return [str(model) if a.endswith("/model") else a for a in args]
+
+
 # --- stops: SIGINT and SIGTERM ------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_overwrite_option
+from moe_roma.commands import add_overwrite_option, add_trust_remote_code_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--model", required=True)
     a.add_argument("--routers", required=True, help="router checkpoint folder from `roma train`")
     a.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_trust_remote_code_option(a)
     a.set_defaults(func=run_apply)
     e = sub.add_parser(
         "export",
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     add_overwrite_option(e, "a merged model in --out")
+    add_trust_remote_code_option(e)
     e.add_argument("--eval-json", nargs="+", default=[], metavar="FILE",
                    help="`roma eval --json` reports of these routers: their figures go into the model card's "
                    "model-index and its generalisation and failure-mode sections")  # fmt: skip
@@ -49,7 +51,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from moe_roma.models.checkpoint import apply_router_checkpoint, router_snapshot
     from moe_roma.models.loading import load_model
 
-    model, _ = load_model(args.model, dtype="float32", device="cpu")
+    model, _ = load_model(args.model, dtype="float32", device="cpu", trust_remote_code=args.trust_remote_code)
     base = router_snapshot(model)
     config = apply_router_checkpoint(model, args.routers)
     params = dict(model.named_parameters())
@@ -126,7 +128,7 @@ def run_export(args: argparse.Namespace) -> int:
     output = guard_output("--out", args.out, MERGED_MODEL, inputs=inputs, overwrite=args.overwrite)
     config, reports, collapse = _card_inputs(args.routers, args.eval_json)  # bad inputs stop before the model loads
     card = build_model_card(config, reports, collapse, kind="merged")
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device="cpu")
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device="cpu", trust_remote_code=args.trust_remote_code)
     out = export_merged_model(model, tokenizer, args.routers, output, card=str(card))
     print(f"wrote {out} with its model card README.md: loads with AutoModelForCausalLM.from_pretrained('{out}')")
     return 0

@@ -99,5 +99,6 @@ def _config(args: argparse.Namespace, device: str | None):
         model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
         batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
         dtype=args.dtype, device=device, device_map=args.device_map, attn_implementation=args.attn_implementation,
-        compare_base=args.compare_base, progress=not args.no_progress, **data_source_options(args),
+        compare_base=args.compare_base, progress=not args.no_progress, trust_remote_code=args.trust_remote_code,
+        **data_source_options(args),
     )  # fmt: skip

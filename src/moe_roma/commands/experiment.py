@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_overwrite_option, add_report_to_option, add_threads_option
+from moe_roma.commands import (
+    add_overwrite_option,
+    add_report_to_option,
+    add_threads_option,
+    add_trust_remote_code_option,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the method runs an interrupted run of the same grid into --out finished "
                    "(outcomes.jsonl) and run only the rest")
     add_overwrite_option(p, "a finished grid in --out")
+    add_trust_remote_code_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dry-run", action="store_true",
                    help="check the file (settings, methods, data sources and presets, local files) and print every "
@@ -46,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: the configuration is valid; nothing was loaded or written")
         return 0
     apply_threads(args.threads)
-    options = {"progress": not args.no_progress, "resume": args.resume, "report_to": args.report_to}
+    options = {"progress": not args.no_progress, "resume": args.resume, "report_to": args.report_to,
+               "trust_remote_code": args.trust_remote_code}
     if not output.replaces:
         run_experiment(args.config, output.path, **options)
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_overwrite_option
+from moe_roma.commands import add_overwrite_option, add_trust_remote_code_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the base model it was trained from: Hugging Face id or folder")
     p.add_argument("--out", required=True, help="router folder to write")
     add_overwrite_option(p, "a router folder in --out")
+    add_trust_remote_code_option(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     _, _, recorded = read_public_checkpoint(args.checkpoint)  # a refused file stops before the model loads
     if recorded and recorded.rstrip("/") != str(args.model).rstrip("/"):
         warn(f"{args.checkpoint} was trained from {recorded!r}; importing it for --model {args.model}")
-    model, _ = load_model(args.model, dtype="float32", device="cpu")
+    model, _ = load_model(args.model, dtype="float32", device="cpu", trust_remote_code=args.trust_remote_code)
     with output.staged() as folder:  # the folder lands whole, with its card, or not at all
         _, summary = import_public_checkpoint(model, args.checkpoint, folder)
         config, _ = load_router_checkpoint(folder)

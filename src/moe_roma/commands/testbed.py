@@ -224,8 +224,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: no config.json (build it with `roma testbed build`)")
     torch.set_num_threads(args.threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    # The testbed is plain transformers: never run code from the folder.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     suite = _suite(args.testbed, args.seed, "pretrain" in splits)
     result: dict[str, dict] = {s: accuracy(model, tok, suite[s]) for s in splits}
     oracle: dict[str, dict] = {}

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_distributed_options, add_report_to_option, add_threads_option
+from moe_roma.commands import (
+    add_distributed_options,
+    add_report_to_option,
+    add_threads_option,
+    add_trust_remote_code_option,
+)
 from moe_roma.io.config import add_config_arguments, config_arguments
 from moe_roma.methods.roma.config import TrainConfig
 
@@ -34,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="train again into an --out that holds a finished run or a state (they are replaced)")
     add_threads_option(p)
+    add_trust_remote_code_option(p)
     add_distributed_options(p, shard=True)
     # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
     add_config_arguments(p, TrainConfig)
@@ -150,11 +156,12 @@ def _load(args: argparse.Namespace, config, world: int):
     rt = config.runtime
     check_device_map(rt.device_map)
     if args.shard == "fsdp":
-        return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation)
+        return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation,
+                                  trust_remote_code=args.trust_remote_code)
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
     device = rt.device if rt.device is not None or world == 1 else str(local_device())
     return load_model(args.model, dtype=rt.dtype, device=device, attn_implementation=rt.attn_implementation,
-                      device_map=rt.device_map)  # fmt: skip
+                      device_map=rt.device_map, trust_remote_code=args.trust_remote_code)  # fmt: skip
 
 
 def _sharding(model, shard: str, world: int) -> dict:

@@ -66,6 +66,7 @@ class EvalConfig:
     progress: bool = True
     preset: str | None = None  # Hugging Face datasets sources: column mapping by name ...
     fields: FieldMap | None = None  # ... or by column names
+    trust_remote_code: bool = False  # --trust-remote-code: let the model folder run its own code
 
     def check(self) -> None:
         """Refuse inconsistent options before any work."""
@@ -272,7 +273,7 @@ def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     try:
         return load_model(
             config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation,
-            device_map=config.device_map,
+            device_map=config.device_map, trust_remote_code=config.trust_remote_code,
         )
     finally:
         if quiet:

@@ -360,11 +360,12 @@ def _describe(entry: dict) -> str:
 
 def run_experiment(
     config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False,
-    report_to: list[str] | None = None,
+    report_to: list[str] | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Run the grid of ``config_path`` into ``out_dir``; ``resume`` reuses the method runs an interrupted
     run of the same grid into the same folder finished (``outcomes.jsonl``); ``report_to`` names
-    experiment trackers (one tracked run per method and seed)."""
+    experiment trackers (one tracked run per method and seed); ``trust_remote_code`` lets the model
+    folder run its own code (``--trust-remote-code``)."""
     from moe_roma.models.loading import load_model
 
     arch_grid = _architecture_grid(config_path)
@@ -388,7 +389,7 @@ def run_experiment(
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
     model, tok = load_model(
         model_path, dtype=train_config.runtime.dtype, device=train_config.runtime.device,
-        attn_implementation=train_config.runtime.attn_implementation,
+        attn_implementation=train_config.runtime.attn_implementation, trust_remote_code=trust_remote_code,
     )  # fmt: skip
     log(f"experiment {cfg.get('name', '')}: {len(methods)} methods x {len(seeds)} seeds on "
         + ", ".join(f"{k} ({len(v)})" for k, v in splits.items()))  # fmt: skip
