@@ -759,6 +759,49 @@ def _(ws, tmp, mp):
     return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("--routing", "report.json", "is inside the output folder")
 
 
+# --- a card shows only its own routers' true figures -----------------------------------------------
+
+
+def eval_report(ws: Workspace, path: Path, text: str | None = None, **change) -> Path:
+    """An eval report of the workspace's routers (their fingerprint), with ``change``; or ``text`` as is."""
+    sha = json.loads((ws.routers / "router_config.json").read_text())["weights_sha256"]
+    report = {"data": str(ws.data), "scoring": "continuation", "n": 8, "acc": 0.5, "acc_norm": 0.5}
+    report.update({"routers": str(ws.routers), "routers_sha256": sha, "evaluated": "tuned", **change})
+    path.write_text(text if text is not None else json.dumps(report))
+    return path
+
+
+def card_case(name: str, build_report, needles: tuple[str, ...], command: str = "card"):
+    @case(f"{command}-{name}", keep=command == "card")
+    def _(ws, tmp, mp):
+        report = build_report(ws, tmp / "eval.json")
+        if command == "card":
+            routers = copy_routers(ws, tmp / "roma")
+            return ["card", "--routers", routers, "--eval-json", report], routers / "README.md", ("eval.json", *needles)
+        args = ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / "merged", "--eval-json", report]
+        return args, tmp / "merged", ("eval.json", *needles)
+
+
+for _command in ("card", "export"):
+    card_case("eval-report-of-other-routers", lambda ws, p: eval_report(ws, p, routers_sha256="0" * 64),
+              ("evaluated other routers", "a card shows only its own"), _command)
+    card_case("eval-report-of-the-base-model", lambda ws, p: eval_report(ws, p, routers=None, routers_sha256=None,
+                                                                         evaluated="base"),
+              ("an evaluation of the base model",), _command)
+    card_case("eval-report-nan-accuracy",
+              lambda ws, p: eval_report(ws, p, text=eval_report(ws, p).read_text().replace('"acc": 0.5', '"acc": NaN')),
+              ("NaN", "only finite figures"), _command)
+card_case("eval-report-accuracy-above-one", lambda ws, p: eval_report(ws, p, acc=1.7), ("'acc'", "1.7", "between 0 and 1"))
+
+
+def _infinite_task_accuracy(ws: Workspace, path: Path) -> Path:
+    text = eval_report(ws, path, tasks={"t0": {"acc": 0.25}}).read_text()
+    return eval_report(ws, path, text=text.replace("0.25", "Infinity"))
+
+
+card_case("eval-report-task-accuracy-infinite", _infinite_task_accuracy, ("Infinity",))
+
+
 # --- the routing side-car: numbers that cannot be routing are refused where they enter -------------
 
 
@@ -1146,6 +1189,7 @@ COUNT_OPTIONS = {
              lambda ws, tmp: (eval_args(ws, ws.data, "--json", tmp / "r.json"), tmp / "r.json")),
     "lm-eval-task": (("--limit",), lambda ws, tmp: (["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task")),
     "train": (("--threads",), lambda ws, tmp: (train_args(ws, ws.routing, tmp / "t"), tmp / "t")),
+    "diagnose": (("--top-k",), lambda ws, tmp: (["diagnose", "--routing", ws.routing, "--out", tmp / "d"], tmp / "d")),
 }  # fmt: skip
 for _command, (_options, _build) in COUNT_OPTIONS.items():
     for _option in _options:
@@ -1315,6 +1359,60 @@ def _generate_writer_cases() -> None:
 
 
 _generate_writer_cases()
+
+
+# --- generated: every numeric setting of both testbeds' builds, refused before anything is built -----
+
+
+def build_setting_case(testbed: str, name: str, label: str, text: str):
+    @case(f"testbed-build-{testbed}-{name.replace('_', '-')}-{label}")
+    def _(ws, tmp, mp):
+        option = "--" + name.replace("_", "-")
+        args = ["testbed", "build", "--testbed", testbed, "--out", tmp / "tb", option, text]
+        return args, tmp / "tb", (option, text if text != "nan" else "nan")
+
+
+def _generate_build_setting_cases() -> None:
+    import dataclasses
+
+    from moe_roma.testbed.config import (
+        AT_LEAST_ONE,
+        POSITIVE,
+        SHARES,
+        SIGNED,
+        BuildConfig,
+        DownstreamBuildConfig,
+    )
+
+    for testbed, cls in (("in-domain", BuildConfig), ("downstream", DownstreamBuildConfig)):
+        for f in dataclasses.fields(cls):
+            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)) or f.name in SIGNED:
+                continue
+            if f.name in AT_LEAST_ONE or f.name in POSITIVE:
+                values = [("zero", "0")]
+            elif f.name in SHARES:
+                values = [("above-one", "1.5")]
+            else:
+                values = [("negative", "-1")]
+            if isinstance(f.default, float):
+                values.append(("nan", "nan"))
+            for label, text in values:
+                build_setting_case(testbed, f.name, label, text)
+
+
+_generate_build_setting_cases()
+
+
+@case("testbed-build-top-k-above-the-experts")
+def _(ws, tmp, mp):
+    args = ["testbed", "build", "--out", tmp / "tb", "--num-experts", "4", "--top-k", "6"]
+    return args, tmp / "tb", ("--top-k 6", "--num-experts 4")
+
+
+@case("testbed-build-oracle-layers-past-the-model")
+def _(ws, tmp, mp):
+    args = ["testbed", "build", "--testbed", "downstream", "--out", tmp / "tb", "--num-layers", "3", "--tuned-layers", "5"]
+    return args, tmp / "tb", ("--tuned-layers 5", "--num-layers 3")
 
 
 # --- the test -------------------------------------------------------------------------------------

@@ -255,6 +255,34 @@ def test_csv_with_a_field_mapping_of_several_choice_columns(tmp_path):
     assert [(ex.choices, ex.answer) for ex in examples] == [(("red", "blue", "green"), 1), (("red", "blue", "green"), 2)]
 
 
+def test_digit_answers_are_read_by_one_rule_per_file(tmp_path):
+    """A digit string is a choice's text in every row, or an index in every row: never both in one file."""
+    mixed = tmp_path / "mixed.jsonl"
+    rows = [
+        {"q": "Sky colour?", "opts": ["red", "blue", "green"], "gold": "1"},
+        {"q": "Which is first?", "opts": ["1", "2", "0"], "gold": "0"},  # "0" is a choice here; the rule is index
+    ]
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [ex.answer for ex in load_examples(mixed, fields=FieldMap("q", "opts", "gold"))] == [1, 0]
+    texts = tmp_path / "texts.jsonl"
+    rows = [
+        {"q": "Two plus one?", "opts": ["1", "3", "5"], "gold": "3"},
+        {"q": "Four plus one?", "opts": ["5", "7"], "gold": "5"},
+    ]
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [ex.answer for ex in load_examples(texts, fields=FieldMap("q", "opts", "gold"))] == [1, 0]
+
+
+def test_a_field_mapping_keeps_the_rows_ids(tmp_path):
+    path = tmp_path / "mine.parquet"
+    rows = [
+        {"id": "q-7", "q": "Sky colour?", "opts": ["red", "blue"], "gold": 1},
+        {"id": "q-9", "q": "Grass colour?", "opts": ["green", "blue"], "gold": 0},
+    ]
+    Dataset.from_list(rows).to_parquet(str(path))
+    assert [ex.id for ex in load_examples(path, fields=FieldMap("q", "opts", "gold"))] == ["q-7", "q-9"]
+
+
 def test_json_in_a_hub_schema_is_read_through_its_preset(tmp_path):
     path = tmp_path / "piqa.jsonl"
     path.write_text(json.dumps({"goal": "Dry a towel", "sol1": "hang it", "sol2": "soak it", "label": 0}) + "\n")

@@ -84,8 +84,14 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless --device names one.
     check_device_map(args.device_map)
     device = args.device if args.device is not None or world == 1 else str(local_device())
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn_implementation,
-                                  device_map=args.device_map, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    model, tokenizer = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=device,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
     info = discover_routers(model)
     info.select_layers(args.layers)  # refuse a bad selection before any work
     context = context_length(model, tokenizer)

@@ -77,11 +77,9 @@ def _run_build(args: argparse.Namespace) -> int:
     if foreign:
         raise RomaError(f"--{foreign[0].replace('_', '-')} is not a setting of the {args.testbed} testbed")
     cfg = cls(**given)
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise RomaError("--steps and --batch-size must be positive")
-    from moe_roma.testbed.config import check_pretrain_options
+    from moe_roma.testbed.config import check_build_options
 
-    problem = check_pretrain_options(cfg)
+    problem = check_build_options(cfg)  # every setting, before anything is built
     if problem:
         raise RomaError(problem)
     from moe_roma.io.outputs import guard_output

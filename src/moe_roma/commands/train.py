@@ -160,8 +160,14 @@ def _load(args: argparse.Namespace, config, world: int):
                                   trust_remote_code=args.trust_remote_code)
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
     device = rt.device if rt.device is not None or world == 1 else str(local_device())
-    return load_model(args.model, dtype=rt.dtype, device=device, attn_implementation=rt.attn_implementation,
-                      device_map=rt.device_map, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    return load_model(
+        args.model,
+        dtype=rt.dtype,
+        device=device,
+        attn_implementation=rt.attn_implementation,
+        device_map=rt.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def _sharding(model, shard: str, world: int) -> dict:

@@ -169,6 +169,8 @@ def load_datasets_examples(
     name, converter = choose_converter(label, list(dataset.column_names), preset, fields)
     if len(dataset) == 0:
         raise DataError(label, None, "has no rows")
+    if isinstance(converter, FieldMap):
+        converter = converter.for_rows(dataset)  # one rule for the file's digit-string answers
     default_task = task or (Path(label).stem if not is_hub_spec(label) else parse_hub_spec(label)[0].split("/")[-1])
     ids = IdRegistry()
     examples = []

@@ -79,8 +79,12 @@ def load_sharded_model(
     mesh = init_device_mesh(device.type, (size,))
     shard_model(model, info, mesh)
     model.to_empty(device=device)
-    source = load_model(name_or_path, dtype=torch_dtype, device="cpu", attn_implementation=attn_implementation,
-                        trust_remote_code=trust_remote_code)[0] if rank == 0 else None  # fmt: skip
+    source = None
+    if rank == 0:
+        source, _ = load_model(
+            name_or_path, dtype=torch_dtype, device="cpu", attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
     full = source.state_dict() if source is not None else {}
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     # Buffers that are not in the state dict (rotary frequencies) were left uninitialised by to_empty.

@@ -181,6 +181,7 @@ class EvalReport:
     data_format: str
     max_length: int
     model_identity: dict[str, Any]
+    routers_sha256: str | None = None  # the evaluated routers' weights (a card checks its reports by it)
 
     @property
     def comparison(self) -> dict[str, Any] | None:
@@ -195,6 +196,7 @@ class EvalReport:
             "model": cfg.model,
             "model_identity": self.model_identity,
             "routers": cfg.routers,
+            "routers_sha256": self.routers_sha256,
             "evaluated": self.label,
             "data": cfg.data,
             "data_format": self.data_format,
@@ -295,10 +297,12 @@ def run_eval(
     examples, data_format = load_eval_data(config.data, config.format, config.limit, config.preset,
                                               config.fields)
     check_template(config.template, config.scoring, examples[0])
+    routers_sha256 = None
     if config.routers:
-        from moe_roma.models.checkpoint import load_router_checkpoint
+        from moe_roma.models.checkpoint import load_router_checkpoint, routers_fingerprint
 
-        load_router_checkpoint(config.routers)  # a missing or broken folder fails before the model loads
+        router_config, _ = load_router_checkpoint(config.routers)  # a broken folder fails before the model loads
+        routers_sha256 = routers_fingerprint(config.routers, router_config)
     if model is None or tokenizer is None:
         model, tokenizer = _load(config)
     from moe_roma.models.loading import model_identity
@@ -336,4 +340,4 @@ def run_eval(
             base = run()
         finally:
             restore_routers(model, tuned_state)  # the model leaves with the tuned routers, as without comparison
-    return EvalReport(config, "tuned", run(), base, data_format, max_length, identity)
+    return EvalReport(config, "tuned", run(), base, data_format, max_length, identity, routers_sha256)

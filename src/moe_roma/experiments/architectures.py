@@ -73,7 +73,7 @@ def _build_config(values: dict, where: str):
     """A checked ``DownstreamBuildConfig``; an unknown field or bad option is one sentence."""
     import difflib
 
-    from moe_roma.testbed.config import check_pretrain_options
+    from moe_roma.testbed.config import check_build_options
 
     cls = _config_class()
     known = {f.name for f in dataclasses.fields(cls)}
@@ -82,7 +82,7 @@ def _build_config(values: dict, where: str):
             near = difflib.get_close_matches(key, sorted(known), n=1)
             raise RomaError(f"{where}: unknown build setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
     cfg = cls(**values)
-    problem = check_pretrain_options(cfg)
+    problem = check_build_options(cfg)
     if problem:
         raise RomaError(f"{where}: {problem}")
     return cfg

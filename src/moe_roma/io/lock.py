@@ -81,10 +81,15 @@ class FolderLock:
         except FileNotFoundError:
             return  # its holder just removed it
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else (
-                "a hard link" if stat.S_ISREG(st.st_mode) else "not a regular file")  # fmt: skip
-            raise RomaError(f"{self.path} is {what}, not a lock file of roma; remove it (a lock is never written "
-                            "through a link)")  # fmt: skip
+            if stat.S_ISLNK(st.st_mode):
+                what = "a symbolic link"
+            elif stat.S_ISREG(st.st_mode):
+                what = "a hard link"
+            else:
+                what = "not a regular file"
+            raise RomaError(
+                f"{self.path} is {what}, not a lock file of roma; remove it (a lock is never written through a link)"
+            )
         if fcntl is None:
             raise self._busy()
         try:

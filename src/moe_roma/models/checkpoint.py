@@ -113,6 +113,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def routers_fingerprint(path: str | Path, config: dict) -> str:
+    """The SHA-256 of a router folder's weight file: recorded in its config (format 2, checked on load) or read."""
+    recorded = config.get("weights_sha256")
+    return recorded if isinstance(recorded, str) else file_sha256(Path(path) / WEIGHTS_NAME)
+
+
 def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a router checkpoint folder (config and tensors) without touching any model.
 
