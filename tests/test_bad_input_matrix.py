@@ -1361,6 +1361,52 @@ def _generate_writer_cases() -> None:
 _generate_writer_cases()
 
 
+# --- generated: the dry run checks what the real run checks, and both before any model loads ------
+
+
+def grid_file(ws: Workspace, tmp: Path, **change) -> Path:
+    """A small valid experiment over the workspace's files, with ``change`` merged in."""
+    cfg = {"name": "grid", "scoring": "letter", "seeds": [0], "train": {"layers": "last2", "scoring": "letter"}}
+    cfg["methods"] = [{"name": "base", "kind": "base"}, {"name": "roma", "kind": "train"}]
+    cfg["data"] = {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
+    cfg.update(change)
+    (tmp / "exp.yaml").write_text(json.dumps(cfg))
+    return tmp / "exp.yaml"
+
+
+GRID_DEFECTS = {
+    "paired-typo": ({"paired": [["roma", "bsae"]]}, ("'paired'", "'bsae'", "did you mean 'base'")),
+    "paired-one-method-twice": ({"paired": [["roma", "roma"]]}, ("'paired'", "two methods")),
+    "unknown-testbed": ({"data": {"testbed": "indomain"}}, ("unknown testbed 'indomain'", "in-domain")),
+    "suite-seed-not-an-integer": ({"data": {"testbed": True, "suite_seed": "x"}}, ("'data.suite_seed'", "integer")),
+    "seed-not-an-integer": ({"seeds": [0, 1.5]}, ("'seeds' must be a list of integers",)),
+    "train-method-without-its-scoring": ({"train": {"layers": "last2"}}, ("method roma", "scoring=letter",
+                                                                          "continuation")),
+    "metrics-split-unknown": ({"metrics_split": "test"}, ("'metrics_split' 'test'", "dev")),
+    "collect-layers-malformed": ({"collect_layers": "lastfew"}, ("'collect_layers'", "'lastfew'")),
+}
+
+
+def no_model_load(*args, **kwargs):
+    raise AssertionError("a model was loaded before the checks were done")
+
+
+def grid_defect_case(name: str, change: dict, needles: tuple[str, ...], dry: bool):
+    @case(f"experiment-{'dry-run' if dry else 'real-run'}-{name}")
+    def _(ws, tmp, mp):
+        extra = dict(change)
+        if name == "train-method-without-its-scoring":
+            extra["scoring"] = "continuation"  # the grid collects with continuation; roma trains letter by default
+        mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+        args = ["experiment", grid_file(ws, tmp, **extra), "--out", tmp / "exp", *(["--dry-run"] if dry else [])]
+        return args, tmp / "exp", ("exp.yaml", *needles)
+
+
+for _name, (_change, _needles) in GRID_DEFECTS.items():
+    for _dry in (True, False):
+        grid_defect_case(_name, _change, _needles, _dry)
+
+
 # --- generated: every numeric setting of both testbeds' builds, refused before anything is built -----
 
 

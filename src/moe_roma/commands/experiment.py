@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     output = guard_output("--out", output_folder(args.config, args.out), RESULTS_FOLDER,
                           inputs={"the experiment file": args.config}, overwrite=args.overwrite, resume=args.resume)
     if args.dry_run:
-        for line in plan_experiment(args.config, args.out, args.report_to):
+        for line in plan_experiment(args.config, args.out, args.report_to, args.trust_remote_code):
             print(line)
         print("dry run: the configuration is valid; nothing was loaded or written")
         return 0

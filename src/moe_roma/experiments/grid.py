@@ -76,6 +76,8 @@ def _check_types(cfg: dict, p: Path) -> None:
     need(cfg.get("ablations") is None or isinstance(cfg["ablations"], list), "'ablations' must be a list", cfg.get("ablations"))
     data = cfg["data"]
     need(isinstance(data, dict), "'data' must be a mapping", data)
+    need(data.get("suite_seed") is None or is_int(data["suite_seed"]), "'data.suite_seed' must be an integer",
+         data.get("suite_seed"))
     if "eval" in data:
         need(isinstance(data["eval"], dict), "'data.eval' must map split names to data files", data["eval"])
     if data.get("validation") is not None:
@@ -165,19 +167,11 @@ def load_data(cfg: dict, where: str, limit: int | None):
         return examples[:limit] if limit else examples
 
     if data.get("testbed"):
-        from moe_roma.testbed import TESTBEDS, load_testbed_splits, testbed_model_path, testbed_split_names
+        from moe_roma.testbed import load_testbed_splits, testbed_model_path
 
-        # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
-        name = "in-domain" if data["testbed"] is True else str(data["testbed"])
-        if name not in TESTBEDS:
-            raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
+        name, names = testbed_of(data, where)
         suite = load_testbed_splits(int(data.get("suite_seed", 0)), include_pretrain=False, testbed=name)
         model, train = testbed_model_path(name), suite["train"]
-        names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
-        known = [s for s in testbed_split_names(name) if s != "train"]
-        unknown = [s for s in names if s not in known and s != "validation"]
-        if unknown:
-            raise RomaError(f"{where}: unknown testbed splits {unknown} (known: {', '.join(known)}, validation)")
         # A testbed that ships its own validation split uses it, unless the file asks to hold out a share.
         own_validation = "validation" in suite and not data.get("validation")
         splits = {s: cut(suite[s]) for s in names if s != "validation" or own_validation}
@@ -199,6 +193,62 @@ def load_data(cfg: dict, where: str, limit: int | None):
     elif "validation" in names and "validation" not in splits:
         raise RomaError(f"{where}: the split 'validation' needs 'data.validation' (the share of train to hold out)")
     return model, train, splits
+
+
+def testbed_of(data: dict, where: str) -> tuple[str, list[str]]:
+    """(testbed name, evaluation splits) of a ``data: {testbed: ...}`` section, checked without loading it."""
+    from moe_roma.testbed import TESTBEDS, testbed_split_names
+
+    # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
+    name = "in-domain" if data["testbed"] is True else str(data["testbed"])
+    if name not in TESTBEDS:
+        raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
+    names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
+    known = [s for s in testbed_split_names(name) if s != "train"]
+    if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+        raise RomaError(f"{where}: 'data.splits' must be a list of split names (known: {', '.join(known)})")
+    unknown = [s for s in names if s not in known and s != "validation"]
+    if unknown:
+        raise RomaError(f"{where}: unknown testbed splits {unknown} (known: {', '.join(known)}, validation)")
+    return name, list(names)
+
+
+def check_grid(cfg: dict, where: str, methods: list[Method], splits: list[str]) -> None:
+    """What a run would otherwise find only late (after collection, or after the whole grid): every
+    trained method scores answers the way the grid collects them, ``paired`` names pairs of this grid's
+    methods, ``metrics_split`` is one of the splits, ``collect_layers`` is a layer selection. The dry
+    run and the real run both call it before any model loads."""
+    from moe_roma.models.discovery import parse_layer_spec
+
+    scoring = cfg.get("scoring", "continuation")
+    if scoring not in ("letter", "continuation"):
+        raise RomaError(f"{where}: 'scoring' must be letter or continuation, got {scoring!r}")
+    for m in methods:
+        if m.kind == "train" and m.config.scoring != scoring:
+            raise RomaError(f"{where}: method {m.name} trains with scoring={m.config.scoring}, but the grid collects "
+                            f"its routing with {scoring} scoring; set 'scoring' in 'train' (or the method) to {scoring}")
+    check_paired(cfg.get("paired") or [], [m.name for m in methods], where)
+    split = cfg.get("metrics_split")
+    if split is not None and split not in splits:
+        raise RomaError(f"{where}: 'metrics_split' {split!r} is not one of the splits ({', '.join(splits)})")
+    try:
+        parse_layer_spec(cfg.get("collect_layers", "all"))
+    except RomaError as exc:
+        raise RomaError(f"{where}: 'collect_layers': {exc}") from None
+
+
+def check_paired(pairs: object, methods: list[str], where: str) -> None:
+    """``paired`` is a list of ``[A, B]`` pairs of two different methods of the grid."""
+    if not isinstance(pairs, list):
+        raise RomaError(f"{where}: 'paired' must be a list of [method, method] pairs, got {pairs!r}"[:300])
+    for pair in pairs:
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(p in methods for p in pair)
+        if not ok or pair[0] == pair[1]:
+            bad = [p for p in pair if p not in methods] if isinstance(pair, (list, tuple)) else []
+            near = difflib.get_close_matches(str(bad[0]), methods, n=1) if bad else []
+            hint = f"; did you mean {near[0]!r}?" if near else f" (methods: {', '.join(methods)})"
+            raise RomaError(f"{where}: 'paired' entries must be [method, method] of two methods of this grid, got "
+                            f"{pair!r}{hint}")
 
 
 SOURCE_KEYS = {"source", "preset", "fields", "limit", "task"}
@@ -274,7 +324,10 @@ def _architecture_grid(config_path: str | Path) -> dict | None:
     return cfg if cfg.get("kind") == "architectures" else None
 
 
-def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None) -> list[str]:
+def plan_experiment(
+    config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None,
+    trust_remote_code: bool = False,
+) -> list[str]:
     """What ``run_experiment`` would do, step by step, after checking everything that can be checked
     without loading a model or reading data: the file parses, every setting and method is valid, every
     data source is well formed and names a known preset, every local file exists."""
@@ -303,9 +356,9 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     data = cfg["data"]
     steps = [f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"]
     if data.get("testbed"):
-        steps.append(f"1. load the bundled {data['testbed'] if data['testbed'] is not True else 'in-domain'} testbed "
-                     "model and its splits")  # fmt: skip
-        evals: dict = {s: "testbed" for s in data.get("splits", ["in_dist", "shifted", "heldout_tasks"])}
+        name, names = testbed_of(data, where)
+        steps.append(f"1. load the bundled {name} testbed model and its splits")
+        evals: dict = {s: "testbed" for s in names}
     else:
         for key in ("model", "train", "eval"):
             if key not in data:
@@ -318,10 +371,13 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
         evals = {name: source(e, f"{where}: data.eval.{name}") for name, e in data["eval"].items()}
         for entry in [*entries, *evals.values()]:
             _check_local(entry, where)
+        _check_model(data["model"], where, trust_remote_code)
         steps.append(f"2. read {len(entries)} training sources:")
         steps += [f"   - {_describe(e)}" for e in entries]
         steps.append(f"3. read {len(evals)} evaluation splits:")
         steps += [f"   - {name}: {_describe(e)}" for name, e in evals.items()]
+    split_names = list(evals) if not data.get("validation") or "validation" in evals else ["validation", *evals]
+    check_grid(cfg, where, methods, split_names)
     if data.get("validation"):
         steps.append(f"   hold out {data['validation']} of the training examples as the split 'validation'")
     steps.append(f"4. collect the base model's routing of the training examples (layers {cfg.get('collect_layers', 'all')}, "
@@ -343,6 +399,16 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
         steps.append(f"   each method run is tracked in {', '.join(trackers)}")
     steps.append(f"{n}. write {out / 'results.json'}, {out / 'table.md'} and {out / 'accuracy.png'}")
     return steps
+
+
+def _check_model(model: object, where: str, trust_remote_code: bool) -> None:
+    """A local model folder that exists and needs no code of its own (a hub id is checked when it loads)."""
+    from moe_roma.models.loading import check_no_remote_code
+
+    text = str(model)
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().exists():
+        raise RomaError(f"{where}: data.model {text} does not exist")
+    check_no_remote_code(text, trust_remote_code)
 
 
 def _check_local(entry: dict, where: str) -> None:
@@ -387,6 +453,7 @@ def run_experiment(
     seeds = [int(s) for s in cfg.get("seeds", [0])]
     out = experiment_folder(cfg, config_path, out_dir)
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
+    check_grid(cfg, where, methods, list(splits))  # before the model loads: nothing fails after the grid's work
     model, tok = load_model(
         model_path, dtype=train_config.runtime.dtype, device=train_config.runtime.device,
         attn_implementation=train_config.runtime.attn_implementation, trust_remote_code=trust_remote_code,
