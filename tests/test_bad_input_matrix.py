@@ -1407,6 +1407,119 @@ for _name, (_change, _needles) in GRID_DEFECTS.items():
         grid_defect_case(_name, _change, _needles, _dry)
 
 
+# --- trackers: checked before any model loads, their network calls bounded --------------------------
+
+
+def no_wandb_login(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        mp.delenv(key, raising=False)
+    mp.setenv("NETRC", str(tmp / "no-netrc"))  # no stored login either
+    mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+
+
+@case("train-wandb-without-a-login")
+def _(ws, tmp, mp):
+    no_wandb_login(mp, tmp)
+    args = train_args(ws, ws.routing, tmp / "t", "--report-to", "wandb")
+    return args, tmp / "t", ("--report-to wandb needs a W&B login", "WANDB_MODE=offline")
+
+
+@case("experiment-wandb-without-a-login")
+def _(ws, tmp, mp):
+    no_wandb_login(mp, tmp)
+    args = ["experiment", grid_file(ws, tmp), "--out", tmp / "exp", "--report-to", "wandb"]
+    return args, tmp / "exp", ("--report-to wandb needs a W&B login", "wandb login")
+
+
+@case("experiment-dry-run-wandb-without-a-login")
+def _(ws, tmp, mp):
+    no_wandb_login(mp, tmp)
+    args = ["experiment", grid_file(ws, tmp), "--out", tmp / "exp", "--report-to", "wandb", "--dry-run"]
+    return args, tmp / "exp", ("--report-to wandb needs a W&B login",)
+
+
+@case("train-mlflow-server-does-not-answer")
+def _(ws, tmp, mp):
+    """An MLflow server that does not answer: asked once with bounded retries and timeout, before the model."""
+    import importlib.machinery
+    import types
+
+    fake = types.ModuleType("mlflow")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+
+    class Client:
+        def __init__(self, tracking_uri):
+            assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+            assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+
+        def search_experiments(self, max_results):
+            raise ConnectionError("HTTPConnectionPool(host='10.255.255.1', port=5000): Max retries exceeded")
+
+    fake.MlflowClient = Client
+    mp.setitem(__import__("sys").modules, "mlflow", fake)
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        mp.setenv(key, "unset")  # recorded, so that the limits the check sets are undone after the case
+        mp.delenv(key)
+    mp.setenv("MLFLOW_TRACKING_URI", "http://10.255.255.1:5000")
+    mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+    args = train_args(ws, ws.routing, tmp / "t", "--report-to", "mlflow")
+    return args, tmp / "t", ("--report-to mlflow", "http://10.255.255.1:5000", "cannot be used", "Max retries")
+
+
+# --- files built to exhaust memory, and fields too long to be what they claim ------------------------
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)  # 1 KB that expands to 10^9 values
+
+
+@case("experiment-yaml-alias-bomb")
+def _(ws, tmp, mp):
+    (tmp / "bomb.yaml").write_text(BILLION_LAUGHS)
+    return ["experiment", tmp / "bomb.yaml", "--out", tmp / "exp", "--dry-run"], tmp / "exp", (
+        "bomb.yaml", "aliases", "more than 100000 values")
+
+
+@case("train-config-yaml-alias-bomb")
+def _(ws, tmp, mp):
+    (tmp / "bomb.yaml").write_text(BILLION_LAUGHS)
+    return train_args(ws, ws.routing, tmp / "t", "--config", tmp / "bomb.yaml"), tmp / "t", ("bomb.yaml", "aliases")
+
+
+@case("experiment-yaml-nested-too-deeply")
+def _(ws, tmp, mp):
+    (tmp / "deep.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    return ["experiment", tmp / "deep.yaml", "--out", tmp / "exp"], tmp / "exp", ("deep.yaml", "nested too deeply")
+
+
+@case("inspect-question-of-50-megabytes")
+def _(ws, tmp, mp):
+    bad = jsonl(tmp / "huge.jsonl", good(1), good(2, question="why " * 13_000_000))
+    return ["data", "inspect", bad], None, ("huge.jsonl", "line 2", "52000000 characters", "the limit is 100000")
+
+
+@case("collect-choice-too-long")
+def _(ws, tmp, mp):
+    bad = jsonl(tmp / "long.jsonl", good(1, choices=["A) one", "B) " + "two " * 30_000]))
+    return collect_args(ws, bad, tmp / "r.json"), tmp / "r.json", ("long.jsonl", "line 1", "the limit is 100000")
+
+
+@case("train-routing-input-text-too-long")
+def _(ws, tmp, mp):
+    bad = routing_file(tmp / "long.json", {"x": {**ws.routing_entry(), "input_text": "why " * 200_000}})
+    return train_args(ws, bad, tmp / "t"), tmp / "t", ("long.json", "id x", "'input_text'", "the limit is 500000")
+
+
+@case("diagnose-disk-full-replacing-a-report", keep=True)
+def _(ws, tmp, mp):
+    """The disk fills while the new report is written: one sentence naming the file, and the old report stays."""
+    (tmp / "d").mkdir()
+    (tmp / "d" / "report.json").write_text('{"old": true}\n')
+    mp.setattr("moe_roma.io.atomic.os.fsync", no_space)
+    args = ["diagnose", "--routing", ws.routing, "--out", tmp / "d", "--overwrite"]
+    return args, tmp / "d", (str(tmp / "d" / "report.json"), "could not be written (No space left on device)")
+
+
 # --- generated: every numeric setting of both testbeds' builds, refused before anything is built -----
 
 

@@ -192,3 +192,40 @@ methods: [{{name: base, kind: base}}]
     cfg.write_text(text.replace("batch_size: 4", "batch_size: 2"))
     assert "resuming: base runs again: its shared settings changed" in resume()
     assert "runs again" not in resume()
+
+
+def test_a_full_disk_names_the_file_and_keeps_what_was_complete(tmp_path, capsys, monkeypatch):
+    """The disk fills as the second method run is recorded: one sentence naming outcomes.jsonl; the
+    routing and the first run stay, and --resume finishes the grid from them."""
+    import builtins
+    import errno
+
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    write_data(tmp_path / "train.jsonl", make_examples(8))
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{dev: {tmp_path / 'train.jsonl'}}}}}
+scoring: letter
+collect_layers: last2
+train: {{layers: last2, scoring: letter}}
+methods: [{{name: base, kind: base}}, {{name: c3po, kind: c3po}}]
+""")
+    appended = []
+
+    def full(path, mode="r", *args, **kwargs):
+        if str(path).endswith("outcomes.jsonl") and "a" in mode:
+            appended.append(path)
+            if len(appended) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("moe_roma.experiments.comparison.open", full, raising=False)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'outcomes.jsonl'}: could not be written (No space left on device)" in err
+    assert (out / "routing.json").is_file() and len((out / "outcomes.jsonl").read_text().splitlines()) == 1
+    monkeypatch.undo()
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert "resuming: 1 method runs already done" in capsys.readouterr().out

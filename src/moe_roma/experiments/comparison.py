@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from moe_roma import __version__
 from moe_roma.data.example import MCExample, examples_sha256
 from moe_roma.io.config import to_dict
+from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import Kind
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
@@ -232,10 +233,13 @@ OUTCOMES_NAME = "outcomes.jsonl"  # one line per finished method run, so an inte
 
 def _append_outcome(path: Path, key: str, run: str, inputs: dict, outcome: dict) -> None:
     record = {"key": key, "run": run, "inputs": inputs, "outcome": outcome}
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # the runs before this one stay in the file: --resume keeps them
+        raise RomaError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
 def _load_outcomes(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -58,8 +58,12 @@ class FolderLock:
             if self._is_ours(fd):
                 break
             os.close(fd)  # the file was replaced under us: start again
-        os.write(fd, f"{os.getpid()} {self.holder}\n".encode())
         self.fd = fd
+        try:
+            os.write(fd, f"{os.getpid()} {self.holder}\n".encode())
+        except OSError as exc:  # a full disk: the lock holds without its note, but say why nothing follows
+            self.release()
+            raise RomaError(f"{self.path}: could not be written ({exc.strerror or exc})") from None
 
     def _create(self) -> int | None:
         """A new lock file (never an existing one, never through a link), or None when one is there."""

@@ -32,6 +32,7 @@ moe_roma.io.errors.RomaError: --out ... already holds a finished report folder (
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import os
 import shutil
@@ -144,8 +145,13 @@ class Output:
         staging = self.stage()
         try:
             yield staging
-        except BaseException:
+        except BaseException as exc:
             self.discard(staging)
+            reason = _write_failure(exc)
+            if reason is not None:  # a full disk, the file-size limit: one sentence naming the file
+                raise RomaError(f"{self.option} {self.path}: {reason}; the old result, if any, is kept") from None
+            if isinstance(exc, RomaError) and str(staging) in str(exc):  # name the file where it was to land
+                raise type(exc)(str(exc).replace(str(staging), str(self.path))) from None
             raise
         self.commit(staging)
 
@@ -180,6 +186,20 @@ class Output:
             os.replace(staging, self.path)
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """What went wrong when writing into a staging folder, naming the file, or None for other errors."""
+    from moe_roma.io.atomic import _write_error
+
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        name = Path(exc.filename).name if exc.filename else None
+        return f"{name} could not be written ({exc.strerror})" if name else f"could not be written ({exc.strerror})"
+    reason = _write_error(exc)
+    return None if reason is None else f"could not be written ({reason})"
 
 
 def _umask() -> int:

@@ -355,8 +355,14 @@ def _letter_index(path: Path, sid: str, key: str, value, n_choices: int | None) 
 
 
 def _check_encodable(path: Path, where: str, key: str, value) -> None:
-    """Refuse text a tokenizer cannot take: a lone surrogate escape such as "\\ud800" decodes in JSON."""
+    """Refuse text a tokenizer cannot take: a lone surrogate escape such as "\\ud800" decodes in JSON, and
+    text beyond the data loaders' length limit."""
+    from moe_roma.data.formats._common import MAX_TEXT_CHARS
+
+    limit = 5 * MAX_TEXT_CHARS if key == "input_text" else MAX_TEXT_CHARS  # a prompt holds a passage and choices
     for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str) and len(text) > limit:
+            raise DataError(path, where, f"'{key}' is {len(text)} characters long; the limit is {limit}")
         if isinstance(text, str):
             try:
                 text.encode("utf-8")

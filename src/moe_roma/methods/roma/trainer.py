@@ -492,8 +492,11 @@ def _store_fingerprint(store: RoutingStore) -> str:
 
 def _append_jsonl(path: Path, record: dict) -> None:
     """One strict JSON line: a NaN or infinite value (a skipped step's gradient norm) is written as null."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
+    except OSError as exc:  # a full disk or the file-size limit: one sentence naming the file
+        raise RomaError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
