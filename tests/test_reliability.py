@@ -192,6 +192,21 @@ def swap_model(args: list[str], model: Path) -> list[str]:
     return [str(model) if a.endswith("/model") else a for a in args]
 
 
+# --- the new user's path ---------------------------------------------------------------------------------
+
+
+def test_train_follows_the_routing_files_layers_and_collect_records_top_k(w, tmp_path):
+    """Without --layers, roma train tunes the layers the routing file recorded (as it takes its scoring);
+    the file records the model's top-k, for roma diagnose."""
+    from moe_roma.routing.store import load_routing_store
+
+    store = load_routing_store(w / "routing.json")
+    assert store.layers == [2, 3] and store.meta["top_k"] == 2
+    args = [a for a in train(w, tmp_path / "run") if a not in ("--layers", "last2")]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "router_config.json").read_text())["tuned_layers"] == [2, 3]
+
+
 # --- stops: SIGINT and SIGTERM ------------------------------------------------------------------------
 
 

@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     check_regular_file(args.routing, "routing file")
     store = load_routing_store(args.routing)
     # The task loss scores answers the way collection judged them, unless a setting says otherwise.
-    config = load_train_config(args.config, args.overrides, recorded={"scoring": store.meta.get("answer_scoring")},
-                               **config_arguments(args))  # fmt: skip
+    # ... and trains the layers the file recorded, unless told otherwise.
+    recorded = {"scoring": store.meta.get("answer_scoring"), "layers": ",".join(map(str, store.layers))}
+    config = load_train_config(args.config, args.overrides, recorded=recorded, **config_arguments(args))
     check_against_routing(config, store, args.routing)
     if args.shard == "fsdp" and config.runtime.device_map is not None:
         raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
