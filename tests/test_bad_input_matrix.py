@@ -465,7 +465,7 @@ def _(ws, tmp, mp):
     (tmp / "merged").mkdir()
     (tmp / "merged" / "notes.txt").write_text("mine\n")
     args = ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / "merged"]
-    return args, tmp / "merged", ("merged", "output folder is not empty")
+    return args, tmp / "merged", ("merged", "holds 'notes.txt'", "not part of a merged model")
 
 
 @case("export-disk-full")
@@ -703,6 +703,145 @@ def _(ws, tmp, mp):
     lock.acquire()
     HELD.append(lock)
     return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("in use by process", str(os.getpid()), ".roma.lock")
+
+
+@case("train-out-is-a-project-folder", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "project").mkdir()
+    (tmp / "project" / "README.md").write_text("# my project\n")
+    (tmp / "project" / "pyproject.toml").write_text("[project]\n")
+    return train_args(ws, ws.routing, tmp / "project"), tmp / "project", ("holds 'README.md'", "not part of a run")
+
+
+@case("train-out-holds-only-a-readme", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "t").mkdir()
+    (tmp / "t" / "README.md").write_text("# notes\n")  # a README.md without a run is the user's, not a card
+    return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("holds 'README.md'", "not part of a run")
+
+
+@case("testbed-build-without-out-would-replace-the-bundled-model")
+def _(ws, tmp, mp):
+    return ["testbed", "build", "--steps", "1"], None, ("bundled in-domain model", "--out DIR", "--overwrite")
+
+
+@case("experiment-name-leaves-the-results-folder")
+def _(ws, tmp, mp):
+    (tmp / "exp.yaml").write_text("name: ../../escape\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n")
+    return ["experiment", tmp / "exp.yaml"], None, ("exp.yaml", "'name' '../../escape'", "not a plain name")
+
+
+@case("experiment-method-name-leaves-the-results-folder")
+def _(ws, tmp, mp):
+    data = {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
+    (tmp / "exp.yaml").write_text(json.dumps({"methods": [{"name": "../../x", "kind": "base"}], "data": data}))
+    return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", "method name", "not a plain name")
+
+
+@case("experiment-unfinished-grid-is-not-restarted", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "exp").mkdir()
+    (tmp / "exp" / "outcomes.jsonl").write_text('{"key": "k", "outcome": {}}\n')
+    args = ["experiment", _experiment_file(tmp), "--out", tmp / "exp"]
+    return args, tmp / "exp", ("unfinished experiment folder", "outcomes.jsonl", "--resume", "--overwrite")
+
+
+@case("experiment-resume-and-overwrite-together")
+def _(ws, tmp, mp):
+    args = ["experiment", _experiment_file(tmp), "--out", tmp / "exp", "--resume", "--overwrite"]
+    return args, tmp / "exp", ("--resume and --overwrite",)
+
+
+@case("diagnose-out-would-replace-its-routing-file", keep=True)
+def _(ws, tmp, mp):
+    (tmp / "d").mkdir()
+    routing = Path(shutil.copy(ws.routing, tmp / "d" / "report.json"))
+    return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("--routing", "report.json", "is inside the output folder")
+
+
+# --- a card shows only its own routers' true figures -----------------------------------------------
+
+
+def eval_report(ws: Workspace, path: Path, text: str | None = None, **change) -> Path:
+    """An eval report of the workspace's routers (their fingerprint), with ``change``; or ``text`` as is."""
+    sha = json.loads((ws.routers / "router_config.json").read_text())["weights_sha256"]
+    report = {"data": str(ws.data), "scoring": "continuation", "n": 8, "acc": 0.5, "acc_norm": 0.5}
+    report.update({"routers": str(ws.routers), "routers_sha256": sha, "evaluated": "tuned", **change})
+    path.write_text(text if text is not None else json.dumps(report))
+    return path
+
+
+def card_case(name: str, build_report, needles: tuple[str, ...], command: str = "card"):
+    @case(f"{command}-{name}", keep=command == "card")
+    def _(ws, tmp, mp):
+        report = build_report(ws, tmp / "eval.json")
+        if command == "card":
+            routers = copy_routers(ws, tmp / "roma")
+            return ["card", "--routers", routers, "--eval-json", report], routers / "README.md", ("eval.json", *needles)
+        args = ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / "merged", "--eval-json", report]
+        return args, tmp / "merged", ("eval.json", *needles)
+
+
+for _command in ("card", "export"):
+    card_case("eval-report-of-other-routers", lambda ws, p: eval_report(ws, p, routers_sha256="0" * 64),
+              ("evaluated other routers", "a card shows only its own"), _command)
+    card_case("eval-report-of-the-base-model", lambda ws, p: eval_report(ws, p, routers=None, routers_sha256=None,
+                                                                         evaluated="base"),
+              ("an evaluation of the base model",), _command)
+    card_case("eval-report-nan-accuracy",
+              lambda ws, p: eval_report(ws, p, text=eval_report(ws, p).read_text().replace('"acc": 0.5', '"acc": NaN')),
+              ("NaN", "only finite figures"), _command)
+card_case("eval-report-accuracy-above-one", lambda ws, p: eval_report(ws, p, acc=1.7), ("'acc'", "1.7", "between 0 and 1"))
+
+
+def _infinite_task_accuracy(ws: Workspace, path: Path) -> Path:
+    text = eval_report(ws, path, tasks={"t0": {"acc": 0.25}}).read_text()
+    return eval_report(ws, path, text=text.replace("0.25", "Infinity"))
+
+
+card_case("eval-report-task-accuracy-infinite", _infinite_task_accuracy, ("Infinity",))
+
+
+# --- the routing side-car: numbers that cannot be routing are refused where they enter -------------
+
+
+def sidecar_case(label: str, command: str, edit, needles: tuple[str, ...]):
+    """A copy of the routing file whose side-car tensor ``edit`` changed, its own checksum recomputed (as
+    a tool that rewrote it would): the side-car matches the JSON, but its numbers cannot be routing."""
+
+    @case(f"{command}-sidecar-{label}")
+    def _(ws, tmp, mp):
+        from moe_roma.io.tensorfile import load_tensors, save_tensors
+        from moe_roma.routing.store import sidecar_path, tensors_sha256
+
+        routing = Path(shutil.copy(ws.routing, tmp / "r.json"))
+        meta, tensors = load_tensors(sidecar_path(ws.routing), "side-car")
+        edit(tensors["routing"])
+        meta["tensors_sha256"] = tensors_sha256(tensors)
+        save_tensors(sidecar_path(routing), tensors, meta)
+        if command == "train":
+            return train_args(ws, routing, tmp / "t"), tmp / "t", ("r.safetensors", "id s0", *needles)
+        return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("r.safetensors", "id s0", *needles)
+
+
+@case("collect-model-routes-to-nan")
+def _(ws, tmp, mp):
+    from safetensors.torch import load_file
+
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    weights = load_file(model / "model.safetensors")
+    gate = sorted(k for k in weights if k.endswith("mlp.gate.weight"))[-1]
+    weights[gate][0, 0] = float("nan")  # the last MoE layer's router: NaN logits, NaN routing
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    args = swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, model)
+    return args, tmp / "r.json", ("r.json", "the collected routing", "not finite")
+
+
+for _command in ("train", "diagnose"):
+    sidecar_case("nan-routing", _command, lambda r: r[0, 0, 0].fill_(float("nan")), ("not finite", "nan"))
+    sidecar_case("negative-routing", _command, lambda r: r[0, 1, 2].fill_(-0.5), ("negative", "-0.5"))
+    sidecar_case("zero-routing", _command, lambda r: r[0, 0].zero_(), ("all zero",))
+sidecar_case("inf-routing", "train", lambda r: r[0, 0, 3].fill_(float("inf")), ("not finite", "inf"))
 
 
 # --- resume checks what it resumes ----------------------------------------------------------------
@@ -1050,11 +1189,389 @@ COUNT_OPTIONS = {
              lambda ws, tmp: (eval_args(ws, ws.data, "--json", tmp / "r.json"), tmp / "r.json")),
     "lm-eval-task": (("--limit",), lambda ws, tmp: (["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task")),
     "train": (("--threads",), lambda ws, tmp: (train_args(ws, ws.routing, tmp / "t"), tmp / "t")),
+    "diagnose": (("--top-k",), lambda ws, tmp: (["diagnose", "--routing", ws.routing, "--out", tmp / "d"], tmp / "d")),
 }  # fmt: skip
 for _command, (_options, _build) in COUNT_OPTIONS.items():
     for _option in _options:
         for _text in ("0", "-3", "many"):
             count_option_case(_command, _option, _text, _build)
+
+
+# --- generated: no code from a model folder, in every command that loads a model ------------------
+
+
+def custom_code_model(ws: Workspace, tmp: Path, file: str = "config.json") -> Path:
+    """A copy of the model whose ``file`` names the folder's own Python classes (``auto_map``), with the
+    code beside it: loading it with trust_remote_code would run that code."""
+    model = Path(shutil.copytree(ws.model, tmp / "model"))
+    (model / "evil.py").write_text("raise SystemExit('the folder\'s code ran')\n")
+    cfg = json.loads((model / file).read_text()) if (model / file).is_file() else {}
+    key = "AutoTokenizer" if file == "tokenizer_config.json" else "AutoModelForCausalLM"
+    cfg["auto_map"] = {key: ["evil.Evil", None] if key == "AutoTokenizer" else "evil.Evil"}
+    (model / file).write_text(json.dumps(cfg))
+    return model
+
+
+MODEL_LOADERS = {
+    "collect": lambda ws, tmp, m: (swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, m), tmp / "r.json"),
+    "eval": lambda ws, tmp, m: (swap(eval_args(ws, ws.data, "--json", tmp / "r.json"), ws.model, m), tmp / "r.json"),
+    "train": lambda ws, tmp, m: (swap(train_args(ws, ws.routing, tmp / "t"), ws.model, m), tmp / "t"),
+    "apply": lambda ws, tmp, m: (["apply", "--model", m, "--routers", ws.routers], None),
+    "export": lambda ws, tmp, m: (["export", "--model", m, "--routers", ws.routers, "--out", tmp / "merged"],
+                                  tmp / "merged"),
+    "experiment": lambda ws, tmp, m: (["experiment", _model_experiment(ws, tmp, m), "--out", tmp / "exp"], tmp / "exp"),
+    "import-public": lambda ws, tmp, m: (["import-public", "--checkpoint", _public_checkpoint(ws, tmp), "--model", m,
+                                          "--out", tmp / "imported"], tmp / "imported"),
+}
+
+
+def _public_checkpoint(ws: Workspace, tmp: Path) -> Path:
+    """A router_ft.pt as the public code writes it, for the model's last MoE layer."""
+    import torch
+    from safetensors.torch import load_file
+
+    gate = load_file(ws.model / "model.safetensors")["model.layers.3.mlp.gate.weight"]
+    torch.save({"target_layers": [3], "state_dict": {"layers.3.mlp.gate.weight": gate}}, tmp / "router_ft.pt")
+    return tmp / "router_ft.pt"
+
+
+def _model_experiment(ws: Workspace, tmp: Path, model: Path) -> Path:
+    data = {"model": str(model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
+    (tmp / "exp.yaml").write_text(json.dumps({"methods": [{"name": "base", "kind": "base"}], "data": data}))
+    return tmp / "exp.yaml"
+
+
+def remote_code_case(command: str, file: str):
+    label = "tokenizer-" if file == "tokenizer_config.json" else ""
+
+    @case(f"{command}-model-folder-with-{label}custom-code")
+    def _(ws, tmp, mp):
+        model = custom_code_model(ws, tmp, file)
+        args, out = MODEL_LOADERS[command](ws, tmp, model)
+        return args, out, (file, "auto_map", "its own Python code", "--trust-remote-code")
+
+
+for _command in MODEL_LOADERS:
+    remote_code_case(_command, "config.json")
+remote_code_case("collect", "tokenizer_config.json")
+
+
+# --- generated: every writing command, through the one output guard ------------------------------
+#
+# Each command that writes is listed with an argv whose output is ``tmp / OUT``; for each one the
+# generated cases plant what the guard must refuse: a symbolic link at the output, a link inside an
+# output folder, another kind of file in it, and a finished result without --overwrite.
+# ``test_every_writing_command_goes_through_the_guard`` checks that this table names every command.
+
+OUT = "out"
+
+
+@dataclass
+class Writer:
+    argv: Callable[[Workspace, Path], list]  # the command, writing to tmp / OUT
+    kind: str  # "file", "folder" (one result) or "shelf" (a folder of results side by side)
+    finished: str | None  # what makes a finished result (a file inside the folder), None: the file itself
+
+
+def _experiment_file(tmp: Path) -> Path:
+    (tmp / "exp.yaml").write_text("name: guard\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n")
+    return tmp / "exp.yaml"
+
+
+def _checkpoint(tmp: Path) -> Path:
+    (tmp / "router_ft.pt").write_bytes(b"never read: the guard refuses first")
+    return tmp / "router_ft.pt"
+
+
+WRITERS: dict[str, Writer] = {
+    "collect": Writer(lambda ws, tmp: collect_args(ws, ws.data, tmp / OUT), "file", None),
+    "eval": Writer(lambda ws, tmp: eval_args(ws, ws.data, "--json", tmp / OUT), "file", None),
+    "train": Writer(lambda ws, tmp: train_args(ws, ws.routing, tmp / OUT), "folder", "router_config.json"),
+    "export": Writer(lambda ws, tmp: ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / OUT],
+                     "folder", "config.json"),
+    "card": Writer(lambda ws, tmp: ["card", "--routers", copy_routers(ws, tmp / "roma")], "card", None),
+    "import-public": Writer(lambda ws, tmp: ["import-public", "--checkpoint", _checkpoint(tmp), "--model", ws.model,
+                                             "--out", tmp / OUT], "folder", "router_config.json"),
+    "diagnose": Writer(lambda ws, tmp: ["diagnose", "--routing", ws.routing, "--out", tmp / OUT], "folder",
+                       "report.json"),
+    "experiment": Writer(lambda ws, tmp: ["experiment", _experiment_file(tmp), "--out", tmp / OUT], "folder",
+                         "results.json"),
+    "demo": Writer(lambda ws, tmp: ["demo", "--out", tmp / OUT], "folder", "results.json"),
+    "lm-eval-task": Writer(lambda ws, tmp: ["lm-eval-task", "--data", ws.data, "--out", tmp / OUT], "shelf",
+                           "roma_train.jsonl"),
+    "testbed build": Writer(lambda ws, tmp: ["testbed", "build", "--out", tmp / OUT, "--steps", "1"], "folder",
+                            "config.json"),
+    "testbed export": Writer(lambda ws, tmp: ["testbed", "export", "--out", tmp / OUT, "--splits", "in_dist"],
+                             "shelf", "in_dist.jsonl"),
+}
+# Commands that only read (they print): the walk below checks that the two lists cover every command.
+READERS = {"apply", "data inspect", "data presets", "testbed eval"}
+
+
+def writer_case(command: str, writer: Writer, label: str, plant, needles: tuple[str, ...]):
+    @case(f"{command.replace(' ', '-')}-{label}", keep=True)
+    def _(ws, tmp, mp):
+        args = writer.argv(ws, tmp)
+        out = tmp / "roma" / "README.md" if writer.kind == "card" else tmp / OUT
+        plant(out, tmp)
+        return args, out, needles
+
+
+def _victim(tmp: Path) -> Path:
+    (tmp / "elsewhere").mkdir(exist_ok=True)
+    (tmp / "elsewhere" / "precious.txt").write_text("not yours\n")
+    return tmp / "elsewhere" / "precious.txt"
+
+
+def _generate_writer_cases() -> None:
+    for command, w in WRITERS.items():
+        folder = w.kind in ("folder", "shelf")
+
+        def link_at_out(out: Path, tmp: Path, folder=folder) -> None:
+            victim = _victim(tmp)
+            out.unlink(missing_ok=True)  # the card case: the router folder's own README.md
+            out.symlink_to(victim.parent if folder else victim)
+
+        writer_case(command, w, "output-is-a-symlink", link_at_out, ("symbolic link", "never follow links"))
+        if w.kind == "card":
+            continue
+        if folder:
+
+            def link_inside(out: Path, tmp: Path) -> None:
+                out.mkdir()
+                (out / "README.md").symlink_to(_victim(tmp))
+
+            def other_files(out: Path, tmp: Path) -> None:
+                out.mkdir()
+                (out / "notes.txt").write_text("mine\n")
+
+            writer_case(command, w, "folder-holds-a-symlink", link_inside, ("README.md", "symbolic link", "never follow"))
+            writer_case(command, w, "folder-holds-other-files", other_files, ("holds 'notes.txt'", "not part of a"))
+
+        def finished(out: Path, tmp: Path, w=w, folder=folder) -> None:
+            if folder:
+                out.mkdir()
+                (out / w.finished).write_text("{}\n")
+            else:
+                out.write_text("{}\n")
+
+        writer_case(command, w, "finished-without-overwrite", finished, ("already", "--overwrite"))
+
+
+_generate_writer_cases()
+
+
+# --- generated: the dry run checks what the real run checks, and both before any model loads ------
+
+
+def grid_file(ws: Workspace, tmp: Path, **change) -> Path:
+    """A small valid experiment over the workspace's files, with ``change`` merged in."""
+    cfg = {"name": "grid", "scoring": "letter", "seeds": [0], "train": {"layers": "last2", "scoring": "letter"}}
+    cfg["methods"] = [{"name": "base", "kind": "base"}, {"name": "roma", "kind": "train"}]
+    cfg["data"] = {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
+    cfg.update(change)
+    (tmp / "exp.yaml").write_text(json.dumps(cfg))
+    return tmp / "exp.yaml"
+
+
+GRID_DEFECTS = {
+    "paired-typo": ({"paired": [["roma", "bsae"]]}, ("'paired'", "'bsae'", "did you mean 'base'")),
+    "paired-one-method-twice": ({"paired": [["roma", "roma"]]}, ("'paired'", "two methods")),
+    "unknown-testbed": ({"data": {"testbed": "indomain"}}, ("unknown testbed 'indomain'", "in-domain")),
+    "suite-seed-not-an-integer": ({"data": {"testbed": True, "suite_seed": "x"}}, ("'data.suite_seed'", "integer")),
+    "seed-not-an-integer": ({"seeds": [0, 1.5]}, ("'seeds' must be a list of integers",)),
+    "train-method-without-its-scoring": ({"train": {"layers": "last2"}}, ("method roma", "scoring=letter",
+                                                                          "continuation")),
+    "metrics-split-unknown": ({"metrics_split": "test"}, ("'metrics_split' 'test'", "dev")),
+    "collect-layers-malformed": ({"collect_layers": "lastfew"}, ("'collect_layers'", "'lastfew'")),
+}
+
+
+def no_model_load(*args, **kwargs):
+    raise AssertionError("a model was loaded before the checks were done")
+
+
+def grid_defect_case(name: str, change: dict, needles: tuple[str, ...], dry: bool):
+    @case(f"experiment-{'dry-run' if dry else 'real-run'}-{name}")
+    def _(ws, tmp, mp):
+        extra = dict(change)
+        if name == "train-method-without-its-scoring":
+            extra["scoring"] = "continuation"  # the grid collects with continuation; roma trains letter by default
+        mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+        args = ["experiment", grid_file(ws, tmp, **extra), "--out", tmp / "exp", *(["--dry-run"] if dry else [])]
+        return args, tmp / "exp", ("exp.yaml", *needles)
+
+
+for _name, (_change, _needles) in GRID_DEFECTS.items():
+    for _dry in (True, False):
+        grid_defect_case(_name, _change, _needles, _dry)
+
+
+# --- trackers: checked before any model loads, their network calls bounded --------------------------
+
+
+def no_wandb_login(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        mp.delenv(key, raising=False)
+    mp.setenv("NETRC", str(tmp / "no-netrc"))  # no stored login either
+    mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+
+
+@case("train-wandb-without-a-login")
+def _(ws, tmp, mp):
+    no_wandb_login(mp, tmp)
+    args = train_args(ws, ws.routing, tmp / "t", "--report-to", "wandb")
+    return args, tmp / "t", ("--report-to wandb needs a W&B login", "WANDB_MODE=offline")
+
+
+@case("experiment-wandb-without-a-login")
+def _(ws, tmp, mp):
+    no_wandb_login(mp, tmp)
+    args = ["experiment", grid_file(ws, tmp), "--out", tmp / "exp", "--report-to", "wandb"]
+    return args, tmp / "exp", ("--report-to wandb needs a W&B login", "wandb login")
+
+
+@case("experiment-dry-run-wandb-without-a-login")
+def _(ws, tmp, mp):
+    no_wandb_login(mp, tmp)
+    args = ["experiment", grid_file(ws, tmp), "--out", tmp / "exp", "--report-to", "wandb", "--dry-run"]
+    return args, tmp / "exp", ("--report-to wandb needs a W&B login",)
+
+
+@case("train-mlflow-server-does-not-answer")
+def _(ws, tmp, mp):
+    """An MLflow server that does not answer: asked once with bounded retries and timeout, before the model."""
+    import importlib.machinery
+    import types
+
+    fake = types.ModuleType("mlflow")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+
+    class Client:
+        def __init__(self, tracking_uri):
+            assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+            assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+
+        def search_experiments(self, max_results):
+            raise ConnectionError("HTTPConnectionPool(host='10.255.255.1', port=5000): Max retries exceeded")
+
+    fake.MlflowClient = Client
+    mp.setitem(__import__("sys").modules, "mlflow", fake)
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        mp.setenv(key, "unset")  # recorded, so that the limits the check sets are undone after the case
+        mp.delenv(key)
+    mp.setenv("MLFLOW_TRACKING_URI", "http://10.255.255.1:5000")
+    mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+    args = train_args(ws, ws.routing, tmp / "t", "--report-to", "mlflow")
+    return args, tmp / "t", ("--report-to mlflow", "http://10.255.255.1:5000", "cannot be used", "Max retries")
+
+
+# --- files built to exhaust memory, and fields too long to be what they claim ------------------------
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)  # 1 KB that expands to 10^9 values
+
+
+@case("experiment-yaml-alias-bomb")
+def _(ws, tmp, mp):
+    (tmp / "bomb.yaml").write_text(BILLION_LAUGHS)
+    return ["experiment", tmp / "bomb.yaml", "--out", tmp / "exp", "--dry-run"], tmp / "exp", (
+        "bomb.yaml", "aliases", "more than 100000 values")
+
+
+@case("train-config-yaml-alias-bomb")
+def _(ws, tmp, mp):
+    (tmp / "bomb.yaml").write_text(BILLION_LAUGHS)
+    return train_args(ws, ws.routing, tmp / "t", "--config", tmp / "bomb.yaml"), tmp / "t", ("bomb.yaml", "aliases")
+
+
+@case("experiment-yaml-nested-too-deeply")
+def _(ws, tmp, mp):
+    (tmp / "deep.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    return ["experiment", tmp / "deep.yaml", "--out", tmp / "exp"], tmp / "exp", ("deep.yaml", "nested too deeply")
+
+
+@case("inspect-question-of-50-megabytes")
+def _(ws, tmp, mp):
+    bad = jsonl(tmp / "huge.jsonl", good(1), good(2, question="why " * 13_000_000))
+    return ["data", "inspect", bad], None, ("huge.jsonl", "line 2", "52000000 characters", "the limit is 100000")
+
+
+@case("collect-choice-too-long")
+def _(ws, tmp, mp):
+    bad = jsonl(tmp / "long.jsonl", good(1, choices=["A) one", "B) " + "two " * 30_000]))
+    return collect_args(ws, bad, tmp / "r.json"), tmp / "r.json", ("long.jsonl", "line 1", "the limit is 100000")
+
+
+@case("train-routing-input-text-too-long")
+def _(ws, tmp, mp):
+    bad = routing_file(tmp / "long.json", {"x": {**ws.routing_entry(), "input_text": "why " * 200_000}})
+    return train_args(ws, bad, tmp / "t"), tmp / "t", ("long.json", "id x", "'input_text'", "the limit is 500000")
+
+
+@case("diagnose-disk-full-replacing-a-report", keep=True)
+def _(ws, tmp, mp):
+    """The disk fills while the new report is written: one sentence naming the file, and the old report stays."""
+    (tmp / "d").mkdir()
+    (tmp / "d" / "report.json").write_text('{"old": true}\n')
+    mp.setattr("moe_roma.io.atomic.os.fsync", no_space)
+    args = ["diagnose", "--routing", ws.routing, "--out", tmp / "d", "--overwrite"]
+    return args, tmp / "d", (str(tmp / "d" / "report.json"), "could not be written (No space left on device)")
+
+
+# --- generated: every numeric setting of both testbeds' builds, refused before anything is built -----
+
+
+def build_setting_case(testbed: str, name: str, label: str, text: str):
+    @case(f"testbed-build-{testbed}-{name.replace('_', '-')}-{label}")
+    def _(ws, tmp, mp):
+        option = "--" + name.replace("_", "-")
+        args = ["testbed", "build", "--testbed", testbed, "--out", tmp / "tb", option, text]
+        return args, tmp / "tb", (option, text if text != "nan" else "nan")
+
+
+def _generate_build_setting_cases() -> None:
+    import dataclasses
+
+    from moe_roma.testbed.config import (
+        AT_LEAST_ONE,
+        POSITIVE,
+        SHARES,
+        SIGNED,
+        BuildConfig,
+        DownstreamBuildConfig,
+    )
+
+    for testbed, cls in (("in-domain", BuildConfig), ("downstream", DownstreamBuildConfig)):
+        for f in dataclasses.fields(cls):
+            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)) or f.name in SIGNED:
+                continue
+            if f.name in AT_LEAST_ONE or f.name in POSITIVE:
+                values = [("zero", "0")]
+            elif f.name in SHARES:
+                values = [("above-one", "1.5")]
+            else:
+                values = [("negative", "-1")]
+            if isinstance(f.default, float):
+                values.append(("nan", "nan"))
+            for label, text in values:
+                build_setting_case(testbed, f.name, label, text)
+
+
+_generate_build_setting_cases()
+
+
+@case("testbed-build-top-k-above-the-experts")
+def _(ws, tmp, mp):
+    args = ["testbed", "build", "--out", tmp / "tb", "--num-experts", "4", "--top-k", "6"]
+    return args, tmp / "tb", ("--top-k 6", "--num-experts 4")
+
+
+@case("testbed-build-oracle-layers-past-the-model")
+def _(ws, tmp, mp):
+    args = ["testbed", "build", "--testbed", "downstream", "--out", tmp / "tb", "--num-layers", "3", "--tuned-layers", "5"]
+    return args, tmp / "tb", ("--tuned-layers 5", "--num-layers 3")
 
 
 # --- the test -------------------------------------------------------------------------------------
@@ -1125,3 +1642,46 @@ def test_rtl_and_emoji_text_is_accepted(ws, tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "task" / "roma_rtl.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows[0]["choices"] == ["أربعة 🧮", "שלוש"] and "🙂" in rows[0]["query"]
 
+
+
+def _leaf_commands(parser, prefix: str = "") -> dict[str, object]:
+    """Every command the ``roma`` parser registers, as ``"testbed build"``, with its parser."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix: parser}
+    leaves = {}
+    for name, sub in subs[0].choices.items():
+        leaves.update(_leaf_commands(sub, f"{prefix} {name}".strip()))
+    return leaves
+
+
+def test_every_writing_command_goes_through_the_guard(ws, tmp_path, monkeypatch, capsys):
+    """Walk the registered commands: each is a writer or a reader, every one with an output option is a
+    writer, and every writer calls ``io.outputs.guard_output`` on its output before it writes."""
+    from moe_roma.cli import build_parser
+    from moe_roma.io.errors import RomaError
+
+    leaves = _leaf_commands(build_parser())
+    assert set(leaves) == set(WRITERS) | READERS, "a new command: list it in WRITERS (and its cases) or READERS"
+    for name, parser in leaves.items():
+        options = {o for a in parser._actions for o in a.option_strings}
+        if options & {"--out", "--predictions"}:
+            assert name in WRITERS, name
+    calls: list[tuple[str, Path]] = []
+
+    def spy(option, path, *args, **kwargs):
+        calls.append((option, Path(path)))
+        raise RomaError("guarded")
+
+    monkeypatch.setattr("moe_roma.io.outputs.guard_output", spy)
+    for name, writer in WRITERS.items():
+        tmp = tmp_path / name.replace(" ", "-")
+        tmp.mkdir()
+        calls.clear()
+        code, _, err = run(writer.argv(ws, tmp), capsys)
+        assert code == 2 and "guarded" in err, (name, err)
+        expected = tmp / "roma" / "README.md" if writer.kind == "card" else tmp / OUT
+        assert calls and calls[0][1] == expected, (name, calls)
+        assert not (tmp / OUT).exists(), name

@@ -565,7 +565,8 @@ def _python_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.skipif(not DOCS.is_file(), reason="docs/data-formats.md not found")
-def test_docs_examples_run() -> None:
+def test_docs_examples_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the examples write their sample files where they run
     blocks = _python_blocks(DOCS.read_text(encoding="utf-8"))
     assert len(blocks) >= 6  # one per format plus the error example
     for block in blocks:

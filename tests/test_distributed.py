@@ -43,3 +43,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(resume_works
         # Same maths, other summation order: Adam's normalised step can magnify a ~1e-9 gradient difference
         # on a near-zero component to ~1e-6, so compare at float-rounding level, not bit for bit.
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+    # metrics.jsonl holds the whole batch's figures, reduced over the processes, not rank 0's half of them.
+    one, two = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] for run in (single, double))
+    assert len(one) == len(two)
+    for r1, r2 in zip(one, two):
+        for key in ("loss", "task_loss", "manifold_loss", "topk_changed"):
+            assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), (r1["step"], key)
+        assert r2["entropy"] == pytest.approx(r1["entropy"], rel=1e-4)
+        for layer, u in r1["utilisation"].items():
+            assert r2["utilisation"][layer] == pytest.approx(u, rel=1e-4)

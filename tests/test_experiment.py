@@ -135,8 +135,9 @@ methods:
     full = json.loads((out / "results.json").read_text())["rows"]
     lines = (out / "outcomes.jsonl").read_text().splitlines()
     assert len(lines) == 5  # base once (seed-free), two trained methods x two seeds
-    # As if killed after two method runs, the second one torn mid-line.
+    # As if killed after two method runs, the second one torn mid-line (so before results.json).
     (out / "outcomes.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    (out / "results.json").unlink()
     capsys.readouterr()
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
     log = capsys.readouterr().out
@@ -145,10 +146,89 @@ methods:
     assert [(r["method"], r["split"], r["seed"], r["accuracy"]) for r in resumed] == [
         (r["method"], r["split"], r["seed"], r["accuracy"]) for r in full
     ]
-    # Without --resume the grid starts over.
+    # A finished grid is not run again without --overwrite; with it the grid starts over.
     capsys.readouterr()
-    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    assert "already holds a finished experiment folder" in capsys.readouterr().err
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_resume_reruns_a_run_whose_model_data_or_settings_changed(tmp_path, capsys):
+    """``--resume`` keys each finished run on everything it used: the model (config and weights), the
+    data's content and every setting. Whatever changed reruns that run, and the log names it."""
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(12)
+    write_data(tmp_path / "train.jsonl", examples[:8])
+    write_data(tmp_path / "a.jsonl", examples[8:])
+    cfg = tmp_path / "exp.yaml"
+    text = f"""
+name: keyed
+data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}}}}}
+scoring: letter
+batch_size: 4
+collect_layers: last2
+train: {{layers: last2}}
+methods: [{{name: base, kind: base}}]
+"""
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+
+    def resume() -> str:
+        (out / "results.json").unlink()  # as if stopped before the end
+        capsys.readouterr()
+        assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+        return capsys.readouterr().out
+
+    assert "runs again" not in resume()  # nothing changed: the run is reused
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4, seed=1)  # same path and shapes, other weights
+    assert "resuming: base runs again: its model changed" in resume()
+    edited = make_examples(12)[8:]
+    edited[0] = type(edited[0])(edited[0].id, edited[0].question, edited[0].choices,
+                                (edited[0].answer + 1) % len(edited[0].choices), edited[0].task)  # a corrected answer
+    write_data(tmp_path / "a.jsonl", edited)
+    assert "resuming: base runs again: its split in_dist changed" in resume()
+    cfg.write_text(text.replace("batch_size: 4", "batch_size: 2"))
+    assert "resuming: base runs again: its shared settings changed" in resume()
+    assert "runs again" not in resume()
+
+
+def test_a_full_disk_names_the_file_and_keeps_what_was_complete(tmp_path, capsys, monkeypatch):
+    """The disk fills as the second method run is recorded: one sentence naming outcomes.jsonl; the
+    routing and the first run stay, and --resume finishes the grid from them."""
+    import builtins
+    import errno
+
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    write_data(tmp_path / "train.jsonl", make_examples(8))
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{dev: {tmp_path / 'train.jsonl'}}}}}
+scoring: letter
+collect_layers: last2
+train: {{layers: last2, scoring: letter}}
+methods: [{{name: base, kind: base}}, {{name: c3po, kind: c3po}}]
+""")
+    appended = []
+
+    def full(path, mode="r", *args, **kwargs):
+        if str(path).endswith("outcomes.jsonl") and "a" in mode:
+            appended.append(path)
+            if len(appended) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("moe_roma.experiments.comparison.open", full, raising=False)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'outcomes.jsonl'}: could not be written (No space left on device)" in err
+    assert (out / "routing.json").is_file() and len((out / "outcomes.jsonl").read_text().splitlines()) == 1
+    monkeypatch.undo()
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert "resuming: 1 method runs already done" in capsys.readouterr().out
 
 
 def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_path, monkeypatch):

@@ -190,6 +190,33 @@ def test_hf_spec_on_a_local_folder_with_splits(tmp_path):
         load_examples(f"hf:{folder}")
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", "folder"])
+def test_a_local_file_replaced_with_its_time_kept_is_read_anew(tmp_path, suffix, monkeypatch):
+    """``datasets`` caches by path and modification time: the file as it is now must be read, and none
+    of it copied into the user's cache."""
+    import os
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    features, rows, _ = CASES["arc"]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / ("train.csv" if suffix == ".csv" else "train.parquet")
+    source = f"hf:{folder}:train" if suffix == "folder" else path
+    fields = FieldMap("q", "a,b", "gold") if suffix == ".csv" else None
+    for i, gold in enumerate(("A", "B")):
+        if suffix == ".csv":
+            path.write_text(f"q,a,b,gold\nSky colour?,blue,red,{gold}\n")
+        else:
+            write_parquet(path, features, [dict(rows[0], answerKey="2" if gold == "A" else "3")])
+        if i == 0:
+            first = load_examples(source, fields=fields)[0].answer
+            times = (path.stat().st_atime_ns, path.stat().st_mtime_ns)
+        else:
+            os.utime(path, ns=times)
+            assert load_examples(source, fields=fields)[0].answer != first
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.arrow"))
+
+
 def test_save_to_disk_folders(tmp_path):
     from datasets import DatasetDict
 
@@ -226,6 +253,34 @@ def test_csv_with_a_field_mapping_of_several_choice_columns(tmp_path):
     path.write_text("q,a,b,c,gold\nSky colour?,red,blue,green,B\nGrass colour?,red,blue,green,C\n")
     examples = load_examples(path, fields=FieldMap("q", "a,b,c", "gold"))
     assert [(ex.choices, ex.answer) for ex in examples] == [(("red", "blue", "green"), 1), (("red", "blue", "green"), 2)]
+
+
+def test_digit_answers_are_read_by_one_rule_per_file(tmp_path):
+    """A digit string is a choice's text in every row, or an index in every row: never both in one file."""
+    mixed = tmp_path / "mixed.jsonl"
+    rows = [
+        {"q": "Sky colour?", "opts": ["red", "blue", "green"], "gold": "1"},
+        {"q": "Which is first?", "opts": ["1", "2", "0"], "gold": "0"},  # "0" is a choice here; the rule is index
+    ]
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [ex.answer for ex in load_examples(mixed, fields=FieldMap("q", "opts", "gold"))] == [1, 0]
+    texts = tmp_path / "texts.jsonl"
+    rows = [
+        {"q": "Two plus one?", "opts": ["1", "3", "5"], "gold": "3"},
+        {"q": "Four plus one?", "opts": ["5", "7"], "gold": "5"},
+    ]
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [ex.answer for ex in load_examples(texts, fields=FieldMap("q", "opts", "gold"))] == [1, 0]
+
+
+def test_a_field_mapping_keeps_the_rows_ids(tmp_path):
+    path = tmp_path / "mine.parquet"
+    rows = [
+        {"id": "q-7", "q": "Sky colour?", "opts": ["red", "blue"], "gold": 1},
+        {"id": "q-9", "q": "Grass colour?", "opts": ["green", "blue"], "gold": 0},
+    ]
+    Dataset.from_list(rows).to_parquet(str(path))
+    assert [ex.id for ex in load_examples(path, fields=FieldMap("q", "opts", "gold"))] == ["q-7", "q-9"]
 
 
 def test_json_in_a_hub_schema_is_read_through_its_preset(tmp_path):

@@ -53,6 +53,9 @@ def test_public_checkpoint_becomes_a_router_folder(base, tmp_path, capsys):
         (lambda d: d["state_dict"].update({"layers.9.mlp.gate.weight": torch.zeros(4, 16)}),
          "is for layer 9, which is not an MoE layer"),
         (lambda d: d.update({"target_layers": [1, 2, 3]}), "'target_layers': says [1, 2, 3] but the tensors are"),
+        # The same gate under two spellings: which copy is meant is unknown, so neither silently wins.
+        (lambda d: d["state_dict"].update({"model.layers.2.mlp.gate.weight": torch.zeros(8, 16)}),
+         "is the router parameter model.layers.2.mlp.gate.weight again (also 'layers.2.mlp.gate.weight')"),
     ],
 )
 def test_mismatches_are_refused(base, tmp_path, capsys, edit, message):

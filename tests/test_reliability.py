@@ -101,10 +101,110 @@ def test_the_lock_names_its_holder_and_a_stale_lock_file_blocks_nothing(w, tmp_p
     assert (out / "router_weights.safetensors").is_file() and not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_the_lock_never_follows_or_truncates_a_link_planted_at_its_name(tmp_path, link):
+    victim = tmp_path / "elsewhere.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    getattr(out / LOCK_NAME, f"{link}_to")(victim)
+    with pytest.raises(RomaError, match=f"is a {'symbolic' if link == 'symlink' else 'hard'} link"):
+        FolderLock(out, "roma train").acquire()
+    assert victim.read_text() == "precious\n"
+
+
+def test_an_interrupted_overwrite_keeps_the_previous_run(w, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(train(w, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    stop_at(monkeypatch, "RouterTrainer.apply_step", 2)
+    assert main(train(w, out, "--lr", "0.05", "--overwrite", "--save-every", "1")) == 130
+    err = capsys.readouterr().err
+    assert f"the previous run in {out} is kept as it was" in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no staging folder is left"
+
+
+def test_a_staged_output_replaces_the_old_result_only_when_complete(tmp_path):
+    from moe_roma.io.outputs import Kind, guard_output
+
+    kind = Kind("report", members=("*.json",), finished=("report.json",))
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    with pytest.raises(ValueError), guard_output("--out", out, kind, overwrite=True).staged() as tmp:
+        (tmp / "report.json").write_text("new, half")
+        raise ValueError("a failure on the way")
+    assert (out / "report.json").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    output = guard_output("--out", out, kind, overwrite=True)
+    with output.staged() as tmp:
+        (tmp / "report.json").write_text("new")
+        assert (out / "report.json").read_text() == "old"  # untouched until the block ends
+    assert (out / "report.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    # A result written meanwhile by another process is not replaced: this run's is kept aside, complete.
+    output = guard_output("--out", out, kind, overwrite=True)
+    with pytest.raises(RomaError, match="changed by another process"), output.staged() as tmp:
+        (tmp / "report.json").write_text("mine")
+        out.rename(tmp_path / "moved")
+        out.mkdir()
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
 def test_a_refused_run_into_a_new_nested_folder_leaves_no_folder(w, tmp_path, capsys):
     out = tmp_path / "a" / "b" / "run"
     assert main(train(w, out, "--embedder", str(tmp_path / "no-embedder"))) == 2
     assert not (tmp_path / "a").exists()
+
+
+# --- no code from a model folder ---------------------------------------------------------------------
+
+
+def test_every_load_tells_transformers_whether_a_folder_may_run_code(w, tmp_path, monkeypatch, capsys):
+    """trust_remote_code is always passed: False unless --trust-remote-code, so transformers never asks."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    seen: list = []
+    for cls in (AutoModelForCausalLM, AutoTokenizer):
+        original = cls.from_pretrained
+
+        def spy(*args, _original=original, **kwargs):
+            seen.append(kwargs.get("trust_remote_code", "not passed"))
+            if kwargs.get("trust_remote_code"):
+                raise RuntimeError("stopped before any code of the folder could run")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", spy)
+    args = ["eval", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    assert seen == [False, False]
+    model = Path(shutil.copytree(w / "model", tmp_path / "model"))
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModelForCausalLM": "evil.Evil"}}))
+    seen.clear()
+    assert main(swap_model(args, model)) == 2 and seen == []  # refused before transformers is asked
+    assert "--trust-remote-code" in capsys.readouterr().err
+    assert main([*swap_model(args, model), "--trust-remote-code"]) == 2 and seen == [True]
+
+
+def swap_model(args: list[str], model: Path) -> list[str]:
+    return [str(model) if a.endswith("/model") else a for a in args]
+
+
+# --- the new user's path ---------------------------------------------------------------------------------
+
+
+def test_train_follows_the_routing_files_layers_and_collect_records_top_k(w, tmp_path):
+    """Without --layers, roma train tunes the layers the routing file recorded (as it takes its scoring);
+    the file records the model's top-k, for roma diagnose."""
+    from moe_roma.routing.store import load_routing_store
+
+    store = load_routing_store(w / "routing.json")
+    assert store.layers == [2, 3] and store.meta["top_k"] == 2
+    args = [a for a in train(w, tmp_path / "run") if a not in ("--layers", "last2")]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "router_config.json").read_text())["tuned_layers"] == [2, 3]
 
 
 # --- stops: SIGINT and SIGTERM ------------------------------------------------------------------------

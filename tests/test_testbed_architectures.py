@@ -301,9 +301,27 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
     assert ctgi[("nested", "none")]["delta"] is None and 0 < ctgi[("nested", "none")]["entropy_norm"] <= 1
     assert "## Ablation: each setting minus `none`, seed by seed" in table
     assert "## Continuous scores" in table and "in_dist choice x-ent" in table and (out / "curves.png").is_file()
-    # --resume keeps finished runs and rewrites the same table.
+    # --resume (of a grid stopped before its table) keeps finished runs and rewrites the same table.
+    (out / "results.json").unlink()
     assert main(["experiment", str(CONFIGS / "ci-architectures.yaml"), "--out", str(out), "--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
+
+
+def test_resume_reuses_a_build_only_for_the_same_settings_splits_and_limit(tmp_path) -> None:
+    from moe_roma.experiments.architectures import finished_job, job_inputs, plan_jobs
+
+    def grid(steps: int) -> dict:
+        return {"kind": "architectures", "architectures": ["nested"], "build": {"steps": steps}}
+
+    jobs, splits = plan_jobs(grid(3), "f.yaml", tmp_path)
+    job = jobs[0]
+    assert not finished_job(job, splits, 0)
+    Path(job.out).mkdir(parents=True)
+    (Path(job.out) / "result.json").write_text(json.dumps({"accuracy": {}, "inputs": job_inputs(job, splits, 0)}))
+    assert finished_job(job, splits, 0)
+    assert not finished_job(job, splits, 10) and not finished_job(job, splits[:1], 0)
+    changed, _ = plan_jobs(grid(4), "f.yaml", tmp_path)  # the same folder, another build setting
+    assert changed[0].out == job.out and not finished_job(changed[0], splits, 0)
 
 
 def test_score_summary_reads_accuracy_and_the_continuous_scores_from_one_pass(monkeypatch) -> None:

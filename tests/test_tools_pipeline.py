@@ -98,6 +98,7 @@ def test_a_tracker_that_is_not_installed_is_named_with_what_to_install(monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(Exception, match=r"--report-to mlflow needs the mlflow package.*pip install 'moe-roma\[tracking\]'"):
         check_trackers(["mlflow"])
+    monkeypatch.setenv("WANDB_MODE", "offline")  # W&B without a login is checked too (tests/test_bad_input_matrix.py)
     assert check_trackers(["none"]) == [] and check_trackers(["tensorboard,wandb"]) == ["tensorboard", "wandb"]
     assert main(["train", "--model", "x", "--routing", "y", "--out", "z", "--report-to", "mlflow"]) == 2
     assert "pip install 'moe-roma[tracking]'" in capsys.readouterr().err

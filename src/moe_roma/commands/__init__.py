@@ -18,6 +18,17 @@ def add_model_options(p: argparse.ArgumentParser, dtype_default: str | None = "a
         "--attn-implementation", dest="attn_implementation", default=None,
         help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' choice)",
     )  # fmt: skip
+    add_trust_remote_code_option(p)
+
+
+def add_trust_remote_code_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-remote-code``: without it no Python code from a model folder is run (one is refused)."""
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a model folder that needs its own Python code (auto_map in config.json) run it; only for "
+        "folders you trust",
+    )
 
 
 def at_least(minimum: int):
@@ -149,3 +160,12 @@ def template_text(text: str) -> str:
 
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
+
+
+def add_overwrite_option(p: argparse.ArgumentParser, what: str = "the output") -> None:
+    """``--overwrite``: replace a finished result; without it ``io.outputs.guard_output`` refuses one."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} if it already exists (the old one stays until the new one is complete)",
+    )

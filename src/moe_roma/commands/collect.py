@@ -8,6 +8,7 @@ from moe_roma.commands import (
     add_data_source_options,
     add_distributed_options,
     add_model_options,
+    add_overwrite_option,
     add_template_option,
     add_threads_option,
     at_least,
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=None, help="data format (default: detected)")
     add_data_source_options(p)
     p.add_argument("--out", required=True, help="routing JSON to write")
+    add_overwrite_option(p, "the routing file and its side-car")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
     p.add_argument("--scoring", default="letter", choices=SCORINGS,
                    help="letter: the answer letter's next-token logit; continuation: the choices' log-likelihoods "
@@ -65,15 +67,16 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     from moe_roma.distributed.group import check_device_map, local_device
     from moe_roma.distributed.parallel import collect_routing_parallel
     from moe_roma.eval.evaluate import check_template
-    from moe_roma.io.paths import guard_outputs, local_path
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.io.paths import local_path
     from moe_roma.models.discovery import discover_routers
     from moe_roma.models.loading import load_model
     from moe_roma.routing.store import save_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
     from moe_roma.scoring.common import context_length
 
-    guard_outputs({"--data": args.data, "--model": local_path(args.model)},
-                  {"--out": [args.out, sidecar_path(args.out)]})  # fmt: skip
+    inputs = {"--data": args.data, "--model": local_path(args.model)}
+    guard_output("--out", args.out, inputs=inputs, files=[sidecar_path(args.out)], overwrite=args.overwrite)
     examples = load_examples(args.data, format=args.format, **data_source_options(args))
     if args.limit is not None:
         examples = examples[: args.limit]
@@ -81,8 +84,14 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless --device names one.
     check_device_map(args.device_map)
     device = args.device if args.device is not None or world == 1 else str(local_device())
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=device, attn_implementation=args.attn_implementation,
-                                  device_map=args.device_map)  # fmt: skip
+    model, tokenizer = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=device,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
     info = discover_routers(model)
     info.select_layers(args.layers)  # refuse a bad selection before any work
     context = context_length(model, tokenizer)

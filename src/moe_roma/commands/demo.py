@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "splits; writes results.json, report.md and PNG plots.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished demo in --out (the old one stays until the new one is complete)")
     p.add_argument("--testbed", choices=["in-domain", "downstream"], default=None,
                    help="which bundled testbed (default: downstream, configs/demo.yaml; in-domain reads "
                    "configs/demo-in-domain.yaml)")
@@ -29,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from moe_roma.experiments.comparison import RESULTS_FOLDER
     from moe_roma.experiments.demo import run_demo
     from moe_roma.io.errors import RomaError
+    from moe_roma.io.outputs import guard_output
 
     if args.threads < 1:
         raise RomaError("--threads must be at least 1")
@@ -40,5 +44,11 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise RomaError(f"--seeds {args.seeds!r} is not a comma-separated list of integers") from None
-    run_demo(args.out, seeds=seeds, overrides=args.overrides, progress=not args.no_progress, testbed=args.testbed)
+    output = guard_output("--out", args.out, RESULTS_FOLDER, overwrite=args.overwrite)
+    options = {"seeds": seeds, "overrides": args.overrides, "progress": not args.no_progress, "testbed": args.testbed}
+    if not output.replaces:
+        run_demo(output.path, **options)
+        return 0
+    with output.staged() as staging:  # the finished demo stays until the new one is complete
+        run_demo(staging, **options)
     return 0

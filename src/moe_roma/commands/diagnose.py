@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--routing", required=True, help="routing JSON from `roma collect`: RoMA's training set")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished report in --out")
     p.add_argument(
         "--embedder", default=None, help="sentence-transformers name or folder (default: bundled MiniLM)"
     )
@@ -115,8 +116,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from moe_roma.commands import apply_threads
     from moe_roma.diagnose.run import diagnose_routing, only_layers, question_embeddings
     from moe_roma.diagnose.verdict import verdict
@@ -126,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.routing.store import load_routing_store
 
     _check(args)
+    from moe_roma.io.outputs import Kind, guard_output
+    from moe_roma.io.paths import local_path
+    from moe_roma.routing.store import sidecar_path
+
+    kind = Kind("diagnose report", members=("report.json", "report.md", "*.png"), finished=("report.json",))
+    inputs = {
+        "--routing": [args.routing, sidecar_path(args.routing)],
+        "--items": [args.items, sidecar_path(args.items)] if args.items else None,
+        "--model": local_path(args.model),
+        "--embedder": local_path(args.embedder),
+    }
+    output = guard_output("--out", args.out, kind, inputs=inputs, overwrite=args.overwrite)
     apply_threads(args.threads)
     store = load_routing_store(args.routing)
     items = load_routing_store(args.items) if args.items else None
@@ -161,22 +172,17 @@ def run(args: argparse.Namespace) -> int:
                 log=print,
             )
         report["verdict"] = verdict(report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     embeddings = report.pop("_embeddings", None)
-    if embeddings is not None:
-        plot_maps(
-            store.routing.float().numpy(),
-            embeddings,
-            list(store.tasks),
-            list(store.is_correct),
-            out / "maps.png",
-        )
-        plot_layer_alignment(report, out / "layer_alignment.png")
-    if "target_test" in report:
-        plot_target_test(report["target_test"], out / "target_test.png")
-    write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
+    with output.staged() as out:  # every file lands together, never through a link, or none does
+        if embeddings is not None:
+            routing = store.routing.float().numpy()
+            plot_maps(routing, embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
+            plot_layer_alignment(report, out / "layer_alignment.png")
+        if "target_test" in report:
+            plot_target_test(report["target_test"], out / "target_test.png")
+        write_json_atomic(out / "report.json", report)
+        write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
+    out = output.path
     s, v = report["success"], report["verdict"]
     print(f"{s['n_successful']} of {s['n']} answered right. Verdict: {v['label']}. {v['why']}")
     print(f"wrote {out / 'report.md'}")
@@ -192,6 +198,7 @@ def _load(args: argparse.Namespace):
         device=args.device,
         attn_implementation=args.attn_implementation,
         device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
     )
 
 

@@ -14,6 +14,7 @@ from moe_roma.commands import (
     add_data_source_options,
     add_distributed_options,
     add_model_options,
+    add_overwrite_option,
     add_template_option,
     add_threads_option,
     at_least,
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-base", action="store_true", help="also evaluate the base model and compare")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--predictions", default=None, metavar="OUT", help="write per-item predictions as JSONL")
+    add_overwrite_option(p, "--json and --predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -62,11 +64,16 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.commands import apply_threads, distributed_settings
     from moe_roma.distributed.group import check_device_map, job, local_device
     from moe_roma.eval.evaluate import run_eval, write_report
-    from moe_roma.io.paths import guard_outputs, local_path
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.io.paths import local_path
 
     apply_threads(args.threads)
-    guard_outputs({"--data": args.data, "--model": local_path(args.model), "--routers": args.routers},
-                  {"--json": args.json, "--predictions": args.predictions})  # fmt: skip
+    inputs = {"--data": args.data, "--model": local_path(args.model), "--routers": args.routers}
+    outputs = {"--json": args.json, "--predictions": args.predictions}
+    for option, path in outputs.items():
+        if path is not None:
+            others = {k: v for k, v in outputs.items() if k != option}
+            guard_output(option, path, inputs=inputs, others=others, overwrite=args.overwrite)
     with job(args.dist_timeout, distributed_settings(args)) as (rank, world):
         # Under torchrun each process scores its share of the items on its own GPU (LOCAL_RANK).
         check_device_map(args.device_map)
@@ -92,5 +99,6 @@ def _config(args: argparse.Namespace, device: str | None):
         model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
         batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
         dtype=args.dtype, device=device, device_map=args.device_map, attn_implementation=args.attn_implementation,
-        compare_base=args.compare_base, progress=not args.no_progress, **data_source_options(args),
+        compare_base=args.compare_base, progress=not args.no_progress, trust_remote_code=args.trust_remote_code,
+        **data_source_options(args),
     )  # fmt: skip

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_report_to_option, add_threads_option
+from moe_roma.commands import (
+    add_overwrite_option,
+    add_report_to_option,
+    add_threads_option,
+    add_trust_remote_code_option,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="keep the method runs an interrupted run of the same grid into --out finished "
                    "(outcomes.jsonl) and run only the rest")
+    add_overwrite_option(p, "a finished grid in --out")
+    add_trust_remote_code_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dry-run", action="store_true",
                    help="check the file (settings, methods, data sources and presets, local files) and print every "
@@ -29,15 +36,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moe_roma.commands import apply_threads
-    from moe_roma.experiments.grid import plan_experiment, run_experiment
-    from moe_roma.io.paths import guard_outputs
+    from moe_roma.experiments.comparison import RESULTS_FOLDER
+    from moe_roma.experiments.grid import output_folder, plan_experiment, run_experiment
+    from moe_roma.io.errors import RomaError
+    from moe_roma.io.outputs import guard_output
 
+    if args.resume and args.overwrite:
+        raise RomaError("--resume and --overwrite contradict each other: finish the grid in --out, or replace it")
+    # The dry run checks the output folder as the real run does (it only reads).
+    output = guard_output("--out", output_folder(args.config, args.out), RESULTS_FOLDER,
+                          inputs={"the experiment file": args.config}, overwrite=args.overwrite, resume=args.resume)
     if args.dry_run:
-        for line in plan_experiment(args.config, args.out, args.report_to):
+        for line in plan_experiment(args.config, args.out, args.report_to, args.trust_remote_code):
             print(line)
         print("dry run: the configuration is valid; nothing was loaded or written")
         return 0
     apply_threads(args.threads)
-    guard_outputs({"the experiment file": args.config}, {"--out": args.out})
-    run_experiment(args.config, args.out, progress=not args.no_progress, resume=args.resume, report_to=args.report_to)
+    options = {"progress": not args.no_progress, "resume": args.resume, "report_to": args.report_to,
+               "trust_remote_code": args.trust_remote_code}
+    if not output.replaces:
+        run_experiment(args.config, output.path, **options)
+        return 0
+    with output.staged() as staging:  # the finished grid stays until the new one is complete
+        run_experiment(args.config, staging, **options)
+    print(f"replaced {output.path} with the new results")
     return 0

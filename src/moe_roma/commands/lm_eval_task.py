@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_data_source_options, add_template_option, at_least
+from moe_roma.commands import add_data_source_options, add_overwrite_option, add_template_option, at_least
+from moe_roma.io.outputs import Kind
 from moe_roma.scoring import SCORINGS
+
+# A task folder holds many tasks side by side (lm_eval --include_path reads them all).
+TASK_FOLDER = Kind("task folder", members=("*.yaml", "*.jsonl"), shelf=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, help="folder for the task files (pass it to lm_eval --include_path)"
     )
     p.add_argument("--name", default=None, help="task name (default: roma_<data file stem>)")
+    add_overwrite_option(p, "the task's files")
     p.add_argument("--scoring", default="continuation", choices=SCORINGS)
     add_template_option(p)
     p.add_argument("--limit", type=at_least(1), default=None, help="export only the first N examples")
@@ -48,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
         task_files,
         write_lm_eval_task,
     )
-    from moe_roma.io.paths import guard_outputs
+    from moe_roma.io.outputs import guard_output
 
     name = check_task_name(args.name) if args.name else default_task_name(args.data)
-    guard_outputs({"--data": args.data}, {"--out": [args.out, *task_files(args.out, name)]})
+    files = task_files(args.out, name)
+    guard_output("--out", args.out, TASK_FOLDER, inputs={"--data": args.data}, files=files, overwrite=args.overwrite)
     from moe_roma.commands import data_source_options
 
     examples, _ = load_eval_data(args.data, args.format, args.limit, **data_source_options(args))

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from moe_roma.commands import add_overwrite_option
 from moe_roma.io.errors import ModelError, RomaError
+from moe_roma.io.outputs import Kind
 
 
 def _add_testbed_option(p: argparse.ArgumentParser) -> None:
@@ -42,7 +44,8 @@ def _add_build(sub) -> None:
     )  # fmt: skip
     _add_testbed_option(p)
     p.add_argument("--out", type=Path, default=None,
-                   help="output model folder (default: the package's bundled folder of that testbed)")  # fmt: skip
+                   help="output model folder (without it, --overwrite rebuilds the package's bundled model)")
+    add_overwrite_option(p, "a model in --out (or, without --out, the bundled one)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="also score the evaluation splits every N steps (slows the build)")  # fmt: skip
     p.add_argument("--no-oracle", action="store_true", help="downstream: skip measuring oracle routing")
@@ -75,27 +78,36 @@ def _run_build(args: argparse.Namespace) -> int:
     if foreign:
         raise RomaError(f"--{foreign[0].replace('_', '-')} is not a setting of the {args.testbed} testbed")
     cfg = cls(**given)
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise RomaError("--steps and --batch-size must be positive")
-    from moe_roma.testbed.config import check_pretrain_options
+    from moe_roma.testbed.config import check_build_options
 
-    problem = check_pretrain_options(cfg)
+    problem = check_build_options(cfg)  # every setting, before anything is built
     if problem:
         raise RomaError(problem)
-    out = args.out or testbed_model_path(args.testbed)
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.models.checkpoint import MODEL_FILES
+
+    bundled = testbed_model_path(args.testbed)
+    if args.out is None and not args.overwrite:
+        raise RomaError(f"without --out, roma testbed build would replace the bundled {args.testbed} model in {bundled}; "
+                        "give --out DIR (or --overwrite to rebuild the bundled model)")
+    kind = Kind("testbed model", members=(*MODEL_FILES, "build_info.json", "metrics.jsonl"), finished=("config.json",))
+    output = guard_output("--out", args.out or bundled, kind, overwrite=args.overwrite)
+    out = output.path
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    if args.testbed == "downstream":
-        from moe_roma.testbed.build import build_downstream_testbed
+    # Built into a staging folder: a failed or stopped build leaves the folder as it was.
+    with output.staged() as staging:
+        if args.testbed == "downstream":
+            from moe_roma.testbed.build import build_downstream_testbed
 
-        info, _, _ = build_downstream_testbed(out, cfg, log=log, eval_every=args.eval_every,
-                                              oracle=not args.no_oracle)  # fmt: skip
-    else:
-        from moe_roma.testbed.build import build_testbed
+            info, _, _ = build_downstream_testbed(staging, cfg, log=log, eval_every=args.eval_every,
+                                                  oracle=not args.no_oracle)
+        else:
+            from moe_roma.testbed.build import build_testbed
 
-        info = build_testbed(out, cfg, log=log, eval_every=args.eval_every)
+            info = build_testbed(staging, cfg, log=log, eval_every=args.eval_every)
     print(f"wrote {out} ({info['parameters'] / 1e6:.2f}M parameters, {info['wall_seconds']:.0f}s)")
     return 0
 
@@ -157,6 +169,7 @@ def _add_export(sub) -> None:
         default=None,
         help="write only the first N items of train_large (the nested subsets of a size curve)",
     )
+    add_overwrite_option(p, "split files in --out")
     p.set_defaults(func=_run_export)
 
 
@@ -168,6 +181,11 @@ def _run_export(args: argparse.Namespace) -> int:
     _check_splits(splits, args.testbed)
     if args.train_size is not None and "train_large" not in splits:
         raise RomaError("--train-size cuts the split train_large: add it to --splits")
+    from moe_roma.io.outputs import guard_output
+
+    files = [args.out / f"{s}.jsonl" for s in splits]
+    guard_output("--out", args.out, Kind("split folder", members=("*.jsonl",), shelf=True), files=files,
+                 overwrite=args.overwrite)
     suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits, args.train_size)
     for s in splits:
         if args.testbed == "downstream" and s == "pretrain":
@@ -227,8 +245,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: no config.json (build it with `roma testbed build`)")
     torch.set_num_threads(args.threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    # The testbed is plain transformers: never run code from the folder.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits)
     result: dict[str, dict] = {s: accuracy(model, tok, suite[s]) for s in splits}
     oracle: dict[str, dict] = {}

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from moe_roma.commands import add_distributed_options, add_report_to_option, add_threads_option
+from moe_roma.commands import (
+    add_distributed_options,
+    add_report_to_option,
+    add_threads_option,
+    add_trust_remote_code_option,
+)
 from moe_roma.io.config import add_config_arguments, config_arguments
 from moe_roma.methods.roma.config import TrainConfig
 
@@ -34,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="train again into an --out that holds a finished run or a state (they are replaced)")
     add_threads_option(p)
+    add_trust_remote_code_option(p)
     add_distributed_options(p, shard=True)
     # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
     add_config_arguments(p, TrainConfig)
@@ -52,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.distributed.group import check_divides, job, launched
     from moe_roma.io.errors import RomaError, Stopped
     from moe_roma.io.interrupts import Interrupted, handle_interrupts
-    from moe_roma.io.paths import check_regular_file, guard_outputs, local_path
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.io.paths import check_regular_file, local_path
     from moe_roma.methods.roma.config import load_train_config
-    from moe_roma.methods.roma.run_folder import TrainFolder
+    from moe_roma.methods.roma.run_folder import TRAIN_RUN, TrainFolder
     from moe_roma.methods.roma.state import load_train_state
     from moe_roma.methods.roma.trainer import RouterTrainer, check_against_routing
     from moe_roma.routing.store import load_routing_store, sidecar_path
@@ -73,18 +80,23 @@ def run(args: argparse.Namespace) -> int:
     check_regular_file(args.routing, "routing file")
     store = load_routing_store(args.routing)
     # The task loss scores answers the way collection judged them, unless a setting says otherwise.
-    config = load_train_config(args.config, args.overrides, recorded={"scoring": store.meta.get("answer_scoring")},
-                               **config_arguments(args))  # fmt: skip
+    # ... and trains the layers the file recorded, unless told otherwise.
+    recorded = {"scoring": store.meta.get("answer_scoring"), "layers": ",".join(map(str, store.layers))}
+    config = load_train_config(args.config, args.overrides, recorded=recorded, **config_arguments(args))
     check_against_routing(config, store, args.routing)
     if args.shard == "fsdp" and config.runtime.device_map is not None:
         raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
     out = Path(args.out)
     folder = TrainFolder(out)
-    guard_outputs(
-        {"--routing": [args.routing, sidecar_path(args.routing)], "--config": args.config,
-         "--model": local_path(args.model)},
-        {"--out": [out, *folder.outputs()]},
-    )  # fmt: skip
+    folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
+    inputs = {
+        "--routing": [args.routing, sidecar_path(args.routing)],
+        "--config": args.config,
+        "--model": local_path(args.model),
+    }
+    output = guard_output(
+        "--out", out, TRAIN_RUN, inputs=inputs, files=folder.outputs(), overwrite=args.overwrite, resume=args.resume
+    )
     known = [i for i, c in enumerate(store.choices) if c]
     other = "continuation" if config.scoring == "letter" else "letter"
     warn_if_near_chance([store.is_correct[i] for i in known], [len(store.choices[i]) for i in known],
@@ -93,30 +105,40 @@ def run(args: argparse.Namespace) -> int:
                         f"train with scoring={other} if that is how the model answers")  # fmt: skip
     rank0 = int(os.environ.get("RANK", "0")) == 0
     state = folder.state_path
-    folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
     if args.resume and state.is_file():
         load_train_state(state)  # a torn, edited or foreign-format state fails now, before any model loading
     trainer = None
     with job(args.dist_timeout, distributed_settings(args)) as (_, world), handle_interrupts(), \
             folder.claim(lock=rank0) as claim:  # fmt: skip
+        # --overwrite trains into a staging folder (rank 0 writes, the others never do): the old run
+        # stays until the new one is complete.
+        staging = output.stage() if output.replaces and rank0 else None
+        work = staging or out
         try:
             if world > 1:
                 check_divides(config.schedule.batch_size)
             model, tokenizer = _load(args, config, world)
             trainer = RouterTrainer(
-                model, tokenizer, store, config, out, progress=not args.no_progress, store_path=args.routing,
+                model, tokenizer, store, config, work, progress=not args.no_progress, store_path=args.routing,
                 run_meta={"sharding": _sharding(model, args.shard, world)},
             )
-            if args.overwrite and rank0:
-                folder.clear_previous_run()  # every check passed: only now does the old run go
             run_info = {"config": config.to_dict(), "model": str(args.model), "routing": str(args.routing),
                         "out": str(out), "resume": args.resume}  # fmt: skip
-            with open_trackers(args.report_to if rank0 else [], out, out.name, run_info) as trackers:
+            with open_trackers(args.report_to if rank0 else [], work, out.name, run_info) as trackers:
                 trainer.trackers = trackers
                 result = trainer.train(resume=args.resume)
+            if staging is not None:
+                output.commit(staging)
         except Interrupted as stop:
+            if staging is not None:
+                output.discard(staging)
             step, total = getattr(trainer, "last_step", None), getattr(trainer, "total_steps", None)
-            raise Stopped(claim.interrupted(step, total, str(stop)), stop.exit_status) from None
+            said = claim.interrupted(step, total, str(stop), replacing=staging is not None)
+            raise Stopped(said, stop.exit_status) from None
+        except BaseException:
+            if staging is not None:
+                output.discard(staging)
+            raise
     if trainer.rank == 0:
         m = result.final_metrics
         print(
@@ -135,11 +157,18 @@ def _load(args: argparse.Namespace, config, world: int):
     rt = config.runtime
     check_device_map(rt.device_map)
     if args.shard == "fsdp":
-        return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation)
+        return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation,
+                                  trust_remote_code=args.trust_remote_code)
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
     device = rt.device if rt.device is not None or world == 1 else str(local_device())
-    return load_model(args.model, dtype=rt.dtype, device=device, attn_implementation=rt.attn_implementation,
-                      device_map=rt.device_map)  # fmt: skip
+    return load_model(
+        args.model,
+        dtype=rt.dtype,
+        device=device,
+        attn_implementation=rt.attn_implementation,
+        device_map=rt.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def _sharding(model, shard: str, world: int) -> dict:

@@ -48,3 +48,17 @@ class MCExample:
     @property
     def letters(self) -> str:
         return LETTERS[: len(self.choices)]
+
+
+def examples_sha256(examples: list[MCExample] | tuple[MCExample, ...]) -> str:
+    """SHA-256 of what a set of examples asks and expects: ids, questions, choices, answers, tasks,
+    continuations and metadata, in order (a key for results that were computed from them)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for ex in examples:
+        record = [ex.id, ex.question, list(ex.choices), ex.answer, ex.task, ex.continuation, ex.meta]
+        h.update(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()

@@ -80,6 +80,25 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _load_uncached(datasets: Any, *args: Any, **kwargs: Any) -> Any:
+    """``datasets.load_dataset`` of local files, read into memory through a throw-away cache.
+
+    ``datasets`` keys its cache on a file's path and modification time: a file replaced within the
+    same second (or with its time kept) would be read from the old copy. Here every read is of the
+    file as it is, and nothing of it is left in the user's cache.
+    """
+    import tempfile
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar for reading a local file would only bury a one-line error
+    try:
+        with tempfile.TemporaryDirectory(prefix="roma-datasets-") as cache:
+            return datasets.load_dataset(*args, cache_dir=cache, keep_in_memory=True, **kwargs)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
 def open_dataset(source: str | Path) -> Any:
     """The ``datasets.Dataset`` a source names (one split), or a DataError saying why not."""
     datasets = _datasets_module()
@@ -87,7 +106,10 @@ def open_dataset(source: str | Path) -> Any:
     try:
         if is_hub_spec(source):
             name, config, split = parse_hub_spec(str(source))
-            loaded = datasets.load_dataset(name, config, split=split)
+            if Path(name).is_dir():  # a local folder of data files: read as they are now
+                loaded = _load_uncached(datasets, name, config, split=split)
+            else:
+                loaded = datasets.load_dataset(name, config, split=split)
         else:
             path = Path(source)
             if not path.exists():
@@ -99,7 +121,7 @@ def open_dataset(source: str | Path) -> Any:
                 if builder is None:
                     raise DataError(path, None, f"datasets cannot tell how to read a {path.suffix or 'suffix-less'} "
                                     "file; use .parquet, .arrow, .json, .jsonl or .csv")  # fmt: skip
-                loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+                loaded = _load_uncached(datasets, builder, data_files=str(path), split="train")
     except DataError:
         raise
     except Exception as exc:  # datasets raises many types (hub, offline, schema, split); one sentence each
@@ -147,6 +169,8 @@ def load_datasets_examples(
     name, converter = choose_converter(label, list(dataset.column_names), preset, fields)
     if len(dataset) == 0:
         raise DataError(label, None, "has no rows")
+    if isinstance(converter, FieldMap):
+        converter = converter.for_rows(dataset)  # one rule for the file's digit-string answers
     default_task = task or (Path(label).stem if not is_hub_spec(label) else parse_hub_spec(label)[0].split("/")[-1])
     ids = IdRegistry()
     examples = []

@@ -17,8 +17,8 @@ Row(question='Dry hair', choices=['towel', 'oven'], answer=0, id=None, task='piq
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from moe_roma.data.example import LETTERS
@@ -295,31 +295,55 @@ class FieldMap:
     """A schema named by its columns. ``choices`` is one column (a list of texts, or ARC's
     ``{text, label}``) or several columns joined by commas (``answerA,answerB,answerC``). The answer
     column may hold a 0-based index, a letter, one of the choice labels, or the right choice's text.
-    ``context``, when given, is put before the question on a line of its own."""
+    ``context``, when given, is put before the question on a line of its own. A row's ``id`` column,
+    when there is one, is its example id.
+
+    A digit string in the answer column ("2") could be a choice's text or an index: one rule decides
+    for the whole file (``for_rows``), never row by row. It is a choice's text (or label) when it is
+    one in every row whose answer is a digit string, else a 0-based index in every row."""
 
     question: str
     choices: str
     answer: str
     context: str | None = None
+    digits: str | None = None  # "text" or "index": how this file's digit-string answers read (``for_rows``)
+
+    def for_rows(self, rows: Iterable[dict]) -> FieldMap:
+        """This mapping with the file's one rule for digit-string answers (see the class doc)."""
+        as_text = None
+        for row in rows:
+            value = row.get(self.answer)
+            if not (isinstance(value, str) and value.strip().isdigit()):
+                continue
+            try:
+                choices, labels = self._choices(row, Where("", None))
+            except DataError:
+                continue  # the row is refused when it is converted
+            as_text = value.strip() in choices or value.strip() in (labels or [])
+            if not as_text:
+                break
+        return replace(self, digits="text" if as_text else "index")
+
+    def _choices(self, row: dict, where: Where) -> tuple[list[str], list[str] | None]:
+        if "," in self.choices:
+            return [_text(row, c.strip(), where) for c in self.choices.split(",") if c.strip()], None
+        value = row.get(self.choices)
+        if self.choices not in row:
+            raise where.error(f"missing column {self.choices!r} (columns: {show(sorted(row), 80)})")
+        if isinstance(value, dict):
+            return _texts(value, "text", where), _texts(value, "label", where)
+        return _texts(row, self.choices, where), None
 
     def convert(self, row: dict, where: Where) -> Row:
         question = _text(row, self.question, where)
         if self.context:
             question = f"{_text(row, self.context, where)}\n{question}"
-        labels: list[str] | None = None
-        if "," in self.choices:
-            choices = [_text(row, c.strip(), where) for c in self.choices.split(",") if c.strip()]
-        else:
-            value = row.get(self.choices)
-            if self.choices not in row:
-                raise where.error(f"missing column {self.choices!r} (columns: {show(sorted(row), 80)})")
-            if isinstance(value, dict):
-                choices, labels = _texts(value, "text", where), _texts(value, "label", where)
-            else:
-                choices = _texts(row, self.choices, where)
+        choices, labels = self._choices(row, where)
         if self.answer not in row:
             raise where.error(f"missing column {self.answer!r} (columns: {show(sorted(row), 80)})")
-        return Row(question, choices, self._answer(row[self.answer], choices, labels, where))
+        sid = row.get("id")
+        sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip() else None
+        return Row(question, choices, self._answer(row[self.answer], choices, labels, where), id=sid)
 
     def _answer(self, value: Any, choices: list[str], labels: list[str] | None, where: Where) -> int:
         what = f"answer column {self.answer!r}"
@@ -330,12 +354,12 @@ class FieldMap:
         if not isinstance(value, str) or not value.strip():
             return _int(value, what, where)  # the one sentence for empty or wrongly typed labels
         text = value.strip()
+        if text.isdigit() and self.digits != "text":  # the file's rule: an index ("index", or not decided)
+            return int(text)
         if labels and text in labels:
             return labels.index(text)
         if text in choices:
             return choices.index(text)
         if len(text) == 1 and text.upper() in LETTERS:
             return LETTERS.index(text.upper())
-        if text.isdigit():
-            return int(text)
         raise where.error(f"{what} is {show(value)}: not an index, a letter, a label or one of the choices")

@@ -23,7 +23,7 @@ from moe_roma.distributed.group import local_device, world
 from moe_roma.io.errors import ModelError
 from moe_roma.methods.common.prefix import decoder_layers
 from moe_roma.models.discovery import MoEInfo, discover_routers
-from moe_roma.models.loading import load_model, load_tokenizer, resolve_dtype
+from moe_roma.models.loading import check_no_remote_code, load_model, load_tokenizer, resolve_dtype
 
 SHARD_CHOICES = ("none", "fsdp")
 
@@ -57,7 +57,8 @@ def _concrete_dtype(config, dtype: str | torch.dtype | None, device: torch.devic
 
 
 def load_sharded_model(
-    name_or_path: str, dtype: str | torch.dtype | None = "auto", attn_implementation: str | None = None
+    name_or_path: str, dtype: str | torch.dtype | None = "auto", attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model sharded over the joined group: built on meta, sharded, filled from rank 0's host copy."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -65,20 +66,25 @@ def load_sharded_model(
 
     rank, size = world()
     device = local_device()
+    check_no_remote_code(name_or_path, trust_remote_code)
     try:
-        config = AutoConfig.from_pretrained(str(name_or_path))
+        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - whatever transformers raises: one sentence naming the folder
         raise ModelError(f"{name_or_path}: cannot read the model's config ({str(exc).splitlines()[0][:200]})") from None
     torch_dtype = _concrete_dtype(config, dtype, device)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **extra)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra)
     info = discover_routers(model)
     mesh = init_device_mesh(device.type, (size,))
     shard_model(model, info, mesh)
     model.to_empty(device=device)
-    source = load_model(name_or_path, dtype=torch_dtype, device="cpu", attn_implementation=attn_implementation)[0] \
-        if rank == 0 else None  # fmt: skip
+    source = None
+    if rank == 0:
+        source, _ = load_model(
+            name_or_path, dtype=torch_dtype, device="cpu", attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
     full = source.state_dict() if source is not None else {}
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     # Buffers that are not in the state dict (rotary frequencies) were left uninitialised by to_empty.
@@ -91,7 +97,7 @@ def load_sharded_model(
     del source, full, own_buffers
     model.eval()
     model.requires_grad_(False)
-    return model, load_tokenizer(name_or_path)
+    return model, load_tokenizer(name_or_path, trust_remote_code)
 
 
 def resident_parameter_bytes(model: nn.Module) -> int:

@@ -66,6 +66,7 @@ class EvalConfig:
     progress: bool = True
     preset: str | None = None  # Hugging Face datasets sources: column mapping by name ...
     fields: FieldMap | None = None  # ... or by column names
+    trust_remote_code: bool = False  # --trust-remote-code: let the model folder run its own code
 
     def check(self) -> None:
         """Refuse inconsistent options before any work."""
@@ -180,6 +181,7 @@ class EvalReport:
     data_format: str
     max_length: int
     model_identity: dict[str, Any]
+    routers_sha256: str | None = None  # the evaluated routers' weights (a card checks its reports by it)
 
     @property
     def comparison(self) -> dict[str, Any] | None:
@@ -194,6 +196,7 @@ class EvalReport:
             "model": cfg.model,
             "model_identity": self.model_identity,
             "routers": cfg.routers,
+            "routers_sha256": self.routers_sha256,
             "evaluated": self.label,
             "data": cfg.data,
             "data_format": self.data_format,
@@ -272,7 +275,7 @@ def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     try:
         return load_model(
             config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation,
-            device_map=config.device_map,
+            device_map=config.device_map, trust_remote_code=config.trust_remote_code,
         )
     finally:
         if quiet:
@@ -294,10 +297,12 @@ def run_eval(
     examples, data_format = load_eval_data(config.data, config.format, config.limit, config.preset,
                                               config.fields)
     check_template(config.template, config.scoring, examples[0])
+    routers_sha256 = None
     if config.routers:
-        from moe_roma.models.checkpoint import load_router_checkpoint
+        from moe_roma.models.checkpoint import load_router_checkpoint, routers_fingerprint
 
-        load_router_checkpoint(config.routers)  # a missing or broken folder fails before the model loads
+        router_config, _ = load_router_checkpoint(config.routers)  # a broken folder fails before the model loads
+        routers_sha256 = routers_fingerprint(config.routers, router_config)
     if model is None or tokenizer is None:
         model, tokenizer = _load(config)
     from moe_roma.models.loading import model_identity
@@ -335,4 +340,4 @@ def run_eval(
             base = run()
         finally:
             restore_routers(model, tuned_state)  # the model leaves with the tuned routers, as without comparison
-    return EvalReport(config, "tuned", run(), base, data_format, max_length, identity)
+    return EvalReport(config, "tuned", run(), base, data_format, max_length, identity, routers_sha256)

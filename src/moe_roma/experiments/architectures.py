@@ -38,6 +38,7 @@ from pathlib import Path
 from moe_roma import __version__
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.errors import RomaError
+from moe_roma.io.outputs import safe_name
 from moe_roma.models.card import write_model_card
 
 KEYS = {"name", "kind", "seeds", "workers", "build", "architectures", "settings", "splits", "limit", "reference"}
@@ -72,7 +73,7 @@ def _build_config(values: dict, where: str):
     """A checked ``DownstreamBuildConfig``; an unknown field or bad option is one sentence."""
     import difflib
 
-    from moe_roma.testbed.config import check_pretrain_options
+    from moe_roma.testbed.config import check_build_options
 
     cls = _config_class()
     known = {f.name for f in dataclasses.fields(cls)}
@@ -81,7 +82,7 @@ def _build_config(values: dict, where: str):
             near = difflib.get_close_matches(key, sorted(known), n=1)
             raise RomaError(f"{where}: unknown build setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
     cfg = cls(**values)
-    problem = check_pretrain_options(cfg)
+    problem = check_build_options(cfg)
     if problem:
         raise RomaError(f"{where}: {problem}")
     return cfg
@@ -102,7 +103,8 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
     settings = cfg.get("settings") or [{"name": "none"}]
     if not isinstance(settings, list) or not all(isinstance(s, dict) and "name" in s for s in settings):
         raise RomaError(f"{where}: 'settings' must be a list of mappings with a 'name'")
-    names = [str(s["name"]) for s in settings]
+    # A setting's name is a folder of the results (runs/<arch>/<name>): it must stay inside it.
+    names = [safe_name(s["name"], where, "setting name") for s in settings]
     if len(set(names)) != len(names):
         raise RomaError(f"{where}: setting names must be unique, got {names}")
     splits = list(cfg.get("splits") or EVAL_SPLITS)
@@ -127,6 +129,25 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
                 jobs.append(Job(arch, str(s["name"]), seed, dataclasses.asdict(bc),
                                 str(out / "runs" / arch / str(s["name"]) / f"seed{seed}")))  # fmt: skip
     return jobs, splits
+
+
+def job_inputs(job: Job, splits: list[str], limit: int) -> dict:
+    """What a build's result depends on (as JSON reads it back): ``--resume`` reuses a result only for these."""
+    return json.loads(json.dumps({"build_config": job.config, "splits": list(splits), "limit": limit}))
+
+
+def finished_job(job: Job, splits: list[str], limit: int) -> bool:
+    """Whether ``job.out`` holds this job's result: made with the same build settings, splits and limit
+    (a result from before they were recorded is matched on its model's build_info.json)."""
+    try:
+        result = json.loads((Path(job.out) / "result.json").read_text(encoding="utf-8"))
+        if "inputs" in result:
+            return result["inputs"] == job_inputs(job, splits, limit)
+        info = json.loads((Path(job.out) / "model" / "build_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    wanted = job_inputs(job, splits, limit)
+    return info.get("build_config") == wanted["build_config"] and sorted(result.get("accuracy", {})) == sorted(splits)
 
 
 def run_job(job: Job, splits: list[str], limit: int) -> str:
@@ -157,6 +178,7 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
         "utilisation_max": statistics.fmean(u["max"] for u in last["utilisation"].values()) if last else None,
         "utilisation_min": statistics.fmean(u["min"] for u in last["utilisation"].values()) if last else None,
         "collapse_warnings": info.get("collapse_warnings", []),
+        "inputs": job_inputs(job, splits, limit),
     }  # fmt: skip
     write_model_card(model_card(info, result, splits), out / "model")
     write_text_atomic(out / "build.log", "\n".join(lines) + "\n")
@@ -196,7 +218,7 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
     jobs, splits = plan_jobs(cfg, config_path, out)
     limit = int(cfg.get("limit") or 0)
     workers = int(cfg.get("workers", 1))
-    todo = [j for j in jobs if not (resume and (Path(j.out) / "result.json").is_file())]
+    todo = [j for j in jobs if not (resume and finished_job(j, splits, limit))]
     log(f"experiment {cfg.get('name', '')}: {len(jobs)} builds ({len(jobs) - len(todo)} already done), "
         f"{workers} at a time")  # fmt: skip
     if todo:

@@ -21,8 +21,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
-from moe_roma.data.example import MCExample
+from moe_roma.data.example import MCExample, examples_sha256
 from moe_roma.io.config import to_dict
+from moe_roma.io.errors import RomaError
+from moe_roma.io.outputs import Kind
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
 from moe_roma.methods.base import TestTimeInputs
@@ -34,10 +36,20 @@ from moe_roma.methods.roma.trackers import Trackers, open_trackers
 from moe_roma.methods.roma.trainer import TrainResult
 from moe_roma.models.checkpoint import restore_routers, router_snapshot
 from moe_roma.models.discovery import MoEInfo, discover_routers
+from moe_roma.models.loading import model_fingerprint
 from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import RoutingStore, save_routing_store
 from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.stats import accuracy
+
+# The folder of `roma experiment` and `roma demo` (and of a `kind: architectures` grid): one grid's results.
+RESULTS_FOLDER = Kind(
+    "experiment folder",
+    members=("results.json", "table.md", "report.md", "*.png", "routing.json", "routing.safetensors", "outcomes.jsonl",
+             "runs", "graphs"),
+    finished=("results.json",),
+    partial=("outcomes.jsonl", "runs"),
+)
 
 
 @dataclass
@@ -229,24 +241,36 @@ def routing_metrics(ctx: RunContext, split: str) -> dict:
 OUTCOMES_NAME = "outcomes.jsonl"  # one line per finished method run, so an interrupted grid can resume
 
 
-def _append_outcome(path: Path, key: str, outcome: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"key": key, "outcome": outcome}) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+def _append_outcome(path: Path, key: str, run: str, inputs: dict, outcome: dict) -> None:
+    record = {"key": key, "run": run, "inputs": inputs, "outcome": outcome}
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # the runs before this one stay in the file: --resume keeps them
+        raise RomaError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
-def _load_outcomes(path: Path) -> dict[str, dict]:
+def _load_outcomes(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(outcome by key, the inputs each run label was last recorded with) of an ``outcomes.jsonl``."""
     done: dict[str, dict] = {}
+    inputs: dict[str, dict] = {}
     if not path.is_file():
-        return done
+        return done, inputs
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
             done[record["key"]] = record["outcome"]
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by the interruption: that run is done again
-    return done
+        if isinstance(record.get("run"), str) and isinstance(record.get("inputs"), dict):
+            inputs[record["run"]] = record["inputs"]
+    return done, inputs
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -274,15 +298,31 @@ class Comparison:
     resume: bool = False  # reuse the method runs an interrupted run of the same grid finished
     report_to: list[str] = field(default_factory=list)  # experiment trackers, one run per method and seed
 
+    def _run_inputs(self, method: Method, seed: int | None) -> dict[str, str]:
+        """Everything a method run's outcome depends on, one digest per field (named when one changes):
+        the model (config and every weight), the data's content, the method's and the shared settings."""
+        if not hasattr(self, "_shared_inputs"):
+            self._shared_inputs = {
+                "model": model_fingerprint(self.model),
+                "training data": examples_sha256(self.train_examples),
+                **{f"split {k}": examples_sha256(v) for k, v in self.splits.items()},
+                "shared settings": _digest(
+                    {
+                        "train": self.train_config.settings(),
+                        "scoring": self.scoring,
+                        "batch_size": self.batch_size,
+                        "collect_layers": self.collect_layers,
+                        "metrics_split": self.metrics_split,
+                    }
+                ),
+            }
+        settings = to_dict(method.config) if method.config is not None else None
+        own = {"kind": method.kind, "seed": seed, "fraction": method.train_fraction, "settings": settings}
+        return {**self._shared_inputs, "method settings": _digest(own)}
+
     def _outcome_key(self, method: Method, seed: int | None) -> str:
-        """What makes a method run's outcome: its settings, seed, data and scoring (hashed)."""
-        ident = {
-            "name": method.name, "kind": method.kind, "seed": seed, "fraction": method.train_fraction,
-            "settings": to_dict(method.config) if method.config is not None else None,
-            "train": [ex.id for ex in self.train_examples], "splits": {k: [ex.id for ex in v] for k, v in self.splits.items()},
-            "scoring": self.scoring, "collect_layers": self.collect_layers, "metrics_split": self.metrics_split,
-        }  # fmt: skip
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        """The key of a method run's outcome: its name and every input it depends on (``_run_inputs``)."""
+        return _digest({"name": method.name, **self._run_inputs(method, seed)})
 
     def collect(self) -> tuple[RoutingStore, MoEInfo]:
         info = discover_routers(self.model)
@@ -307,7 +347,7 @@ class Comparison:
         rows, details = [], {}
         cached: dict[str, dict] = {}
         outcomes_path = self.out_dir / OUTCOMES_NAME
-        done = _load_outcomes(outcomes_path) if self.resume else {}
+        done, recorded = _load_outcomes(outcomes_path) if self.resume else ({}, {})
         if not self.resume:
             outcomes_path.unlink(missing_ok=True)
         elif done:
@@ -318,7 +358,13 @@ class Comparison:
                 restore_routers(self.model, base_routers)
                 # Seed-free methods are evaluated once and reported for every seed.
                 spec = method_spec(method.kind)
-                key = self._outcome_key(method, None if spec.seed_free else seed)
+                run_seed = None if spec.seed_free else seed
+                key, inputs = self._outcome_key(method, run_seed), self._run_inputs(method, run_seed)
+                label = f"{method.name}/seed{run_seed}" if run_seed is not None else method.name
+                old = recorded.get(label)
+                if old is not None and key not in done:  # the run was done, with something else: say what
+                    changed = [k for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
+                    self.log(f"resuming: {label} runs again: its {', '.join(changed)} changed since {outcomes_path}")
                 if spec.seed_free and method.name in cached:
                     outcome = cached[method.name]
                 elif key in done:  # finished by an earlier, interrupted run of the same grid
@@ -336,7 +382,7 @@ class Comparison:
                         trackers.log_summary({split: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]}
                                               for split, r in outcome["splits"].items()}, prefix="eval/")  # fmt: skip
                         ctx.trackers = None
-                    _append_outcome(outcomes_path, key, outcome)
+                    _append_outcome(outcomes_path, key, label, inputs, outcome)
                 if spec.seed_free:
                     cached[method.name] = outcome
                 seconds = time.perf_counter() - start

@@ -27,6 +27,7 @@ from moe_roma.experiments.comparison import Comparison, Method
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.config import build_config
 from moe_roma.io.errors import RomaError
+from moe_roma.io.outputs import safe_name
 from moe_roma.io.yamlfile import load_yaml_mapping
 from moe_roma.methods.registry import METHODS
 from moe_roma.methods.roma.config import TrainConfig
@@ -75,6 +76,8 @@ def _check_types(cfg: dict, p: Path) -> None:
     need(cfg.get("ablations") is None or isinstance(cfg["ablations"], list), "'ablations' must be a list", cfg.get("ablations"))
     data = cfg["data"]
     need(isinstance(data, dict), "'data' must be a mapping", data)
+    need(data.get("suite_seed") is None or is_int(data["suite_seed"]), "'data.suite_seed' must be an integer",
+         data.get("suite_seed"))
     if "eval" in data:
         need(isinstance(data["eval"], dict), "'data.eval' must map split names to data files", data["eval"])
     if not data.get("testbed"):
@@ -124,7 +127,7 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
         what = f"{where}: method {m['name']}"
         config = _settings(TrainConfig, options, what, base=train) if kind == "train" else (
             _settings(METHODS[kind].config, options, what))  # fmt: skip
-        methods.append(Method(str(m["name"]), kind, config, dict(given), fraction))
+        methods.append(Method(safe_name(m["name"], where, "method name"), kind, config, dict(given), fraction))
     for j, ab in enumerate(cfg.get("ablations") or []):
         if not isinstance(ab, dict) or "axis" not in ab or "values" not in ab:
             raise RomaError(f"{where}: ablations[{j}] needs 'axis' and 'values'")
@@ -134,6 +137,7 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
             raise RomaError(f"{where}: ablations[{j}]: base method {base_name!r} is not a trained method")
         for value in ab["values"]:
             label = ab.get("label", "{base}[{axis}={value}]").format(base=base_name, axis=ab["axis"], value=value)
+            label = safe_name(label, where, "method name")  # runs/<method> is a folder of the results
             setting = {ab["axis"]: value}
             if ab["axis"] == "train_fraction":
                 config, fraction = base.config, float(value)
@@ -170,20 +174,12 @@ def load_data(cfg: dict, where: str, limit: int | None):
         return examples[:limit] if limit else examples
 
     if data.get("testbed"):
-        from moe_roma.testbed import TESTBEDS, load_testbed_splits, testbed_model_path, testbed_split_names
+        from moe_roma.testbed import load_testbed_splits, testbed_model_path
 
-        # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
-        name = "in-domain" if data["testbed"] is True else str(data["testbed"])
-        if name not in TESTBEDS:
-            raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
+        name, names = testbed_of(data, where)
         seed = int(data.get("suite_seed", 0))
         suite = load_testbed_splits(seed, include_pretrain=False, testbed=name)
         model, train = testbed_model_path(name), testbed_training_set(data, suite, name, seed, where)
-        names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
-        known = [s for s in testbed_split_names(name) if s != "train"]
-        unknown = [s for s in names if s not in known and s != "validation"]
-        if unknown:
-            raise RomaError(f"{where}: unknown testbed splits {unknown} (known: {', '.join(known)}, validation)")
         # A testbed that ships its own validation split uses it, unless the file asks to hold out a share.
         own_validation = "validation" in suite and not data.get("validation")
         splits = {s: cut(suite[s]) for s in names if s != "validation" or own_validation}
@@ -242,6 +238,62 @@ def testbed_training_set(data: dict, suite: dict, testbed: str, seed: int, where
     return examples
 
 
+def testbed_of(data: dict, where: str) -> tuple[str, list[str]]:
+    """(testbed name, evaluation splits) of a ``data: {testbed: ...}`` section, checked without loading it."""
+    from moe_roma.testbed import TESTBEDS, testbed_split_names
+
+    # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
+    name = "in-domain" if data["testbed"] is True else str(data["testbed"])
+    if name not in TESTBEDS:
+        raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
+    names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
+    known = [s for s in testbed_split_names(name) if s != "train"]
+    if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+        raise RomaError(f"{where}: 'data.splits' must be a list of split names (known: {', '.join(known)})")
+    unknown = [s for s in names if s not in known and s != "validation"]
+    if unknown:
+        raise RomaError(f"{where}: unknown testbed splits {unknown} (known: {', '.join(known)}, validation)")
+    return name, list(names)
+
+
+def check_grid(cfg: dict, where: str, methods: list[Method], splits: list[str]) -> None:
+    """What a run would otherwise find only late (after collection, or after the whole grid): every
+    trained method scores answers the way the grid collects them, ``paired`` names pairs of this grid's
+    methods, ``metrics_split`` is one of the splits, ``collect_layers`` is a layer selection. The dry
+    run and the real run both call it before any model loads."""
+    from moe_roma.models.discovery import parse_layer_spec
+
+    scoring = cfg.get("scoring", "continuation")
+    if scoring not in ("letter", "continuation"):
+        raise RomaError(f"{where}: 'scoring' must be letter or continuation, got {scoring!r}")
+    for m in methods:
+        if m.kind == "train" and m.config.scoring != scoring:
+            raise RomaError(f"{where}: method {m.name} trains with scoring={m.config.scoring}, but the grid collects "
+                            f"its routing with {scoring} scoring; set 'scoring' in 'train' (or the method) to {scoring}")
+    check_paired(cfg.get("paired") or [], [m.name for m in methods], where)
+    split = cfg.get("metrics_split")
+    if split is not None and split not in splits:
+        raise RomaError(f"{where}: 'metrics_split' {split!r} is not one of the splits ({', '.join(splits)})")
+    try:
+        parse_layer_spec(cfg.get("collect_layers", "all"))
+    except RomaError as exc:
+        raise RomaError(f"{where}: 'collect_layers': {exc}") from None
+
+
+def check_paired(pairs: object, methods: list[str], where: str) -> None:
+    """``paired`` is a list of ``[A, B]`` pairs of two different methods of the grid."""
+    if not isinstance(pairs, list):
+        raise RomaError(f"{where}: 'paired' must be a list of [method, method] pairs, got {pairs!r}"[:300])
+    for pair in pairs:
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(p in methods for p in pair)
+        if not ok or pair[0] == pair[1]:
+            bad = [p for p in pair if p not in methods] if isinstance(pair, (list, tuple)) else []
+            near = difflib.get_close_matches(str(bad[0]), methods, n=1) if bad else []
+            hint = f"; did you mean {near[0]!r}?" if near else f" (methods: {', '.join(methods)})"
+            raise RomaError(f"{where}: 'paired' entries must be [method, method] of two methods of this grid, got "
+                            f"{pair!r}{hint}")
+
+
 SOURCE_KEYS = {"source", "preset", "fields", "limit", "task"}
 FIELD_KEYS = {"question", "choices", "answer", "context"}
 
@@ -297,13 +349,28 @@ def load_source(entry: dict, fmt: str | None = None) -> list:
     return examples[: entry["limit"]] if entry.get("limit") else examples
 
 
+def experiment_folder(cfg: dict, config_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """``out_dir``, else ``runs/<name>``: the file's ``name`` (or its stem) is a plain name that stays in ``runs``."""
+    name = safe_name(cfg.get("name", Path(config_path).stem), str(config_path), "'name'")
+    return Path(out_dir) if out_dir is not None else Path("runs") / name
+
+
+def output_folder(config_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where ``run_experiment(config_path, out_dir)`` writes (read before any work, for the output guard)."""
+    cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
+    return experiment_folder(cfg, config_path, out_dir)
+
+
 def _architecture_grid(config_path: str | Path) -> dict | None:
     """The file's mapping when it is a pre-training grid (``kind: architectures``), else None."""
     cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
     return cfg if cfg.get("kind") == "architectures" else None
 
 
-def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None) -> list[str]:
+def plan_experiment(
+    config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None,
+    trust_remote_code: bool = False,
+) -> list[str]:
     """What ``run_experiment`` would do, step by step, after checking everything that can be checked
     without loading a model or reading data: the file parses, every setting and method is valid, every
     data source is well formed and names a known preset, every local file exists."""
@@ -312,7 +379,7 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     if arch_grid is not None:
         from moe_roma.experiments.architectures import plan_jobs
 
-        out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
+        out = experiment_folder(arch_grid, config_path, out_dir)
         jobs, splits = plan_jobs(arch_grid, where, out)
         steps = [f"experiment {arch_grid.get('name', Path(where).stem)!r} (kind: architectures): {len(jobs)} downstream "
                  f"testbed builds, {arch_grid.get('workers', 1)} at a time, into {out}"]  # fmt: skip
@@ -328,15 +395,15 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
     methods = parse_methods(cfg, where, train_config)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
-    out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
+    out = experiment_folder(cfg, config_path, out_dir)
     data = cfg["data"]
     steps = [f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"]
     if data.get("testbed"):
-        testbed = data["testbed"] if data["testbed"] is not True else "in-domain"
-        trained = " + ".join(training_split_names(data, str(testbed), where))
+        name, names = testbed_of(data, where)
+        trained = " + ".join(training_split_names(data, name, where))
         size = f", its first {data['train_size']} items" if data.get("train_size") else ""
-        steps.append(f"1. load the bundled {testbed} testbed model and its splits; train on {trained}{size}")
-        evals: dict = {s: "testbed" for s in data.get("splits", ["in_dist", "shifted", "heldout_tasks"])}
+        steps.append(f"1. load the bundled {name} testbed model and its splits; train on {trained}{size}")
+        evals: dict = {s: "testbed" for s in names}
     else:
         for key in ("model", "train", "eval"):
             if key not in data:
@@ -349,10 +416,13 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
         evals = {name: source(e, f"{where}: data.eval.{name}") for name, e in data["eval"].items()}
         for entry in [*entries, *evals.values()]:
             _check_local(entry, where)
+        _check_model(data["model"], where, trust_remote_code)
         steps.append(f"2. read {len(entries)} training sources:")
         steps += [f"   - {_describe(e)}" for e in entries]
         steps.append(f"3. read {len(evals)} evaluation splits:")
         steps += [f"   - {name}: {_describe(e)}" for name, e in evals.items()]
+    split_names = list(evals) if not data.get("validation") or "validation" in evals else ["validation", *evals]
+    check_grid(cfg, where, methods, split_names)
     if data.get("validation"):
         steps.append(f"   hold out {data['validation']} of the training examples as the split 'validation'")
     steps.append(f"4. collect the base model's routing of the training examples (layers {cfg.get('collect_layers', 'all')}, "
@@ -376,6 +446,16 @@ def plan_experiment(config_path: str | Path, out_dir: str | Path | None = None, 
     return steps
 
 
+def _check_model(model: object, where: str, trust_remote_code: bool) -> None:
+    """A local model folder that exists and needs no code of its own (a hub id is checked when it loads)."""
+    from moe_roma.models.loading import check_no_remote_code
+
+    text = str(model)
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().exists():
+        raise RomaError(f"{where}: data.model {text} does not exist")
+    check_no_remote_code(text, trust_remote_code)
+
+
 def _check_local(entry: dict, where: str) -> None:
     spec = entry["source"]
     if not spec.startswith("hf:") and not Path(spec).exists():
@@ -391,11 +471,12 @@ def _describe(entry: dict) -> str:
 
 def run_experiment(
     config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False,
-    report_to: list[str] | None = None,
+    report_to: list[str] | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Run the grid of ``config_path`` into ``out_dir``; ``resume`` reuses the method runs an interrupted
     run of the same grid into the same folder finished (``outcomes.jsonl``); ``report_to`` names
-    experiment trackers (one tracked run per method and seed)."""
+    experiment trackers (one tracked run per method and seed); ``trust_remote_code`` lets the model
+    folder run its own code (``--trust-remote-code``)."""
     from moe_roma.models.loading import load_model
 
     arch_grid = _architecture_grid(config_path)
@@ -406,7 +487,7 @@ def run_experiment(
         if report_to:
             raise RomaError(f"{where}: --report-to is not supported for kind: architectures (each build writes "
                             "metrics.jsonl)")  # fmt: skip
-        out = Path(out_dir or Path("runs") / str(arch_grid.get("name", Path(config_path).stem)))
+        out = experiment_folder(arch_grid, config_path, out_dir)
         return run_architecture_grid(arch_grid, str(config_path), out, log=log, resume=resume)
     start = time.perf_counter()
     where = str(config_path)
@@ -415,11 +496,12 @@ def run_experiment(
     train_config = _settings(TrainConfig, cfg.get("train") or {}, f"{where}: 'train'")
     methods = parse_methods(cfg, where, train_config)
     seeds = [int(s) for s in cfg.get("seeds", [0])]
-    out = Path(out_dir or Path("runs") / str(cfg.get("name", Path(config_path).stem)))
+    out = experiment_folder(cfg, config_path, out_dir)
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
+    check_grid(cfg, where, methods, list(splits))  # before the model loads: nothing fails after the grid's work
     model, tok = load_model(
         model_path, dtype=train_config.runtime.dtype, device=train_config.runtime.device,
-        attn_implementation=train_config.runtime.attn_implementation,
+        attn_implementation=train_config.runtime.attn_implementation, trust_remote_code=trust_remote_code,
     )  # fmt: skip
     log(f"experiment {cfg.get('name', '')}: {len(methods)} methods x {len(seeds)} seeds on "
         + ", ".join(f"{k} ({len(v)})" for k, v in splits.items()))  # fmt: skip

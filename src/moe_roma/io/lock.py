@@ -5,6 +5,10 @@ the same folder finds it held and is refused with the holder's PID. The lock is 
 advisory lock on the open file, so the operating system releases it when the holder dies, even
 by SIGKILL: a stale lock file left behind by a killed run never blocks the next one.
 
+The lock file is only ever created new (``O_CREAT | O_EXCL | O_NOFOLLOW``) and written through that
+new descriptor: a stale one is removed (after taking its lock, so a live holder's never is), and a
+symbolic or hard link planted at its name is refused, never followed or truncated.
+
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> with FolderLock(d, "roma train"):
@@ -17,6 +21,7 @@ False
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from moe_roma.io.errors import RomaError
@@ -27,6 +32,7 @@ except ImportError:  # pragma: no cover - Windows: an O_EXCL lock file (a killed
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".roma.lock"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class FolderLock:
@@ -39,38 +45,87 @@ class FolderLock:
 
     def acquire(self) -> None:
         while True:
-            try:
-                flags = os.O_RDWR | os.O_CREAT | (0 if fcntl is not None else os.O_EXCL)
-                fd = os.open(self.path, flags, 0o644)
-            except FileExistsError:
-                raise self._busy() from None
-            except OSError as exc:
-                raise RomaError(f"{self.path}: cannot create the lock file ({exc.strerror or exc})") from None
-            if fcntl is None:
+            fd = self._create()
+            if fd is None:  # a lock file is there: held by a live run, or left by a killed one
+                self._take_stale()
+                continue
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # another run created it between our create and our lock
+                    os.close(fd)
+                    raise self._busy() from None
+            if self._is_ours(fd):
                 break
+            os.close(fd)  # the file was replaced under us: start again
+        self.fd = fd
+        try:
+            os.write(fd, f"{os.getpid()} {self.holder}\n".encode())
+        except OSError as exc:  # a full disk: the lock holds without its note, but say why nothing follows
+            self.release()
+            raise RomaError(f"{self.path}: could not be written ({exc.strerror or exc})") from None
+
+    def _create(self) -> int | None:
+        """A new lock file (never an existing one, never through a link), or None when one is there."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise RomaError(f"{self.path}: cannot create the lock file ({exc.strerror or exc})") from None
+
+    def _take_stale(self) -> None:
+        """Remove a lock file nobody holds; refuse a held one, and anything that is not a plain file of ours.
+
+        The file is opened without following links and never written: a link or a hard link planted
+        at the lock's name cannot make this run truncate or overwrite another file.
+        """
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return  # its holder just removed it
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            if stat.S_ISLNK(st.st_mode):
+                what = "a symbolic link"
+            elif stat.S_ISREG(st.st_mode):
+                what = "a hard link"
+            else:
+                what = "not a regular file"
+            raise RomaError(
+                f"{self.path} is {what}, not a lock file of roma; remove it (a lock is never written through a link)"
+            )
+        if fcntl is None:
+            raise self._busy()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise RomaError(f"{self.path}: cannot open the lock file ({exc.strerror or exc})") from None
+        try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                os.close(fd)
                 raise self._busy() from None
-            # The holder before us may have removed the file between our open and our lock: then we
-            # hold a lock on a file nobody else will open; take the one now at the path instead.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
+            if self._is_ours(fd):  # still the file at the path, and nobody holds it: a killed run's
+                os.unlink(self.path)
+        finally:
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {self.holder}\n".encode())
-        self.fd = fd
+
+    def _is_ours(self, fd: int) -> bool:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def release(self) -> None:
         if self.fd is None:
             return
         try:
-            self.path.unlink(missing_ok=True)
+            if self._is_ours(self.fd):  # the folder may have been swapped away (an overwrite): leave others' files
+                self.path.unlink(missing_ok=True)
         finally:
             os.close(self.fd)
             self.fd = None

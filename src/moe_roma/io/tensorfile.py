@@ -39,7 +39,9 @@ def load_tensors(path: str | Path, what: str) -> tuple[dict, dict[str, torch.Ten
     """(metadata, tensors) of a file written by ``save_tensors``; ``what`` names it in errors."""
     meta = load_tensor_meta(path, what)
     try:
-        tensors = load_file(str(path))
+        # Copies: the tensors load_file returns can share the file's memory map, so a file overwritten in
+        # place (cp) would change numbers already read.
+        tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError) as exc:
         raise DataError(path, None, f"not a readable {what} ({str(exc).splitlines()[0]})") from None
     return meta, tensors

@@ -46,7 +46,7 @@ def embed_texts(
     level = st_logger.level
     st_logger.setLevel(logging.ERROR)
     try:
-        model = SentenceTransformer(path, device=device or "cpu")
+        model = SentenceTransformer(path, device=device or "cpu", trust_remote_code=False)  # no code from the folder
     except Exception as exc:  # sentence-transformers raises many types for an unusable model
         raise RomaError(f"cannot load the sentence embedder {embedder or DEFAULT_EMBEDDER!r} ({str(exc).splitlines()[0]})") from None
     finally:

@@ -28,6 +28,7 @@ from moe_roma import __version__
 from moe_roma.io.atomic import atomic_path, current_umask, write_json
 from moe_roma.io.errors import DataError, ModelError
 from moe_roma.io.interrupts import critical
+from moe_roma.io.outputs import Kind, Output, guard_output
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_identity
 
@@ -36,6 +37,16 @@ CHECKPOINT_FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 CONFIG_NAME = "router_config.json"
 WEIGHTS_NAME = "router_weights.safetensors"
+# What a router folder of `roma import-public` holds (a README.md only beside a checkpoint).
+ROUTER_FOLDER = Kind(
+    "router folder", members=(CONFIG_NAME, WEIGHTS_NAME, "README.md"), finished=(CONFIG_NAME,), guests=("README.md",)
+)
+# What `save_pretrained` writes for a causal LM and its tokenizer, and the model card.
+MODEL_FILES = (
+    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*",
+    "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "chat_template.*", "README.md",
+)
+MERGED_MODEL = Kind("merged model", members=MODEL_FILES, finished=("config.json",))
 
 
 def router_state(model: PreTrainedModel, info: MoEInfo, layers: list[int]) -> dict[str, torch.Tensor]:
@@ -100,6 +111,12 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def routers_fingerprint(path: str | Path, config: dict) -> str:
+    """The SHA-256 of a router folder's weight file: recorded in its config (format 2, checked on load) or read."""
+    recorded = config.get("weights_sha256")
+    return recorded if isinstance(recorded, str) else file_sha256(Path(path) / WEIGHTS_NAME)
 
 
 def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -227,38 +244,27 @@ def _umask_modes(folder: Path) -> None:
 
 
 def export_merged_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, routers: str | Path, out_dir: str | Path,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, routers: str | Path, out_dir: str | Path | Output,
     card: str | None = None,
 ) -> Path:
     """Write a full Hugging Face model folder with the tuned routers merged in (and ``card`` as its README.md).
 
-    The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and no project code.
+    The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and no project code. It is
+    written into a staging folder and swapped in when complete: a full disk or a kill leaves no
+    half-written model (and, with an ``Output`` that replaces one, the old model as it was).
     """
-    import shutil
-
     apply_router_checkpoint(model, routers)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"{out}: output folder is not empty")
-    tmp = out.with_name(f".{out.name}.tmp")
+    output = out_dir if isinstance(out_dir, Output) else guard_output("out_dir", out_dir, MERGED_MODEL)
+    out = output.path
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if card is not None:
-            (tmp / "README.md").write_text(card, encoding="utf-8")
-        _umask_modes(tmp)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or a kill leaves no half-written model
-        if isinstance(exc, OSError):
-            raise ModelError(f"{out}: could not be written ({exc.strerror or exc})") from None
-        if isinstance(exc, SafetensorError):
-            raise ModelError(f"{out}: could not be written ({str(exc).splitlines()[0]})") from None
-        raise
+        with output.staged() as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if card is not None:
+                (tmp / "README.md").write_text(card, encoding="utf-8")
+            _umask_modes(tmp)
+    except OSError as exc:
+        raise ModelError(f"{out}: could not be written ({exc.strerror or exc})") from None
+    except SafetensorError as exc:
+        raise ModelError(f"{out}: could not be written ({str(exc).splitlines()[0]})") from None
     return out

@@ -66,6 +66,7 @@ def map_public_tensors(
     names, each checked: an MoE layer of the model, a router parameter of that layer, the same shape."""
     params = dict(model.named_parameters())
     mapped: dict[str, torch.Tensor] = {}
+    source: dict[str, str] = {}  # the checkpoint key each router parameter came from
     for key, tensor in tensors.items():
         m = _KEY.match(key)
         if m is None:
@@ -79,6 +80,10 @@ def map_public_tensors(
             raise ModelError(f"{where}: tensor {key} matches no router parameter of layer {layer} "
                              f"(its router parameters: {info.routers[layer].parameter_names})")  # fmt: skip
         target = names[0]
+        if target in source:  # e.g. layers.3.mlp.gate.weight and model.layers.3.mlp.gate.weight
+            raise DataError(where, f"tensor {key!r}", f"is the router parameter {target} again (also {source[target]!r}); "
+                            "the checkpoint holds it twice, so which copy is meant is unknown")
+        source[target] = key
         if tuple(tensor.shape) != tuple(params[target].shape):
             raise ModelError(f"{where}: tensor {key} has shape {tuple(tensor.shape)}, but {target} of the base model "
                              f"has {tuple(params[target].shape)} (a checkpoint of another model?)")  # fmt: skip

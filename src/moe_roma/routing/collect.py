@@ -121,6 +121,7 @@ def collect_routing(
             "model": model_identity(model),
             "family": info.family,
             "num_experts": info.num_experts,
+            "top_k": max(info.routers[layer].top_k for layer in chosen),  # experts per token, for diagnose
             "gate_function": info.gate_function,
             "answer_scoring": scoring,
             "template": template,

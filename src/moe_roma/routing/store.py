@@ -5,7 +5,14 @@ On disk it is the seed-001 routing JSON (a dict keyed by sample id with ``input_
 the method's public code and by ours are interchangeable. We add a few keys that the public format
 lacks (``question``, ``choices``, ``answer_index``, ``task``) so that later stages need nothing
 else. Beside it, a safetensors side-car holds the same routing as one (N, L, E) tensor, which later
-stages read fast; it records a fingerprint of the JSON and is ignored when the JSON changed.
+stages read fast, and what collection recorded about itself (model, position, scoring, top-k).
+
+The side-car is checked against the JSON by content: it records the SHA-256 of what the JSON says
+(``content_sha256``: each sample's fields, whatever the indentation, key order or escapes) and of
+its own tensors (``tensors_sha256``). Re-formatting the JSON keeps both, and the metadata with them;
+a side-car written for other content (another collect run's, or the JSON was edited since) or whose
+tensors changed is ignored with a warning, and the JSON alone is read. Routing that is not finite or
+is negative is refused wherever it enters: the JSON's weights, the side-car's tensor, a collection.
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ import torch
 from moe_roma import __version__
 from moe_roma.data.example import LETTERS
 from moe_roma.io.atomic import write_json_atomic
-from moe_roma.io.errors import DataError
+from moe_roma.io.errors import DataError, warn
 from moe_roma.io.paths import check_regular_file
-from moe_roma.io.tensorfile import load_tensor_meta, load_tensors, save_tensors
+from moe_roma.io.tensorfile import load_tensors, save_tensors
 from moe_roma.models.discovery import MoEInfo
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the side-car records content_sha256 and tensors_sha256 (1: the JSON's bytes)
 MAX_EXPERTS = 1 << 16  # an expert index past this is a typo or a hostile file, not a model
 _EXPERT_KEY = re.compile(r"expert_(\d+)")
 _CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[).:]\s+(.*)$")
@@ -132,9 +139,50 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def content_sha256(raw: dict) -> str:
+    """SHA-256 of what a parsed routing JSON says, not how it is written: every sample by id, with its
+    fields in sorted order (numbers as the floats they parse to), whatever the order of the samples."""
+    h = hashlib.sha256()
+    for sid, entry in sorted(raw.items()):
+        text = json.dumps([sid, entry], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        h.update(text.encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of tensors by name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def check_routing_values(routing: torch.Tensor, ids: list[str], path: str | Path | None, what: str) -> None:
+    """Refuse (N, L, E) routing with a NaN, an infinity or a negative weight, or a layer whose weights sum to 0."""
+    bad_rows = (~torch.isfinite(routing) | (routing < 0)).any(-1) | ~(routing.sum(-1) > 0)
+    if not bad_rows.any():
+        return
+    i, li = (int(x) for x in bad_rows.nonzero()[0])
+    row = routing[i, li]
+    if not torch.isfinite(row).all():
+        problem = f"not finite ({float(row[~torch.isfinite(row)][0])})"
+    elif (row < 0).any():
+        problem = f"negative ({float(row.min())})"
+    else:
+        problem = "all zero"
+    sid = ids[i] if i < len(ids) else str(i)
+    raise DataError(
+        path, f"id {sid}", f"{what} at layer position {li} is {problem}; routing weights must be finite and non-negative"
+    )
+
+
 def save_routing_store(store: RoutingStore, path: str | Path) -> None:
     """Write the seed-001 JSON and its tensor side-car, each atomically."""
     path = Path(path)
+    check_routing_values(store.routing.float(), store.ids, path, "the collected routing")
     entries = {}
     for i, sid in enumerate(store.ids):
         layers = [
@@ -165,14 +213,6 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
             entry["continuation"] = store.continuations[i]
         entries[sid] = entry
     write_json_atomic(path, entries, indent=None)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "json_sha256": _fingerprint(path),
-        "ids": store.ids,
-        "layers": store.layers,
-        **{k: v for k, v in store.meta.items() if k not in ("ids", "layers")},
-    }
     tensors = {
         "routing": store.routing.float().contiguous(),
         "is_correct": torch.tensor(store.is_correct, dtype=torch.uint8),
@@ -181,6 +221,16 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
     }
     if store.embeddings is not None:
         tensors["embeddings"] = store.embeddings.float().contiguous()
+    meta = {
+        **{k: v for k, v in store.meta.items() if k not in SIDECAR_KEYS},
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        # What the JSON says (floats round-trip through JSON unchanged) and what the side-car holds.
+        "content_sha256": content_sha256(entries),
+        "tensors_sha256": tensors_sha256(tensors),
+        "ids": store.ids,
+        "layers": store.layers,
+    }
     try:
         save_tensors(sidecar_path(path), tensors, meta)
     except BaseException:
@@ -206,14 +256,15 @@ def load_routing_store(path: str | Path) -> RoutingStore:
         raise DataError(path, None, "expected a non-empty JSON object keyed by sample id")
     if repeated[0]:
         raise DataError(path, f"id {repeated[0][0]}", "duplicate id: the file lists this sample twice")
-    side = _sidecar_meta(path)
-    # A side-car written with this very JSON (its hash matches) holds the same routing as tensors: take
-    # them and skip parsing every expert weight, which dominates the load time of large files.
-    tensors = _sidecar_tensors(path) if side else None  # `side` is only non-empty when the hash matched
+    # A side-car written for this JSON's content holds the same routing as tensors: take them and skip
+    # parsing every expert weight, which dominates the load time of large files.
+    side, tensors = _matching_sidecar(path, raw)
     store = _parse_entries(path, raw, routing=tensors.get("routing") if tensors else None)
     store.meta.update(side)
     emb = tensors.get("embeddings") if tensors else None
     if emb is not None and emb.ndim == 2 and emb.shape[0] == len(store):
+        if not torch.isfinite(emb).all():
+            raise DataError(sidecar_path(path), None, "the question embeddings hold NaN or infinite values")
         store.embeddings = emb.float()
     return store
 
@@ -230,32 +281,61 @@ def _no_repeats(pairs: list[tuple[str, object]], repeated: list[list[str]]) -> d
     return obj
 
 
-def _sidecar_meta(path: Path) -> dict:
+SIDECAR_KEYS = ("ids", "layers", "json_sha256", "content_sha256", "tensors_sha256")  # the side-car's own bookkeeping
+
+
+def _matching_sidecar(path: Path, raw: dict) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """(metadata, tensors) of the side-car when it was written for this JSON's content, else ({}, None).
+
+    A side-car that is there but does not match is ignored with a warning: its numbers and its
+    metadata (position, scoring, top-k) are another file's, so the JSON alone decides.
+    """
     side = sidecar_path(path)
     if not side.is_file():
-        return {}
+        return {}, None
     try:
-        meta = load_tensor_meta(side, "routing side-car")
-    except DataError:
-        return {}  # unreadable side-car: the JSON alone is the record
-    if meta.get("json_sha256") != _fingerprint(path):
-        return {}  # stale side-car: the JSON was edited since
+        meta, tensors = load_tensors(side, "routing side-car")
+    except DataError as exc:
+        warn(f"{side} cannot be read ({exc.problem}); reading the routing from {path.name} alone")
+        return {}, None
+    if "content_sha256" in meta:
+        why = None
+        if meta["content_sha256"] != content_sha256(raw):
+            why = f"it was written for other content than {path.name} (another collect run's, or the JSON was edited)"
+        elif meta.get("tensors_sha256") != tensors_sha256(tensors):
+            why = "its tensors were changed after it was written"
+    elif meta.get("json_sha256") != _fingerprint(path):  # format 1: the hash of the JSON's bytes
+        why = f"it was written for another version of {path.name}"
+    else:
+        why = None
+    if why is not None:
+        without = "without the side-car's metadata (position, scoring, top-k)"
+        warn(f"{side} is ignored: {why}; the routing is read from {path.name} alone, {without}")
+        return {}, None
+    order = meta.get("ids")
+    if isinstance(order, list) and order != list(raw):  # the same samples, listed in another order
+        if sorted(order) != sorted(raw):
+            warn(f"{side} is ignored: it lists other samples than {path.name}; the routing is read from the JSON alone")
+            return {}, None
+        pos = {sid: i for i, sid in enumerate(order)}
+        pick = torch.tensor([pos[sid] for sid in raw])
+        tensors = {k: v[pick] if v.ndim and v.shape[0] == len(order) else v for k, v in tensors.items()}
+    routing = tensors.get("routing")
+    if routing is not None:
+        check_routing_values(routing, list(raw), side, "the side-car's routing tensor")
     if "scoring_rule" in meta:  # written before the gate function had its own name
         meta.setdefault("gate_function", meta.pop("scoring_rule"))
-    return {k: v for k, v in meta.items() if k not in ("ids", "layers", "json_sha256")}
+    return {k: v for k, v in meta.items() if k not in SIDECAR_KEYS}, tensors
 
 
 def load_routing_tensors(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The side-car's tensors when it matches the JSON, else None (read the JSON instead)."""
-    return _sidecar_tensors(Path(path)) if _sidecar_meta(Path(path)) else None
-
-
-def _sidecar_tensors(path: Path) -> dict[str, torch.Tensor] | None:
-    """The side-car's tensors, once its metadata has been checked against the JSON."""
+    path = check_regular_file(path, "routing file")
     try:
-        return load_tensors(sidecar_path(path), "routing side-car")[1]
-    except DataError:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return _matching_sidecar(path, raw)[1] if isinstance(raw, dict) else None
 
 
 def _letter_index(path: Path, sid: str, key: str, value, n_choices: int | None) -> int:
@@ -275,8 +355,14 @@ def _letter_index(path: Path, sid: str, key: str, value, n_choices: int | None) 
 
 
 def _check_encodable(path: Path, where: str, key: str, value) -> None:
-    """Refuse text a tokenizer cannot take: a lone surrogate escape such as "\\ud800" decodes in JSON."""
+    """Refuse text a tokenizer cannot take: a lone surrogate escape such as "\\ud800" decodes in JSON, and
+    text beyond the data loaders' length limit."""
+    from moe_roma.data.formats._common import MAX_TEXT_CHARS
+
+    limit = 5 * MAX_TEXT_CHARS if key == "input_text" else MAX_TEXT_CHARS  # a prompt holds a passage and choices
     for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str) and len(text) > limit:
+            raise DataError(path, where, f"'{key}' is {len(text)} characters long; the limit is {limit}")
         if isinstance(text, str):
             try:
                 text.encode("utf-8")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 from moe_roma.testbed.tasks import DEFAULT_SIZES
 
@@ -39,6 +41,50 @@ class PretrainOptions:
     router_jitter: float = 0.0  # > 0: Switch's multiplicative jitter U(1-eps, 1+eps) on the router input
     router_z_loss: float = 0.0  # > 0: coefficient of the router z-loss mean(logsumexp(logits)^2)
     metrics_every: int = 0  # > 0: write routing health to metrics.jsonl every N steps
+
+
+# What each numeric build setting may be; a setting not listed here must be >= 0 (and finite).
+AT_LEAST_ONE = {
+    "steps", "batch_size", "threads", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_experts",
+    "top_k", "pretrain_size", "eval_batch_size", "family_docs", "filler_docs", "knowledge_repeats", "tuned_layers",
+    "align_k",
+}
+POSITIVE = {"lr", "align_sigma", "router_lr_mult"}
+SHARES = {"worked_share", "list_share", "qa_rate", "filler_share", "align_warmup"}
+SIGNED = {"seed"}
+
+
+def check_build_options(cfg: Any) -> str | None:
+    """One sentence naming the first build setting that is of the wrong type, out of its range, or
+    inconsistent with another (``--top-k`` above ``--num-experts``), or None; checked before any work,
+    so that no build stops at its end over a setting."""
+    for f in fields(cfg):
+        value, option = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        wanted = int if isinstance(default, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            return f"{option} must be {'an integer' if wanted is int else 'a number'}, got {value!r}"
+        if not math.isfinite(value):
+            return f"{option} must be a finite number, got {value!r}"
+        if f.name in SIGNED:
+            continue
+        if f.name in AT_LEAST_ONE and value < 1:
+            return f"{option} must be at least 1, got {value!r}"
+        if f.name in POSITIVE and value <= 0:
+            return f"{option} must be greater than 0, got {value!r}"
+        if f.name in SHARES and not 0 <= value <= 1:
+            return f"{option} is a share: it must lie in [0, 1], got {value!r}"
+        if value < 0:
+            return f"{option} must be at least 0, got {value!r}"
+    if cfg.top_k > cfg.num_experts:
+        return f"--top-k {cfg.top_k} is more than --num-experts {cfg.num_experts}"
+    if cfg.hidden_size % cfg.num_heads:
+        return f"--hidden-size {cfg.hidden_size} is not divisible by --num-heads {cfg.num_heads}"
+    if getattr(cfg, "tuned_layers", 0) > cfg.num_layers:
+        return f"--tuned-layers {cfg.tuned_layers} is more than --num-layers {cfg.num_layers}"
+    return check_pretrain_options(cfg)
 
 
 def check_pretrain_options(cfg: PretrainOptions) -> str | None:

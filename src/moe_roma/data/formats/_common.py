@@ -116,8 +116,14 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield number, parse_json_object(line, Where(path, f"line {number}"))
 
 
+MAX_TEXT_CHARS = 100_000  # one question, choice or passage; a longer one is a whole document pasted in
+
+
 def check_text(value: str, what: str, where: Where, *, allow_empty: bool = False) -> str:
-    """``value`` if it is usable text; blank, NUL and unpaired surrogates are refused."""
+    """``value`` if it is usable text; blank, NUL, unpaired surrogates and over-long text are refused."""
+    if len(value) > MAX_TEXT_CHARS:
+        raise where.error(f"{what} is {len(value)} characters long; the limit is {MAX_TEXT_CHARS} characters for one "
+                          "question, choice or passage")
     if not allow_empty and not value.strip():
         raise where.error(f"{what} is empty")
     if not allow_empty and not visible(value):

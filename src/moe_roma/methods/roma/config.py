@@ -213,7 +213,8 @@ class TrainConfig:
     LEGACY_NAMES = {"task_loss": "scoring"}
 
     layers: str = field(
-        default="last5", metadata=_m("tuned layers: `lastN`, `firstN`, `all` or a list such as `11,12,13`")
+        default="last5", metadata=_m("tuned layers: `lastN`, `firstN`, `all` or a list such as `11,12,13`; "
+                                     "`roma train` takes the routing file's recorded layers unless this is set")
     )
     position: Literal["last", "first"] = field(
         default="last",

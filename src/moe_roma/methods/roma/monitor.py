@@ -17,19 +17,37 @@ UTILISATION_COLLAPSE = 0.5  # warn when one expert takes more than this share of
 def routing_health(routing: torch.Tensor, layers: list[int], top_k: int, base_topk: torch.Tensor) -> dict:
     """Per tuned layer: mean entropy and min/max share of top-k slots; and the share of the batch whose
     top-k experts differ from the base model's (``base_topk`` (B, L, k), sorted)."""
-    e = routing.shape[-1]
-    ent = losses.routing_entropy(routing.detach()).mean(0)  # (L,)
-    top = routing.detach().topk(top_k, dim=-1).indices  # (B, L, k)
-    metrics: dict = {"entropy": {str(layer): float(ent[i]) for i, layer in enumerate(layers)}}
+    return health_from_sums(health_sums(routing, top_k, base_topk), layers, routing.shape[-1])
+
+
+def health_sums(routing: torch.Tensor, top_k: int, base_topk: torch.Tensor) -> torch.Tensor:
+    """What ``routing_health`` averages, as sums over the batch (float64): per layer the entropy and the
+    top-k slot count of each expert, the samples whose top-k changed, and the batch size. Sums of
+    several processes' batches add up to the sums of their union (``all_reduce``)."""
+    r = routing.detach()
+    ent = losses.routing_entropy(r).double().sum(0)  # (L,)
+    top = r.topk(top_k, dim=-1).indices  # (B, L, k)
+    counts = torch.stack([torch.bincount(top[:, i].flatten(), minlength=r.shape[-1]) for i in range(r.shape[1])])
+    changed = (top.sort(-1).values != base_topk.to(top.device)).any(-1).any(-1).double().sum()
+    size = torch.tensor([float(r.shape[0])], dtype=torch.float64, device=r.device)
+    return torch.cat([ent, counts.double().flatten(), changed[None], size])
+
+
+def health_from_sums(sums: torch.Tensor, layers: list[int], num_experts: int) -> dict:
+    """``routing_health``'s figures from ``health_sums`` (of one batch, or added over processes)."""
+    n_layers = len(layers)
+    sums = sums.detach().double().cpu()
+    ent, n = sums[:n_layers], float(sums[-1])
+    counts = sums[n_layers : n_layers + n_layers * num_experts].view(n_layers, num_experts)
     util = {}
     for i, layer in enumerate(layers):
-        counts = torch.bincount(top[:, i].flatten(), minlength=e).float()
-        share = counts / counts.sum()
+        share = counts[i] / counts[i].sum()
         util[str(layer)] = {"min": float(share.min()), "max": float(share.max())}
-    metrics["utilisation"] = util
-    changed = (top.sort(-1).values != base_topk.to(top.device)).any(-1).any(-1).float().mean()
-    metrics["topk_changed"] = float(changed)
-    return metrics
+    return {
+        "entropy": {str(layer): float(ent[i]) / n for i, layer in enumerate(layers)},
+        "utilisation": util,
+        "topk_changed": float(sums[-2]) / n,
+    }
 
 
 def warn_on_collapse(metrics: dict, num_experts: int, warned: set, log: logging.Logger) -> None:

@@ -2,7 +2,9 @@
 
 * ``check_reusable``: a folder that holds a finished run (``router_config.json``) is not trained
   into again without ``overwrite``; one that holds a resumable state needs ``resume`` (continue)
-  or ``overwrite`` (start again), so neither is lost by repeating a command.
+  or ``overwrite`` (start again), so neither is lost by repeating a command. ``TRAIN_RUN`` is the
+  kind ``io.outputs.guard_output`` checks the folder against (nothing but a run's files in it); an
+  overwrite trains into a staging folder and swaps it in only when the new run is complete.
 * ``claim``: creates the folder if needed and holds its lock (``io.lock.FolderLock``) for the run.
   If the run fails or is stopped, what it wrote is removed again (the whole folder when the run
   created it), unless a resumable state is there: then the state, the metrics up to it and the
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from moe_roma.io.errors import RomaError
 from moe_roma.io.lock import LOCK_NAME, FolderLock
+from moe_roma.io.outputs import Kind
 from moe_roma.io.tensorfile import load_tensor_meta
 from moe_roma.methods.roma.state import STATE_NAME
 from moe_roma.models.card import CARD_NAME
@@ -26,6 +29,10 @@ from moe_roma.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 METRICS_NAME = "metrics.jsonl"
 NEIGHBOURS_NAME = "neighbours.safetensors"
 OUTPUT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, NEIGHBOURS_NAME, STATE_NAME, LOCK_NAME, CARD_NAME)
+TRACKER_FOLDERS = ("tensorboard", "wandb", "mlruns")  # what --report-to writes beside metrics.jsonl
+TRAIN_RUN = Kind(
+    "run", members=(*OUTPUT_NAMES, *TRACKER_FOLDERS), finished=(CONFIG_NAME,), partial=(STATE_NAME,), guests=(CARD_NAME,)
+)
 
 
 class TrainFolder:
@@ -49,8 +56,6 @@ class TrainFolder:
 
     def check_reusable(self, resume: bool, overwrite: bool) -> None:
         out = self.out
-        if out.exists() and not out.is_dir():
-            raise RomaError(f"--out {out} exists and is not a folder")
         if (out / CONFIG_NAME).is_file() and not overwrite:
             what = "nothing to resume" if resume else "it is not trained again"
             raise RomaError(f"{out} already holds a finished run ({CONFIG_NAME}); {what} without --overwrite "
@@ -60,12 +65,6 @@ class TrainFolder:
             at = f" at step {step}" if step is not None else ""
             raise RomaError(f"{out} holds a resumable state{at} ({STATE_NAME}); pass --resume to continue it or "
                             "--overwrite to start again")  # fmt: skip
-
-    def clear_previous_run(self) -> None:
-        """With ``--overwrite``: remove the previous run's checkpoint, state and metrics (config first, so
-        the folder never looks finished with another run's weights)."""
-        for name in (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, METRICS_NAME, CARD_NAME):
-            (self.out / name).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def claim(self, lock: bool = True) -> Iterator[Claim]:
@@ -130,10 +129,18 @@ class Claim:
             if p.name not in self.before and p.name != LOCK_NAME:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
-    def interrupted(self, step: int | None, total: int | None, signal_name: str) -> str:
-        """The sentence a stopped run ends with: where it stopped, what is kept and how to resume."""
+    def interrupted(self, step: int | None, total: int | None, signal_name: str, replacing: bool = False) -> str:
+        """The sentence a stopped run ends with: where it stopped, what is kept and how to resume.
+
+        ``replacing``: an --overwrite run, which trained into a staging folder that is now gone.
+        """
         where = f"after {step} of {total} steps" if step is not None and total else "before training began"
         out = self.folder.out
+        if replacing:
+            return (
+                f"stopped by {signal_name} {where}; the previous run in {out} is kept as it was (this run's "
+                "files were removed)"
+            )
         if self.finished():
             return f"stopped by {signal_name} as the run ended; its checkpoint in {out} is complete"
         saved = self.folder.state_step()

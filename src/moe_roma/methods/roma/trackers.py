@@ -13,8 +13,12 @@ every ``metrics.jsonl`` record (``log``; nested fields are flattened to ``entrop
 * ``mlflow``: ``mlflow.start_run``, ``log_params`` (the configuration, flattened), ``log_metrics``; the
   tracking URI is ``MLFLOW_TRACKING_URI`` when set, else ``<out>/mlruns``.
 
-They are optional (``pip install 'moe-roma[tracking]'``); asking for one that is not installed stops
-before any work with one sentence saying what to install.
+They are optional (``pip install 'moe-roma[tracking]'``). ``check_trackers`` runs before any model
+loads and stops, with one sentence, on a tracker that is not installed, on W&B without a login (no
+``WANDB_API_KEY``, no ``~/.netrc`` entry, and not ``WANDB_MODE=offline``), and on an MLflow tracking
+server that does not answer. Network calls are bounded: W&B's ``init`` waits at most
+``WANDB_INIT_TIMEOUT`` seconds (30), MLflow's requests ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds (10)
+with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` retries (1), unless the environment sets them.
 """
 
 from __future__ import annotations
@@ -76,8 +80,53 @@ def check_trackers(names: Iterable[str]) -> list[str]:
                 raise RomaError(f"--report-to {key} needs the {_PACKAGES[key]} package, which is not installed: "
                                 f"pip install 'moe-roma[tracking]' (or pip install {_PACKAGES[key]})")  # fmt: skip
             if key not in chosen:
+                problem = _PREFLIGHT.get(key, lambda: None)()
+                if problem:
+                    raise RomaError(problem)
                 chosen.append(key)
     return chosen
+
+
+WANDB_INIT_TIMEOUT = 30.0
+MLFLOW_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+
+
+def _wandb_problem() -> str | None:
+    """Why W&B could not log in, without any network call (None: offline, a key, or a netrc entry)."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return None
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        entry = None
+    if entry and entry[2]:
+        return None
+    return (f"--report-to wandb needs a W&B login and none was found (no WANDB_API_KEY, no {host} entry in "
+            "~/.netrc); run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline to log without a network")
+
+
+def _mlflow_problem() -> str | None:
+    """Why the MLflow tracking server cannot be used (None for a local store), asked with bounded retries."""
+    for key, value in MLFLOW_LIMITS.items():
+        os.environ.setdefault(key, value)
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - whatever the client raises for a server it cannot use
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return f"--report-to mlflow: the tracking server {uri} (MLFLOW_TRACKING_URI) cannot be used ({first})"
+    return None
+
+
+_PREFLIGHT = {"wandb": _wandb_problem, "mlflow": _mlflow_problem}
 
 
 class _TensorBoard:
@@ -102,8 +151,15 @@ class _WandB:
     def __init__(self, out: Path, name: str, config: dict) -> None:
         import wandb
 
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "moe-roma"), name=name, dir=str(out),
-                              config=config, reinit="create_new")  # fmt: skip
+        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_INIT_TIMEOUT))
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "moe-roma"),
+            name=name,
+            dir=str(out),
+            config=config,
+            reinit="create_new",
+            settings=wandb.Settings(init_timeout=timeout),  # a server that does not answer is not waited on forever
+        )
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)

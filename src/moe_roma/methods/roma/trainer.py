@@ -33,7 +33,7 @@ from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_t
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.monitor import collapse_events, routing_health, warn_on_collapse
+from moe_roma.methods.roma.monitor import collapse_events, health_from_sums, health_sums, warn_on_collapse
 from moe_roma.methods.roma.regularizers import RegularizerInputs
 from moe_roma.methods.roma.run_folder import METRICS_NAME, NEIGHBOURS_NAME
 from moe_roma.methods.roma.state import (
@@ -238,10 +238,35 @@ class RouterTrainer:
         order = torch.randperm(len(self.items), generator=gen).tolist()
         return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
 
-    def _step_metrics(self, routing: torch.Tensor, items: list[TrainItem]) -> dict:
+    def _step_figures(self, out: dict | None, terms: dict, items: list[TrainItem]) -> dict | None:
+        """The step's losses and routing health over every process's samples, or None where there are none.
+
+        Every process calls it at a logged step (the sums are all-reduced): under torchrun the figures
+        are the whole batch's, not rank 0's share of it.
+        """
         k = max(r.top_k for r in self.info.routers.values())
-        base = self.base_topk[[it.index for it in items]]
-        return routing_health(routing, self.layers, k, base)
+        width = len(self.layers) * (1 + self.info.num_experts) + 2
+        sums = torch.zeros(5 + width, dtype=torch.float64, device=self.device)
+        if out is not None:
+            task = out["task"].detach().double()
+            for i, name in enumerate(("manifold", "reg")):
+                if name in terms:  # a scalar regulariser counts once per sample, as in the loss
+                    sums[1 + i] = torch.broadcast_to(terms[name].detach().double(), task.shape).sum()
+                    sums[3 + i] = len(items)
+            sums[0] = task.sum()
+            base = self.base_topk[[it.index for it in items]]
+            sums[5:] = health_sums(out["routing"], k, base)
+        if self.world > 1:
+            dist.all_reduce(sums)
+        n = float(sums[-1])
+        if n == 0:
+            return None
+        figures = {
+            "task_loss": float(sums[0]) / n,
+            "manifold_loss": float(sums[1] / sums[3]) if sums[3] > 0 else None,
+            "reg_loss": float(sums[2] / sums[4]) if sums[4] > 0 else None,
+        }
+        return {**figures, **health_from_sums(sums[5:], self.layers, self.info.num_experts)}
 
     def train(self, resume: bool = False) -> TrainResult:
         cfg = self.config
@@ -329,15 +354,13 @@ class RouterTrainer:
                         )
                 step += 1
                 self.last_step = step
-                if out is not None and self.rank == 0 and (step % run.log_every == 0 or step == total):
+                logged = step % run.log_every == 0 or step == total
+                figures = self._step_figures(out, terms, local) if logged else None  # every rank: a collective
+                if figures is not None and self.rank == 0:
                     record = {
-                        "step": step, "epoch": epoch + (b + 1) / len(batches),
-                        "task_loss": float(out["task"].detach().mean()),
-                        "manifold_loss": float(terms["manifold"].detach().mean()) if "manifold" in terms else None,
-                        "reg_loss": float(terms["reg"].detach().mean()) if "reg" in terms else None,
-                        "loss": loss_value * len(chunk) / max(len(local), 1), "lambda": lam, "lr": lr,
-                        "router_grad_norm": grad_norm, "skipped_steps": skipped,
-                        **self._step_metrics(out["routing"], local),
+                        "step": step, "epoch": epoch + (b + 1) / len(batches), **figures,
+                        "loss": loss_value, "lambda": lam, "lr": lr, "router_grad_norm": grad_norm,
+                        "skipped_steps": skipped,
                     }  # fmt: skip
                     warn_on_collapse(record, self.info.num_experts, warned, LOG)
                     _append_jsonl(metrics_path, record)
@@ -382,15 +405,19 @@ class RouterTrainer:
         """
         grads = [p.grad for p in params if p.grad is not None]
         bad_loss = torch.zeros((), device=self.device) if loss is None else (~torch.isfinite(loss.detach())).float()
+        # Each process's loss is its share of the batch's sum over the whole batch size: summed over the
+        # processes it is the batch's loss (what metrics.jsonl logs), not rank 0's share.
+        loss_t = torch.zeros((), device=self.device) if loss is None else loss.detach().float()
         if self.world > 1:
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)
-            dist.all_reduce(bad_loss)
+            both = torch.stack([loss_t, bad_loss])
+            dist.all_reduce(both)
+            loss_t, bad_loss = both[0], both[1]
             grads = [p.grad for p in params]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        loss_t = torch.zeros((), device=self.device) if loss is None else loss.detach().float()
         loss_value, grad_norm, bad = torch.stack([loss_t, norm.float(), bad_loss]).tolist()
         if bad or not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
@@ -465,8 +492,11 @@ def _store_fingerprint(store: RoutingStore) -> str:
 
 def _append_jsonl(path: Path, record: dict) -> None:
     """One strict JSON line: a NaN or infinite value (a skipped step's gradient norm) is written as null."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
+    except OSError as exc:  # a full disk or the file-size limit: one sentence naming the file
+        raise RomaError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
