@@ -258,7 +258,9 @@ def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_p
         "methods: [{name: rt, kind: train, overrides: {regularizer: none}}]\n"
     )
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
-    (tmp_path / "out" / "outcomes.jsonl").unlink()  # as if killed before the run was recorded
+    # As if killed before the run was recorded: no outcome, and no results of a finished grid.
+    (tmp_path / "out" / "outcomes.jsonl").unlink()
+    (tmp_path / "out" / "results.json").unlink()
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--resume"]) == 0
     assert seen == [False, True]
 
