@@ -143,6 +143,8 @@ class ControlConfig:
     partner_rule: str = "farthest"
     # Step 5: a longer marker leaves a larger trace in the last token's hidden state.
     marker_sentences: int = 3
+    # Step 6: the partner family's medoid item's routing (sharp) instead of its mean (smooth, less harmful).
+    partner_target: str = "medoid"
 
 
 def plant_misrouting(
@@ -175,9 +177,18 @@ def plant_misrouting(
         f: plain_routing[[i for i, ex in enumerate(pool) if ex.task == f]].mean(0) for f in families
     }
     partners = partner_map(family_mean, config.partner_rule)
+    foreign = family_mean
+    if config.partner_target == "medoid":  # one real item's (sharper) routing: the one nearest its family mean
+        foreign = {}
+        for f in families:
+            rows = [i for i, ex in enumerate(pool) if ex.task == f]
+            dist = ((plain_routing[rows] - family_mean[f]) ** 2).sum((1, 2))
+            foreign[f] = plain_routing[rows[int(dist.argmin())]]
+    elif config.partner_target != "mean":
+        raise ValueError(f"partner_target must be 'mean' or 'medoid', got {config.partner_target!r}")
     targets = clean.clone()
     for i, ex in enumerate(pool):
-        targets[n + i] = (1 - config.beta) * clean[n + i] + config.beta * family_mean[partners[ex.task]]
+        targets[n + i] = (1 - config.beta) * clean[n + i] + config.beta * foreign[partners[ex.task]]
     data = prepare_items(store, tokenizer, "continuation", tuned, None)
     device = next(model.parameters()).device
     with torch.no_grad():  # the clean answer distributions that the plain items are anchored to
