@@ -178,7 +178,8 @@ def plant_misrouting(
     }
     partners = partner_map(family_mean, config.partner_rule)
     foreign = family_mean
-    if config.partner_target == "medoid":  # one real item's (sharper) routing: the one nearest its family mean
+    # "medoid": one real item's (sharper) routing, the item nearest its family's mean.
+    if config.partner_target == "medoid":
         foreign = {}
         for f in families:
             rows = [i for i, ex in enumerate(pool) if ex.task == f]
