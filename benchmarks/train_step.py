@@ -156,7 +156,7 @@ def ours_step(s: Setup, items: list[TrainItem], phases: dict[str, list[float]] |
     clock.lap("ours backward")
     loss_value, _ = t.apply_step(params, loss, s.opt_ours, s.scaler)
     clock.lap("ours optimizer (+checks, clip)")
-    t._step_metrics(out["routing"], items)
+    t._step_figures(out, terms, items)
     clock.lap("ours step metrics")
     return loss_value
 
