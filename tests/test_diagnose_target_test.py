@@ -109,6 +109,8 @@ def test_the_target_test_decides_the_verdict():
     worse = verdict(_report(_tt(-0.09, (-0.14, -0.05), -0.01, (-0.07, 0.05))))
     assert worse["label"] == "unlikely to help" and "worse routing" in worse["why"]
     assert worse["secondary"]["label"] == "cannot tell"  # the indirect measures alone would not have said so
+    level = verdict(_report(_tt(-0.02, (-0.08, 0.03), 0.05, (0.01, 0.09))))
+    assert level["label"] == "unlikely to help" and "no better routing" in level["why"]
     no_margin = verdict(_report(_tt(0.05, (0.02, 0.08), 0.02, (-0.01, 0.05))))
     assert no_margin["label"] == "unlikely to help" and "random successful items" in no_margin["why"]
     passes = verdict(_report(_tt(0.05, (0.02, 0.08), 0.10, (0.04, 0.16))), calibration={})

@@ -142,7 +142,7 @@ def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dic
     if not (beats_base and beats_random):
         fails = []
         if not beats_base:
-            worse = drivers["target_net"] < 0
+            worse = tt["targets"]["roma"]["net"]["ci"][1] < 0  # worse beyond its interval, else no better
             fails.append(
                 "RoMA's own target is " + ("worse" if worse else "no better") + " routing than the items' own"
             )
