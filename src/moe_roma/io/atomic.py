@@ -38,12 +38,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            _remove_empty(created)
+            remove_empty(created)
             raise RomaError(f"{path.parent}: cannot create the output folder ({exc.strerror})") from None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         raise RomaError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
@@ -55,11 +55,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        _remove_empty(created)
+        remove_empty(created)
         raise RomaError(f"{path}: could not be written ({exc.strerror or exc})") from None
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        _remove_empty(created)
+        remove_empty(created)
         reason = _write_error(exc)
         if reason is not None:
             raise RomaError(f"{path}: could not be written ({reason})") from None
@@ -88,7 +88,7 @@ def finite_json(obj: Any) -> Any:
     return obj
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def remove_empty(folders: list[Path]) -> None:
     """Remove ``folders`` (deepest first) while they are empty; one that is not empty is kept, with its parents."""
     for folder in folders:
         try:

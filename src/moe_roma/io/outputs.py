@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from moe_roma.io.atomic import remove_empty
 from moe_roma.io.errors import RomaError
 from moe_roma.io.interrupts import critical
 from moe_roma.io.paths import PathLike, PathSpec, _inside, _paths, guard_outputs
@@ -163,7 +164,7 @@ class Output:
             parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}{STAGING}", dir=parent))
         except OSError as exc:
-            _remove_empty(created)
+            remove_empty(created)
             raise RomaError(f"{self.option} {self.path}: cannot write here ({exc.strerror or exc})") from None
         os.chmod(staging, 0o777 & ~_umask())
         self._created = created
@@ -171,7 +172,7 @@ class Output:
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(getattr(self, "_created", []))
+        remove_empty(getattr(self, "_created", []))
 
     def commit(self, staging: Path) -> None:
         """Swap the complete result in; a signal waits until both renames are done."""
@@ -206,14 +207,6 @@ def _umask() -> int:
     from moe_roma.io.atomic import current_umask
 
     return current_umask()
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def guard_output(
