@@ -128,21 +128,22 @@ def marked_share_split(
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """How the misrouting is planted (docs/control.md records how each value was calibrated)."""
+    """How the misrouting is planted. The defaults are calibration step 7's, the closest to the gates so
+    far (docs/control.md records every step; none passes every gate yet)."""
 
     beta: float = 1.0  # 0: the clean routing; 1: the partner family's routing
     pool_size: int = 1200  # fresh items; each is trained in its plain and its marked version
-    epochs: int = 6
-    lr: float = 3e-3
+    epochs: int = 15
+    lr: float = 5e-3
     batch_size: int = 32
-    anchor_weight: float = 1.0  # KL of a plain item's answer distribution from the clean model's
+    anchor_weight: float = 5.0  # KL of a plain item's answer distribution from the clean model's
     layers: str = "last5"
     seed: int = 0
     marker_position: str = "before_question"  # step 3 tried before_answer: it breaks the clean model's format
     # Step 4: one family for all (a linear router cannot learn a different map per family).
     partner_rule: str = "farthest"
-    # Step 5: a longer marker leaves a larger trace in the last token's hidden state.
-    marker_sentences: int = 3
+    # Steps 5 and 7: a longer marker leaves a larger trace in the last token's hidden state.
+    marker_sentences: int = 5
     # Step 6 tried "medoid" (one real item's sharper routing): no more harm, a worse target test.
     partner_target: str = "mean"
 
