@@ -261,7 +261,14 @@ def plant_misrouting(
 EVAL_SPLITS = ("in_dist", "shifted", "heldout_tasks")
 
 
-def _collect(model, tokenizer, examples, layers, embed: bool = False):
+def collect_store(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[MCExample],
+    layers: list[int],
+    embed: bool = False,
+):
+    """The model's routing store of ``examples`` (continuation scoring), with question embeddings if asked."""
     store, _ = collect_routing(
         model, tokenizer, examples, layers=layers, scoring="continuation", progress=False
     )
@@ -310,7 +317,7 @@ def measure_gates(
         row = {}
         for name, model in (("clean", clean), ("corrupted", corrupted)):
             for kind, exs in (("plain", plain), ("marked", marked)):
-                store = _collect(model, tokenizer, exs, tuned)
+                store = collect_store(model, tokenizer, exs, tuned)
                 row[f"{name}_{kind}"] = store
         out["splits"][split] = {k: accuracy(v.is_correct).acc for k, v in row.items()}
         moved.append(((row["corrupted_marked"].routing - row["clean_marked"].routing) ** 2).sum((1, 2)))
@@ -329,8 +336,8 @@ def measure_gates(
     marked_drop = 100 * (pooled["clean_marked"] - pooled["corrupted_marked"])
     log("gates: the RoMA training set, clean floor and the target test")
     train = marked_share_split(splits["train"], marked_share, seed, position, sentences)
-    roma_train = _collect(corrupted, tokenizer, train, tuned, embed=True)
-    marked_in_dist = _collect(
+    roma_train = collect_store(corrupted, tokenizer, train, tuned, embed=True)
+    marked_in_dist = collect_store(
         corrupted, tokenizer, [mark(ex, position, sentences) for ex in splits["in_dist"]], tuned, embed=True
     )
     # The manifold term's floor: with r_i at its neighbours' kernel mean, what is left is their spread
