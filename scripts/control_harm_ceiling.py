@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from moe_roma.diagnose.target_test import target_test
 from moe_roma.models.loading import load_model
 from moe_roma.testbed import load_testbed_splits, testbed_model_path
-from moe_roma.testbed.control import collect_store, mark, marked_share_split
+from moe_roma.testbed.control import mark, marked_share_split, marked_target_test
 
 LAYERS = [3, 4, 5, 6, 7]  # the downstream testbed's tuned layers (last5)
 
@@ -24,18 +23,8 @@ def main() -> int:
     clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
     splits = load_testbed_splits(0, testbed="downstream")
     mixed = marked_share_split(splits["train"], 0.5, 0, "before_question", 5)
-    train = collect_store(clean, tok, mixed, LAYERS, embed=True)
     marked = [mark(ex, "before_question", 5) for ex in splits["in_dist"]]
-    items = collect_store(clean, tok, marked, LAYERS, embed=True)
-    tt = target_test(
-        clean,
-        tok,
-        train,
-        train.embeddings.numpy(),
-        items=items,
-        item_embeddings=items.embeddings.numpy(),
-        progress=False,
-    )
+    tt, _, _ = marked_target_test(clean, tok, mixed, marked, LAYERS)
     print(f"clean model, marked in_dist ({tt['n']} items): own routing {tt['base']['share']:.1%}")
     for name, t in tt["targets"].items():
         print(f"{name}: {t['accuracy']['share']:.1%} ({100 * t['net']['diff']:+.1f} points)")

@@ -16,6 +16,7 @@ from moe_roma.testbed.control import (
     partner_family,
     plant_misrouting,
 )
+from moe_roma.testbed.control.plant import marker_direction
 from moe_roma.testbed.downstream import build_downstream_suite, content_keys
 
 
@@ -63,3 +64,27 @@ def test_planting_trains_only_the_tuned_routers():
         ".mlp.gate." in n and n.split(".layers.")[1].split(".")[0] in ("2", "3") for n in changed
     )
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_the_marker_direction_separates_marked_from_plain_inputs():
+    gen = torch.Generator().manual_seed(0)
+    plain = torch.randn(200, 8, generator=gen)
+    plain[:, 0] = 0.0  # plain inputs have no component along the first axis; marked ones do
+    marked = torch.randn(200, 8, generator=gen)
+    marked[:, 0] = 2.0
+    v = marker_direction(plain, marked, ridge=1e-6)
+    assert (plain @ v).abs().max() < 1e-3 and ((marked @ v) - 1).abs().max() < 1e-3
+
+
+def test_a_rank_one_corruption_changes_each_tuned_router_by_rank_one_and_saves_a_plain_weight():
+    model = build_tiny_model("olmoe", num_layers=4, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = ControlConfig(pool_size=16, epochs=2, layers="last2", corruption="rank1", lr=0.1)
+    build = plant_misrouting(model, build_tiny_tokenizer(), config)
+    assert build["finite"] and set(build["separation"]) == {2, 3}
+    after = dict(model.named_parameters())
+    assert sorted(after) == sorted(before)  # the parametrization is gone: an ordinary model to save
+    changed = [n for n in after if not torch.equal(after[n], before[n])]
+    assert changed and all(n.endswith(".mlp.gate.weight") for n in changed)
+    for name in changed:
+        assert torch.linalg.matrix_rank((after[name] - before[name]).double(), atol=1e-6) == 1
