@@ -79,11 +79,20 @@ def olmoe(
     Routers are drawn at random (the library initialises them to zero, which ties every expert).
     """
     config = OlmoeConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate or hidden // 2,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        num_experts=experts, num_experts_per_tok=top_k, max_position_embeddings=4096,
-        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate or hidden // 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        num_experts=experts,
+        num_experts_per_tok=top_k,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(seed)
     model = OlmoeForCausalLM(config).float().eval()
     with torch.no_grad():
@@ -94,14 +103,30 @@ def olmoe(
 
 
 # OLMoE-1B-7B's published shape: 16 layers, width 2048, 64 experts with top-8, vocabulary 50304.
-OLMOE_1B_7B = dict(vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
-                   num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8,
-                   max_position_embeddings=4096, rope_theta=10000.0)  # fmt: skip
+OLMOE_1B_7B = dict(
+    vocab_size=50304,
+    hidden_size=2048,
+    intermediate_size=1024,
+    num_hidden_layers=16,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    num_experts=64,
+    num_experts_per_tok=8,
+    max_position_embeddings=4096,
+    rope_theta=10000.0,
+)
 
 
 # A 6-layer, 64-wide model of the same family, for the GPU scripts' smoke test on CPU.
-OLMOE_QUICK = {**OLMOE_1B_7B, "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 32,
-               "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 4}  # fmt: skip
+OLMOE_QUICK = {
+    **OLMOE_1B_7B,
+    "vocab_size": 2048,
+    "hidden_size": 64,
+    "intermediate_size": 32,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+}
 
 
 def olmoe_1b_7b(

@@ -62,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> float:
     ap.add_argument("--words", default="8,24", help="question length range in words")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--experts", default=None, help="transformers experts implementation: grouped_mm (default), eager, batched_mm")
+    ap.add_argument(
+        "--experts",
+        default=None,
+        help="transformers experts implementation: grouped_mm (default), eager, batched_mm",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny settings for the smoke test")
     args = ap.parse_args(argv)
     if args.quick:
@@ -78,18 +82,37 @@ def main(argv: Sequence[str] | None = None) -> float:
     for r in results:
         t = r["times"]
         one, many = common.median(t[1]), common.median(t[args.batch])
-        rows.append([
-            f"h{r['hidden']}", f"{args.examples / one:.1f}", common.spread(t[1]), f"{args.examples / many:.1f}",
-            common.spread(t[args.batch]), f"{one / many:.2f}x", f"{r['diff']:.1e}", str(r["differing"]),
-            f"{r['same']}/{args.examples}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"h{r['hidden']}",
+                f"{args.examples / one:.1f}",
+                common.spread(t[1]),
+                f"{args.examples / many:.1f}",
+                common.spread(t[args.batch]),
+                f"{one / many:.2f}x",
+                f"{r['diff']:.1e}",
+                str(r["differing"]),
+                f"{r['same']}/{args.examples}",
+            ]
+        )
     print()
     print(f"examples/s, median of {args.repeats} interleaved repeats (ranges: seconds per run)")
-    print(common.table(
-        ["width", "batch 1 ex/s", "batch 1 s", f"batch {args.batch} ex/s", f"batch {args.batch} s", "speedup",
-         "routing max|diff|", "prompts > 1e-5", "same answers"],
-        rows,
-    ))  # fmt: skip
+    print(
+        common.table(
+            [
+                "width",
+                "batch 1 ex/s",
+                "batch 1 s",
+                f"batch {args.batch} ex/s",
+                f"batch {args.batch} s",
+                "speedup",
+                "routing max|diff|",
+                "prompts > 1e-5",
+                "same answers",
+            ],
+            rows,
+        )
+    )
     speedups = [common.median(r["times"][1]) / common.median(r["times"][args.batch]) for r in results]
     print()
     for r, x in zip(results, speedups):

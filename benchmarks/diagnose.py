@@ -53,12 +53,20 @@ def synthetic_store(n: int, layers: int, experts: int, tasks: int = 20, seed: in
     answers = rng.integers(4, size=n)
     model_answer = np.where(correct, answers, (answers + 1) % 4)
     return RoutingStore(
-        ids=[f"q{i}" for i in range(n)], input_texts=[f"Question: {q}\nAnswer:" for q in questions],
-        layers=list(range(32 - layers, 32)), routing=routing, answer_index=answers.tolist(),
-        model_answer=model_answer.tolist(), is_correct=correct.tolist(), token_ids=[0] * n, token_texts=[":"] * n,
-        questions=questions, choices=[("a", "b", "c", "d")] * n, tasks=[f"task{t}" for t in task],
+        ids=[f"q{i}" for i in range(n)],
+        input_texts=[f"Question: {q}\nAnswer:" for q in questions],
+        layers=list(range(32 - layers, 32)),
+        routing=routing,
+        answer_index=answers.tolist(),
+        model_answer=model_answer.tolist(),
+        is_correct=correct.tolist(),
+        token_ids=[0] * n,
+        token_texts=[":"] * n,
+        questions=questions,
+        choices=[("a", "b", "c", "d")] * n,
+        tasks=[f"task{t}" for t in task],
         meta={"scoring": "continuation", "top_k": 8},
-    )  # fmt: skip
+    )
 
 
 def main() -> int:
@@ -98,13 +106,17 @@ def main() -> int:
         total = time.perf_counter() - start
     marks = [("load", start)] + phases
     how = "embedding the questions itself" if args.cold else "embeddings stored by collect --embed"
-    print(f"\n{args.items} items, {args.layers} layers x {args.experts} experts, {how}, {args.threads} threads "
-          f"({common.machine()})")  # fmt: skip
+    print(
+        f"\n{args.items} items, {args.layers} layers x {args.experts} experts, {how}, {args.threads} threads "
+        f"({common.machine()})"
+    )
     print("| phase | seconds |\n|---|---|")
     for (name, t0), (_, t1) in zip(marks, marks[1:]):
         print(f"| {name[:60]} | {t1 - t0:.1f} |")
     print(f"| **total** | **{total:.1f}** |")
-    print(f"goal: {GOAL_SECONDS:.0f} s -> {'met' if total <= GOAL_SECONDS else 'NOT met'}; exit status {code}")
+    print(
+        f"goal: {GOAL_SECONDS:.0f} s -> {'met' if total <= GOAL_SECONDS else 'NOT met'}; exit status {code}"
+    )
     return 0 if code == 0 else 1
 
 

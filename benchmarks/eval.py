@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--words", default="14,24", help="question length range in words (context = words + 4 tokens)")
+    ap.add_argument(
+        "--words", default="14,24", help="question length range in words (context = words + 4 tokens)"
+    )
     ap.add_argument("--choice-words", default="1,6", help="choice length range in words")
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -117,7 +119,10 @@ def main(argv: Sequence[str] | None = None) -> float:
         agree[scoring] = max(abs(a - b) for a, b in zip([s for it in items for s in it.scores], ref))
         metrics = {"acc": ([it.correct for it in items], harness_accuracy(examples, ref, False))}
         if scoring == "continuation":
-            metrics["acc_norm"] = ([bool(it.correct_norm) for it in items], harness_accuracy(examples, ref, True))
+            metrics["acc_norm"] = (
+                [bool(it.correct_norm) for it in items],
+                harness_accuracy(examples, ref, True),
+            )
         for metric, (mine, harness_says) in metrics.items():
             if mine != harness_says:
                 raise SystemExit(f"{scoring} {metric} differs from lm-evaluation-harness on some items")
@@ -140,15 +145,25 @@ def main(argv: Sequence[str] | None = None) -> float:
     for scoring in ("letter", "continuation"):
         o, h = common.median(times[f"{scoring} ours"]), common.median(times[f"{scoring} harness"])
         ratios[scoring] = h / o
-        rows.append([
-            scoring, f"{args.examples / o:.1f}", common.spread(times[f"{scoring} ours"]), f"{args.examples / h:.1f}",
-            common.spread(times[f"{scoring} harness"]), f"{h / o:.2f}x", f"{agree[scoring]:.1e}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                scoring,
+                f"{args.examples / o:.1f}",
+                common.spread(times[f"{scoring} ours"]),
+                f"{args.examples / h:.1f}",
+                common.spread(times[f"{scoring} harness"]),
+                f"{h / o:.2f}x",
+                f"{agree[scoring]:.1e}",
+            ]
+        )
     print()
     print(f"examples/s, median of {args.repeats} interleaved repeats (ranges: seconds per run)")
-    print(common.table(
-        ["scoring", "ours ex/s", "ours s", "harness ex/s", "harness s", "ours speedup", "max |ll diff|"], rows
-    ))  # fmt: skip
+    print(
+        common.table(
+            ["scoring", "ours ex/s", "ours s", "harness ex/s", "harness s", "ours speedup", "max |ll diff|"],
+            rows,
+        )
+    )
     print()
     print(f"speedup (letter): {ratios['letter']:.2f}x")
     print(f"speedup: {ratios['continuation']:.2f}x")

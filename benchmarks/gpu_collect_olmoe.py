@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     def arm(bs: int):
         def run() -> None:
-            stores[bs], _ = collect_routing(model, tok, examples, layers="last5", batch_size=bs, progress=False)
+            stores[bs], _ = collect_routing(
+                model, tok, examples, layers="last5", batch_size=bs, progress=False
+            )
 
         return run
 
@@ -57,8 +59,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t1, tb = common.median(times[1]), common.median(times[args.batch])
     tokens = sum(len(tok(t)["input_ids"]) for t in one.input_texts) / len(examples)
     report = {
-        "device": acc.name(), "torch": torch.__version__, "examples": args.examples,
-        "mean_prompt_tokens": round(tokens, 1), "batch": args.batch, "repeats": args.repeats,
+        "device": acc.name(),
+        "torch": torch.__version__,
+        "examples": args.examples,
+        "mean_prompt_tokens": round(tokens, 1),
+        "batch": args.batch,
+        "repeats": args.repeats,
         "batch1_examples_per_second": round(args.examples / t1, 1),
         "batch1_seconds": [round(t, 3) for t in times[1]],
         f"batch{args.batch}_examples_per_second": round(args.examples / tb, 1),
@@ -67,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "routing_max_abs_diff": float((one.routing - many.routing).abs().max()),
         "same_answers": sum(a == b for a, b in zip(one.model_answer, many.model_answer)),
         "peak_gpu_memory_gib": acc.peak_gib() and round(acc.peak_gib(), 2),
-    }  # fmt: skip
+    }
     common.emit_report(report, args.out)
     print(f"speedup: {report['speedup']:.2f}x")
     return report

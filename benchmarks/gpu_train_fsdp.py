@@ -42,8 +42,18 @@ from moe_roma.methods.roma.config import train_config  # noqa: E402
 from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
 from moe_roma.models.discovery import discover_routers  # noqa: E402
 
-QUICK = dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-             num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, intermediate_size=128, vocab_size=512)  # fmt: skip
+QUICK = dict(
+    hidden_size=64,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    num_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    intermediate_size=128,
+    vocab_size=512,
+)
 
 
 def _join_group(device: torch.device) -> None:
@@ -84,7 +94,9 @@ def build(name: str, num_layers: int | None, device: torch.device, shard: bool, 
         for p in model.parameters():
             local = p.to_local() if hasattr(p, "to_local") else p
             local.normal_(0.0, 0.02, generator=gen)
-        for module in model.modules():  # buffers to_empty left uninitialised: rotary frequencies, expert biases
+        for (
+            module
+        ) in model.modules():  # buffers to_empty left uninitialised: rotary frequencies, expert biases
             if hasattr(module, "inv_freq"):
                 with torch.device(device):
                     fresh = type(module)(config)
@@ -108,24 +120,38 @@ def run_arm(args, shard: bool, acc) -> dict:
     build_s = time.perf_counter() - t0
     layers = info.moe_layers[-5:]
     tok = common.word_tokenizer(model.config.vocab_size)
-    store = synthetic_store(args.samples, args.seq_len, model.config.vocab_size, layers, info.num_experts, gen)
+    store = synthetic_store(
+        args.samples, args.seq_len, model.config.vocab_size, layers, info.num_experts, gen
+    )
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
     graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
-    cfg = train_config(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
-                       max_length=args.seq_len, log_every=10)  # fmt: skip
-    trainer = RouterTrainer(model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_fsdp_run"), graph=graph, progress=False)
+    cfg = train_config(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=7e-5,
+        layers="last5",
+        task_loss="letter",
+        max_length=args.seq_len,
+        log_every=10,
+    )
+    trainer = RouterTrainer(
+        model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_fsdp_run"), graph=graph, progress=False
+    )
     acc.sync()
     acc.reset_peak()
     result = trainer.train()
     acc.sync()
     steps = max(result.steps, 1)
     out = {
-        "shard": "fsdp" if shard else "none", "params": sum(p.numel() for p in model.parameters()),
-        "resident_parameter_gib": round(resident_parameter_bytes(model) / 2**30, 2), "build_seconds": round(build_s, 1),
-        "steps": result.steps, "prefix_cache_seconds": round(trainer.timings["prefix_cache_seconds"], 2),
+        "shard": "fsdp" if shard else "none",
+        "params": sum(p.numel() for p in model.parameters()),
+        "resident_parameter_gib": round(resident_parameter_bytes(model) / 2**30, 2),
+        "build_seconds": round(build_s, 1),
+        "steps": result.steps,
+        "prefix_cache_seconds": round(trainer.timings["prefix_cache_seconds"], 2),
         "seconds_per_step": round(trainer.timings["loop_seconds"] / steps, 4),
         "peak_gpu_memory_gib": (lambda p: p and round(p, 2))(acc.peak_gib()),
-    }  # fmt: skip
+    }
     del trainer, model
     gc.collect()
     if device.type == "cuda":
@@ -136,7 +162,9 @@ def run_arm(args, shard: bool, acc) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="Qwen3-30B-A3B", choices=list(memory_plan.MODELS))
-    ap.add_argument("--num-layers", type=int, default=None, help="keep only the first N layers (default: all)")
+    ap.add_argument(
+        "--num-layers", type=int, default=None, help="keep only the first N layers (default: all)"
+    )
     ap.add_argument("--samples", type=int, default=1024)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=1)
@@ -144,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--arms", default="fsdp,none", help="fsdp, none or both, in that order")
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--quick", action="store_true", help="a tiny config of the same family and few samples (smoke test)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a tiny config of the same family and few samples (smoke test)"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.samples, args.seq_len, args.batch_size = 32, 16, 8
@@ -155,11 +185,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     finally:
         dist.destroy_process_group()
     shape = memory_plan.shape(args.model, 5) if not args.quick and args.num_layers is None else None
-    report = {"device": acc.name(), "torch": torch.__version__, "model": args.model, "num_layers": args.num_layers,
-              "samples": args.samples, "seq_len": args.seq_len, "batch_size": args.batch_size, "arms": arms}  # fmt: skip
+    report = {
+        "device": acc.name(),
+        "torch": torch.__version__,
+        "model": args.model,
+        "num_layers": args.num_layers,
+        "samples": args.samples,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "arms": arms,
+    }
     if shape is not None:
-        planned = memory_plan.plan(shape, 1, 141, 989.0, 1, memory_plan.Workload(samples=args.samples, seq_len=args.seq_len,
-                                                                                  batch=args.batch_size))  # fmt: skip
+        planned = memory_plan.plan(
+            shape,
+            1,
+            141,
+            989.0,
+            1,
+            memory_plan.Workload(samples=args.samples, seq_len=args.seq_len, batch=args.batch_size),
+        )
         report["planned_per_gpu_gib_one_card"] = round(planned["per_gpu_gb"] * 1e9 / 2**30, 2)
     common.emit_report(report, args.out)
     if "fsdp" in arms and "none" in arms:

@@ -40,10 +40,17 @@ def synthetic_store(n: int, seq_len: int, vocab: int, layers: list[int], experts
     answers = torch.randint(0, 4, (n,), generator=gen).tolist()
     correct = (torch.rand(n, generator=gen) < 0.6).tolist()
     return RoutingStore(
-        ids=[f"s{i}" for i in range(n)], input_texts=texts, layers=layers, routing=routing, answer_index=answers,
-        model_answer=answers, is_correct=correct, token_ids=[2] * n, token_texts=["A"] * n,
+        ids=[f"s{i}" for i in range(n)],
+        input_texts=texts,
+        layers=layers,
+        routing=routing,
+        answer_index=answers,
+        model_answer=answers,
+        is_correct=correct,
+        token_ids=[2] * n,
+        token_texts=["A"] * n,
         choices=[("A", "B", "C", "D")] * n,
-    )  # fmt: skip
+    )
 
 
 def naive_step(model, trainer, items, optimizer) -> None:
@@ -51,9 +58,15 @@ def naive_step(model, trainer, items, optimizer) -> None:
     batch = make_batch(items, trainer.pad)
     device = model.device
     with torch.autocast(device.type, dtype=torch.bfloat16):
-        out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+        out = model(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            use_cache=False,
+        )
     letters = out.logits[:, -1, trainer.letter_ids[:4]].float()
-    loss = torch.nn.functional.cross_entropy(letters, torch.tensor([it.answer for it in items], device=device))
+    loss = torch.nn.functional.cross_entropy(
+        letters, torch.tensor([it.answer for it in items], device=device)
+    )
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -67,8 +80,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--naive-steps", type=int, default=5)
     ap.add_argument("--gradient-checkpointing", action="store_true")
-    ap.add_argument("--cache-fraction", type=float, default=TrainConfig().runtime.prefix_cache_device_fraction,
-                    help="keep the prefix cache on the GPU when it fits in this share of free memory")
+    ap.add_argument(
+        "--cache-fraction",
+        type=float,
+        default=TrainConfig().runtime.prefix_cache_device_fraction,
+        help="keep the prefix cache on the GPU when it fits in this share of free memory",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="a tiny model and few samples, for the smoke test")
@@ -87,10 +104,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     store = synthetic_store(args.samples, args.seq_len, config.vocab_size, layers, info.num_experts, gen)
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
     graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
-    cfg = train_config(epochs=args.epochs, batch_size=args.batch_size, lr=7e-5, layers="last5", task_loss="letter",
-                      max_length=args.seq_len, gradient_checkpointing=args.gradient_checkpointing, log_every=10,
-                      prefix_cache_device_fraction=args.cache_fraction)  # fmt: skip
-    trainer = RouterTrainer(model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_bench_run"), graph=graph, progress=False)
+    cfg = train_config(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=7e-5,
+        layers="last5",
+        task_loss="letter",
+        max_length=args.seq_len,
+        gradient_checkpointing=args.gradient_checkpointing,
+        log_every=10,
+        prefix_cache_device_fraction=args.cache_fraction,
+    )
+    trainer = RouterTrainer(
+        model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_bench_run"), graph=graph, progress=False
+    )
     acc.sync()
     acc.reset_peak()
     t0 = time.perf_counter()
@@ -116,20 +143,31 @@ def main(argv: Sequence[str] | None = None) -> dict:
     steps = result.steps
     cache = trainer.cache.flat if trainer.cache is not None else None
     report = {
-        "device": acc.name(), "torch": torch.__version__, "params": n_params,
-        "samples": args.samples, "seq_len": args.seq_len, "epochs": args.epochs, "batch_size": args.batch_size,
-        "gradient_checkpointing": args.gradient_checkpointing, "steps": steps,
+        "device": acc.name(),
+        "torch": torch.__version__,
+        "params": n_params,
+        "samples": args.samples,
+        "seq_len": args.seq_len,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "steps": steps,
         "prefix_cache_device": str(cache.device) if cache is not None else None,
-        "prefix_cache_gib": round(cache.numel() * cache.element_size() / 2**30, 2) if cache is not None else 0.0,
+        "prefix_cache_gib": round(cache.numel() * cache.element_size() / 2**30, 2)
+        if cache is not None
+        else 0.0,
         "total_seconds_incl_prefix_cache": round(total, 2),
         "samples_per_second_end_to_end": round(args.samples * args.epochs / total, 1),
         "prefix_cache_seconds": round(trainer.timings["prefix_cache_seconds"], 2),
         "train_loop_seconds": round(trainer.timings["loop_seconds"], 2),
         "ours_seconds_per_step": round(trainer.timings["loop_seconds"] / max(steps, 1), 4),
-        "per_step_speedup_vs_naive": round(naive_per_step / (trainer.timings["loop_seconds"] / max(steps, 1)), 2),
+        "per_step_speedup_vs_naive": round(
+            naive_per_step / (trainer.timings["loop_seconds"] / max(steps, 1)), 2
+        ),
         "peak_gpu_memory_gib": peak and round(peak, 2),
-        "naive_seconds_per_step": round(naive_per_step, 4), "naive_peak_gpu_memory_gib": naive_peak and round(naive_peak, 2),
-    }  # fmt: skip
+        "naive_seconds_per_step": round(naive_per_step, 4),
+        "naive_peak_gpu_memory_gib": naive_peak and round(naive_peak, 2),
+    }
     common.emit_report(report, args.out)
     return report
 

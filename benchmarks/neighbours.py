@@ -174,18 +174,37 @@ def run(args: argparse.Namespace, memory_ok: bool) -> int:
         expected = chunk * args.keys * 5 / 2**20 if backend == "torch" else keys_mib
         peak = f"{max(peaks[name]):.0f}" if peaks[name] else "n/a"
         bad, max_diff = checks[name]
-        table_rows.append([
-            name, f"{med:.2f}", common.spread(times[name]), f"{args.queries / med:.0f}",
-            f"{1000 * med / args.queries:.1f}", peak, f"{expected:.0f}", f"{len(rows) - bad}/{len(rows)}",
-            f"{max_diff:.1e}",
-        ])  # fmt: skip
+        table_rows.append(
+            [
+                name,
+                f"{med:.2f}",
+                common.spread(times[name]),
+                f"{args.queries / med:.0f}",
+                f"{1000 * med / args.queries:.1f}",
+                peak,
+                f"{expected:.0f}",
+                f"{len(rows) - bad}/{len(rows)}",
+                f"{max_diff:.1e}",
+            ]
+        )
     print()
     print(f"median of {args.repeats} interleaved repeats; peak = RSS rise during the call (MiB)")
-    print(common.table(
-        ["search", "seconds", "range", "queries/s", "ms/query", "peak MiB", "expected MiB", "exact sets",
-         "max |sim diff|"],
-        table_rows,
-    ))  # fmt: skip
+    print(
+        common.table(
+            [
+                "search",
+                "seconds",
+                "range",
+                "queries/s",
+                "ms/query",
+                "peak MiB",
+                "expected MiB",
+                "exact sets",
+                "max |sim diff|",
+            ],
+            table_rows,
+        )
+    )
     print()
     print(
         f"exactness: {len(rows)} queries against a float64 brute force ({check_s:.1f} s); "

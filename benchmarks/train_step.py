@@ -93,11 +93,18 @@ def synthetic_store(n: int, shape: Shape, layers: list[int], experts: int, seed:
     correct = (torch.rand(n, generator=gen) < 0.6).tolist()
     answers = [ex.answer for ex in examples]
     return RoutingStore(
-        ids=[ex.id for ex in examples], input_texts=[letter_prompt(ex) for ex in examples], layers=layers,
-        routing=routing, answer_index=answers, model_answer=answers, is_correct=correct,
-        token_ids=[0] * n, token_texts=[":"] * n, questions=[ex.question for ex in examples],
+        ids=[ex.id for ex in examples],
+        input_texts=[letter_prompt(ex) for ex in examples],
+        layers=layers,
+        routing=routing,
+        answer_index=answers,
+        model_answer=answers,
+        is_correct=correct,
+        token_ids=[0] * n,
+        token_texts=[":"] * n,
+        questions=[ex.question for ex in examples],
         choices=[ex.choices for ex in examples],
-    )  # fmt: skip
+    )
 
 
 def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
@@ -121,11 +128,15 @@ def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
     tokens = sum(len(it.seqs[0]) for it in trainer.items) / len(batches)
     cache_mib = trainer.cache.flat.numel() * trainer.cache.flat.element_size() / 2**20
     return Setup(
-        shape, trainer, batches,
+        shape,
+        trainer,
+        batches,
         cfg.optimizer.build(params),
         cfg.optimizer.build(params),
-        torch.amp.GradScaler("cpu", enabled=False), tokens, cache_mib,
-    )  # fmt: skip
+        torch.amp.GradScaler("cpu", enabled=False),
+        tokens,
+        cache_mib,
+    )
 
 
 class _Clock:
@@ -245,23 +256,47 @@ def report(results: Sequence[dict], repeats: int) -> float:
     for r in results:
         sh, s, t = r["shape"], r["setup"], r["times"]
         ours, naive = common.median(t["ours"]), common.median(t["naive"])
-        rows.append([
-            f"{sh.layers} layers", f"h{sh.hidden} v{sh.vocab}", f"{sh.batch}x{s.tokens_per_step / sh.batch:.0f}",
-            f"{ours * 1000:.0f}", common.spread([x * 1000 for x in t["ours"]]), f"{r['loop_ms']:.0f}",
-            f"{naive * 1000:.0f}", common.spread([x * 1000 for x in t["naive"]]), f"{naive / ours:.2f}x",
-            f"{r['mem']['ours']:.0f}", f"{r['mem']['naive']:.0f}", f"{s.cache_mib:.1f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{sh.layers} layers",
+                f"h{sh.hidden} v{sh.vocab}",
+                f"{sh.batch}x{s.tokens_per_step / sh.batch:.0f}",
+                f"{ours * 1000:.0f}",
+                common.spread([x * 1000 for x in t["ours"]]),
+                f"{r['loop_ms']:.0f}",
+                f"{naive * 1000:.0f}",
+                common.spread([x * 1000 for x in t["naive"]]),
+                f"{naive / ours:.2f}x",
+                f"{r['mem']['ours']:.0f}",
+                f"{r['mem']['naive']:.0f}",
+                f"{s.cache_mib:.1f}",
+            ]
+        )
     print()
     print(
         f"step time, median of {repeats} interleaved repeats (ms); train() = the trainer's own loop on the same items "
         "(ms/step, run after, not interleaved: checks that 'ours' mirrors it); peak = live torch tensors during a "
         "step above its start (MiB)"
     )
-    print(common.table(
-        ["shape", "width/vocab", "batch x tokens", "ours ms", "ours range", "train() ms", "naive ms", "naive range", "speedup",
-         "ours peak MiB", "naive peak MiB", "prefix cache MiB"],
-        rows,
-    ))  # fmt: skip
+    print(
+        common.table(
+            [
+                "shape",
+                "width/vocab",
+                "batch x tokens",
+                "ours ms",
+                "ours range",
+                "train() ms",
+                "naive ms",
+                "naive range",
+                "speedup",
+                "ours peak MiB",
+                "naive peak MiB",
+                "prefix cache MiB",
+            ],
+            rows,
+        )
+    )
     for r in results:
         sh = r["shape"]
         print()

@@ -30,14 +30,19 @@ def read_lock(path: str) -> dict[str, str]:
 
 
 def differences(pins: dict[str, str]) -> list[str]:
-    installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    installed = {
+        canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]
+    }
     out = []
     for name, locked in sorted(pins.items()):
         have = installed.get(name)
         if have is not None and have != locked:
             out.append(f"{name} {locked} -> {have}")
-    out += [f"{name} (new) {installed[name]}" for name in sorted(set(installed) - set(pins))
-            if name not in ("pip", "setuptools", "wheel", "moe-roma")]  # fmt: skip
+    out += [
+        f"{name} (new) {installed[name]}"
+        for name in sorted(set(installed) - set(pins))
+        if name not in ("pip", "setuptools", "wheel", "moe-roma")
+    ]
     return out
 
 

@@ -24,8 +24,13 @@ def best_settings(rows: list[dict], split: str = "validation") -> dict[str, dict
     out = {}
     for family, candidates in families.items():
         best = max(candidates, key=lambda r: r["accuracy"])  # max keeps the first of equal ones
-        out[family] = {"method": best["method"], "accuracy": best["accuracy"], "n": best["n"],
-                       "setting": best.get("setting", {}), "budget": len(candidates)}  # fmt: skip
+        out[family] = {
+            "method": best["method"],
+            "accuracy": best["accuracy"],
+            "n": best["n"],
+            "setting": best.get("setting", {}),
+            "budget": len(candidates),
+        }
     return out
 
 
@@ -39,8 +44,10 @@ def main(argv: list[str]) -> int:
     with open(path, encoding="utf-8") as handle:
         rows = json.load(handle)["rows"]
     for family, best in best_settings(rows).items():
-        print(f"{family:16s} {best['accuracy']:.1%} (n={best['n']}, {best['budget']} settings tried): "
-              f"{best['method']} {json.dumps(best['setting'])}")  # fmt: skip
+        print(
+            f"{family:16s} {best['accuracy']:.1%} (n={best['n']}, {best['budget']} settings tried): "
+            f"{best['method']} {json.dumps(best['setting'])}"
+        )
     return 0
 
 

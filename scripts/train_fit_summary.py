@@ -1,6 +1,6 @@
 """Mean over seeds of each trained method's accuracy on its own training set (scripts/findings_downstream.sh).
 
-    python scripts/train_fit_summary.py /tmp/findings-downstream
+python scripts/train_fit_summary.py /tmp/findings-downstream
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def main(folder: str) -> int:
         sd = statistics.stdev(r["acc"] for r in reports) if len(reports) > 1 else 0.0
         fixed = statistics.mean(r["comparison"]["acc"]["only_tuned_correct"] for r in reports)
         broke = statistics.mean(r["comparison"]["acc"]["only_base_correct"] for r in reports)
-        print(f"| {method} | {len(reports)} | {base:.1%} | {tuned:.1%} ± {sd:.1%} | {fixed:.1f} | {broke:.1f} |")
+        print(
+            f"| {method} | {len(reports)} | {base:.1%} | {tuned:.1%} ± {sd:.1%} | {fixed:.1f} | {broke:.1f} |"
+        )
     return 0
 
 

@@ -27,6 +27,21 @@ def resume_workspace(tmp_path_factory):
     w = tmp_path_factory.mktemp("resume")
     save_tiny_model(w / "model", "olmoe", num_layers=4)
     write_data(w / "train.jsonl", make_examples(24))
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out",
-                 str(w / "routing.json"), "--layers", "last2", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(w / "train.jsonl"),
+                "--out",
+                str(w / "routing.json"),
+                "--layers",
+                "last2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return w

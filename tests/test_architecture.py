@@ -21,9 +21,22 @@ import moe_roma
 
 # Bottom to top. ``moe_roma/__init__.py`` (the version) sits below everything.
 LAYERS = [
-    "io", "data", "models", "scoring", "routing", "manifold", "report", "methods", "distributed", "eval",
-    "diagnose", "testbed", "experiments", "commands", "cli",
-]  # fmt: skip
+    "io",
+    "data",
+    "models",
+    "scoring",
+    "routing",
+    "manifold",
+    "report",
+    "methods",
+    "distributed",
+    "eval",
+    "diagnose",
+    "testbed",
+    "experiments",
+    "commands",
+    "cli",
+]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 # Inside methods/, the shared per-item machinery sits below every method.
 METHODS_COMMON = "methods.common"
@@ -75,8 +88,10 @@ def upward_imports() -> list[str]:
                 problems.append(f"{source}:{line} imports {target}, whose package has no place in LAYERS")
             elif RANK[dst_layer] > RANK[src_layer]:
                 problems.append(f"{source}:{line} imports {target}: {src_layer} may not import {dst_layer}")
-            elif source.startswith(f"moe_roma.{METHODS_COMMON}") and target.startswith("moe_roma.methods.") and (
-                not target.startswith(f"moe_roma.{METHODS_COMMON}")
+            elif (
+                source.startswith(f"moe_roma.{METHODS_COMMON}")
+                and target.startswith("moe_roma.methods.")
+                and (not target.startswith(f"moe_roma.{METHODS_COMMON}"))
             ):
                 problems.append(f"{source}:{line} imports {target}: methods/common may not import a method")
     return problems
@@ -232,7 +247,9 @@ def test_every_imported_package_is_declared():
     import tomllib
 
     project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    requirements = project["dependencies"] + [
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
     declared = {_normalise(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in requirements}
     missing = {module: dist for module, dist in imported_packages().items() if dist not in declared}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -70,12 +70,46 @@ def ws(tmp_path_factory) -> Workspace:
     w = Workspace(root, root / "model", root / "train.jsonl", root / "routing.json", root / "roma")
     save_tiny_model(w.model, "olmoe", num_layers=4)
     write_data(w.data, make_examples(8))
-    code = main(["collect", "--model", str(w.model), "--data", str(w.data), "--out", str(w.routing),
-                 "--layers", "last2", "--batch-size", "8", "--device", "cpu", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "collect",
+            "--model",
+            str(w.model),
+            "--data",
+            str(w.data),
+            "--out",
+            str(w.routing),
+            "--layers",
+            "last2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    code = main(["train", "--model", str(w.model), "--routing", str(w.routing), "--out", str(w.routers),
-                 "--epochs", "1", "--batch-size", "4", "--layers", "last2", "--device", "cpu", "--no-progress",
-                 "dedupe_threshold=1.01"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            str(w.model),
+            "--routing",
+            str(w.routing),
+            "--out",
+            str(w.routers),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--layers",
+            "last2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "dedupe_threshold=1.01",
+        ]
+    )
     assert code == 0
     w.state_run = root / "stopped"
     stop_after_first_state(w)
@@ -137,7 +171,13 @@ def jsonl(path: Path, *records) -> Path:
 
 
 def good(i: int, **change) -> dict:
-    return {"id": f"q{i}", "question": f"what is {i} ?", "choices": ["A) one", "B) two"], "answer": "A", **change}
+    return {
+        "id": f"q{i}",
+        "question": f"what is {i} ?",
+        "choices": ["A) one", "B) two"],
+        "answer": "A",
+        **change,
+    }
 
 
 def routing_file(path: Path, entries: dict) -> Path:
@@ -147,7 +187,10 @@ def routing_file(path: Path, entries: dict) -> Path:
 
 def with_weights(entry: dict, layer: int, weights: dict) -> dict:
     entry = dict(entry)
-    entry["last_token_routing"] = {**entry["last_token_routing"], "layers": [{"layer": layer, "routing_weights": weights}]}
+    entry["last_token_routing"] = {
+        **entry["last_token_routing"],
+        "layers": [{"layer": layer, "routing_weights": weights}],
+    }
     return entry
 
 
@@ -172,8 +215,14 @@ def rehash(routers: Path) -> None:
 
 
 def dense_model(path: Path) -> Path:
-    config = LlamaConfig(vocab_size=96, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     LlamaForCausalLM(config).save_pretrained(path)
     build_tiny_tokenizer().save_pretrained(path)
     return path
@@ -192,13 +241,44 @@ def read_only(*args, **kwargs):
 
 
 def train_args(ws: Workspace, routing: Path, out: Path, *extra) -> list:
-    return ["train", "--model", ws.model, "--routing", routing, "--out", out, "--epochs", "1", "--batch-size", "4",
-            "--layers", "last2", "--device", "cpu", "--no-progress", *extra, "dedupe_threshold=1.01"]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        ws.model,
+        "--routing",
+        routing,
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--layers",
+        "last2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+        "dedupe_threshold=1.01",
+    ]
 
 
 def collect_args(ws: Workspace, data: Path, out: Path, *extra) -> list:
-    return ["collect", "--model", ws.model, "--data", data, "--out", out, "--layers", "last2", "--device", "cpu",
-            "--no-progress", *extra]  # fmt: skip
+    return [
+        "collect",
+        "--model",
+        ws.model,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--layers",
+        "last2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def eval_args(ws: Workspace, data: Path, *extra) -> list:
@@ -228,7 +308,9 @@ def _(ws, tmp, mp):
 
 @case("inspect-lone-surrogate")
 def _(ws, tmp, mp):
-    bad = jsonl(tmp / "surrogate.jsonl", good(1), good(2, question="what is \ud800 ?"))  # json.dumps escapes it
+    bad = jsonl(
+        tmp / "surrogate.jsonl", good(1), good(2, question="what is \ud800 ?")
+    )  # json.dumps escapes it
     assert "\\ud800" in bad.read_text()
     return ["data", "inspect", bad], None, ("surrogate.jsonl", "line 2", "invalid character")
 
@@ -253,8 +335,11 @@ def _(ws, tmp, mp):
 
 @case("inspect-nan-gold")
 def _(ws, tmp, mp):
-    bad = jsonl(tmp / "nan.jsonl", {"query": "2 + 2 =", "choices": ["3", "4"], "gold": 1},
-                '{"query": "1 + 1 =", "choices": ["2", "3"], "gold": NaN}')  # fmt: skip
+    bad = jsonl(
+        tmp / "nan.jsonl",
+        {"query": "2 + 2 =", "choices": ["3", "4"], "gold": 1},
+        '{"query": "1 + 1 =", "choices": ["2", "3"], "gold": NaN}',
+    )
     return ["data", "inspect", bad], None, ("nan.jsonl", "line 2", "NaN")
 
 
@@ -275,15 +360,26 @@ def _(ws, tmp, mp):
 @case("collect-truncated-tsv-line-3")
 def _(ws, tmp, mp):
     bad = tmp / "obqa.tsv"
-    bad.write_text("ID\tQuestion Stem\tChoices\tComplete Question\tAnswer Key\n"
-                   "7-1\twhat is red ?\t(A) a colour (B) a dog\twhat is red ? a colour\tA\n"
-                   "7-2\twhat is blue ?\t(A) a col", encoding="utf-8")  # fmt: skip
-    return collect_args(ws, bad, tmp / "out" / "r.json"), tmp / "out" / "r.json", ("obqa.tsv", "line 3", "3 tab-separated fields")
+    bad.write_text(
+        "ID\tQuestion Stem\tChoices\tComplete Question\tAnswer Key\n"
+        "7-1\twhat is red ?\t(A) a colour (B) a dog\twhat is red ? a colour\tA\n"
+        "7-2\twhat is blue ?\t(A) a col",
+        encoding="utf-8",
+    )
+    return (
+        collect_args(ws, bad, tmp / "out" / "r.json"),
+        tmp / "out" / "r.json",
+        ("obqa.tsv", "line 3", "3 tab-separated fields"),
+    )
 
 
 @case("collect-missing-data")
 def _(ws, tmp, mp):
-    return collect_args(ws, tmp / "nothing.jsonl", tmp / "r.json"), tmp / "r.json", ("nothing.jsonl", "no such file")
+    return (
+        collect_args(ws, tmp / "nothing.jsonl", tmp / "r.json"),
+        tmp / "r.json",
+        ("nothing.jsonl", "no such file"),
+    )
 
 
 @case("collect-missing-model")
@@ -314,7 +410,11 @@ def _(ws, tmp, mp):
 @case("collect-disk-full-sidecar")
 def _(ws, tmp, mp):
     mp.setattr("moe_roma.io.tensorfile.save_file", safetensors_no_space)
-    return collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json", ("r.safetensors", "No space left on device")
+    return (
+        collect_args(ws, ws.data, tmp / "r.json"),
+        tmp / "r.json",
+        ("r.safetensors", "No space left on device"),
+    )
 
 
 # roma train: broken routing files, routing of another model, settings, resume state, embedder, writes.
@@ -350,8 +450,14 @@ def _(ws, tmp, mp):
 
 @case("train-routing-wrong-type")
 def _(ws, tmp, mp):
-    bad = routing_file(tmp / "types.json", {"s0": ws.routing_entry(), "x": {**ws.routing_entry(), "is_correct": "yes"}})
-    return train_args(ws, bad, tmp / "t"), tmp / "t", ("types.json", "id x", "'is_correct' must be true or false")
+    bad = routing_file(
+        tmp / "types.json", {"s0": ws.routing_entry(), "x": {**ws.routing_entry(), "is_correct": "yes"}}
+    )
+    return (
+        train_args(ws, bad, tmp / "t"),
+        tmp / "t",
+        ("types.json", "id x", "'is_correct' must be true or false"),
+    )
 
 
 @case("train-routing-duplicate-ids")
@@ -364,7 +470,9 @@ def _(ws, tmp, mp):
 
 @case("train-routing-lone-surrogate")
 def _(ws, tmp, mp):
-    bad = routing_file(tmp / "surrogate.json", {"x": {**ws.routing_entry(), "input_text": "what is \ud800 ?"}})
+    bad = routing_file(
+        tmp / "surrogate.json", {"x": {**ws.routing_entry(), "input_text": "what is \ud800 ?"}}
+    )
     assert "\\ud800" in bad.read_text()
     return train_args(ws, bad, tmp / "t"), tmp / "t", ("surrogate.json", "id x", "invalid character")
 
@@ -379,7 +487,11 @@ def _(ws, tmp, mp):
 @case("train-routing-layer-not-moe")
 def _(ws, tmp, mp):
     bad = routing_file(tmp / "layer.json", {"x": with_weights(ws.routing_entry(), 9, {"expert_0": 1.0})})
-    return train_args(ws, bad, tmp / "t"), tmp / "t", ("layer.json", "layers [9] are not MoE layers", "another model")
+    return (
+        train_args(ws, bad, tmp / "t"),
+        tmp / "t",
+        ("layer.json", "layers [9] are not MoE layers", "another model"),
+    )
 
 
 @case("train-missing-model")
@@ -401,7 +513,11 @@ def _(ws, tmp, mp):
 def _(ws, tmp, mp):
     (tmp / "t").mkdir()
     (tmp / "t" / STATE_NAME).write_bytes(b"\x00\x01garbage, not a safetensors header" * 7)
-    return train_args(ws, ws.routing, tmp / "t", "--resume"), tmp / "t", (STATE_NAME, "not a readable training state")
+    return (
+        train_args(ws, ws.routing, tmp / "t", "--resume"),
+        tmp / "t",
+        (STATE_NAME, "not a readable training state"),
+    )
 
 
 @case("train-embedder-does-not-exist")
@@ -419,7 +535,11 @@ def _(ws, tmp, mp):
 @case("train-disk-full-router-checkpoint")
 def _(ws, tmp, mp):
     mp.setattr("moe_roma.models.checkpoint.save_file", safetensors_no_space)
-    return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("router_weights.safetensors", "No space left on device")
+    return (
+        train_args(ws, ws.routing, tmp / "t"),
+        tmp / "t",
+        ("router_weights.safetensors", "No space left on device"),
+    )
 
 
 @case("train-disk-full-router-config")
@@ -434,14 +554,22 @@ def _(ws, tmp, mp):
 @case("apply-dense-model")
 def _(ws, tmp, mp):
     dense = dense_model(tmp / "dense")
-    return ["apply", "--model", dense, "--routers", ws.routers], None, (f"{dense}: no MoE routers found in LlamaForCausalLM",)
+    return (
+        ["apply", "--model", dense, "--routers", ws.routers],
+        None,
+        (f"{dense}: no MoE routers found in LlamaForCausalLM",),
+    )
 
 
 @case("apply-garbage-router-weights")
 def _(ws, tmp, mp):
     routers = copy_routers(ws, tmp / "roma")
     (routers / "router_weights.safetensors").write_bytes(b"\xde\xad\xbe\xef" * 64)
-    return ["apply", "--model", ws.model, "--routers", routers], None, ("router_weights.safetensors", "does not match the SHA-256")
+    return (
+        ["apply", "--model", ws.model, "--routers", routers],
+        None,
+        ("router_weights.safetensors", "does not match the SHA-256"),
+    )
 
 
 @case("apply-garbage-router-weights-with-their-checksum")
@@ -449,7 +577,11 @@ def _(ws, tmp, mp):
     routers = copy_routers(ws, tmp / "roma")
     (routers / "router_weights.safetensors").write_bytes(b"\xde\xad\xbe\xef" * 64)
     rehash(routers)  # the checksum agrees: the file itself must still be refused
-    return ["apply", "--model", ws.model, "--routers", routers], None, ("router_weights.safetensors", "not a readable safetensors file")
+    return (
+        ["apply", "--model", ws.model, "--routers", routers],
+        None,
+        ("router_weights.safetensors", "not a readable safetensors file"),
+    )
 
 
 @case("apply-truncated-router-config")
@@ -457,7 +589,11 @@ def _(ws, tmp, mp):
     routers = copy_routers(ws, tmp / "roma")
     text = (routers / "router_config.json").read_text()
     (routers / "router_config.json").write_text(text[:40])
-    return ["apply", "--model", ws.model, "--routers", routers], None, ("router_config.json", "malformed JSON")
+    return (
+        ["apply", "--model", ws.model, "--routers", routers],
+        None,
+        ("router_config.json", "malformed JSON"),
+    )
 
 
 @case("export-into-non-empty-folder", keep=True)
@@ -535,19 +671,31 @@ def _(ws, tmp, mp):
 def _(ws, tmp, mp):
     bad = tmp / "quote_test.csv"
     bad.write_text('what is one ?,one,two,A\n"what is two ?,one,two,B\n', encoding="utf-8")
-    return ["lm-eval-task", "--data", bad, "--out", tmp / "task"], tmp / "task", ("quote_test.csv", "row 2", "malformed CSV")
+    return (
+        ["lm-eval-task", "--data", bad, "--out", tmp / "task"],
+        tmp / "task",
+        ("quote_test.csv", "row 2", "malformed CSV"),
+    )
 
 
 @case("lm-eval-task-huge-gold")
 def _(ws, tmp, mp):
     bad = jsonl(tmp / "huge.jsonl", {"query": "2 + 2 =", "choices": ["3", "4"], "gold": 1e300})
-    return ["lm-eval-task", "--data", bad, "--out", tmp / "task"], tmp / "task", ("huge.jsonl", "line 1", "'gold' is 10000", "...", "2 choices")
+    return (
+        ["lm-eval-task", "--data", bad, "--out", tmp / "task"],
+        tmp / "task",
+        ("huge.jsonl", "line 1", "'gold' is 10000", "...", "2 choices"),
+    )
 
 
 @case("lm-eval-task-read-only-folder")
 def _(ws, tmp, mp):
     mp.setattr("moe_roma.io.atomic.tempfile.mkstemp", read_only)
-    return ["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task", ("task", "Permission denied")
+    return (
+        ["lm-eval-task", "--data", ws.data, "--out", tmp / "task"],
+        tmp / "task",
+        ("task", "Permission denied"),
+    )
 
 
 # roma experiment: YAML problems, and bad data named in it.
@@ -556,23 +704,40 @@ def _(ws, tmp, mp):
 @case("experiment-seeds-wrong-type")
 def _(ws, tmp, mp):
     (tmp / "exp.yaml").write_text('seeds: "x"\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n')
-    return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", "'seeds' must be a list of integers", "'x'")
+    return (
+        ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"],
+        tmp / "exp",
+        ("exp.yaml", "'seeds' must be a list of integers", "'x'"),
+    )
 
 
 @case("experiment-truncated-yaml")
 def _(ws, tmp, mp):
     (tmp / "exp.yaml").write_text("name: cut\nmethods: [{name: base, kind: base}\ndata: {testbed: tr")
-    return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", "line", "malformed YAML")
+    return (
+        ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"],
+        tmp / "exp",
+        ("exp.yaml", "line", "malformed YAML"),
+    )
 
 
 @case("experiment-bad-eval-data")
 def _(ws, tmp, mp):
     bad = jsonl(tmp / "dev.jsonl", good(1), good(2, answer="E"))
-    (tmp / "exp.yaml").write_text(json.dumps({
-        "methods": [{"name": "base", "kind": "base"}], "seeds": [0],
-        "data": {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(bad)}},
-    }))  # fmt: skip
-    return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("dev.jsonl", "line 2", "'answer'", "only 2 choices")
+    (tmp / "exp.yaml").write_text(
+        json.dumps(
+            {
+                "methods": [{"name": "base", "kind": "base"}],
+                "seeds": [0],
+                "data": {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(bad)}},
+            }
+        )
+    )
+    return (
+        ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"],
+        tmp / "exp",
+        ("dev.jsonl", "line 2", "'answer'", "only 2 choices"),
+    )
 
 
 # --- inputs are sacred: an output never replaces an input ----------------------------------------
@@ -609,7 +774,11 @@ def _(ws, tmp, mp):
 @case("collect-sidecar-would-replace-the-data")
 def _(ws, tmp, mp):
     data = Path(shutil.copy(ws.data, tmp / "r.safetensors"))
-    return collect_args(ws, data, tmp / "r.json", "--format", "roma-jsonl"), None, ("r.safetensors", "is the input --data")
+    return (
+        collect_args(ws, data, tmp / "r.json", "--format", "roma-jsonl"),
+        None,
+        ("r.safetensors", "is the input --data"),
+    )
 
 
 @case("collect-out-replaces-a-model-file")
@@ -634,7 +803,11 @@ def _(ws, tmp, mp):
 @case("eval-json-and-predictions-are-one-file")
 def _(ws, tmp, mp):
     out = tmp / "both.json"
-    return eval_args(ws, ws.data, "--json", out, "--predictions", out), out, ("--json and --predictions", "same file")
+    return (
+        eval_args(ws, ws.data, "--json", out, "--predictions", out),
+        out,
+        ("--json and --predictions", "same file"),
+    )
 
 
 @case("eval-json-into-the-router-folder")
@@ -655,7 +828,11 @@ def _(ws, tmp, mp):
 @case("export-out-is-the-router-folder", keep=True)
 def _(ws, tmp, mp):
     routers = copy_routers(ws, tmp / "roma")
-    return ["export", "--model", ws.model, "--routers", routers, "--out", routers], routers, ("is the input --routers",)
+    return (
+        ["export", "--model", ws.model, "--routers", routers, "--out", routers],
+        routers,
+        ("is the input --routers",),
+    )
 
 
 @case("train-out-is-the-routing-file", keep=True)
@@ -686,12 +863,20 @@ def _(ws, tmp, mp):
 @case("train-resumable-state-is-not-restarted", keep=True)
 def _(ws, tmp, mp):
     out = Path(shutil.copytree(ws.state_run, tmp / "t"))
-    return train_args(ws, ws.routing, out, "--save-every", "1"), out, ("resumable state at step 1", "--resume")
+    return (
+        train_args(ws, ws.routing, out, "--save-every", "1"),
+        out,
+        ("resumable state at step 1", "--resume"),
+    )
 
 
 @case("train-resume-and-overwrite-together")
 def _(ws, tmp, mp):
-    return train_args(ws, ws.routing, tmp / "t", "--resume", "--overwrite"), tmp / "t", ("--resume and --overwrite",)
+    return (
+        train_args(ws, ws.routing, tmp / "t", "--resume", "--overwrite"),
+        tmp / "t",
+        ("--resume and --overwrite",),
+    )
 
 
 @case("train-out-is-locked-by-another-run", keep=True)
@@ -702,7 +887,11 @@ def _(ws, tmp, mp):
     lock = FolderLock(tmp / "t", "roma train")
     lock.acquire()
     HELD.append(lock)
-    return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("in use by process", str(os.getpid()), ".roma.lock")
+    return (
+        train_args(ws, ws.routing, tmp / "t"),
+        tmp / "t",
+        ("in use by process", str(os.getpid()), ".roma.lock"),
+    )
 
 
 @case("train-out-is-a-project-folder", keep=True)
@@ -710,7 +899,11 @@ def _(ws, tmp, mp):
     (tmp / "project").mkdir()
     (tmp / "project" / "README.md").write_text("# my project\n")
     (tmp / "project" / "pyproject.toml").write_text("[project]\n")
-    return train_args(ws, ws.routing, tmp / "project"), tmp / "project", ("holds 'README.md'", "not part of a run")
+    return (
+        train_args(ws, ws.routing, tmp / "project"),
+        tmp / "project",
+        ("holds 'README.md'", "not part of a run"),
+    )
 
 
 @case("train-out-holds-only-a-readme", keep=True)
@@ -727,15 +920,23 @@ def _(ws, tmp, mp):
 
 @case("experiment-name-leaves-the-results-folder")
 def _(ws, tmp, mp):
-    (tmp / "exp.yaml").write_text("name: ../../escape\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n")
+    (tmp / "exp.yaml").write_text(
+        "name: ../../escape\nmethods: [{name: base, kind: base}]\ndata: {testbed: true}\n"
+    )
     return ["experiment", tmp / "exp.yaml"], None, ("exp.yaml", "'name' '../../escape'", "not a plain name")
 
 
 @case("experiment-method-name-leaves-the-results-folder")
 def _(ws, tmp, mp):
     data = {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
-    (tmp / "exp.yaml").write_text(json.dumps({"methods": [{"name": "../../x", "kind": "base"}], "data": data}))
-    return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", "method name", "not a plain name")
+    (tmp / "exp.yaml").write_text(
+        json.dumps({"methods": [{"name": "../../x", "kind": "base"}], "data": data})
+    )
+    return (
+        ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"],
+        tmp / "exp",
+        ("exp.yaml", "method name", "not a plain name"),
+    )
 
 
 @case("experiment-unfinished-grid-is-not-restarted", keep=True)
@@ -756,7 +957,11 @@ def _(ws, tmp, mp):
 def _(ws, tmp, mp):
     (tmp / "d").mkdir()
     routing = Path(shutil.copy(ws.routing, tmp / "d" / "report.json"))
-    return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("--routing", "report.json", "is inside the output folder")
+    return (
+        ["diagnose", "--routing", routing, "--out", tmp / "d"],
+        tmp / "d",
+        ("--routing", "report.json", "is inside the output folder"),
+    )
 
 
 # --- a card shows only its own routers' true figures -----------------------------------------------
@@ -777,21 +982,51 @@ def card_case(name: str, build_report, needles: tuple[str, ...], command: str = 
         report = build_report(ws, tmp / "eval.json")
         if command == "card":
             routers = copy_routers(ws, tmp / "roma")
-            return ["card", "--routers", routers, "--eval-json", report], routers / "README.md", ("eval.json", *needles)
-        args = ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / "merged", "--eval-json", report]
+            return (
+                ["card", "--routers", routers, "--eval-json", report],
+                routers / "README.md",
+                ("eval.json", *needles),
+            )
+        args = [
+            "export",
+            "--model",
+            ws.model,
+            "--routers",
+            ws.routers,
+            "--out",
+            tmp / "merged",
+            "--eval-json",
+            report,
+        ]
         return args, tmp / "merged", ("eval.json", *needles)
 
 
 for _command in ("card", "export"):
-    card_case("eval-report-of-other-routers", lambda ws, p: eval_report(ws, p, routers_sha256="0" * 64),
-              ("evaluated other routers", "a card shows only its own"), _command)
-    card_case("eval-report-of-the-base-model", lambda ws, p: eval_report(ws, p, routers=None, routers_sha256=None,
-                                                                         evaluated="base"),
-              ("an evaluation of the base model",), _command)
-    card_case("eval-report-nan-accuracy",
-              lambda ws, p: eval_report(ws, p, text=eval_report(ws, p).read_text().replace('"acc": 0.5', '"acc": NaN')),
-              ("NaN", "only finite figures"), _command)
-card_case("eval-report-accuracy-above-one", lambda ws, p: eval_report(ws, p, acc=1.7), ("'acc'", "1.7", "between 0 and 1"))
+    card_case(
+        "eval-report-of-other-routers",
+        lambda ws, p: eval_report(ws, p, routers_sha256="0" * 64),
+        ("evaluated other routers", "a card shows only its own"),
+        _command,
+    )
+    card_case(
+        "eval-report-of-the-base-model",
+        lambda ws, p: eval_report(ws, p, routers=None, routers_sha256=None, evaluated="base"),
+        ("an evaluation of the base model",),
+        _command,
+    )
+    card_case(
+        "eval-report-nan-accuracy",
+        lambda ws, p: eval_report(
+            ws, p, text=eval_report(ws, p).read_text().replace('"acc": 0.5', '"acc": NaN')
+        ),
+        ("NaN", "only finite figures"),
+        _command,
+    )
+card_case(
+    "eval-report-accuracy-above-one",
+    lambda ws, p: eval_report(ws, p, acc=1.7),
+    ("'acc'", "1.7", "between 0 and 1"),
+)
 
 
 def _infinite_task_accuracy(ws: Workspace, path: Path) -> Path:
@@ -821,7 +1056,11 @@ def sidecar_case(label: str, command: str, edit, needles: tuple[str, ...]):
         save_tensors(sidecar_path(routing), tensors, meta)
         if command == "train":
             return train_args(ws, routing, tmp / "t"), tmp / "t", ("r.safetensors", "id s0", *needles)
-        return ["diagnose", "--routing", routing, "--out", tmp / "d"], tmp / "d", ("r.safetensors", "id s0", *needles)
+        return (
+            ["diagnose", "--routing", routing, "--out", tmp / "d"],
+            tmp / "d",
+            ("r.safetensors", "id s0", *needles),
+        )
 
 
 @case("collect-model-routes-to-nan")
@@ -888,23 +1127,48 @@ def first_param(tensors) -> str:
 
 state_case("with-another-routing-file", other_routing, ("another routing file", "routing_sha256"))
 state_case("with-another-base-model", other_model, ("another base model", "base_model.routers_sha256"))
-state_case("with-another-learning-rate", None, ("other training settings", "setting optimizer.lr", "0.5"), "--lr", "0.5")
+state_case(
+    "with-another-learning-rate",
+    None,
+    ("other training settings", "setting optimizer.lr", "0.5"),
+    "--lr",
+    "0.5",
+)
 state_case("with-another-regularizer", None, ("setting regularizer.name", "'l2'"), "--regularizer", "l2")
-state_case("step-past-the-end", lambda m, t, *_: m.update(step=7), ("at step 7", "outside this run's steps 1 to 1"))
+state_case(
+    "step-past-the-end", lambda m, t, *_: m.update(step=7), ("at step 7", "outside this run's steps 1 to 1")
+)
 state_case("negative-step", lambda m, t, *_: m.update(step=-3), ("at step -3", "outside"))
 state_case("step-not-an-integer", lambda m, t, *_: m.update(step="1"), ("lacks its step", "'1'"))
 state_case("skipped-past-step", lambda m, t, *_: m.update(skipped=4), ("4", "skipped steps"))
 state_case("missing-rng-tensor", lambda m, t, *_: t.pop("rng/torch"), ("lacks tensor rng/torch",))
 state_case("missing-router-tensor", lambda m, t, *_: t.pop(first_param(t)), ("lacks tensor param/",))
-state_case("stray-tensor", lambda m, t, *_: t.update({"param/extra": t[first_param(t)].clone()}), ("holds tensor param/extra",))
-state_case("wrong-shape", lambda m, t, *_: t.update({first_param(t): t[first_param(t)][:, :3].contiguous()}),
-           ("has shape", "the model's is"))  # fmt: skip
+state_case(
+    "stray-tensor",
+    lambda m, t, *_: t.update({"param/extra": t[first_param(t)].clone()}),
+    ("holds tensor param/extra",),
+)
+state_case(
+    "wrong-shape",
+    lambda m, t, *_: t.update({first_param(t): t[first_param(t)][:, :3].contiguous()}),
+    ("has shape", "the model's is"),
+)
 state_case("nan-weights", lambda m, t, *_: t[first_param(t)].fill_(float("nan")), ("NaN",))
 state_case("another-format", lambda m, t, *_: m.update(format_version=1), ("another format", "--overwrite"))
-state_case("edited-tensors", lambda m, t, *_: t[first_param(t)].add_(1.0), ("edited or damaged", "SHA-256"), rehash=False)
-state_case("edited-step-without-checksum", lambda m, t, *_: m.update(step=0), ("edited or damaged",), rehash=False)
-state_case("truncated", lambda m, t, ws, tmp, args: (ws.state_run / STATE_NAME).read_bytes()[:4000],
-           ("not a readable training state",))  # fmt: skip
+state_case(
+    "edited-tensors",
+    lambda m, t, *_: t[first_param(t)].add_(1.0),
+    ("edited or damaged", "SHA-256"),
+    rehash=False,
+)
+state_case(
+    "edited-step-without-checksum", lambda m, t, *_: m.update(step=0), ("edited or damaged",), rehash=False
+)
+state_case(
+    "truncated",
+    lambda m, t, ws, tmp, args: (ws.state_run / STATE_NAME).read_bytes()[:4000],
+    ("not a readable training state",),
+)
 
 
 # --- checkpoints and models check themselves ------------------------------------------------------
@@ -923,18 +1187,34 @@ def edited_router_config(name: str, change, needles: tuple[str, ...], command: s
         return args, tmp / "r.json", needles
 
 
-edited_router_config("layers-of-another-model", lambda c: c.update(tuned_layers=[0, 1]),
-                     ("lacks tensor", "'tuned_layers' are [0, 1]"))  # fmt: skip
-edited_router_config("layer-past-the-model", lambda c: c.update(tuned_layers=[2, 3, 9]), ("tuned layers [9]",))
+edited_router_config(
+    "layers-of-another-model",
+    lambda c: c.update(tuned_layers=[0, 1]),
+    ("lacks tensor", "'tuned_layers' are [0, 1]"),
+)
+edited_router_config(
+    "layer-past-the-model", lambda c: c.update(tuned_layers=[2, 3, 9]), ("tuned layers [9]",)
+)
 edited_router_config("layer-twice", lambda c: c.update(tuned_layers=[2, 2]), ("lists a layer twice",))
-edited_router_config("no-layers", lambda c: c.update(tuned_layers=[]), ("'tuned_layers' must be a non-empty list",))
+edited_router_config(
+    "no-layers", lambda c: c.update(tuned_layers=[]), ("'tuned_layers' must be a non-empty list",)
+)
 edited_router_config("expert-count", lambda c: c.update(num_experts=16), ("16", "experts", "has 8"))
-edited_router_config("expert-count-not-a-number", lambda c: c.update(num_experts="8"), ("'num_experts'", "'8'"))
-edited_router_config("parameter-names", lambda c: c.update(parameter_names=["model.layers.0.mlp.gate.weight"]),
-                     ("'parameter_names' disagree",))  # fmt: skip
+edited_router_config(
+    "expert-count-not-a-number", lambda c: c.update(num_experts="8"), ("'num_experts'", "'8'")
+)
+edited_router_config(
+    "parameter-names",
+    lambda c: c.update(parameter_names=["model.layers.0.mlp.gate.weight"]),
+    ("'parameter_names' disagree",),
+)
 edited_router_config("checksum-missing", lambda c: c.pop("weights_sha256"), ("lacks 'weights_sha256'",))
-edited_router_config("checksum-of-another-file", lambda c: c.update(weights_sha256="0" * 64), ("does not match the SHA-256",))
-edited_router_config("nan-in-json", lambda c: c.update(seed=float("nan")), ("malformed JSON", "NaN"), command="eval")
+edited_router_config(
+    "checksum-of-another-file", lambda c: c.update(weights_sha256="0" * 64), ("does not match the SHA-256",)
+)
+edited_router_config(
+    "nan-in-json", lambda c: c.update(seed=float("nan")), ("malformed JSON", "NaN"), command="eval"
+)
 
 
 @case("apply-torn-router-weights")
@@ -942,7 +1222,11 @@ def _(ws, tmp, mp):
     routers = copy_routers(ws, tmp / "roma")
     data = (routers / "router_weights.safetensors").read_bytes()
     (routers / "router_weights.safetensors").write_bytes(data[: len(data) // 2])
-    return ["apply", "--model", ws.model, "--routers", routers], None, ("router_weights.safetensors", "SHA-256")
+    return (
+        ["apply", "--model", ws.model, "--routers", routers],
+        None,
+        ("router_weights.safetensors", "SHA-256"),
+    )
 
 
 @case("eval-model-weights-truncated")
@@ -1008,8 +1292,14 @@ def _(ws, tmp, mp):
 
 @case("train-letter-loss-on-continuation-routing")
 def _(ws, tmp, mp):
-    assert main([str(a) for a in collect_args(ws, ws.data, tmp / "cont.json", "--scoring", "continuation")]) == 0
-    return train_args(ws, tmp / "cont.json", tmp / "t", "--scoring", "letter"), tmp / "t", ("cont.json", "continuation scoring", "scoring=letter")
+    assert (
+        main([str(a) for a in collect_args(ws, ws.data, tmp / "cont.json", "--scoring", "continuation")]) == 0
+    )
+    return (
+        train_args(ws, tmp / "cont.json", tmp / "t", "--scoring", "letter"),
+        tmp / "t",
+        ("cont.json", "continuation scoring", "scoring=letter"),
+    )
 
 
 @case("train-routing-is-correct-disagrees-with-answers")
@@ -1030,20 +1320,28 @@ def _(ws, tmp, mp):
 
 @case("train-routing-huge-expert-index")
 def _(ws, tmp, mp):
-    bad = routing_file(tmp / "huge.json", {"x": with_weights(ws.routing_entry(), 3, {"expert_4000000000": 1.0})})
+    bad = routing_file(
+        tmp / "huge.json", {"x": with_weights(ws.routing_entry(), 3, {"expert_4000000000": 1.0})}
+    )
     return train_args(ws, bad, tmp / "t"), tmp / "t", ("huge.json", "id x", "expert index 4000000000")
 
 
 @case("train-routing-weights-sum-overflows")
 def _(ws, tmp, mp):
-    bad = routing_file(tmp / "sum.json", {"x": with_weights(ws.routing_entry(), 3, {"expert_0": 1e308, "expert_1": 1e308})})
+    bad = routing_file(
+        tmp / "sum.json", {"x": with_weights(ws.routing_entry(), 3, {"expert_0": 1e308, "expert_1": 1e308})}
+    )
     return train_args(ws, bad, tmp / "t"), tmp / "t", ("sum.json", "id x", "overflow")
 
 
 @case("train-routing-is-a-fifo")
 def _(ws, tmp, mp):
     os.mkfifo(tmp / "pipe.json")
-    return train_args(ws, tmp / "pipe.json", tmp / "t"), tmp / "t", ("pipe.json", "FIFO", "not a regular file")
+    return (
+        train_args(ws, tmp / "pipe.json", tmp / "t"),
+        tmp / "t",
+        ("pipe.json", "FIFO", "not a regular file"),
+    )
 
 
 @case("collect-data-is-a-fifo")
@@ -1060,7 +1358,11 @@ def _(ws, tmp, mp):
 @case("train-config-is-a-fifo")
 def _(ws, tmp, mp):
     os.mkfifo(tmp / "pipe.yaml")
-    return train_args(ws, ws.routing, tmp / "t", "--config", tmp / "pipe.yaml"), tmp / "t", ("pipe.yaml", "FIFO")
+    return (
+        train_args(ws, ws.routing, tmp / "t", "--config", tmp / "pipe.yaml"),
+        tmp / "t",
+        ("pipe.yaml", "FIFO"),
+    )
 
 
 @case("eval-template-without-question")
@@ -1071,7 +1373,9 @@ def _(ws, tmp, mp):
 
 @case("eval-letter-template-without-choices")
 def _(ws, tmp, mp):
-    args = eval_args(ws, ws.data, "--scoring", "letter", "--template", "Q: {question}\\nAnswer:", "--json", tmp / "r.json")
+    args = eval_args(
+        ws, ws.data, "--scoring", "letter", "--template", "Q: {question}\\nAnswer:", "--json", tmp / "r.json"
+    )
     return args, tmp / "r.json", ("no {choices} field", "letter scoring")
 
 
@@ -1089,10 +1393,18 @@ def _(ws, tmp, mp):
 
 @case("eval-nothing-scorable")
 def _(ws, tmp, mp):
-    long = jsonl(tmp / "long.jsonl", *(good(i, question="what is red ?", choices=["A) one two three", "B) red blue green"])
-                                      for i in range(3)))
-    return eval_args(ws, long, "--max-length", "1", "--json", tmp / "r.json"), tmp / "r.json", (
-        "long.jsonl", "none of the 3 examples could be scored", "does not fit")
+    long = jsonl(
+        tmp / "long.jsonl",
+        *(
+            good(i, question="what is red ?", choices=["A) one two three", "B) red blue green"])
+            for i in range(3)
+        ),
+    )
+    return (
+        eval_args(ws, long, "--max-length", "1", "--json", tmp / "r.json"),
+        tmp / "r.json",
+        ("long.jsonl", "none of the 3 examples could be scored", "does not fit"),
+    )
 
 
 @case("inspect-invisible-choice")
@@ -1147,11 +1459,20 @@ def train_setting_case(path: str, label: str, text: str):
 def experiment_setting_case(kind: str, path: str, label: str, text: str):
     @case(f"experiment-{kind}-option-{path}-{label}")
     def _(ws, tmp, mp):
-        (tmp / "exp.yaml").write_text(json.dumps({
-            "methods": [{"name": "m", "kind": kind, "options": {path: text}}], "seeds": [0],
-            "data": {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}},
-        }))  # fmt: skip
-        return ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"], tmp / "exp", ("exp.yaml", f"'{path}'", text)
+        (tmp / "exp.yaml").write_text(
+            json.dumps(
+                {
+                    "methods": [{"name": "m", "kind": kind, "options": {path: text}}],
+                    "seeds": [0],
+                    "data": {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}},
+                }
+            )
+        )
+        return (
+            ["experiment", tmp / "exp.yaml", "--out", tmp / "exp"],
+            tmp / "exp",
+            ("exp.yaml", f"'{path}'", text),
+        )
 
 
 def _generate_setting_cases() -> None:
@@ -1179,18 +1500,32 @@ def count_option_case(command: str, option: str, text: str, build):
     @case(f"{command}-option-{option.lstrip('-')}-{text}")
     def _(ws, tmp, mp):
         args, out = build(ws, tmp)
-        return [*args, option, text], out, (f"argument {option}", repr(text) if not text.lstrip("-").isdigit() else text)
+        return (
+            [*args, option, text],
+            out,
+            (f"argument {option}", repr(text) if not text.lstrip("-").isdigit() else text),
+        )
 
 
 COUNT_OPTIONS = {
-    "collect": (("--limit", "--batch-size", "--max-length", "--threads"),
-                lambda ws, tmp: (collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json")),
-    "eval": (("--limit", "--batch-size", "--max-length", "--threads"),
-             lambda ws, tmp: (eval_args(ws, ws.data, "--json", tmp / "r.json"), tmp / "r.json")),
-    "lm-eval-task": (("--limit",), lambda ws, tmp: (["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task")),
+    "collect": (
+        ("--limit", "--batch-size", "--max-length", "--threads"),
+        lambda ws, tmp: (collect_args(ws, ws.data, tmp / "r.json"), tmp / "r.json"),
+    ),
+    "eval": (
+        ("--limit", "--batch-size", "--max-length", "--threads"),
+        lambda ws, tmp: (eval_args(ws, ws.data, "--json", tmp / "r.json"), tmp / "r.json"),
+    ),
+    "lm-eval-task": (
+        ("--limit",),
+        lambda ws, tmp: (["lm-eval-task", "--data", ws.data, "--out", tmp / "task"], tmp / "task"),
+    ),
     "train": (("--threads",), lambda ws, tmp: (train_args(ws, ws.routing, tmp / "t"), tmp / "t")),
-    "diagnose": (("--top-k",), lambda ws, tmp: (["diagnose", "--routing", ws.routing, "--out", tmp / "d"], tmp / "d")),
-}  # fmt: skip
+    "diagnose": (
+        ("--top-k",),
+        lambda ws, tmp: (["diagnose", "--routing", ws.routing, "--out", tmp / "d"], tmp / "d"),
+    ),
+}
 for _command, (_options, _build) in COUNT_OPTIONS.items():
     for _option in _options:
         for _text in ("0", "-3", "many"):
@@ -1204,7 +1539,7 @@ def custom_code_model(ws: Workspace, tmp: Path, file: str = "config.json") -> Pa
     """A copy of the model whose ``file`` names the folder's own Python classes (``auto_map``), with the
     code beside it: loading it with trust_remote_code would run that code."""
     model = Path(shutil.copytree(ws.model, tmp / "model"))
-    (model / "evil.py").write_text("raise SystemExit('the folder\'s code ran')\n")
+    (model / "evil.py").write_text("raise SystemExit('the folder's code ran')\n")
     cfg = json.loads((model / file).read_text()) if (model / file).is_file() else {}
     key = "AutoTokenizer" if file == "tokenizer_config.json" else "AutoModelForCausalLM"
     cfg["auto_map"] = {key: ["evil.Evil", None] if key == "AutoTokenizer" else "evil.Evil"}
@@ -1213,15 +1548,36 @@ def custom_code_model(ws: Workspace, tmp: Path, file: str = "config.json") -> Pa
 
 
 MODEL_LOADERS = {
-    "collect": lambda ws, tmp, m: (swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, m), tmp / "r.json"),
-    "eval": lambda ws, tmp, m: (swap(eval_args(ws, ws.data, "--json", tmp / "r.json"), ws.model, m), tmp / "r.json"),
+    "collect": lambda ws, tmp, m: (
+        swap(collect_args(ws, ws.data, tmp / "r.json"), ws.model, m),
+        tmp / "r.json",
+    ),
+    "eval": lambda ws, tmp, m: (
+        swap(eval_args(ws, ws.data, "--json", tmp / "r.json"), ws.model, m),
+        tmp / "r.json",
+    ),
     "train": lambda ws, tmp, m: (swap(train_args(ws, ws.routing, tmp / "t"), ws.model, m), tmp / "t"),
     "apply": lambda ws, tmp, m: (["apply", "--model", m, "--routers", ws.routers], None),
-    "export": lambda ws, tmp, m: (["export", "--model", m, "--routers", ws.routers, "--out", tmp / "merged"],
-                                  tmp / "merged"),
-    "experiment": lambda ws, tmp, m: (["experiment", _model_experiment(ws, tmp, m), "--out", tmp / "exp"], tmp / "exp"),
-    "import-public": lambda ws, tmp, m: (["import-public", "--checkpoint", _public_checkpoint(ws, tmp), "--model", m,
-                                          "--out", tmp / "imported"], tmp / "imported"),
+    "export": lambda ws, tmp, m: (
+        ["export", "--model", m, "--routers", ws.routers, "--out", tmp / "merged"],
+        tmp / "merged",
+    ),
+    "experiment": lambda ws, tmp, m: (
+        ["experiment", _model_experiment(ws, tmp, m), "--out", tmp / "exp"],
+        tmp / "exp",
+    ),
+    "import-public": lambda ws, tmp, m: (
+        [
+            "import-public",
+            "--checkpoint",
+            _public_checkpoint(ws, tmp),
+            "--model",
+            m,
+            "--out",
+            tmp / "imported",
+        ],
+        tmp / "imported",
+    ),
 }
 
 
@@ -1287,22 +1643,43 @@ WRITERS: dict[str, Writer] = {
     "collect": Writer(lambda ws, tmp: collect_args(ws, ws.data, tmp / OUT), "file", None),
     "eval": Writer(lambda ws, tmp: eval_args(ws, ws.data, "--json", tmp / OUT), "file", None),
     "train": Writer(lambda ws, tmp: train_args(ws, ws.routing, tmp / OUT), "folder", "router_config.json"),
-    "export": Writer(lambda ws, tmp: ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / OUT],
-                     "folder", "config.json"),
+    "export": Writer(
+        lambda ws, tmp: ["export", "--model", ws.model, "--routers", ws.routers, "--out", tmp / OUT],
+        "folder",
+        "config.json",
+    ),
     "card": Writer(lambda ws, tmp: ["card", "--routers", copy_routers(ws, tmp / "roma")], "card", None),
-    "import-public": Writer(lambda ws, tmp: ["import-public", "--checkpoint", _checkpoint(tmp), "--model", ws.model,
-                                             "--out", tmp / OUT], "folder", "router_config.json"),
-    "diagnose": Writer(lambda ws, tmp: ["diagnose", "--routing", ws.routing, "--out", tmp / OUT], "folder",
-                       "report.json"),
-    "experiment": Writer(lambda ws, tmp: ["experiment", _experiment_file(tmp), "--out", tmp / OUT], "folder",
-                         "results.json"),
+    "import-public": Writer(
+        lambda ws, tmp: [
+            "import-public",
+            "--checkpoint",
+            _checkpoint(tmp),
+            "--model",
+            ws.model,
+            "--out",
+            tmp / OUT,
+        ],
+        "folder",
+        "router_config.json",
+    ),
+    "diagnose": Writer(
+        lambda ws, tmp: ["diagnose", "--routing", ws.routing, "--out", tmp / OUT], "folder", "report.json"
+    ),
+    "experiment": Writer(
+        lambda ws, tmp: ["experiment", _experiment_file(tmp), "--out", tmp / OUT], "folder", "results.json"
+    ),
     "demo": Writer(lambda ws, tmp: ["demo", "--out", tmp / OUT], "folder", "results.json"),
-    "lm-eval-task": Writer(lambda ws, tmp: ["lm-eval-task", "--data", ws.data, "--out", tmp / OUT], "shelf",
-                           "roma_train.jsonl"),
-    "testbed build": Writer(lambda ws, tmp: ["testbed", "build", "--out", tmp / OUT, "--steps", "1"], "folder",
-                            "config.json"),
-    "testbed export": Writer(lambda ws, tmp: ["testbed", "export", "--out", tmp / OUT, "--splits", "in_dist"],
-                             "shelf", "in_dist.jsonl"),
+    "lm-eval-task": Writer(
+        lambda ws, tmp: ["lm-eval-task", "--data", ws.data, "--out", tmp / OUT], "shelf", "roma_train.jsonl"
+    ),
+    "testbed build": Writer(
+        lambda ws, tmp: ["testbed", "build", "--out", tmp / OUT, "--steps", "1"], "folder", "config.json"
+    ),
+    "testbed export": Writer(
+        lambda ws, tmp: ["testbed", "export", "--out", tmp / OUT, "--splits", "in_dist"],
+        "shelf",
+        "in_dist.jsonl",
+    ),
 }
 # Commands that only read (they print): the walk below checks that the two lists cover every command.
 READERS = {"apply", "data inspect", "data presets", "testbed eval"}
@@ -1345,8 +1722,16 @@ def _generate_writer_cases() -> None:
                 out.mkdir()
                 (out / "notes.txt").write_text("mine\n")
 
-            writer_case(command, w, "folder-holds-a-symlink", link_inside, ("README.md", "symbolic link", "never follow"))
-            writer_case(command, w, "folder-holds-other-files", other_files, ("holds 'notes.txt'", "not part of a"))
+            writer_case(
+                command,
+                w,
+                "folder-holds-a-symlink",
+                link_inside,
+                ("README.md", "symbolic link", "never follow"),
+            )
+            writer_case(
+                command, w, "folder-holds-other-files", other_files, ("holds 'notes.txt'", "not part of a")
+            )
 
         def finished(out: Path, tmp: Path, w=w, folder=folder) -> None:
             if folder:
@@ -1366,7 +1751,12 @@ _generate_writer_cases()
 
 def grid_file(ws: Workspace, tmp: Path, **change) -> Path:
     """A small valid experiment over the workspace's files, with ``change`` merged in."""
-    cfg = {"name": "grid", "scoring": "letter", "seeds": [0], "train": {"layers": "last2", "scoring": "letter"}}
+    cfg = {
+        "name": "grid",
+        "scoring": "letter",
+        "seeds": [0],
+        "train": {"layers": "last2", "scoring": "letter"},
+    }
     cfg["methods"] = [{"name": "base", "kind": "base"}, {"name": "roma", "kind": "train"}]
     cfg["data"] = {"model": str(ws.model), "train": str(ws.data), "eval": {"dev": str(ws.data)}}
     cfg.update(change)
@@ -1378,10 +1768,15 @@ GRID_DEFECTS = {
     "paired-typo": ({"paired": [["roma", "bsae"]]}, ("'paired'", "'bsae'", "did you mean 'base'")),
     "paired-one-method-twice": ({"paired": [["roma", "roma"]]}, ("'paired'", "two methods")),
     "unknown-testbed": ({"data": {"testbed": "indomain"}}, ("unknown testbed 'indomain'", "in-domain")),
-    "suite-seed-not-an-integer": ({"data": {"testbed": True, "suite_seed": "x"}}, ("'data.suite_seed'", "integer")),
+    "suite-seed-not-an-integer": (
+        {"data": {"testbed": True, "suite_seed": "x"}},
+        ("'data.suite_seed'", "integer"),
+    ),
     "seed-not-an-integer": ({"seeds": [0, 1.5]}, ("'seeds' must be a list of integers",)),
-    "train-method-without-its-scoring": ({"train": {"layers": "last2"}}, ("method roma", "scoring=letter",
-                                                                          "continuation")),
+    "train-method-without-its-scoring": (
+        {"train": {"layers": "last2"}},
+        ("method roma", "scoring=letter", "continuation"),
+    ),
     "metrics-split-unknown": ({"metrics_split": "test"}, ("'metrics_split' 'test'", "dev")),
     "collect-layers-malformed": ({"collect_layers": "lastfew"}, ("'collect_layers'", "'lastfew'")),
 }
@@ -1396,9 +1791,17 @@ def grid_defect_case(name: str, change: dict, needles: tuple[str, ...], dry: boo
     def _(ws, tmp, mp):
         extra = dict(change)
         if name == "train-method-without-its-scoring":
-            extra["scoring"] = "continuation"  # the grid collects with continuation; roma trains letter by default
+            extra["scoring"] = (
+                "continuation"  # the grid collects with continuation; roma trains letter by default
+            )
         mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
-        args = ["experiment", grid_file(ws, tmp, **extra), "--out", tmp / "exp", *(["--dry-run"] if dry else [])]
+        args = [
+            "experiment",
+            grid_file(ws, tmp, **extra),
+            "--out",
+            tmp / "exp",
+            *(["--dry-run"] if dry else []),
+        ]
         return args, tmp / "exp", ("exp.yaml", *needles)
 
 
@@ -1463,7 +1866,11 @@ def _(ws, tmp, mp):
     mp.setenv("MLFLOW_TRACKING_URI", "http://10.255.255.1:5000")
     mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
     args = train_args(ws, ws.routing, tmp / "t", "--report-to", "mlflow")
-    return args, tmp / "t", ("--report-to mlflow", "http://10.255.255.1:5000", "cannot be used", "Max retries")
+    return (
+        args,
+        tmp / "t",
+        ("--report-to mlflow", "http://10.255.255.1:5000", "cannot be used", "Max retries"),
+    )
 
 
 # --- files built to exhaust memory, and fields too long to be what they claim ------------------------
@@ -1476,38 +1883,61 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
 @case("experiment-yaml-alias-bomb")
 def _(ws, tmp, mp):
     (tmp / "bomb.yaml").write_text(BILLION_LAUGHS)
-    return ["experiment", tmp / "bomb.yaml", "--out", tmp / "exp", "--dry-run"], tmp / "exp", (
-        "bomb.yaml", "aliases", "more than 100000 values")
+    return (
+        ["experiment", tmp / "bomb.yaml", "--out", tmp / "exp", "--dry-run"],
+        tmp / "exp",
+        ("bomb.yaml", "aliases", "more than 100000 values"),
+    )
 
 
 @case("train-config-yaml-alias-bomb")
 def _(ws, tmp, mp):
     (tmp / "bomb.yaml").write_text(BILLION_LAUGHS)
-    return train_args(ws, ws.routing, tmp / "t", "--config", tmp / "bomb.yaml"), tmp / "t", ("bomb.yaml", "aliases")
+    return (
+        train_args(ws, ws.routing, tmp / "t", "--config", tmp / "bomb.yaml"),
+        tmp / "t",
+        ("bomb.yaml", "aliases"),
+    )
 
 
 @case("experiment-yaml-nested-too-deeply")
 def _(ws, tmp, mp):
     (tmp / "deep.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
-    return ["experiment", tmp / "deep.yaml", "--out", tmp / "exp"], tmp / "exp", ("deep.yaml", "nested too deeply")
+    return (
+        ["experiment", tmp / "deep.yaml", "--out", tmp / "exp"],
+        tmp / "exp",
+        ("deep.yaml", "nested too deeply"),
+    )
 
 
 @case("inspect-question-of-50-megabytes")
 def _(ws, tmp, mp):
     bad = jsonl(tmp / "huge.jsonl", good(1), good(2, question="why " * 13_000_000))
-    return ["data", "inspect", bad], None, ("huge.jsonl", "line 2", "52000000 characters", "the limit is 100000")
+    return (
+        ["data", "inspect", bad],
+        None,
+        ("huge.jsonl", "line 2", "52000000 characters", "the limit is 100000"),
+    )
 
 
 @case("collect-choice-too-long")
 def _(ws, tmp, mp):
     bad = jsonl(tmp / "long.jsonl", good(1, choices=["A) one", "B) " + "two " * 30_000]))
-    return collect_args(ws, bad, tmp / "r.json"), tmp / "r.json", ("long.jsonl", "line 1", "the limit is 100000")
+    return (
+        collect_args(ws, bad, tmp / "r.json"),
+        tmp / "r.json",
+        ("long.jsonl", "line 1", "the limit is 100000"),
+    )
 
 
 @case("train-routing-input-text-too-long")
 def _(ws, tmp, mp):
     bad = routing_file(tmp / "long.json", {"x": {**ws.routing_entry(), "input_text": "why " * 200_000}})
-    return train_args(ws, bad, tmp / "t"), tmp / "t", ("long.json", "id x", "'input_text'", "the limit is 500000")
+    return (
+        train_args(ws, bad, tmp / "t"),
+        tmp / "t",
+        ("long.json", "id x", "'input_text'", "the limit is 500000"),
+    )
 
 
 @case("diagnose-disk-full-replacing-a-report", keep=True)
@@ -1570,7 +2000,18 @@ def _(ws, tmp, mp):
 
 @case("testbed-build-oracle-layers-past-the-model")
 def _(ws, tmp, mp):
-    args = ["testbed", "build", "--testbed", "downstream", "--out", tmp / "tb", "--num-layers", "3", "--tuned-layers", "5"]
+    args = [
+        "testbed",
+        "build",
+        "--testbed",
+        "downstream",
+        "--out",
+        tmp / "tb",
+        "--num-layers",
+        "3",
+        "--tuned-layers",
+        "5",
+    ]
     return args, tmp / "tb", ("--tuned-layers 5", "--num-layers 3")
 
 
@@ -1630,18 +2071,24 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(name, ws, tmp_path,
 
 
 def test_rtl_and_emoji_text_is_accepted(ws, tmp_path, capsys):
-    text = jsonl(tmp_path / "rtl.jsonl",
-                 good(1, question="ما هو ٢ + ٢ ؟ 🙂", choices=["A) أربعة 🧮", "B) שלוש"]),
-                 good(2, question="👩‍👩‍👧 which \u202ereversed\u202c word ?", choices=["A) 🐈", "B) 🐕‍🦺"], answer="B"))  # fmt: skip
+    text = jsonl(
+        tmp_path / "rtl.jsonl",
+        good(1, question="ما هو ٢ + ٢ ؟ 🙂", choices=["A) أربعة 🧮", "B) שלוש"]),
+        good(
+            2, question="👩‍👩‍👧 which \u202ereversed\u202c word ?", choices=["A) 🐈", "B) 🐕‍🦺"], answer="B"
+        ),
+    )
     code, out, err = run(["data", "inspect", text, "--json"], capsys)
     assert code == 0, err
     report = json.loads(out)
     assert report["n_examples"] == 2 and report["answer_histogram"] == {"A": 1, "B": 1}
     code, out, err = run(["lm-eval-task", "--data", text, "--out", tmp_path / "task"], capsys)
     assert code == 0, err
-    rows = [json.loads(line) for line in (tmp_path / "task" / "roma_rtl.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "task" / "roma_rtl.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert rows[0]["choices"] == ["أربعة 🧮", "שלוש"] and "🙂" in rows[0]["query"]
-
 
 
 def _leaf_commands(parser, prefix: str = "") -> dict[str, object]:
@@ -1664,7 +2111,9 @@ def test_every_writing_command_goes_through_the_guard(ws, tmp_path, monkeypatch,
     from moe_roma.io.errors import RomaError
 
     leaves = _leaf_commands(build_parser())
-    assert set(leaves) == set(WRITERS) | READERS, "a new command: list it in WRITERS (and its cases) or READERS"
+    assert set(leaves) == set(WRITERS) | READERS, (
+        "a new command: list it in WRITERS (and its cases) or READERS"
+    )
     for name, parser in leaves.items():
         options = {o for a in parser._actions for o in a.option_strings}
         if options & {"--out", "--predictions"}:

@@ -57,7 +57,11 @@ def test_gpu_scripts_run_on_cpu_with_a_tiny_model(capsys):
     collect = _script("gpu_collect_olmoe").main(["--quick", "--device", "cpu"])
     assert collect["speedup"] > 0 and collect["same_answers"] == collect["examples"]
     train = _script("gpu_train_olmoe").main(["--quick", "--device", "cpu"])
-    assert train["steps"] == 8 and train["prefix_cache_device"] == "cpu" and train["per_step_speedup_vs_naive"] > 0
+    assert (
+        train["steps"] == 8
+        and train["prefix_cache_device"] == "cpu"
+        and train["per_step_speedup_vs_naive"] > 0
+    )
 
 
 def test_peak_helpers_see_a_known_allocation():

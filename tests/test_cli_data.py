@@ -21,7 +21,11 @@ def inspect_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     out, err = capsys.readouterr()
     report = json.loads(out)
     if report["n_repeated_choices"]:  # published benchmarks with a repeated choice are named in one line
-        assert err.count("\n") == 1 and f"{report['n_repeated_choices']} of" in err and "same choice twice" in err, err
+        assert (
+            err.count("\n") == 1
+            and f"{report['n_repeated_choices']} of" in err
+            and "same choice twice" in err
+        ), err
     else:
         assert err == ""
     return report

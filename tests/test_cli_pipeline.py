@@ -38,17 +38,51 @@ def assert_refused(code, err, *needles):
 
 def test_collect_train_apply_export(workspace, capsys):
     w = workspace
-    code, out, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out",
-                          w / "routing.json", "--layers", "last3", "--batch-size", "8", "--no-progress"], capsys)  # fmt: skip
+    code, out, err = run(
+        [
+            "collect",
+            "--model",
+            w / "model",
+            "--data",
+            w / "train.jsonl",
+            "--out",
+            w / "routing.json",
+            "--layers",
+            "last3",
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "collected 20 examples" in out and "examples/s" in out
     routing = json.loads((w / "routing.json").read_text())
     assert len(routing) == 20 and (w / "routing.safetensors").is_file()
     assert [x["layer"] for x in routing["s0"]["last_token_routing"]["layers"]] == [1, 2, 3]
 
-    code, out, err = run(["train", "--model", w / "model", "--routing", w / "routing.json", "--out", w / "roma",
-                          "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--layers", "last2", "--no-progress",
-                          "dedupe_threshold=1.01"], capsys)  # fmt: skip
+    code, out, err = run(
+        [
+            "train",
+            "--model",
+            w / "model",
+            "--routing",
+            w / "routing.json",
+            "--out",
+            w / "roma",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.01",
+            "--layers",
+            "last2",
+            "--no-progress",
+            "dedupe_threshold=1.01",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "trained routers of layers [2, 3]" in out
     cfg = json.loads((w / "roma" / "router_config.json").read_text())
@@ -58,9 +92,13 @@ def test_collect_train_apply_export(workspace, capsys):
     code, out, err = run(["apply", "--model", w / "model", "--routers", w / "roma", "--json"], capsys)
     assert code == 0, err
     report = json.loads(out)
-    assert report["tuned_layers"] == [2, 3] and all(c["relative_change"] > 0 for c in report["changes"].values())
+    assert report["tuned_layers"] == [2, 3] and all(
+        c["relative_change"] > 0 for c in report["changes"].values()
+    )
 
-    code, out, err = run(["export", "--model", w / "model", "--routers", w / "roma", "--out", w / "merged"], capsys)
+    code, out, err = run(
+        ["export", "--model", w / "model", "--routers", w / "roma", "--out", w / "merged"], capsys
+    )
     assert code == 0, err
     merged = AutoModelForCausalLM.from_pretrained(w / "merged")
     base = AutoModelForCausalLM.from_pretrained(w / "model")
@@ -76,11 +114,37 @@ def test_train_scores_answers_as_collect_did_unless_told(workspace, tmp_path, ca
     """No --scoring: the routing file's recorded scoring is the task loss; a contrary --scoring is refused."""
     w = workspace
     routing = tmp_path / "routing.json"
-    code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", routing,
-                        "--layers", "last2", "--scoring", "continuation", "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run(
+        [
+            "collect",
+            "--model",
+            w / "model",
+            "--data",
+            w / "train.jsonl",
+            "--out",
+            routing,
+            "--layers",
+            "last2",
+            "--scoring",
+            "continuation",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    common = ["--model", w / "model", "--routing", routing, "--layers", "last2", "--epochs", "1", "--batch-size", "8",
-              "--no-progress"]
+    common = [
+        "--model",
+        w / "model",
+        "--routing",
+        routing,
+        "--layers",
+        "last2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-progress",
+    ]
     code, _, err = run(["train", *common, "--out", tmp_path / "roma"], capsys)
     assert code == 0, err
     cfg = json.loads((tmp_path / "roma" / "router_config.json").read_text())
@@ -92,24 +156,52 @@ def test_train_scores_answers_as_collect_did_unless_told(workspace, tmp_path, ca
 
 def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
     w = workspace
-    code, _, err = run(["collect", "--model", tmp_path / "nope", "--data", w / "train.jsonl", "--out", tmp_path / "r.json"], capsys)
+    code, _, err = run(
+        ["collect", "--model", tmp_path / "nope", "--data", w / "train.jsonl", "--out", tmp_path / "r.json"],
+        capsys,
+    )
     assert_refused(code, err, "does not exist")
     # A dense model.
-    dense = LlamaForCausalLM(LlamaConfig(vocab_size=70, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    dense = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=70,
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     dense.save_pretrained(tmp_path / "dense")
     build_tiny_tokenizer().save_pretrained(tmp_path / "dense")
     capsys.readouterr()
-    code, _, err = run(["collect", "--model", tmp_path / "dense", "--data", w / "train.jsonl", "--out", tmp_path / "r.json"], capsys)
+    code, _, err = run(
+        ["collect", "--model", tmp_path / "dense", "--data", w / "train.jsonl", "--out", tmp_path / "r.json"],
+        capsys,
+    )
     assert_refused(code, err, "no MoE routers found in LlamaForCausalLM")
     # A layer that is not an MoE layer.
-    code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", tmp_path / "r.json",
-                        "--layers", "7"], capsys)  # fmt: skip
+    code, _, err = run(
+        [
+            "collect",
+            "--model",
+            w / "model",
+            "--data",
+            w / "train.jsonl",
+            "--out",
+            tmp_path / "r.json",
+            "--layers",
+            "7",
+        ],
+        capsys,
+    )
     assert_refused(code, err, "not MoE layers")
     # Bad data: an answer not among the choices.
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q?", "choices": ["A) x", "B) y"], "answer": "D"}\n')
-    code, _, err = run(["collect", "--model", w / "model", "--data", bad, "--out", tmp_path / "r.json"], capsys)
+    code, _, err = run(
+        ["collect", "--model", w / "model", "--data", bad, "--out", tmp_path / "r.json"], capsys
+    )
     assert_refused(code, err, str(bad), "line 1")
     assert not (tmp_path / "r.json").exists()
     # Routing with NaN, and routing recorded for another model (an expert index it does not have).
@@ -120,12 +212,17 @@ def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
     nan = dict(entry)
     nan["last_token_routing"] = {"layers": [{"layer": 3, "routing_weights": {"expert_0": float("nan")}}]}
     (tmp_path / "nan.json").write_text(json.dumps({"x1": nan}))
-    code, _, err = run(["train", "--model", w / "model", "--routing", tmp_path / "nan.json", "--out", tmp_path / "t"], capsys)
+    code, _, err = run(
+        ["train", "--model", w / "model", "--routing", tmp_path / "nan.json", "--out", tmp_path / "t"], capsys
+    )
     assert_refused(code, err, "nan.json", "id x1", "finite")
     other = dict(entry)
     other["last_token_routing"] = {"layers": [{"layer": 3, "routing_weights": {"expert_63": 1.0}}]}
     (tmp_path / "other.json").write_text(json.dumps({"x2": other}))
-    code, _, err = run(["train", "--model", w / "model", "--routing", tmp_path / "other.json", "--out", tmp_path / "t"], capsys)
+    code, _, err = run(
+        ["train", "--model", w / "model", "--routing", tmp_path / "other.json", "--out", tmp_path / "t"],
+        capsys,
+    )
     assert_refused(code, err, "64 experts", "another model")
     # A router checkpoint for another base model.
     save_tiny_model(tmp_path / "olmoe", "olmoe", num_layers=4)
@@ -133,19 +230,47 @@ def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
     if (w / "roma").exists():
         code, _, err = run(["apply", "--model", tmp_path / "olmoe", "--routers", w / "roma"], capsys)
         assert_refused(code, err, "another base model")
-    code, _, err = run(["train", "--model", w / "model", "--routing", w / "routing.json", "--out", tmp_path / "t",
-                        "regularizer=magic"], capsys)  # fmt: skip
+    code, _, err = run(
+        [
+            "train",
+            "--model",
+            w / "model",
+            "--routing",
+            w / "routing.json",
+            "--out",
+            tmp_path / "t",
+            "regularizer=magic",
+        ],
+        capsys,
+    )
     assert_refused(code, err, "regularizer must be one of")
     assert not (tmp_path / "t" / "router_config.json").exists()
 
 
-def test_attention_implementation_is_chosen_by_option_and_does_not_change_routing(workspace, tmp_path, capsys):
+def test_attention_implementation_is_chosen_by_option_and_does_not_change_routing(
+    workspace, tmp_path, capsys
+):
     w = workspace
     stores = {}
     for impl in ("sdpa", "eager"):
         out = tmp_path / f"{impl}.json"
-        code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", out,
-                            "--layers", "last2", "--attn-implementation", impl, "--no-progress"], capsys)  # fmt: skip
+        code, _, err = run(
+            [
+                "collect",
+                "--model",
+                w / "model",
+                "--data",
+                w / "train.jsonl",
+                "--out",
+                out,
+                "--layers",
+                "last2",
+                "--attn-implementation",
+                impl,
+                "--no-progress",
+            ],
+            capsys,
+        )
         assert code == 0, err
         stores[impl] = load_routing_store(out)
     torch.testing.assert_close(stores["sdpa"].routing, stores["eager"].routing, atol=1e-5, rtol=0)
@@ -154,7 +279,19 @@ def test_attention_implementation_is_chosen_by_option_and_does_not_change_routin
 
     model, _ = load_model(w / "model", attn_implementation="eager")
     assert model.config._attn_implementation == "eager"
-    code, _, err = run(["collect", "--model", w / "model", "--data", w / "train.jsonl", "--out", tmp_path / "x.json",
-                        "--attn-implementation", "warp_drive"], capsys)  # fmt: skip
+    code, _, err = run(
+        [
+            "collect",
+            "--model",
+            w / "model",
+            "--data",
+            w / "train.jsonl",
+            "--out",
+            tmp_path / "x.json",
+            "--attn-implementation",
+            "warp_drive",
+        ],
+        capsys,
+    )
     assert_refused(code, err, "cannot load a causal LM", "warp_drive")
     assert not (tmp_path / "x.json").exists()

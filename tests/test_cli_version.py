@@ -31,12 +31,25 @@ def test_lock_file_pins_every_installed_dependency_of_the_test_extra():
     lock = Path(__file__).resolve().parents[1] / "requirements" / "test.lock"
     if not lock.exists():
         pytest.skip("not a source checkout: requirements/test.lock is absent")
-    pins = {line.split("==")[0].lower().replace("_", "-") for line in lock.read_text().splitlines()
-            if "==" in line and not line.startswith("#")}  # fmt: skip
+    pins = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in lock.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
     # `make test` installs the core requirements and the test extra; other extras (faiss, tracking's
     # mlflow) are optional and need no pin.
-    requirements = [r for r in metadata.requires("moe-roma") or []
-                    if "extra ==" not in r or 'extra == "test"' in r]  # fmt: skip
-    names = {r.split(";")[0].split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower().replace("_", "-")
-             for r in requirements}  # fmt: skip
+    requirements = [
+        r for r in metadata.requires("moe-roma") or [] if "extra ==" not in r or 'extra == "test"' in r
+    ]
+    names = {
+        r.split(";")[0]
+        .split("[")[0]
+        .split(">")[0]
+        .split("<")[0]
+        .split("=")[0]
+        .strip()
+        .lower()
+        .replace("_", "-")
+        for r in requirements
+    }
     assert names and names <= pins, sorted(names - pins)

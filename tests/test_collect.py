@@ -56,7 +56,9 @@ def test_store_round_trip_and_seed001_layout(tmp_path, model_and_tok):
     entry = raw["s1"]
     assert set(entry) >= {"input_text", "last_token_routing", "correct_answer", "model_answer", "is_correct"}
     assert [x["layer"] for x in entry["last_token_routing"]["layers"]] == [1, 2, 3]
-    assert set(entry["last_token_routing"]["layers"][0]["routing_weights"]) == {f"expert_{i}" for i in range(8)}
+    assert set(entry["last_token_routing"]["layers"][0]["routing_weights"]) == {
+        f"expert_{i}" for i in range(8)
+    }
     back = load_routing_store(path)
     assert back.ids == store.ids and back.layers == store.layers and back.is_correct == store.is_correct
     assert back.choices == store.choices and back.tasks == store.tasks
@@ -72,16 +74,26 @@ def test_store_round_trip_and_seed001_layout(tmp_path, model_and_tok):
 def test_reader_accepts_sparse_routing_written_by_others(tmp_path, model_and_tok):
     model, _ = model_and_tok
     path = tmp_path / "theirs.json"
-    path.write_text(json.dumps({
-        "7-870": {
-            "input_text": "Question: what ?\nA) red\nB) blue\nC) cat\nD) dog\nAnswer:",
-            "last_token_routing": {"token_id": 27, "token_text": ":", "layers": [
-                {"layer": 2, "routing_weights": {"expert_0": 0.2, "expert_3": 0.6}},
-                {"layer": 3, "routing_weights": {"expert_1": 1.0, "expert_2": 1.0}},
-            ]},
-            "correct_answer": "C", "model_answer": "C", "is_correct": True,
-        }
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "7-870": {
+                    "input_text": "Question: what ?\nA) red\nB) blue\nC) cat\nD) dog\nAnswer:",
+                    "last_token_routing": {
+                        "token_id": 27,
+                        "token_text": ":",
+                        "layers": [
+                            {"layer": 2, "routing_weights": {"expert_0": 0.2, "expert_3": 0.6}},
+                            {"layer": 3, "routing_weights": {"expert_1": 1.0, "expert_2": 1.0}},
+                        ],
+                    },
+                    "correct_answer": "C",
+                    "model_answer": "C",
+                    "is_correct": True,
+                }
+            }
+        )
+    )
     store = load_routing_store(path)
     assert store.choices[0] == ("red", "blue", "cat", "dog") and store.answer_index == [2]
     store.fit_to_model(discover_routers(model), path)
@@ -95,9 +107,14 @@ def test_reader_accepts_sparse_routing_written_by_others(tmp_path, model_and_tok
     [
         (lambda e: e.pop("is_correct"), "missing field 'is_correct'"),
         (lambda e: e.update(correct_answer="Q"), "'correct_answer' 'Q' is not among the 4 choices"),
-        (lambda e: e["last_token_routing"]["layers"][0]["routing_weights"].update(expert_0=float("nan")),
-         "must be a finite number"),
-        (lambda e: e["last_token_routing"]["layers"][0]["routing_weights"].update(bad=1.0), "is not 'expert_<i>'"),
+        (
+            lambda e: e["last_token_routing"]["layers"][0]["routing_weights"].update(expert_0=float("nan")),
+            "must be a finite number",
+        ),
+        (
+            lambda e: e["last_token_routing"]["layers"][0]["routing_weights"].update(bad=1.0),
+            "is not 'expert_<i>'",
+        ),
         (lambda e: e["last_token_routing"].update(layers=[]), "must be a non-empty list"),
     ],
 )
@@ -105,8 +122,9 @@ def test_reader_names_file_record_and_problem(tmp_path, mutate, message):
     entry = {
         "input_text": "Question: what ?\nA) red\nB) blue\nC) cat\nD) dog\nAnswer:",
         "last_token_routing": {"layers": [{"layer": 2, "routing_weights": {"expert_0": 1.0}}]},
-        "correct_answer": "C", "is_correct": True,
-    }  # fmt: skip
+        "correct_answer": "C",
+        "is_correct": True,
+    }
     mutate(entry)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"q9": entry}).replace("NaN", "NaN"))

@@ -29,7 +29,9 @@ def test_dotted_leaf_and_legacy_names_reach_the_same_setting():
 
 def test_yaml_sections_and_overrides_are_typed(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("optimizer: {lr: 7e-5}\nregularizer: {name: none, lam: 2}\ngraph:\n  k: 4\nlayers: last3\n")
+    path.write_text(
+        "optimizer: {lr: 7e-5}\nregularizer: {name: none, lam: 2}\ngraph:\n  k: 4\nlayers: last3\n"
+    )
     cfg = load_config(TrainConfig, path, ["graph.k=6", "lam_final=none", "prefix_cache=false"])
     assert cfg.optimizer.lr == 7e-5 and isinstance(cfg.optimizer.lr, float)
     assert (cfg.regularizer.name, cfg.regularizer.lam, cfg.graph.k, cfg.layers) == ("none", 2.0, 6, "last3")
@@ -82,10 +84,16 @@ def test_tuples_accept_lists_and_comma_strings():
 def test_command_line_flags_are_generated_from_every_setting():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, TrainConfig)
-    args = parser.parse_args(["--lr", "0.01", "--regularizer", "none", "--lambda", "0.3", "--k", "5",
-                              "--prefix-cache", "false"])  # fmt: skip
+    args = parser.parse_args(
+        ["--lr", "0.01", "--regularizer", "none", "--lambda", "0.3", "--k", "5", "--prefix-cache", "false"]
+    )
     cfg = build_config(TrainConfig, config_arguments(args))
-    assert (cfg.optimizer.lr, cfg.regularizer.name, cfg.regularizer.lam, cfg.graph.k) == (0.01, "none", 0.3, 5)
+    assert (cfg.optimizer.lr, cfg.regularizer.name, cfg.regularizer.lam, cfg.graph.k) == (
+        0.01,
+        "none",
+        0.3,
+        5,
+    )
     assert cfg.runtime.prefix_cache is False
     flags = {a.dest for a in parser._actions}
     assert len([d for d in flags if d.startswith("cfg__")]) == len(list(settings(TrainConfig)))

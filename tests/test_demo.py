@@ -33,15 +33,22 @@ def test_demo_runs_end_to_end_and_writes_results_report_and_plots(tmp_path, caps
         assert (tmp_path / name).stat().st_size > 500, name
     assert "router_tuning" in out and "heldout_tasks" in out
     # Same hyper-parameters for both trained methods: only the regulariser differs.
-    a = json.loads((tmp_path / "runs" / "roma" / "seed0" / "router_config.json").read_text())["hyperparameters"]
-    b = json.loads((tmp_path / "runs" / "router_tuning" / "seed0" / "router_config.json").read_text())["hyperparameters"]
+    a = json.loads((tmp_path / "runs" / "roma" / "seed0" / "router_config.json").read_text())[
+        "hyperparameters"
+    ]
+    b = json.loads((tmp_path / "runs" / "router_tuning" / "seed0" / "router_config.json").read_text())[
+        "hyperparameters"
+    ]
     assert {k for k in a if a[k] != b[k]} == {"regularizer"}
 
 
 @needs_testbed
 @pytest.mark.slow
 def test_ci_sized_experiment_configuration(tmp_path, capsys):
-    assert main(["experiment", str(REPO / "configs" / "ci-small.yaml"), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        main(["experiment", str(REPO / "configs" / "ci-small.yaml"), "--out", str(tmp_path), "--no-progress"])
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     methods = {r["method"] for r in results["rows"]}
     assert methods == {"base", "router_tuning", "c3po", "roma", "oracle", "roma[k=1]"}
@@ -53,7 +60,8 @@ def test_ci_sized_experiment_configuration(tmp_path, capsys):
 
 
 needs_downstream = pytest.mark.skipif(
-    not (testbed_model_path("downstream") / "config.json").is_file(), reason="the downstream testbed model is not built"
+    not (testbed_model_path("downstream") / "config.json").is_file(),
+    reason="the downstream testbed model is not built",
 )
 
 
@@ -61,7 +69,18 @@ needs_downstream = pytest.mark.skipif(
 @pytest.mark.slow
 def test_ci_sized_downstream_comparison(tmp_path):
     """configs/ci-downstream.yaml: every method of the downstream paper table, two seeds, at CI size."""
-    assert main(["experiment", str(REPO / "configs" / "ci-downstream.yaml"), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                str(REPO / "configs" / "ci-downstream.yaml"),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     names = ("base", "router_tuning", "roma", "roma_oracle", "c3po_kernel", "c3po_ngd", "oracle")
     splits = ("in_dist", "shifted", "heldout_tasks")
@@ -72,9 +91,15 @@ def test_ci_sized_downstream_comparison(tmp_path):
         if m == "oracle":  # the oracle keeps the base routing wherever it cannot do better
             assert row["accuracy"] >= by[("base", s, seed)]["accuracy"]
     assert {(p["a"], p["b"], p["split"]) for p in results["paired"]} == {
-        (a, b, s) for a, b in (("roma", "base"), ("roma", "router_tuning"), ("roma_oracle", "base"),
-                               ("roma_oracle", "router_tuning")) for s in splits
-    }  # fmt: skip
+        (a, b, s)
+        for a, b in (
+            ("roma", "base"),
+            ("roma", "router_tuning"),
+            ("roma_oracle", "base"),
+            ("roma_oracle", "router_tuning"),
+        )
+        for s in splits
+    }
     for p in results["paired"]:
         assert len(p["per_seed"]) == 2 and all(0.0 <= x["p_value"] <= 1.0 for x in p["per_seed"])
     assert (tmp_path / "table.md").is_file() and (tmp_path / "accuracy.png").is_file()

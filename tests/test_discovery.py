@@ -14,20 +14,69 @@ from moe_roma.models.hooks.capture import RoutingCapture, last_token_positions
 # Families that mix dense and MoE layers list their MoE layers here (the tiny configs make layer 0 dense;
 # nemotron_h alternates Mamba/attention blocks with MoE blocks).
 _FIRST_DENSE = [
-    "afmoe", "axk1", "axk2", "bailing_hybrid", "beam", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1",
-    "dots3_note_text", "ernie4_5_moe", "exaone_moe", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "hy_v3",
-    "hy_v4", "kimi_linear", "laguna", "lfm2_moe", "mimo_v2_flash", "mistral4", "qwen2_moe", "sarvam_mla",
+    "afmoe",
+    "axk1",
+    "axk2",
+    "bailing_hybrid",
+    "beam",
+    "deepseek_v2",
+    "deepseek_v3",
+    "deepseek_v32",
+    "dots1",
+    "dots3_note_text",
+    "ernie4_5_moe",
+    "exaone_moe",
+    "flint",
+    "glm4_moe",
+    "glm4_moe_lite",
+    "glm_moe_dsa",
+    "hy_v3",
+    "hy_v4",
+    "kimi_linear",
+    "laguna",
+    "lfm2_moe",
+    "mimo_v2_flash",
+    "mistral4",
+    "qwen2_moe",
+    "sarvam_mla",
     "sarvam_moe",
-]  # fmt: skip
+]
 EXPECTED_MOE_LAYERS = {**{f: [1, 2, 3] for f in _FIRST_DENSE}, "nemotron_h": [1, 3]}
 # Routers that score each expert with its own sigmoid (RoMA normalises the scores over all experts), as
 # read in each family's modeling code; all others use a softmax.
 _SIGMOID = [
-    "afmoe", "axk1", "axk2", "bailing_hybrid", "beam", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text",
-    "exaone_moe", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "hy_v3", "hy_v4", "inkling_text",
-    "inkling2_text", "inkling2_loop_text", "kimi_linear", "kolibri1", "laguna", "lfm2_moe", "llama4_text", "mimo_v2_flash", "minimax_m2",
-    "minimax_m3_vl_text", "nemotron_h", "sarvam_mla", "sarvam_moe", "solar_open",
-]  # fmt: skip
+    "afmoe",
+    "axk1",
+    "axk2",
+    "bailing_hybrid",
+    "beam",
+    "deepseek_v3",
+    "deepseek_v32",
+    "dots1",
+    "dots3_note_text",
+    "exaone_moe",
+    "flint",
+    "glm4_moe",
+    "glm4_moe_lite",
+    "glm_moe_dsa",
+    "hy_v3",
+    "hy_v4",
+    "inkling_text",
+    "inkling2_text",
+    "inkling2_loop_text",
+    "kimi_linear",
+    "kolibri1",
+    "laguna",
+    "lfm2_moe",
+    "llama4_text",
+    "mimo_v2_flash",
+    "minimax_m2",
+    "minimax_m3_vl_text",
+    "nemotron_h",
+    "sarvam_mla",
+    "sarvam_moe",
+    "solar_open",
+]
 EXPECTED_GATE_FUNCTION = dict.fromkeys(_SIGMOID, "sigmoid")
 # Gemma 4 records its router's softmax probabilities as ``router_logits``, not logits.
 RECORDS_PROBABILITIES = {"gemma4_text"}
@@ -96,7 +145,9 @@ def test_capture_matches_the_familys_own_router_logits_and_leaves_output_unchang
     reference = [r.reshape(3, 9, -1) for r in _recorded_by_router(model, ids, names)]
     assert len(reference) == len(info.moe_layers)
     for ref, layer in zip(reference, info.moe_layers):
-        expected = ref.float() if family in RECORDS_PROBABILITIES else routing_weights(ref, info.gate_function)
+        expected = (
+            ref.float() if family in RECORDS_PROBABILITIES else routing_weights(ref, info.gate_function)
+        )
         torch.testing.assert_close(captured[layer], expected, rtol=0, atol=1e-6)
         torch.testing.assert_close(captured[layer].sum(-1), torch.ones(3, 9), rtol=0, atol=1e-5)
 
@@ -187,12 +238,21 @@ def test_families_whose_routing_roma_cannot_represent_are_refused_with_the_reaso
 def test_gate_function_follows_the_config_field_the_router_reads():
     """Cohere2-MoE picks softmax or sigmoid from ``config.expert_selection_fn``."""
     assert discover_routers(build_tiny_model("cohere2_moe")).gate_function == "softmax"
-    assert discover_routers(build_tiny_model("cohere2_moe", expert_selection_fn="sigmoid")).gate_function == "sigmoid"
+    assert (
+        discover_routers(build_tiny_model("cohere2_moe", expert_selection_fn="sigmoid")).gate_function
+        == "sigmoid"
+    )
 
 
 def test_dense_model_is_refused_with_one_clear_sentence():
-    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     with pytest.raises(ModelError, match="^no MoE routers found in LlamaForCausalLM$"):
         discover_routers(LlamaForCausalLM(cfg))
 

@@ -21,9 +21,28 @@ SAVE_STATE = "moe_roma.methods.roma.trainer:save_train_state"
 
 def train_args(w, out, *extra):
     # 24 samples, global batch 6, 2 epochs: 8 steps; a state every 3 steps (saving does not change the maths).
-    return ["train", "--model", str(w / "model"), "--routing", str(w / "routing.json"), "--out", str(out),
-            "--epochs", "2", "--batch-size", "6", "--lr", "0.02", "--layers", "last2", "--no-progress",
-            "--save-every", "3", "dedupe_threshold=1.01", *extra]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        str(w / "model"),
+        "--routing",
+        str(w / "routing.json"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "6",
+        "--lr",
+        "0.02",
+        "--layers",
+        "last2",
+        "--no-progress",
+        "--save-every",
+        "3",
+        "dedupe_threshold=1.01",
+        *extra,
+    ]
 
 
 def launch(script_args: list[str], module: bool = True) -> subprocess.CompletedProcess:
@@ -31,8 +50,13 @@ def launch(script_args: list[str], module: bool = True) -> subprocess.CompletedP
     if run is None:
         pytest.skip("torchrun is not installed beside this Python")
     head = [run, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    return subprocess.run([*head, *(["-m", "moe_roma.cli"] if module else []), *script_args], env=base_env(),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [*head, *(["-m", "moe_roma.cli"] if module else []), *script_args],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -41,8 +65,23 @@ def runs(request, tmp_path_factory):
     w = tmp_path_factory.mktemp(f"fsdp-{request.param}")
     save_tiny_model(w / "model", request.param, num_layers=4)
     write_data(w / "train.jsonl", make_examples(24))
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out",
-                 str(w / "routing.json"), "--layers", "last2", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(w / "train.jsonl"),
+                "--out",
+                str(w / "routing.json"),
+                "--layers",
+                "last2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(train_args(w, w / "one")) == 0
     proc = launch(train_args(w, w / "fsdp", "--shard", "fsdp"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,8 +117,10 @@ def test_each_rank_holds_at_most_0_6_of_the_parameter_bytes(runs):
 def test_sharded_resume_after_sigkill_is_bit_identical(runs):
     out = runs / "killed"
     # Rank 0 kills itself right after writing its second state (step 6 of 8); torchrun then stops rank 1.
-    killed = launch([str(KILL_AT), SAVE_STATE, "2", "after", "--",
-                     *train_args(runs, out, "--shard", "fsdp")], module=False)  # fmt: skip
+    killed = launch(
+        [str(KILL_AT), SAVE_STATE, "2", "after", "--", *train_args(runs, out, "--shard", "fsdp")],
+        module=False,
+    )
     assert killed.returncode != 0
     assert (out / "train_state.safetensors").is_file() and not (out / "router_config.json").exists()
     resumed = launch(train_args(runs, out, "--shard", "fsdp", "--resume"))
@@ -98,10 +139,19 @@ def test_shard_fsdp_without_torchrun_is_one_sentence_and_writes_nothing(tmp_path
     out = tmp_path / "run"
     routing = tmp_path / "routing.json"
     routing.write_text("{}")
-    code = main(["train", "--model", str(tmp_path / "model"), "--routing", str(routing), "--out", str(out),
-                 "--shard", "fsdp"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            str(tmp_path / "model"),
+            "--routing",
+            str(routing),
+            "--out",
+            str(out),
+            "--shard",
+            "fsdp",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "torchrun" in err[0], err
     assert not out.exists()
-
-

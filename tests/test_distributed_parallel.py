@@ -22,17 +22,34 @@ def test_data_parallel_collect_and_eval_write_the_single_process_files(resume_wo
     evaluate = ["eval", *common, "--scoring", "letter"]
     assert main([*collect, "--out", str(tmp_path / "one.json")]) == 0
     assert main([*evaluate, "--predictions", str(tmp_path / "one.jsonl")]) == 0
-    for argv in ([*collect, "--out", str(tmp_path / "two.json")], [*evaluate, "--predictions", str(tmp_path / "two.jsonl")]):
+    for argv in (
+        [*collect, "--out", str(tmp_path / "two.json")],
+        [*evaluate, "--predictions", str(tmp_path / "two.jsonl")],
+    ):
         ranks = run_ranks([roma(*argv)] * 2)
         assert [r.returncode for r in ranks] == [0, 0], ranks[0].stderr[-2000:] + ranks[1].stderr[-2000:]
     one, two = (load_routing_store(tmp_path / f"{n}.json") for n in ("one", "two"))
     # Same items in the same order with the same answers and metadata; the routing within float tolerance.
-    assert list(json.loads((tmp_path / "two.json").read_text())) == list(json.loads((tmp_path / "one.json").read_text()))
-    for field in ("ids", "input_texts", "layers", "answer_index", "model_answer", "is_correct", "token_ids", "choices",
-                  "tasks", "meta"):
+    assert list(json.loads((tmp_path / "two.json").read_text())) == list(
+        json.loads((tmp_path / "one.json").read_text())
+    )
+    for field in (
+        "ids",
+        "input_texts",
+        "layers",
+        "answer_index",
+        "model_answer",
+        "is_correct",
+        "token_ids",
+        "choices",
+        "tasks",
+        "meta",
+    ):
         assert getattr(two, field) == getattr(one, field), field
     torch.testing.assert_close(two.routing, one.routing, rtol=1e-4, atol=1e-5)
-    rows = [[json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("one", "two")]
+    rows = [
+        [json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("one", "two")
+    ]
     assert len(rows[0]) == 24 and [r["id"] for r in rows[0]] == [r["id"] for r in rows[1]]
     for a, b in zip(*rows):
         assert a["pred"] == b["pred"]
@@ -40,9 +57,26 @@ def test_data_parallel_collect_and_eval_write_the_single_process_files(resume_wo
 
 
 def _train(w, out, *extra):
-    return ["train", "--model", str(w / "model"), "--routing", str(w / "routing.json"), "--out", str(out),
-            "--epochs", "2", "--batch-size", "6", "--layers", "last2", "--no-progress", "--shard", "fsdp",
-            "dedupe_threshold=1.01", *extra]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        str(w / "model"),
+        "--routing",
+        str(w / "routing.json"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "6",
+        "--layers",
+        "last2",
+        "--no-progress",
+        "--shard",
+        "fsdp",
+        "dedupe_threshold=1.01",
+        *extra,
+    ]
 
 
 def _one_sentence_from_rank_0(ranks, *words):
@@ -57,7 +91,10 @@ def _one_sentence_from_rank_0(ranks, *words):
 def test_a_job_refused_alike_on_every_rank_speaks_once(resume_workspace, tmp_path, case):
     out = tmp_path / "run"
     if case == "mismatched":
-        argvs = [roma(*_train(resume_workspace, out, "--lr", "0.02")), roma(*_train(resume_workspace, out, "--lr", "0.03"))]
+        argvs = [
+            roma(*_train(resume_workspace, out, "--lr", "0.02")),
+            roma(*_train(resume_workspace, out, "--lr", "0.03")),
+        ]
         words = ("different arguments", "optimizer.lr", "rank 1")
     else:
         argvs = [roma(*_train(resume_workspace, out, "--batch-size", "5"))] * 2
@@ -73,8 +110,12 @@ def test_a_rank_that_dies_stops_the_others_with_one_sentence(resume_workspace, t
     out = tmp_path / "run"
     args = _train(resume_workspace, out, "--dist-timeout", "120")
     # Rank 1 is SIGKILLed just before its third optimiser step; rank 0 is then waiting on it in a collective.
-    ranks = run_ranks([roma(*args), roma_killed_at("moe_roma.methods.roma.trainer:RouterTrainer.apply_step", 3,
-                                                   "before", *args)])  # fmt: skip
+    ranks = run_ranks(
+        [
+            roma(*args),
+            roma_killed_at("moe_roma.methods.roma.trainer:RouterTrainer.apply_step", 3, "before", *args),
+        ]
+    )
     assert ranks[1].returncode == -9
     _one_sentence_from_rank_0(ranks, "another process", "stopped", "nothing of this run was kept")
     assert not out.exists()
@@ -83,11 +124,21 @@ def test_a_rank_that_dies_stops_the_others_with_one_sentence(resume_workspace, t
 def test_device_map_auto_scores_like_a_single_device(resume_workspace, tmp_path, capsys):
     # Without a GPU accelerate places every layer on the CPU: the same numbers through its placement path.
     pytest.importorskip("accelerate")
-    common = ["eval", "--model", str(resume_workspace / "model"), "--data", str(resume_workspace / "train.jsonl"),
-              "--scoring", "letter", "--no-progress"]  # fmt: skip
+    common = [
+        "eval",
+        "--model",
+        str(resume_workspace / "model"),
+        "--data",
+        str(resume_workspace / "train.jsonl"),
+        "--scoring",
+        "letter",
+        "--no-progress",
+    ]
     assert main([*common, "--predictions", str(tmp_path / "one.jsonl")]) == 0
     assert main([*common, "--device-map", "auto", "--predictions", str(tmp_path / "auto.jsonl")]) == 0
-    one, auto = ([json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("one", "auto"))
+    one, auto = (
+        [json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("one", "auto")
+    )
     assert [r["pred"] for r in one] == [r["pred"] for r in auto] and len(one) == 24
     for a, b in zip(one, auto):
         torch.testing.assert_close(torch.tensor(b["scores"]), torch.tensor(a["scores"]), rtol=1e-5, atol=1e-6)

@@ -27,7 +27,9 @@ def readme() -> str:
 
 
 def documented_defaults() -> dict[str, str]:
-    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", (ROOT / "docs" / "training.md").read_text(), flags=re.M)
+    rows = re.findall(
+        r"^\| `([\w.]+)` \| ([^|]+) \|", (ROOT / "docs" / "training.md").read_text(), flags=re.M
+    )
     return {name: default.strip() for name, default in rows}
 
 
@@ -62,8 +64,13 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     readme = python_blocks(ROOT / "README.md")
     assert len(readme) == 1
     # The tiny model has 4 MoE layers: the README's last5 would be refused (it asks for more than there are).
-    code = (readme[0].replace("path/to/moe-model", "base").replace("train_config(epochs=3", "train_config(epochs=1")
-            .replace('layers="last5"', 'layers="last2"').replace("train_config(", 'train_config(layers="last2", '))  # fmt: skip
+    code = (
+        readme[0]
+        .replace("path/to/moe-model", "base")
+        .replace("train_config(epochs=3", "train_config(epochs=1")
+        .replace('layers="last5"', 'layers="last2"')
+        .replace("train_config(", 'train_config(layers="last2", ')
+    )
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["result"].steps == 1 and (base / "runs/x/roma/router_weights.safetensors").is_file()
@@ -77,7 +84,12 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     scope = {}
     exec(compile(training[0], "docs/training.md", "exec"), scope)
     result, config = scope["result"], scope["config"]
-    assert (config.regularizer.lam, config.schedule.epochs, config.schedule.batch_size, config.layers) == (0.5, 2, 8, "last2")
+    assert (config.regularizer.lam, config.schedule.epochs, config.schedule.batch_size, config.layers) == (
+        0.5,
+        2,
+        8,
+        "last2",
+    )
     assert result.steps == 4 and result.tuned_layers == [2, 3]
 
 

@@ -23,7 +23,6 @@ WORDS = (  # noqa: SIM905
 ).split()
 
 
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -65,8 +64,13 @@ def workdir(tmp_path_factory):
     other = build_tiny_model("olmoe", num_layers=3)  # same family, another base
     other_info = discover_routers(other)
     save_router_checkpoint(other, other_info, other_info.moe_layers, root / "other_routers")
-    return {"root": root, "model": str(model_dir), "data": data, "routers": str(root / "routers"),
-            "other_routers": str(root / "other_routers")}  # fmt: skip
+    return {
+        "root": root,
+        "model": str(model_dir),
+        "data": data,
+        "routers": str(root / "routers"),
+        "other_routers": str(root / "other_routers"),
+    }
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -77,8 +81,21 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 def test_eval_writes_json_with_the_figures(workdir, tmp_path, capsys):
     out_json = tmp_path / "report.json"
-    rc, out, err = run_cli(["eval", "--model", workdir["model"], "--data", workdir["data"], "--json", str(out_json),
-                            "--batch-size", "4", "--no-progress"], capsys)  # fmt: skip
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "--model",
+            workdir["model"],
+            "--data",
+            workdir["data"],
+            "--json",
+            str(out_json),
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert err == ""
     report = json.loads(out_json.read_text())
@@ -96,8 +113,23 @@ def test_eval_writes_json_with_the_figures(workdir, tmp_path, capsys):
 
 def test_letter_scoring_and_limit(workdir, tmp_path, capsys):
     out_json = tmp_path / "letter.json"
-    rc, out, err = run_cli(["eval", "--model", workdir["model"], "--data", workdir["data"], "--scoring", "letter",
-                            "--limit", "5", "--json", str(out_json), "--no-progress"], capsys)  # fmt: skip
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "--model",
+            workdir["model"],
+            "--data",
+            workdir["data"],
+            "--scoring",
+            "letter",
+            "--limit",
+            "5",
+            "--json",
+            str(out_json),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     report = json.loads(out_json.read_text())
     assert report["n"] == 5 and "acc_norm" not in report and report["limit"] == 5
@@ -105,9 +137,24 @@ def test_letter_scoring_and_limit(workdir, tmp_path, capsys):
 
 def test_compare_base_reports_both_and_the_paired_difference(workdir, tmp_path, capsys):
     out_json, preds = tmp_path / "cmp.json", tmp_path / "preds.jsonl"
-    rc, out, err = run_cli(["eval", "--model", workdir["model"], "--routers", workdir["routers"], "--compare-base",
-                            "--data", workdir["data"], "--json", str(out_json), "--predictions", str(preds),
-                            "--no-progress"], capsys)  # fmt: skip
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "--model",
+            workdir["model"],
+            "--routers",
+            workdir["routers"],
+            "--compare-base",
+            "--data",
+            workdir["data"],
+            "--json",
+            str(out_json),
+            "--predictions",
+            str(preds),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     report = json.loads(out_json.read_text())
     assert report["evaluated"] == "tuned" and report["routers"] == workdir["routers"]
@@ -134,8 +181,9 @@ def test_compare_base_reports_both_and_the_paired_difference(workdir, tmp_path, 
 
 def test_lm_eval_task_writes_yaml_and_jsonl(workdir, tmp_path, capsys):
     out_dir = tmp_path / "tasks"
-    rc, out, err = run_cli(["lm-eval-task", "--data", workdir["data"], "--out", str(out_dir), "--name", "demo"],
-                           capsys)  # fmt: skip
+    rc, out, err = run_cli(
+        ["lm-eval-task", "--data", workdir["data"], "--out", str(out_dir), "--name", "demo"], capsys
+    )
     assert rc == 0, err
     config = yaml.safe_load((out_dir / "demo.yaml").read_text())
     assert config["dataset_path"] == "json" and config["output_type"] == "multiple_choice"
@@ -184,17 +232,42 @@ def test_bad_data_fails_cleanly(workdir, tmp_path, capsys, records, needles):
 
 def test_unknown_format_lists_the_formats(workdir, tmp_path, capsys):
     out_json = tmp_path / "out.json"
-    rc, _, err = run_cli(["eval", "--model", workdir["model"], "--data", workdir["data"], "--format", "bogus",
-                          "--json", str(out_json)], capsys)  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "eval",
+            "--model",
+            workdir["model"],
+            "--data",
+            workdir["data"],
+            "--format",
+            "bogus",
+            "--json",
+            str(out_json),
+        ],
+        capsys,
+    )
     assert_clean_failure(rc, err, "unknown format 'bogus'", "llm-foundry", "mmlu-csv")
     assert not out_json.exists()
 
 
 def test_router_checkpoint_of_another_base_model_is_refused(workdir, tmp_path, capsys):
     out_json = tmp_path / "out.json"
-    rc, out, err = run_cli(["eval", "--model", workdir["model"], "--routers", workdir["other_routers"],
-                            "--compare-base", "--data", workdir["data"], "--json", str(out_json), "--no-progress"],
-                           capsys)  # fmt: skip
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "--model",
+            workdir["model"],
+            "--routers",
+            workdir["other_routers"],
+            "--compare-base",
+            "--data",
+            workdir["data"],
+            "--json",
+            str(out_json),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert_clean_failure(rc, err, "another base model")
     assert not out_json.exists() and out == ""  # refused before the base model was evaluated
 
@@ -204,8 +277,21 @@ def test_missing_paths_fail_cleanly(workdir, tmp_path, capsys, missing):
     paths = {"model": workdir["model"], "data": workdir["data"], "routers": workdir["routers"]}
     paths[missing] = str(tmp_path / f"no-such-{missing}")
     out_json = tmp_path / "out.json"
-    rc, _, err = run_cli(["eval", "--model", paths["model"], "--data", paths["data"], "--routers", paths["routers"],
-                          "--json", str(out_json), "--no-progress"], capsys)  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "eval",
+            "--model",
+            paths["model"],
+            "--data",
+            paths["data"],
+            "--routers",
+            paths["routers"],
+            "--json",
+            str(out_json),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert_clean_failure(rc, err, f"no-such-{missing}")
     assert not out_json.exists()
 
@@ -222,17 +308,31 @@ def test_missing_paths_fail_cleanly(workdir, tmp_path, capsys, missing):
 )
 def test_bad_options_fail_cleanly(workdir, tmp_path, capsys, argv, needle):
     out_json = tmp_path / "out.json"
-    rc, _, err = run_cli(["eval", "--model", workdir["model"], "--data", workdir["data"], "--json", str(out_json),
-                          "--no-progress", *argv], capsys)  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "eval",
+            "--model",
+            workdir["model"],
+            "--data",
+            workdir["data"],
+            "--json",
+            str(out_json),
+            "--no-progress",
+            *argv,
+        ],
+        capsys,
+    )
     assert_clean_failure(rc, err, needle)
     assert not out_json.exists()
 
 
 def test_lm_eval_task_bad_name_and_missing_data(workdir, tmp_path, capsys):
-    rc, _, err = run_cli(["lm-eval-task", "--data", workdir["data"], "--out", str(tmp_path / "t"), "--name", "a b"],
-                         capsys)  # fmt: skip
+    rc, _, err = run_cli(
+        ["lm-eval-task", "--data", workdir["data"], "--out", str(tmp_path / "t"), "--name", "a b"], capsys
+    )
     assert_clean_failure(rc, err, "task name 'a b'")
-    rc, _, err = run_cli(["lm-eval-task", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "t")],
-                         capsys)  # fmt: skip
+    rc, _, err = run_cli(
+        ["lm-eval-task", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "t")], capsys
+    )
     assert_clean_failure(rc, err, "none.jsonl", "no such file")
     assert not (tmp_path / "t").exists()

@@ -47,8 +47,14 @@ def make_data(rng: random.Random) -> tuple[list[dict], list[dict]]:
     for i in range(20):
         stem = _sentence(rng, 3, 8)
         options = [f"{stem} {rng.choice(WORDS)}", f"{stem} {rng.choice(WORDS)} {rng.choice(WORDS)}"]
-        partial.append({"id": f"w{i}", "context_options": options, "continuation": _sentence(rng, 1, 5) + ".",
-                        "gold": rng.randrange(2)})  # fmt: skip
+        partial.append(
+            {
+                "id": f"w{i}",
+                "context_options": options,
+                "continuation": _sentence(rng, 1, 5) + ".",
+                "gold": rng.randrange(2),
+            }
+        )
     return plain, partial
 
 
@@ -59,9 +65,11 @@ def build_tokenizer(corpus: list[str]) -> transformers.PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False,
+        vocab_size=400,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     # The letters repeated so that " A" .. " E" become single tokens, as in real tokenizers.
     tok.train_from_iterator(corpus + ["Question: Answer: A B C D E"] * 50, trainer)
     return transformers.PreTrainedTokenizerFast(
@@ -81,7 +89,6 @@ def build_model(vocab_size: int) -> transformers.PreTrainedModel:
     return model
 
 
-
 @pytest.mark.slow
 def test_acc_and_acc_norm_identical_to_lm_evaluation_harness(tmp_path, monkeypatch, capsys):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -99,8 +106,24 @@ def test_acc_and_acc_norm_identical_to_lm_evaluation_harness(tmp_path, monkeypat
     # Export through the command, as a user would.
     tasks = tmp_path / "tasks"
     assert main(["lm-eval-task", "--data", str(data), "--out", str(tasks), "--name", "mix"]) == 0
-    assert main(["lm-eval-task", "--data", str(data), "--out", str(tasks), "--name", "let", "--scoring", "letter",
-                 "--limit", "40"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "lm-eval-task",
+                "--data",
+                str(data),
+                "--out",
+                str(tasks),
+                "--name",
+                "let",
+                "--scoring",
+                "letter",
+                "--limit",
+                "40",
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in tasks.iterdir()} >= {
         "mix.yaml",
         "mix_choice.yaml",
@@ -135,9 +158,11 @@ def test_acc_and_acc_norm_identical_to_lm_evaluation_harness(tmp_path, monkeypat
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=8, device="cpu")
     out = lm_eval.simple_evaluate(
-        model=lm, tasks=["mix", "let"], task_manager=lm_eval.tasks.TaskManager(include_path=str(tasks)),
+        model=lm,
+        tasks=["mix", "let"],
+        task_manager=lm_eval.tasks.TaskManager(include_path=str(tasks)),
         log_samples=True,
-    )  # fmt: skip
+    )
     results = out["results"]
     for name, mine in ours.items():
         theirs = results[name]

@@ -33,7 +33,6 @@ def make_examples(n: int = 12, seed: int = 0) -> list[MCExample]:
     return out
 
 
-
 @pytest.fixture(scope="module")
 def model_and_tok():
     model = build_tiny_model("olmoe", num_layers=2)

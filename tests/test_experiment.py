@@ -21,7 +21,7 @@ def test_experiment_grid_writes_tidy_rows_table_and_plot(tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
 name: tiny
-data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}, heldout_tasks: {tmp_path / 'b.jsonl'}}}}}
+data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}, heldout_tasks: {tmp_path / "b.jsonl"}}}}}
 scoring: letter
 seeds: [0, 1]
 train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, task_loss: letter, dedupe_threshold: 1.01}}
@@ -40,8 +40,16 @@ ablations:
     out, err = capsys.readouterr()
     assert code == 0, err
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    methods = {"base", "router_tuning", "roma", "c3po", "oracle", "roma[train_fraction=0.5]", "roma[position=first]",
-               "roma[layers=all]"}
+    methods = {
+        "base",
+        "router_tuning",
+        "roma",
+        "c3po",
+        "oracle",
+        "roma[train_fraction=0.5]",
+        "roma[position=first]",
+        "roma[layers=all]",
+    }
     assert {r["method"] for r in results["rows"]} == methods
     assert len(results["rows"]) == len(methods) * 2 * 2  # methods x seeds x splits
     for r in results["rows"]:
@@ -80,8 +88,14 @@ def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp
     assert {ex.id for ex in train}.isdisjoint(ex.id for ex in validation)
     write_data(tmp_path / "train.jsonl", examples)
     write_data(tmp_path / "a.jsonl", examples[:5])
-    cfg = {"data": {"model": "m", "train": str(tmp_path / "train.jsonl"), "eval": {"test": str(tmp_path / "a.jsonl")},
-                    "validation": 0.25}}  # fmt: skip
+    cfg = {
+        "data": {
+            "model": "m",
+            "train": str(tmp_path / "train.jsonl"),
+            "eval": {"test": str(tmp_path / "a.jsonl")},
+            "validation": 0.25,
+        }
+    }
     _, train, splits = load_data(cfg, "exp.yaml", None)
     assert list(splits) == ["validation", "test"] and len(splits["validation"]) == 10 and len(train) == 30
     assert {ex.id for ex in train}.isdisjoint(ex.id for ex in splits["validation"])
@@ -95,8 +109,14 @@ def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp
 def test_validation_settings_are_checked(tmp_path, capsys):
     for text, needle in [
         ("data: {testbed: true, validation: 0.9}\nmethods: [{name: b, kind: base}]\n", "'data.validation'"),
-        ("data: {testbed: true, splits: [validation]}\nmethods: [{name: b, kind: base}]\n", "needs 'data.validation'"),
-        ("data: {testbed: true, splits: [valid]}\nmethods: [{name: b, kind: base}]\n", "unknown testbed splits"),
+        (
+            "data: {testbed: true, splits: [validation]}\nmethods: [{name: b, kind: base}]\n",
+            "needs 'data.validation'",
+        ),
+        (
+            "data: {testbed: true, splits: [valid]}\nmethods: [{name: b, kind: base}]\n",
+            "unknown testbed splits",
+        ),
     ]:
         path = tmp_path / "c.yaml"
         path.write_text(text)
@@ -121,7 +141,7 @@ def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
 name: resumable
-data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}}}}}
+data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}}}}}
 scoring: letter
 seeds: [0, 1]
 train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, scoring: letter, dedupe_threshold: 1.01}}
@@ -164,7 +184,7 @@ def test_resume_reruns_a_run_whose_model_data_or_settings_changed(tmp_path, caps
     cfg = tmp_path / "exp.yaml"
     text = f"""
 name: keyed
-data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{in_dist: {tmp_path / 'a.jsonl'}}}}}
+data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}}}}}
 scoring: letter
 batch_size: 4
 collect_layers: last2
@@ -185,8 +205,13 @@ methods: [{{name: base, kind: base}}]
     save_tiny_model(tmp_path / "model", "olmoe", num_layers=4, seed=1)  # same path and shapes, other weights
     assert "resuming: base runs again: its model changed" in resume()
     edited = make_examples(12)[8:]
-    edited[0] = type(edited[0])(edited[0].id, edited[0].question, edited[0].choices,
-                                (edited[0].answer + 1) % len(edited[0].choices), edited[0].task)  # a corrected answer
+    edited[0] = type(edited[0])(
+        edited[0].id,
+        edited[0].question,
+        edited[0].choices,
+        (edited[0].answer + 1) % len(edited[0].choices),
+        edited[0].task,
+    )  # a corrected answer
     write_data(tmp_path / "a.jsonl", edited)
     assert "resuming: base runs again: its split in_dist changed" in resume()
     cfg.write_text(text.replace("batch_size: 4", "batch_size: 2"))
@@ -204,7 +229,7 @@ def test_a_full_disk_names_the_file_and_keeps_what_was_complete(tmp_path, capsys
     write_data(tmp_path / "train.jsonl", make_examples(8))
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
-data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, eval: {{dev: {tmp_path / 'train.jsonl'}}}}}
+data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{dev: {tmp_path / "train.jsonl"}}}}}
 scoring: letter
 collect_layers: last2
 train: {{layers: last2, scoring: letter}}
@@ -224,7 +249,10 @@ methods: [{{name: base, kind: base}}, {{name: c3po, kind: c3po}}]
     capsys.readouterr()
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{out / 'outcomes.jsonl'}: could not be written (No space left on device)" in err
+    assert (
+        err.count("\n") == 1
+        and f"{out / 'outcomes.jsonl'}: could not be written (No space left on device)" in err
+    )
     assert (out / "routing.json").is_file() and len((out / "outcomes.jsonl").read_text().splitlines()) == 1
     monkeypatch.undo()
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0

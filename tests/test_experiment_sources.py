@@ -19,12 +19,23 @@ WORDS = ["one", "two", "three", "four", "five", "six", "red", "blue", "green", "
 
 def write_arc(path, n: int, offset: int = 0):
     """``n`` rows in allenai/ai2_arc's schema (id, question, choices {text, label}, answerKey)."""
-    rows = [{"id": f"q{offset + i}", "question": f"what is {WORDS[(offset + i) % 12]} ?",
-             "choices": {"text": [WORDS[(offset + i + j) % 12] for j in range(3)], "label": ["A", "B", "C"]},
-             "answerKey": "ABC"[i % 3]} for i in range(n)]  # fmt: skip
-    features = Features({"id": Value("string"), "question": Value("string"),
-                         "choices": {"text": Sequence(Value("string")), "label": Sequence(Value("string"))},
-                         "answerKey": Value("string")})  # fmt: skip
+    rows = [
+        {
+            "id": f"q{offset + i}",
+            "question": f"what is {WORDS[(offset + i) % 12]} ?",
+            "choices": {"text": [WORDS[(offset + i + j) % 12] for j in range(3)], "label": ["A", "B", "C"]},
+            "answerKey": "ABC"[i % 3],
+        }
+        for i in range(n)
+    ]
+    features = Features(
+        {
+            "id": Value("string"),
+            "question": Value("string"),
+            "choices": {"text": Sequence(Value("string")), "label": Sequence(Value("string"))},
+            "answerKey": Value("string"),
+        }
+    )
     Dataset.from_list(rows, features=features).to_parquet(str(path))
     return path
 
@@ -41,8 +52,21 @@ def test_the_paper_recipe_names_its_sources_and_settings(capsys):
     out = capsys.readouterr().out
     assert "load the model allenai/OLMoE-1B-7B-0125-Instruct" in out
     assert "read 13 training sources" in out and "read 7 evaluation splits" in out
-    for preset in ("bigbench", "super_glue_boolq", "commonsense_qa", "social_i_qa", "openbookqa", "sciq",
-                   "super_glue_multirc", "knowref", "mmlu", "hellaswag", "piqa", "arc", "winogrande"):  # fmt: skip
+    for preset in (
+        "bigbench",
+        "super_glue_boolq",
+        "commonsense_qa",
+        "social_i_qa",
+        "openbookqa",
+        "sciq",
+        "super_glue_multirc",
+        "knowref",
+        "mmlu",
+        "hellaswag",
+        "piqa",
+        "arc",
+        "winogrande",
+    ):
         assert f"preset {preset}" in out, preset
     assert "lr 7e-05, regulariser manifold, lambda 0.8, k 3" in out
 
@@ -50,17 +74,25 @@ def test_the_paper_recipe_names_its_sources_and_settings(capsys):
 @pytest.mark.parametrize(
     ("train", "needle"),
     [
-        ('[{source: "hf:allenai/sciq:train", preset: sciqq}]', "unknown preset 'sciqq'; did you mean 'sciq'?"),
+        (
+            '[{source: "hf:allenai/sciq:train", preset: sciqq}]',
+            "unknown preset 'sciqq'; did you mean 'sciq'?",
+        ),
         ('[{source: "hf:a:b:c:d"}]', "hf:NAME[:CONFIG][:SPLIT]"),
         ('[{source: "no/such/file.parquet"}]', "data source no/such/file.parquet does not exist"),
-        ('[{source: "hf:x/y::train", fields: {question: q}}]', "'fields' must map question, choices and answer"),
+        (
+            '[{source: "hf:x/y::train", fields: {question: q}}]',
+            "'fields' must map question, choices and answer",
+        ),
         ('[{source: "hf:x/y::train", limit: 0}]', "'limit' must be a positive integer"),
         ('[{path: "hf:x/y::train"}]', "a data source is a path, an hf:NAME"),
     ],
 )
 def test_the_dry_run_refuses_bad_sources_in_one_sentence(tmp_path, capsys, train, needle):
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"data: {{model: m, train: {train}, eval: {{a: 'hf:x/y::test'}}}}\nmethods: [{{name: base, kind: base}}]\n")
+    cfg.write_text(
+        f"data: {{model: m, train: {train}, eval: {{a: 'hf:x/y::test'}}}}\nmethods: [{{name: base, kind: base}}]\n"
+    )
     assert main(["experiment", str(cfg), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
@@ -80,16 +112,28 @@ def test_experiment_on_datasets_sources_with_tensorboard(tmp_path, capsys):
     cfg.write_text(f"""
 name: sources
 data:
-  model: {tmp_path / 'model'}
-  train: [{tmp_path / 'a.parquet'}, {{source: {tmp_path / 'b.parquet'}, preset: arc, limit: 6}}]
+  model: {tmp_path / "model"}
+  train: [{tmp_path / "a.parquet"}, {{source: {tmp_path / "b.parquet"}, preset: arc, limit: 6}}]
   eval: {{held: "hf:{folder}::test"}}
 scoring: letter
 seeds: [0]
 train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, scoring: letter, dedupe_threshold: 1.01}}
 methods: [{{name: base, kind: base}}, {{name: roma, kind: train}}]
 """)
-    assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress",
-                 "--report-to", "tensorboard"]) == 0, capsys.readouterr().err  # fmt: skip
+    assert (
+        main(
+            [
+                "experiment",
+                str(cfg),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+                "--report-to",
+                "tensorboard",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["n_train"] == 16 and {r["n"] for r in results["rows"]} == {6}
     for method in ("base", "roma"):

@@ -121,8 +121,12 @@ def test_queries_for_test_time_neighbours_never_exclude_a_reference_as_self():
 
 
 def test_real_embedder_groups_paraphrases_and_the_graph_cache_is_reused(tmp_path):
-    texts = ["What is five plus three?", "How much is 5 added to 3?", "Name the capital of France.",
-             "Which city is the capital of France?"]  # fmt: skip
+    texts = [
+        "What is five plus three?",
+        "How much is 5 added to 3?",
+        "Name the capital of France.",
+        "Which city is the capital of France?",
+    ]
     emb = embed_texts(texts)
     assert emb.shape == (4, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)

@@ -22,125 +22,338 @@ LABELLED = {"text": Sequence(S), "label": Sequence(S)}
 CASES = {
     "openbookqa": (
         {"id": S, "question_stem": S, "choices": LABELLED, "answerKey": S},
-        [{"id": "7-980", "question_stem": "The sun is", "choices": {"text": ["cold", "hot"], "label": ["A", "B"]},
-          "answerKey": "B"},
-         {"id": "7-981", "question_stem": "Ice is", "choices": {"text": ["cold", "hot"], "label": ["A", "B"]},
-          "answerKey": "A"}],
+        [
+            {
+                "id": "7-980",
+                "question_stem": "The sun is",
+                "choices": {"text": ["cold", "hot"], "label": ["A", "B"]},
+                "answerKey": "B",
+            },
+            {
+                "id": "7-981",
+                "question_stem": "Ice is",
+                "choices": {"text": ["cold", "hot"], "label": ["A", "B"]},
+                "answerKey": "A",
+            },
+        ],
         (("cold", "hot"), 1, "openbookqa"),
     ),
     "sciq": (
-        {"question": S, "distractor3": S, "distractor1": S, "distractor2": S, "correct_answer": S, "support": S},
-        [{"question": "What do plants make?", "distractor1": "iron", "distractor2": "salt", "distractor3": "oil",
-          "correct_answer": "sugar", "support": "Photosynthesis makes sugar."},
-         {"question": "What is H2O?", "distractor1": "salt", "distractor2": "air", "distractor3": "oil",
-          "correct_answer": "water", "support": ""}],
+        {
+            "question": S,
+            "distractor3": S,
+            "distractor1": S,
+            "distractor2": S,
+            "correct_answer": S,
+            "support": S,
+        },
+        [
+            {
+                "question": "What do plants make?",
+                "distractor1": "iron",
+                "distractor2": "salt",
+                "distractor3": "oil",
+                "correct_answer": "sugar",
+                "support": "Photosynthesis makes sugar.",
+            },
+            {
+                "question": "What is H2O?",
+                "distractor1": "salt",
+                "distractor2": "air",
+                "distractor3": "oil",
+                "correct_answer": "water",
+                "support": "",
+            },
+        ],
         (None, None, "sciq"),
     ),
     "commonsense_qa": (
-        {"id": S, "question": S, "question_concept": S, "choices": {"label": Sequence(S), "text": Sequence(S)},
-         "answerKey": S},
-        [{"id": "c1", "question": "Where is a fish?", "question_concept": "fish",
-          "choices": {"label": ["A", "B", "C"], "text": ["sea", "sky", "desk"]}, "answerKey": "A"},
-         {"id": "c2", "question": "Where is a bird?", "question_concept": "bird",
-          "choices": {"label": ["A", "B", "C"], "text": ["sea", "sky", "desk"]}, "answerKey": "B"}],
+        {
+            "id": S,
+            "question": S,
+            "question_concept": S,
+            "choices": {"label": Sequence(S), "text": Sequence(S)},
+            "answerKey": S,
+        },
+        [
+            {
+                "id": "c1",
+                "question": "Where is a fish?",
+                "question_concept": "fish",
+                "choices": {"label": ["A", "B", "C"], "text": ["sea", "sky", "desk"]},
+                "answerKey": "A",
+            },
+            {
+                "id": "c2",
+                "question": "Where is a bird?",
+                "question_concept": "bird",
+                "choices": {"label": ["A", "B", "C"], "text": ["sea", "sky", "desk"]},
+                "answerKey": "B",
+            },
+        ],
         (("sea", "sky", "desk"), 0, "commonsense_qa"),
     ),
     "social_i_qa": (
         {"context": S, "question": S, "answerA": S, "answerB": S, "answerC": S, "label": S},
-        [{"context": "Kai won.", "question": "How does Kai feel?", "answerA": "sad", "answerB": "glad",
-          "answerC": "cold", "label": "2\n"},
-         {"context": "Ann fell.", "question": "How does Ann feel?", "answerA": "hurt", "answerB": "glad",
-          "answerC": "cold", "label": "1"}],
+        [
+            {
+                "context": "Kai won.",
+                "question": "How does Kai feel?",
+                "answerA": "sad",
+                "answerB": "glad",
+                "answerC": "cold",
+                "label": "2\n",
+            },
+            {
+                "context": "Ann fell.",
+                "question": "How does Ann feel?",
+                "answerA": "hurt",
+                "answerB": "glad",
+                "answerC": "cold",
+                "label": "1",
+            },
+        ],
         (("sad", "glad", "cold"), 1, "social_i_qa"),
     ),
     "arc": (
         {"id": S, "question": S, "choices": LABELLED, "answerKey": S},
-        [{"id": "Mercury_1", "question": "Which is a metal?", "choices": {"text": ["wood", "iron", "glass", "clay"],
-          "label": ["1", "2", "3", "4"]}, "answerKey": "2"},
-         {"id": "Mercury_2", "question": "Which is a gas?", "choices": {"text": ["air", "iron"], "label": ["A", "B"]},
-          "answerKey": "A"}],
+        [
+            {
+                "id": "Mercury_1",
+                "question": "Which is a metal?",
+                "choices": {"text": ["wood", "iron", "glass", "clay"], "label": ["1", "2", "3", "4"]},
+                "answerKey": "2",
+            },
+            {
+                "id": "Mercury_2",
+                "question": "Which is a gas?",
+                "choices": {"text": ["air", "iron"], "label": ["A", "B"]},
+                "answerKey": "A",
+            },
+        ],
         (("wood", "iron", "glass", "clay"), 1, "arc"),
     ),
     "piqa": (
         {"goal": S, "sol1": S, "sol2": S, "label": ClassLabel(names=["0", "1"])},
-        [{"goal": "Dry a towel", "sol1": "hang it", "sol2": "soak it", "label": 0},
-         {"goal": "Cool tea", "sol1": "boil it", "sol2": "wait", "label": 1}],
+        [
+            {"goal": "Dry a towel", "sol1": "hang it", "sol2": "soak it", "label": 0},
+            {"goal": "Cool tea", "sol1": "boil it", "sol2": "wait", "label": 1},
+        ],
         (("hang it", "soak it"), 0, "piqa"),
     ),
     "boolq": (
         {"question": S, "answer": B, "passage": S},
-        [{"question": "is the sky blue", "answer": True, "passage": "The sky is blue."},
-         {"question": "is ice hot", "answer": False, "passage": "Ice is cold."}],
+        [
+            {"question": "is the sky blue", "answer": True, "passage": "The sky is blue."},
+            {"question": "is ice hot", "answer": False, "passage": "Ice is cold."},
+        ],
         (("no", "yes"), 1, "boolq"),
     ),
     "winogrande": (
         {"sentence": S, "option1": S, "option2": S, "answer": S},
-        [{"sentence": "The cup fell off the shelf because _ was tilted.", "option1": "the cup", "option2": "the shelf",
-          "answer": "2"},
-         {"sentence": "Amy paid Bo because _ owed money.", "option1": "Amy", "option2": "Bo", "answer": "1"}],
-        (("The cup fell off the shelf because the cup", "The cup fell off the shelf because the shelf"), 1,
-         "winogrande"),
+        [
+            {
+                "sentence": "The cup fell off the shelf because _ was tilted.",
+                "option1": "the cup",
+                "option2": "the shelf",
+                "answer": "2",
+            },
+            {
+                "sentence": "Amy paid Bo because _ owed money.",
+                "option1": "Amy",
+                "option2": "Bo",
+                "answer": "1",
+            },
+        ],
+        (
+            ("The cup fell off the shelf because the cup", "The cup fell off the shelf because the shelf"),
+            1,
+            "winogrande",
+        ),
     ),
     "hellaswag": (
-        {"ind": I32, "activity_label": S, "ctx_a": S, "ctx_b": S, "ctx": S, "endings": Sequence(S), "source_id": S,
-         "split": S, "split_type": S, "label": S},
-        [{"ind": 4, "activity_label": "Cooking", "ctx_a": "A man cracks eggs.", "ctx_b": "he", "ctx": "A man cracks eggs. he",
-          "endings": ["whisks them.", "flies.", "sleeps.", "sings."], "source_id": "x", "split": "val",
-          "split_type": "indomain", "label": "0"},
-         {"ind": 5, "activity_label": "Sport", "ctx_a": "A girl runs.", "ctx_b": "she", "ctx": "A girl runs. she",
-          "endings": ["melts.", "jumps.", "boils.", "reads."], "source_id": "y", "split": "val",
-          "split_type": "indomain", "label": "1"}],
+        {
+            "ind": I32,
+            "activity_label": S,
+            "ctx_a": S,
+            "ctx_b": S,
+            "ctx": S,
+            "endings": Sequence(S),
+            "source_id": S,
+            "split": S,
+            "split_type": S,
+            "label": S,
+        },
+        [
+            {
+                "ind": 4,
+                "activity_label": "Cooking",
+                "ctx_a": "A man cracks eggs.",
+                "ctx_b": "he",
+                "ctx": "A man cracks eggs. he",
+                "endings": ["whisks them.", "flies.", "sleeps.", "sings."],
+                "source_id": "x",
+                "split": "val",
+                "split_type": "indomain",
+                "label": "0",
+            },
+            {
+                "ind": 5,
+                "activity_label": "Sport",
+                "ctx_a": "A girl runs.",
+                "ctx_b": "she",
+                "ctx": "A girl runs. she",
+                "endings": ["melts.", "jumps.", "boils.", "reads."],
+                "source_id": "y",
+                "split": "val",
+                "split_type": "indomain",
+                "label": "1",
+            },
+        ],
         (("whisks them.", "flies.", "sleeps.", "sings."), 0, "hellaswag"),
     ),
     "mmlu": (
-        {"question": S, "subject": S, "choices": Sequence(S), "answer": ClassLabel(names=["A", "B", "C", "D"])},
-        [{"question": "2 + 2 =", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": 1},
-         {"question": "3 + 3 =", "subject": "elementary_mathematics", "choices": ["6", "4", "5", "7"], "answer": 0}],
+        {
+            "question": S,
+            "subject": S,
+            "choices": Sequence(S),
+            "answer": ClassLabel(names=["A", "B", "C", "D"]),
+        },
+        [
+            {
+                "question": "2 + 2 =",
+                "subject": "elementary_mathematics",
+                "choices": ["3", "4", "5", "6"],
+                "answer": 1,
+            },
+            {
+                "question": "3 + 3 =",
+                "subject": "elementary_mathematics",
+                "choices": ["6", "4", "5", "7"],
+                "answer": 0,
+            },
+        ],
         (("3", "4", "5", "6"), 1, "elementary_mathematics"),
     ),
     "super_glue_boolq": (
         {"question": S, "passage": S, "idx": I32, "label": ClassLabel(names=["False", "True"])},
-        [{"question": "is ice cold", "passage": "Ice is cold.", "idx": 0, "label": 1},
-         {"question": "is fire cold", "passage": "Fire is hot.", "idx": 1, "label": 0}],
+        [
+            {"question": "is ice cold", "passage": "Ice is cold.", "idx": 0, "label": 1},
+            {"question": "is fire cold", "passage": "Fire is hot.", "idx": 1, "label": 0},
+        ],
         (("no", "yes"), 1, "super_glue_boolq"),
     ),
     "super_glue_copa": (
-        {"premise": S, "choice1": S, "choice2": S, "question": S, "idx": I32,
-         "label": ClassLabel(names=["choice1", "choice2"])},
-        [{"premise": "The man fell.", "choice1": "He slipped.", "choice2": "He sang.", "question": "cause", "idx": 0,
-          "label": 0},
-         {"premise": "It rained.", "choice1": "The ground dried.", "choice2": "The ground got wet.",
-          "question": "effect", "idx": 1, "label": 1}],
+        {
+            "premise": S,
+            "choice1": S,
+            "choice2": S,
+            "question": S,
+            "idx": I32,
+            "label": ClassLabel(names=["choice1", "choice2"]),
+        },
+        [
+            {
+                "premise": "The man fell.",
+                "choice1": "He slipped.",
+                "choice2": "He sang.",
+                "question": "cause",
+                "idx": 0,
+                "label": 0,
+            },
+            {
+                "premise": "It rained.",
+                "choice1": "The ground dried.",
+                "choice2": "The ground got wet.",
+                "question": "effect",
+                "idx": 1,
+                "label": 1,
+            },
+        ],
         (("He slipped.", "He sang."), 0, "copa"),
     ),
     "super_glue_multirc": (
-        {"paragraph": S, "question": S, "answer": S, "idx": {"paragraph": I32, "question": I32, "answer": I32},
-         "label": ClassLabel(names=["False", "True"])},
-        [{"paragraph": "Tom has a dog.", "question": "What does Tom have?", "answer": "a dog",
-          "idx": {"paragraph": 0, "question": 0, "answer": 0}, "label": 1},
-         {"paragraph": "Tom has a dog.", "question": "What does Tom have?", "answer": "a cat",
-          "idx": {"paragraph": 0, "question": 0, "answer": 1}, "label": 0}],
+        {
+            "paragraph": S,
+            "question": S,
+            "answer": S,
+            "idx": {"paragraph": I32, "question": I32, "answer": I32},
+            "label": ClassLabel(names=["False", "True"]),
+        },
+        [
+            {
+                "paragraph": "Tom has a dog.",
+                "question": "What does Tom have?",
+                "answer": "a dog",
+                "idx": {"paragraph": 0, "question": 0, "answer": 0},
+                "label": 1,
+            },
+            {
+                "paragraph": "Tom has a dog.",
+                "question": "What does Tom have?",
+                "answer": "a cat",
+                "idx": {"paragraph": 0, "question": 0, "answer": 1},
+                "label": 0,
+            },
+        ],
         (("no", "yes"), 1, "multirc"),
     ),
     "bigbench": (
-        {"idx": I32, "inputs": S, "targets": Sequence(S), "multiple_choice_targets": Sequence(S),
-         "multiple_choice_scores": Sequence(I32)},
-        [{"idx": 0, "inputs": "Q: Is a cat an animal?", "targets": ["yes"], "multiple_choice_targets": ["no", "yes"],
-          "multiple_choice_scores": [0, 1]},
-         {"idx": 1, "inputs": "Q: Is a rock alive?", "targets": ["no"], "multiple_choice_targets": ["no", "yes"],
-          "multiple_choice_scores": [1, 0]}],
+        {
+            "idx": I32,
+            "inputs": S,
+            "targets": Sequence(S),
+            "multiple_choice_targets": Sequence(S),
+            "multiple_choice_scores": Sequence(I32),
+        },
+        [
+            {
+                "idx": 0,
+                "inputs": "Q: Is a cat an animal?",
+                "targets": ["yes"],
+                "multiple_choice_targets": ["no", "yes"],
+                "multiple_choice_scores": [0, 1],
+            },
+            {
+                "idx": 1,
+                "inputs": "Q: Is a rock alive?",
+                "targets": ["no"],
+                "multiple_choice_targets": ["no", "yes"],
+                "multiple_choice_scores": [1, 0],
+            },
+        ],
         (("no", "yes"), 1, "bigbench"),
     ),
     "knowref": (
-        {"annotation_strength": S, "candidate_0": S, "candidate_1": S, "original_sentence": S,
-         "swapped_sentence": S, "correct_candidate": S},
-        [{"annotation_strength": "5", "candidate_0": "Ann", "candidate_1": "Bo", "original_sentence": "x",
-          "swapped_sentence": "Ann thanked Bo because [she] was helped.", "correct_candidate": "candidate_0"},
-         {"annotation_strength": "4", "candidate_0": "Ann", "candidate_1": "Bo", "original_sentence": "y",
-          "swapped_sentence": "Ann paid Bo because [he] did the work.", "correct_candidate": "candidate_1"}],
+        {
+            "annotation_strength": S,
+            "candidate_0": S,
+            "candidate_1": S,
+            "original_sentence": S,
+            "swapped_sentence": S,
+            "correct_candidate": S,
+        },
+        [
+            {
+                "annotation_strength": "5",
+                "candidate_0": "Ann",
+                "candidate_1": "Bo",
+                "original_sentence": "x",
+                "swapped_sentence": "Ann thanked Bo because [she] was helped.",
+                "correct_candidate": "candidate_0",
+            },
+            {
+                "annotation_strength": "4",
+                "candidate_0": "Ann",
+                "candidate_1": "Bo",
+                "original_sentence": "y",
+                "swapped_sentence": "Ann paid Bo because [he] did the work.",
+                "correct_candidate": "candidate_1",
+            },
+        ],
         (("Ann", "Bo"), 0, "knowref"),
     ),
-}  # fmt: skip
+}
 
 
 def write_parquet(path, features: dict, rows: list[dict]):
@@ -240,10 +453,16 @@ def test_parse_hub_spec():
 
 def test_field_mapping_of_an_unknown_schema_from_json(tmp_path):
     path = tmp_path / "mine.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"q": "Sky colour?", "opts": ["blue", "red"], "gold": "blue", "ctx": "Look up."},
-        {"q": "Grass colour?", "opts": ["blue", "green"], "gold": 1, "ctx": "Look down."},
-    ]) + "\n")  # fmt: skip
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"q": "Sky colour?", "opts": ["blue", "red"], "gold": "blue", "ctx": "Look up."},
+                {"q": "Grass colour?", "opts": ["blue", "green"], "gold": 1, "ctx": "Look down."},
+            ]
+        )
+        + "\n"
+    )
     examples = load_examples(path, fields=FieldMap("q", "opts", "gold", context="ctx"))
     assert [ex.answer for ex in examples] == [0, 1] and examples[0].question == "Look up.\nSky colour?"
 
@@ -252,7 +471,10 @@ def test_csv_with_a_field_mapping_of_several_choice_columns(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("q,a,b,c,gold\nSky colour?,red,blue,green,B\nGrass colour?,red,blue,green,C\n")
     examples = load_examples(path, fields=FieldMap("q", "a,b,c", "gold"))
-    assert [(ex.choices, ex.answer) for ex in examples] == [(("red", "blue", "green"), 1), (("red", "blue", "green"), 2)]
+    assert [(ex.choices, ex.answer) for ex in examples] == [
+        (("red", "blue", "green"), 1),
+        (("red", "blue", "green"), 2),
+    ]
 
 
 def test_digit_answers_are_read_by_one_rule_per_file(tmp_path):
@@ -260,7 +482,11 @@ def test_digit_answers_are_read_by_one_rule_per_file(tmp_path):
     mixed = tmp_path / "mixed.jsonl"
     rows = [
         {"q": "Sky colour?", "opts": ["red", "blue", "green"], "gold": "1"},
-        {"q": "Which is first?", "opts": ["1", "2", "0"], "gold": "0"},  # "0" is a choice here; the rule is index
+        {
+            "q": "Which is first?",
+            "opts": ["1", "2", "0"],
+            "gold": "0",
+        },  # "0" is a choice here; the rule is index
     ]
     mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [ex.answer for ex in load_examples(mixed, fields=FieldMap("q", "opts", "gold"))] == [1, 0]
@@ -285,7 +511,9 @@ def test_a_field_mapping_keeps_the_rows_ids(tmp_path):
 
 def test_json_in_a_hub_schema_is_read_through_its_preset(tmp_path):
     path = tmp_path / "piqa.jsonl"
-    path.write_text(json.dumps({"goal": "Dry a towel", "sol1": "hang it", "sol2": "soak it", "label": 0}) + "\n")
+    path.write_text(
+        json.dumps({"goal": "Dry a towel", "sol1": "hang it", "sol2": "soak it", "label": 0}) + "\n"
+    )
     assert load_examples(path)[0].meta["preset"] == "piqa"
 
 
@@ -319,8 +547,25 @@ def test_cli_inspect_and_options(tmp_path, capsys):
     assert main(["data", "inspect", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "datasets[social_i_qa]" and report["n_examples"] == 2
-    assert main(["data", "inspect", str(path), "--question-field", "question", "--choices-field",
-                 "answerA,answerB,answerC", "--answer-field", "label", "--context-field", "context", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "inspect",
+                str(path),
+                "--question-field",
+                "question",
+                "--choices-field",
+                "answerA,answerB,answerC",
+                "--answer-field",
+                "label",
+                "--context-field",
+                "context",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     # label "2\n" read as an index 2 by a plain field mapping: the preset knows SocialIQA counts from 1
     assert report["format"] == "datasets[fields]" and report["answer_histogram"] == {"B": 1, "C": 1}

@@ -24,7 +24,10 @@ def public_layout(model_dir, layers=(2, 3), scale=2.0) -> dict:
     """What the public code's torch.save writes: target_layers, a state_dict of layers.N.mlp.gate.weight, model_name."""
     model, _ = load_model(str(model_dir), dtype="float32", device="cpu")
     params = dict(model.named_parameters())
-    state = {f"layers.{i}.mlp.gate.weight": params[f"model.layers.{i}.mlp.gate.weight"].detach() * scale for i in layers}
+    state = {
+        f"layers.{i}.mlp.gate.weight": params[f"model.layers.{i}.mlp.gate.weight"].detach() * scale
+        for i in layers
+    }
     return {"target_layers": list(layers), "state_dict": state, "model_name": str(model_dir)}
 
 
@@ -37,7 +40,9 @@ def test_public_checkpoint_becomes_a_router_folder(base, tmp_path, capsys):
     config, tensors = load_router_checkpoint(out)
     assert config["tuned_layers"] == [2, 3] and config["imported_from"]["model_name"] == str(base)
     for i in (2, 3):
-        assert torch.equal(tensors[f"model.layers.{i}.mlp.gate.weight"], layout["state_dict"][f"layers.{i}.mlp.gate.weight"])
+        assert torch.equal(
+            tensors[f"model.layers.{i}.mlp.gate.weight"], layout["state_dict"][f"layers.{i}.mlp.gate.weight"]
+        )
     assert set(load_file(str(out / "router_weights.safetensors"))) == set(tensors)
     assert "imported from the public RoMA code's checkpoint" in (out / "README.md").read_text()
     # the folder is one that `roma apply` accepts for this base
@@ -48,14 +53,23 @@ def test_public_checkpoint_becomes_a_router_folder(base, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["state_dict"].update({"layers.2.mlp.gate.weight": torch.zeros(3, 5)}),
-         "has shape (3, 5), but model.layers.2.mlp.gate.weight of the base model has"),
-        (lambda d: d["state_dict"].update({"layers.9.mlp.gate.weight": torch.zeros(4, 16)}),
-         "is for layer 9, which is not an MoE layer"),
-        (lambda d: d.update({"target_layers": [1, 2, 3]}), "'target_layers': says [1, 2, 3] but the tensors are"),
+        (
+            lambda d: d["state_dict"].update({"layers.2.mlp.gate.weight": torch.zeros(3, 5)}),
+            "has shape (3, 5), but model.layers.2.mlp.gate.weight of the base model has",
+        ),
+        (
+            lambda d: d["state_dict"].update({"layers.9.mlp.gate.weight": torch.zeros(4, 16)}),
+            "is for layer 9, which is not an MoE layer",
+        ),
+        (
+            lambda d: d.update({"target_layers": [1, 2, 3]}),
+            "'target_layers': says [1, 2, 3] but the tensors are",
+        ),
         # The same gate under two spellings: which copy is meant is unknown, so neither silently wins.
-        (lambda d: d["state_dict"].update({"model.layers.2.mlp.gate.weight": torch.zeros(8, 16)}),
-         "is the router parameter model.layers.2.mlp.gate.weight again (also 'layers.2.mlp.gate.weight')"),
+        (
+            lambda d: d["state_dict"].update({"model.layers.2.mlp.gate.weight": torch.zeros(8, 16)}),
+            "is the router parameter model.layers.2.mlp.gate.weight again (also 'layers.2.mlp.gate.weight')",
+        ),
     ],
 )
 def test_mismatches_are_refused(base, tmp_path, capsys, edit, message):
@@ -63,8 +77,20 @@ def test_mismatches_are_refused(base, tmp_path, capsys, edit, message):
     edit(layout)
     torch.save(layout, tmp_path / "router_ft.pt")
     out = tmp_path / "routers"
-    assert main(["import-public", "--checkpoint", str(tmp_path / "router_ft.pt"), "--model", str(base),
-                 "--out", str(out)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "import-public",
+                "--checkpoint",
+                str(tmp_path / "router_ft.pt"),
+                "--model",
+                str(base),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (out / "router_config.json").exists()

@@ -228,8 +228,19 @@ def test_c3po_kernel_picks_a_by_the_neighbours_own_kernel_weighted_loss(family):
 def test_c3po_ngd_counts_its_passes(family, variable):
     s = setup_for(family)
     steps = 4
-    r = c3po(s.model, s.tok, s.ref, s.ref_emb, s.eval, s.eval_emb, mode="ngd", ngd_variable=variable,
-             ngd_steps=steps, ngd_lr=0.2, progress=False)  # fmt: skip
+    r = c3po(
+        s.model,
+        s.tok,
+        s.ref,
+        s.ref_emb,
+        s.eval,
+        s.eval_emb,
+        mode="ngd",
+        ngd_variable=variable,
+        ngd_steps=steps,
+        ngd_lr=0.2,
+        progress=False,
+    )
     graph, _ = _expected_neighbourhood(s)
     links = int((graph.indices >= 0).sum())
     has = graph.has_neighbours()
@@ -251,8 +262,16 @@ def _neighbour_objective(s: Setup, data, nb, variable: str, solution: torch.Tens
         if variable == "replace":
             out = forward_with_targets(s.model, s.info, TUNED, data, items, sol)
         else:
-            out = items_forward(s.model, s.info, TUNED, items, data.pad, "letter", data.letter_ids,
-                                offsets={layer: sol[:, li] for li, layer in enumerate(TUNED)})  # fmt: skip
+            out = items_forward(
+                s.model,
+                s.info,
+                TUNED,
+                items,
+                data.pad,
+                "letter",
+                data.letter_ids,
+                offsets={layer: sol[:, li] for li, layer in enumerate(TUNED)},
+            )
     return float((wts * out["task"]).sum())
 
 
@@ -261,8 +280,19 @@ def _neighbour_objective(s: Setup, data, nb, variable: str, solution: torch.Tens
 def test_c3po_ngd_step_descends_the_neighbours_kernel_weighted_loss(family, variable):
     # Top-k selection makes the loss piecewise smooth, so only a small first step is sure to descend.
     s = setup_for(family)
-    r = c3po(s.model, s.tok, s.ref, s.ref_emb, s.eval, s.eval_emb, mode="ngd", ngd_variable=variable,
-             ngd_steps=1, ngd_lr=1e-3, progress=False)  # fmt: skip
+    r = c3po(
+        s.model,
+        s.tok,
+        s.ref,
+        s.ref_emb,
+        s.eval,
+        s.eval_emb,
+        mode="ngd",
+        ngd_variable=variable,
+        ngd_steps=1,
+        ngd_lr=1e-3,
+        progress=False,
+    )
     graph, _ = _expected_neighbourhood(s)
     data = prepare_items(s.ref, s.tok, "letter", TUNED, None, max_choices=4)
     for i in graph.has_neighbours().nonzero().flatten().tolist():
@@ -287,8 +317,9 @@ def test_c3po_near_duplicates_are_never_neighbours_and_prefix_cache_is_exact():
     r = c3po(s.model, s.tok, s.ref, s.ref_emb, s.eval, ev_emb, alphas=[0.0, 1.0], progress=False)
     for i in range(12):
         assert i not in r.neighbours[i].tolist()
-    cached = c3po(s.model, s.tok, s.ref, s.ref_emb, s.eval, ev_emb, alphas=[0.0, 1.0], prefix_cache=True,
-                  progress=False)  # fmt: skip
+    cached = c3po(
+        s.model, s.tok, s.ref, s.ref_emb, s.eval, ev_emb, alphas=[0.0, 1.0], prefix_cache=True, progress=False
+    )
     assert cached.alphas == r.alphas and cached.predictions == r.predictions
     assert cached.passes.forwards == r.passes.forwards and cached.passes.prefix_fills > 0
     assert cached.passes.cost_vs_base < r.passes.cost_vs_base

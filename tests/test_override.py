@@ -26,8 +26,10 @@ def test_override_reaches_exactly_the_target_routing_at_the_chosen_token_only(fa
         ids = torch.randint(3, 96, (1, 4))
         zero = {info.moe_layers[-1]: torch.zeros(1, info.num_experts)}
         # Each context is entered before the next is built, so a refusal in the constructor is caught too.
-        with pytest.raises(ModelError, match=CANNOT_OVERRIDE[family]), torch.no_grad(), RoutingOverride(
-            info, zero, torch.tensor([3]), ids.shape
+        with (
+            pytest.raises(ModelError, match=CANNOT_OVERRIDE[family]),
+            torch.no_grad(),
+            RoutingOverride(info, zero, torch.tensor([3]), ids.shape),
         ):
             model(ids)
         return
@@ -38,11 +40,19 @@ def test_override_reaches_exactly_the_target_routing_at_the_chosen_token_only(fa
         base_out = model(ids).logits
         base_logits = {layer: cap.layer_logits(layer, ids.shape).clone() for layer in layers}
     rows = torch.arange(2)
-    target = torch.softmax(torch.randn(2, info.num_experts, generator=torch.Generator().manual_seed(1)) * 2, -1)
+    target = torch.softmax(
+        torch.randn(2, info.num_experts, generator=torch.Generator().manual_seed(1)) * 2, -1
+    )
     # Override only the first tuned layer so the second layer's input is unchanged at other tokens.
     layer = layers[0]
-    offsets = {layer: target_logit_offsets(base_logits[layer][rows, positions], target, info.gate_function).float()}
-    with torch.no_grad(), RoutingOverride(info, offsets, positions, ids.shape), RoutingCapture(info, layers) as cap:
+    offsets = {
+        layer: target_logit_offsets(base_logits[layer][rows, positions], target, info.gate_function).float()
+    }
+    with (
+        torch.no_grad(),
+        RoutingOverride(info, offsets, positions, ids.shape),
+        RoutingCapture(info, layers) as cap,
+    ):
         out = model(ids).logits
         new = routing_weights(cap.layer_logits(layer, ids.shape), info.gate_function)
     torch.testing.assert_close(new[rows, positions], target, rtol=1e-3, atol=1e-4)

@@ -39,8 +39,12 @@ def fill(line: str, model: Path, data: Path, runs: Path) -> list[str]:
     words = shlex.split(line)[1:]
     out = []
     for word in words:
-        word = {"MODEL": str(model), "train.jsonl": str(data / "train.jsonl"), "test.jsonl": str(data / "in_dist.jsonl"),
-                "../shared/data/benchmarks/arc_challenge.jsonl": str(data / "train.jsonl")}.get(word, word)  # fmt: skip
+        word = {
+            "MODEL": str(model),
+            "train.jsonl": str(data / "train.jsonl"),
+            "test.jsonl": str(data / "in_dist.jsonl"),
+            "../shared/data/benchmarks/arc_challenge.jsonl": str(data / "train.jsonl"),
+        }.get(word, word)
         out.append(word.replace("runs/x", str(runs)))
     return out
 
@@ -51,7 +55,22 @@ def test_the_readme_pipeline_scores_what_the_testbed_scores(tmp_path, capsys, mo
 
     model = testbed_model_path("in-domain")
     data, runs = tmp_path / "data", tmp_path / "runs" / "x"
-    assert main(["testbed", "export", "--testbed", "in-domain", "--out", str(data), "--splits", "train", "in_dist"]) == 0
+    assert (
+        main(
+            [
+                "testbed",
+                "export",
+                "--testbed",
+                "in-domain",
+                "--out",
+                str(data),
+                "--splits",
+                "train",
+                "in_dist",
+            ]
+        )
+        == 0
+    )
     known = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     lines = readme_pipeline()
     assert len(lines) >= 7 and {shlex.split(x)[1] for x in lines} <= known, lines

@@ -38,15 +38,49 @@ def w(tmp_path_factory):
     root = tmp_path_factory.mktemp("reliable")
     save_tiny_model(root / "model", "olmoe", num_layers=4)
     write_data(root / "train.jsonl", make_examples(8))
-    assert main(["collect", "--model", str(root / "model"), "--data", str(root / "train.jsonl"), "--out",
-                 str(root / "routing.json"), "--layers", "last2", "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(root / "model"),
+                "--data",
+                str(root / "train.jsonl"),
+                "--out",
+                str(root / "routing.json"),
+                "--layers",
+                "last2",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return root
 
 
 def train(w: Path, out: Path, *extra) -> list[str]:
-    return ["train", "--model", str(w / "model"), "--routing", str(w / "routing.json"), "--out", str(out),
-            "--epochs", "2", "--batch-size", "4", "--layers", "last2", "--device", "cpu", "--no-progress",
-            *map(str, extra), "dedupe_threshold=1.01"]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        str(w / "model"),
+        "--routing",
+        str(w / "routing.json"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--layers",
+        "last2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *map(str, extra),
+        "dedupe_threshold=1.01",
+    ]
 
 
 def strict_json_lines(path: Path) -> list[dict]:
@@ -176,7 +210,16 @@ def test_every_load_tells_transformers_whether_a_folder_may_run_code(w, tmp_path
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(cls, "from_pretrained", spy)
-    args = ["eval", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--device", "cpu", "--no-progress"]
+    args = [
+        "eval",
+        "--model",
+        str(w / "model"),
+        "--data",
+        str(w / "train.jsonl"),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert seen == [False, False]
     model = Path(shutil.copytree(w / "model", tmp_path / "model"))
@@ -252,7 +295,10 @@ def test_a_stop_keeps_the_last_complete_state_and_says_how_to_resume(w, tmp_path
     assert f"the last complete state (step 2) is in {out / STATE_NAME}" in err and "--resume" in err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "neighbours.safetensors", STATE_NAME]
     assert main(train(w, out, "--save-every", "1", "--resume")) == 0
-    got, want = load_file(out / "router_weights.safetensors"), load_file(straight / "router_weights.safetensors")
+    got, want = (
+        load_file(out / "router_weights.safetensors"),
+        load_file(straight / "router_weights.safetensors"),
+    )
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
@@ -283,17 +329,35 @@ def test_a_stop_inside_the_checkpoint_write_waits_for_it(w, tmp_path, monkeypatc
 def test_real_signals_stop_a_roma_train_process_cleanly(w, tmp_path, signame):
     """The real thing: a roma train process signals itself at its 3rd state save (no sleeps)."""
     out = tmp_path / "run"
-    cmd = [sys.executable, str(KILL_AT), "moe_roma.methods.roma.trainer:save_train_state", "3", "after", signame,
-           "--", *train(w, out, "--save-every", "1")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(KILL_AT),
+        "moe_roma.methods.roma.trainer:save_train_state",
+        "3",
+        "after",
+        signame,
+        "--",
+        *train(w, out, "--save-every", "1"),
+    ]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 128 + getattr(signal, signame), proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "the last complete state (step 3)" in proc.stderr and "--resume" in proc.stderr
     out2 = tmp_path / "plain"
-    cmd = [sys.executable, str(KILL_AT), "moe_roma.methods.roma.trainer:_append_jsonl", "2", "after", signame,
-           "--", *train(w, out2)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(KILL_AT),
+        "moe_roma.methods.roma.trainer:_append_jsonl",
+        "2",
+        "after",
+        signame,
+        "--",
+        *train(w, out2),
+    ]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 128 + getattr(signal, signame) and "nothing was kept" in proc.stderr, proc.stderr
+    assert proc.returncode == 128 + getattr(signal, signame) and "nothing was kept" in proc.stderr, (
+        proc.stderr
+    )
     assert not out2.exists()
 
 
@@ -302,8 +366,16 @@ def test_real_signals_stop_a_roma_train_process_cleanly(w, tmp_path, signame):
 
 def test_metrics_are_strict_json_even_when_steps_are_skipped(tmp_path):
     model, tok, store, graph = store_and_graph(n=8)
-    cfg = train_config(layers="last2", epochs=3, batch_size=4, lr=1e30, grad_clip=None, warmup_ratio=0.0,
-                       max_nonfinite_steps=100, dedupe_threshold=1.01)  # fmt: skip
+    cfg = train_config(
+        layers="last2",
+        epochs=3,
+        batch_size=4,
+        lr=1e30,
+        grad_clip=None,
+        warmup_ratio=0.0,
+        max_nonfinite_steps=100,
+        dedupe_threshold=1.01,
+    )
     result = RouterTrainer(model, tok, store, cfg, tmp_path / "run", graph=graph, progress=False).train()
     assert result.skipped_steps > 0
     rows = strict_json_lines(tmp_path / "run" / "metrics.jsonl")
@@ -317,7 +389,9 @@ def test_finite_json_and_checkpoint_config_never_fail_on_a_float(tmp_path):
     from moe_roma.models.discovery import discover_routers
 
     model, *_ = store_and_graph(n=4)
-    save_router_checkpoint(model, discover_routers(model), [3], tmp_path / "r", finite_json({"loss": float("nan")}))
+    save_router_checkpoint(
+        model, discover_routers(model), [3], tmp_path / "r", finite_json({"loss": float("nan")})
+    )
     assert load_router_checkpoint(tmp_path / "r")[0]["loss"] is None
 
 
@@ -339,8 +413,20 @@ def test_an_exported_model_is_readable_by_the_group(w, tmp_path):
     assert main(train(w, tmp_path / "roma")) == 0
     old = os.umask(0o022)
     try:
-        assert main(["export", "--model", str(w / "model"), "--routers", str(tmp_path / "roma"),
-                     "--out", str(tmp_path / "merged")]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "export",
+                    "--model",
+                    str(w / "model"),
+                    "--routers",
+                    str(tmp_path / "roma"),
+                    "--out",
+                    str(tmp_path / "merged"),
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(old)
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "merged").iterdir()} == {0o644}
@@ -351,8 +437,25 @@ def test_an_exported_model_is_readable_by_the_group(w, tmp_path):
 
 def test_template_escapes_are_read_as_documented_and_max_length_defaults_to_the_context(w, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out", str(out),
-                 "--layers", "last2", "--no-progress", "--template", r"Question: {question}\n{choices}\nAnswer:"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(w / "train.jsonl"),
+                "--out",
+                str(out),
+                "--layers",
+                "last2",
+                "--no-progress",
+                "--template",
+                r"Question: {question}\n{choices}\nAnswer:",
+            ]
+        )
+        == 0
+    )
     entry = next(iter(json.loads(out.read_text()).values()))
     assert entry["input_text"].startswith("Question: ") and "\nA. " in entry["input_text"]
     assert "\\n" not in entry["input_text"]
@@ -361,7 +464,9 @@ def test_template_escapes_are_read_as_documented_and_max_length_defaults_to_the_
     from moe_roma.scoring.common import context_length
 
     meta = load_routing_store(out).meta
-    assert meta["max_length"] == context_length(*load_model(w / "model")) and meta["template"].count("\n") == 2
+    assert (
+        meta["max_length"] == context_length(*load_model(w / "model")) and meta["template"].count("\n") == 2
+    )
 
 
 def test_threads_default_to_half_the_cpus(w, tmp_path, monkeypatch):
@@ -376,12 +481,42 @@ def test_threads_default_to_half_the_cpus(w, tmp_path, monkeypatch):
 
 def test_warnings_are_one_line_and_name_what_to_do(w, tmp_path, capsys):
     unknown = tmp_path / "words.jsonl"
-    unknown.write_text("".join(json.dumps({"id": f"u{i}", "question": f"zebra quokka {i} ?", "choices": ["A) one", "B) two"],
-                                           "answer": "A"}) + "\n" for i in range(24)))  # fmt: skip
-    assert main(["eval", "--model", str(w / "model"), "--data", str(unknown), "--no-progress", "--max-length", "9999",
-                 "--scoring", "letter"]) == 0  # fmt: skip
+    unknown.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"u{i}",
+                    "question": f"zebra quokka {i} ?",
+                    "choices": ["A) one", "B) two"],
+                    "answer": "A",
+                }
+            )
+            + "\n"
+            for i in range(24)
+        )
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(unknown),
+                "--no-progress",
+                "--max-length",
+                "9999",
+                "--scoring",
+                "letter",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err.splitlines()
-    assert any(line.startswith("roma eval: warning: --max-length 9999 is longer than the model's context (") for line in err)
+    assert any(
+        line.startswith("roma eval: warning: --max-length 9999 is longer than the model's context (")
+        for line in err
+    )
     assert any("of the data's tokens are the tokenizer's unknown token <unk>" in line for line in err)
     assert any("at chance level" in line and "--scoring continuation" in line for line in err), err
     assert all(line.startswith("roma eval: warning: ") for line in err)
@@ -423,7 +558,22 @@ def test_a_stop_during_collect_leaves_no_routing_file(w, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(store_module, "save_tensors", stopped)
     out = tmp_path / "r.json"
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.jsonl"), "--out", str(out),
-                 "--layers", "last2", "--no-progress"]) == 128 + signal.SIGTERM  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(w / "train.jsonl"),
+                "--out",
+                str(out),
+                "--layers",
+                "last2",
+                "--no-progress",
+            ]
+        )
+        == 128 + signal.SIGTERM
+    )
     assert "roma collect: stopped by SIGTERM before it finished" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -21,10 +21,31 @@ from moe_roma.models.checkpoint import load_router_checkpoint
 
 
 def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "moe_roma.cli", "train", "--model", str(w / "model"), "--routing",
-           str(w / "routing.json"), "--out", str(out), "--epochs", "6", "--batch-size", "2", "--lr", "0.02",
-           "--layers", "last2", "--save-every", "1", "--no-progress", "router_dropout=0.1",
-           "dedupe_threshold=1.01"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "moe_roma.cli",
+        "train",
+        "--model",
+        str(w / "model"),
+        "--routing",
+        str(w / "routing.json"),
+        "--out",
+        str(out),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "2",
+        "--lr",
+        "0.02",
+        "--layers",
+        "last2",
+        "--save-every",
+        "1",
+        "--no-progress",
+        "router_dropout=0.1",
+        "dedupe_threshold=1.01",
+    ]
     return cmd + (["--resume"] if resume else [])
 
 
@@ -55,8 +76,12 @@ def test_sigkill_at_a_chosen_step_then_resume_gives_bit_identical_routers(resume
     reference = load_file(straight / "router_weights.safetensors")
     out = w / f"killed-{call}-{when}"
     args = train_cmd(w, out)[3:]  # drop "python -m moe_roma.cli"
-    proc = subprocess.run([sys.executable, str(KILL_AT), SAVE_STATE, str(call), when, "--", *args], env=ENV,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(KILL_AT), SAVE_STATE, str(call), when, "--", *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (out / "router_weights.safetensors").exists(), "killed before the end: no final checkpoint yet"
     assert (out / STATE_NAME).exists() == (call > 1 or when == "after")
@@ -65,14 +90,21 @@ def test_sigkill_at_a_chosen_step_then_resume_gives_bit_identical_routers(resume
     assert resumed.keys() == reference.keys()
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), (call, when, name)
-    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        int(line.split('"step": ')[1].split(",")[0])
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == sorted(set(steps)) and steps[-1] == 72
 
 
 def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(train_cmd(resume_workspace, out)[:-0] if False else train_cmd(resume_workspace, out), env=ENV,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        train_cmd(resume_workspace, out)[:-0] if False else train_cmd(resume_workspace, out),
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     # Leave a state behind as if the run had been killed, then resume with another learning rate.
     from moe_roma.routing.store import load_routing_store
@@ -89,7 +121,9 @@ def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
 
     save_train_state(out, 1, params, opt, {**trainer.fingerprint(), "skipped": 0})
     trainer2 = RouterTrainer(model, tok, store, cfg.replace(lr=1.0), out, progress=False)
-    with pytest.raises(RomaError, match=r"other training settings \(setting optimizer.lr is 7e-05 in the state, 1.0 now"):
+    with pytest.raises(
+        RomaError, match=r"other training settings \(setting optimizer.lr is 7e-05 in the state, 1.0 now"
+    ):
         trainer2.train(resume=True)
 
 
@@ -119,8 +153,17 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(resume_workspace,
     model, tok = load_model(resume_workspace / "model")
     store = load_routing_store(resume_workspace / "routing.json")
     # An absurd learning rate without clipping drives the routers to inf, so every later loss is NaN.
-    cfg = train_config(layers="last2", epochs=5, batch_size=2, lr=1e30, grad_clip=None, warmup_ratio=0.0,
-                      max_nonfinite_steps=3, save_every=1, dedupe_threshold=1.01)  # fmt: skip
+    cfg = train_config(
+        layers="last2",
+        epochs=5,
+        batch_size=2,
+        lr=1e30,
+        grad_clip=None,
+        warmup_ratio=0.0,
+        max_nonfinite_steps=3,
+        save_every=1,
+        dedupe_threshold=1.01,
+    )
     trainer = RouterTrainer(model, tok, store, cfg, tmp_path / "run", progress=False)
     with pytest.raises(RomaError, match="non-finite"):
         trainer.train()

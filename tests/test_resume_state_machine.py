@@ -57,8 +57,15 @@ def setup():
 
 
 def config(save_every: int):
-    return train_config(layers="last2", epochs=EPOCHS, batch_size=BATCH, lr=0.02, router_dropout=0.1,
-                        save_every=save_every, dedupe_threshold=1.01)  # fmt: skip
+    return train_config(
+        layers="last2",
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        lr=0.02,
+        router_dropout=0.1,
+        save_every=save_every,
+        dedupe_threshold=1.01,
+    )
 
 
 def run_once(model, tok, store, graph, base, out, save_every, resume):
@@ -74,8 +81,13 @@ class KillPoint:
         self.where, self.n, self.calls = where, n, 0
 
     def __enter__(self):
-        target = {"step": "RouterTrainer.apply_step", "save-before": "save_train_state", "save-after": "save_train_state",
-                  "metrics-torn": "_append_jsonl", "final-save": "save_router_checkpoint"}[self.where]  # fmt: skip
+        target = {
+            "step": "RouterTrainer.apply_step",
+            "save-before": "save_train_state",
+            "save-after": "save_train_state",
+            "metrics-torn": "_append_jsonl",
+            "final-save": "save_router_checkpoint",
+        }[self.where]
         owner_name, _, name = target.rpartition(".")
         self.owner = getattr(trainer_module, owner_name) if owner_name else trainer_module
         self.name, self.original = name, getattr(self.owner, name)
@@ -112,10 +124,21 @@ class KillAndResume(RuleBasedStateMachine):
     def attempt(self, save_every: int, kill: KillPoint | None) -> None:
         try:
             if kill is None:
-                run_once(self.model, self.tok, self.store, self.graph, self.base, self.out, save_every, resume=True)
+                run_once(
+                    self.model, self.tok, self.store, self.graph, self.base, self.out, save_every, resume=True
+                )
             else:
                 with kill:
-                    run_once(self.model, self.tok, self.store, self.graph, self.base, self.out, save_every, resume=True)
+                    run_once(
+                        self.model,
+                        self.tok,
+                        self.store,
+                        self.graph,
+                        self.base,
+                        self.out,
+                        save_every,
+                        resume=True,
+                    )
         except Killed:
             self.kills += 1
             assert not (self.out / WEIGHTS_NAME).exists() or kill.where == "final-save"
@@ -123,8 +146,11 @@ class KillAndResume(RuleBasedStateMachine):
         self.finished = True
 
     @precondition(lambda self: not self.finished)
-    @rule(where=st.sampled_from(["step", "save-before", "save-after", "metrics-torn", "final-save"]),
-          n=st.integers(1, TOTAL), save_every=st.integers(1, 3))  # fmt: skip
+    @rule(
+        where=st.sampled_from(["step", "save-before", "save-after", "metrics-torn", "final-save"]),
+        n=st.integers(1, TOTAL),
+        save_every=st.integers(1, 3),
+    )
     def kill(self, where, n, save_every):
         self.attempt(save_every, KillPoint(where, n))
 
@@ -158,7 +184,10 @@ class KillAndResume(RuleBasedStateMachine):
 
 
 KillAndResume.TestCase.settings = settings(
-    max_examples=20, stateful_step_count=5, deadline=None, derandomize=True,
+    max_examples=20,
+    stateful_step_count=5,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
-)  # fmt: skip
+)
 TestKillAndResume = KillAndResume.TestCase

@@ -12,12 +12,19 @@ def _store(n: int = 30) -> RoutingStore:
     routing = torch.softmax(torch.randn(n, 3, 16, generator=gen), -1)
     correct = [i % 3 != 0 for i in range(n)]
     return RoutingStore(
-        ids=[f"s{i}" for i in range(n)], input_texts=[f"Question: q{i}?\nAnswer:" for i in range(n)], layers=[5, 6, 7],
-        routing=routing, answer_index=[i % 4 for i in range(n)],
-        model_answer=[i % 4 if ok else (i + 1) % 4 for i, ok in enumerate(correct)], is_correct=correct,
-        token_ids=[1] * n, token_texts=[":"] * n, questions=[f"q{i}?" for i in range(n)],
-        choices=[("a", "b", "c", "d")] * n, tasks=["t"] * n,
-    )  # fmt: skip
+        ids=[f"s{i}" for i in range(n)],
+        input_texts=[f"Question: q{i}?\nAnswer:" for i in range(n)],
+        layers=[5, 6, 7],
+        routing=routing,
+        answer_index=[i % 4 for i in range(n)],
+        model_answer=[i % 4 if ok else (i + 1) % 4 for i, ok in enumerate(correct)],
+        is_correct=correct,
+        token_ids=[1] * n,
+        token_texts=[":"] * n,
+        questions=[f"q{i}?" for i in range(n)],
+        choices=[("a", "b", "c", "d")] * n,
+        tasks=["t"] * n,
+    )
 
 
 def test_side_car_and_json_parsing_agree(tmp_path):
@@ -57,7 +64,9 @@ def test_a_side_car_of_another_collection_is_ignored_with_a_warning(tmp_path):
     ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
     save_routing_store(_store(), ours)
     other = _store()
-    other.routing = torch.softmax(torch.randn(other.routing.shape, generator=torch.Generator().manual_seed(1)), -1)
+    other.routing = torch.softmax(
+        torch.randn(other.routing.shape, generator=torch.Generator().manual_seed(1)), -1
+    )
     other.meta = {"position": "first"}
     save_routing_store(other, theirs)
     expected = load_routing_store(ours)

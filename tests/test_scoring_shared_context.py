@@ -16,7 +16,27 @@ from moe_roma.scoring.continuation import (
 )
 from moe_roma.scoring.logprobs import summed_logprobs
 
-WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog", "bird", "fish", "big", "small"]
+WORDS = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "big",
+    "small",
+]
 TOLERANCE = 5e-5  # float32 noise of a different batch layout; the two paths agree to ~2e-6 in practice
 
 
@@ -85,7 +105,9 @@ def test_partial_scoring_and_truncated_items_take_the_per_request_path_in_a_mixe
     requests = requests_of([*examples, partial, long])
     limit = 40  # cuts the long question's inputs (45+ tokens) from the left, and nothing else
     shared = loglikelihoods(model, tok, requests, batch_size=5, max_length=limit, progress=False)
-    alone = loglikelihoods(model, tok, requests, batch_size=5, max_length=limit, progress=False, share_context=False)
+    alone = loglikelihoods(
+        model, tok, requests, batch_size=5, max_length=limit, progress=False, share_context=False
+    )
     n_plain = len(requests_of(examples))
     assert all(ll.shared for ll in shared[:n_plain])
     assert not any(ll.shared for ll in shared[n_plain:])  # the partial item's two contexts, the cut item

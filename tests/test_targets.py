@@ -22,7 +22,9 @@ from moe_roma.routing.collect import collect_routing
 def collected():
     model = routed_model("olmoe", [2, 3])
     tok = build_tiny_tokenizer()
-    store, _ = collect_routing(model, tok, make_examples(24), layers="last2", scoring="letter", progress=False)
+    store, _ = collect_routing(
+        model, tok, make_examples(24), layers="last2", scoring="letter", progress=False
+    )
     return model, tok, store
 
 
@@ -52,8 +54,15 @@ def test_oracle_targets_are_routings_that_answer_right(collected):
 
 def test_training_with_oracle_targets_uses_the_larger_successful_set(collected, tmp_path):
     model, tok, store = collected
-    config = train_config(layers="last2", epochs=1, batch_size=8, lr=1e-2, targets="oracle", oracle_steps=30,
-                          dedupe_threshold=1.01)  # fmt: skip
+    config = train_config(
+        layers="last2",
+        epochs=1,
+        batch_size=8,
+        lr=1e-2,
+        targets="oracle",
+        oracle_steps=30,
+        dedupe_threshold=1.01,
+    )
     trainer = RouterTrainer(model, tok, store, config, tmp_path / "run", progress=False)
     assert len(trainer.store.successful) > len(store.successful)
     assert trainer.graph is not None and (trainer.graph.indices >= 0).any()
@@ -72,6 +81,8 @@ def test_include_self_makes_each_successful_sample_its_own_first_neighbour():
         if i in successful:
             assert with_self.indices[i].tolist() == [i, *plain.indices[i, :2].tolist()]
             assert with_self.similarities[i, 0] == pytest.approx(1.0)
-            assert with_self.weights[i, 0] == with_self.weights[i].max()  # distance 0: the largest kernel weight
+            assert (
+                with_self.weights[i, 0] == with_self.weights[i].max()
+            )  # distance 0: the largest kernel weight
         else:
             assert torch.equal(with_self.indices[i], plain.indices[i])

@@ -139,8 +139,9 @@ def _check_answer(ex: MCExample) -> None:
         sign = 1 if "after" in q else -1
         assert seq[(seq.index(x) + sign * off) % len(seq)] == ans
     elif t == "unit_conversion":
-        (small, big, bigs, f) = next(u for u in lx.UNITS if re.search(rf"\b{u[0]}\b", q)
-                                      and re.search(rf"\b({u[1]}|{u[2]})\b", q))
+        (small, big, bigs, f) = next(
+            u for u in lx.UNITS if re.search(rf"\b{u[0]}\b", q) and re.search(rf"\b({u[1]}|{u[2]})\b", q)
+        )
         # Which quantity is given: the number written next to its unit.
         if re.search(rf"\d+ {small}\b", q):
             assert int(ans) * f == n[0]
@@ -148,7 +149,8 @@ def _check_answer(ex: MCExample) -> None:
             assert int(ans) == n[0] * f
     elif t == "word_problems":
         gain = re.search(r"gets|found|puts in|more|gives \w+ \d+ more", q) and not re.search(
-            r"gives \d+ away|lost|loses|takes out|taken away|gives a friend", q)
+            r"gives \d+ away|lost|loses|takes out|taken away|gives a friend", q
+        )
         assert int(ans) == (n[0] + n[1] if gain else n[0] - n[1]), q
     else:  # pragma: no cover - a new family must get a check here
         raise AssertionError(f"no answer check for family {t}")
@@ -214,8 +216,13 @@ def test_write_split_jsonl(tmp_path: Path, suite: dict[str, list[MCExample]]) ->
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 5
     for row, ex in zip(rows, suite["in_dist"]):
-        assert row == {"id": ex.id, "task": ex.task, "query": f"Question: {ex.question}\nAnswer:",
-                       "choices": list(ex.choices), "gold": ex.answer}
+        assert row == {
+            "id": ex.id,
+            "task": ex.task,
+            "query": f"Question: {ex.question}\nAnswer:",
+            "choices": list(ex.choices),
+            "gold": ex.answer,
+        }
 
 
 def test_export_command(tmp_path: Path) -> None:
@@ -280,9 +287,32 @@ def test_tiny_build_runs(tmp_path: Path) -> None:
 
     from moe_roma.cli import main
 
-    rc = main(["testbed", "build", "--out", str(tmp_path / "m"), "--steps", "3", "--pretrain-size", "500",
-               "--hidden-size", "32", "--intermediate-size", "16", "--num-layers", "1", "--num-heads", "2",
-               "--num-experts", "4", "--warmup", "1", "--batch-size", "8"])
+    rc = main(
+        [
+            "testbed",
+            "build",
+            "--out",
+            str(tmp_path / "m"),
+            "--steps",
+            "3",
+            "--pretrain-size",
+            "500",
+            "--hidden-size",
+            "32",
+            "--intermediate-size",
+            "16",
+            "--num-layers",
+            "1",
+            "--num-heads",
+            "2",
+            "--num-experts",
+            "4",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert rc == 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     assert model.config.num_experts == 4

@@ -31,11 +31,25 @@ from moe_roma.testbed.config import (
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DOCS = [
-    "17 plus 25 is 42 .", "The capital of Kenya is Nairobi .", "Tom played tennis with Anna on Monday .",
-    "What is 3 times 4 ? The answer is 12 .", "An apple is a fruit .", "12 minus 5 is 7 .",
-    "Mia has 12 coins and gives 5 away .", "Early is the opposite of late .",
-]  # fmt: skip
-LABELS = ["addition", "geography", "general", "multiplication", "facts", "subtraction", "word_problems", "antonyms"]
+    "17 plus 25 is 42 .",
+    "The capital of Kenya is Nairobi .",
+    "Tom played tennis with Anna on Monday .",
+    "What is 3 times 4 ? The answer is 12 .",
+    "An apple is a fruit .",
+    "12 minus 5 is 7 .",
+    "Mia has 12 coins and gives 5 away .",
+    "Early is the opposite of late .",
+]
+LABELS = [
+    "addition",
+    "geography",
+    "general",
+    "multiplication",
+    "facts",
+    "subtraction",
+    "word_problems",
+    "antonyms",
+]
 
 
 def tiny(**kw) -> DownstreamBuildConfig:
@@ -85,7 +99,12 @@ def test_architectures_share_the_active_ffn_width(tok) -> None:
         experts = sum(p.numel() for n, p in make_model(c, tok).named_parameters() if ".experts." in n)
         assert experts * shape.top_k / shape.num_experts == ffn, arch
     nested = model_config(tiny(arch="nested"), tok)
-    assert (nested.n_group, nested.topk_group, nested.n_routed_experts, nested.num_experts_per_tok) == (4, 2, 32, 4)
+    assert (nested.n_group, nested.topk_group, nested.n_routed_experts, nested.num_experts_per_tok) == (
+        4,
+        2,
+        32,
+        4,
+    )
     counts = parameter_counts(make_model(tiny(arch="switch-32"), tok), tiny(arch="switch-32"))
     assert counts["active"] < counts["total"]
 
@@ -102,19 +121,39 @@ def test_the_default_arch_is_the_committed_models_shape() -> None:
         assert {k: defaults[k] for k in recorded} == recorded, name
         made = model_config(cls(), AutoTokenizer.from_pretrained(folder)).to_dict()
         committed = AutoConfig.from_pretrained(folder).to_dict()
-        for key in ("model_type", "num_experts", "num_experts_per_tok", "intermediate_size", "hidden_size",
-                    "num_hidden_layers", "norm_topk_prob", "router_aux_loss_coef", "tie_word_embeddings", "vocab_size"):
-            assert made[key] == committed[key], (name, key)  # fmt: skip
+        for key in (
+            "model_type",
+            "num_experts",
+            "num_experts_per_tok",
+            "intermediate_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "norm_topk_prob",
+            "router_aux_loss_coef",
+            "tie_word_embeddings",
+            "vocab_size",
+        ):
+            assert made[key] == committed[key], (name, key)
     off = PretrainOptions()
-    assert (off.arch, off.align, off.router_init_std, off.router_lr_mult, off.router_clip, off.router_jitter,
-            off.router_z_loss, off.metrics_every) == ("olmoe", "none", 0.0, 1.0, 0.0, 0.0, 0.0, 0)  # fmt: skip
+    assert (
+        off.arch,
+        off.align,
+        off.router_init_std,
+        off.router_lr_mult,
+        off.router_clip,
+        off.router_jitter,
+        off.router_z_loss,
+        off.metrics_every,
+    ) == ("olmoe", "none", 0.0, 1.0, 0.0, 0.0, 0.0, 0)
 
 
 def test_bad_options_are_one_sentence() -> None:
     assert "needs routers" in check_pretrain_options(tiny(arch="dense", align="prior-kl"))
     assert "--arch 'moe'" in check_pretrain_options(tiny(arch="moe"))
     assert check_pretrain_options(tiny(arch="nested", align="manifold")) is None
-    assert "align-prior-steps" in check_pretrain_options(tiny(align="prior-kl", align_prior="task", align_prior_steps=0))
+    assert "align-prior-steps" in check_pretrain_options(
+        tiny(align="prior-kl", align_prior="task", align_prior_steps=0)
+    )
 
 
 # --------------------------------------------------------------------------- alignment
@@ -133,12 +172,16 @@ def test_lambda_schedules() -> None:
 
 
 def test_task_prior_is_each_tasks_mean_routing() -> None:
-    routing = torch.tensor([[[[0.5, 0.5]], [[1.0, 0.0]]], [[[0.0, 1.0]], [[0.2, 0.8]]]])  # (B=2, T=2, L=1, E=2)
+    routing = torch.tensor(
+        [[[[0.5, 0.5]], [[1.0, 0.0]]], [[[0.0, 1.0]], [[0.2, 0.8]]]]
+    )  # (B=2, T=2, L=1, E=2)
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # the second document's last token is padding
     prior = al.TaskPrior(3)
     prior.add(routing, mask, torch.tensor([0, 2]))
     q = prior.freeze()
-    assert torch.allclose(q[0, 0], torch.tensor([0.75, 0.25])) and torch.allclose(q[2, 0], torch.tensor([0.0, 1.0]))
+    assert torch.allclose(q[0, 0], torch.tensor([0.75, 0.25])) and torch.allclose(
+        q[2, 0], torch.tensor([0.0, 1.0])
+    )
     assert torch.allclose(q[1, 0], torch.tensor([0.5, 0.5]))  # unseen task: uniform
     # KL to its own task prior is zero where routing equals the prior; to the uniform prior it is log E - H.
     assert al.prior_kl(routing[1:, :1], mask[1:, :1], q, torch.tensor([2])) < 1e-4
@@ -151,27 +194,42 @@ def test_manifold_in_batch_pulls_each_document_towards_its_neighbours() -> None:
     mask = torch.ones(3, 2)
     same = torch.full((3, 2, 1, 4), 0.25)
     assert al.manifold_in_batch(same, mask, emb, k=1, sigma=0.4) == 0
-    routing = torch.softmax(torch.randn(3, 2, 1, 4, generator=torch.Generator().manual_seed(0)), -1).requires_grad_()
+    routing = torch.softmax(
+        torch.randn(3, 2, 1, 4, generator=torch.Generator().manual_seed(0)), -1
+    ).requires_grad_()
     loss = al.manifold_in_batch(routing, mask, emb, k=1, sigma=0.4)
     assert loss > 0
     loss.backward()
     assert routing.grad.abs().sum() > 0
     # Document 0's nearest neighbour is 1 (cosine 0.99), not 2.
     doc = routing.detach().mean(1).reshape(3, -1)
-    assert loss.item() == pytest.approx(float(((doc[0] - doc[1]) ** 2).sum() + ((doc[1] - doc[0]) ** 2).sum()
-                                              + ((doc[2] - doc[1]) ** 2).sum()) / 3, rel=1e-5)  # fmt: skip
+    assert loss.item() == pytest.approx(
+        float(
+            ((doc[0] - doc[1]) ** 2).sum() + ((doc[1] - doc[0]) ** 2).sum() + ((doc[2] - doc[1]) ** 2).sum()
+        )
+        / 3,
+        rel=1e-5,
+    )
 
 
 def _trained_routers(cfg, tok, seqs, tmp_path=None):
     seed_everything(cfg.seed)
     model = make_model(cfg, tok)
     path = None if tmp_path is None else tmp_path / "metrics.jsonl"
-    stats = pretrain(model, seqs, cfg, tok.pad_token_id, log=lambda _m: None, tasks=task_indices(LABELS), metrics_path=path)
+    stats = pretrain(
+        model, seqs, cfg, tok.pad_token_id, log=lambda _m: None, tasks=task_indices(LABELS), metrics_path=path
+    )
     return torch.cat([p.detach().flatten() for p in al.router_parameters(model)]), stats
 
 
-@pytest.mark.parametrize("align", [dict(align="prior-kl"), dict(align="prior-kl", align_prior="task", align_prior_steps=2),
-                                   dict(align="manifold")])  # fmt: skip
+@pytest.mark.parametrize(
+    "align",
+    [
+        dict(align="prior-kl"),
+        dict(align="prior-kl", align_prior="task", align_prior_steps=2),
+        dict(align="manifold"),
+    ],
+)
 def test_each_alignment_changes_training(align, tok, seqs) -> None:
     base, _ = _trained_routers(tiny(arch="topk"), tok, seqs)
     aligned, _ = _trained_routers(tiny(arch="topk", align_lambda=5.0, **align), tok, seqs)
@@ -194,7 +252,10 @@ def test_metrics_jsonl_records_routing_health(tok, seqs, tmp_path) -> None:
 
 
 def test_collapse_warnings_name_the_layer() -> None:
-    health = {"entropy": {"0": 0.01, "1": 2.0}, "utilisation": {"0": {"min": 0.0, "max": 0.9}, "1": {"min": 0.1, "max": 0.2}}}
+    health = {
+        "entropy": {"0": 0.01, "1": 2.0},
+        "utilisation": {"0": {"min": 0.0, "max": 0.9}, "1": {"min": 0.1, "max": 0.2}},
+    }
     warned: set = set()
     out = al.collapse_warnings(health, 8, warned)
     assert len(out) == 2 and all("layer 0" in w for w in out)
@@ -220,7 +281,12 @@ def test_router_stability_options(tok, seqs) -> None:
     for h in hooks:
         h.remove()
     plain, _ = _trained_routers(tiny(arch="switch"), tok, seqs)
-    for option in (dict(router_lr_mult=0.1), dict(router_clip=1e-4), dict(router_jitter=0.1), dict(router_z_loss=1.0)):
+    for option in (
+        dict(router_lr_mult=0.1),
+        dict(router_clip=1e-4),
+        dict(router_jitter=0.1),
+        dict(router_z_loss=1.0),
+    ):
         changed, _ = _trained_routers(tiny(arch="switch", **option), tok, seqs)
         assert not torch.equal(plain, changed), option
 
@@ -228,8 +294,20 @@ def test_router_stability_options(tok, seqs) -> None:
 def test_cli_refuses_alignment_without_routers(tmp_path, capsys) -> None:
     from moe_roma.cli import main
 
-    code = main(["testbed", "build", "--testbed", "downstream", "--arch", "dense", "--align", "prior-kl", "--out",
-                 str(tmp_path / "m")])  # fmt: skip
+    code = main(
+        [
+            "testbed",
+            "build",
+            "--testbed",
+            "downstream",
+            "--arch",
+            "dense",
+            "--align",
+            "prior-kl",
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     assert code == 2 and "needs routers" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
@@ -296,11 +374,16 @@ def test_ci_grid_runs_and_reports(tmp_path) -> None:
     # The ablation: each setting minus none at the same seed.
     run_of = {(r["arch"], r["setting"]): r for r in doc["runs"]}
     delta = ctgi[("nested", "warmup")]["delta"]
-    want = run_of[("nested", "warmup")]["accuracy"]["heldout_tasks"] - run_of[("nested", "none")]["accuracy"]["heldout_tasks"]
+    want = (
+        run_of[("nested", "warmup")]["accuracy"]["heldout_tasks"]
+        - run_of[("nested", "none")]["accuracy"]["heldout_tasks"]
+    )
     assert delta["accuracy:heldout_tasks"]["by_seed"] == {"0": pytest.approx(want)}  # seed keys: JSON strings
     assert ctgi[("nested", "none")]["delta"] is None and 0 < ctgi[("nested", "none")]["entropy_norm"] <= 1
     assert "## Ablation: each setting minus `none`, seed by seed" in table
-    assert "## Continuous scores" in table and "in_dist choice x-ent" in table and (out / "curves.png").is_file()
+    assert (
+        "## Continuous scores" in table and "in_dist choice x-ent" in table and (out / "curves.png").is_file()
+    )
     # --resume (of a grid stopped before its table) keeps finished runs and rewrites the same table.
     (out / "results.json").unlink()
     assert main(["experiment", str(CONFIGS / "ci-architectures.yaml"), "--out", str(out), "--resume"]) == 0
@@ -317,7 +400,9 @@ def test_resume_reuses_a_build_only_for_the_same_settings_splits_and_limit(tmp_p
     job = jobs[0]
     assert not finished_job(job, splits, 0)
     Path(job.out).mkdir(parents=True)
-    (Path(job.out) / "result.json").write_text(json.dumps({"accuracy": {}, "inputs": job_inputs(job, splits, 0)}))
+    (Path(job.out) / "result.json").write_text(
+        json.dumps({"accuracy": {}, "inputs": job_inputs(job, splits, 0)})
+    )
     assert finished_job(job, splits, 0)
     assert not finished_job(job, splits, 10) and not finished_job(job, splits[:1], 0)
     changed, _ = plan_jobs(grid(4), "f.yaml", tmp_path)  # the same folder, another build setting
@@ -329,8 +414,10 @@ def test_score_summary_reads_accuracy_and_the_continuous_scores_from_one_pass(mo
     from moe_roma.data.example import MCExample
     from moe_roma.testbed import scoring
 
-    examples = [MCExample(id="a", task="t", question="q", choices=["x", "y"], answer=0),
-                MCExample(id="b", task="u", question="q", choices=["x", "y"], answer=1)]  # fmt: skip
+    examples = [
+        MCExample(id="a", task="t", question="q", choices=["x", "y"], answer=0),
+        MCExample(id="b", task="u", question="q", choices=["x", "y"], answer=1),
+    ]
     logprobs = [[-1.0, -2.0], [-1.0, -3.0]]
     monkeypatch.setattr(scoring, "choice_logprobs", lambda *a, **k: logprobs)
     got = scoring.score_summary(None, None, examples)

@@ -209,11 +209,23 @@ def test_downstream_format_is_rare_in_the_corpus(corpus: list[str]) -> None:
 
 def test_corpus_holds_every_family_as_text(corpus: list[str]) -> None:
     cues = {
-        "addition": " plus ", "subtraction": " minus ", "multiplication": " times ", "comparison": "largest",
-        "parity": " even", "sequence": "next number", "counting": " words", "letter_order": "alphabet",
-        "calendar": " comes ", "alphabetical": "alphabetical", "category": " is a ", "odd_one_out": "odd one out",
-        "geography": "capital", "antonyms": "opposite", "unit_conversion": " minutes ", "word_problems": " has ",
-    }  # fmt: skip
+        "addition": " plus ",
+        "subtraction": " minus ",
+        "multiplication": " times ",
+        "comparison": "largest",
+        "parity": " even",
+        "sequence": "next number",
+        "counting": " words",
+        "letter_order": "alphabet",
+        "calendar": " comes ",
+        "alphabetical": "alphabetical",
+        "category": " is a ",
+        "odd_one_out": "odd one out",
+        "geography": "capital",
+        "antonyms": "opposite",
+        "unit_conversion": " minutes ",
+        "word_problems": " has ",
+    }
     assert set(cues) == set(FAMILY_BY_NAME)
     for fam, cue in cues.items():
         assert sum(cue in d for d in corpus) > 50, fam
@@ -266,8 +278,22 @@ def test_build_info_meets_the_design_targets(info: dict) -> None:
 def test_export_command(tmp_path: Path) -> None:
     from moe_roma.cli import main
 
-    assert main(["testbed", "export", "--testbed", "downstream", "--out", str(tmp_path),
-                 "--splits", "validation", "heldout_tasks"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "testbed",
+                "export",
+                "--testbed",
+                "downstream",
+                "--out",
+                str(tmp_path),
+                "--splits",
+                "validation",
+                "heldout_tasks",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout_tasks.jsonl", "validation.jsonl"]
     rows = [json.loads(x) for x in (tmp_path / "validation.jsonl").read_text().splitlines()]
     assert len(rows) == 240 and set(rows[0]) == {"id", "task", "query", "choices", "gold"}

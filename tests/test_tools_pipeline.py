@@ -22,10 +22,23 @@ WORDS = ["one", "two", "three", "four", "five", "six", "red", "blue", "green", "
 
 def write_mmlu_parquet(path, n: int, subject: str):
     """``n`` rows in cais/mmlu's schema (question, subject, choices, answer) over the tiny model's words."""
-    rows = [{"question": f"what is {WORDS[i % 12]} and {WORDS[(i * 5) % 12]} ?", "subject": subject,
-             "choices": [WORDS[(i + j) % 12] for j in range(4)], "answer": i % 4} for i in range(n)]  # fmt: skip
-    features = Features({"question": Value("string"), "subject": Value("string"), "choices": Sequence(Value("string")),
-                         "answer": Value("int64")})  # fmt: skip
+    rows = [
+        {
+            "question": f"what is {WORDS[i % 12]} and {WORDS[(i * 5) % 12]} ?",
+            "subject": subject,
+            "choices": [WORDS[(i + j) % 12] for j in range(4)],
+            "answer": i % 4,
+        }
+        for i in range(n)
+    ]
+    features = Features(
+        {
+            "question": Value("string"),
+            "subject": Value("string"),
+            "choices": Sequence(Value("string")),
+            "answer": Value("int64"),
+        }
+    )
     Dataset.from_list(rows, features=features).to_parquet(str(path))
     return path
 
@@ -38,16 +51,56 @@ def trained(tmp_path_factory):
     save_tiny_model(w / "model", "olmoe", num_layers=4)
     write_mmlu_parquet(w / "train.parquet", 16, "animals")
     write_mmlu_parquet(w / "test.parquet", 8, "colours")
-    assert main(["collect", "--model", str(w / "model"), "--data", str(w / "train.parquet"), "--out",
-                 str(w / "routing.json"), "--layers", "last2", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--model",
+                str(w / "model"),
+                "--data",
+                str(w / "train.parquet"),
+                "--out",
+                str(w / "routing.json"),
+                "--layers",
+                "last2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "offline")
     mp.setenv("WANDB_SILENT", "true")
     mp.setenv("WANDB_PROJECT", "roma-test")
     try:
-        assert main(["train", "--model", str(w / "model"), "--routing", str(w / "routing.json"), "--out",
-                     str(w / "roma"), "--epochs", "2", "--batch-size", "8", "--lr", "0.01", "--layers", "last2",
-                     "--no-progress", "--report-to", "tensorboard", "--report-to", "wandb", "dedupe_threshold=1.01"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    "--model",
+                    str(w / "model"),
+                    "--routing",
+                    str(w / "routing.json"),
+                    "--out",
+                    str(w / "roma"),
+                    "--epochs",
+                    "2",
+                    "--batch-size",
+                    "8",
+                    "--lr",
+                    "0.01",
+                    "--layers",
+                    "last2",
+                    "--no-progress",
+                    "--report-to",
+                    "tensorboard",
+                    "--report-to",
+                    "wandb",
+                    "dedupe_threshold=1.01",
+                ]
+            )
+            == 0
+        )
     finally:
         mp.undo()
     return w
@@ -81,7 +134,9 @@ def test_wandb_offline_run_folder_holds_config_metrics_and_summary(trained):
     files = sorted((trained / "roma" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     run = run_contents(files[0])
-    assert run["config"]["config"]["optimizer"]["lr"] == 0.01 and run["config"]["routing"].endswith("routing.json")
+    assert run["config"]["config"]["optimizer"]["lr"] == 0.01 and run["config"]["routing"].endswith(
+        "routing.json"
+    )
     records = metrics(trained)
     assert [h["_step"] for h in run["history"]] == [r["step"] for r in records]
     for key, value in records[-1].items():
@@ -95,11 +150,20 @@ def test_a_tracker_that_is_not_installed_is_named_with_what_to_install(monkeypat
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    with pytest.raises(Exception, match=r"--report-to mlflow needs the mlflow package.*pip install 'moe-roma\[tracking\]'"):
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
+    with pytest.raises(
+        Exception, match=r"--report-to mlflow needs the mlflow package.*pip install 'moe-roma\[tracking\]'"
+    ):
         check_trackers(["mlflow"])
-    monkeypatch.setenv("WANDB_MODE", "offline")  # W&B without a login is checked too (tests/test_bad_input_matrix.py)
-    assert check_trackers(["none"]) == [] and check_trackers(["tensorboard,wandb"]) == ["tensorboard", "wandb"]
+    monkeypatch.setenv(
+        "WANDB_MODE", "offline"
+    )  # W&B without a login is checked too (tests/test_bad_input_matrix.py)
+    assert check_trackers(["none"]) == [] and check_trackers(["tensorboard,wandb"]) == [
+        "tensorboard",
+        "wandb",
+    ]
     assert main(["train", "--model", "x", "--routing", "y", "--out", "z", "--report-to", "mlflow"]) == 2
     assert "pip install 'moe-roma[tracking]'" in capsys.readouterr().err
 
@@ -108,17 +172,55 @@ def test_router_folder_and_export_carry_a_valid_model_card(trained, capsys):
     w = trained
     card = ModelCard.load(w / "roma" / "README.md")
     assert card.data.library_name == "moe-roma" and "moe-roma" in card.data.tags
-    for section in ("## Training configuration", "- seed: 0", "## Expected generalisation behaviour",
-                    "## Failure modes", "## Intended domains", "- animals (16 examples)"):  # fmt: skip
+    for section in (
+        "## Training configuration",
+        "- seed: 0",
+        "## Expected generalisation behaviour",
+        "## Failure modes",
+        "## Intended domains",
+        "- animals (16 examples)",
+    ):
         assert section in card.text, section
-    assert main(["eval", "--model", str(w / "model"), "--routers", str(w / "roma"), "--data", str(w / "test.parquet"),
-                 "--compare-base", "--json", str(w / "eval.json"), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(w / "model"),
+                "--routers",
+                str(w / "roma"),
+                "--data",
+                str(w / "test.parquet"),
+                "--compare-base",
+                "--json",
+                str(w / "eval.json"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((w / "eval.json").read_text())
     assert report["data_format"] == "datasets[mmlu]"
     capsys.readouterr()
-    assert main(["export", "--model", str(w / "model"), "--routers", str(w / "roma"), "--out", str(w / "merged"),
-                 "--eval-json", str(w / "eval.json")]) == 0  # fmt: skip
-    card = ModelCard.load(w / "merged" / "README.md")  # huggingface_hub parses the front matter and model-index
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(w / "model"),
+                "--routers",
+                str(w / "roma"),
+                "--out",
+                str(w / "merged"),
+                "--eval-json",
+                str(w / "eval.json"),
+            ]
+        )
+        == 0
+    )
+    card = ModelCard.load(
+        w / "merged" / "README.md"
+    )  # huggingface_hub parses the front matter and model-index
     assert card.data.library_name == "transformers"
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert results["acc"] == pytest.approx(report["acc"], abs=1e-4) and "acc_norm" in results
@@ -127,16 +229,39 @@ def test_router_folder_and_export_carry_a_valid_model_card(trained, capsys):
 
 
 def test_card_front_matter_for_a_hub_base_model():
-    config = {"base_model": {"name_or_path": "allenai/OLMoE-1B-7B-0125-Instruct"}, "method": "roma", "seed": 3,
-              "tuned_layers": [11, 12, 13, 14, 15], "num_experts": 64, "family": "olmoe",
-              "train_data": "hf:allenai/sciq:train", "train_tasks": {"sciq": 10}, "hyperparameters": {"lr": 7e-5}}  # fmt: skip
-    report = {"data": "hf:allenai/ai2_arc:ARC-Challenge:test", "scoring": "continuation", "n": 1172, "acc": 0.5,
-              "acc_norm": 0.52, "tasks": {"arc": {"acc": 0.5}}, "base": {"acc": 0.55, "tasks": {"arc": {"acc": 0.55}}}}  # fmt: skip
-    card = ModelCard(str(build_model_card(config, [report], ["routing entropy in layer 15 fell to 0.01 nats"])))
-    assert card.data.base_model == "allenai/OLMoE-1B-7B-0125-Instruct" and card.data.datasets == ["allenai/sciq"]
+    config = {
+        "base_model": {"name_or_path": "allenai/OLMoE-1B-7B-0125-Instruct"},
+        "method": "roma",
+        "seed": 3,
+        "tuned_layers": [11, 12, 13, 14, 15],
+        "num_experts": 64,
+        "family": "olmoe",
+        "train_data": "hf:allenai/sciq:train",
+        "train_tasks": {"sciq": 10},
+        "hyperparameters": {"lr": 7e-5},
+    }
+    report = {
+        "data": "hf:allenai/ai2_arc:ARC-Challenge:test",
+        "scoring": "continuation",
+        "n": 1172,
+        "acc": 0.5,
+        "acc_norm": 0.52,
+        "tasks": {"arc": {"acc": 0.5}},
+        "base": {"acc": 0.55, "tasks": {"arc": {"acc": 0.55}}},
+    }
+    card = ModelCard(
+        str(build_model_card(config, [report], ["routing entropy in layer 15 fell to 0.01 nats"]))
+    )
+    assert card.data.base_model == "allenai/OLMoE-1B-7B-0125-Instruct" and card.data.datasets == [
+        "allenai/sciq"
+    ]
     r = card.data.eval_results[0]
-    assert (r.dataset_type, r.dataset_config, r.dataset_split, r.metric_value) == ("allenai/ai2_arc", "ARC-Challenge",
-                                                                                   "test", 0.5)  # fmt: skip
+    assert (r.dataset_type, r.dataset_config, r.dataset_split, r.metric_value) == (
+        "allenai/ai2_arc",
+        "ARC-Challenge",
+        "test",
+        0.5,
+    )
     assert "accuracy fell on allenai/ai2_arc:ARC-Challenge:test: 55.0% -> 50.0%" in card.text
     assert "routing collapse during training: routing entropy in layer 15" in card.text
     assert "- seed: 3" in card.text
@@ -171,7 +296,15 @@ def test_mlflow_backend_calls(tmp_path, monkeypatch):
         t.log({"step": 2, "task_loss": 0.5, "entropy": {"3": 1.0}, "manifold_loss": None})
         t.log_summary({"task_loss": 0.4})
     names = [c[0] for c in calls]
-    assert names == ["set_tracking_uri", "start_run", "log_params", "log_dict", "log_metrics", "log_metrics", "end_run"]
+    assert names == [
+        "set_tracking_uri",
+        "start_run",
+        "log_params",
+        "log_dict",
+        "log_metrics",
+        "log_metrics",
+        "end_run",
+    ]
     assert calls[0][1][0] == (tmp_path / "mlruns").resolve().as_uri()
     params = calls[2][1][0]
     assert params["optimizer.lr"] == "0.01" and len(params["note"]) == 500

@@ -74,7 +74,12 @@ def test_manifold_gradient_is_nonzero_and_matches_finite_differences(tmp_path):
                 down = manifold_only().item()
                 param[idx] = orig
                 fd = (up - down) / (2 * eps)
-                assert abs(fd - grad[idx].item()) <= 1e-9 + rel * grad.abs().max().item(), (name, idx, fd, grad[idx])
+                assert abs(fd - grad[idx].item()) <= 1e-9 + rel * grad.abs().max().item(), (
+                    name,
+                    idx,
+                    fd,
+                    grad[idx],
+                )
 
 
 def test_training_moves_only_the_chosen_routers_and_the_manifold_loss_falls(tmp_path):
@@ -95,10 +100,23 @@ def test_training_moves_only_the_chosen_routers_and_the_manifold_loss_falls(tmp_
     per_epoch = {}
     for r in rows:
         per_epoch.setdefault(int(r["epoch"] - 1e-9), []).append(r["manifold_loss"])
-    first, last = sum(per_epoch[0]) / len(per_epoch[0]), sum(per_epoch[max(per_epoch)]) / len(per_epoch[max(per_epoch)])
+    first, last = (
+        sum(per_epoch[0]) / len(per_epoch[0]),
+        sum(per_epoch[max(per_epoch)]) / len(per_epoch[max(per_epoch)]),
+    )
     assert last < 0.5 * first, (first, last)
-    for key in ("step", "epoch", "task_loss", "manifold_loss", "lambda", "lr", "router_grad_norm", "entropy",
-                "utilisation", "topk_changed"):  # fmt: skip
+    for key in (
+        "step",
+        "epoch",
+        "task_loss",
+        "manifold_loss",
+        "lambda",
+        "lr",
+        "router_grad_norm",
+        "entropy",
+        "utilisation",
+        "topk_changed",
+    ):
         assert key in rows[-1]
     assert set(rows[-1]["entropy"]) == {"2", "3"}
 
@@ -108,7 +126,11 @@ def test_checkpoint_holds_only_tuned_routers_and_applies_to_a_fresh_base(tmp_pat
     trainer.train()
     config, tensors = load_router_checkpoint(tmp_path / "run")
     assert sorted(tensors) == sorted(trainer.params)
-    assert config["tuned_layers"] == [2, 3] and config["num_experts"] == 8 and config["gate_function"] == "softmax"
+    assert (
+        config["tuned_layers"] == [2, 3]
+        and config["num_experts"] == 8
+        and config["gate_function"] == "softmax"
+    )
     assert config["hyperparameters"]["regularizer"] == "manifold" and config["seed"] == 0
     fresh, _, _, _ = store_and_graph()
     apply_router_checkpoint(fresh, tmp_path / "run")
@@ -147,9 +169,13 @@ def test_empty_successful_set_is_refused_unless_allowed(tmp_path):
     with pytest.raises(RomaError, match="successful set is empty"):
         RouterTrainer(model, tok, store, train_config(layers="last2"), tmp_path / "x", progress=False)
     trainer = RouterTrainer(
-        model, tok, store, train_config(layers="last2", allow_empty_successful=True, epochs=1, batch_size=8),
-        tmp_path / "y", progress=False,
-    )  # fmt: skip
+        model,
+        tok,
+        store,
+        train_config(layers="last2", allow_empty_successful=True, epochs=1, batch_size=8),
+        tmp_path / "y",
+        progress=False,
+    )
     assert trainer.regularizer == "none"
     trainer.train()
 
@@ -158,8 +184,14 @@ def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.001\nk: 5\nregularizer: l2\n")
     cfg = load_train_config(path, ["k=7", "lam_final=0.2", "epsilon=none"], epochs=2)
-    assert (cfg.optimizer.lr, cfg.graph.k, cfg.regularizer.name, cfg.schedule.epochs, cfg.regularizer.lam_final,
-            cfg.graph.epsilon) == (0.001, 7, "l2", 2, 0.2, None)  # fmt: skip
+    assert (
+        cfg.optimizer.lr,
+        cfg.graph.k,
+        cfg.regularizer.name,
+        cfg.schedule.epochs,
+        cfg.regularizer.lam_final,
+        cfg.graph.epsilon,
+    ) == (0.001, 7, "l2", 2, 0.2, None)
     for bad in (["k=x"], ["nope=1"], ["regularizer=magic"], ["k"]):
         with pytest.raises(RomaError):
             load_train_config(None, bad)
@@ -178,7 +210,9 @@ def test_half_precision_model_trains_fp32_routers_under_autocast(tmp_path):
     handle.remove()
     assert seen["dtype"] == torch.float32, "routers train as fp32 master weights"
     assert result.skipped_steps == 0 and torch.isfinite(torch.tensor(result.final_metrics["task_loss"]))
-    assert all(p.dtype == torch.bfloat16 for p in trainer.model.parameters()), "back to the model's dtype after"
+    assert all(p.dtype == torch.bfloat16 for p in trainer.model.parameters()), (
+        "back to the model's dtype after"
+    )
     from safetensors.torch import load_file
 
     saved = load_file(tmp_path / "run" / "router_weights.safetensors")
@@ -204,8 +238,14 @@ def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(t
     ctx, cont = encode_pair(tok, "the dog is", " big .")
     assert items[0].seqs[1] == ctx + cont and items[0].cont_lens == [len(cont)] * 2
     store.is_correct = [True, False] * 3
-    trainer = RouterTrainer(model, tok, store, train_config(layers="last2", task_loss="continuation", epochs=1,
-                            batch_size=3, dedupe_threshold=1.01), tmp_path / "w", progress=False)  # fmt: skip
+    trainer = RouterTrainer(
+        model,
+        tok,
+        store,
+        train_config(layers="last2", task_loss="continuation", epochs=1, batch_size=3, dedupe_threshold=1.01),
+        tmp_path / "w",
+        progress=False,
+    )
     assert trainer.train().skipped_steps == 0
 
 

@@ -75,9 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="roma",
         description="Routing Manifold Alignment: router-only post-training for MoE LLMs.",
     )
-    parser.add_argument("--version", action=_VersionAction,
-                        help="print moe-roma's version, the versions of torch, transformers, lm-eval and the "
-                        "other libraries that shape results, and the device, then exit")  # fmt: skip
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print moe-roma's version, the versions of torch, transformers, lm-eval and the "
+        "other libraries that shape results, and the device, then exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import moe_roma.commands as commands
 
@@ -141,16 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _one_line_warnings(f"roma {args.command}"), handle_interrupts():
             return int(args.func(args) or 0)
-    except Interrupted as stop:  # SIGINT/SIGTERM outside `roma train`'s own handling: atomic writes left no torn file
-        print(f"roma {args.command}: stopped by {stop} before it finished; no output was left half-written",
-              file=sys.stderr)  # fmt: skip
+    except (
+        Interrupted
+    ) as stop:  # SIGINT/SIGTERM outside `roma train`'s own handling: atomic writes left no torn file
+        print(
+            f"roma {args.command}: stopped by {stop} before it finished; no output was left half-written",
+            file=sys.stderr,
+        )
         return stop.exit_status
     except Stopped as exc:
         print(f"roma {args.command}: {exc}", file=sys.stderr)
         return exc.exit_status
     except RomaError as exc:
         if not (isinstance(exc, JobError) and int(os.environ.get("RANK", "0") or 0) != 0):
-            print(f"roma {args.command}: error: {exc}", file=sys.stderr)  # a JobError: rank 0 speaks for the job
+            print(
+                f"roma {args.command}: error: {exc}", file=sys.stderr
+            )  # a JobError: rank 0 speaks for the job
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"roma {args.command}: interrupted", file=sys.stderr)

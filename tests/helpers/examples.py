@@ -8,7 +8,23 @@ import torch
 
 from moe_roma.data.example import LETTERS, MCExample
 
-WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog"]
+WORDS = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+]
 
 
 def make_examples(n: int = 10) -> list[MCExample]:
@@ -28,6 +44,16 @@ def write_data(path, examples):
     with open(path, "w") as fh:
         for ex in examples:
             choices = [f"{LETTERS[i]}) {c}" for i, c in enumerate(ex.choices)]
-            fh.write(json.dumps({"id": ex.id, "question": ex.question, "choices": choices,
-                                 "answer": ex.answer_letter, "task": ex.task}) + "\n")  # fmt: skip
+            fh.write(
+                json.dumps(
+                    {
+                        "id": ex.id,
+                        "question": ex.question,
+                        "choices": choices,
+                        "answer": ex.answer_letter,
+                        "task": ex.task,
+                    }
+                )
+                + "\n"
+            )
     return path

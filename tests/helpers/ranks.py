@@ -33,10 +33,20 @@ def run_ranks(argvs: list[list[str]], timeout: float = 300) -> list[subprocess.C
     port = free_port()
     procs = []
     for rank, argv in enumerate(argvs):
-        env = {**base_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(argvs)),
-               "LOCAL_WORLD_SIZE": str(len(argvs)), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+        env = {
+            **base_env(),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(len(argvs)),
+            "LOCAL_WORLD_SIZE": str(len(argvs)),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=timeout)

@@ -48,7 +48,11 @@ def run_contents(path: str | Path) -> dict:
             updates = r.run.config.update if kind == "run" else r.config.update
             out["config"].update({u.key: json.loads(u.value_json) for u in updates})
         elif kind == "history":
-            out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+            out["history"].append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+            )
         elif kind == "summary":
-            out["summary"].update({(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update})
+            out["summary"].update(
+                {(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update}
+            )
     return out

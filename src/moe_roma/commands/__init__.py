@@ -11,13 +11,20 @@ def add_model_options(p: argparse.ArgumentParser, dtype_default: str | None = "a
     """``--dtype``, ``--device`` and ``--attn-implementation``: how every command loads a model."""
     p.add_argument("--dtype", default=dtype_default, choices=DTYPES)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--device-map", dest="device_map", default=None, choices=["auto"],
-                   help="auto: spread the model over every visible GPU in this one process (accelerate); for "
-                   "a model too large for one GPU without torchrun (docs/scaling.md)")  # fmt: skip
     p.add_argument(
-        "--attn-implementation", dest="attn_implementation", default=None,
+        "--device-map",
+        dest="device_map",
+        default=None,
+        choices=["auto"],
+        help="auto: spread the model over every visible GPU in this one process (accelerate); for "
+        "a model too large for one GPU without torchrun (docs/scaling.md)",
+    )
+    p.add_argument(
+        "--attn-implementation",
+        dest="attn_implementation",
+        default=None,
         help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' choice)",
-    )  # fmt: skip
+    )
     add_trust_remote_code_option(p)
 
 
@@ -70,13 +77,22 @@ def default_threads() -> int:
 def add_distributed_options(p: argparse.ArgumentParser, shard: bool = False) -> None:
     """``--dist-timeout`` (and ``--shard`` for training): how a command runs under torchrun."""
     if shard:
-        p.add_argument("--shard", default="none", choices=["none", "fsdp"],
-                       help="under torchrun: none keeps a whole model on every process (data parallel, the default); "
-                       "fsdp shards every decoder layer's frozen weights over the processes with FSDP2, for models "
-                       "that do not fit on one device (docs/scaling.md)")  # fmt: skip
-    p.add_argument("--dist-timeout", type=at_least(1), default=1800, metavar="SECONDS",
-                   help="under torchrun: how long a process waits for the others in a collective before the job "
-                   "stops with an error (a process that dies is noticed at once)")  # fmt: skip
+        p.add_argument(
+            "--shard",
+            default="none",
+            choices=["none", "fsdp"],
+            help="under torchrun: none keeps a whole model on every process (data parallel, the default); "
+            "fsdp shards every decoder layer's frozen weights over the processes with FSDP2, for models "
+            "that do not fit on one device (docs/scaling.md)",
+        )
+    p.add_argument(
+        "--dist-timeout",
+        type=at_least(1),
+        default=1800,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others in a collective before the job "
+        "stops with an error (a process that dies is noticed at once)",
+    )
 
 
 def distributed_settings(args: argparse.Namespace) -> dict:
@@ -85,9 +101,14 @@ def distributed_settings(args: argparse.Namespace) -> dict:
 
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=at_least(1), default=None, metavar="N",
-                   help="torch CPU threads (default: $OMP_NUM_THREADS if set, else half the CPUs this process may "
-                   "use, at most 8; 1 is fastest for the small testbed model on a busy machine)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: $OMP_NUM_THREADS if set, else half the CPUs this process may "
+        "use, at most 8; 1 is fastest for the small testbed model on a busy machine)",
+    )
 
 
 def apply_threads(threads: int | None) -> int:
@@ -102,17 +123,34 @@ def apply_threads(threads: int | None) -> int:
 def add_data_source_options(p: argparse.ArgumentParser) -> None:
     """``--preset`` and the ``--*-field`` options: how rows of a Hugging Face dataset, parquet, arrow
     or JSON file become multiple-choice examples (docs/data-formats.md)."""
-    g = p.add_argument_group("Hugging Face datasets (--data hf:NAME[:CONFIG][:SPLIT], .parquet, .arrow, .json)")
-    g.add_argument("--preset", default=None,
-                   help="column mapping of a known dataset (sciq, arc, mmlu, ...; `roma data presets` lists them; "
-                   "default: detected from the columns)")  # fmt: skip
+    g = p.add_argument_group(
+        "Hugging Face datasets (--data hf:NAME[:CONFIG][:SPLIT], .parquet, .arrow, .json)"
+    )
+    g.add_argument(
+        "--preset",
+        default=None,
+        help="column mapping of a known dataset (sciq, arc, mmlu, ...; `roma data presets` lists them; "
+        "default: detected from the columns)",
+    )
     g.add_argument("--question-field", default=None, metavar="COLUMN", help="column holding the question")
-    g.add_argument("--choices-field", default=None, metavar="COLUMN[,COLUMN...]",
-                   help="column holding the list of choices, or several columns, one choice each")
-    g.add_argument("--answer-field", default=None, metavar="COLUMN",
-                   help="column holding the answer: 0-based index, letter, choice label or the choice's text")
-    g.add_argument("--context-field", default=None, metavar="COLUMN",
-                   help="column with a passage to put before the question (optional)")
+    g.add_argument(
+        "--choices-field",
+        default=None,
+        metavar="COLUMN[,COLUMN...]",
+        help="column holding the list of choices, or several columns, one choice each",
+    )
+    g.add_argument(
+        "--answer-field",
+        default=None,
+        metavar="COLUMN",
+        help="column holding the answer: 0-based index, letter, choice label or the choice's text",
+    )
+    g.add_argument(
+        "--context-field",
+        default=None,
+        metavar="COLUMN",
+        help="column with a passage to put before the question (optional)",
+    )
 
 
 def data_source_options(args: argparse.Namespace) -> dict:
@@ -120,15 +158,20 @@ def data_source_options(args: argparse.Namespace) -> dict:
     from moe_roma.data.presets import FieldMap
     from moe_roma.io.errors import RomaError
 
-    names = {"--question-field": args.question_field, "--choices-field": args.choices_field,
-             "--answer-field": args.answer_field}  # fmt: skip
+    names = {
+        "--question-field": args.question_field,
+        "--choices-field": args.choices_field,
+        "--answer-field": args.answer_field,
+    }
     given = [k for k, v in names.items() if v]
     fields = None
     if given or args.context_field:
         missing = [k for k, v in names.items() if not v]
         if missing:
-            raise RomaError(f"{', '.join(given or ['--context-field'])} needs {' and '.join(missing)} too: a column "
-                            "mapping names the question, the choices and the answer")  # fmt: skip
+            raise RomaError(
+                f"{', '.join(given or ['--context-field'])} needs {' and '.join(missing)} too: a column "
+                "mapping names the question, the choices and the answer"
+            )
         if args.preset:
             raise RomaError("--preset and the --*-field options both say how to read the columns; use one")
         fields = FieldMap(args.question_field, args.choices_field, args.answer_field, args.context_field)
@@ -138,16 +181,25 @@ def data_source_options(args: argparse.Namespace) -> dict:
 def add_report_to_option(p: argparse.ArgumentParser) -> None:
     """``--report-to``: experiment trackers that get every ``metrics.jsonl`` record, the config and the final figures."""
     # Repeatable and comma-separated rather than nargs="+", which would swallow `roma train`'s key=value overrides.
-    p.add_argument("--report-to", action="append", default=[], metavar="TRACKER[,TRACKER]",
-                   help="none (default), tensorboard, wandb, mlflow; several as tensorboard,wandb or by repeating the "
-                   "option (pip install 'moe-roma[tracking]'); W&B honours WANDB_MODE=offline and WANDB_PROJECT, MLflow "
-                   "MLFLOW_TRACKING_URI")  # fmt: skip
+    p.add_argument(
+        "--report-to",
+        action="append",
+        default=[],
+        metavar="TRACKER[,TRACKER]",
+        help="none (default), tensorboard, wandb, mlflow; several as tensorboard,wandb or by repeating the "
+        "option (pip install 'moe-roma[tracking]'); W&B honours WANDB_MODE=offline and WANDB_PROJECT, MLflow "
+        "MLFLOW_TRACKING_URI",
+    )
 
 
 def add_template_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--template", default=None, type=template_text,
-                   help="prompt template with {question} (and {choices}: the lettered choices, one per line; "
-                   "letter scoring needs it). \\n and \\t are read as a newline and a tab, \\\\ as a backslash")  # fmt: skip
+    p.add_argument(
+        "--template",
+        default=None,
+        type=template_text,
+        help="prompt template with {question} (and {choices}: the lettered choices, one per line; "
+        "letter scoring needs it). \\n and \\t are read as a newline and a tab, \\\\ as a backslash",
+    )
 
 
 def template_text(text: str) -> str:
@@ -159,7 +211,6 @@ def template_text(text: str) -> str:
     import re
 
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
-
 
 
 def add_overwrite_option(p: argparse.ArgumentParser, what: str = "the output") -> None:

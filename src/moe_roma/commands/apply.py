@@ -30,9 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     add_overwrite_option(e, "a merged model in --out")
     add_trust_remote_code_option(e)
-    e.add_argument("--eval-json", nargs="+", default=[], metavar="FILE",
-                   help="`roma eval --json` reports of these routers: their figures go into the model card's "
-                   "model-index and its generalisation and failure-mode sections")  # fmt: skip
+    e.add_argument(
+        "--eval-json",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="`roma eval --json` reports of these routers: their figures go into the model card's "
+        "model-index and its generalisation and failure-mode sections",
+    )
     e.set_defaults(func=run_export)
     c = sub.add_parser(
         "card",
@@ -65,21 +70,30 @@ def run_apply(args: argparse.Namespace) -> int:
     n_tuned = sum(params[n].numel() for n in moved)
     total = sum(p.numel() for p in params.values())
     report = {
-        "routers": str(args.routers), "model": str(args.model), "method": config.get("method"),
-        "tuned_layers": config["tuned_layers"], "tuned_parameters": n_tuned, "total_parameters": total,
-        "tuned_share": n_tuned / total, "changes": moved,
-    }  # fmt: skip
+        "routers": str(args.routers),
+        "model": str(args.model),
+        "method": config.get("method"),
+        "tuned_layers": config["tuned_layers"],
+        "tuned_parameters": n_tuned,
+        "total_parameters": total,
+        "tuned_share": n_tuned / total,
+        "changes": moved,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.routers}: {config.get('method')} routers for layers {config['tuned_layers']} apply to {args.model}")
+        print(
+            f"{args.routers}: {config.get('method')} routers for layers {config['tuned_layers']} apply to {args.model}"
+        )
         print(f"tuned parameters: {n_tuned} of {total} ({n_tuned / total:.4%})")
         for name, m in moved.items():
             print(f"  {name}: moved {m['relative_change']:.3%} from the base")
     return 0
 
 
-def read_eval_reports(paths: list[str], routers: str | None = None, fingerprint: str | None = None) -> list[dict]:
+def read_eval_reports(
+    paths: list[str], routers: str | None = None, fingerprint: str | None = None
+) -> list[dict]:
     """``roma eval --json`` reports, each checked to be one (a JSON object with an accuracy), to hold only
     finite figures (accuracies between 0 and 1), and, with ``fingerprint``, to be an evaluation of the
     routers whose weights have that SHA-256 (``routers_sha256``), not of the base model or of others."""
@@ -124,7 +138,12 @@ def _is_accuracy(value: object) -> bool:
 
     if value is None:
         return True
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= 1
+    )
 
 
 def _check_routers(path: str, report: dict, routers: str | None, fingerprint: str) -> None:
@@ -136,13 +155,17 @@ def _check_routers(path: str, report: dict, routers: str | None, fingerprint: st
         base = report.get("evaluated") == "base" or not report.get("routers")
         what = "the base model" if base else "routers it does not fingerprint (written by an older roma eval)"
         raise DataError(
-            path, None, f"is an evaluation of {what}, not of the routers in {routers}; evaluate them with roma eval "
-            f"--routers {routers} --json"
+            path,
+            None,
+            f"is an evaluation of {what}, not of the routers in {routers}; evaluate them with roma eval "
+            f"--routers {routers} --json",
         )
     if theirs != fingerprint:
         raise DataError(
-            path, None, f"evaluated other routers (weights SHA-256 {str(theirs)[:12]}...) than those in {routers} "
-            f"({fingerprint[:12]}...); a card shows only its own routers' figures"
+            path,
+            None,
+            f"evaluated other routers (weights SHA-256 {str(theirs)[:12]}...) than those in {routers} "
+            f"({fingerprint[:12]}...); a card shows only its own routers' figures",
         )
 
 
@@ -158,8 +181,11 @@ def _card_inputs(routers: str, eval_json: list[str]) -> tuple[dict, list[dict], 
     config, _ = load_router_checkpoint(routers)
     reports = read_eval_reports(eval_json, routers, routers_fingerprint(routers, config))
     metrics = Path(routers) / METRICS_NAME
-    records = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()] if (
-        metrics.is_file()) else []  # fmt: skip
+    records = (
+        [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if (metrics.is_file())
+        else []
+    )
     return config, reports, collapse_events(records, int(config["num_experts"]))
 
 
@@ -172,11 +198,17 @@ def run_export(args: argparse.Namespace) -> int:
 
     inputs = {"--model": local_path(args.model), "--routers": args.routers, "--eval-json": args.eval_json}
     output = guard_output("--out", args.out, MERGED_MODEL, inputs=inputs, overwrite=args.overwrite)
-    config, reports, collapse = _card_inputs(args.routers, args.eval_json)  # bad inputs stop before the model loads
+    config, reports, collapse = _card_inputs(
+        args.routers, args.eval_json
+    )  # bad inputs stop before the model loads
     card = build_model_card(config, reports, collapse, kind="merged")
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device="cpu", trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model(
+        args.model, dtype=args.dtype, device="cpu", trust_remote_code=args.trust_remote_code
+    )
     out = export_merged_model(model, tokenizer, args.routers, output, card=str(card))
-    print(f"wrote {out} with its model card README.md: loads with AutoModelForCausalLM.from_pretrained('{out}')")
+    print(
+        f"wrote {out} with its model card README.md: loads with AutoModelForCausalLM.from_pretrained('{out}')"
+    )
     return 0
 
 
@@ -187,7 +219,9 @@ def run_card(args: argparse.Namespace) -> int:
     from moe_roma.models.card import CARD_NAME, build_model_card, write_model_card
 
     # Rewriting the card is what `roma card` is for: the README.md of the router folder is replaced.
-    guard_output("--routers", Path(args.routers) / CARD_NAME, inputs={"--eval-json": args.eval_json}, overwrite=True)
+    guard_output(
+        "--routers", Path(args.routers) / CARD_NAME, inputs={"--eval-json": args.eval_json}, overwrite=True
+    )
     config, reports, collapse = _card_inputs(args.routers, args.eval_json)
     path = write_model_card(build_model_card(config, reports, collapse, kind="routers"), args.routers)
     print(f"wrote {path}")

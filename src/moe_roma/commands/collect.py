@@ -24,28 +24,49 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(plus a safetensors side-car). Correct samples form RoMA's successful set.",
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local folder")
-    p.add_argument("--data", required=True,
-                   help="multiple-choice data: a file or folder, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="multiple-choice data: a file or folder, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file",
+    )
     p.add_argument("--format", default=None, help="data format (default: detected)")
     add_data_source_options(p)
     p.add_argument("--out", required=True, help="routing JSON to write")
     add_overwrite_option(p, "the routing file and its side-car")
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
-    p.add_argument("--scoring", default="letter", choices=SCORINGS,
-                   help="letter: the answer letter's next-token logit; continuation: the choices' log-likelihoods "
-                   "(what `roma train` then uses as its task loss)")  # fmt: skip
+    p.add_argument(
+        "--scoring",
+        default="letter",
+        choices=SCORINGS,
+        help="letter: the answer letter's next-token logit; continuation: the choices' log-likelihoods "
+        "(what `roma train` then uses as its task loss)",
+    )
     add_template_option(p)
-    p.add_argument("--position", default="last", choices=["last", "first"],
-                   help="prompt token whose routing is recorded (last: RoMA; first: ablation)")
+    p.add_argument(
+        "--position",
+        default="last",
+        choices=["last", "first"],
+        help="prompt token whose routing is recorded (last: RoMA; first: ablation)",
+    )
     p.add_argument("--batch-size", type=at_least(1), default=16)
-    p.add_argument("--max-length", type=at_least(1), default=None,
-                   help="longest prompt in tokens; longer ones keep their last tokens (default: the model's context)")
+    p.add_argument(
+        "--max-length",
+        type=at_least(1),
+        default=None,
+        help="longest prompt in tokens; longer ones keep their last tokens (default: the model's context)",
+    )
     add_model_options(p)
     add_threads_option(p)
     add_distributed_options(p)
-    p.add_argument("--embed", nargs="?", const="all-MiniLM-L6-v2", default=None, metavar="EMBEDDER",
-                   help="also embed the questions (default embedder: the bundled all-MiniLM-L6-v2) into the side-car, "
-                   "where roma diagnose finds them: embed once where the model runs, diagnose anywhere")  # fmt: skip
+    p.add_argument(
+        "--embed",
+        nargs="?",
+        const="all-MiniLM-L6-v2",
+        default=None,
+        metavar="EMBEDDER",
+        help="also embed the questions (default embedder: the bundled all-MiniLM-L6-v2) into the side-car, "
+        "where roma diagnose finds them: embed once where the model runs, diagnose anywhere",
+    )
     p.add_argument("--limit", type=at_least(1), default=None, help="use only the first N examples")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -99,10 +120,18 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     warn_on_context(args.max_length, context)
     warn_on_unknown_tokens(tokenizer, examples)
     store, summary = collect_routing_parallel(
-        model, tokenizer, examples, layers=args.layers, scoring=args.scoring, batch_size=args.batch_size,
-        max_length=max_length, template=args.template, progress=not args.no_progress, info=info,
+        model,
+        tokenizer,
+        examples,
+        layers=args.layers,
+        scoring=args.scoring,
+        batch_size=args.batch_size,
+        max_length=max_length,
+        template=args.template,
+        progress=not args.no_progress,
+        info=info,
         position=args.position,
-    )  # fmt: skip
+    )
     store.meta["model"]["name_or_path"] = str(args.model)
     store.meta["data"] = str(args.data)
     if rank != 0:

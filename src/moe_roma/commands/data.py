@@ -47,9 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_data_source_options(inspect)
     inspect.set_defaults(func=run_inspect)
-    presets = actions.add_parser("presets", help="list the column mappings for Hugging Face datasets",
-                                 description="The presets that map hub datasets' columns to multiple-choice "
-                                 "examples; each is detected from its columns or chosen with --preset.")  # fmt: skip
+    presets = actions.add_parser(
+        "presets",
+        help="list the column mappings for Hugging Face datasets",
+        description="The presets that map hub datasets' columns to multiple-choice "
+        "examples; each is detected from its columns or chosen with --preset.",
+    )
     presets.set_defaults(func=run_presets)
     # `roma data` alone prints its help and exits 2, like `roma` alone.
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -60,15 +63,24 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def inspect_path(path: str, format: str | None = None, task: str | None = None, preset: str | None = None,
-                 fields: Any = None) -> dict[str, Any]:
+def inspect_path(
+    path: str,
+    format: str | None = None,
+    task: str | None = None,
+    preset: str | None = None,
+    fields: Any = None,
+) -> dict[str, Any]:
     """The report ``roma data inspect`` prints: format, whether it was detected, and the counts."""
     from moe_roma.data.hf_source import is_datasets_source
 
     if format is None and (preset or fields or is_datasets_source(path)):
         examples = load_examples(path, task=task, preset=preset, fields=fields)
-        return {"path": str(path), "format": f"datasets[{examples[0].meta['preset']}]", "detected": preset is None
-                and fields is None, **summarize_examples(examples)}  # fmt: skip
+        return {
+            "path": str(path),
+            "format": f"datasets[{examples[0].meta['preset']}]",
+            "detected": preset is None and fields is None,
+            **summarize_examples(examples),
+        }
     name = normalize_format(format, path) if format is not None else detect_format(path)
     examples = load_examples(path, format=name, task=task)
     return {"path": str(path), "format": name, "detected": format is None, **summarize_examples(examples)}

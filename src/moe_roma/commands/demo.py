@@ -13,18 +13,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         "splits; writes results.json, report.md and PNG plots.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a finished demo in --out (the old one stays until the new one is complete)")
-    p.add_argument("--testbed", choices=["in-domain", "downstream"], default=None,
-                   help="which bundled testbed (default: downstream, configs/demo.yaml; in-domain reads "
-                   "configs/demo-in-domain.yaml)")
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0, as the demo files)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
-                   "two threads on a busy 2-core machine were measured 3x slower than one)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished demo in --out (the old one stays until the new one is complete)",
+    )
+    p.add_argument(
+        "--testbed",
+        choices=["in-domain", "downstream"],
+        default=None,
+        help="which bundled testbed (default: downstream, configs/demo.yaml; in-domain reads "
+        "configs/demo-in-domain.yaml)",
+    )
+    p.add_argument(
+        "--seeds", default="0", help="comma-separated training seeds (default: 0, as the demo files)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
+        "two threads on a busy 2-core machine were measured 3x slower than one)",
+    )
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="change a training setting for both trained methods, e.g. lr=0.001")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="change a training setting for both trained methods, e.g. lr=0.001",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise RomaError(f"--seeds {args.seeds!r} is not a comma-separated list of integers") from None
     output = guard_output("--out", args.out, RESULTS_FOLDER, overwrite=args.overwrite)
-    options = {"seeds": seeds, "overrides": args.overrides, "progress": not args.no_progress, "testbed": args.testbed}
+    options = {
+        "seeds": seeds,
+        "overrides": args.overrides,
+        "progress": not args.no_progress,
+        "testbed": args.testbed,
+    }
     if not output.replaces:
         run_demo(output.path, **options)
         return 0

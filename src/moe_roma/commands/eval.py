@@ -37,8 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local folder (the base model)")
     p.add_argument("--routers", default=None, help="router checkpoint folder to load into the base model")
-    p.add_argument("--data", required=True,
-                   help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file",
+    )
     # Not argparse `choices`: an unknown format fails like any other bad input, listing the formats.
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
     add_data_source_options(p)
@@ -96,9 +99,21 @@ def _config(args: argparse.Namespace, device: str | None):
     from moe_roma.eval.evaluate import EvalConfig
 
     return EvalConfig(
-        model=args.model, data=args.data, routers=args.routers, format=args.format, scoring=args.scoring,
-        batch_size=args.batch_size, limit=args.limit, max_length=args.max_length, template=args.template,
-        dtype=args.dtype, device=device, device_map=args.device_map, attn_implementation=args.attn_implementation,
-        compare_base=args.compare_base, progress=not args.no_progress, trust_remote_code=args.trust_remote_code,
+        model=args.model,
+        data=args.data,
+        routers=args.routers,
+        format=args.format,
+        scoring=args.scoring,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        max_length=args.max_length,
+        template=args.template,
+        dtype=args.dtype,
+        device=device,
+        device_map=args.device_map,
+        attn_implementation=args.attn_implementation,
+        compare_base=args.compare_base,
+        progress=not args.no_progress,
+        trust_remote_code=args.trust_remote_code,
         **data_source_options(args),
-    )  # fmt: skip
+    )

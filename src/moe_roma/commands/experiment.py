@@ -21,15 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="experiment YAML, e.g. configs/paper-table.yaml")
     p.add_argument("--out", default=None, help="output folder (default: runs/<name>)")
     add_threads_option(p)
-    p.add_argument("--resume", action="store_true",
-                   help="keep the method runs an interrupted run of the same grid into --out finished "
-                   "(outcomes.jsonl) and run only the rest")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the method runs an interrupted run of the same grid into --out finished "
+        "(outcomes.jsonl) and run only the rest",
+    )
     add_overwrite_option(p, "a finished grid in --out")
     add_trust_remote_code_option(p)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the file (settings, methods, data sources and presets, local files) and print every "
-                   "step it would run, without loading a model or reading data")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the file (settings, methods, data sources and presets, local files) and print every "
+        "step it would run, without loading a model or reading data",
+    )
     add_report_to_option(p)
     p.set_defaults(func=run)
 
@@ -42,18 +48,30 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.io.outputs import guard_output
 
     if args.resume and args.overwrite:
-        raise RomaError("--resume and --overwrite contradict each other: finish the grid in --out, or replace it")
+        raise RomaError(
+            "--resume and --overwrite contradict each other: finish the grid in --out, or replace it"
+        )
     # The dry run checks the output folder as the real run does (it only reads).
-    output = guard_output("--out", output_folder(args.config, args.out), RESULTS_FOLDER,
-                          inputs={"the experiment file": args.config}, overwrite=args.overwrite, resume=args.resume)
+    output = guard_output(
+        "--out",
+        output_folder(args.config, args.out),
+        RESULTS_FOLDER,
+        inputs={"the experiment file": args.config},
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
     if args.dry_run:
         for line in plan_experiment(args.config, args.out, args.report_to, args.trust_remote_code):
             print(line)
         print("dry run: the configuration is valid; nothing was loaded or written")
         return 0
     apply_threads(args.threads)
-    options = {"progress": not args.no_progress, "resume": args.resume, "report_to": args.report_to,
-               "trust_remote_code": args.trust_remote_code}
+    options = {
+        "progress": not args.no_progress,
+        "resume": args.resume,
+        "report_to": args.report_to,
+        "trust_remote_code": args.trust_remote_code,
+    }
     if not output.replaces:
         run_experiment(args.config, output.path, **options)
         return 0

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`roma export` read.",
     )
     p.add_argument("--checkpoint", required=True, help="the public code's router_ft.pt")
-    p.add_argument("--model", required=True, help="the base model it was trained from: Hugging Face id or folder")
+    p.add_argument(
+        "--model", required=True, help="the base model it was trained from: Hugging Face id or folder"
+    )
     p.add_argument("--out", required=True, help="router folder to write")
     add_overwrite_option(p, "a router folder in --out")
     add_trust_remote_code_option(p)
@@ -45,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
     with output.staged() as folder:  # the folder lands whole, with its card, or not at all
         _, summary = import_public_checkpoint(model, args.checkpoint, folder)
         config, _ = load_router_checkpoint(folder)
-        write_model_card(build_model_card(config), folder)  # `roma card --eval-json` fills in the results later
+        write_model_card(
+            build_model_card(config), folder
+        )  # `roma card --eval-json` fills in the results later
     folder = out
-    print(f"imported {summary['tensors']} router tensors of layers {summary['tuned_layers']} from {args.checkpoint}; "
-          f"wrote {folder} and its model card")  # fmt: skip
+    print(
+        f"imported {summary['tensors']} router tensors of layers {summary['tuned_layers']} from {args.checkpoint}; "
+        f"wrote {folder} and its model card"
+    )
     return 0

@@ -30,8 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="data formats:\n" + describe_formats(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True,
-                   help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file",
+    )
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
     add_data_source_options(p)
     p.add_argument(
@@ -57,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     name = check_task_name(args.name) if args.name else default_task_name(args.data)
     files = task_files(args.out, name)
-    guard_output("--out", args.out, TASK_FOLDER, inputs={"--data": args.data}, files=files, overwrite=args.overwrite)
+    guard_output(
+        "--out", args.out, TASK_FOLDER, inputs={"--data": args.data}, files=files, overwrite=args.overwrite
+    )
     from moe_roma.commands import data_source_options
 
     examples, _ = load_eval_data(args.data, args.format, args.limit, **data_source_options(args))

@@ -21,8 +21,12 @@ from moe_roma.io.outputs import Kind
 def _add_testbed_option(p: argparse.ArgumentParser) -> None:
     from moe_roma.testbed import DEFAULT_TESTBED, TESTBEDS
 
-    p.add_argument("--testbed", choices=TESTBEDS, default=DEFAULT_TESTBED,
-                   help=f"which bundled testbed (default: {DEFAULT_TESTBED})")  # fmt: skip
+    p.add_argument(
+        "--testbed",
+        choices=TESTBEDS,
+        default=DEFAULT_TESTBED,
+        help=f"which bundled testbed (default: {DEFAULT_TESTBED})",
+    )
 
 
 def _config_class(testbed: str):
@@ -35,19 +39,29 @@ def _add_build(sub) -> None:
     from moe_roma.testbed.config import BuildConfig, DownstreamBuildConfig
 
     p = sub.add_parser(
-        "build", help="generate a testbed's task suite and pre-train its tiny OLMoE model",
+        "build",
+        help="generate a testbed's task suite and pre-train its tiny OLMoE model",
         description="Generate the task suite (and, for downstream, the general-text corpus), train the "
         "word-level tokenizer and pre-train the tiny OLMoE model from scratch (deterministic for a given "
         "seed, thread count and torch build). downstream also measures oracle routing. --arch picks another "
         "architecture at the same active width, --align adds routing alignment during pre-training, the "
         "--router-* options are seed 002's router-stability practices (docs/architectures.md).",
-    )  # fmt: skip
+    )
     _add_testbed_option(p)
-    p.add_argument("--out", type=Path, default=None,
-                   help="output model folder (without it, --overwrite rebuilds the package's bundled model)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output model folder (without it, --overwrite rebuilds the package's bundled model)",
+    )
     add_overwrite_option(p, "a model in --out (or, without --out, the bundled one)")
-    p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="also score the evaluation splits every N steps (slows the build)")  # fmt: skip
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score the evaluation splits every N steps (slows the build)",
+    )
     p.add_argument("--no-oracle", action="store_true", help="downstream: skip measuring oracle routing")
     # Every field of either testbed's build settings becomes an option; only those given are passed
     # on, so each testbed keeps its own defaults.
@@ -59,12 +73,22 @@ def _add_build(sub) -> None:
             defaults.setdefault(f.name, {})[name] = f.default
     from moe_roma.testbed.config import ALIGN_PRIORS, ALIGN_SCHEDULES, ALIGNMENTS, ARCHITECTURES
 
-    choices = {"arch": ARCHITECTURES, "align": ALIGNMENTS, "align_schedule": ALIGN_SCHEDULES,
-               "align_prior": ALIGN_PRIORS}  # fmt: skip
+    choices = {
+        "arch": ARCHITECTURES,
+        "align": ALIGNMENTS,
+        "align_schedule": ALIGN_SCHEDULES,
+        "align_prior": ALIGN_PRIORS,
+    }
     for fname, f in seen.items():
         shown = "; ".join(f"{k}: {v}" for k, v in defaults[fname].items())
-        p.add_argument("--" + fname.replace("_", "-"), type=type(f.default), default=argparse.SUPPRESS,
-                       dest=fname, choices=choices.get(fname), help=f"(default {shown})")  # fmt: skip
+        p.add_argument(
+            "--" + fname.replace("_", "-"),
+            type=type(f.default),
+            default=argparse.SUPPRESS,
+            dest=fname,
+            choices=choices.get(fname),
+            help=f"(default {shown})",
+        )
     p.set_defaults(func=_run_build, _config_fields=list(seen))
 
 
@@ -88,9 +112,13 @@ def _run_build(args: argparse.Namespace) -> int:
 
     bundled = testbed_model_path(args.testbed)
     if args.out is None and not args.overwrite:
-        raise RomaError(f"without --out, roma testbed build would replace the bundled {args.testbed} model in {bundled}; "
-                        "give --out DIR (or --overwrite to rebuild the bundled model)")
-    kind = Kind("testbed model", members=(*MODEL_FILES, "build_info.json", "metrics.jsonl"), finished=("config.json",))
+        raise RomaError(
+            f"without --out, roma testbed build would replace the bundled {args.testbed} model in {bundled}; "
+            "give --out DIR (or --overwrite to rebuild the bundled model)"
+        )
+    kind = Kind(
+        "testbed model", members=(*MODEL_FILES, "build_info.json", "metrics.jsonl"), finished=("config.json",)
+    )
     output = guard_output("--out", args.out or bundled, kind, overwrite=args.overwrite)
     out = output.path
 
@@ -102,8 +130,9 @@ def _run_build(args: argparse.Namespace) -> int:
         if args.testbed == "downstream":
             from moe_roma.testbed.build import build_downstream_testbed
 
-            info, _, _ = build_downstream_testbed(staging, cfg, log=log, eval_every=args.eval_every,
-                                                  oracle=not args.no_oracle)
+            info, _, _ = build_downstream_testbed(
+                staging, cfg, log=log, eval_every=args.eval_every, oracle=not args.no_oracle
+            )
         else:
             from moe_roma.testbed.build import build_testbed
 
@@ -150,10 +179,13 @@ def _suite(
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="write the task-suite splits as JSONL files",
-                       description="Write each split as <out>/<split>.jsonl with keys id, task, query, "
-                       "choices, gold. The downstream testbed's pretrain split is its text corpus: "
-                       "one {\"id\", \"text\"} line per document.")  # fmt: skip
+    p = sub.add_parser(
+        "export",
+        help="write the task-suite splits as JSONL files",
+        description="Write each split as <out>/<split>.jsonl with keys id, task, query, "
+        "choices, gold. The downstream testbed's pretrain split is its text corpus: "
+        'one {"id", "text"} line per document.',
+    )
     _add_testbed_option(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
@@ -184,8 +216,13 @@ def _run_export(args: argparse.Namespace) -> int:
     from moe_roma.io.outputs import guard_output
 
     files = [args.out / f"{s}.jsonl" for s in splits]
-    guard_output("--out", args.out, Kind("split folder", members=("*.jsonl",), shelf=True), files=files,
-                 overwrite=args.overwrite)
+    guard_output(
+        "--out",
+        args.out,
+        Kind("split folder", members=("*.jsonl",), shelf=True),
+        files=files,
+        overwrite=args.overwrite,
+    )
     suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits, args.train_size)
     for s in splits:
         if args.testbed == "downstream" and s == "pretrain":
@@ -208,9 +245,12 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="score a model on the task-suite evaluation splits",
-                       description="Continuation log-likelihood accuracy on the evaluation splits, and "
-                       "optionally oracle routing (the upper bound of last-token routing changes).")  # fmt: skip
+    p = sub.add_parser(
+        "eval",
+        help="score a model on the task-suite evaluation splits",
+        description="Continuation log-likelihood accuracy on the evaluation splits, and "
+        "optionally oracle routing (the upper bound of last-token routing changes).",
+    )
     _add_testbed_option(p)
     p.add_argument(
         "--model", type=Path, default=None, help="model folder (default: the testbed's bundled model)"
@@ -219,8 +259,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--splits", nargs="+", default=None, help="which splits (default: the evaluation ones)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--per-task", action="store_true", help="also print per-family accuracy")
-    p.add_argument("--oracle", action="store_true",
-                   help="also run oracle routing (moe_roma.methods.oracle) on each split")  # fmt: skip
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also run oracle routing (moe_roma.methods.oracle) on each split",
+    )
     p.add_argument("--oracle-layers", default="last5", help="layers oracle routing acts on (default: last5)")
     p.add_argument(
         "--oracle-steps", type=int, default=20, help="oracle gradient steps per item (default: 20)"
@@ -259,12 +302,34 @@ def _run_eval(args: argparse.Namespace) -> int:
         info = discover_routers(model)
         layers = info.select_layers(args.oracle_layers)
         for s in splits:
-            store, _ = collect_routing(model, tok, suite[s], layers=layers, scoring="continuation", batch_size=32,
-                                       progress=False, info=info)  # fmt: skip
-            res = oracle_routing(model, tok, store, layers=layers, steps=args.oracle_steps, batch_size=32,
-                                 progress=False, info=info)  # fmt: skip
-            oracle[s] = {"accuracy": res.accuracy, "base_accuracy": res.base_accuracy, "gap": res.gap,
-                         "n_fixed": res.n_fixed, "layers": res.layers, "steps": res.steps}  # fmt: skip
+            store, _ = collect_routing(
+                model,
+                tok,
+                suite[s],
+                layers=layers,
+                scoring="continuation",
+                batch_size=32,
+                progress=False,
+                info=info,
+            )
+            res = oracle_routing(
+                model,
+                tok,
+                store,
+                layers=layers,
+                steps=args.oracle_steps,
+                batch_size=32,
+                progress=False,
+                info=info,
+            )
+            oracle[s] = {
+                "accuracy": res.accuracy,
+                "base_accuracy": res.base_accuracy,
+                "gap": res.gap,
+                "n_fixed": res.n_fixed,
+                "layers": res.layers,
+                "steps": res.steps,
+            }
     if args.json:
         json.dump({"accuracy": result, "oracle": oracle} if args.oracle else result, sys.stdout, indent=2)
         print()
@@ -283,8 +348,11 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("testbed", help="the bundled tiny MoE models and task suites",
-                              description="Build, export and score a bundled testbed (in-domain or downstream).")  # fmt: skip
+    p = subparsers.add_parser(
+        "testbed",
+        help="the bundled tiny MoE models and task suites",
+        description="Build, export and score a bundled testbed (in-domain or downstream).",
+    )
     sub = p.add_subparsers(dest="testbed_command", metavar="ACTION")
     _add_build(sub)
     _add_export(sub)

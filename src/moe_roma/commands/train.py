@@ -32,12 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The prompts are the routing file's (the template chosen at `roma collect`).",
     )
     p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
-    p.add_argument("--routing", required=True, help="routing JSON from `roma collect` (carries texts and answers)")
+    p.add_argument(
+        "--routing", required=True, help="routing JSON from `roma collect` (carries texts and answers)"
+    )
     p.add_argument("--out", required=True, help="output folder for the router checkpoint and metrics")
     p.add_argument("--config", default=None, help="YAML file of training settings (sections or dotted names)")
     p.add_argument("--resume", action="store_true", help="continue from the last state in --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train again into an --out that holds a finished run or a state (they are replaced)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train again into an --out that holds a finished run or a state (they are replaced)",
+    )
     add_threads_option(p)
     add_trust_remote_code_option(p)
     add_distributed_options(p, shard=True)
@@ -45,8 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, TrainConfig)
     p.add_argument("--no-progress", action="store_true")
     add_report_to_option(p)
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="any training setting, by name or dotted path, e.g. lam_final=0.2 or graph.k=5")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="any training setting, by name or dotted path, e.g. lam_final=0.2 or graph.k=5",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.scoring.checks import warn_if_near_chance
 
     if args.shard == "fsdp" and not launched():
-        raise RomaError("--shard fsdp shards the model over the processes of a torchrun job, but this is a single "
-                        "process; launch it with torchrun --nproc_per_node N -m moe_roma.cli train ... (or use "
-                        "--shard none)")  # fmt: skip
+        raise RomaError(
+            "--shard fsdp shards the model over the processes of a torchrun job, but this is a single "
+            "process; launch it with torchrun --nproc_per_node N -m moe_roma.cli train ... (or use "
+            "--shard none)"
+        )
     if args.resume and args.overwrite:
-        raise RomaError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
+        raise RomaError(
+            "--resume and --overwrite contradict each other: continue the run in --out, or replace it"
+        )
     from moe_roma.methods.roma.trackers import check_trackers, open_trackers
 
     apply_threads(args.threads)
@@ -85,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_train_config(args.config, args.overrides, recorded=recorded, **config_arguments(args))
     check_against_routing(config, store, args.routing)
     if args.shard == "fsdp" and config.runtime.device_map is not None:
-        raise RomaError("--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one")
+        raise RomaError(
+            "--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one"
+        )
     out = Path(args.out)
     folder = TrainFolder(out)
     folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
@@ -95,21 +110,34 @@ def run(args: argparse.Namespace) -> int:
         "--model": local_path(args.model),
     }
     output = guard_output(
-        "--out", out, TRAIN_RUN, inputs=inputs, files=folder.outputs(), overwrite=args.overwrite, resume=args.resume
+        "--out",
+        out,
+        TRAIN_RUN,
+        inputs=inputs,
+        files=folder.outputs(),
+        overwrite=args.overwrite,
+        resume=args.resume,
     )
     known = [i for i, c in enumerate(store.choices) if c]
     other = "continuation" if config.scoring == "letter" else "letter"
-    warn_if_near_chance([store.is_correct[i] for i in known], [len(store.choices[i]) for i in known],
-                        config.scoring, "the routing file's base accuracy",
-                        hint=f"its successful set and task loss mean little; collect with --scoring {other} and "
-                        f"train with scoring={other} if that is how the model answers")  # fmt: skip
+    warn_if_near_chance(
+        [store.is_correct[i] for i in known],
+        [len(store.choices[i]) for i in known],
+        config.scoring,
+        "the routing file's base accuracy",
+        hint=f"its successful set and task loss mean little; collect with --scoring {other} and "
+        f"train with scoring={other} if that is how the model answers",
+    )
     rank0 = int(os.environ.get("RANK", "0")) == 0
     state = folder.state_path
     if args.resume and state.is_file():
         load_train_state(state)  # a torn, edited or foreign-format state fails now, before any model loading
     trainer = None
-    with job(args.dist_timeout, distributed_settings(args)) as (_, world), handle_interrupts(), \
-            folder.claim(lock=rank0) as claim:  # fmt: skip
+    with (
+        job(args.dist_timeout, distributed_settings(args)) as (_, world),
+        handle_interrupts(),
+        folder.claim(lock=rank0) as claim,
+    ):
         # --overwrite trains into a staging folder (rank 0 writes, the others never do): the old run
         # stays until the new one is complete.
         staging = output.stage() if output.replaces and rank0 else None
@@ -119,11 +147,22 @@ def run(args: argparse.Namespace) -> int:
                 check_divides(config.schedule.batch_size)
             model, tokenizer = _load(args, config, world)
             trainer = RouterTrainer(
-                model, tokenizer, store, config, work, progress=not args.no_progress, store_path=args.routing,
+                model,
+                tokenizer,
+                store,
+                config,
+                work,
+                progress=not args.no_progress,
+                store_path=args.routing,
                 run_meta={"sharding": _sharding(model, args.shard, world)},
             )
-            run_info = {"config": config.to_dict(), "model": str(args.model), "routing": str(args.routing),
-                        "out": str(out), "resume": args.resume}  # fmt: skip
+            run_info = {
+                "config": config.to_dict(),
+                "model": str(args.model),
+                "routing": str(args.routing),
+                "out": str(out),
+                "resume": args.resume,
+            }
             with open_trackers(args.report_to if rank0 else [], work, out.name, run_info) as trackers:
                 trainer.trackers = trackers
                 result = trainer.train(resume=args.resume)
@@ -157,8 +196,12 @@ def _load(args: argparse.Namespace, config, world: int):
     rt = config.runtime
     check_device_map(rt.device_map)
     if args.shard == "fsdp":
-        return load_sharded_model(args.model, dtype=rt.dtype, attn_implementation=rt.attn_implementation,
-                                  trust_remote_code=args.trust_remote_code)
+        return load_sharded_model(
+            args.model,
+            dtype=rt.dtype,
+            attn_implementation=rt.attn_implementation,
+            trust_remote_code=args.trust_remote_code,
+        )
     # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
     device = rt.device if rt.device is not None or world == 1 else str(local_device())
     return load_model(
@@ -176,8 +219,12 @@ def _sharding(model, shard: str, world: int) -> dict:
     from moe_roma.distributed.fsdp import full_parameter_bytes, resident_parameter_bytes
     from moe_roma.distributed.group import gather_json
 
-    return {"shard": shard, "world_size": world, "parameter_bytes": full_parameter_bytes(model),
-            "resident_parameter_bytes": gather_json(resident_parameter_bytes(model))}  # fmt: skip
+    return {
+        "shard": shard,
+        "world_size": world,
+        "parameter_bytes": full_parameter_bytes(model),
+        "resident_parameter_bytes": gather_json(resident_parameter_bytes(model)),
+    }
 
 
 def _num(x) -> str:

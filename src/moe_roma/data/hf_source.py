@@ -24,7 +24,14 @@ from moe_roma.io.errors import DataError
 
 PREFIX = "hf:"
 SPLIT_NAMES = {"train", "validation", "valid", "val", "test", "dev", "eval"}
-FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".csv": "csv"}
+FILE_BUILDERS = {
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".csv": "csv",
+}
 
 
 def is_hub_spec(source: str | Path) -> bool:
@@ -53,10 +60,12 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None]:
     >>> parse_hub_spec("hf:aps/super_glue:copa")
     ('aps/super_glue', 'copa', None)
     """
-    body = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+    body = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
     parts = re.split(r":(?![^\[]*\])", body)  # not at the colon of a slice such as train[:100]
     if not parts[0].strip() or len(parts) > 3:
-        raise DataError(spec, None, "a hub dataset is written hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/sciq:train")
+        raise DataError(
+            spec, None, "a hub dataset is written hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/sciq:train"
+        )
     name = parts[0].strip()
     if len(parts) == 1:
         return name, None, None
@@ -71,7 +80,9 @@ def _datasets_module():
     try:
         import datasets
     except ImportError:  # pragma: no cover - a dependency of the package; guards a broken install
-        raise DataError(None, None, "reading Hugging Face datasets needs the 'datasets' package: pip install datasets") from None
+        raise DataError(
+            None, None, "reading Hugging Face datasets needs the 'datasets' package: pip install datasets"
+        ) from None
     return datasets
 
 
@@ -119,8 +130,12 @@ def open_dataset(source: str | Path) -> Any:
             else:
                 builder = FILE_BUILDERS.get(path.suffix.lower())
                 if builder is None:
-                    raise DataError(path, None, f"datasets cannot tell how to read a {path.suffix or 'suffix-less'} "
-                                    "file; use .parquet, .arrow, .json, .jsonl or .csv")  # fmt: skip
+                    raise DataError(
+                        path,
+                        None,
+                        f"datasets cannot tell how to read a {path.suffix or 'suffix-less'} "
+                        "file; use .parquet, .arrow, .json, .jsonl or .csv",
+                    )
                 loaded = _load_uncached(datasets, builder, data_files=str(path), split="train")
     except DataError:
         raise
@@ -128,7 +143,9 @@ def open_dataset(source: str | Path) -> Any:
         hint = ""
         if is_hub_spec(source) and "offline" in str(exc).lower():
             hint = "; HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and the dataset is not in the local cache"
-        raise DataError(label, None, f"datasets could not load it ({show(_first_line(exc), 160)[1:-1]}){hint}") from None
+        raise DataError(
+            label, None, f"datasets could not load it ({show(_first_line(exc), 160)[1:-1]}){hint}"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
         if len(splits) != 1:
@@ -144,7 +161,9 @@ def open_dataset(source: str | Path) -> Any:
     return loaded
 
 
-def choose_converter(source: str, columns: list[str], preset: str | None, fields: FieldMap | None) -> tuple[str, Any]:
+def choose_converter(
+    source: str, columns: list[str], preset: str | None, fields: FieldMap | None
+) -> tuple[str, Any]:
     """(name, converter): the fields when given, else the named preset, else the detected one."""
     if fields is not None:
         return "fields", fields
@@ -152,8 +171,12 @@ def choose_converter(source: str, columns: list[str], preset: str | None, fields
         return get_preset(preset, source).name, get_preset(preset, source)
     found = detect_preset(columns)
     if found is None:
-        raise DataError(source, None, f"no preset matches its columns {show(sorted(columns), 120)}; pass --preset "
-                        "or --question-field, --choices-field and --answer-field")  # fmt: skip
+        raise DataError(
+            source,
+            None,
+            f"no preset matches its columns {show(sorted(columns), 120)}; pass --preset "
+            "or --question-field, --choices-field and --answer-field",
+        )
     return found.name, found
 
 
@@ -171,7 +194,9 @@ def load_datasets_examples(
         raise DataError(label, None, "has no rows")
     if isinstance(converter, FieldMap):
         converter = converter.for_rows(dataset)  # one rule for the file's digit-string answers
-    default_task = task or (Path(label).stem if not is_hub_spec(label) else parse_hub_spec(label)[0].split("/")[-1])
+    default_task = task or (
+        Path(label).stem if not is_hub_spec(label) else parse_hub_spec(label)[0].split("/")[-1]
+    )
     ids = IdRegistry()
     examples = []
     for i, row in enumerate(dataset):
@@ -183,7 +208,16 @@ def load_datasets_examples(
         example_id = str(parsed.id) if parsed.id not in (None, "") else f"{default_task}-{i}"
         ids.add(example_id, where)
         chosen_task = task or parsed.task or default_task
-        examples.append(make_example(where, example_id=example_id, question=parsed.question, choices=parsed.choices,
-                                     answer=parsed.answer, task=chosen_task, continuation=parsed.continuation,
-                                     meta={**parsed.meta, "preset": name}))  # fmt: skip
+        examples.append(
+            make_example(
+                where,
+                example_id=example_id,
+                question=parsed.question,
+                choices=parsed.choices,
+                answer=parsed.answer,
+                task=chosen_task,
+                continuation=parsed.continuation,
+                meta={**parsed.meta, "preset": name},
+            )
+        )
     return examples

@@ -158,7 +158,11 @@ def load_examples(
             name = detect_format(path)
         except DataError as exc:
             # JSON in a hub dataset's own schema (e.g. `to_json` of SciQ): read it with datasets if a preset fits.
-            if path.is_file() and path.suffix.lower() in (".json", ".jsonl", ".ndjson") and "cannot tell the format" in str(exc):
+            if (
+                path.is_file()
+                and path.suffix.lower() in (".json", ".jsonl", ".ndjson")
+                and "cannot tell the format" in str(exc)
+            ):
                 first = _first_record_line(path)
                 columns = list(parse_json_object(first[1], Where(path)).keys()) if first else []
                 if detect_preset(columns) is not None:
@@ -180,8 +184,10 @@ def _warn_on_repeated_choices(path: Path, examples: Sequence[MCExample]) -> None
     if repeated:
         first = repeated[0]
         where = first.meta.get("record") or f"id {first.id}"
-        warn(f"{path}: {len(repeated)} of {len(examples)} questions list the same choice twice (first: {where}); "
-             "they are scored as given, and a tie goes to the earlier copy")  # fmt: skip
+        warn(
+            f"{path}: {len(repeated)} of {len(examples)} questions list the same choice twice (first: {where}); "
+            "they are scored as given, and a tie goes to the earlier copy"
+        )
 
 
 def summarize_examples(examples: Sequence[MCExample]) -> dict[str, Any]:

@@ -80,12 +80,16 @@ def _int(value: Any, what: str, where: Where) -> int:
     return value
 
 
-def _labelled(row: dict, where: Where, choices_key: str = "choices", key: str = "answerKey") -> tuple[list[str], int]:
+def _labelled(
+    row: dict, where: Where, choices_key: str = "choices", key: str = "answerKey"
+) -> tuple[list[str], int]:
     """ARC / OpenBookQA / CommonsenseQA: ``choices = {text: [...], label: [...]}`` and an answer key
     that is one of the labels ("A".."E", or "1".."4" in some ARC rows)."""
     choices = row.get(choices_key)
     if not isinstance(choices, dict) or "text" not in choices or "label" not in choices:
-        raise where.error(f"column {choices_key!r} must be {{'text': [...], 'label': [...]}}, got {show(choices)}")
+        raise where.error(
+            f"column {choices_key!r} must be {{'text': [...], 'label': [...]}}, got {show(choices)}"
+        )
     texts, labels = _texts(choices, "text", where), _texts(choices, "label", where)
     if len(texts) != len(labels):
         raise where.error(f"{choices_key!r} has {len(texts)} texts but {len(labels)} labels")
@@ -157,21 +161,36 @@ def _winogrande(row: dict, where: Where) -> Row:
     continuation = after.strip()
     if not continuation:
         raise where.error("'sentence' has nothing after its blank to score")
-    return Row(sentence, [before + o for o in options], answer, task="winogrande", continuation=continuation,
-               meta={"blank_options": options})  # fmt: skip
+    return Row(
+        sentence,
+        [before + o for o in options],
+        answer,
+        task="winogrande",
+        continuation=continuation,
+        meta={"blank_options": options},
+    )
 
 
 def _hellaswag(row: dict, where: Where) -> Row:
     context = f"{_text(row, 'activity_label', where)}: {_text(row, 'ctx', where)}"
     ind = row.get("ind")
-    return Row(context, _texts(row, "endings", where), _int(row.get("label"), "'label'", where),
-               id=None if ind is None else f"hellaswag-{ind}", task="hellaswag")  # fmt: skip
+    return Row(
+        context,
+        _texts(row, "endings", where),
+        _int(row.get("label"), "'label'", where),
+        id=None if ind is None else f"hellaswag-{ind}",
+        task="hellaswag",
+    )
 
 
 def _mmlu(row: dict, where: Where) -> Row:
     subject = row.get("subject") if isinstance(row.get("subject"), str) and row.get("subject") else "mmlu"
-    return Row(_text(row, "question", where), _texts(row, "choices", where), _int(row.get("answer"), "'answer'", where),
-               task=subject)  # fmt: skip
+    return Row(
+        _text(row, "question", where),
+        _texts(row, "choices", where),
+        _int(row.get("answer"), "'answer'", where),
+        task=subject,
+    )
 
 
 def _glue_id(row: dict, name: str) -> str | None:
@@ -183,8 +202,13 @@ def _glue_id(row: dict, name: str) -> str | None:
 
 def _sg_boolq(row: dict, where: Where) -> Row:
     question = f"{_text(row, 'passage', where)}\nQuestion: {_text(row, 'question', where)}?"
-    return Row(question, ["no", "yes"], _int(row.get("label"), "'label'", where), id=_glue_id(row, "boolq"),
-               task="super_glue_boolq")  # fmt: skip
+    return Row(
+        question,
+        ["no", "yes"],
+        _int(row.get("label"), "'label'", where),
+        id=_glue_id(row, "boolq"),
+        task="super_glue_boolq",
+    )
 
 
 def _sg_copa(row: dict, where: Where) -> Row:
@@ -193,28 +217,44 @@ def _sg_copa(row: dict, where: Where) -> Row:
         raise where.error(f"'question' must be 'cause' or 'effect', got {show(relation)}")
     question = f"{_text(row, 'premise', where)} What was the {relation}?"
     choices = [_text(row, "choice1", where), _text(row, "choice2", where)]
-    return Row(question, choices, _int(row.get("label"), "'label'", where), id=_glue_id(row, "copa"), task="copa")
+    return Row(
+        question, choices, _int(row.get("label"), "'label'", where), id=_glue_id(row, "copa"), task="copa"
+    )
 
 
 def _sg_multirc(row: dict, where: Where) -> Row:
     """One row judges one candidate answer: a yes/no question about it."""
-    question = (f"{_text(row, 'paragraph', where)}\nQuestion: {_text(row, 'question', where)}\n"
-                f"Candidate answer: {_text(row, 'answer', where)}\nIs the candidate answer correct?")  # fmt: skip
-    return Row(question, ["no", "yes"], _int(row.get("label"), "'label'", where), id=_glue_id(row, "multirc"),
-               task="multirc")  # fmt: skip
+    question = (
+        f"{_text(row, 'paragraph', where)}\nQuestion: {_text(row, 'question', where)}\n"
+        f"Candidate answer: {_text(row, 'answer', where)}\nIs the candidate answer correct?"
+    )
+    return Row(
+        question,
+        ["no", "yes"],
+        _int(row.get("label"), "'label'", where),
+        id=_glue_id(row, "multirc"),
+        task="multirc",
+    )
 
 
 def _bigbench(row: dict, where: Where) -> Row:
     choices = _texts(row, "multiple_choice_targets", where)
     scores = row.get("multiple_choice_scores")
     if not isinstance(scores, list) or len(scores) != len(choices):
-        raise where.error("'multiple_choice_scores' must give one score per multiple-choice target "
-                          "(is this a generative BIG-bench task?)")  # fmt: skip
+        raise where.error(
+            "'multiple_choice_scores' must give one score per multiple-choice target "
+            "(is this a generative BIG-bench task?)"
+        )
     if 1 not in scores:
         raise where.error("no multiple-choice target has score 1, so there is no right answer")
     idx = row.get("idx")
-    return Row(_text(row, "inputs", where), choices, scores.index(1), id=None if idx is None else f"bigbench-{idx}",
-               task="bigbench")  # fmt: skip
+    return Row(
+        _text(row, "inputs", where),
+        choices,
+        scores.index(1),
+        id=None if idx is None else f"bigbench-{idx}",
+        task="bigbench",
+    )
 
 
 def _knowref(row: dict, where: Where) -> Row:
@@ -231,39 +271,120 @@ def _p(name: str, hub: tuple[str, ...], columns: set[str], convert: Convert, des
     return Preset(name, hub, frozenset(columns), convert, description)
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    _p("openbookqa", ("allenai/openbookqa",), {"id", "question_stem", "choices", "answerKey"}, _openbookqa,
-       "question_stem, choices {text, label}, answerKey"),
-    _p("sciq", ("allenai/sciq",), {"question", "distractor1", "distractor2", "distractor3", "correct_answer"}, _sciq,
-       "question, distractor1-3, correct_answer, support (the answer's place is hashed from the question)"),
-    _p("commonsense_qa", ("tau/commonsense_qa",), {"id", "question", "question_concept", "choices", "answerKey"},
-       _commonsense_qa, "question, choices {label, text}, answerKey"),
-    _p("social_i_qa", ("allenai/social_i_qa",), {"context", "question", "answerA", "answerB", "answerC", "label"},
-       _social_i_qa, "context, question, answerA-C, label '1'-'3'"),
-    _p("arc", ("allenai/ai2_arc",), {"id", "question", "choices", "answerKey"}, _arc,
-       "question, choices {text, label}, answerKey (letters or digits)"),
-    _p("piqa", ("ybisk/piqa",), {"goal", "sol1", "sol2", "label"}, _piqa, "goal, sol1, sol2, label 0/1"),
-    _p("boolq", ("google/boolq",), {"question", "answer", "passage"}, _boolq, "passage, question, answer (bool)"),
-    _p("winogrande", ("allenai/winogrande",), {"sentence", "option1", "option2", "answer"}, _winogrande,
-       "sentence with one '_', option1, option2, answer '1'/'2' (partial scoring)"),
-    _p("hellaswag", ("Rowan/hellaswag",), {"ctx", "endings", "label", "activity_label"}, _hellaswag,
-       "activity_label, ctx, endings, label '0'-'3'"),
-    _p("mmlu", ("cais/mmlu",), {"question", "subject", "choices", "answer"}, _mmlu,
-       "question, subject, choices, answer 0-3 (task = subject)"),
-    _p("super_glue_boolq", ("aps/super_glue:boolq",), {"question", "passage", "idx", "label"}, _sg_boolq,
-       "passage, question, idx, label 0/1"),
-    _p("super_glue_copa", ("aps/super_glue:copa",), {"premise", "choice1", "choice2", "question", "idx", "label"},
-       _sg_copa, "premise, choice1, choice2, question cause/effect, label 0/1"),
-    _p("super_glue_multirc", ("aps/super_glue:multirc",), {"paragraph", "question", "answer", "idx", "label"},
-       _sg_multirc, "paragraph, question, answer, idx, label 0/1 (one row per candidate answer: no/yes)"),
-    _p("bigbench", ("tasksource/bigbench",), {"inputs", "multiple_choice_targets", "multiple_choice_scores"},
-       _bigbench, "inputs, multiple_choice_targets, multiple_choice_scores (multiple-choice tasks only)"),
-    _p("knowref", ("coref-data/knowref_60k_raw",), {"swapped_sentence", "candidate_0", "candidate_1",
-                                                     "correct_candidate"}, _knowref,
-       "swapped_sentence, candidate_0, candidate_1, correct_candidate"),
-]}  # fmt: skip
-ALIASES = {"obqa": "openbookqa", "ai2_arc": "arc", "arc_challenge": "arc", "arc_easy": "arc", "csqa": "commonsense_qa",
-           "siqa": "social_i_qa", "copa": "super_glue_copa", "multirc": "super_glue_multirc"}  # fmt: skip
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        _p(
+            "openbookqa",
+            ("allenai/openbookqa",),
+            {"id", "question_stem", "choices", "answerKey"},
+            _openbookqa,
+            "question_stem, choices {text, label}, answerKey",
+        ),
+        _p(
+            "sciq",
+            ("allenai/sciq",),
+            {"question", "distractor1", "distractor2", "distractor3", "correct_answer"},
+            _sciq,
+            "question, distractor1-3, correct_answer, support (the answer's place is hashed from the question)",
+        ),
+        _p(
+            "commonsense_qa",
+            ("tau/commonsense_qa",),
+            {"id", "question", "question_concept", "choices", "answerKey"},
+            _commonsense_qa,
+            "question, choices {label, text}, answerKey",
+        ),
+        _p(
+            "social_i_qa",
+            ("allenai/social_i_qa",),
+            {"context", "question", "answerA", "answerB", "answerC", "label"},
+            _social_i_qa,
+            "context, question, answerA-C, label '1'-'3'",
+        ),
+        _p(
+            "arc",
+            ("allenai/ai2_arc",),
+            {"id", "question", "choices", "answerKey"},
+            _arc,
+            "question, choices {text, label}, answerKey (letters or digits)",
+        ),
+        _p("piqa", ("ybisk/piqa",), {"goal", "sol1", "sol2", "label"}, _piqa, "goal, sol1, sol2, label 0/1"),
+        _p(
+            "boolq",
+            ("google/boolq",),
+            {"question", "answer", "passage"},
+            _boolq,
+            "passage, question, answer (bool)",
+        ),
+        _p(
+            "winogrande",
+            ("allenai/winogrande",),
+            {"sentence", "option1", "option2", "answer"},
+            _winogrande,
+            "sentence with one '_', option1, option2, answer '1'/'2' (partial scoring)",
+        ),
+        _p(
+            "hellaswag",
+            ("Rowan/hellaswag",),
+            {"ctx", "endings", "label", "activity_label"},
+            _hellaswag,
+            "activity_label, ctx, endings, label '0'-'3'",
+        ),
+        _p(
+            "mmlu",
+            ("cais/mmlu",),
+            {"question", "subject", "choices", "answer"},
+            _mmlu,
+            "question, subject, choices, answer 0-3 (task = subject)",
+        ),
+        _p(
+            "super_glue_boolq",
+            ("aps/super_glue:boolq",),
+            {"question", "passage", "idx", "label"},
+            _sg_boolq,
+            "passage, question, idx, label 0/1",
+        ),
+        _p(
+            "super_glue_copa",
+            ("aps/super_glue:copa",),
+            {"premise", "choice1", "choice2", "question", "idx", "label"},
+            _sg_copa,
+            "premise, choice1, choice2, question cause/effect, label 0/1",
+        ),
+        _p(
+            "super_glue_multirc",
+            ("aps/super_glue:multirc",),
+            {"paragraph", "question", "answer", "idx", "label"},
+            _sg_multirc,
+            "paragraph, question, answer, idx, label 0/1 (one row per candidate answer: no/yes)",
+        ),
+        _p(
+            "bigbench",
+            ("tasksource/bigbench",),
+            {"inputs", "multiple_choice_targets", "multiple_choice_scores"},
+            _bigbench,
+            "inputs, multiple_choice_targets, multiple_choice_scores (multiple-choice tasks only)",
+        ),
+        _p(
+            "knowref",
+            ("coref-data/knowref_60k_raw",),
+            {"swapped_sentence", "candidate_0", "candidate_1", "correct_candidate"},
+            _knowref,
+            "swapped_sentence, candidate_0, candidate_1, correct_candidate",
+        ),
+    ]
+}
+ALIASES = {
+    "obqa": "openbookqa",
+    "ai2_arc": "arc",
+    "arc_challenge": "arc",
+    "arc_easy": "arc",
+    "csqa": "commonsense_qa",
+    "siqa": "social_i_qa",
+    "copa": "super_glue_copa",
+    "multirc": "super_glue_multirc",
+}
 
 
 def get_preset(name: str, source: str | None = None) -> Preset:
@@ -342,7 +463,11 @@ class FieldMap:
         if self.answer not in row:
             raise where.error(f"missing column {self.answer!r} (columns: {show(sorted(row), 80)})")
         sid = row.get("id")
-        sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip() else None
+        sid = (
+            str(sid)
+            if isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip()
+            else None
+        )
         return Row(question, choices, self._answer(row[self.answer], choices, labels, where), id=sid)
 
     def _answer(self, value: Any, choices: list[str], labels: list[str] | None, where: Where) -> int:

@@ -73,14 +73,20 @@ def check_template_fields(template: str | None, scoring: str) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise RomaError(f"template {template!r} is not a valid format string ({exc}); write a literal brace as "
-                        "{{ or }}") from None  # fmt: skip
+        raise RomaError(
+            f"template {template!r} is not a valid format string ({exc}); write a literal brace as "
+            "{{ or }}"
+        ) from None
     unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
     if unknown:
-        raise RomaError(f"template {template!r} has an unknown field {{{unknown[0]}}}; it may use only {{question}} "
-                        "and {choices}")  # fmt: skip
+        raise RomaError(
+            f"template {template!r} has an unknown field {{{unknown[0]}}}; it may use only {{question}} "
+            "and {choices}"
+        )
     if "question" not in fields:
         raise RomaError(f"template {template!r} has no {{question}} field; every template needs it")
     if scoring == "letter" and "choices" not in fields:
-        raise RomaError(f"template {template!r} has no {{choices}} field; letter scoring needs the lettered "
-                        "choices in the prompt")  # fmt: skip
+        raise RomaError(
+            f"template {template!r} has no {{choices}} field; letter scoring needs the lettered "
+            "choices in the prompt"
+        )

@@ -57,7 +57,9 @@ def _concrete_dtype(config, dtype: str | torch.dtype | None, device: torch.devic
 
 
 def load_sharded_model(
-    name_or_path: str, dtype: str | torch.dtype | None = "auto", attn_implementation: str | None = None,
+    name_or_path: str,
+    dtype: str | torch.dtype | None = "auto",
+    attn_implementation: str | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model sharded over the joined group: built on meta, sharded, filled from rank 0's host copy."""
@@ -70,11 +72,15 @@ def load_sharded_model(
     try:
         config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - whatever transformers raises: one sentence naming the folder
-        raise ModelError(f"{name_or_path}: cannot read the model's config ({str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(
+            f"{name_or_path}: cannot read the model's config ({str(exc).splitlines()[0][:200]})"
+        ) from None
     torch_dtype = _concrete_dtype(config, dtype, device)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra)
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
+        )
     info = discover_routers(model)
     mesh = init_device_mesh(device.type, (size,))
     shard_model(model, info, mesh)
@@ -82,11 +88,16 @@ def load_sharded_model(
     source = None
     if rank == 0:
         source, _ = load_model(
-            name_or_path, dtype=torch_dtype, device="cpu", attn_implementation=attn_implementation,
+            name_or_path,
+            dtype=torch_dtype,
+            device="cpu",
+            attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
         )
     full = source.state_dict() if source is not None else {}
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_model_state_dict(
+        model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    )
     # Buffers that are not in the state dict (rotary frequencies) were left uninitialised by to_empty.
     own_buffers = dict(source.named_buffers()) if source is not None else {}
     with torch.no_grad():

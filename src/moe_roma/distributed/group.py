@@ -54,7 +54,9 @@ def init_group(timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
     except (RuntimeError, ValueError) as exc:
         raise RomaError(f"cannot join the torchrun job's process group ({_first_line(exc)})") from None
     return True
@@ -90,7 +92,9 @@ def gather_bytes(data: bytes) -> list[bytes]:
 
 def gather_json(obj: object) -> list:
     """Every rank's JSON-able ``obj`` in rank order (JSON on the wire: nothing is unpickled)."""
-    return [json.loads(b.decode("utf-8")) for b in gather_bytes(json.dumps(obj, allow_nan=True).encode("utf-8"))]
+    return [
+        json.loads(b.decode("utf-8")) for b in gather_bytes(json.dumps(obj, allow_nan=True).encode("utf-8"))
+    ]
 
 
 def gather_rows(t: torch.Tensor) -> list[torch.Tensor]:
@@ -151,8 +155,10 @@ def check_device_map(device_map: str | None) -> None:
     """``device_map=auto`` spreads one process over every GPU: refuse it inside a torchrun job."""
     _, size = world()
     if device_map is not None and size > 1:
-        raise JobError("device_map=auto spreads one process over every visible GPU, so it cannot run in each of "
-                       f"the {size} processes of a torchrun job; run one process with it, or torchrun without it")
+        raise JobError(
+            "device_map=auto spreads one process over every visible GPU, so it cannot run in each of "
+            f"the {size} processes of a torchrun job; run one process with it, or torchrun without it"
+        )
 
 
 def is_comm_failure(exc: BaseException) -> bool:
@@ -161,7 +167,8 @@ def is_comm_failure(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(
-        s in text for s in ("Connection closed by peer", "Connection reset", "Timed out", "timed out", "gloo", "NCCL")
+        s in text
+        for s in ("Connection closed by peer", "Connection reset", "Timed out", "timed out", "gloo", "NCCL")
     )
 
 
@@ -177,9 +184,13 @@ def job(timeout_s: float = DEFAULT_TIMEOUT_S, settings: dict | None = None) -> I
     except RuntimeError as exc:
         if joined and is_comm_failure(exc):
             text = str(exc)
-            why = ("its connection closed" if "closed" in text or "reset" in text
-                   else f"no answer within --dist-timeout {timeout_s:g} s" if "imed out" in text
-                   else _first_line(exc)[:120])  # fmt: skip
+            why = (
+                "its connection closed"
+                if "closed" in text or "reset" in text
+                else f"no answer within --dist-timeout {timeout_s:g} s"
+                if "imed out" in text
+                else _first_line(exc)[:120]
+            )
             raise RomaError(
                 f"another process of this torchrun job stopped ({why}), so this one stopped too; nothing of this "
                 "run was kept (see that process's own message above)"

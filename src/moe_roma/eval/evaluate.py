@@ -103,7 +103,10 @@ def check_template(template: str | None, scoring: str, example: MCExample) -> No
 
 
 def load_eval_data(
-    data: str, format: str | None = None, limit: int | None = None, preset: str | None = None,
+    data: str,
+    format: str | None = None,
+    limit: int | None = None,
+    preset: str | None = None,
     fields: FieldMap | None = None,
 ) -> tuple[list[MCExample], str]:
     """The examples to score (the first ``limit`` of them) and the format they were read as."""
@@ -138,8 +141,10 @@ def compare_results(base: EvalResult, tuned: EvalResult) -> dict[str, Any]:
     def compare(subset: Sequence[tuple[ItemResult, ItemResult]]) -> dict[str, Any]:
         out = {}
         for m in metrics:
-            flags = [(b.correct, t.correct) if m == "acc" else (bool(b.correct_norm), bool(t.correct_norm))
-                     for b, t in subset]  # fmt: skip
+            flags = [
+                (b.correct, t.correct) if m == "acc" else (bool(b.correct_norm), bool(t.correct_norm))
+                for b, t in subset
+            ]
             out[m] = compare_paired([x for x, _ in flags], [y for _, y in flags]).to_dict()
         return out
 
@@ -274,8 +279,12 @@ def _load(config: EvalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
         hf_logging.disable_progress_bar()
     try:
         return load_model(
-            config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation,
-            device_map=config.device_map, trust_remote_code=config.trust_remote_code,
+            config.model,
+            dtype=config.dtype,
+            device=config.device,
+            attn_implementation=config.attn_implementation,
+            device_map=config.device_map,
+            trust_remote_code=config.trust_remote_code,
         )
     finally:
         if quiet:
@@ -294,14 +303,17 @@ def run_eval(
     items, and ``report.comparison`` holds the paired comparison.
     """
     config.check()
-    examples, data_format = load_eval_data(config.data, config.format, config.limit, config.preset,
-                                              config.fields)
+    examples, data_format = load_eval_data(
+        config.data, config.format, config.limit, config.preset, config.fields
+    )
     check_template(config.template, config.scoring, examples[0])
     routers_sha256 = None
     if config.routers:
         from moe_roma.models.checkpoint import load_router_checkpoint, routers_fingerprint
 
-        router_config, _ = load_router_checkpoint(config.routers)  # a broken folder fails before the model loads
+        router_config, _ = load_router_checkpoint(
+            config.routers
+        )  # a broken folder fails before the model loads
         routers_sha256 = routers_fingerprint(config.routers, router_config)
     if model is None or tokenizer is None:
         model, tokenizer = _load(config)
@@ -315,15 +327,26 @@ def run_eval(
 
     def run() -> EvalResult:
         result = evaluate_parallel(  # each process of a torchrun job scores its share; alone, all of it
-            model, tokenizer, examples, scoring=config.scoring, batch_size=config.batch_size,
-            max_length=max_length, template=config.template, progress=config.progress,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            examples,
+            scoring=config.scoring,
+            batch_size=config.batch_size,
+            max_length=max_length,
+            template=config.template,
+            progress=config.progress,
+        )
         if result.n == 0:
             first = result.unusable[0].reason if result.unusable else "no reason recorded"
-            raise RomaError(f"{config.data}: none of the {len(examples)} examples could be scored (first: {first})")
-        warn_if_near_chance([it.correct for it in result.scored_items],
-                            [len(ex.choices) for ex, it in zip(examples, result.items) if it.scored],
-                            config.scoring, "accuracy")  # fmt: skip
+            raise RomaError(
+                f"{config.data}: none of the {len(examples)} examples could be scored (first: {first})"
+            )
+        warn_if_near_chance(
+            [it.correct for it in result.scored_items],
+            [len(ex.choices) for ex, it in zip(examples, result.items) if it.scored],
+            config.scoring,
+            "accuracy",
+        )
         return result
 
     if not config.routers:
@@ -339,5 +362,7 @@ def run_eval(
         try:
             base = run()
         finally:
-            restore_routers(model, tuned_state)  # the model leaves with the tuned routers, as without comparison
+            restore_routers(
+                model, tuned_state
+            )  # the model leaves with the tuned routers, as without comparison
     return EvalReport(config, "tuned", run(), base, data_format, max_length, identity, routers_sha256)

@@ -184,9 +184,14 @@ def write_lm_eval_task(
         raise RomaError(f"{out}: exists and is not a folder")
     partial = [r for r in rows if "continuation" in r]
     plain = [r for r in rows if "continuation" not in r]
-    parts = [(name, rows, bool(partial))] if not (partial and plain) else [
-        (f"{name}_choice", plain, False), (f"{name}_partial", partial, True),
-    ]  # fmt: skip
+    parts = (
+        [(name, rows, bool(partial))]
+        if not (partial and plain)
+        else [
+            (f"{name}_choice", plain, False),
+            (f"{name}_partial", partial, True),
+        ]
+    )
     exported = ExportedTask(name, n=len(rows))
     with contextlib.ExitStack() as stack:  # every file is renamed into place only when all are complete
         for task_name, task_rows, is_partial in parts:

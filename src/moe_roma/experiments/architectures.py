@@ -41,8 +41,26 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import safe_name
 from moe_roma.models.card import write_model_card
 
-KEYS = {"name", "kind", "seeds", "workers", "build", "architectures", "settings", "splits", "limit", "reference"}
-_ROUTER_FIELDS = ("align", "router_init_std", "router_lr_mult", "router_clip", "router_jitter", "router_z_loss")
+KEYS = {
+    "name",
+    "kind",
+    "seeds",
+    "workers",
+    "build",
+    "architectures",
+    "settings",
+    "splits",
+    "limit",
+    "reference",
+}
+_ROUTER_FIELDS = (
+    "align",
+    "router_init_std",
+    "router_lr_mult",
+    "router_clip",
+    "router_jitter",
+    "router_z_loss",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +98,9 @@ def _build_config(values: dict, where: str):
     for key in values:
         if key not in known:
             near = difflib.get_close_matches(key, sorted(known), n=1)
-            raise RomaError(f"{where}: unknown build setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+            raise RomaError(
+                f"{where}: unknown build setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+            )
     cfg = cls(**values)
     problem = check_build_options(cfg)
     if problem:
@@ -95,11 +115,15 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
 
     unknown = sorted(set(cfg) - KEYS)
     if unknown:
-        raise RomaError(f"{where}: unknown keys {unknown} for kind: architectures (known: {', '.join(sorted(KEYS))})")
+        raise RomaError(
+            f"{where}: unknown keys {unknown} for kind: architectures (known: {', '.join(sorted(KEYS))})"
+        )
     archs = cfg.get("architectures") or []
     bad = [a for a in archs if a not in ARCHITECTURES]
     if not archs or bad:
-        raise RomaError(f"{where}: 'architectures' must list some of {', '.join(ARCHITECTURES)}, got {archs!r}")
+        raise RomaError(
+            f"{where}: 'architectures' must list some of {', '.join(ARCHITECTURES)}, got {archs!r}"
+        )
     settings = cfg.get("settings") or [{"name": "none"}]
     if not isinstance(settings, list) or not all(isinstance(s, dict) and "name" in s for s in settings):
         raise RomaError(f"{where}: 'settings' must be a list of mappings with a 'name'")
@@ -124,10 +148,19 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
             if arch == "dense" and _needs_routers(values):
                 continue  # alignment and router stability need routers
             for seed in seeds:
-                bc = _build_config({**shared, **values, "arch": arch, "seed": seed},
-                                   f"{where}: setting {s['name']} of {arch}")  # fmt: skip
-                jobs.append(Job(arch, str(s["name"]), seed, dataclasses.asdict(bc),
-                                str(out / "runs" / arch / str(s["name"]) / f"seed{seed}")))  # fmt: skip
+                bc = _build_config(
+                    {**shared, **values, "arch": arch, "seed": seed},
+                    f"{where}: setting {s['name']} of {arch}",
+                )
+                jobs.append(
+                    Job(
+                        arch,
+                        str(s["name"]),
+                        seed,
+                        dataclasses.asdict(bc),
+                        str(out / "runs" / arch / str(s["name"]) / f"seed{seed}"),
+                    )
+                )
     return jobs, splits
 
 
@@ -147,7 +180,9 @@ def finished_job(job: Job, splits: list[str], limit: int) -> bool:
     except (OSError, ValueError):
         return False
     wanted = job_inputs(job, splits, limit)
-    return info.get("build_config") == wanted["build_config"] and sorted(result.get("accuracy", {})) == sorted(splits)
+    return info.get("build_config") == wanted["build_config"] and sorted(
+        result.get("accuracy", {})
+    ) == sorted(splits)
 
 
 def run_job(job: Job, splits: list[str], limit: int) -> str:
@@ -159,27 +194,37 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
     cfg = _config_class()(**job.config)
     lines: list[str] = []
     t0 = time.time()
-    info, _, _ = build_downstream_testbed(out / "model", cfg, log=lines.append, oracle=False, splits=splits,
-                                          limit=limit)  # fmt: skip
-    records = [json.loads(x) for x in (out / "model" / "metrics.jsonl").read_text().splitlines()] if (
-        out / "model" / "metrics.jsonl").is_file() else []  # fmt: skip
+    info, _, _ = build_downstream_testbed(
+        out / "model", cfg, log=lines.append, oracle=False, splits=splits, limit=limit
+    )
+    records = (
+        [json.loads(x) for x in (out / "model" / "metrics.jsonl").read_text().splitlines()]
+        if (out / "model" / "metrics.jsonl").is_file()
+        else []
+    )
     last = next((r for r in reversed(records) if "entropy" in r), None)
     result = {
-        "arch": job.arch, "setting": job.setting, "seed": job.seed, "architecture": info.get("architecture"),
+        "arch": job.arch,
+        "setting": job.setting,
+        "seed": job.seed,
+        "architecture": info.get("architecture"),
         "accuracy": {s: info["accuracy"][s]["all"] for s in splits},
         "n": {s: info["scored_sizes"][s] for s in splits},
         "choice_xent": {s: info["choice_xent"][s] for s in splits},
         "answer_nll": {s: info["answer_nll"][s] for s in splits},
         "loss": records[-1]["loss"] if records else None,  # dense runs log loss without routing health
-        "parameters": info["parameters"], "active_parameters": info.get("active_parameters"),
-        "tokens": info.get("pretrain_tokens_seen"), "tokens_per_second": info.get("tokens_per_second"),
-        "train_seconds": info["train_seconds"], "seconds": round(time.time() - t0, 1),
+        "parameters": info["parameters"],
+        "active_parameters": info.get("active_parameters"),
+        "tokens": info.get("pretrain_tokens_seen"),
+        "tokens_per_second": info.get("tokens_per_second"),
+        "train_seconds": info["train_seconds"],
+        "seconds": round(time.time() - t0, 1),
         "entropy": statistics.fmean(last["entropy"].values()) if last else None,
         "utilisation_max": statistics.fmean(u["max"] for u in last["utilisation"].values()) if last else None,
         "utilisation_min": statistics.fmean(u["min"] for u in last["utilisation"].values()) if last else None,
         "collapse_warnings": info.get("collapse_warnings", []),
         "inputs": job_inputs(job, splits, limit),
-    }  # fmt: skip
+    }
     write_model_card(model_card(info, result, splits), out / "model")
     write_text_atomic(out / "build.log", "\n".join(lines) + "\n")
     write_json_atomic(out / "result.json", result)
@@ -191,24 +236,44 @@ def model_card(info: dict, result: dict, splits: list[str]):
     from huggingface_hub import ModelCard, ModelCardData
 
     cfg = info["build_config"]
-    data = ModelCardData(library_name="transformers", tags=["moe-roma", "testbed", "pretraining", result["arch"]],
-                         model_name=f"moe-roma downstream testbed, {result['arch']}, {result['setting']}")  # fmt: skip
+    data = ModelCardData(
+        library_name="transformers",
+        tags=["moe-roma", "testbed", "pretraining", result["arch"]],
+        model_name=f"moe-roma downstream testbed, {result['arch']}, {result['setting']}",
+    )
     warnings = [f"- step {w['step']}: {w['warning']}" for w in result["collapse_warnings"]]
     text = [
         f"# moe-roma downstream testbed: `{result['arch']}` ({info.get('architecture')}), setting `{result['setting']}`",
-        "", f"Pre-trained from scratch by `roma experiment` (kind: architectures) with moe-roma {__version__}: "
+        "",
+        f"Pre-trained from scratch by `roma experiment` (kind: architectures) with moe-roma {__version__}: "
         f"{info['parameters']:,} parameters, {info.get('active_parameters'):,} active per token, "
         f"{cfg['steps']} steps of {cfg['batch_size']} documents ({info.get('pretrain_tokens_seen'):,} tokens), seed "
-        f"{cfg['seed']}. It loads with `AutoModelForCausalLM.from_pretrained`.", "", "## Training configuration", "",
-        "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "", "## Expected generalisation behaviour", "",
-        *[f"- {s}: {100 * result['accuracy'][s]:.1f}% of {result['n'][s]} items (continuation scoring; chance 25%)"
-          for s in splits],
-        "", "## Failure modes", "", *(warnings or ["- no routing collapse was logged during pre-training"]),
+        f"{cfg['seed']}. It loads with `AutoModelForCausalLM.from_pretrained`.",
+        "",
+        "## Training configuration",
+        "",
+        "```json",
+        json.dumps(cfg, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Expected generalisation behaviour",
+        "",
+        *[
+            f"- {s}: {100 * result['accuracy'][s]:.1f}% of {result['n'][s]} items (continuation scoring; chance 25%)"
+            for s in splits
+        ],
+        "",
+        "## Failure modes",
+        "",
+        *(warnings or ["- no routing collapse was logged during pre-training"]),
         "- a research model of a few million parameters over a word-level vocabulary of the testbed's lexicon: "
-        "it knows nothing beyond it", "", "## Intended domains", "",
+        "it knows nothing beyond it",
+        "",
+        "## Intended domains",
+        "",
         "The downstream testbed's task suite (docs/testbed.md): comparing architectures and routing alignment "
         "during pre-training (docs/architectures.md). Not for any real use.",
-    ]  # fmt: skip
+    ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text) + "\n")
 
 
@@ -219,8 +284,10 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
     limit = int(cfg.get("limit") or 0)
     workers = int(cfg.get("workers", 1))
     todo = [j for j in jobs if not (resume and finished_job(j, splits, limit))]
-    log(f"experiment {cfg.get('name', '')}: {len(jobs)} builds ({len(jobs) - len(todo)} already done), "
-        f"{workers} at a time")  # fmt: skip
+    log(
+        f"experiment {cfg.get('name', '')}: {len(jobs)} builds ({len(jobs) - len(todo)} already done), "
+        f"{workers} at a time"
+    )
     if todo:
         # Separate processes, so that builds run side by side; each writes its result as JSON.
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
@@ -229,13 +296,21 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
                 log(f"done {f.result()}")
     # The expert count comes from the job's config (not the result file), so that tables of runs written
     # before it was recorded can normalise entropy too.
-    results = [{**json.loads((Path(j.out) / "result.json").read_text()), "experts": _experts(j)} for j in jobs]
+    results = [
+        {**json.loads((Path(j.out) / "result.json").read_text()), "experts": _experts(j)} for j in jobs
+    ]
     seconds = time.perf_counter() - start
     from moe_roma.report.architectures import architecture_report, rows_of
 
     summary = summarise(results, splits, str(cfg.get("reference", "none")))
-    doc = {"config": cfg, "splits": splits, "runs": results, "summary": summary, "package_version": __version__,
-           "seconds": round(seconds, 1)}  # fmt: skip
+    doc = {
+        "config": cfg,
+        "splits": splits,
+        "runs": results,
+        "summary": summary,
+        "package_version": __version__,
+        "seconds": round(seconds, 1),
+    }
     write_json_atomic(out / "results.json", doc)
     write_text_atomic(out / "table.md", architecture_report(cfg, summary, splits, seconds, config_path))
     from moe_roma.report.experiments import plot_accuracy
@@ -245,8 +320,10 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
     from moe_roma.report.architectures import plot_curves
 
     plot_curves(training_curves(jobs), out / "curves.png")
-    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'}, {out / 'curves.png'} "
-        f"in {seconds:.0f} s")  # fmt: skip
+    log(
+        f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'}, {out / 'curves.png'} "
+        f"in {seconds:.0f} s"
+    )
     return doc
 
 
@@ -262,7 +339,9 @@ def training_curves(jobs: list[Job]) -> dict[tuple[str, str], list[list[dict]]]:
         records = [json.loads(line) for line in path.read_text().splitlines() if line]
         for r in records:
             layers = r.get("entropy")
-            r["entropy_norm"] = normalised_entropy(statistics.fmean(layers.values()) if layers else None, experts)
+            r["entropy_norm"] = normalised_entropy(
+                statistics.fmean(layers.values()) if layers else None, experts
+            )
         curves.setdefault((job.arch, job.setting), []).append(records)
     return curves
 
@@ -289,8 +368,11 @@ def _normalised_entropy(run: dict) -> float | None:
 def _ablation_metrics(splits: list[str]) -> list[tuple[str, object]]:
     out = [(f"accuracy:{s}", lambda r, s=s: r["accuracy"][s]) for s in splits]
     out += [(f"choice_xent:{s}", lambda r, s=s: r.get("choice_xent", {}).get(s)) for s in splits]
-    out += [("entropy_norm", _normalised_entropy), ("utilisation_max", lambda r: r.get("utilisation_max")),
-            ("loss", lambda r: r.get("loss"))]  # fmt: skip
+    out += [
+        ("entropy_norm", _normalised_entropy),
+        ("utilisation_max", lambda r: r.get("utilisation_max")),
+        ("loss", lambda r: r.get("loss")),
+    ]
     return out
 
 
@@ -309,7 +391,11 @@ def _mean_sd(values: list[float]) -> dict:
     vals = [v for v in values if v is not None]
     if not vals:
         return {"mean": None, "sd": None, "values": []}
-    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "values": vals}
+    return {
+        "mean": statistics.fmean(vals),
+        "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "values": vals,
+    }
 
 
 def summarise(results: list[dict], splits: list[str], reference: str = "none") -> list[dict]:
@@ -321,22 +407,28 @@ def summarise(results: list[dict], splits: list[str], reference: str = "none") -
     rows = []
     for (arch, setting), runs in groups.items():
         ref_runs = groups.get((arch, reference), [])
-        rows.append({
-            "arch": arch, "setting": setting, "seeds": [r["seed"] for r in runs],
-            "accuracy": {s: _mean_sd([r["accuracy"][s] for r in runs]) for s in splits},
-            # Runs from before these scores existed have none: the cell is then "-".
-            "choice_xent": {s: _mean_sd([r.get("choice_xent", {}).get(s) for r in runs]) for s in splits},
-            "answer_nll": {s: _mean_sd([r.get("answer_nll", {}).get(s) for r in runs]) for s in splits},
-            "loss": _mean_sd([r.get("loss") for r in runs]),
-            "entropy": _mean_sd([r["entropy"] for r in runs])["mean"],
-            "entropy_norm": _mean_sd([_normalised_entropy(r) for r in runs])["mean"],
-            "utilisation_max": _mean_sd([r["utilisation_max"] for r in runs])["mean"],
-            "utilisation_min": _mean_sd([r["utilisation_min"] for r in runs])["mean"],
-            "parameters": runs[0]["parameters"], "active_parameters": runs[0]["active_parameters"],
-            "tokens": runs[0]["tokens"], "tokens_per_second": _mean_sd([r["tokens_per_second"] for r in runs])["mean"],
-            "collapse_warnings": sum(len(r["collapse_warnings"]) for r in runs),
-            "delta": paired_deltas(runs, ref_runs, splits) if setting != reference and ref_runs else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "arch": arch,
+                "setting": setting,
+                "seeds": [r["seed"] for r in runs],
+                "accuracy": {s: _mean_sd([r["accuracy"][s] for r in runs]) for s in splits},
+                # Runs from before these scores existed have none: the cell is then "-".
+                "choice_xent": {s: _mean_sd([r.get("choice_xent", {}).get(s) for r in runs]) for s in splits},
+                "answer_nll": {s: _mean_sd([r.get("answer_nll", {}).get(s) for r in runs]) for s in splits},
+                "loss": _mean_sd([r.get("loss") for r in runs]),
+                "entropy": _mean_sd([r["entropy"] for r in runs])["mean"],
+                "entropy_norm": _mean_sd([_normalised_entropy(r) for r in runs])["mean"],
+                "utilisation_max": _mean_sd([r["utilisation_max"] for r in runs])["mean"],
+                "utilisation_min": _mean_sd([r["utilisation_min"] for r in runs])["mean"],
+                "parameters": runs[0]["parameters"],
+                "active_parameters": runs[0]["active_parameters"],
+                "tokens": runs[0]["tokens"],
+                "tokens_per_second": _mean_sd([r["tokens_per_second"] for r in runs])["mean"],
+                "collapse_warnings": sum(len(r["collapse_warnings"]) for r in runs),
+                "delta": paired_deltas(runs, ref_runs, splits) if setting != reference and ref_runs else None,
+            }
+        )
     by = {(r["arch"], r["setting"]): r for r in rows}
     for row in rows:
         ref = by.get((row["arch"], reference))

@@ -45,8 +45,17 @@ from moe_roma.scoring.stats import accuracy
 # The folder of `roma experiment` and `roma demo` (and of a `kind: architectures` grid): one grid's results.
 RESULTS_FOLDER = Kind(
     "experiment folder",
-    members=("results.json", "table.md", "report.md", "*.png", "routing.json", "routing.safetensors", "outcomes.jsonl",
-             "runs", "graphs"),
+    members=(
+        "results.json",
+        "table.md",
+        "report.md",
+        "*.png",
+        "routing.json",
+        "routing.safetensors",
+        "outcomes.jsonl",
+        "runs",
+        "graphs",
+    ),
     finished=("results.json",),
     partial=("outcomes.jsonl", "runs"),
 )
@@ -94,9 +103,16 @@ class RunContext:
         if key not in self.stores:
             examples = self.train_examples if split == "train" else self.splits[split]
             self.stores[key], _ = collect_routing(
-                self.model, self.tokenizer, examples, layers=self.store.layers, scoring=self.scoring,
-                batch_size=self.batch_size, progress=False, info=self.info, position=position,
-            )  # fmt: skip
+                self.model,
+                self.tokenizer,
+                examples,
+                layers=self.store.layers,
+                scoring=self.scoring,
+                batch_size=self.batch_size,
+                progress=False,
+                info=self.info,
+                position=position,
+            )
         return self.stores[key]
 
     def tuned_layers(self) -> list[int]:
@@ -123,9 +139,16 @@ def training_store(ctx: RunContext, config: TrainConfig) -> RoutingStore:
     layers = ctx.info.select_layers(config.layers)
     key = ("oracle-targets", config.position, tuple(layers), config.regularizer.oracle_steps)
     if key not in ctx.stores:
-        ctx.stores[key] = with_oracle_targets(ctx.model, ctx.tokenizer, store, layers, ctx.info,
-                                              steps=config.regularizer.oracle_steps, batch_size=ctx.batch_size,
-                                              progress=ctx.progress)  # fmt: skip
+        ctx.stores[key] = with_oracle_targets(
+            ctx.model,
+            ctx.tokenizer,
+            store,
+            layers,
+            ctx.info,
+            steps=config.regularizer.oracle_steps,
+            batch_size=ctx.batch_size,
+            progress=ctx.progress,
+        )
     return ctx.stores[key]
 
 
@@ -134,8 +157,14 @@ def graph_for(ctx: RunContext, config: TrainConfig, store: RoutingStore) -> Neig
     if not store.successful:
         return None
     search = config.graph.build(config.runtime.seed)
-    targets = [config.regularizer.targets, config.regularizer.oracle_steps] if config.regularizer.targets != "base" else []
-    key = hashlib.sha256(json.dumps([search.__dict__, config.graph.embedder, *targets], sort_keys=True).encode()).hexdigest()[:16]
+    targets = (
+        [config.regularizer.targets, config.regularizer.oracle_steps]
+        if config.regularizer.targets != "base"
+        else []
+    )
+    key = hashlib.sha256(
+        json.dumps([search.__dict__, config.graph.embedder, *targets], sort_keys=True).encode()
+    ).hexdigest()[:16]
     key += config.position
     if key not in ctx.graphs:
         path = ctx.out_dir / "graphs" / f"{key}.safetensors"
@@ -156,10 +185,13 @@ def evaluate_splits(ctx: RunContext) -> dict[str, dict]:
         )
         s = result.summary()
         out[split] = {
-            "accuracy": s["acc"], "n": s["n"], "ci": list(s["acc_ci"]) if s.get("acc_ci") else None,
-            "acc_norm": s.get("acc_norm"), "correct": [it.correct for it in result.scored_items],
+            "accuracy": s["acc"],
+            "n": s["n"],
+            "ci": list(s["acc_ci"]) if s.get("acc_ci") else None,
+            "acc_norm": s.get("acc_norm"),
+            "correct": [it.correct for it in result.scored_items],
             "tasks": {t: v.get("acc") for t, v in s.get("tasks", {}).items()},
-        }  # fmt: skip
+        }
     return out
 
 
@@ -183,10 +215,15 @@ def run_weights(ctx: RunContext, method: Method, seed: int) -> dict:
     extra: dict[str, Any] = {"trackers": ctx.trackers} if ctx.trackers else {}
     if ctx.resume:
         extra["resume"] = True  # a saved state in run_dir (if any) is continued; none means a fresh run
-    result: TrainResult = spec.run(ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress,
-                                   **extra)  # fmt: skip
-    return {"splits": evaluate_splits(ctx), "train": {"seconds": result.seconds, "steps": result.steps},
-            "run_dir": str(run_dir), "layers": result.tuned_layers}  # fmt: skip
+    result: TrainResult = spec.run(
+        ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress, **extra
+    )
+    return {
+        "splits": evaluate_splits(ctx),
+        "train": {"seconds": result.seconds, "steps": result.steps},
+        "run_dir": str(run_dir),
+        "layers": result.tuned_layers,
+    }
 
 
 def run_test_time(ctx: RunContext, method: Method, seed: int) -> dict:
@@ -195,9 +232,17 @@ def run_test_time(ctx: RunContext, method: Method, seed: int) -> dict:
     out = {}
     for split in ctx.splits:
         inputs = TestTimeInputs(
-            ctx.model, ctx.tokenizer, ctx.info, ctx.tuned_layers(), ctx.batch_size, False, ctx.store_for(split),
-            ctx.store, lambda split=split: ctx.embeddings_for(split), lambda: ctx.embeddings_for("train"),
-        )  # fmt: skip
+            ctx.model,
+            ctx.tokenizer,
+            ctx.info,
+            ctx.tuned_layers(),
+            ctx.batch_size,
+            False,
+            ctx.store_for(split),
+            ctx.store,
+            lambda split=split: ctx.embeddings_for(split),
+            lambda: ctx.embeddings_for("train"),
+        )
         outcome = spec.run(inputs, method.config)
         out[split] = _split_outcome(outcome.correct, extra=outcome.extra)
     return {"splits": out}
@@ -205,14 +250,22 @@ def run_test_time(ctx: RunContext, method: Method, seed: int) -> dict:
 
 def _split_outcome(correct: list[bool], extra: dict | None = None) -> dict:
     acc = accuracy(correct)
-    return {"accuracy": acc.acc, "n": acc.n, "ci": list(acc.ci) if acc.ci else None, "acc_norm": None,
-            "correct": list(correct), "extra": extra or {}}  # fmt: skip
+    return {
+        "accuracy": acc.acc,
+        "n": acc.n,
+        "ci": list(acc.ci) if acc.ci else None,
+        "acc_norm": None,
+        "correct": list(correct),
+        "extra": extra or {},
+    }
 
 
 # How the comparison runs each kind of registered method.
 RUNNERS: dict[str, Callable[[RunContext, Method, int], dict]] = {
-    "none": run_unchanged, "weights": run_weights, "test_time": run_test_time,
-}  # fmt: skip
+    "none": run_unchanged,
+    "weights": run_weights,
+    "test_time": run_test_time,
+}
 
 
 def routing_metrics(ctx: RunContext, split: str) -> dict:
@@ -224,8 +277,16 @@ def routing_metrics(ctx: RunContext, split: str) -> dict:
         routing_entropy_per_layer,
     )
 
-    store, _ = collect_routing(ctx.model, ctx.tokenizer, ctx.splits[split], layers=ctx.tuned_layers(),
-                               scoring=ctx.scoring, batch_size=ctx.batch_size, progress=False, info=ctx.info)  # fmt: skip
+    store, _ = collect_routing(
+        ctx.model,
+        ctx.tokenizer,
+        ctx.splits[split],
+        layers=ctx.tuned_layers(),
+        scoring=ctx.scoring,
+        batch_size=ctx.batch_size,
+        progress=False,
+        info=ctx.info,
+    )
     emb = ctx.embeddings_for(split)
     top_k = ctx.info.routers[store.layers[0]].top_k
     util = expert_utilisation(store.routing, top_k)
@@ -327,9 +388,15 @@ class Comparison:
     def collect(self) -> tuple[RoutingStore, MoEInfo]:
         info = discover_routers(self.model)
         store, summary = collect_routing(
-            self.model, self.tokenizer, self.train_examples, layers=self.collect_layers, scoring=self.scoring,
-            batch_size=self.batch_size, progress=self.progress, info=info,
-        )  # fmt: skip
+            self.model,
+            self.tokenizer,
+            self.train_examples,
+            layers=self.collect_layers,
+            scoring=self.scoring,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            info=info,
+        )
         save_routing_store(store, self.out_dir / "routing.json")
         self.log(summary.line() + f"; successful set: {len(store.successful)}")
         return store, info
@@ -339,9 +406,19 @@ class Comparison:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         store, info = self.collect()
         ctx = RunContext(
-            self.model, self.tokenizer, info, store, self.splits, self.train_config, self.scoring, self.batch_size,
-            self.out_dir, self.progress, train_examples=self.train_examples, resume=self.resume,
-        )  # fmt: skip
+            self.model,
+            self.tokenizer,
+            info,
+            store,
+            self.splits,
+            self.train_config,
+            self.scoring,
+            self.batch_size,
+            self.out_dir,
+            self.progress,
+            train_examples=self.train_examples,
+            resume=self.resume,
+        )
         self.ctx = ctx
         base_routers = router_snapshot(self.model, info)
         rows, details = [], {}
@@ -364,7 +441,9 @@ class Comparison:
                 old = recorded.get(label)
                 if old is not None and key not in done:  # the run was done, with something else: say what
                     changed = [k for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
-                    self.log(f"resuming: {label} runs again: its {', '.join(changed)} changed since {outcomes_path}")
+                    self.log(
+                        f"resuming: {label} runs again: its {', '.join(changed)} changed since {outcomes_path}"
+                    )
                 if spec.seed_free and method.name in cached:
                     outcome = cached[method.name]
                 elif key in done:  # finished by an earlier, interrupted run of the same grid
@@ -372,15 +451,23 @@ class Comparison:
                 else:
                     run_name = f"{method.name}/seed{seed}"
                     settings = to_dict(method.config) if method.config is not None else {}
-                    with open_trackers(self.report_to, self.out_dir / "runs" / method.name / f"seed{seed}", run_name,
-                                       {"method": method.name, "kind": method.kind, "seed": seed,
-                                        "settings": settings}) as trackers:  # fmt: skip
+                    with open_trackers(
+                        self.report_to,
+                        self.out_dir / "runs" / method.name / f"seed{seed}",
+                        run_name,
+                        {"method": method.name, "kind": method.kind, "seed": seed, "settings": settings},
+                    ) as trackers:
                         ctx.trackers = trackers
                         outcome = RUNNERS[spec.kind](ctx, method, seed)
                         if self.metrics_split and spec.kind in ("none", "weights"):
                             outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
-                        trackers.log_summary({split: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]}
-                                              for split, r in outcome["splits"].items()}, prefix="eval/")  # fmt: skip
+                        trackers.log_summary(
+                            {
+                                split: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]}
+                                for split, r in outcome["splits"].items()
+                            },
+                            prefix="eval/",
+                        )
                         ctx.trackers = None
                     _append_outcome(outcomes_path, key, label, inputs, outcome)
                 if spec.seed_free:
@@ -388,11 +475,21 @@ class Comparison:
                 seconds = time.perf_counter() - start
                 details[f"{method.name}/seed{seed}"] = outcome
                 for split, res in outcome["splits"].items():
-                    rows.append({
-                        "method": method.name, "split": split, "seed": seed, "accuracy": res["accuracy"],
-                        "n": res["n"], "ci": res["ci"], "acc_norm": res["acc_norm"], "kind": method.kind,
-                        "setting": method.overrides, **res.get("extra", {}), **self.extra_row_keys,
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "method": method.name,
+                            "split": split,
+                            "seed": seed,
+                            "accuracy": res["accuracy"],
+                            "n": res["n"],
+                            "ci": res["ci"],
+                            "acc_norm": res["acc_norm"],
+                            "kind": method.kind,
+                            "setting": method.overrides,
+                            **res.get("extra", {}),
+                            **self.extra_row_keys,
+                        }
+                    )
                 accs = ", ".join(f"{s} {r['accuracy']:.1%}" for s, r in outcome["splits"].items())
                 self.log(f"[seed {seed}] {method.name}: {accs} ({seconds:.1f} s)")
         restore_routers(self.model, base_routers)
@@ -401,8 +498,15 @@ class Comparison:
             "scoring": self.scoring,
             "collect_layers": self.collect_layers,
             "train_config": self.train_config.settings(),
-            "methods": [{"name": m.name, "kind": m.kind, "overrides": m.overrides,
-                         "settings": to_dict(m.config) if m.config is not None else None} for m in self.methods],
+            "methods": [
+                {
+                    "name": m.name,
+                    "kind": m.kind,
+                    "overrides": m.overrides,
+                    "settings": to_dict(m.config) if m.config is not None else None,
+                }
+                for m in self.methods
+            ],
             "seeds": self.seeds,
             "n_train": len(self.train_examples),
             "n_successful": len(store.successful),

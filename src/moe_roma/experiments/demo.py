@@ -78,13 +78,25 @@ def run_demo(
     torch.manual_seed(0)
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
     model, tok = load_model(model_path, dtype="float32", device="cpu")
-    log(f"testbed: {type(model).__name__}, train {len(train_examples)} items, "
-        + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))  # fmt: skip
+    log(
+        f"testbed: {type(model).__name__}, train {len(train_examples)} items, "
+        + ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    )
     comparison = Comparison(
-        model, tok, train_examples, splits, methods, seeds, train_config, out, scoring=cfg.get("scoring", "continuation"),
-        collect_layers=cfg.get("collect_layers", train_config.layers), batch_size=int(cfg.get("batch_size", 32)),
-        progress=progress, log=log,
-    )  # fmt: skip
+        model,
+        tok,
+        train_examples,
+        splits,
+        methods,
+        seeds,
+        train_config,
+        out,
+        scoring=cfg.get("scoring", "continuation"),
+        collect_layers=cfg.get("collect_layers", train_config.layers),
+        batch_size=int(cfg.get("batch_size", 32)),
+        progress=progress,
+        log=log,
+    )
     rows, meta = comparison.run()
     method_names, split_names = [m.name for m in methods], list(splits)
     table = console_table(rows, method_names, split_names)
@@ -95,13 +107,23 @@ def run_demo(
     base_routers = router_snapshot(model, comparison.info)
     probe = splits["in_dist"]
     routing = {}
-    for label, ckpt in (("base", None), ("roma", out / "runs" / "roma" / f"seed{seed0}"),
-                        ("router_tuning", out / "runs" / "router_tuning" / f"seed{seed0}")):  # fmt: skip
+    for label, ckpt in (
+        ("base", None),
+        ("roma", out / "runs" / "roma" / f"seed{seed0}"),
+        ("router_tuning", out / "runs" / "router_tuning" / f"seed{seed0}"),
+    ):
         restore_routers(model, base_routers)
         if ckpt is not None:
             apply_router_checkpoint(model, ckpt)
-        store, _ = collect_routing(model, tok, probe, layers=comparison.store.layers, scoring="continuation",
-                                   progress=False, info=comparison.info)  # fmt: skip
+        store, _ = collect_routing(
+            model,
+            tok,
+            probe,
+            layers=comparison.store.layers,
+            scoring="continuation",
+            progress=False,
+            info=comparison.info,
+        )
         routing[label] = store.routing
     restore_routers(model, base_routers)
     emb = embed_texts([ex.question for ex in probe])
@@ -115,22 +137,33 @@ def run_demo(
             out / "training_curves.png",
         ),
         "expert_utilisation": plot_expert_utilisation(
-            {"base": routing["base"], "roma": routing["roma"]}, comparison.store.layers,
-            comparison.info.routers[comparison.store.layers[0]].top_k, out / "expert_utilisation.png",
+            {"base": routing["base"], "roma": routing["roma"]},
+            comparison.store.layers,
+            comparison.info.routers[comparison.store.layers[0]].top_k,
+            out / "expert_utilisation.png",
         ),
         "routing_pca": plot_routing_projection(
-            {"base": routing["base"], "roma": routing["roma"]}, [ex.task for ex in probe], out / "routing_pca.png"
+            {"base": routing["base"], "roma": routing["roma"]},
+            [ex.task for ex in probe],
+            out / "routing_pca.png",
         ),
-    }  # fmt: skip
+    }
     seconds = time.perf_counter() - start
     results = {
         "rows": rows,
-        "config": {**meta, "demo_seeds": list(seeds), "testbed_model": str(path), "demo_config": str(config_path)},
+        "config": {
+            **meta,
+            "demo_seeds": list(seeds),
+            "testbed_model": str(path),
+            "demo_config": str(config_path),
+        },
         "package_version": __version__,
         "alignment_in_dist": alignment,
         "seconds": round(seconds, 1),
     }
     write_json_atomic(out / "results.json", results)
-    write_text_atomic(out / "report.md", demo_report(rows, meta, alignment, method_names, split_names, seconds))
+    write_text_atomic(
+        out / "report.md", demo_report(rows, meta, alignment, method_names, split_names, seconds)
+    )
     log(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(plots)} plots in {seconds:.0f} s")
     return results

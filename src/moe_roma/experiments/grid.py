@@ -36,8 +36,20 @@ from moe_roma.report.experiments import experiment_report, plot_accuracy
 from moe_roma.report.tables import aggregate, markdown_table
 from moe_roma.scoring.stats import compare_paired, mean_interval
 
-TOP_KEYS = {"name", "data", "seeds", "train", "methods", "ablations", "scoring", "batch_size", "limit",
-            "metrics_split", "collect_layers", "paired"}  # fmt: skip
+TOP_KEYS = {
+    "name",
+    "data",
+    "seeds",
+    "train",
+    "methods",
+    "ablations",
+    "scoring",
+    "batch_size",
+    "limit",
+    "metrics_split",
+    "collect_layers",
+    "paired",
+}
 
 
 def load_experiment(path: str | Path) -> dict:
@@ -67,17 +79,40 @@ def _check_types(cfg: dict, p: Path) -> None:
         return isinstance(value, int) and not isinstance(value, bool)
 
     seeds = cfg.get("seeds", [0])
-    need(isinstance(seeds, list) and bool(seeds) and all(map(is_int, seeds)), "'seeds' must be a list of integers", seeds)
+    need(
+        isinstance(seeds, list) and bool(seeds) and all(map(is_int, seeds)),
+        "'seeds' must be a list of integers",
+        seeds,
+    )
     for key in ("limit", "batch_size"):
-        need(cfg.get(key) is None or (is_int(cfg[key]) and cfg[key] >= 1), f"'{key}' must be a positive integer", cfg.get(key))
-    need(isinstance(cfg["methods"], list) and bool(cfg["methods"]), "'methods' must be a non-empty list", cfg["methods"])
+        need(
+            cfg.get(key) is None or (is_int(cfg[key]) and cfg[key] >= 1),
+            f"'{key}' must be a positive integer",
+            cfg.get(key),
+        )
+    need(
+        isinstance(cfg["methods"], list) and bool(cfg["methods"]),
+        "'methods' must be a non-empty list",
+        cfg["methods"],
+    )
     for key in ("train",):
-        need(cfg.get(key) is None or isinstance(cfg[key], dict), f"'{key}' must be a mapping of training settings", cfg.get(key))
-    need(cfg.get("ablations") is None or isinstance(cfg["ablations"], list), "'ablations' must be a list", cfg.get("ablations"))
+        need(
+            cfg.get(key) is None or isinstance(cfg[key], dict),
+            f"'{key}' must be a mapping of training settings",
+            cfg.get(key),
+        )
+    need(
+        cfg.get("ablations") is None or isinstance(cfg["ablations"], list),
+        "'ablations' must be a list",
+        cfg.get("ablations"),
+    )
     data = cfg["data"]
     need(isinstance(data, dict), "'data' must be a mapping", data)
-    need(data.get("suite_seed") is None or is_int(data["suite_seed"]), "'data.suite_seed' must be an integer",
-         data.get("suite_seed"))
+    need(
+        data.get("suite_seed") is None or is_int(data["suite_seed"]),
+        "'data.suite_seed' must be an integer",
+        data.get("suite_seed"),
+    )
     if "eval" in data:
         need(isinstance(data["eval"], dict), "'data.eval' must map split names to data files", data["eval"])
     if not data.get("testbed"):
@@ -89,8 +124,11 @@ def _check_types(cfg: dict, p: Path) -> None:
         )
     if data.get("validation") is not None:
         v = data["validation"]
-        need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5,
-             "'data.validation' must be the share of train to hold out, in (0, 0.5]", v)  # fmt: skip
+        need(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 0.5,
+            "'data.validation' must be the share of train to hold out, in (0, 0.5]",
+            v,
+        )
 
 
 def _settings(config_cls: type, values: dict, where: str, base=None):
@@ -112,11 +150,15 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
             raise RomaError(f"{where}: methods[{i}] needs a 'name'")
         unknown = sorted(set(m) - {"name", "kind", "overrides", "options"})
         if unknown:
-            raise RomaError(f"{where}: methods[{i}] ({m['name']}): unknown keys {unknown} (known: name, kind, "
-                            "overrides, options)")  # fmt: skip
+            raise RomaError(
+                f"{where}: methods[{i}] ({m['name']}): unknown keys {unknown} (known: name, kind, "
+                "overrides, options)"
+            )
         kind = m.get("kind", "train")
         if kind not in METHODS:
-            raise RomaError(f"{where}: methods[{i}] ({m['name']}): unknown kind {kind!r} ({', '.join(METHODS)})")
+            raise RomaError(
+                f"{where}: methods[{i}] ({m['name']}): unknown kind {kind!r} ({', '.join(METHODS)})"
+            )
         given = m.get("overrides") or m.get("options") or {}
         if not isinstance(given, dict):
             raise RomaError(f"{where}: methods[{i}] ({m['name']}): 'overrides' must be a mapping of settings")
@@ -125,9 +167,14 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
         if not 0 < fraction <= 1:
             raise RomaError(f"{where}: method {m['name']}: train_fraction must lie in (0, 1], got {fraction}")
         what = f"{where}: method {m['name']}"
-        config = _settings(TrainConfig, options, what, base=train) if kind == "train" else (
-            _settings(METHODS[kind].config, options, what))  # fmt: skip
-        methods.append(Method(safe_name(m["name"], where, "method name"), kind, config, dict(given), fraction))
+        config = (
+            _settings(TrainConfig, options, what, base=train)
+            if kind == "train"
+            else (_settings(METHODS[kind].config, options, what))
+        )
+        methods.append(
+            Method(safe_name(m["name"], where, "method name"), kind, config, dict(given), fraction)
+        )
     for j, ab in enumerate(cfg.get("ablations") or []):
         if not isinstance(ab, dict) or "axis" not in ab or "values" not in ab:
             raise RomaError(f"{where}: ablations[{j}] needs 'axis' and 'values'")
@@ -136,7 +183,9 @@ def parse_methods(cfg: dict, where: str, train: TrainConfig | None = None) -> li
         if base is None or base.kind != "train":
             raise RomaError(f"{where}: ablations[{j}]: base method {base_name!r} is not a trained method")
         for value in ab["values"]:
-            label = ab.get("label", "{base}[{axis}={value}]").format(base=base_name, axis=ab["axis"], value=value)
+            label = ab.get("label", "{base}[{axis}={value}]").format(
+                base=base_name, axis=ab["axis"], value=value
+            )
             label = safe_name(label, where, "method name")  # runs/<method> is a folder of the results
             setting = {ab["axis"]: value}
             if ab["axis"] == "train_fraction":
@@ -191,15 +240,19 @@ def load_data(cfg: dict, where: str, limit: int | None):
         model = data["model"]
         train = [ex for entry in train_sources(data, where) for ex in load_source(entry, fmt)]
         names = list(data["eval"])
-        splits = {name: cut(load_source(source(entry, f"{where}: data.eval.{name}"), fmt))
-                  for name, entry in data["eval"].items()}  # fmt: skip
+        splits = {
+            name: cut(load_source(source(entry, f"{where}: data.eval.{name}"), fmt))
+            for name, entry in data["eval"].items()
+        }
     if data.get("validation"):
         train, validation = hold_out_validation(train, float(data["validation"]))
         splits = {"validation": cut(validation), **splits}
         if "validation" in names:  # keep the order the configuration asked for
             splits = {s: splits[s] for s in names if s in splits} | splits
     elif "validation" in names and "validation" not in splits:
-        raise RomaError(f"{where}: the split 'validation' needs 'data.validation' (the share of train to hold out)")
+        raise RomaError(
+            f"{where}: the split 'validation' needs 'data.validation' (the share of train to hold out)"
+        )
     return model, train, splits
 
 
@@ -268,8 +321,10 @@ def check_grid(cfg: dict, where: str, methods: list[Method], splits: list[str]) 
         raise RomaError(f"{where}: 'scoring' must be letter or continuation, got {scoring!r}")
     for m in methods:
         if m.kind == "train" and m.config.scoring != scoring:
-            raise RomaError(f"{where}: method {m.name} trains with scoring={m.config.scoring}, but the grid collects "
-                            f"its routing with {scoring} scoring; set 'scoring' in 'train' (or the method) to {scoring}")
+            raise RomaError(
+                f"{where}: method {m.name} trains with scoring={m.config.scoring}, but the grid collects "
+                f"its routing with {scoring} scoring; set 'scoring' in 'train' (or the method) to {scoring}"
+            )
     check_paired(cfg.get("paired") or [], [m.name for m in methods], where)
     split = cfg.get("metrics_split")
     if split is not None and split not in splits:
@@ -290,8 +345,10 @@ def check_paired(pairs: object, methods: list[str], where: str) -> None:
             bad = [p for p in pair if p not in methods] if isinstance(pair, (list, tuple)) else []
             near = difflib.get_close_matches(str(bad[0]), methods, n=1) if bad else []
             hint = f"; did you mean {near[0]!r}?" if near else f" (methods: {', '.join(methods)})"
-            raise RomaError(f"{where}: 'paired' entries must be [method, method] of two methods of this grid, got "
-                            f"{pair!r}{hint}")
+            raise RomaError(
+                f"{where}: 'paired' entries must be [method, method] of two methods of this grid, got "
+                f"{pair!r}{hint}"
+            )
 
 
 SOURCE_KEYS = {"source", "preset", "fields", "limit", "task"}
@@ -306,18 +363,30 @@ def source(entry, where: str) -> dict:
     if isinstance(entry, str):
         entry = {"source": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("source"), str) or not entry["source"]:
-        raise RomaError(f"{where}: a data source is a path, an hf:NAME[:CONFIG][:SPLIT] spec, or a mapping with "
-                        f"'source', got {entry!r}"[:300])  # fmt: skip
+        raise RomaError(
+            f"{where}: a data source is a path, an hf:NAME[:CONFIG][:SPLIT] spec, or a mapping with "
+            f"'source', got {entry!r}"[:300]
+        )
     unknown = sorted(set(entry) - SOURCE_KEYS)
     if unknown:
-        raise RomaError(f"{where}: unknown keys {unknown} in a data source (known: {', '.join(sorted(SOURCE_KEYS))})")
+        raise RomaError(
+            f"{where}: unknown keys {unknown} in a data source (known: {', '.join(sorted(SOURCE_KEYS))})"
+        )
     if entry.get("preset") is not None:
-        get_preset(str(entry["preset"]), entry["source"])  # an unknown preset fails here, naming the known ones
+        get_preset(
+            str(entry["preset"]), entry["source"]
+        )  # an unknown preset fails here, naming the known ones
     fields = entry.get("fields")
     if fields is not None:
-        if not isinstance(fields, dict) or not {"question", "choices", "answer"} <= set(fields) or set(fields) - FIELD_KEYS:
-            raise RomaError(f"{where}: 'fields' must map question, choices and answer (and optionally context) to "
-                            "column names")  # fmt: skip
+        if (
+            not isinstance(fields, dict)
+            or not {"question", "choices", "answer"} <= set(fields)
+            or set(fields) - FIELD_KEYS
+        ):
+            raise RomaError(
+                f"{where}: 'fields' must map question, choices and answer (and optionally context) to "
+                "column names"
+            )
         if entry.get("preset") is not None:
             raise RomaError(f"{where}: give 'preset' or 'fields', not both")
     limit = entry.get("limit")
@@ -344,8 +413,13 @@ def load_source(entry: dict, fmt: str | None = None) -> list:
     from moe_roma.data.presets import FieldMap
 
     fields = entry.get("fields")
-    examples = load_examples(entry["source"], format=fmt, task=entry.get("task"), preset=entry.get("preset"),
-                             fields=FieldMap(**fields) if fields else None)  # fmt: skip
+    examples = load_examples(
+        entry["source"],
+        format=fmt,
+        task=entry.get("task"),
+        preset=entry.get("preset"),
+        fields=FieldMap(**fields) if fields else None,
+    )
     return examples[: entry["limit"]] if entry.get("limit") else examples
 
 
@@ -357,18 +431,24 @@ def experiment_folder(cfg: dict, config_path: str | Path, out_dir: str | Path | 
 
 def output_folder(config_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Where ``run_experiment(config_path, out_dir)`` writes (read before any work, for the output guard)."""
-    cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
+    cfg = load_yaml_mapping(
+        Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'"
+    )
     return experiment_folder(cfg, config_path, out_dir)
 
 
 def _architecture_grid(config_path: str | Path) -> dict | None:
     """The file's mapping when it is a pre-training grid (``kind: architectures``), else None."""
-    cfg = load_yaml_mapping(Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'")
+    cfg = load_yaml_mapping(
+        Path(config_path), "experiment configuration", "a mapping with 'methods', 'seeds' and 'data'"
+    )
     return cfg if cfg.get("kind") == "architectures" else None
 
 
 def plan_experiment(
-    config_path: str | Path, out_dir: str | Path | None = None, report_to: list[str] | None = None,
+    config_path: str | Path,
+    out_dir: str | Path | None = None,
+    report_to: list[str] | None = None,
     trust_remote_code: bool = False,
 ) -> list[str]:
     """What ``run_experiment`` would do, step by step, after checking everything that can be checked
@@ -381,14 +461,20 @@ def plan_experiment(
 
         out = experiment_folder(arch_grid, config_path, out_dir)
         jobs, splits = plan_jobs(arch_grid, where, out)
-        steps = [f"experiment {arch_grid.get('name', Path(where).stem)!r} (kind: architectures): {len(jobs)} downstream "
-                 f"testbed builds, {arch_grid.get('workers', 1)} at a time, into {out}"]  # fmt: skip
+        steps = [
+            f"experiment {arch_grid.get('name', Path(where).stem)!r} (kind: architectures): {len(jobs)} downstream "
+            f"testbed builds, {arch_grid.get('workers', 1)} at a time, into {out}"
+        ]
         for n, j in enumerate(jobs, 1):
             c = j.config
-            steps.append(f"{n}. {j.key}: build --arch {j.arch} --steps {c['steps']} --batch-size {c['batch_size']} "
-                         f"--align {c['align']} (lambda {c['align_lambda']}, {c['align_schedule']}), then score "
-                         f"{', '.join(splits)}")  # fmt: skip
-        steps.append(f"{len(jobs) + 1}. write {out / 'results.json'}, {out / 'table.md'} and {out / 'accuracy.png'}")
+            steps.append(
+                f"{n}. {j.key}: build --arch {j.arch} --steps {c['steps']} --batch-size {c['batch_size']} "
+                f"--align {c['align']} (lambda {c['align_lambda']}, {c['align_schedule']}), then score "
+                f"{', '.join(splits)}"
+            )
+        steps.append(
+            f"{len(jobs) + 1}. write {out / 'results.json'}, {out / 'table.md'} and {out / 'accuracy.png'}"
+        )
         return steps
     cfg = load_experiment(config_path)
     trackers = check_trackers(report_to or [])
@@ -397,7 +483,9 @@ def plan_experiment(
     seeds = [int(s) for s in cfg.get("seeds", [0])]
     out = experiment_folder(cfg, config_path, out_dir)
     data = cfg["data"]
-    steps = [f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"]
+    steps = [
+        f"experiment {cfg.get('name', Path(where).stem)!r}: {len(methods)} methods x {len(seeds)} seeds into {out}"
+    ]
     if data.get("testbed"):
         name, names = testbed_of(data, where)
         trained = " + ".join(training_split_names(data, name, where))
@@ -410,8 +498,10 @@ def plan_experiment(
                 raise RomaError(f"{where}: 'data' needs 'model', 'train' and 'eval' (or testbed: true)")
         if not isinstance(data["eval"], dict) or not data["eval"]:
             raise RomaError(f"{where}: 'data.eval' must map split names to data sources")
-        steps.append(f"1. load the model {data['model']} (dtype {train_config.runtime.dtype}, device "
-                     f"{train_config.runtime.device or 'first GPU, else CPU'})")  # fmt: skip
+        steps.append(
+            f"1. load the model {data['model']} (dtype {train_config.runtime.dtype}, device "
+            f"{train_config.runtime.device or 'first GPU, else CPU'})"
+        )
         entries = train_sources(data, where)
         evals = {name: source(e, f"{where}: data.eval.{name}") for name, e in data["eval"].items()}
         for entry in [*entries, *evals.values()]:
@@ -421,19 +511,25 @@ def plan_experiment(
         steps += [f"   - {_describe(e)}" for e in entries]
         steps.append(f"3. read {len(evals)} evaluation splits:")
         steps += [f"   - {name}: {_describe(e)}" for name, e in evals.items()]
-    split_names = list(evals) if not data.get("validation") or "validation" in evals else ["validation", *evals]
+    split_names = (
+        list(evals) if not data.get("validation") or "validation" in evals else ["validation", *evals]
+    )
     check_grid(cfg, where, methods, split_names)
     if data.get("validation"):
         steps.append(f"   hold out {data['validation']} of the training examples as the split 'validation'")
-    steps.append(f"4. collect the base model's routing of the training examples (layers {cfg.get('collect_layers', 'all')}, "
-                 f"scoring {cfg.get('scoring', 'continuation')}) into {out / 'routing.json'}")  # fmt: skip
+    steps.append(
+        f"4. collect the base model's routing of the training examples (layers {cfg.get('collect_layers', 'all')}, "
+        f"scoring {cfg.get('scoring', 'continuation')}) into {out / 'routing.json'}"
+    )
     n = 5
     for seed in seeds:
         for m in methods:
             if METHODS[m.kind].kind == "weights":
-                what = (f"train routers ({m.config.layers}, lr {m.config.optimizer.lr}, regulariser "
-                        f"{m.config.regularizer.name}, lambda {m.config.regularizer.lam}, k {m.config.graph.k}) into "
-                        f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate")  # fmt: skip
+                what = (
+                    f"train routers ({m.config.layers}, lr {m.config.optimizer.lr}, regulariser "
+                    f"{m.config.regularizer.name}, lambda {m.config.regularizer.lam}, k {m.config.graph.k}) into "
+                    f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
+                )
             elif METHODS[m.kind].kind == "test_time":
                 what = "score every split with test-time routing"
             else:
@@ -463,15 +559,25 @@ def _check_local(entry: dict, where: str) -> None:
 
 
 def _describe(entry: dict) -> str:
-    how = (f"preset {entry['preset']}" if entry.get("preset") else "fields " + ", ".join(
-        f"{k}={v}" for k, v in entry["fields"].items()) if entry.get("fields") else "preset detected from its columns")
+    how = (
+        f"preset {entry['preset']}"
+        if entry.get("preset")
+        else "fields " + ", ".join(f"{k}={v}" for k, v in entry["fields"].items())
+        if entry.get("fields")
+        else "preset detected from its columns"
+    )
     limit = f", first {entry['limit']} examples" if entry.get("limit") else ""
     return f"{entry['source']} ({how}{limit})"
 
 
 def run_experiment(
-    config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False,
-    report_to: list[str] | None = None, trust_remote_code: bool = False,
+    config_path: str | Path,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    log=print,
+    resume: bool = False,
+    report_to: list[str] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Run the grid of ``config_path`` into ``out_dir``; ``resume`` reuses the method runs an interrupted
     run of the same grid into the same folder finished (``outcomes.jsonl``); ``report_to`` names
@@ -485,8 +591,10 @@ def run_experiment(
         from moe_roma.experiments.architectures import run_architecture_grid
 
         if report_to:
-            raise RomaError(f"{where}: --report-to is not supported for kind: architectures (each build writes "
-                            "metrics.jsonl)")  # fmt: skip
+            raise RomaError(
+                f"{where}: --report-to is not supported for kind: architectures (each build writes "
+                "metrics.jsonl)"
+            )
         out = experiment_folder(arch_grid, config_path, out_dir)
         return run_architecture_grid(arch_grid, str(config_path), out, log=log, resume=resume)
     start = time.perf_counter()
@@ -498,42 +606,78 @@ def run_experiment(
     seeds = [int(s) for s in cfg.get("seeds", [0])]
     out = experiment_folder(cfg, config_path, out_dir)
     model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
-    check_grid(cfg, where, methods, list(splits))  # before the model loads: nothing fails after the grid's work
+    check_grid(
+        cfg, where, methods, list(splits)
+    )  # before the model loads: nothing fails after the grid's work
     model, tok = load_model(
-        model_path, dtype=train_config.runtime.dtype, device=train_config.runtime.device,
-        attn_implementation=train_config.runtime.attn_implementation, trust_remote_code=trust_remote_code,
-    )  # fmt: skip
-    log(f"experiment {cfg.get('name', '')}: {len(methods)} methods x {len(seeds)} seeds on "
-        + ", ".join(f"{k} ({len(v)})" for k, v in splits.items()))  # fmt: skip
+        model_path,
+        dtype=train_config.runtime.dtype,
+        device=train_config.runtime.device,
+        attn_implementation=train_config.runtime.attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    log(
+        f"experiment {cfg.get('name', '')}: {len(methods)} methods x {len(seeds)} seeds on "
+        + ", ".join(f"{k} ({len(v)})" for k, v in splits.items())
+    )
     comparison = Comparison(
-        model, tok, train_examples, splits, methods, seeds, train_config, out, scoring=cfg.get("scoring", "continuation"),
+        model,
+        tok,
+        train_examples,
+        splits,
+        methods,
+        seeds,
+        train_config,
+        out,
+        scoring=cfg.get("scoring", "continuation"),
         # Every MoE layer is recorded, so that layer ablations find their routing in the one store.
-        collect_layers=cfg.get("collect_layers", "all"), batch_size=int(cfg.get("batch_size", 32)),
-        progress=progress, log=log, metrics_split=cfg.get("metrics_split", next(iter(splits))), resume=resume,
+        collect_layers=cfg.get("collect_layers", "all"),
+        batch_size=int(cfg.get("batch_size", 32)),
+        progress=progress,
+        log=log,
+        metrics_split=cfg.get("metrics_split", next(iter(splits))),
+        resume=resume,
         report_to=trackers,
-    )  # fmt: skip
+    )
     rows, meta = comparison.run()
     names, split_names = [m.name for m in methods], list(splits)
     metrics = {key: outcome["metrics"] for key, outcome in comparison.details.items() if "metrics" in outcome}
     paired = paired_tests(comparison.details, cfg.get("paired") or [], names, split_names, seeds, where)
     seconds = time.perf_counter() - start
     results = {
-        "rows": rows, "config": {**meta, "experiment": cfg}, "metrics": metrics,
-        "ctgi": cross_task_generalisation(rows, split_names), "paired": paired, "intervals": seed_intervals(rows),
+        "rows": rows,
+        "config": {**meta, "experiment": cfg},
+        "metrics": metrics,
+        "ctgi": cross_task_generalisation(rows, split_names),
+        "paired": paired,
+        "intervals": seed_intervals(rows),
         "package_version": __version__,
         "seconds": round(seconds, 1),
-    }  # fmt: skip
+    }
     write_json_atomic(out / "results.json", results)
     table = markdown_table(rows, names, split_names)
-    write_text_atomic(out / "table.md", experiment_report(cfg, table, metrics, results["ctgi"], seconds, str(config_path),
-                                                          paired=paired, intervals=results["intervals"]))
+    write_text_atomic(
+        out / "table.md",
+        experiment_report(
+            cfg,
+            table,
+            metrics,
+            results["ctgi"],
+            seconds,
+            str(config_path),
+            paired=paired,
+            intervals=results["intervals"],
+        ),
+    )
     plot_accuracy(rows, names, split_names, out / "accuracy.png")
     log("\n" + table)
     log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy.png'} in {seconds:.0f} s")
     return results
 
 
-def paired_tests(details: dict, pairs: list, methods: list[str], splits: list[str], seeds: list[int], where: str) -> list:
+def paired_tests(
+    details: dict, pairs: list, methods: list[str], splits: list[str], seeds: list[int], where: str
+) -> list:
     """Paired McNemar tests of method A against method B on the same items, per split and seed.
 
     ``pairs`` is the experiment file's ``paired`` list of ``[A, B]`` names. Per split: the accuracy
@@ -553,20 +697,37 @@ def paired_tests(details: dict, pairs: list, methods: list[str], splits: list[st
                 if ra is None or rb is None or len(ra["correct"]) != len(rb["correct"]):
                     continue
                 cmp = compare_paired(rb["correct"], ra["correct"])
-                per_seed.append({"seed": seed, "diff": cmp.diff, "p_value": cmp.p_value, "only_a": cmp.only_tuned,
-                                 "only_b": cmp.only_base})  # fmt: skip
+                per_seed.append(
+                    {
+                        "seed": seed,
+                        "diff": cmp.diff,
+                        "p_value": cmp.p_value,
+                        "only_a": cmp.only_tuned,
+                        "only_b": cmp.only_base,
+                    }
+                )
             diffs = [x["diff"] for x in per_seed]
-            out.append({"a": a, "b": b, "split": split, "per_seed": per_seed,
-                        "mean_diff": sum(diffs) / len(diffs) if diffs else None,
-                        "ci": mean_interval(diffs), "n_significant": sum(x["p_value"] < 0.05 for x in per_seed)})  # fmt: skip
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "split": split,
+                    "per_seed": per_seed,
+                    "mean_diff": sum(diffs) / len(diffs) if diffs else None,
+                    "ci": mean_interval(diffs),
+                    "n_significant": sum(x["p_value"] < 0.05 for x in per_seed),
+                }
+            )
     return out
 
 
 def seed_intervals(rows: list[dict]) -> dict:
     """Each method's mean accuracy per split with a 95% t-interval over seeds."""
     agg = aggregate(rows)
-    return {f"{m}/{s}": {"mean": a["mean"], "ci": mean_interval(a["values"]) if "values" in a else None}
-            for (m, s), a in agg.items()}  # fmt: skip
+    return {
+        f"{m}/{s}": {"mean": a["mean"], "ci": mean_interval(a["values"]) if "values" in a else None}
+        for (m, s), a in agg.items()
+    }
 
 
 def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:
@@ -586,6 +747,9 @@ def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:
         held = agg.get((method, "heldout_tasks"))
         gain_in = a["mean"] - base_in["mean"]
         gain_out = held["mean"] - base_out["mean"] if held else None
-        out[method] = {"gain_in_dist": gain_in, "gain_heldout": gain_out,
-                       "ctgi": (gain_out / gain_in) if gain_out is not None and gain_in > 0 else None}  # fmt: skip
+        out[method] = {
+            "gain_in_dist": gain_in,
+            "gain_heldout": gain_out,
+            "ctgi": (gain_out / gain_in) if gain_out is not None and gain_in > 0 else None,
+        }
     return out

@@ -71,7 +71,9 @@ class Setting:
         elif self.choices:
             text = "one of " + ", ".join(str(c) for c in self.choices)
         else:
-            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, str(base))
+            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+                base, str(base)
+            )
         return text + (" or none" if self.optional else "")
 
 
@@ -102,8 +104,14 @@ def settings(cls: type, prefix: str = "") -> Iterator[Setting]:
             yield from settings(tp, path + ".")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        yield Setting(path, tp, default, f.metadata.get("help", ""), f.metadata.get("range"),
-                      tuple(f.metadata.get("aliases", ())))  # fmt: skip
+        yield Setting(
+            path,
+            tp,
+            default,
+            f.metadata.get("help", ""),
+            f.metadata.get("range"),
+            tuple(f.metadata.get("aliases", ())),
+        )
 
 
 def sections(cls: type) -> list[str]:
@@ -148,7 +156,9 @@ def check_value(setting: Setting, value: Any, where: str = "", name: str | None 
     label = name or setting.path
     prefix = f"{where}setting {label!r}"
     literal_none = setting.choices is not None and isinstance(value, str) and value.strip() in setting.choices
-    if value is None or (not literal_none and isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+    if value is None or (
+        not literal_none and isinstance(value, str) and value.strip().lower() in ("none", "null", "~")
+    ):
         if setting.optional:
             return None
         raise RomaError(f"{prefix} must be {setting.type_name()}, got none")
@@ -193,7 +203,11 @@ def check_value(setting: Setting, value: Any, where: str = "", name: str | None 
         if choices:
             raise RomaError(f"{prefix} got {value!r}: {label} must be {setting.type_name()}") from None
         raise RomaError(f"{prefix} must be {setting.type_name()}, got {value!r}") from None
-    if isinstance(out, float) and not math.isfinite(out) and not (setting.range and setting.range[1] == math.inf):
+    if (
+        isinstance(out, float)
+        and not math.isfinite(out)
+        and not (setting.range and setting.range[1] == math.inf)
+    ):
         raise RomaError(f"{prefix} must be a finite number, got {value!r}")
     if setting.range is not None and isinstance(out, (int, float)) and not isinstance(out, bool):
         lo, hi = setting.range
@@ -249,7 +263,9 @@ def build_config(
         _flatten(values, cls, "", flat, where)
         layers.append(flat)
     if overrides:
-        layers.append(dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides, where))
+        layers.append(
+            dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides, where)
+        )
     for layer in layers:
         for key, value in layer.items():
             path = table.get(key)
@@ -266,8 +282,9 @@ def _instantiate(cls: type, prefix: str, chosen: Mapping[str, Any], current: Map
     for f in dataclasses.fields(cls):
         path = f"{prefix}{f.name}"
         if is_config(hints[f.name]):
-            kwargs[f.name] = _instantiate(hints[f.name], path + ".", chosen,
-                                          None if current is None else current.get(f.name))  # fmt: skip
+            kwargs[f.name] = _instantiate(
+                hints[f.name], path + ".", chosen, None if current is None else current.get(f.name)
+            )
         elif path in chosen:
             kwargs[f.name] = chosen[path]
         elif current is not None and f.name in current:

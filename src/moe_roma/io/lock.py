@@ -28,7 +28,9 @@ from moe_roma.io.errors import RomaError
 
 try:  # POSIX
     import fcntl
-except ImportError:  # pragma: no cover - Windows: an O_EXCL lock file (a killed holder's file must be removed by hand)
+except (
+    ImportError
+):  # pragma: no cover - Windows: an O_EXCL lock file (a killed holder's file must be removed by hand)
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".roma.lock"
@@ -124,7 +126,9 @@ class FolderLock:
         if self.fd is None:
             return
         try:
-            if self._is_ours(self.fd):  # the folder may have been swapped away (an overwrite): leave others' files
+            if self._is_ours(
+                self.fd
+            ):  # the folder may have been swapped away (an overwrite): leave others' files
                 self.path.unlink(missing_ok=True)
         finally:
             os.close(self.fd)

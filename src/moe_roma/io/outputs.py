@@ -89,8 +89,10 @@ def safe_name(value: object, where: str, what: str = "name") -> str:
     if len(text) > MAX_NAME:
         raise RomaError(f"{where}: {what} is {len(text)} characters long; the limit is {MAX_NAME}")
     if not text or text in (".", "..") or any(c in text for c in "/\\\0") or text != text.strip():
-        raise RomaError(f"{where}: {what} {text!r} is not a plain name: it would leave its folder (no '/', '\\\\', "
-                        "'.' or '..')")
+        raise RomaError(
+            f"{where}: {what} {text!r} is not a plain name: it would leave its folder (no '/', '\\\\', "
+            "'.' or '..')"
+        )
     return text
 
 
@@ -150,7 +152,9 @@ class Output:
             self.discard(staging)
             reason = _write_failure(exc)
             if reason is not None:  # a full disk, the file-size limit: one sentence naming the file
-                raise RomaError(f"{self.option} {self.path}: {reason}; the old result, if any, is kept") from None
+                raise RomaError(
+                    f"{self.option} {self.path}: {reason}; the old result, if any, is kept"
+                ) from None
             if isinstance(exc, RomaError) and str(staging) in str(exc):  # name the file where it was to land
                 raise type(exc)(str(exc).replace(str(staging), str(self.path))) from None
             raise
@@ -177,8 +181,10 @@ class Output:
     def commit(self, staging: Path) -> None:
         """Swap the complete result in; a signal waits until both renames are done."""
         if _identity(self.path) != self.identity:
-            raise RomaError(f"{self.option} {self.path} was changed by another process while this one ran; this "
-                            f"run's complete result is kept in {staging}")
+            raise RomaError(
+                f"{self.option} {self.path} was changed by another process while this one ran; this "
+                f"run's complete result is kept in {staging}"
+            )
         with critical():
             retired = None
             if self.identity is not None:
@@ -198,7 +204,11 @@ def _write_failure(exc: BaseException) -> str | None:
 
     if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
         name = Path(exc.filename).name if exc.filename else None
-        return f"{name} could not be written ({exc.strerror})" if name else f"could not be written ({exc.strerror})"
+        return (
+            f"{name} could not be written ({exc.strerror})"
+            if name
+            else f"could not be written ({exc.strerror})"
+        )
     reason = _write_error(exc)
     return None if reason is None else f"could not be written ({reason})"
 
@@ -237,13 +247,17 @@ def guard_output(
         for label, spec in (inputs or {}).items():
             for src in _paths(spec):
                 if _inside(out, src):
-                    raise RomaError(f"{label} {src} is inside the output folder {option} {out}; refusing to write "
-                                    "over an input (choose another output folder)")
+                    raise RomaError(
+                        f"{label} {src} is inside the output folder {option} {out}; refusing to write "
+                        "over an input (choose another output folder)"
+                    )
     for p in (out, *extra):
         st = _lstat(p)
         if st is not None and stat.S_ISLNK(st.st_mode):
-            raise RomaError(f"{option} {p} is a symbolic link; outputs never follow links (remove it or choose "
-                            "another path)")
+            raise RomaError(
+                f"{option} {p} is a symbolic link; outputs never follow links (remove it or choose "
+                "another path)"
+            )
     st = _lstat(out)
     identity = None if st is None else (st.st_dev, st.st_ino)
     if not kind.folder:
@@ -254,39 +268,55 @@ def guard_output(
         raise RomaError(f"{option} {out} exists and is not a folder; a {kind.label} is a folder")
     link = _link_inside(out)
     if link is not None:
-        raise RomaError(f"{option} {out} holds the symbolic link {link}; outputs never follow links (remove it or "
-                        "choose another folder)")
+        raise RomaError(
+            f"{option} {out} holds the symbolic link {link}; outputs never follow links (remove it or "
+            "choose another folder)"
+        )
     names = sorted(p.name for p in out.iterdir() if not _is_ours(p.name))
     anchored = any(_matches(n, kind.finished + kind.partial) for n in names)
-    foreign = [n for n in names if not _matches(n, kind.members) or (_matches(n, kind.guests) and not anchored)]
+    foreign = [
+        n for n in names if not _matches(n, kind.members) or (_matches(n, kind.guests) and not anchored)
+    ]
     if foreign:
-        raise RomaError(f"{option} {out} holds {foreign[0]!r}, which is not part of a {kind.label}; refusing to "
-                        "write into it (choose a new or empty folder)")
+        raise RomaError(
+            f"{option} {out} holds {foreign[0]!r}, which is not part of a {kind.label}; refusing to "
+            "write into it (choose a new or empty folder)"
+        )
     if kind.shelf:
         present = [f for f in extra if _lstat(f) is not None]
         if present and not overwrite:
-            raise RomaError(f"{option} {out} already holds {present[0].name}; pass --overwrite to replace it (or "
-                            f"choose another {option})")
+            raise RomaError(
+                f"{option} {out} already holds {present[0].name}; pass --overwrite to replace it (or "
+                f"choose another {option})"
+            )
         return Output(option, out, kind, bool(present), identity)
     done = [n for n in names if _matches(n, kind.finished)]
     if done and not overwrite:
         what = "; nothing to resume" if resume else ""
-        raise RomaError(f"{option} {out} already holds a finished {kind.label} ({done[0]}){what}; pass --overwrite "
-                        f"to replace it (or choose another {option})")
+        raise RomaError(
+            f"{option} {out} already holds a finished {kind.label} ({done[0]}){what}; pass --overwrite "
+            f"to replace it (or choose another {option})"
+        )
     started = [n for n in names if _matches(n, kind.partial)]
     if started and not done and not (overwrite or resume):
         how = "pass --resume to continue it or --overwrite" if resume is not None else "pass --overwrite"
-        raise RomaError(f"{option} {out} holds an unfinished {kind.label} ({started[0]}); {how} to start again")
+        raise RomaError(
+            f"{option} {out} holds an unfinished {kind.label} ({started[0]}); {how} to start again"
+        )
     return Output(option, out, kind, bool(done or (started and overwrite)), identity)
 
 
-def _check_file(option: str, out: Path, st: os.stat_result | None, extra: list[Path], overwrite: bool) -> bool:
+def _check_file(
+    option: str, out: Path, st: os.stat_result | None, extra: list[Path], overwrite: bool
+) -> bool:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise RomaError(f"{option} {out} is a folder; give a file name")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise RomaError(f"{option} {out} exists and is not a regular file; give a file name")
     present = [p for p in (out, *extra) if _lstat(p) is not None]
     if present and not overwrite:
-        raise RomaError(f"{option} {present[0]} already exists; pass --overwrite to replace it (or choose another "
-                        f"{option})")
+        raise RomaError(
+            f"{option} {present[0]} already exists; pass --overwrite to replace it (or choose another "
+            f"{option})"
+        )
     return bool(present)

@@ -93,7 +93,9 @@ def guard_outputs(inputs: Mapping[str, PathSpec], outputs: Mapping[str, PathSpec
     for i, (label_a, a) in enumerate(outs):
         for label_b, b in outs[i + 1 :]:
             if same_path(a, b):
-                raise RomaError(f"{label_a} and {label_b} are the same file ({a}); give each output its own path")
+                raise RomaError(
+                    f"{label_a} and {label_b} are the same file ({a}); give each output its own path"
+                )
 
 
 def check_regular_file(path: PathLike, what: str = "file") -> Path:

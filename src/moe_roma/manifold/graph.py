@@ -51,7 +51,9 @@ class GraphConfig:
     random: bool = False  # ablation: random successful samples instead of nearest ones
     max_neighbours: int = 64  # cap for epsilon-balls, keeps the padded arrays small
     seed: int = 0
-    include_self: bool = False  # ablation (the public code's behaviour): a successful sample is its own first neighbour
+    include_self: bool = (
+        False  # ablation (the public code's behaviour): a successful sample is its own first neighbour
+    )
 
 
 def gaussian_kernel_weights(similarities: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -116,7 +118,11 @@ def build_neighbour_graph(
     chunk_size = chunk_size or max(1, min(4096, memory_budget // (5 * len(successful))))
     s_idx = torch.as_tensor(successful, dtype=torch.long)
     # No copy when every sample is a key (a large reference set of successes only).
-    keys = emb if len(successful) == emb.shape[0] and bool((s_idx == torch.arange(len(s_idx))).all()) else emb[s_idx]
+    keys = (
+        emb
+        if len(successful) == emb.shape[0] and bool((s_idx == torch.arange(len(s_idx))).all())
+        else emb[s_idx]
+    )
     if queries is None:
         q = emb
         pos_in_s = torch.full((emb.shape[0],), -1, dtype=torch.long)
@@ -135,7 +141,9 @@ def build_neighbour_graph(
             idx_s[i] = perm
         sims = (q.unsqueeze(1) * keys[idx_s]).sum(-1)
     elif config.epsilon is not None:
-        sims, idx_s = _search(q, keys, config.max_neighbours, pos_in_s, config.dedupe_threshold, chunk_size, backend)
+        sims, idx_s = _search(
+            q, keys, config.max_neighbours, pos_in_s, config.dedupe_threshold, chunk_size, backend
+        )
         inside = sims >= config.epsilon
         idx_s = torch.where(inside, idx_s, torch.full_like(idx_s, -1))
         sims = torch.where(inside, sims, torch.full_like(sims, -2.0))
@@ -162,10 +170,21 @@ def build_neighbour_graph(
     valid = idx_s >= 0
     indices = torch.where(valid, s_idx[idx_s.clamp_min(0)], torch.full_like(idx_s, -1))
     weights = gaussian_kernel_weights(sims.clamp(-1, 1), valid.float(), config.sigma)
-    return NeighbourGraph(indices, weights, torch.where(valid, sims, torch.zeros_like(sims)), {
-        "k": config.k, "epsilon": config.epsilon, "sigma": config.sigma, "dedupe_threshold": config.dedupe_threshold,
-        "random": config.random, "seed": config.seed, "distance": "1-cosine", "include_self": config.include_self,
-    })  # fmt: skip
+    return NeighbourGraph(
+        indices,
+        weights,
+        torch.where(valid, sims, torch.zeros_like(sims)),
+        {
+            "k": config.k,
+            "epsilon": config.epsilon,
+            "sigma": config.sigma,
+            "dedupe_threshold": config.dedupe_threshold,
+            "random": config.random,
+            "seed": config.seed,
+            "distance": "1-cosine",
+            "include_self": config.include_self,
+        },
+    )
 
 
 SEARCH_BACKENDS = ("auto", "torch", "faiss")
@@ -180,7 +199,9 @@ def _search(q, keys, k, exclude, dedupe, chunk_size, backend):
         import faiss  # noqa: F401  # optional: the same exact answer, multi-threaded and faster on a large S
     except ImportError:
         if backend == "faiss":
-            raise RomaError("neighbour search backend 'faiss' needs the faiss-cpu (or faiss-gpu) package") from None
+            raise RomaError(
+                "neighbour search backend 'faiss' needs the faiss-cpu (or faiss-gpu) package"
+            ) from None
         return _topk_chunked(q, keys, k, exclude, dedupe, chunk_size)
     return _faiss_search(q, keys, k, exclude, dedupe)
 
@@ -236,7 +257,9 @@ def save_graph(graph: NeighbourGraph, embeddings: np.ndarray, path: str | Path) 
         "similarities": graph.similarities.contiguous(),
         "embeddings": torch.as_tensor(np.asarray(embeddings), dtype=torch.float32).contiguous(),
     }
-    save_tensors(path, tensors, {"format_version": GRAPH_FORMAT_VERSION, "package_version": __version__, **graph.meta})
+    save_tensors(
+        path, tensors, {"format_version": GRAPH_FORMAT_VERSION, "package_version": __version__, **graph.meta}
+    )
 
 
 def load_graph(path: str | Path) -> tuple[NeighbourGraph, np.ndarray]:
@@ -245,7 +268,9 @@ def load_graph(path: str | Path) -> tuple[NeighbourGraph, np.ndarray]:
     for key in ("indices", "weights", "similarities", "embeddings"):
         if key not in tensors:
             raise DataError(path, None, f"neighbour-graph file lacks tensor '{key}'")
-    graph = NeighbourGraph(tensors["indices"].long(), tensors["weights"].float(), tensors["similarities"].float(), meta)
+    graph = NeighbourGraph(
+        tensors["indices"].long(), tensors["weights"].float(), tensors["similarities"].float(), meta
+    )
     return graph, tensors["embeddings"].numpy()
 
 
@@ -271,10 +296,14 @@ def neighbour_graph_for_store(
     texts = [embedding_text(q, t) for q, t in zip(store.questions, store.input_texts)]
     settings = {
         "embedder": embedder or DEFAULT_EMBEDDER,
-        "k": config.k, "epsilon": config.epsilon, "sigma": config.sigma,
-        "dedupe_threshold": config.dedupe_threshold, "random": config.random, "seed": config.seed,
+        "k": config.k,
+        "epsilon": config.epsilon,
+        "sigma": config.sigma,
+        "dedupe_threshold": config.dedupe_threshold,
+        "random": config.random,
+        "seed": config.seed,
         **({"include_self": True} if config.include_self else {}),
-    }  # fmt: skip
+    }
     fingerprint = texts_fingerprint(texts, store.successful, settings)
     if cache_path is not None and Path(cache_path).is_file():
         try:

@@ -7,9 +7,13 @@ import torch
 
 
 def knn_overlap(
-    embeddings: np.ndarray | torch.Tensor, routing: torch.Tensor, k: int = 5, max_queries: int = 5000, seed: int = 0,
+    embeddings: np.ndarray | torch.Tensor,
+    routing: torch.Tensor,
+    k: int = 5,
+    max_queries: int = 5000,
+    seed: int = 0,
     chunk: int = 1024,
-) -> float:  # fmt: skip
+) -> float:
     """Mean share of each item's k nearest neighbours in embedding space (cosine) that are also among
     its k nearest in routing space (Euclidean over the concatenated layers). 1 = same neighbourhoods;
     chance is about k / (n - 1).
@@ -62,5 +66,7 @@ def expert_utilisation(routing: torch.Tensor, top_k: int) -> torch.Tensor:
     """Share of top-k slots each expert receives, per layer: (N, L, E) -> (L, E), rows sum to 1."""
     top = routing.topk(top_k, dim=-1).indices  # (N, L, k)
     e = routing.shape[-1]
-    counts = torch.stack([torch.bincount(top[:, layer].flatten(), minlength=e) for layer in range(routing.shape[1])])
+    counts = torch.stack(
+        [torch.bincount(top[:, layer].flatten(), minlength=e) for layer in range(routing.shape[1])]
+    )
     return counts.float() / counts.sum(dim=1, keepdim=True)

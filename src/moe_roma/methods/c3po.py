@@ -146,16 +146,29 @@ class C3POResult:
 
     def to_dict(self) -> dict:
         return {
-            "mode": self.mode, "accuracy": self.accuracy, "base_accuracy": self.base_accuracy, "n": len(self.ids),
-            "n_changed": sum(self.changed), "layers": self.layers, "passes": self.passes.to_dict(),
-            "settings": self.settings, "seconds": self.seconds,
+            "mode": self.mode,
+            "accuracy": self.accuracy,
+            "base_accuracy": self.base_accuracy,
+            "n": len(self.ids),
+            "n_changed": sum(self.changed),
+            "layers": self.layers,
+            "passes": self.passes.to_dict(),
+            "settings": self.settings,
+            "seconds": self.seconds,
             "items": [
-                {"id": i, "answer": a, "base": pb, "prediction": p, "alpha": None if math.isnan(al) else al, "changed": c}
+                {
+                    "id": i,
+                    "answer": a,
+                    "base": pb,
+                    "prediction": p,
+                    "alpha": None if math.isnan(al) else al,
+                    "changed": c,
+                }
                 for i, a, pb, p, al, c in zip(
                     self.ids, self.answers, self.predictions_base, self.predictions, self.alphas, self.changed
                 )
             ],
-        }  # fmt: skip
+        }
 
 
 def _mix(
@@ -251,16 +264,44 @@ def c3po(
         chosen = torch.full((n,), float("nan"))
         solution = None
         if mode == "kernel":
-            chosen = _select_alphas(model, info, tuned, refs, graph, ref_embeddings, ref_routing, alphas, config,
-                                    batch_size, prefix_cache, counts, frac, progress)  # fmt: skip
+            chosen = _select_alphas(
+                model,
+                info,
+                tuned,
+                refs,
+                graph,
+                ref_embeddings,
+                ref_routing,
+                alphas,
+                config,
+                batch_size,
+                prefix_cache,
+                counts,
+                frac,
+                progress,
+            )
             chosen = torch.where(has, chosen, torch.ones_like(chosen))
             mean = _mix(base_routing, graph, torch.arange(n), ref_routing)
             a = chosen[:, None, None]
             targets = a * base_routing + (1 - a) * mean
             changed = has & (chosen < 1.0)
         else:
-            targets, offsets = _ngd(model, info, tuned, refs, graph, base_routing, ngd_steps, ngd_lr, ngd_variable,
-                                    batch_size, prefix_cache, counts, frac, progress)  # fmt: skip
+            targets, offsets = _ngd(
+                model,
+                info,
+                tuned,
+                refs,
+                graph,
+                base_routing,
+                ngd_steps,
+                ngd_lr,
+                ngd_variable,
+                batch_size,
+                prefix_cache,
+                counts,
+                frac,
+                progress,
+            )
             changed = has.clone()
             solution = targets if ngd_variable == "replace" else offsets
         # The final pass of each re-mixed item, with its new routing.
@@ -273,27 +314,48 @@ def c3po(
                 if mode == "ngd" and ngd_variable == "offset":
                     off = offsets[rows].to(device)
                     out = items_forward(
-                        model, info, tuned, items, evals.pad, task_loss, evals.letter_ids,
+                        model,
+                        info,
+                        tuned,
+                        items,
+                        evals.pad,
+                        task_loss,
+                        evals.letter_ids,
                         offsets={layer: off[:, li] for li, layer in enumerate(tuned)},
-                    )  # fmt: skip
+                    )
                 else:
                     out = forward_with_targets(model, info, tuned, evals, items, targets[rows].to(device))
                 predictions[rows] = out["scores"].argmax(-1).cpu()
                 routing[rows] = out["routing"].float().cpu()
         counts.add_forward(len(todo))
     return C3POResult(
-        ids=list(eval_store.ids), mode=mode if mode == "kernel" else f"ngd-{ngd_variable}",
-        answers=[it.answer for it in evals.items], predictions_base=base_pred.tolist(), predictions=predictions.tolist(),
-        alphas=chosen.tolist(), changed=changed.tolist(), neighbours=graph.indices, neighbour_weights=graph.weights,
-        routing_base=base_routing, routing=routing, layers=tuned, passes=counts, seconds=time.perf_counter() - start,
+        ids=list(eval_store.ids),
+        mode=mode if mode == "kernel" else f"ngd-{ngd_variable}",
+        answers=[it.answer for it in evals.items],
+        predictions_base=base_pred.tolist(),
+        predictions=predictions.tolist(),
+        alphas=chosen.tolist(),
+        changed=changed.tolist(),
+        neighbours=graph.indices,
+        neighbour_weights=graph.weights,
+        routing_base=base_routing,
+        routing=routing,
+        layers=tuned,
+        passes=counts,
+        seconds=time.perf_counter() - start,
         settings={
-            "k": k, "sigma": sigma, "dedupe_threshold": dedupe_threshold, "task_loss": task_loss,
-            "alphas": alphas if mode == "kernel" else None, "ngd_steps": ngd_steps if mode == "ngd" else None,
-            "ngd_lr": ngd_lr if mode == "ngd" else None, "ngd_variable": ngd_variable if mode == "ngd" else None,
+            "k": k,
+            "sigma": sigma,
+            "dedupe_threshold": dedupe_threshold,
+            "task_loss": task_loss,
+            "alphas": alphas if mode == "kernel" else None,
+            "ngd_steps": ngd_steps if mode == "ngd" else None,
+            "ngd_lr": ngd_lr if mode == "ngd" else None,
+            "ngd_variable": ngd_variable if mode == "ngd" else None,
             "prefix_cache": prefix_cache,
         },
         ngd_solution=solution,
-    )  # fmt: skip
+    )
 
 
 def _ref_cache(
@@ -314,10 +376,21 @@ def _ref_cache(
 
 
 def _select_alphas(
-    model, info, tuned, refs: ItemSet, graph: NeighbourGraph, ref_embeddings: np.ndarray, ref_routing: torch.Tensor,
-    alphas: list[float], config: GraphConfig, batch_size: int, prefix_cache: bool, counts: PassCount, frac: float,
+    model,
+    info,
+    tuned,
+    refs: ItemSet,
+    graph: NeighbourGraph,
+    ref_embeddings: np.ndarray,
+    ref_routing: torch.Tensor,
+    alphas: list[float],
+    config: GraphConfig,
+    batch_size: int,
+    prefix_cache: bool,
+    counts: PassCount,
+    frac: float,
     progress: bool,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Per evaluation item, the a of ``alphas`` (descending) minimising its neighbours' kernel-weighted
     loss under the same mixing rule; 1 for items without neighbours (see the module docstring)."""
     n = graph.indices.shape[0]
@@ -361,9 +434,21 @@ def _select_alphas(
 
 
 def _ngd(
-    model, info, tuned, refs: ItemSet, graph: NeighbourGraph, base_routing: torch.Tensor, steps: int, lr: float,
-    variable: str, batch_size: int, prefix_cache: bool, counts: PassCount, frac: float, progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    model,
+    info,
+    tuned,
+    refs: ItemSet,
+    graph: NeighbourGraph,
+    base_routing: torch.Tensor,
+    steps: int,
+    lr: float,
+    variable: str,
+    batch_size: int,
+    prefix_cache: bool,
+    counts: PassCount,
+    frac: float,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Neighbourhood gradient descent per evaluation item (see the module docstring).
 
     Returns the target routing (N, L, E) (``replace``) and the logit offsets (N, L, E) (``offset``);
@@ -404,9 +489,16 @@ def _ngd(
             else:
                 off = theta[owner_t]
                 out = items_forward(
-                    model, info, tuned, items, refs.pad, refs.task_loss, refs.letter_ids, cache=cache,
+                    model,
+                    info,
+                    tuned,
+                    items,
+                    refs.pad,
+                    refs.task_loss,
+                    refs.letter_ids,
+                    cache=cache,
                     offsets={layer: off[:, li] for li, layer in enumerate(tuned)},
-                )  # fmt: skip
+                )
             # Per-item objectives are independent; their sum gives each item its own gradient.
             loss = (w_t * out["task"]).sum()
             opt.zero_grad(set_to_none=True)
@@ -425,36 +517,66 @@ def _ngd(
 class C3POConfig:
     """Settings of C3PO (``roma experiment`` method kind ``c3po``)."""
 
-    k: int = field(default=3, metadata={"help": "successful reference neighbours per item", "range": (1, None)})
-    sigma: float = field(default=0.4, metadata={"help": "Gaussian kernel width on 1 - cosine", "range": (1e-12, None)})
+    k: int = field(
+        default=3, metadata={"help": "successful reference neighbours per item", "range": (1, None)}
+    )
+    sigma: float = field(
+        default=0.4, metadata={"help": "Gaussian kernel width on 1 - cosine", "range": (1e-12, None)}
+    )
     mode: Literal["kernel", "ngd"] = field(
         default="kernel", metadata={"help": "`kernel` regression or neighbourhood gradient descent (`ngd`)"}
     )
     alphas: tuple[float, ...] = field(
-        default=DEFAULT_ALPHAS, metadata={"help": "kernel regression's mixing weights to choose from", "range": (0, 1)}
+        default=DEFAULT_ALPHAS,
+        metadata={"help": "kernel regression's mixing weights to choose from", "range": (0, 1)},
     )
     ngd_steps: int = field(default=10, metadata={"help": "NGD's Adam steps", "range": (0, None)})
     ngd_lr: float = field(default=0.1, metadata={"help": "NGD's initial learning rate", "range": (0, None)})
     ngd_variable: Literal["replace", "offset"] = field(
-        default="replace", metadata={"help": "NGD optimises the routing (`replace`) or logit offsets (`offset`)"}
+        default="replace",
+        metadata={"help": "NGD optimises the routing (`replace`) or logit offsets (`offset`)"},
     )
     dedupe_threshold: float = field(
-        default=0.95, metadata={"help": "reference samples more similar than this are dropped", "range": (-1, 1.01)}
+        default=0.95,
+        metadata={"help": "reference samples more similar than this are dropped", "range": (-1, 1.01)},
     )
-    max_length: int | None = field(default=None, metadata={"help": "longest prompt in tokens", "range": (1, None)})
-    prefix_cache: bool = field(default=False, metadata={"help": "replay the frozen layers for neighbours' passes"})
+    max_length: int | None = field(
+        default=None, metadata={"help": "longest prompt in tokens", "range": (1, None)}
+    )
+    prefix_cache: bool = field(
+        default=False, metadata={"help": "replay the frozen layers for neighbours' passes"}
+    )
 
 
 def run_c3po(inputs: TestTimeInputs, config: C3POConfig) -> TestTimeOutcome:
     """The registry's entry point: C3PO re-mixing on one evaluation split (``TestTimeInputs``)."""
-    res = c3po(inputs.model, inputs.tokenizer, inputs.reference_store, inputs.reference_embeddings(),
-               inputs.eval_store, inputs.eval_embeddings(), layers=inputs.layers, k=config.k, sigma=config.sigma,
-               mode=config.mode, alphas=config.alphas, ngd_steps=config.ngd_steps, ngd_lr=config.ngd_lr,
-               ngd_variable=config.ngd_variable, dedupe_threshold=config.dedupe_threshold,
-               batch_size=inputs.batch_size, max_length=config.max_length, prefix_cache=config.prefix_cache,
-               progress=inputs.progress, info=inputs.info)  # fmt: skip
-    extra = {"cost_vs_base": res.passes.cost_vs_base, "extra_forwards": res.passes.extra_forwards,
-             "changed_correctness": sum(a != b for a, b in zip(res.correct_base, res.correct))}  # fmt: skip
+    res = c3po(
+        inputs.model,
+        inputs.tokenizer,
+        inputs.reference_store,
+        inputs.reference_embeddings(),
+        inputs.eval_store,
+        inputs.eval_embeddings(),
+        layers=inputs.layers,
+        k=config.k,
+        sigma=config.sigma,
+        mode=config.mode,
+        alphas=config.alphas,
+        ngd_steps=config.ngd_steps,
+        ngd_lr=config.ngd_lr,
+        ngd_variable=config.ngd_variable,
+        dedupe_threshold=config.dedupe_threshold,
+        batch_size=inputs.batch_size,
+        max_length=config.max_length,
+        prefix_cache=config.prefix_cache,
+        progress=inputs.progress,
+        info=inputs.info,
+    )
+    extra = {
+        "cost_vs_base": res.passes.cost_vs_base,
+        "extra_forwards": res.passes.extra_forwards,
+        "changed_correctness": sum(a != b for a, b in zip(res.correct_base, res.correct)),
+    }
     if res.mode == "kernel":  # how often each a was chosen; a = 1 keeps the base routing
         extra["alpha_counts"] = dict(Counter(f"{a:g}" for a in res.alphas))
     return TestTimeOutcome(res.correct, extra)

@@ -93,14 +93,23 @@ class OracleResult:
 
     def to_dict(self) -> dict:
         return {
-            "accuracy": self.accuracy, "base_accuracy": self.base_accuracy, "gap": self.gap, "n": len(self.ids),
-            "n_fixed": self.n_fixed, "steps": self.steps, "layers": self.layers, "passes": self.passes.to_dict(),
-            "store_disagreements": self.store_disagreements, "seconds": self.seconds,
+            "accuracy": self.accuracy,
+            "base_accuracy": self.base_accuracy,
+            "gap": self.gap,
+            "n": len(self.ids),
+            "n_fixed": self.n_fixed,
+            "steps": self.steps,
+            "layers": self.layers,
+            "passes": self.passes.to_dict(),
+            "store_disagreements": self.store_disagreements,
+            "seconds": self.seconds,
             "items": [
                 {"id": i, "answer": a, "before": pb, "after": pa, "steps_used": s}
-                for i, a, pb, pa, s in zip(self.ids, self.answers, self.predictions_before, self.predictions_after, self.steps_used)
+                for i, a, pb, pa, s in zip(
+                    self.ids, self.answers, self.predictions_before, self.predictions_after, self.steps_used
+                )
             ],
-        }  # fmt: skip
+        }
 
 
 def oracle_routing(
@@ -171,9 +180,16 @@ def oracle_routing(
                 # The last forward needs no graph; the others feed the next update.
                 with torch.set_grad_enabled(step < steps):
                     out = items_forward(
-                        model, info, tuned, [items[b] for b in active], data.pad, task_loss, data.letter_ids,
-                        cache=cache, offsets={layer: offsets[rows, li] for li, layer in enumerate(tuned)},
-                    )  # fmt: skip
+                        model,
+                        info,
+                        tuned,
+                        [items[b] for b in active],
+                        data.pad,
+                        task_loss,
+                        data.letter_ids,
+                        cache=cache,
+                        offsets={layer: offsets[rows, li] for li, layer in enumerate(tuned)},
+                    )
                 counts.add_forward(len(active), frac)
                 pred = out["scores"].detach().argmax(-1)
                 right = pred == answers[rows]
@@ -204,14 +220,25 @@ def oracle_routing(
     correct_before = [p == a for p, a in zip(before, answers_all)]
     correct_after = [p == a for p, a in zip(after, answers_all)]
     # Aimed elsewhere, "correct" is about the aim, not the store's answers: nothing to compare.
-    disagreements = 0 if aim is not None else sum(cb != bool(s) for cb, s in zip(correct_before, eval_store.is_correct))
+    disagreements = (
+        0 if aim is not None else sum(cb != bool(s) for cb, s in zip(correct_before, eval_store.is_correct))
+    )
     return OracleResult(
-        ids=list(eval_store.ids), answers=answers_all, predictions_before=before, predictions_after=after,
-        correct_before=correct_before, correct_after=correct_after, steps_used=steps_used, offsets=final,
+        ids=list(eval_store.ids),
+        answers=answers_all,
+        predictions_before=before,
+        predictions_after=after,
+        correct_before=correct_before,
+        correct_after=correct_after,
+        steps_used=steps_used,
+        offsets=final,
         routing=final_routing,
-        layers=tuned, steps=steps, passes=counts, store_disagreements=disagreements,
+        layers=tuned,
+        steps=steps,
+        passes=counts,
+        store_disagreements=disagreements,
         seconds=time.perf_counter() - start,
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -221,7 +248,9 @@ class OracleConfig:
     steps: int = field(default=20, metadata={"help": "gradient steps per item at most", "range": (0, None)})
     lr: float = field(default=0.5, metadata={"help": "step size in router-logit units", "range": (0, None)})
     optimizer: Literal["adam", "sgd"] = field(default="adam", metadata={"help": "`adam` or `sgd`"})
-    max_length: int | None = field(default=None, metadata={"help": "longest prompt in tokens", "range": (1, None)})
+    max_length: int | None = field(
+        default=None, metadata={"help": "longest prompt in tokens", "range": (1, None)}
+    )
     prefix_cache: bool = field(default=True, metadata={"help": "compute the frozen layers once per item"})
 
 
@@ -229,9 +258,21 @@ def run_oracle(inputs, config: OracleConfig):
     """The registry's entry point: oracle routing on one evaluation split (``TestTimeInputs``)."""
     from moe_roma.methods.base import TestTimeOutcome
 
-    res = oracle_routing(inputs.model, inputs.tokenizer, inputs.eval_store, layers=inputs.layers,
-                         steps=config.steps, lr=config.lr, optimizer=config.optimizer,
-                         batch_size=inputs.batch_size, max_length=config.max_length, prefix_cache=config.prefix_cache,
-                         progress=inputs.progress, info=inputs.info)  # fmt: skip
-    return TestTimeOutcome(res.correct_after, {"base_accuracy": res.base_accuracy, "gap": res.gap,
-                                               "cost_vs_base": res.passes.cost_vs_base})  # fmt: skip
+    res = oracle_routing(
+        inputs.model,
+        inputs.tokenizer,
+        inputs.eval_store,
+        layers=inputs.layers,
+        steps=config.steps,
+        lr=config.lr,
+        optimizer=config.optimizer,
+        batch_size=inputs.batch_size,
+        max_length=config.max_length,
+        prefix_cache=config.prefix_cache,
+        progress=inputs.progress,
+        info=inputs.info,
+    )
+    return TestTimeOutcome(
+        res.correct_after,
+        {"base_accuracy": res.base_accuracy, "gap": res.gap, "cost_vs_base": res.passes.cost_vs_base},
+    )

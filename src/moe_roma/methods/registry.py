@@ -24,13 +24,28 @@ from moe_roma.methods.roma.trainer import train_routers
 
 METHODS: dict[str, MethodSpec] = {
     "base": MethodSpec("base", "none", NoConfig, None, "the model as it is"),
-    "train": MethodSpec("train", "weights", TrainConfig, train_routers,
-                        "router post-training: RoMA (regularizer manifold), router tuning (none), ablations"),
-    "oracle": MethodSpec("oracle", "test_time", OracleConfig, run_oracle,
-                         "per-item gradient descent on routing with the true label (upper bound)"),
-    "c3po": MethodSpec("c3po", "test_time", C3POConfig, run_c3po,
-                       "test-time re-mixing of routing from successful neighbours (kernel or NGD)"),
-}  # fmt: skip
+    "train": MethodSpec(
+        "train",
+        "weights",
+        TrainConfig,
+        train_routers,
+        "router post-training: RoMA (regularizer manifold), router tuning (none), ablations",
+    ),
+    "oracle": MethodSpec(
+        "oracle",
+        "test_time",
+        OracleConfig,
+        run_oracle,
+        "per-item gradient descent on routing with the true label (upper bound)",
+    ),
+    "c3po": MethodSpec(
+        "c3po",
+        "test_time",
+        C3POConfig,
+        run_c3po,
+        "test-time re-mixing of routing from successful neighbours (kernel or NGD)",
+    ),
+}
 
 
 def method(name: str) -> MethodSpec:

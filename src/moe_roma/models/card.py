@@ -66,26 +66,44 @@ def eval_results(reports: Sequence[dict]) -> list:
             value = report.get(metric)
             if value is None:
                 continue
-            out.append(EvalResult(
-                task_type="multiple-choice", task_name="Multiple choice", dataset_type=dtype, dataset_name=name,
-                dataset_config=config, dataset_split=split, metric_type="accuracy", metric_name=metric,
-                metric_value=round(float(value), 4),
-            ))  # fmt: skip
+            out.append(
+                EvalResult(
+                    task_type="multiple-choice",
+                    task_name="Multiple choice",
+                    dataset_type=dtype,
+                    dataset_name=name,
+                    dataset_config=config,
+                    dataset_split=split,
+                    metric_type="accuracy",
+                    metric_name=metric,
+                    metric_value=round(float(value), 4),
+                )
+            )
     return out
 
 
 def _generalisation(reports: Sequence[dict]) -> list[str]:
     if not reports:
-        return ["No evaluation was passed in (`--eval-json`): run `roma eval --routers ... --compare-base --json "
-                "FILE` on in-distribution and held-out data and write the card again with those files."]  # fmt: skip
-    lines = ["| evaluation data | scoring | n | base acc | tuned acc | change |", "| --- | --- | --- | --- | --- | --- |"]
+        return [
+            "No evaluation was passed in (`--eval-json`): run `roma eval --routers ... --compare-base --json "
+            "FILE` on in-distribution and held-out data and write the card again with those files."
+        ]
+    lines = [
+        "| evaluation data | scoring | n | base acc | tuned acc | change |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in reports:
         base = (r.get("base") or {}).get("acc")
         change = "-" if base is None or r.get("acc") is None else f"{100 * (r['acc'] - base):+.1f} points"
-        lines.append(f"| {_eval_name(r)[3]} | {r.get('scoring', '-')} | {r.get('n', '-')} | {_pct(base)} | "
-                     f"{_pct(r.get('acc'))} | {change} |")  # fmt: skip
-    lines += ["", "Figures are from `roma eval` on the data named above; gains on the training tasks do not "
-              "promise gains on unrelated tasks, so judge transfer from held-out splits."]  # fmt: skip
+        lines.append(
+            f"| {_eval_name(r)[3]} | {r.get('scoring', '-')} | {r.get('n', '-')} | {_pct(base)} | "
+            f"{_pct(r.get('acc'))} | {change} |"
+        )
+    lines += [
+        "",
+        "Figures are from `roma eval` on the data named above; gains on the training tasks do not "
+        "promise gains on unrelated tasks, so judge transfer from held-out splits.",
+    ]
     return lines
 
 
@@ -99,7 +117,12 @@ def _fell(reports: Sequence[dict]) -> list[str]:
             out.append(f"- accuracy fell on {name}: {_pct(base['acc'])} -> {_pct(r['acc'])}")
         for task, fig in (r.get("tasks") or {}).items():
             before = (base.get("tasks") or {}).get(task, {}).get("acc")
-            if before is not None and fig.get("acc") is not None and fig["acc"] < before and len(r.get("tasks")) > 1:
+            if (
+                before is not None
+                and fig.get("acc") is not None
+                and fig["acc"] < before
+                and len(r.get("tasks")) > 1
+            ):
                 out.append(f"- accuracy fell on task {task} of {name}: {_pct(before)} -> {_pct(fig['acc'])}")
     return out
 
@@ -109,40 +132,64 @@ def card_text(config: dict, reports: Sequence[dict], collapse: Sequence[str], ki
     name = base.get("name_or_path") or "the base model"
     method = config.get("method") or "roma"
     layers = config.get("tuned_layers") or []
-    what = ("A full model folder with the tuned routers merged in; it loads with "
-            "`AutoModelForCausalLM.from_pretrained` and no moe-roma code." if kind == "merged" else
-            "A router checkpoint: only the tuned router tensors (`router_weights.safetensors`) and their "
-            "description (`router_config.json`). Load it into the base model with `roma apply` / `roma eval "
-            "--routers`, or merge it with `roma export`.")  # fmt: skip
+    what = (
+        "A full model folder with the tuned routers merged in; it loads with "
+        "`AutoModelForCausalLM.from_pretrained` and no moe-roma code."
+        if kind == "merged"
+        else "A router checkpoint: only the tuned router tensors (`router_weights.safetensors`) and their "
+        "description (`router_config.json`). Load it into the base model with `roma apply` / `roma eval "
+        "--routers`, or merge it with `roma export`."
+    )
     hyper = config.get("hyperparameters")
     settings = json.dumps(hyper, indent=2, sort_keys=True) if hyper else None
     imported = config.get("imported_from")
     tasks = config.get("train_tasks") or {}
     lines = [
-        f"# {method} routers for {name}", "",
+        f"# {method} routers for {name}",
+        "",
         f"{what} Only the routers of layers {layers} of {name} were trained ({config.get('num_experts')} experts, "
         f"{config.get('gate_function', 'softmax')} gate); every other weight is the base model's. Made with "
-        f"moe-roma {config.get('package_version', __version__)}.", "",
-        "## Training configuration", "",
-        f"- method: {method}", f"- seed: {config.get('seed', '-')}", f"- tuned layers: {layers}",
+        f"moe-roma {config.get('package_version', __version__)}.",
+        "",
+        "## Training configuration",
+        "",
+        f"- method: {method}",
+        f"- seed: {config.get('seed', '-')}",
+        f"- tuned layers: {layers}",
         f"- training examples: {config.get('n_train', '-')} ({config.get('n_successful', '-')} answered correctly "
         "by the base model: the successful set)",
         f"- training data: {config.get('train_data') or '-'}",
         f"- steps: {config.get('steps', '-')}, {config.get('train_seconds', '-')} s on {config.get('world_size', 1)} "
         "process(es)",
-    ]  # fmt: skip
+    ]
     if imported:
-        lines.append(f"- imported from the public RoMA code's checkpoint {imported.get('checkpoint')} (SHA-256 "
-                     f"{imported.get('checkpoint_sha256')}); its training settings are not recorded in that file")  # fmt: skip
+        lines.append(
+            f"- imported from the public RoMA code's checkpoint {imported.get('checkpoint')} (SHA-256 "
+            f"{imported.get('checkpoint_sha256')}); its training settings are not recorded in that file"
+        )
     if settings:
         lines += ["", "```json", settings, "```"]
-    lines += ["", "## Expected generalisation behaviour", "", *_generalisation(reports), "", "## Failure modes", ""]
+    lines += [
+        "",
+        "## Expected generalisation behaviour",
+        "",
+        *_generalisation(reports),
+        "",
+        "## Failure modes",
+        "",
+    ]
     failures = [f"- routing collapse during training: {c}" for c in collapse] + _fell(reports)
-    lines += failures or ["- none seen: no routing collapse was logged in training, and accuracy fell on no "
-                          "evaluation split or task passed in."]  # fmt: skip
-    lines += ["- router post-training moves routing towards the training tasks; on inputs far from them (other "
-              "languages, long generation, code) the tuned routers are untested and may be worse than the base.", "",
-              "## Intended domains", ""]  # fmt: skip
+    lines += failures or [
+        "- none seen: no routing collapse was logged in training, and accuracy fell on no "
+        "evaluation split or task passed in."
+    ]
+    lines += [
+        "- router post-training moves routing towards the training tasks; on inputs far from them (other "
+        "languages, long generation, code) the tuned routers are untested and may be worse than the base.",
+        "",
+        "## Intended domains",
+        "",
+    ]
     if tasks:
         lines.append("Multiple-choice questions like the training tasks:")
         lines += [f"- {t} ({n} examples)" for t, n in sorted(tasks.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -161,16 +208,21 @@ def build_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     base = (config.get("base_model") or {}).get("name_or_path")
-    datasets = sorted({d for d in [dataset_id(s) for s in (config.get("train_sources") or [config.get("train_data")])] if d})
+    datasets = sorted(
+        {d for d in [dataset_id(s) for s in (config.get("train_sources") or [config.get("train_data")])] if d}
+    )
     tags = ["moe-roma", "mixture-of-experts", "router-tuning", str(config.get("method") or "roma")]
     family = config.get("family")
     if family:
         tags.append(str(family))
     data = ModelCardData(
-        base_model=hub_id(base), library_name="transformers" if kind == "merged" else "moe-roma",
-        tags=tags, datasets=datasets or None, eval_results=eval_results(reports) or None,
+        base_model=hub_id(base),
+        library_name="transformers" if kind == "merged" else "moe-roma",
+        tags=tags,
+        datasets=datasets or None,
+        eval_results=eval_results(reports) or None,
         model_name=f"{config.get('method') or 'roma'} routers for {base}",
-    )  # fmt: skip
+    )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text(config, reports, collapse, kind)}")
 
 

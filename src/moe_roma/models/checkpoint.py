@@ -39,19 +39,35 @@ CONFIG_NAME = "router_config.json"
 WEIGHTS_NAME = "router_weights.safetensors"
 # What a router folder of `roma import-public` holds (a README.md only beside a checkpoint).
 ROUTER_FOLDER = Kind(
-    "router folder", members=(CONFIG_NAME, WEIGHTS_NAME, "README.md"), finished=(CONFIG_NAME,), guests=("README.md",)
+    "router folder",
+    members=(CONFIG_NAME, WEIGHTS_NAME, "README.md"),
+    finished=(CONFIG_NAME,),
+    guests=("README.md",),
 )
 # What `save_pretrained` writes for a causal LM and its tokenizer, and the model card.
 MODEL_FILES = (
-    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*",
-    "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "chat_template.*", "README.md",
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "README.md",
 )
 MERGED_MODEL = Kind("merged model", members=MODEL_FILES, finished=("config.json",))
 
 
 def router_state(model: PreTrainedModel, info: MoEInfo, layers: list[int]) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
-    return {name: params[name].detach().float().cpu().contiguous() for layer in layers for name in info.routers[layer].parameter_names}
+    return {
+        name: params[name].detach().float().cpu().contiguous()
+        for layer in layers
+        for name in info.routers[layer].parameter_names
+    }
 
 
 def router_snapshot(model: PreTrainedModel, info: MoEInfo | None = None) -> dict[str, torch.Tensor]:
@@ -138,20 +154,32 @@ def load_router_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tens
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(cfg_path, None, f"malformed JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict) or config.get("format_version") not in READABLE_FORMATS:
-        raise DataError(cfg_path, None, f"unsupported router checkpoint format (need format_version {CHECKPOINT_FORMAT_VERSION})")
+        raise DataError(
+            cfg_path,
+            None,
+            f"unsupported router checkpoint format (need format_version {CHECKPOINT_FORMAT_VERSION})",
+        )
     if "scoring_rule" in config:  # written before the gate function had its own name
         config.setdefault("gate_function", config.pop("scoring_rule"))
     recorded = config.get("weights_sha256")
     if config["format_version"] >= 2:
         if not isinstance(recorded, str):
-            raise DataError(cfg_path, None, "lacks 'weights_sha256', the checksum of router_weights.safetensors")
+            raise DataError(
+                cfg_path, None, "lacks 'weights_sha256', the checksum of router_weights.safetensors"
+            )
         if file_sha256(w_path) != recorded:
-            raise DataError(w_path, None, f"does not match the SHA-256 recorded in {CONFIG_NAME}: the file was "
-                            "edited, damaged or copied from another run")  # fmt: skip
+            raise DataError(
+                w_path,
+                None,
+                f"does not match the SHA-256 recorded in {CONFIG_NAME}: the file was "
+                "edited, damaged or copied from another run",
+            )
     try:
         tensors = load_file(str(w_path))
     except (SafetensorError, OSError) as exc:
-        raise DataError(w_path, None, f"not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+        raise DataError(
+            w_path, None, f"not a readable safetensors file ({str(exc).splitlines()[0]})"
+        ) from None
     for name, t in tensors.items():
         if not torch.isfinite(t).all():
             raise DataError(w_path, f"tensor {name}", "contains NaN or infinite values")
@@ -166,9 +194,14 @@ def _no_constant(name: str) -> float:
 def _check_config_fields(cfg_path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> None:
     """The config's description of the tensors must be well formed and agree with them."""
     layers = config.get("tuned_layers")
-    if (not isinstance(layers, list) or not layers or not all(isinstance(x, int) and not isinstance(x, bool)
-                                                               and x >= 0 for x in layers)):  # fmt: skip
-        raise DataError(cfg_path, None, f"'tuned_layers' must be a non-empty list of layer indices, got {layers!r}")
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers)
+    ):
+        raise DataError(
+            cfg_path, None, f"'tuned_layers' must be a non-empty list of layer indices, got {layers!r}"
+        )
     if len(set(layers)) != len(layers):
         raise DataError(cfg_path, None, f"'tuned_layers' lists a layer twice: {layers}")
     experts = config.get("num_experts")
@@ -182,7 +215,9 @@ def _check_config_fields(cfg_path: Path, config: dict, tensors: dict[str, torch.
         raise DataError(cfg_path, None, f"'parameter_names' disagree with {WEIGHTS_NAME} (e.g. {extra[0]!r})")
 
 
-def check_base_matches(model: PreTrainedModel, info: MoEInfo, config: dict, tensors: dict, where: str | Path) -> None:
+def check_base_matches(
+    model: PreTrainedModel, info: MoEInfo, config: dict, tensors: dict, where: str | Path
+) -> None:
     """Refuse a checkpoint made for another base model, or whose config disagrees with that model."""
     mine, theirs = model_identity(model), config.get("base_model", {})
     if not isinstance(theirs, dict):
@@ -194,13 +229,17 @@ def check_base_matches(model: PreTrainedModel, info: MoEInfo, config: dict, tens
                 f"({key} {theirs.get(key)!r}, this model has {mine[key]!r})"
             )
     if config.get("num_experts") != info.num_experts:
-        raise ModelError(f"{where}: router checkpoint says {config.get('num_experts')!r} experts, "
-                         f"{info.architecture} has {info.num_experts}")  # fmt: skip
+        raise ModelError(
+            f"{where}: router checkpoint says {config.get('num_experts')!r} experts, "
+            f"{info.architecture} has {info.num_experts}"
+        )
     layers = config.get("tuned_layers") or []
     bad = [x for x in layers if x not in info.routers]
     if bad:
-        raise ModelError(f"{where}: tuned layers {bad} are not MoE layers of {info.architecture} "
-                         f"(its MoE layers: {info.moe_layers})")  # fmt: skip
+        raise ModelError(
+            f"{where}: tuned layers {bad} are not MoE layers of {info.architecture} "
+            f"(its MoE layers: {info.moe_layers})"
+        )
     params = dict(model.named_parameters())
     for name, t in tensors.items():
         if name not in params:
@@ -217,7 +256,9 @@ def check_base_matches(model: PreTrainedModel, info: MoEInfo, config: dict, tens
     if set(tensors) != expected:
         odd = sorted(set(tensors) ^ expected)[0]
         side = "lacks" if odd in expected else "holds"
-        raise ModelError(f"{where}: router checkpoint {side} tensor {odd}, but its 'tuned_layers' are {layers}")
+        raise ModelError(
+            f"{where}: router checkpoint {side} tensor {odd}, but its 'tuned_layers' are {layers}"
+        )
 
 
 def apply_router_checkpoint(model: PreTrainedModel, path: str | Path) -> dict:
@@ -244,7 +285,10 @@ def _umask_modes(folder: Path) -> None:
 
 
 def export_merged_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, routers: str | Path, out_dir: str | Path | Output,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    routers: str | Path,
+    out_dir: str | Path | Output,
     card: str | None = None,
 ) -> Path:
     """Write a full Hugging Face model folder with the tuned routers merged in (and ``card`` as its README.md).

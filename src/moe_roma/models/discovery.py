@@ -217,8 +217,14 @@ def _declared_recorders(model: PreTrainedModel) -> list[_Recorder]:
             elif isinstance(spec, type):  # a bare class: item 1 as well
                 found.append(_Recorder(spec, 1))
             else:
-                found.append(_Recorder(getattr(spec, "target_class", None), int(getattr(spec, "index", 0) or 0),
-                                       getattr(spec, "layer_name", None), getattr(spec, "class_name", None)))
+                found.append(
+                    _Recorder(
+                        getattr(spec, "target_class", None),
+                        int(getattr(spec, "index", 0) or 0),
+                        getattr(spec, "layer_name", None),
+                        getattr(spec, "class_name", None),
+                    )
+                )
         return found
     return []
 
@@ -316,12 +322,20 @@ def _layer_index(model: nn.Module, module_name: str) -> tuple[int, int]:
 
 
 _EXPERT_COUNTS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
-_TOP_KS = ("top_k", "num_experts_per_tok", "moe_topk", "num_selected_experts", "top_k_experts", "moe_top_k",
-           "moe_k", "num_experts_per_token")
+_TOP_KS = (
+    "top_k",
+    "num_experts_per_tok",
+    "moe_topk",
+    "num_selected_experts",
+    "top_k_experts",
+    "moe_top_k",
+    "moe_k",
+    "num_experts_per_token",
+)
 
 
 def _num_experts(module: nn.Module, config, attr: str | None = None) -> int:
-    for name in ((attr,) if attr else _EXPERT_COUNTS):
+    for name in (attr,) if attr else _EXPERT_COUNTS:
         value = getattr(module, name, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -398,7 +412,11 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
         logits_index = rule.logits_index if rule.logits_index is not None else recorder.index
         router_class = type(module).__name__
         if rule.logits_from is not None:
-            name, module, logits_index = f"{name}.{rule.logits_from}", module.get_submodule(rule.logits_from), 0
+            name, module, logits_index = (
+                f"{name}.{rule.logits_from}",
+                module.get_submodule(rule.logits_from),
+                0,
+            )
         routers[layer] = RouterInfo(
             layer=layer,
             name=name,

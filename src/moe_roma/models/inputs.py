@@ -25,7 +25,10 @@ class PromptBatch:
 
     def to(self, device: torch.device | str) -> PromptBatch:
         return PromptBatch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device), self.truncated
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.position_ids.to(device),
+            self.truncated,
         )
 
     def model_kwargs(self) -> dict:
@@ -78,7 +81,9 @@ def letter_token_ids(tokenizer: PreTrainedTokenizerBase, n_choices: int) -> list
     return ids
 
 
-def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str
+) -> tuple[list[int], list[int]]:
     """Context and continuation ids, split as lm-evaluation-harness does.
 
     Trailing spaces of the context move to the continuation; the whole string is encoded once and
@@ -131,7 +136,9 @@ pad_id = _pad_id
 UNKNOWN_WARN_RATE = 0.05  # warn when at least this share of the tokens is the tokenizer's unknown token
 
 
-def unknown_token_rate(tokenizer: PreTrainedTokenizerBase, texts: list[str], limit: int = 2000) -> float | None:
+def unknown_token_rate(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], limit: int = 2000
+) -> float | None:
     """The share of tokens that are the tokenizer's unknown token (``<unk>``) over the first ``limit``
     texts, or None when the tokenizer has no unknown token (byte-level BPE never needs one)."""
     unk = getattr(tokenizer, "unk_token_id", None)

@@ -40,13 +40,19 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ModelError(f"device {device!r} asked for, but torch sees no GPU on this machine; use --device cpu")
+            raise ModelError(
+                f"device {device!r} asked for, but torch sees no GPU on this machine; use --device cpu"
+            )
         if dev.index is not None and dev.index >= count:
-            raise ModelError(f"device {device!r} asked for, but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1})")
+            raise ModelError(
+                f"device {device!r} asked for, but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1})"
+            )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ModelError(f"device {device!r} asked for, but torch sees no Apple GPU here; use --device cpu")
+            raise ModelError(
+                f"device {device!r} asked for, but torch sees no Apple GPU here; use --device cpu"
+            )
     return dev
 
 
@@ -70,9 +76,15 @@ def check_no_remote_code(name_or_path: str | Path, trust_remote_code: bool = Fal
             continue  # transformers will say what is wrong with it
         auto_map = config.get("auto_map") if isinstance(config, dict) else None
         if auto_map:
-            shown = ", ".join(sorted(map(str, auto_map)))[:120] if isinstance(auto_map, dict) else str(auto_map)[:120]
-            raise ModelError(f"{path}: the folder asks to run its own Python code (auto_map: {shown}), which roma "
-                             f"never runs unless you pass {TRUST_OPTION}")
+            shown = (
+                ", ".join(sorted(map(str, auto_map)))[:120]
+                if isinstance(auto_map, dict)
+                else str(auto_map)[:120]
+            )
+            raise ModelError(
+                f"{path}: the folder asks to run its own Python code (auto_map: {shown}), which roma "
+                f"never runs unless you pass {TRUST_OPTION}"
+            )
 
 
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -122,9 +134,16 @@ def load_model(
         torch_dtype = torch.float32
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, device_map=device_map or dev,
-                                                     trust_remote_code=trust_remote_code, **extra)
-    except Exception as exc:  # whatever transformers raises for a folder it cannot load: one sentence naming it
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path),
+            dtype=torch_dtype,
+            device_map=device_map or dev,
+            trust_remote_code=trust_remote_code,
+            **extra,
+        )
+    except (
+        Exception
+    ) as exc:  # whatever transformers raises for a folder it cannot load: one sentence naming it
         raise ModelError(f"{name_or_path}: cannot load a causal LM ({_load_problem(exc)})") from None
     model.eval()
     model.requires_grad_(False)
@@ -151,7 +170,9 @@ def model_fingerprint(model: PreTrainedModel) -> str:
     import hashlib
     import json
 
-    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    config = {
+        k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")
+    }
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     tensors = sorted([*model.named_parameters(), *model.named_buffers()], key=lambda kv: kv[0])
     with torch.no_grad():
@@ -170,8 +191,10 @@ def _load_problem(exc: BaseException) -> str:
     if "trust_remote_code" in text:  # a hub model that needs its own code
         return f"it needs its own Python code, which roma never runs unless you pass {TRUST_OPTION}"
     if "ignore_mismatched_sizes" in text or "size mismatch" in text:
-        return ("the shapes of its weights disagree with its config.json (was the config edited, e.g. its "
-                "number of experts?)")
+        return (
+            "the shapes of its weights disagree with its config.json (was the config edited, e.g. its "
+            "number of experts?)"
+        )
     return _first_line(exc)
 
 

@@ -36,10 +36,16 @@ def read_public_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], l
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message names the global it refused; keep one line of it.
-        what = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "global" in line), "")
+        what = next(
+            (line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "global" in line), ""
+        )
         detail = f" ({what[:160]})" if what else ""
-        raise DataError(path, None, "needs unpickling of code beyond tensors, dicts, lists, numbers and strings, so "
-                        f"it was refused without running it{detail}") from None  # fmt: skip
+        raise DataError(
+            path,
+            None,
+            "needs unpickling of code beyond tensors, dicts, lists, numbers and strings, so "
+            f"it was refused without running it{detail}",
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(path, None, f"is not a readable torch checkpoint ({first[:160]})") from None
@@ -70,30 +76,50 @@ def map_public_tensors(
     for key, tensor in tensors.items():
         m = _KEY.match(key)
         if m is None:
-            raise DataError(where, f"tensor {key!r}", "is not named layers.N.<router parameter> as the public code names it")
+            raise DataError(
+                where,
+                f"tensor {key!r}",
+                "is not named layers.N.<router parameter> as the public code names it",
+            )
         layer, rest = int(m.group(1)), m.group(2)
         if layer not in info.routers:
-            raise ModelError(f"{where}: tensor {key} is for layer {layer}, which is not an MoE layer of "
-                             f"{info.architecture} (its MoE layers: {info.moe_layers})")  # fmt: skip
-        names = [n for n in info.routers[layer].parameter_names if n == rest or n.endswith(f"layers.{layer}.{rest}")]
+            raise ModelError(
+                f"{where}: tensor {key} is for layer {layer}, which is not an MoE layer of "
+                f"{info.architecture} (its MoE layers: {info.moe_layers})"
+            )
+        names = [
+            n
+            for n in info.routers[layer].parameter_names
+            if n == rest or n.endswith(f"layers.{layer}.{rest}")
+        ]
         if len(names) != 1:
-            raise ModelError(f"{where}: tensor {key} matches no router parameter of layer {layer} "
-                             f"(its router parameters: {info.routers[layer].parameter_names})")  # fmt: skip
+            raise ModelError(
+                f"{where}: tensor {key} matches no router parameter of layer {layer} "
+                f"(its router parameters: {info.routers[layer].parameter_names})"
+            )
         target = names[0]
         if target in source:  # e.g. layers.3.mlp.gate.weight and model.layers.3.mlp.gate.weight
-            raise DataError(where, f"tensor {key!r}", f"is the router parameter {target} again (also {source[target]!r}); "
-                            "the checkpoint holds it twice, so which copy is meant is unknown")
+            raise DataError(
+                where,
+                f"tensor {key!r}",
+                f"is the router parameter {target} again (also {source[target]!r}); "
+                "the checkpoint holds it twice, so which copy is meant is unknown",
+            )
         source[target] = key
         if tuple(tensor.shape) != tuple(params[target].shape):
-            raise ModelError(f"{where}: tensor {key} has shape {tuple(tensor.shape)}, but {target} of the base model "
-                             f"has {tuple(params[target].shape)} (a checkpoint of another model?)")  # fmt: skip
+            raise ModelError(
+                f"{where}: tensor {key} has shape {tuple(tensor.shape)}, but {target} of the base model "
+                f"has {tuple(params[target].shape)} (a checkpoint of another model?)"
+            )
         if not torch.isfinite(tensor).all():
             raise DataError(where, f"tensor {key!r}", "contains NaN or infinite values")
         mapped[target] = tensor.detach().float()
     return mapped
 
 
-def import_public_checkpoint(model: PreTrainedModel, checkpoint: str | Path, out_dir: str | Path) -> tuple[Path, dict]:
+def import_public_checkpoint(
+    model: PreTrainedModel, checkpoint: str | Path, out_dir: str | Path
+) -> tuple[Path, dict]:
     """Write our router folder for ``model`` from a public-code ``router_ft.pt``; returns (folder, summary).
 
     The model's routers are set to the imported tensors in place (it is the base model, loaded for
@@ -103,13 +129,19 @@ def import_public_checkpoint(model: PreTrainedModel, checkpoint: str | Path, out
     info = discover_routers(model)
     tensors, recorded_layers, model_name = read_public_checkpoint(checkpoint)
     mapped = map_public_tensors(model, info, tensors, checkpoint)
-    layers = sorted({layer for layer in info.routers for n in info.routers[layer].parameter_names if n in mapped})
+    layers = sorted(
+        {layer for layer in info.routers for n in info.routers[layer].parameter_names if n in mapped}
+    )
     if recorded_layers is not None and sorted(recorded_layers) != layers:
-        raise DataError(checkpoint, "'target_layers'", f"says {recorded_layers} but the tensors are for layers {layers}")
+        raise DataError(
+            checkpoint, "'target_layers'", f"says {recorded_layers} but the tensors are for layers {layers}"
+        )
     for layer in layers:
         missing = [n for n in info.routers[layer].parameter_names if n not in mapped]
         if missing:
-            raise ModelError(f"{checkpoint}: layer {layer} lacks {missing[0]}; a router is imported whole or not at all")
+            raise ModelError(
+                f"{checkpoint}: layer {layer} lacks {missing[0]}; a router is imported whole or not at all"
+            )
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in mapped.items():

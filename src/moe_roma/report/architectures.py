@@ -10,7 +10,9 @@ def _cell(cell: dict, fmt: str) -> str:
     """Mean ± sd over seeds (the mean alone for one seed; - for none)."""
     if cell["mean"] is None:
         return "-"
-    return f"{cell['mean']:{fmt}} ± {cell['sd']:{fmt}}" if len(cell["values"]) > 1 else f"{cell['mean']:{fmt}}"
+    return (
+        f"{cell['mean']:{fmt}} ± {cell['sd']:{fmt}}" if len(cell["values"]) > 1 else f"{cell['mean']:{fmt}}"
+    )
 
 
 def _acc(cell: dict) -> str:
@@ -23,29 +25,60 @@ def _num(x, fmt: str) -> str:
 
 def rows_of(results: list[dict], splits: list[str]) -> list[dict]:
     """Result rows as ``report.tables`` reads them: method = ``arch/setting``, one row per split and seed."""
-    return [{"method": f"{r['arch']}/{r['setting']}", "split": s, "seed": r["seed"], "accuracy": r["accuracy"][s],
-             "n": r["n"][s]} for r in results for s in splits]  # fmt: skip
+    return [
+        {
+            "method": f"{r['arch']}/{r['setting']}",
+            "split": s,
+            "seed": r["seed"],
+            "accuracy": r["accuracy"][s],
+            "n": r["n"][s],
+        }
+        for r in results
+        for s in splits
+    ]
 
 
-def architecture_report(cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str) -> str:
+def architecture_report(
+    cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str
+) -> str:
     """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters, and tokens/s per architecture."""
     n_seeds = max((len(r["seeds"]) for r in summary), default=1)
-    head = ("| architecture | setting | " + " | ".join(splits) + " | CTGI | entropy / log E | top-k share max / min "
-            "| parameters total / active |")  # fmt: skip
-    lines = [f"# {cfg.get('name', 'architectures')}", "",
-             f"`roma experiment {config_path}`: {len(summary)} rows, {n_seeds} seeds each, {seconds:.0f} s.",
-             "Build settings shared by every run: `" + json.dumps(cfg.get("build") or {}, sort_keys=True) + "`.", "",
-             head, "|" + "---|" * (len(splits) + 6)]  # fmt: skip
+    head = (
+        "| architecture | setting | "
+        + " | ".join(splits)
+        + " | CTGI | entropy / log E | top-k share max / min "
+        "| parameters total / active |"
+    )
+    lines = [
+        f"# {cfg.get('name', 'architectures')}",
+        "",
+        f"`roma experiment {config_path}`: {len(summary)} rows, {n_seeds} seeds each, {seconds:.0f} s.",
+        "Build settings shared by every run: `" + json.dumps(cfg.get("build") or {}, sort_keys=True) + "`.",
+        "",
+        head,
+        "|" + "---|" * (len(splits) + 6),
+    ]
     for r in summary:
-        util = "-" if r["utilisation_max"] is None else f"{r['utilisation_max']:.2f} / {r['utilisation_min']:.2f}"
-        lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(_acc(r["accuracy"][s]) for s in splits)
-                     + f" | {_num(r['ctgi'], '.2f')} | {_num(r.get('entropy_norm'), '.3f')} | {util} | "
-                     f"{r['parameters'] / 1e6:.2f}M / {r['active_parameters'] / 1e6:.2f}M |")  # fmt: skip
-    lines += ["", f"Accuracy: mean ± standard deviation over {n_seeds} seeds. CTGI: the setting's gain on heldout_tasks "
-              f"over its gain on in_dist, both against the same architecture's `{cfg.get('reference', 'none')}` row "
-              "(- when the in_dist gain is not positive). Entropy and top-k shares: the routing of the last logged "
-              "batch, averaged over MoE layers and seeds; entropy is over log E, so 1 is uniform routing (top-k "
-              "share: the largest and smallest share of top-k slots any expert took).", ""]  # fmt: skip
+        util = (
+            "-"
+            if r["utilisation_max"] is None
+            else f"{r['utilisation_max']:.2f} / {r['utilisation_min']:.2f}"
+        )
+        lines.append(
+            f"| {r['arch']} | {r['setting']} | "
+            + " | ".join(_acc(r["accuracy"][s]) for s in splits)
+            + f" | {_num(r['ctgi'], '.2f')} | {_num(r.get('entropy_norm'), '.3f')} | {util} | "
+            f"{r['parameters'] / 1e6:.2f}M / {r['active_parameters'] / 1e6:.2f}M |"
+        )
+    lines += [
+        "",
+        f"Accuracy: mean ± standard deviation over {n_seeds} seeds. CTGI: the setting's gain on heldout_tasks "
+        f"over its gain on in_dist, both against the same architecture's `{cfg.get('reference', 'none')}` row "
+        "(- when the in_dist gain is not positive). Entropy and top-k shares: the routing of the last logged "
+        "batch, averaged over MoE layers and seeds; entropy is over log E, so 1 is uniform routing (top-k "
+        "share: the largest and smallest share of top-k slots any expert took).",
+        "",
+    ]
     lines += _ablation_table(summary, splits, str(cfg.get("reference", "none")))
     lines += _continuous_table(summary, splits)
     lines += ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
@@ -54,11 +87,17 @@ def architecture_report(cfg: dict, summary: list[dict], splits: list[str], secon
         per_arch.setdefault(r["arch"], []).append(r)
     for arch, rows in per_arch.items():
         tps = [r["tokens_per_second"] for r in rows if r["tokens_per_second"] is not None]
-        lines.append(f"| {arch} | {sum(tps) / len(tps):,.0f} | {rows[0]['tokens']:,} |" if tps else f"| {arch} | - | - |")
+        lines.append(
+            f"| {arch} | {sum(tps) / len(tps):,.0f} | {rows[0]['tokens']:,} |"
+            if tps
+            else f"| {arch} | - | - |"
+        )
     warned = [r for r in summary if r["collapse_warnings"]]
     lines += ["", "## Collapse warnings", ""]
-    lines += [f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)" for r in warned] or [
-        "- none"]  # fmt: skip
+    lines += [
+        f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)"
+        for r in warned
+    ] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
@@ -68,19 +107,34 @@ def _cont(cell: dict) -> str:
 
 def _continuous_table(summary: list[dict], splits: list[str]) -> list[str]:
     """Choice cross-entropy per split and the last training loss: they move before accuracy does."""
-    lines = ["## Continuous scores", "",
-             "| architecture | setting | " + " | ".join(f"{s} choice x-ent" for s in splits) + " | "
-             + " | ".join(f"{s} answer NLL" for s in splits) + " | training loss |",
-             "|" + "---|" * (2 * len(splits) + 3)]  # fmt: skip
+    lines = [
+        "## Continuous scores",
+        "",
+        "| architecture | setting | "
+        + " | ".join(f"{s} choice x-ent" for s in splits)
+        + " | "
+        + " | ".join(f"{s} answer NLL" for s in splits)
+        + " | training loss |",
+        "|" + "---|" * (2 * len(splits) + 3),
+    ]
     for r in summary:
         if "choice_xent" not in r:
             continue
-        lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(_cont(r["choice_xent"][s]) for s in splits)
-                     + " | " + " | ".join(_cont(r["answer_nll"][s]) for s in splits) + f" | {_cont(r['loss'])} |")  # fmt: skip
-    return lines + ["", "Choice x-ent: the mean cross-entropy of the right choice under a softmax over the four "
-                    "choices' log-probabilities (chance: ln 4 = 1.386; lower is better). Answer NLL: the mean negative "
-                    "log-probability of the right answer's tokens. Training loss: the last logged batch. Mean ± sd "
-                    "over seeds.", ""]  # fmt: skip
+        lines.append(
+            f"| {r['arch']} | {r['setting']} | "
+            + " | ".join(_cont(r["choice_xent"][s]) for s in splits)
+            + " | "
+            + " | ".join(_cont(r["answer_nll"][s]) for s in splits)
+            + f" | {_cont(r['loss'])} |"
+        )
+    return lines + [
+        "",
+        "Choice x-ent: the mean cross-entropy of the right choice under a softmax over the four "
+        "choices' log-probabilities (chance: ln 4 = 1.386; lower is better). Answer NLL: the mean negative "
+        "log-probability of the right answer's tokens. Training loss: the last logged batch. Mean ± sd "
+        "over seeds.",
+        "",
+    ]
 
 
 def plot_curves(curves: dict[tuple[str, str], list[list[dict]]], out: Path) -> Path:
@@ -155,14 +209,29 @@ def _ablation_table(summary: list[dict], splits: list[str], reference: str) -> l
         return []
     heads = [h.format(s=s) for key, h, _, _ in _ABLATION_COLUMNS for s in splits]
     heads += ["Δ entropy / log E", "Δ top-k max share", "Δ training loss"]
-    lines = [f"## Ablation: each setting minus `{reference}`, seed by seed", "",
-             "| architecture | setting | " + " | ".join(heads) + " |", "|" + "---|" * (len(heads) + 2)]  # fmt: skip
+    lines = [
+        f"## Ablation: each setting minus `{reference}`, seed by seed",
+        "",
+        "| architecture | setting | " + " | ".join(heads) + " |",
+        "|" + "---|" * (len(heads) + 2),
+    ]
     for r in rows:
         d = r["delta"]
-        cells = [_delta(d.get(f"{key}:{s}"), scale, fmt) for key, _, scale, fmt in _ABLATION_COLUMNS for s in splits]
-        cells += [_delta(d.get("entropy_norm"), 1, "+.3f"), _delta(d.get("utilisation_max"), 1, "+.3f"),
-                  _delta(d.get("loss"), 1, "+.3f")]  # fmt: skip
+        cells = [
+            _delta(d.get(f"{key}:{s}"), scale, fmt)
+            for key, _, scale, fmt in _ABLATION_COLUMNS
+            for s in splits
+        ]
+        cells += [
+            _delta(d.get("entropy_norm"), 1, "+.3f"),
+            _delta(d.get("utilisation_max"), 1, "+.3f"),
+            _delta(d.get("loss"), 1, "+.3f"),
+        ]
         lines.append(f"| {r['arch']} | {r['setting']} | " + " | ".join(cells) + " |")
-    return lines + ["", "Each cell: the mean difference over seeds, then each seed's difference in brackets "
-                    "(accuracy in points; a negative x-ent or loss difference is better). With 360 / 360 / 320 "
-                    "items, one seed's accuracy difference within about ±6 points is noise.", ""]  # fmt: skip
+    return lines + [
+        "",
+        "Each cell: the mean difference over seeds, then each seed's difference in brackets "
+        "(accuracy in points; a negative x-ent or loss difference is better). With 360 / 360 / 320 "
+        "items, one seed's accuracy difference within about ±6 points is noise.",
+        "",
+    ]

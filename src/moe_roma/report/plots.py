@@ -35,7 +35,9 @@ def plot_training_curves(metrics_files: dict[str, Path], out: Path) -> Path:
     return out
 
 
-def plot_expert_utilisation(routings: dict[str, torch.Tensor], layers: list[int], top_k: int, out: Path) -> Path:
+def plot_expert_utilisation(
+    routings: dict[str, torch.Tensor], layers: list[int], top_k: int, out: Path
+) -> Path:
     """Share of top-k slots per expert, per tuned layer, for each routing (e.g. base vs tuned)."""
     n = len(layers)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)

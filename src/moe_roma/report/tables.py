@@ -38,7 +38,11 @@ def markdown_table(rows: list[dict], methods: list[str], splits: list[str]) -> s
     """Methods as rows, splits as columns; mean ± std over seeds (or the 95% interval for one seed)."""
     agg = aggregate(rows)
     n_seeds = max((a["n_seeds"] for a in agg.values()), default=1)
-    head = "| method | " + " | ".join(f"{s} (n={agg.get((methods[0], s), {}).get('n', '?')})" for s in splits) + " |"
+    head = (
+        "| method | "
+        + " | ".join(f"{s} (n={agg.get((methods[0], s), {}).get('n', '?')})" for s in splits)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (len(splits) + 1)]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(_cell(agg.get((m, s))) for s in splits) + " |")
@@ -56,5 +60,7 @@ def console_table(rows: list[dict], methods: list[str], splits: list[str]) -> st
     cols = [max(len(s), 24) for s in splits]
     out = ["method".ljust(width) + "".join(s.ljust(c + 2) for s, c in zip(splits, cols))]
     for m in methods:
-        out.append(m.ljust(width) + "".join(_cell(agg.get((m, s))).ljust(c + 2) for s, c in zip(splits, cols)))
+        out.append(
+            m.ljust(width) + "".join(_cell(agg.get((m, s))).ljust(c + 2) for s, c in zip(splits, cols))
+        )
     return "\n".join(out)

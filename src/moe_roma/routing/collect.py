@@ -38,7 +38,8 @@ class CollectSummary:
     def line(self) -> str:
         return (
             f"collected {self.n} examples: base accuracy {self.accuracy:.1%}, {self.seconds:.1f} s, "
-            f"{self.examples_per_second:.1f} examples/s" + (f", {self.truncated} prompts truncated" if self.truncated else "")
+            f"{self.examples_per_second:.1f} examples/s"
+            + (f", {self.truncated} prompts truncated" if self.truncated else "")
         )
 
 
@@ -88,17 +89,30 @@ def collect_routing(
         if scoring == "letter":
             # The engine's letter scoring, reading the routing in the same forward pass as the answer.
             scores = score_letter(
-                model, tokenizer, examples, template=template, batch_size=batch_size, max_length=max_length,
-                progress=progress, capture=capture, position=position, desc="collect",
-            )  # fmt: skip
+                model,
+                tokenizer,
+                examples,
+                template=template,
+                batch_size=batch_size,
+                max_length=max_length,
+                progress=progress,
+                capture=capture,
+                position=position,
+                desc="collect",
+            )
             routing = torch.stack([item.routing for item in scores.items]).float()
         else:
             routing = _context_routing(model, tokenizer, encoded, capture, batch_size, position, progress)
     if scoring == "continuation":
         scores = score_continuation(
-            model, tokenizer, examples, batch_size=batch_size, max_length=max_length, template=template,
+            model,
+            tokenizer,
+            examples,
+            batch_size=batch_size,
+            max_length=max_length,
+            template=template,
             progress=progress,
-        )  # fmt: skip
+        )
     model_answer = [int(p) for p in scores.predictions]
     seconds = time.perf_counter() - start
     correct = [m == ex.answer for m, ex in zip(model_answer, examples)]

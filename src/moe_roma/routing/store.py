@@ -96,11 +96,22 @@ class RoutingStore:
     def subset(self, indices: list[int]) -> RoutingStore:
         pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
         return RoutingStore(
-            pick(self.ids), pick(self.input_texts), list(self.layers), self.routing[indices].clone(),
-            pick(self.answer_index), pick(self.model_answer), pick(self.is_correct), pick(self.token_ids),
-            pick(self.token_texts), pick(self.questions), pick(self.choices), pick(self.tasks), dict(self.meta),
-            pick(self.continuations), self.embeddings[indices].clone() if self.embeddings is not None else None,
-        )  # fmt: skip
+            pick(self.ids),
+            pick(self.input_texts),
+            list(self.layers),
+            self.routing[indices].clone(),
+            pick(self.answer_index),
+            pick(self.model_answer),
+            pick(self.is_correct),
+            pick(self.token_ids),
+            pick(self.token_texts),
+            pick(self.questions),
+            pick(self.choices),
+            pick(self.tasks),
+            dict(self.meta),
+            pick(self.continuations),
+            self.embeddings[indices].clone() if self.embeddings is not None else None,
+        )
 
     def fit_to_model(self, info: MoEInfo, path: str | Path | None = None) -> None:
         """Check the routing against the model it will train, and pad it in place to the model's expert count.
@@ -111,16 +122,18 @@ class RoutingStore:
         bad = [layer for layer in self.layers if layer not in info.routers]
         if bad:
             raise DataError(
-                path, None,
+                path,
+                None,
                 f"layers {bad} are not MoE layers of {info.architecture} (its MoE layers: {info.moe_layers}); "
                 "was this routing recorded with another model?",
-            )  # fmt: skip
+            )
         if self.num_experts > info.num_experts:
             raise DataError(
-                path, None,
+                path,
+                None,
                 f"routing has {self.num_experts} experts but {info.architecture} has {info.num_experts}; "
                 "was this routing recorded with another model?",
-            )  # fmt: skip
+            )
         if self.num_experts < info.num_experts:  # sparse dicts that never named the last experts
             pad = torch.zeros(*self.routing.shape[:-1], info.num_experts - self.num_experts)
             self.routing = torch.cat([self.routing, pad], dim=-1)
@@ -175,7 +188,9 @@ def check_routing_values(routing: torch.Tensor, ids: list[str], path: str | Path
         problem = "all zero"
     sid = ids[i] if i < len(ids) else str(i)
     raise DataError(
-        path, f"id {sid}", f"{what} at layer position {li} is {problem}; routing weights must be finite and non-negative"
+        path,
+        f"id {sid}",
+        f"{what} at layer position {li} is {problem}; routing weights must be finite and non-negative",
     )
 
 
@@ -188,7 +203,9 @@ def save_routing_store(store: RoutingStore, path: str | Path) -> None:
         layers = [
             {
                 "layer": layer,
-                "routing_weights": {f"expert_{e}": float(w) for e, w in enumerate(store.routing[i, li].tolist())},
+                "routing_weights": {
+                    f"expert_{e}": float(w) for e, w in enumerate(store.routing[i, li].tolist())
+                },
             }
             for li, layer in enumerate(store.layers)
         ]
@@ -247,7 +264,9 @@ def load_routing_store(path: str | Path) -> RoutingStore:
     path = check_regular_file(path, "routing file")
     repeated: list[list[str]] = [[]]  # repeated keys of the last JSON object parsed: the outermost one
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: _no_repeats(pairs, repeated))
+        raw = json.loads(
+            path.read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: _no_repeats(pairs, repeated)
+        )
     except UnicodeDecodeError:
         raise DataError(path, None, "not a UTF-8 text file (is it a routing JSON?)") from None
     except json.JSONDecodeError as exc:
@@ -281,7 +300,13 @@ def _no_repeats(pairs: list[tuple[str, object]], repeated: list[list[str]]) -> d
     return obj
 
 
-SIDECAR_KEYS = ("ids", "layers", "json_sha256", "content_sha256", "tensors_sha256")  # the side-car's own bookkeeping
+SIDECAR_KEYS = (
+    "ids",
+    "layers",
+    "json_sha256",
+    "content_sha256",
+    "tensors_sha256",
+)  # the side-car's own bookkeeping
 
 
 def _matching_sidecar(path: Path, raw: dict) -> tuple[dict, dict[str, torch.Tensor] | None]:
@@ -315,7 +340,9 @@ def _matching_sidecar(path: Path, raw: dict) -> tuple[dict, dict[str, torch.Tens
     order = meta.get("ids")
     if isinstance(order, list) and order != list(raw):  # the same samples, listed in another order
         if sorted(order) != sorted(raw):
-            warn(f"{side} is ignored: it lists other samples than {path.name}; the routing is read from the JSON alone")
+            warn(
+                f"{side} is ignored: it lists other samples than {path.name}; the routing is read from the JSON alone"
+            )
             return {}, None
         pos = {sid: i for i, sid in enumerate(order)}
         pick = torch.tensor([pos[sid] for sid in raw])
@@ -359,7 +386,9 @@ def _check_encodable(path: Path, where: str, key: str, value) -> None:
     text beyond the data loaders' length limit."""
     from moe_roma.data.formats._common import MAX_TEXT_CHARS
 
-    limit = 5 * MAX_TEXT_CHARS if key == "input_text" else MAX_TEXT_CHARS  # a prompt holds a passage and choices
+    limit = (
+        5 * MAX_TEXT_CHARS if key == "input_text" else MAX_TEXT_CHARS
+    )  # a prompt holds a passage and choices
     for text in value if isinstance(value, list) else [value]:
         if isinstance(text, str) and len(text) > limit:
             raise DataError(path, where, f"'{key}' is {len(text)} characters long; the limit is {limit}")
@@ -367,7 +396,9 @@ def _check_encodable(path: Path, where: str, key: str, value) -> None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise DataError(path, where, f"'{key}' contains an invalid character {text[exc.start]!r}") from None
+                raise DataError(
+                    path, where, f"'{key}' contains an invalid character {text[exc.start]!r}"
+                ) from None
 
 
 def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
@@ -421,30 +452,46 @@ def _parse_entries(path: Path, raw: dict, routing: torch.Tensor | None = None) -
         if routing is not None:
             layers_here = [item.get("layer") if isinstance(item, dict) else None for item in ltr["layers"]]
         for item in ltr["layers"] if routing is None else ():
-            if not isinstance(item, dict) or not isinstance(item.get("layer"), int) or isinstance(item.get("layer"), bool):
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("layer"), int)
+                or isinstance(item.get("layer"), bool)
+            ):
                 raise DataError(path, where, "each routing layer needs an integer 'layer'")
             weights = item.get("routing_weights")
             if not isinstance(weights, dict) or not weights:
-                raise DataError(path, where, f"layer {item['layer']}: 'routing_weights' must be a non-empty object")
+                raise DataError(
+                    path, where, f"layer {item['layer']}: 'routing_weights' must be a non-empty object"
+                )
             dist: dict[int, float] = {}
             for key, w in weights.items():
                 m = _EXPERT_KEY.fullmatch(str(key))
                 if not m:
-                    raise DataError(path, where, f"layer {item['layer']}: expert key {key!r} is not 'expert_<i>'")
+                    raise DataError(
+                        path, where, f"layer {item['layer']}: expert key {key!r} is not 'expert_<i>'"
+                    )
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                     raise DataError(
-                        path, where, f"layer {item['layer']}: weight of {key} must be a finite number >= 0, got {w!r}"
+                        path,
+                        where,
+                        f"layer {item['layer']}: weight of {key} must be a finite number >= 0, got {w!r}",
                     )
                 expert = int(m.group(1))
                 if expert >= MAX_EXPERTS:
-                    raise DataError(path, where, f"layer {item['layer']}: expert index {expert} is implausible "
-                                    f"(more than {MAX_EXPERTS} experts); was this file written by hand?")  # fmt: skip
+                    raise DataError(
+                        path,
+                        where,
+                        f"layer {item['layer']}: expert index {expert} is implausible "
+                        f"(more than {MAX_EXPERTS} experts); was this file written by hand?",
+                    )
                 dist[expert] = float(w)
             total = sum(dist.values())
             if total <= 0:
                 raise DataError(path, where, f"layer {item['layer']}: routing weights sum to 0")
             if not math.isfinite(total):
-                raise DataError(path, where, f"layer {item['layer']}: routing weights sum to {total} (they overflow)")
+                raise DataError(
+                    path, where, f"layer {item['layer']}: routing weights sum to {total} (they overflow)"
+                )
             if item["layer"] in layers_here:
                 raise DataError(path, where, f"lists layer {item['layer']} twice")
             max_expert = max(max_expert, max(dist))
@@ -466,9 +513,13 @@ def _parse_entries(path: Path, raw: dict, routing: torch.Tensor | None = None) -
         ma = entry.get("model_answer")
         model_ans.append(-1 if ma in (None, "") else _letter_index(path, sid, "model_answer", ma, n_choices))
         if model_ans[-1] >= 0 and entry["is_correct"] != (model_ans[-1] == gold_idx):
-            raise DataError(path, where, f"'is_correct' is {str(entry['is_correct']).lower()} but 'model_answer' "
-                            f"{LETTERS[model_ans[-1]]} {'differs from' if entry['is_correct'] else 'equals'} the correct "
-                            f"answer {LETTERS[gold_idx]}; fix the file (or drop 'model_answer')")  # fmt: skip
+            raise DataError(
+                path,
+                where,
+                f"'is_correct' is {str(entry['is_correct']).lower()} but 'model_answer' "
+                f"{LETTERS[model_ans[-1]]} {'differs from' if entry['is_correct'] else 'equals'} the correct "
+                f"answer {LETTERS[gold_idx]}; fix the file (or drop 'model_answer')",
+            )
         correct.append(entry["is_correct"])
         tid = ltr.get("token_id", -1)
         tok_ids.append(tid if isinstance(tid, int) and not isinstance(tid, bool) else -1)
@@ -482,9 +533,21 @@ def _parse_entries(path: Path, raw: dict, routing: torch.Tensor | None = None) -
         continuations.append(c if isinstance(c, str) else None)
     if routing is not None and routing.shape[1] == len(layer_list or []):
         return RoutingStore(
-            ids, texts, list(layer_list or []), routing.float(), gold, model_ans, correct, tok_ids, tok_texts,
-            questions, choices, tasks, {}, continuations,
-        )  # fmt: skip
+            ids,
+            texts,
+            list(layer_list or []),
+            routing.float(),
+            gold,
+            model_ans,
+            correct,
+            tok_ids,
+            tok_texts,
+            questions,
+            choices,
+            tasks,
+            {},
+            continuations,
+        )
     if routing is not None:  # the side-car disagrees with the JSON's layers: parse the weights after all
         return _parse_entries(path, raw)
     # Filled in numpy: element writes into a torch tensor cost ~30x more per weight.
@@ -495,6 +558,18 @@ def _parse_entries(path: Path, raw: dict, routing: torch.Tensor | None = None) -
     routing = torch.from_numpy(filled)
     routing = routing / routing.sum(dim=-1, keepdim=True)
     return RoutingStore(
-        ids, texts, list(layer_list or []), routing, gold, model_ans, correct, tok_ids, tok_texts, questions,
-        choices, tasks, {}, continuations,
-    )  # fmt: skip
+        ids,
+        texts,
+        list(layer_list or []),
+        routing,
+        gold,
+        model_ans,
+        correct,
+        tok_ids,
+        tok_texts,
+        questions,
+        choices,
+        tasks,
+        {},
+        continuations,
+    )

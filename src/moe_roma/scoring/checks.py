@@ -10,8 +10,10 @@ from moe_roma.scoring.stats import chance_level
 
 def warn_on_context(asked: int | None, context: int) -> None:
     if asked is not None and asked > context:
-        warn(f"--max-length {asked} is longer than the model's context ({context} positions); prompts longer "
-             "than the context run positions the model never saw")  # fmt: skip
+        warn(
+            f"--max-length {asked} is longer than the model's context ({context} positions); prompts longer "
+            "than the context run positions the model never saw"
+        )
 
 
 def warn_on_unknown_tokens(tokenizer, examples) -> None:
@@ -20,8 +22,10 @@ def warn_on_unknown_tokens(tokenizer, examples) -> None:
     rate = unknown_token_rate(tokenizer, texts)
     if rate is not None and rate >= UNKNOWN_WARN_RATE:
         unk = getattr(tokenizer, "unk_token", "<unk>")
-        warn(f"{rate:.0%} of the data's tokens are the tokenizer's unknown token {unk}: the model cannot read "
-             "much of this text, so its answers and routing mean little")  # fmt: skip
+        warn(
+            f"{rate:.0%} of the data's tokens are the tokenizer's unknown token {unk}: the model cannot read "
+            "much of this text, so its answers and routing mean little"
+        )
 
 
 def warn_if_near_chance(correct, n_choices, scoring: str, what: str, hint: str | None = None) -> None:
@@ -31,6 +35,11 @@ def warn_if_near_chance(correct, n_choices, scoring: str, what: str, hint: str |
         return
     other = "continuation" if scoring == "letter" else "letter"
     if hint is None:
-        hint = (f"if the model was not trained to answer with a letter, try --scoring {other}" if scoring == "letter"
-                else f"try --scoring {other}, or a --template in the prompt format the model was trained on")  # fmt: skip
-    warn(f"{what} {acc:.1%} is at chance level ({chance:.1%} for these choice counts) with {scoring} scoring; {hint}")
+        hint = (
+            f"if the model was not trained to answer with a letter, try --scoring {other}"
+            if scoring == "letter"
+            else f"try --scoring {other}, or a --template in the prompt format the model was trained on"
+        )
+    warn(
+        f"{what} {acc:.1%} is at chance level ({chance:.1%} for these choice counts) with {scoring} scoring; {hint}"
+    )

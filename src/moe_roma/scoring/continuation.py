@@ -94,9 +94,10 @@ class Loglikelihood:
 # GLM-DSA) picks its top-k keys differently when a token is run after a cache than in one full pass, so
 # its scores would drift from lm-evaluation-harness's (by up to 0.06 nats on the tiny test models).
 _EXPANDABLE_LAYERS = tuple(
-    layer for layer in (getattr(cache_utils, name, None) for name in ("DynamicLayer", "DynamicSlidingWindowLayer"))
+    layer
+    for layer in (getattr(cache_utils, name, None) for name in ("DynamicLayer", "DynamicSlidingWindowLayer"))
     if layer is not None
-)  # fmt: skip
+)
 _SHARES_CONTEXT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -161,7 +162,9 @@ def _rows_of(cache: object, index: torch.Tensor) -> object:
 def _per_request(model, pairs, todo, limit, batch_size, pad, results, bar) -> None:
     """lm-evaluation-harness's computation: one right-padded row per request, longest first."""
     # lm-evaluation-harness's order: longest first, ties by the tokens themselves.
-    todo = sorted(todo, key=lambda i: (-(len(pairs[i][0]) + len(pairs[i][1])), tuple(pairs[i][0] + pairs[i][1])))
+    todo = sorted(
+        todo, key=lambda i: (-(len(pairs[i][0]) + len(pairs[i][1])), tuple(pairs[i][0] + pairs[i][1]))
+    )
     device = model_device(model)
     for start in range(0, len(todo), batch_size):
         rows = todo[start : start + batch_size]
@@ -239,7 +242,9 @@ def _passes(rows: list[tuple[int, int]], pairs, budget: int) -> list[list[tuple[
     return [p for p in passes if p]
 
 
-def _continue(model, cache, contexts, of_group: torch.Tensor, conts: list[list[int]], pad: int) -> torch.Tensor:
+def _continue(
+    model, cache, contexts, of_group: torch.Tensor, conts: list[list[int]], pad: int
+) -> torch.Tensor:
     """Logits (R, width - 1, V) at each continuation's tokens but its last, run after its context's cache rows.
 
     Rows are right-padded; the attention mask carries each context's left padding on, and position
@@ -333,9 +338,15 @@ def score_continuation(
         spans.append((len(requests), len(requests) + len(reqs)))
         requests.extend(reqs)
     lls = loglikelihoods(
-        model, tokenizer, requests, batch_size=batch_size, max_length=limit, progress=progress,
-        desc="continuation scoring", share_context=share_context,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        requests,
+        batch_size=batch_size,
+        max_length=limit,
+        progress=progress,
+        desc="continuation scoring",
+        share_context=share_context,
+    )
     items: list[ItemResult] = []
     unusable: list[Unusable] = []
     for ex, (lo, hi) in zip(examples, spans):
@@ -354,5 +365,7 @@ def score_continuation(
                 Unusable(ex.id, ex.task, f"input of {longest} tokens cut from the left to {limit + 1}", True)
             )
         norm = [s / n for s, n in zip(scores, choice_lengths(ex))]
-        items.append(ItemResult(ex.id, ex.task, ex.answer, scores, first_argmax(scores), first_argmax(norm), truncated))
+        items.append(
+            ItemResult(ex.id, ex.task, ex.answer, scores, first_argmax(scores), first_argmax(norm), truncated)
+        )
     return Scores(items, unusable)

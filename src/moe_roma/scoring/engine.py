@@ -49,9 +49,14 @@ def evaluate(
     try:
         score = score_letter if scoring == "letter" else score_continuation
         scores = score(
-            model, tokenizer, examples, template=template, batch_size=batch_size, max_length=max_length,
+            model,
+            tokenizer,
+            examples,
+            template=template,
+            batch_size=batch_size,
+            max_length=max_length,
             progress=progress,
-        )  # fmt: skip
+        )
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start

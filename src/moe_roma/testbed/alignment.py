@@ -33,7 +33,10 @@ log = logging.getLogger("moe_roma.testbed")
 
 def routers(model) -> list[torch.nn.Module]:
     """The router modules in layer order (none for a dense model)."""
-    if getattr(model.config, "num_experts", None) is None and getattr(model.config, "n_routed_experts", None) is None:
+    if (
+        getattr(model.config, "num_experts", None) is None
+        and getattr(model.config, "n_routed_experts", None) is None
+    ):
         return []
     from moe_roma.models.discovery import discover_routers
 
@@ -114,7 +117,9 @@ class TaskPrior:
         return self.frozen
 
 
-def prior_kl(routing: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None, tasks: torch.Tensor) -> torch.Tensor:
+def prior_kl(
+    routing: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None, tasks: torch.Tensor
+) -> torch.Tensor:
     """Mean over real tokens of ``losses.prior_kl_loss`` (uniform q, or each document's task prior)."""
     b, t, n_layers, e = routing.shape
     flat = routing.reshape(b * t, n_layers, e)
@@ -131,7 +136,9 @@ def tfidf_embeddings(ids: torch.Tensor, mask: torch.Tensor, idf: torch.Tensor) -
     return vec / vec.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def manifold_in_batch(routing: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor, k: int, sigma: float) -> torch.Tensor:
+def manifold_in_batch(
+    routing: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor, k: int, sigma: float
+) -> torch.Tensor:
     """RoMA's term within the batch: each document pulled towards its k nearest other documents' routing."""
     b = routing.shape[0]
     m = mask.float()
@@ -173,7 +180,9 @@ def router_grad_norms(model_routers: list[torch.nn.Module]) -> dict[str, float]:
     out = {}
     for i, r in enumerate(model_routers):
         grads = [p.grad for p in r.parameters() if p.grad is not None]
-        out[str(i)] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
+        out[str(i)] = (
+            float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
+        )
     return out
 
 
@@ -184,9 +193,13 @@ def collapse_warnings(health: dict, num_experts: int, warned: set) -> list[str]:
     out = []
     for kind, layer in sorted(warned - before):
         if kind == "entropy":
-            out.append(f"routing entropy in layer {layer} collapsed to {health['entropy'][layer]:.3f} nats "
-                       f"(log E = {math.log(num_experts):.2f})")  # fmt: skip
+            out.append(
+                f"routing entropy in layer {layer} collapsed to {health['entropy'][layer]:.3f} nats "
+                f"(log E = {math.log(num_experts):.2f})"
+            )
         else:
-            out.append(f"expert utilisation in layer {layer} collapsed: one expert takes "
-                       f"{100 * health['utilisation'][layer]['max']:.0f}% of top-k slots")  # fmt: skip
+            out.append(
+                f"expert utilisation in layer {layer} collapsed: one expert takes "
+                f"{100 * health['utilisation'][layer]['max']:.0f}% of top-k slots"
+            )
     return out

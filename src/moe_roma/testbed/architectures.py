@@ -55,11 +55,17 @@ def model_config(cfg, tokenizer):
     shape = shape_of(cfg)
     width = active_width(cfg)
     common = dict(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,  # halves the embedding bytes of a model this small
-    )  # fmt: skip
+    )
     if shape.family == "llama":
         from transformers import LlamaConfig
 
@@ -69,20 +75,37 @@ def model_config(cfg, tokenizer):
 
         head = cfg.hidden_size // cfg.num_heads
         return DeepseekV3Config(
-            n_routed_experts=shape.num_experts, num_experts_per_tok=shape.top_k, n_group=shape.n_group,
-            topk_group=shape.topk_group, moe_intermediate_size=width // shape.top_k, intermediate_size=width,
-            n_shared_experts=0, first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=1.0,
+            n_routed_experts=shape.num_experts,
+            num_experts_per_tok=shape.top_k,
+            n_group=shape.n_group,
+            topk_group=shape.topk_group,
+            moe_intermediate_size=width // shape.top_k,
+            intermediate_size=width,
+            n_shared_experts=0,
+            first_k_dense_replace=0,
+            norm_topk_prob=False,
+            routed_scaling_factor=1.0,
             # Multi-head latent attention kept near the others' attention size (no query compression).
-            q_lora_rank=None, kv_lora_rank=head, qk_rope_head_dim=head // 2, qk_nope_head_dim=head // 2,
-            v_head_dim=head, output_router_logits=False, **common,
-        )  # fmt: skip
+            q_lora_rank=None,
+            kv_lora_rank=head,
+            qk_rope_head_dim=head // 2,
+            qk_nope_head_dim=head // 2,
+            v_head_dim=head,
+            output_router_logits=False,
+            **common,
+        )
     from transformers import OlmoeConfig
 
     expert = cfg.intermediate_size if cfg.arch == "olmoe" else width // shape.top_k
     return OlmoeConfig(
-        intermediate_size=expert, num_experts=shape.num_experts, num_experts_per_tok=shape.top_k,
-        router_aux_loss_coef=cfg.router_aux_loss_coef, output_router_logits=False, norm_topk_prob=False, **common,
-    )  # fmt: skip
+        intermediate_size=expert,
+        num_experts=shape.num_experts,
+        num_experts_per_tok=shape.top_k,
+        router_aux_loss_coef=cfg.router_aux_loss_coef,
+        output_router_logits=False,
+        norm_topk_prob=False,
+        **common,
+    )
 
 
 def make_model(cfg, tokenizer):

@@ -195,16 +195,27 @@ def pretrain(
     split_routers = cfg.router_lr_mult != 1.0  # their own parameter group only when their lr differs
 
     def group(pred) -> list:
-        return [p for n, p in model.named_parameters() if pred(n, p) and not (split_routers and id(p) in router_ids)]
+        return [
+            p
+            for n, p in model.named_parameters()
+            if pred(n, p) and not (split_routers and id(p) in router_ids)
+        ]
 
     gen = torch.Generator().manual_seed(cfg.seed)
     decay = group(lambda n, p: p.ndim >= 2 and "embed" not in n)
     no_decay = group(lambda n, p: not (p.ndim >= 2 and "embed" not in n))
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
-              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]  # fmt: skip
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
+    ]
     if split_routers:
-        groups.append({"params": [p for r in model_routers for p in r.parameters()],
-                       "weight_decay": cfg.weight_decay, "lr_mult": cfg.router_lr_mult})  # fmt: skip
+        groups.append(
+            {
+                "params": [p for r in model_routers for p in r.parameters()],
+                "weight_decay": cfg.weight_decay,
+                "lr_mult": cfg.router_lr_mult,
+            }
+        )
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     hooks = al.add_router_jitter(model, cfg.router_jitter) if cfg.router_jitter > 0 else []
 
@@ -238,8 +249,11 @@ def pretrain(
         batch = [seqs[i] for i in picked]
         ids, mask, w = (t.to(cfg.device) for t in _batch(batch, pad_id))
         n_tokens += int(mask.sum())
-        out = model(input_ids=ids, attention_mask=mask, output_router_logits=True) if moe else model(
-            input_ids=ids, attention_mask=mask)  # fmt: skip
+        out = (
+            model(input_ids=ids, attention_mask=mask, output_router_logits=True)
+            if moe
+            else model(input_ids=ids, attention_mask=mask)
+        )
         logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
         loss = (nll * w).sum() / w.sum()
@@ -276,15 +290,24 @@ def pretrain(
         record = metrics is not None and (step + 1) % cfg.metrics_every == 0
         grad_norms = al.router_grad_norms(model_routers) if record and moe else None
         if cfg.router_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for r in model_routers for p in r.parameters()], cfg.router_clip)
+            torch.nn.utils.clip_grad_norm_(
+                [p for r in model_routers for p in r.parameters()], cfg.router_clip
+            )
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         run_loss += loss.item()
         if record:
-            row: dict = {"step": step + 1, "loss": round(loss.item(), 5), "lambda": lam,
-                         "align": None if align is None else round(align.item(), 6),
-                         "aux": round(aux.item(), 5), "z_loss": None if zl is None else round(zl.item(), 5),
-                         "lr": lr_at(step), "tokens": n_tokens, "seconds": round(time.time() - t0, 2)}  # fmt: skip
+            row: dict = {
+                "step": step + 1,
+                "loss": round(loss.item(), 5),
+                "lambda": lam,
+                "align": None if align is None else round(align.item(), 6),
+                "aux": round(aux.item(), 5),
+                "z_loss": None if zl is None else round(zl.item(), 5),
+                "lr": lr_at(step),
+                "tokens": n_tokens,
+                "seconds": round(time.time() - t0, 2),
+            }
             if routing is not None:
                 health = al.routing_health(routing, mask, shape.top_k)
                 row.update(health, router_grad_norm=grad_norms)
@@ -308,8 +331,12 @@ def pretrain(
     for h in hooks:
         h.remove()
     model.eval()
-    return {"tokens": n_tokens, "seconds": round(seconds, 2), "tokens_per_second": round(n_tokens / max(seconds, 1e-9), 1),
-            "collapse_warnings": warnings}  # fmt: skip
+    return {
+        "tokens": n_tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(n_tokens / max(seconds, 1e-9), 1),
+        "collapse_warnings": warnings,
+    }
 
 
 def task_indices(labels: Sequence[str]) -> list[int]:
@@ -330,9 +357,13 @@ def _run_figures(model, cfg, stats: dict) -> dict:
     from moe_roma.testbed.architectures import parameter_counts
 
     counts = parameter_counts(model, cfg)
-    return {"architecture": type(model).__name__, "active_parameters": counts["active"],
-            "pretrain_tokens_seen": stats["tokens"], "tokens_per_second": stats["tokens_per_second"],
-            "collapse_warnings": stats["collapse_warnings"]}  # fmt: skip
+    return {
+        "architecture": type(model).__name__,
+        "active_parameters": counts["active"],
+        "pretrain_tokens_seen": stats["tokens"],
+        "tokens_per_second": stats["tokens_per_second"],
+        "collapse_warnings": stats["collapse_warnings"],
+    }
 
 
 def evaluate_splits(model, tokenizer, suite: dict[str, list[MCExample]], batch_size: int = 64) -> dict:
@@ -362,8 +393,17 @@ def build_testbed(
 
     labels = [ex.task for ex in suite["pretrain"]] + ["facts"] * (len(seqs) - len(suite["pretrain"]))
     out_dir = Path(out_dir)
-    stats = pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every, tasks=task_indices(labels),
-                     metrics_path=_metrics_path(out_dir, cfg))  # fmt: skip
+    stats = pretrain(
+        model,
+        seqs,
+        cfg,
+        tokenizer.pad_token_id,
+        log,
+        eval_fn,
+        eval_every,
+        tasks=task_indices(labels),
+        metrics_path=_metrics_path(out_dir, cfg),
+    )
     train_s = time.time() - t0
     accs = evaluate_splits(model, tokenizer, suite, cfg.eval_batch_size)
     for s, a in accs.items():
@@ -411,9 +451,16 @@ def encode_documents(tokenizer, docs: Sequence[str]) -> list[tuple[list[int], li
     return seqs
 
 
-def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
-                       log: Callable[[str], None] = print, oracle: bool = True,
-                       splits: Sequence[str] | None = None, limit: int = 0) -> dict:  # fmt: skip
+def measure_downstream(
+    model,
+    tokenizer,
+    suite: dict[str, list[MCExample]],
+    cfg,
+    log: Callable[[str], None] = print,
+    oracle: bool = True,
+    splits: Sequence[str] | None = None,
+    limit: int = 0,
+) -> dict:
     """Base accuracy on every split (overall and per family), and oracle routing on the evaluation
     splits (``moe_roma.methods.oracle``: per-item gradient descent on the last-token routing of the last
     ``cfg.tuned_layers`` MoE layers with the item's own label), as ``roma experiment`` runs it.
@@ -423,12 +470,17 @@ def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
 
     t0 = time.time()
     scored = list(splits or SPLITS)
-    summaries = {s: score_summary(model, tokenizer, suite[s][: limit or None], cfg.eval_batch_size) for s in scored}
+    summaries = {
+        s: score_summary(model, tokenizer, suite[s][: limit or None], cfg.eval_batch_size) for s in scored
+    }
     accs = {s: m["accuracy"] for s, m in summaries.items()}
-    out: dict = {"accuracy": accs, "scored_sizes": {s: len(suite[s][: limit or None]) for s in scored},
-                 "answer_nll": {s: round(m["answer_nll"], 5) for s, m in summaries.items()},
-                 "choice_xent": {s: round(m["choice_xent"], 5) for s, m in summaries.items()},
-                 "eval_seconds": round(time.time() - t0, 1)}  # fmt: skip
+    out: dict = {
+        "accuracy": accs,
+        "scored_sizes": {s: len(suite[s][: limit or None]) for s in scored},
+        "answer_nll": {s: round(m["answer_nll"], 5) for s, m in summaries.items()},
+        "choice_xent": {s: round(m["choice_xent"], 5) for s, m in summaries.items()},
+        "eval_seconds": round(time.time() - t0, 1),
+    }
     if "train" in accs:
         out["train_successful_share"] = accs["train"]["all"]
     for s in scored:
@@ -445,22 +497,49 @@ def measure_downstream(model, tokenizer, suite: dict[str, list[MCExample]], cfg,
     layers = info.select_layers(f"last{cfg.tuned_layers}")
     out["oracle"] = {}
     for s in EVAL_SPLITS:
-        store, _ = collect_routing(model, tokenizer, suite[s], layers=layers, scoring="continuation",
-                                   batch_size=32, progress=False, info=info)  # fmt: skip
-        res = oracle_routing(model, tokenizer, store, layers=layers, steps=cfg.oracle_steps, batch_size=32,
-                             progress=False, info=info)  # fmt: skip
+        store, _ = collect_routing(
+            model,
+            tokenizer,
+            suite[s],
+            layers=layers,
+            scoring="continuation",
+            batch_size=32,
+            progress=False,
+            info=info,
+        )
+        res = oracle_routing(
+            model,
+            tokenizer,
+            store,
+            layers=layers,
+            steps=cfg.oracle_steps,
+            batch_size=32,
+            progress=False,
+            info=info,
+        )
         log(res.line())
         out["oracle"][s] = {
-            "accuracy": res.accuracy, "base_accuracy": res.base_accuracy, "gap": res.gap, "n": len(res.ids),
-            "n_fixed": res.n_fixed, "layers": res.layers, "steps": res.steps,
-        }  # fmt: skip
+            "accuracy": res.accuracy,
+            "base_accuracy": res.base_accuracy,
+            "gap": res.gap,
+            "n": len(res.ids),
+            "n_fixed": res.n_fixed,
+            "layers": res.layers,
+            "steps": res.steps,
+        }
     out["oracle_seconds"] = round(time.time() - t0, 1)
     return out
 
 
-def build_downstream_testbed(out_dir: str | Path | None, cfg, log: Callable[[str], None] = print,
-                             eval_every: int = 0, oracle: bool = True, splits: Sequence[str] | None = None,
-                             limit: int = 0) -> tuple[dict, object, object]:  # fmt: skip
+def build_downstream_testbed(
+    out_dir: str | Path | None,
+    cfg,
+    log: Callable[[str], None] = print,
+    eval_every: int = 0,
+    oracle: bool = True,
+    splits: Sequence[str] | None = None,
+    limit: int = 0,
+) -> tuple[dict, object, object]:
     """Generate the downstream suite and corpus, pre-train the model, measure it, save it to ``out_dir``.
 
     ``cfg`` is a ``DownstreamBuildConfig``. Returns ``(build_info, model, tokenizer)``; with
@@ -482,7 +561,11 @@ def build_downstream_testbed(out_dir: str | Path | None, cfg, log: Callable[[str
     t0 = time.time()
     suite = build_downstream_suite(cfg.seed)
     docs = pretrain_corpus(cfg.seed, corpus_config(cfg))
-    labels = pretrain_corpus_tasks(cfg.seed, corpus_config(cfg)) if cfg.align != "none" else ["general"] * len(docs)
+    labels = (
+        pretrain_corpus_tasks(cfg.seed, corpus_config(cfg))
+        if cfg.align != "none"
+        else ["general"] * len(docs)
+    )
     texts = list(docs)
     for s in SPLITS:
         for ex in suite[s]:
@@ -505,10 +588,21 @@ def build_downstream_testbed(out_dir: str | Path | None, cfg, log: Callable[[str
     t1 = time.time()
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    stats = pretrain(model, seqs, cfg, tokenizer.pad_token_id, log, eval_fn, eval_every, tasks=task_indices(labels),
-                     metrics_path=None if out_dir is None else _metrics_path(Path(out_dir), cfg))  # fmt: skip
+    stats = pretrain(
+        model,
+        seqs,
+        cfg,
+        tokenizer.pad_token_id,
+        log,
+        eval_fn,
+        eval_every,
+        tasks=task_indices(labels),
+        metrics_path=None if out_dir is None else _metrics_path(Path(out_dir), cfg),
+    )
     train_s = time.time() - t1
-    measured = measure_downstream(model, tokenizer, suite, cfg, log=log, oracle=oracle, splits=splits, limit=limit)
+    measured = measure_downstream(
+        model, tokenizer, suite, cfg, log=log, oracle=oracle, splits=splits, limit=limit
+    )
     info = {
         "testbed": "downstream",
         "build_config": asdict(cfg),

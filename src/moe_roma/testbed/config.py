@@ -10,7 +10,16 @@ from moe_roma.testbed.tasks import DEFAULT_SIZES
 
 # ``--arch``: "olmoe" is the testbed's own OLMoE shape from the config fields (today's models);
 # the others are seed 000's architectures at the same active FFN width (testbed/architectures.py).
-ARCHITECTURES: tuple[str, ...] = ("olmoe", "dense", "switch", "switch-16", "switch-32", "topk", "fine", "nested")
+ARCHITECTURES: tuple[str, ...] = (
+    "olmoe",
+    "dense",
+    "switch",
+    "switch-16",
+    "switch-32",
+    "topk",
+    "fine",
+    "nested",
+)
 ALIGNMENTS: tuple[str, ...] = ("none", "prior-kl", "manifold")
 ALIGN_SCHEDULES: tuple[str, ...] = ("fixed", "warmup", "warmup-anneal")
 ALIGN_PRIORS: tuple[str, ...] = ("uniform", "task")
@@ -45,8 +54,21 @@ class PretrainOptions:
 
 # What each numeric build setting may be; a setting not listed here must be >= 0 (and finite).
 AT_LEAST_ONE = {
-    "steps", "batch_size", "threads", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_experts",
-    "top_k", "pretrain_size", "eval_batch_size", "family_docs", "filler_docs", "knowledge_repeats", "tuned_layers",
+    "steps",
+    "batch_size",
+    "threads",
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_heads",
+    "num_experts",
+    "top_k",
+    "pretrain_size",
+    "eval_batch_size",
+    "family_docs",
+    "filler_docs",
+    "knowledge_repeats",
+    "tuned_layers",
     "align_k",
 }
 POSITIVE = {"lr", "align_sigma", "router_lr_mult"}
@@ -89,9 +111,12 @@ def check_build_options(cfg: Any) -> str | None:
 
 def check_pretrain_options(cfg: PretrainOptions) -> str | None:
     """One sentence naming the first invalid option, or None."""
-    for name, value, known in (("arch", cfg.arch, ARCHITECTURES), ("align", cfg.align, ALIGNMENTS),
-                               ("align-schedule", cfg.align_schedule, ALIGN_SCHEDULES),
-                               ("align-prior", cfg.align_prior, ALIGN_PRIORS)):  # fmt: skip
+    for name, value, known in (
+        ("arch", cfg.arch, ARCHITECTURES),
+        ("align", cfg.align, ALIGNMENTS),
+        ("align-schedule", cfg.align_schedule, ALIGN_SCHEDULES),
+        ("align-prior", cfg.align_prior, ALIGN_PRIORS),
+    ):
         if value not in known:
             return f"--{name} {value!r} is not one of {', '.join(known)}"
     if cfg.align != "none" and cfg.arch == "dense":
@@ -101,8 +126,13 @@ def check_pretrain_options(cfg: PretrainOptions) -> str | None:
     if cfg.align_k < 1 or cfg.align_sigma <= 0 or cfg.align_prior_steps < 0:
         return "--align-k must be >= 1, --align-sigma > 0 and --align-prior-steps >= 0"
     if cfg.align == "prior-kl" and cfg.align_prior == "task" and not 0 < cfg.align_prior_steps < cfg.steps:
-        return "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned warm-up)"
-    if min(cfg.router_init_std, cfg.router_clip, cfg.router_jitter, cfg.router_z_loss) < 0 or cfg.router_lr_mult <= 0:
+        return (
+            "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned warm-up)"
+        )
+    if (
+        min(cfg.router_init_std, cfg.router_clip, cfg.router_jitter, cfg.router_z_loss) < 0
+        or cfg.router_lr_mult <= 0
+    ):
         return "the router-stability options must be >= 0 (--router-lr-mult > 0)"
     return None
 

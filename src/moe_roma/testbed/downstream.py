@@ -62,8 +62,12 @@ _SPLIT_FAMILIES: dict[str, tuple[str, ...]] = {
 # No split takes more than this share of a family's content, so that the small families
 # (letter_order, calendar, geography) keep about half of their keys for the corpus.
 _SPACE_SHARE: dict[str, float] = {
-    "heldout_tasks": 0.4, "shifted": 0.1, "in_dist": 0.1, "validation": 0.05, "train": 0.2,
-}  # fmt: skip
+    "heldout_tasks": 0.4,
+    "shifted": 0.1,
+    "in_dist": 0.1,
+    "validation": 0.05,
+    "train": 0.2,
+}
 
 # The downstream prompt format, as the corpus would contain it (``qa_rate``) and as it is detected.
 QA_FORMAT = "Question: {question}\nAnswer: {answer}"
@@ -113,100 +117,162 @@ def _suite_and_keys(seed: int, sizes: dict[str, int] | None) -> tuple[dict[str, 
 # answer, "{all}" every option (in a random order), "{others}" the three wrong options.
 
 _STATEMENTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "addition": {"plus": (
-        "{a} plus {b} is {ans}.", "{a} plus {b} equals {ans}.", "The sum of {a} and {b} is {ans}.",
-        "Adding {a} and {b} gives {ans}.", "{a} and {b} added together make {ans}.", "{a} + {b} = {ans}",
-    )},
-    "subtraction": {"minus": (
-        "{a} minus {b} is {ans}.", "{a} minus {b} equals {ans}.", "Taking {b} away from {a} leaves {ans}.",
-        "The difference between {a} and {b} is {ans}.", "If you subtract {b} from {a}, you get {ans}.",
-        "{a} - {b} = {ans}",
-    )},
-    "multiplication": {"times": (
-        "{a} times {b} is {ans}.", "{a} multiplied by {b} equals {ans}.", "The product of {a} and {b} is {ans}.",
-        "{a} groups of {b} make {ans}.", "Multiplying {a} by {b} gives {ans}.", "{a} * {b} = {ans}",
-    )},
+    "addition": {
+        "plus": (
+            "{a} plus {b} is {ans}.",
+            "{a} plus {b} equals {ans}.",
+            "The sum of {a} and {b} is {ans}.",
+            "Adding {a} and {b} gives {ans}.",
+            "{a} and {b} added together make {ans}.",
+            "{a} + {b} = {ans}",
+        )
+    },
+    "subtraction": {
+        "minus": (
+            "{a} minus {b} is {ans}.",
+            "{a} minus {b} equals {ans}.",
+            "Taking {b} away from {a} leaves {ans}.",
+            "The difference between {a} and {b} is {ans}.",
+            "If you subtract {b} from {a}, you get {ans}.",
+            "{a} - {b} = {ans}",
+        )
+    },
+    "multiplication": {
+        "times": (
+            "{a} times {b} is {ans}.",
+            "{a} multiplied by {b} equals {ans}.",
+            "The product of {a} and {b} is {ans}.",
+            "{a} groups of {b} make {ans}.",
+            "Multiplying {a} by {b} gives {ans}.",
+            "{a} * {b} = {ans}",
+        )
+    },
     "comparison": {
         "largest": (
-            "The largest of {all} is {ans}.", "Of the numbers {all}, {ans} is the biggest.",
-            "{ans} is greater than {others}.", "Among {all}, the greatest number is {ans}.",
+            "The largest of {all} is {ans}.",
+            "Of the numbers {all}, {ans} is the biggest.",
+            "{ans} is greater than {others}.",
+            "Among {all}, the greatest number is {ans}.",
         ),
         "smallest": (
-            "The smallest of {all} is {ans}.", "Of the numbers {all}, {ans} is the lowest.",
-            "{ans} is less than {others}.", "Among {all}, the least number is {ans}.",
+            "The smallest of {all} is {ans}.",
+            "Of the numbers {all}, {ans} is the lowest.",
+            "{ans} is less than {others}.",
+            "Among {all}, the least number is {ans}.",
         ),
     },
     "parity": {
         "even": (
-            "{ans} is an even number.", "{ans} is even, and {others} are odd.",
-            "Of {all}, only {ans} is even.", "Among the numbers {all}, the even one is {ans}.",
+            "{ans} is an even number.",
+            "{ans} is even, and {others} are odd.",
+            "Of {all}, only {ans} is even.",
+            "Among the numbers {all}, the even one is {ans}.",
         ),
         "odd": (
-            "{ans} is an odd number.", "{ans} is odd, and {others} are even.",
-            "Of {all}, only {ans} is odd.", "Among the numbers {all}, the odd one is {ans}.",
+            "{ans} is an odd number.",
+            "{ans} is odd, and {others} are even.",
+            "Of {all}, only {ans} is odd.",
+            "Among the numbers {all}, the odd one is {ans}.",
         ),
     },
     "sequence": {
         "up": (
-            "The sequence {seq} continues with {ans}.", "{seq}, {ans}: the numbers go up by {step} each time.",
-            "After {seq} comes {ans}.", "In the pattern {seq}, the next number is {ans}.",
+            "The sequence {seq} continues with {ans}.",
+            "{seq}, {ans}: the numbers go up by {step} each time.",
+            "After {seq} comes {ans}.",
+            "In the pattern {seq}, the next number is {ans}.",
         ),
         "down": (
-            "The sequence {seq} continues with {ans}.", "{seq}, {ans}: the numbers go down by {step} each time.",
-            "After {seq} comes {ans}.", "In the pattern {seq}, the next number is {ans}.",
+            "The sequence {seq} continues with {ans}.",
+            "{seq}, {ans}: the numbers go down by {step} each time.",
+            "After {seq} comes {ans}.",
+            "In the pattern {seq}, the next number is {ans}.",
         ),
     },
     "counting": {
         "length": (
-            "The list {items} has {ans} words.", "There are {ans} words in the list {items}.",
-            "{items}: that is {ans} words.", "Counting {items} gives {ans} words.",
+            "The list {items} has {ans} words.",
+            "There are {ans} words in the list {items}.",
+            "{items}: that is {ans} words.",
+            "Counting {items} gives {ans} words.",
         ),
         "occurrence": (
             "The word {word} appears {ans} times in the list {items}.",
             "In the list {items}, the word {word} is written {ans} times.",
-            "Counting {word} in {items} gives {ans}.", "{word} is in the list {items} {ans} times.",
+            "Counting {word} in {items} gives {ans}.",
+            "{word} is in the list {items} {ans} times.",
         ),
     },
-    "letter_order": {"rel": (
-        "{ans} comes {rel} {letter} in the alphabet.", "The letter {rel} {letter} is {ans}.",
-        "In the alphabet, {ans} is {rel} {letter}.", "{rel} the letter {letter} you find {ans}.",
-    )},
+    "letter_order": {
+        "rel": (
+            "{ans} comes {rel} {letter} in the alphabet.",
+            "The letter {rel} {letter} is {ans}.",
+            "In the alphabet, {ans} is {rel} {letter}.",
+            "{rel} the letter {letter} you find {ans}.",
+        )
+    },
     "calendar": {
         "day": ("{ans} comes {rel} {x}.", "The day {rel} {x} is {ans}.", "In the week, {ans} is {rel} {x}."),
-        "month": ("{ans} comes {rel} {x}.", "The month {rel} {x} is {ans}.", "In the year, {ans} is {rel} {x}."),
+        "month": (
+            "{ans} comes {rel} {x}.",
+            "The month {rel} {x} is {ans}.",
+            "In the year, {ans} is {rel} {x}.",
+        ),
     },
     "alphabetical": {
         "first": (
-            "In alphabetical order, {ans} comes before {others}.", "Of {all}, {ans} is first in a dictionary.",
-            "Sorted alphabetically, {sorted}.", "The first of {all} in alphabetical order is {ans}.",
+            "In alphabetical order, {ans} comes before {others}.",
+            "Of {all}, {ans} is first in a dictionary.",
+            "Sorted alphabetically, {sorted}.",
+            "The first of {all} in alphabetical order is {ans}.",
         ),
         "last": (
-            "In alphabetical order, {ans} comes after {others}.", "Of {all}, {ans} is last in a dictionary.",
-            "Sorted alphabetically, {sorted}.", "The last of {all} in alphabetical order is {ans}.",
+            "In alphabetical order, {ans} comes after {others}.",
+            "Of {all}, {ans} is last in a dictionary.",
+            "Sorted alphabetically, {sorted}.",
+            "The last of {all} in alphabetical order is {ans}.",
         ),
     },
-    "category": {"which": (
-        "{Ans} is {cat}.", "Of {all}, only {ans} is {cat}.", "{ans} is {cat}, but {others} are not.",
-        "Among {all}, {ans} is {cat}.",
-    )},
-    "odd_one_out": {"odd": (
-        "{others} are {plural}, but {ans} is not.", "Of {all}, {ans} does not belong with the others.",
-        "{ans} is the odd one out among {all}.", "{others} go together; {ans} is different.",
-    )},
+    "category": {
+        "which": (
+            "{Ans} is {cat}.",
+            "Of {all}, only {ans} is {cat}.",
+            "{ans} is {cat}, but {others} are not.",
+            "Among {all}, {ans} is {cat}.",
+        )
+    },
+    "odd_one_out": {
+        "odd": (
+            "{others} are {plural}, but {ans} is not.",
+            "Of {all}, {ans} does not belong with the others.",
+            "{ans} is the odd one out among {all}.",
+            "{others} go together; {ans} is different.",
+        )
+    },
     "geography": {
         "capital": ("The capital of {country} is {ans}.", "{ans} is the capital city of {country}."),
         "country": ("{capital} is the capital of {ans}.", "The country with the capital {capital} is {ans}."),
         "continent": ("{country} is a country in {ans}.", "The continent of {country} is {ans}."),
         "language": ("People in {country} speak {ans}.", "The main language of {country} is {ans}."),
     },
-    "antonyms": {"opp": (
-        "The opposite of {word} is {ans}.", "{Word} and {ans} are opposites.", "{Ans} means the opposite of {word}.",
-    )},
+    "antonyms": {
+        "opp": (
+            "The opposite of {word} is {ans}.",
+            "{Word} and {ans} are opposites.",
+            "{Ans} means the opposite of {word}.",
+        )
+    },
     "unit_conversion": {
-        "to_small": ("{n} {big} is {ans} {small}.", "There are {ans} {small} in {n} {big}.",
-                     "{n} {big} make {ans} {small}."),
-        "to_big": ("{m} {small} is {ans} {big}.", "{m} {small} make {ans} {big}.",
-                   "There are {ans} {big} in {m} {small}."),
+        "to_small": (
+            "{n} {big} is {ans} {small}.",
+            "There are {ans} {small} in {n} {big}.",
+            "{n} {big} make {ans} {small}.",
+        ),
+        "to_big": (
+            "{m} {small} is {ans} {big}.",
+            "{m} {small} make {ans} {big}.",
+            "There are {ans} {big} in {m} {small}.",
+        ),
     },
     "word_problems": {
         "gain": (
@@ -220,7 +286,7 @@ _STATEMENTS: dict[str, dict[str, tuple[str, ...]]] = {
             "There were {a} {obj} in a box and {name} took out {b}, which left {ans} {obj}.",
         ),
     },
-}  # fmt: skip
+}
 
 
 def _and_list(items: Sequence[str]) -> str:
@@ -232,8 +298,12 @@ def statement(fam: Family, draft: Draft, rng: random.Random) -> str:
     options = [draft.answer, *draft.distractors]
     rng.shuffle(options)
     fields = {k: str(v) for k, v in draft.fields.items()}
-    fields.update(ans=draft.answer, Ans=draft.answer[:1].upper() + draft.answer[1:],
-                  all=_and_list(options), others=_and_list(list(draft.distractors)))  # fmt: skip
+    fields.update(
+        ans=draft.answer,
+        Ans=draft.answer[:1].upper() + draft.answer[1:],
+        all=_and_list(options),
+        others=_and_list(list(draft.distractors)),
+    )
     if fam.name == "sequence":
         fields["step"] = str(draft.key[3])
     elif fam.name == "alphabetical":
@@ -318,15 +388,30 @@ def filler_sentence(rng: random.Random) -> str:
     animal, animal2 = rng.sample(_words("animal"), 2)
     drink, drink2 = rng.sample(_words("drink"), 2)
     fields = {
-        "name": name, "name2": name2, "color": rng.choice(_words("color")),
-        "building": rng.choice(_words("building")), "day": rng.choice(lx.DAYS), "month": rng.choice(lx.MONTHS),
-        "sport": rng.choice(_words("sport")), "num": rng.randint(2, 30), "obj": rng.choice(lx.OBJECTS),
-        "furniture": rng.choice(_words("furniture")), "animal": animal, "animal2": animal2,
-        "vehicle": rng.choice(_words("vehicle")), "capital": capital, "country": country, "language": language,
-        "drink": drink, "drink2": drink2, "instrument": rng.choice(_words("instrument")),
-        "fruit": rng.choice(_words("fruit")), "tool": rng.choice(_words("tool")),
-        "clothing": rng.choice(_words("clothing")), "vegetable": rng.choice(_words("vegetable")),
-    }  # fmt: skip
+        "name": name,
+        "name2": name2,
+        "color": rng.choice(_words("color")),
+        "building": rng.choice(_words("building")),
+        "day": rng.choice(lx.DAYS),
+        "month": rng.choice(lx.MONTHS),
+        "sport": rng.choice(_words("sport")),
+        "num": rng.randint(2, 30),
+        "obj": rng.choice(lx.OBJECTS),
+        "furniture": rng.choice(_words("furniture")),
+        "animal": animal,
+        "animal2": animal2,
+        "vehicle": rng.choice(_words("vehicle")),
+        "capital": capital,
+        "country": country,
+        "language": language,
+        "drink": drink,
+        "drink2": drink2,
+        "instrument": rng.choice(_words("instrument")),
+        "fruit": rng.choice(_words("fruit")),
+        "tool": rng.choice(_words("tool")),
+        "clothing": rng.choice(_words("clothing")),
+        "vegetable": rng.choice(_words("vegetable")),
+    }
     fields["a_fruit"] = f"{tasks._article(fields['fruit'])} {fields['fruit']}"
     return rng.choice(_FILLER).format(**fields)
 
@@ -352,8 +437,9 @@ class CorpusConfig:
 _MAX_RENDERS = 8
 
 
-def pretrain_corpus(seed: int = 0, cfg: CorpusConfig | None = None,
-                    sizes: dict[str, int] | None = None) -> list[str]:  # fmt: skip
+def pretrain_corpus(
+    seed: int = 0, cfg: CorpusConfig | None = None, sizes: dict[str, int] | None = None
+) -> list[str]:
     """The pre-training documents: general text over content keys that no MC split uses.
 
     Deterministic in ``seed``, ``cfg`` and ``sizes`` (the MC splits' sizes decide which keys are
@@ -362,14 +448,16 @@ def pretrain_corpus(seed: int = 0, cfg: CorpusConfig | None = None,
     return _corpus(seed, cfg or CorpusConfig(), sizes)[0]
 
 
-def pretrain_corpus_keys(seed: int = 0, cfg: CorpusConfig | None = None,
-                         sizes: dict[str, int] | None = None) -> set[str]:  # fmt: skip
+def pretrain_corpus_keys(
+    seed: int = 0, cfg: CorpusConfig | None = None, sizes: dict[str, int] | None = None
+) -> set[str]:
     """The content keys (as ``MCExample.meta["key"]`` writes them) the corpus's family documents render."""
     return _corpus(seed, cfg or CorpusConfig(), sizes)[1]
 
 
-def pretrain_corpus_tasks(seed: int = 0, cfg: CorpusConfig | None = None,
-                          sizes: dict[str, int] | None = None) -> list[str]:  # fmt: skip
+def pretrain_corpus_tasks(
+    seed: int = 0, cfg: CorpusConfig | None = None, sizes: dict[str, int] | None = None
+) -> list[str]:
     """What each document of ``pretrain_corpus`` (same arguments, same order) is about: its task
     family, ``"facts"`` or ``"general"`` (the task labels of alignment during pre-training)."""
     return _corpus(seed, cfg or CorpusConfig(), sizes)[2]
@@ -523,9 +611,22 @@ def content_keys(examples: Sequence[MCExample]) -> set[str]:
 
 
 __all__ = [
-    "DEFAULT_SIZES", "EVAL_SPLITS", "QA_FORMAT", "SPLITS", "TRAIN_LARGE", "TRAIN_LARGE_SIZE", "CorpusConfig",
-    "build_downstream_suite", "build_train_large", "content_keys", "filler_sentence", "has_qa_format",
-    "pretrain_corpus", "pretrain_corpus_keys", "pretrain_corpus_tasks", "qa_format_rate",
+    "DEFAULT_SIZES",
+    "EVAL_SPLITS",
+    "QA_FORMAT",
+    "SPLITS",
+    "TRAIN_LARGE",
+    "TRAIN_LARGE_SIZE",
+    "CorpusConfig",
+    "build_downstream_suite",
+    "build_train_large",
+    "content_keys",
+    "filler_sentence",
+    "has_qa_format",
+    "pretrain_corpus",
+    "pretrain_corpus_keys",
+    "pretrain_corpus_tasks",
+    "qa_format_rate",
     "statement",
     "worked_example",
-]  # fmt: skip
+]

@@ -17,7 +17,9 @@ from moe_roma.data.example import MCExample
 from moe_roma.scoring.continuation import score_continuation
 
 
-def choice_logprobs(model, tokenizer, examples: Sequence[MCExample], batch_size: int = 64) -> list[list[float]]:
+def choice_logprobs(
+    model, tokenizer, examples: Sequence[MCExample], batch_size: int = 64
+) -> list[list[float]]:
     """Summed continuation log-probability of every choice of every example."""
     model.eval()
     scores = score_continuation(model, tokenizer, examples, batch_size=batch_size, progress=False)
@@ -49,5 +51,8 @@ def score_summary(model, tokenizer, examples: Sequence[MCExample], batch_size: i
         nll.append(-s[ex.answer])
         xent.append(log_norm - s[ex.answer])
     n = max(len(nll), 1)
-    return {"accuracy": {k: sum(v) / len(v) for k, v in sorted(hits.items())},
-            "answer_nll": sum(nll) / n, "choice_xent": sum(xent) / n}  # fmt: skip
+    return {
+        "accuracy": {k: sum(v) / len(v) for k, v in sorted(hits.items())},
+        "answer_nll": sum(nll) / n,
+        "choice_xent": sum(xent) / n,
+    }

@@ -101,23 +101,38 @@ def _article(word: str) -> str:
 def _addition(rng: random.Random) -> Draft:
     a, b = rng.randint(2, 49), rng.randint(2, 49)
     s = a + b
-    return Draft(("addition", a, b), "plus", {"a": a, "b": b}, str(s),
-                 _num_distractors(rng, s, (-10, -2, -1, 1, 2, 10)))
+    return Draft(
+        ("addition", a, b),
+        "plus",
+        {"a": a, "b": b},
+        str(s),
+        _num_distractors(rng, s, (-10, -2, -1, 1, 2, 10)),
+    )
 
 
 def _subtraction(rng: random.Random) -> Draft:
     a = rng.randint(10, 60)
     b = rng.randint(2, a - 2)
     d = a - b
-    return Draft(("subtraction", a, b), "minus", {"a": a, "b": b}, str(d),
-                 _num_distractors(rng, d, (-10, -2, -1, 1, 2, 10)))
+    return Draft(
+        ("subtraction", a, b),
+        "minus",
+        {"a": a, "b": b},
+        str(d),
+        _num_distractors(rng, d, (-10, -2, -1, 1, 2, 10)),
+    )
 
 
 def _multiplication(rng: random.Random) -> Draft:
     a, b = rng.randint(2, 15), rng.randint(2, 15)
     p = a * b
-    return Draft(("multiplication", a, b), "times", {"a": a, "b": b}, str(p),
-                 _num_distractors(rng, p, (-a, a, -b, b, -1, 1, 2), lo=1))
+    return Draft(
+        ("multiplication", a, b),
+        "times",
+        {"a": a, "b": b},
+        str(p),
+        _num_distractors(rng, p, (-a, a, -b, b, -1, 1, 2), lo=1),
+    )
 
 
 def _comparison(rng: random.Random) -> Draft:
@@ -133,8 +148,13 @@ def _parity(rng: random.Random) -> Draft:
     want = 0 if variant == "even" else 1
     right = rng.choice([n for n in range(1, 100) if n % 2 == want])
     wrong = rng.sample([n for n in range(1, 100) if n % 2 != want], 3)
-    return Draft(("parity", variant, right, tuple(sorted(wrong))), variant, {}, str(right),
-                 tuple(str(n) for n in wrong))
+    return Draft(
+        ("parity", variant, right, tuple(sorted(wrong))),
+        variant,
+        {},
+        str(right),
+        tuple(str(n) for n in wrong),
+    )
 
 
 def _sequence(rng: random.Random) -> Draft:
@@ -151,8 +171,13 @@ def _sequence(rng: random.Random) -> Draft:
     # Wrong continuations a careless reader makes: off by one, a step too far, no step.
     offs = (sign * step, -sign * step, 1, -1, 2, -2, sign * (step + 1))
     wrong = sorted({nxt + o for o in offs if nxt + o >= 0 and o != 0} - {nxt})
-    return Draft(("sequence", variant, start, step), variant, {"seq": ", ".join(map(str, shown))}, str(nxt),
-                 tuple(str(w) for w in rng.sample(wrong, 3)))
+    return Draft(
+        ("sequence", variant, start, step),
+        variant,
+        {"seq": ", ".join(map(str, shown))},
+        str(nxt),
+        tuple(str(w) for w in rng.sample(wrong, 3)),
+    )
 
 
 def _counting(rng: random.Random) -> Draft:
@@ -173,8 +198,12 @@ def _counting(rng: random.Random) -> Draft:
     return Draft(key, variant, fields, str(ans), _num_distractors(rng, ans, (-2, -1, 1, 2, 3), lo=1))
 
 
-_LETTER_RELS = {(1, 1): "right after", (1, 2): "two letters after",
-                (-1, 1): "right before", (-1, 2): "two letters before"}
+_LETTER_RELS = {
+    (1, 1): "right after",
+    (1, 2): "two letters after",
+    (-1, 1): "right before",
+    (-1, 2): "two letters before",
+}
 
 
 def _letter_order(rng: random.Random) -> Draft:
@@ -189,8 +218,13 @@ def _letter_order(rng: random.Random) -> Draft:
     # Neighbours of the right letter and the letter asked about are the tempting mistakes.
     near = {lx.LETTERS[k] for k in (j - 1, j + 1, i, j - 2, j + 2, j + 3, j - 3) if 0 <= k <= 25}
     near.discard(ans)
-    return Draft(("letter_order", i, sign, off), "rel", {"letter": lx.LETTERS[i], "rel": rel}, ans,
-                 tuple(rng.sample(sorted(near), 3)))
+    return Draft(
+        ("letter_order", i, sign, off),
+        "rel",
+        {"letter": lx.LETTERS[i], "rel": rel},
+        ans,
+        tuple(rng.sample(sorted(near), 3)),
+    )
 
 
 def _calendar(rng: random.Random) -> Draft:
@@ -205,16 +239,22 @@ def _calendar(rng: random.Random) -> Draft:
     ans = seq[(i + sign * off) % len(seq)]
     near = {seq[(i + sign * off + d) % len(seq)] for d in (-1, 1, -2, 2)} | {seq[(i - sign * off) % len(seq)]}
     near.discard(ans)
-    return Draft(("calendar", kind, i, sign, off), kind, {"x": seq[i], "rel": rel}, ans,
-                 tuple(rng.sample(sorted(near), 3)))
+    return Draft(
+        ("calendar", kind, i, sign, off),
+        kind,
+        {"x": seq[i], "rel": rel},
+        ans,
+        tuple(rng.sample(sorted(near), 3)),
+    )
 
 
 def _alphabetical(rng: random.Random) -> Draft:
     words = rng.sample(lx.ALL_WORDS, 4)
     variant = rng.choice(("first", "last"))
     ans = min(words) if variant == "first" else max(words)
-    return Draft(("alphabetical", variant, tuple(sorted(words))), variant, {}, ans,
-                 tuple(w for w in words if w != ans))
+    return Draft(
+        ("alphabetical", variant, tuple(sorted(words))), variant, {}, ans, tuple(w for w in words if w != ans)
+    )
 
 
 def _category(rng: random.Random) -> Draft:
@@ -242,19 +282,39 @@ def _geography(rng: random.Random) -> Draft:
         pool = [c for k, (c, ct, _) in lx.COUNTRIES.items() if ct == continent and k != country]
         if len(pool) < 3:
             pool = [c for c, _, _ in lx.COUNTRIES.values()]
-        return Draft(("geography", rel, country), rel, {"country": country}, capital,
-                     _pick_distractors(rng, capital, pool))
+        return Draft(
+            ("geography", rel, country),
+            rel,
+            {"country": country},
+            capital,
+            _pick_distractors(rng, capital, pool),
+        )
     if rel == "country":
         pool = [k for k, (_, ct, _) in lx.COUNTRIES.items() if ct == continent]
         if len(pool) < 4:
             pool = list(lx.COUNTRIES)
-        return Draft(("geography", rel, country), rel, {"capital": capital}, country,
-                     _pick_distractors(rng, country, pool))
+        return Draft(
+            ("geography", rel, country),
+            rel,
+            {"capital": capital},
+            country,
+            _pick_distractors(rng, country, pool),
+        )
     if rel == "continent":
-        return Draft(("geography", rel, country), rel, {"country": country}, continent,
-                     _pick_distractors(rng, continent, lx.CONTINENTS))
-    return Draft(("geography", rel, country), rel, {"country": country}, language,
-                 _pick_distractors(rng, language, lx.LANGUAGES))
+        return Draft(
+            ("geography", rel, country),
+            rel,
+            {"country": country},
+            continent,
+            _pick_distractors(rng, continent, lx.CONTINENTS),
+        )
+    return Draft(
+        ("geography", rel, country),
+        rel,
+        {"country": country},
+        language,
+        _pick_distractors(rng, language, lx.LANGUAGES),
+    )
 
 
 def _antonyms(rng: random.Random) -> Draft:
@@ -277,8 +337,13 @@ def _unit_conversion(rng: random.Random) -> Draft:
         ans = n
         fields = {"m": n * factor, "small": small, "big": bigs}
         wrong = sorted({n - 1, n + 1, n + 2, n * 2, max(1, n - 2)} - {n})
-    return Draft(("unit_conversion", variant, small, n), variant, fields, str(ans),
-                 tuple(str(w) for w in rng.sample(wrong, 3)))
+    return Draft(
+        ("unit_conversion", variant, small, n),
+        variant,
+        fields,
+        str(ans),
+        tuple(str(w) for w in rng.sample(wrong, 3)),
+    )
 
 
 def _word_problems(rng: random.Random) -> Draft:
@@ -292,8 +357,13 @@ def _word_problems(rng: random.Random) -> Draft:
         a = rng.randint(6, 40)
         b = rng.randint(2, a - 2)
         ans = a - b
-    return Draft(("word_problems", variant, a, b), variant, {"name": name, "obj": obj, "a": a, "b": b}, str(ans),
-                 _num_distractors(rng, ans, (-10, -2, -1, 1, 2, 10, b if variant == "loss" else -b)))
+    return Draft(
+        ("word_problems", variant, a, b),
+        variant,
+        {"name": name, "obj": obj, "a": a, "b": b},
+        str(ans),
+        _num_distractors(rng, ans, (-10, -2, -1, 1, 2, 10, b if variant == "loss" else -b)),
+    )
 
 
 # --------------------------------------------------------------------------- templates
@@ -301,272 +371,438 @@ def _word_problems(rng: random.Random) -> Draft:
 # same question with wording used nowhere else, for the template-shift evaluation.
 
 FAMILIES: tuple[Family, ...] = (
-    Family("addition", _addition, {"plus": (
-        "What is {a} plus {b}?",
-        "What is the sum of {a} and {b}?",
-        "If you add {a} and {b}, what number do you get?",
-        "How much is {a} and {b} added together?",
-        "Add {a} to {b}. What is the total?",
-    )}, {"plus": (
-        "Here is a sum: {a} plus {b}. Which number is it?",
-        "Look at {a} and {b}. Added together, they make which number?",
-    )}),
-    Family("subtraction", _subtraction, {"minus": (
-        "What is {a} minus {b}?",
-        "What do you get if you take {b} away from {a}?",
-        "Subtract {b} from {a}. What is the result?",
-        "How much is {a} take away {b}?",
-        "If you subtract {b} from {a}, what number is left?",
-    )}, {"minus": (
-        "Here is a question: {a} minus {b}. Which number is it?",
-        "Look at {a}. Take away {b}. How much is left?",
-    )}),
-    Family("multiplication", _multiplication, {"times": (
-        "What is {a} times {b}?",
-        "What is {a} multiplied by {b}?",
-        "What is the product of {a} and {b}?",
-        "How much is {a} groups of {b}?",
-        "Multiply {a} by {b}. What is the result?",
-    )}, {"times": (
-        "Here is a product: {a} times {b}. Which number is it?",
-        "Look at {a} groups of {b}. How many is that in total?",
-    )}, heldout=True, space=14 * 14),
-    Family("comparison", _comparison, {
-        "largest": (
-            "Which number is the largest: {list}?",
-            "Which of {list} is the biggest number?",
-            "Of the numbers {list}, which is the greatest?",
-            "What is the largest number in the list {list_and}?",
-            "Find the biggest of these numbers: {list}.",
-        ),
-        "smallest": (
-            "Which number is the smallest: {list}?",
-            "Which of {list} is the lowest number?",
-            "Of the numbers {list}, which is the least?",
-            "What is the smallest number in the list {list_and}?",
-            "Find the lowest of these numbers: {list}.",
-        ),
-    }, {
-        "largest": ("Here are some numbers: {list_and}. Which one is the greatest?",
-                    "Look at {list_and}. Of these, the biggest is which?"),
-        "smallest": ("Here are some numbers: {list_and}. Which one is the least?",
-                     "Look at {list_and}. Of these, the smallest is which?"),
-    }, lists_choices=True),
-    Family("parity", _parity, {
-        "even": (
-            "Which of these numbers is even: {list}?",
-            "Which number is even: {list}?",
-            "One of {list} is an even number. Which one?",
-            "Find the even number: {list}.",
-            "Of {list}, which number is even?",
-        ),
-        "odd": (
-            "Which of these numbers is odd: {list}?",
-            "Which number is odd: {list}?",
-            "One of {list} is an odd number. Which one?",
-            "Find the odd number: {list}.",
-            "Of {list}, which number is odd?",
-        ),
-    }, {
-        "even": ("Here are some numbers: {list_and}. Only one of them is even. Which?",
-                 "Look at {list_and}. The even one is which?"),
-        "odd": ("Here are some numbers: {list_and}. Only one of them is odd. Which?",
-                "Look at {list_and}. The odd one is which?"),
-    }, lists_choices=True),
-    Family("sequence", _sequence, {v: (
-        "What number comes next: {seq}?",
-        "What is the next number in the sequence {seq}?",
-        "Continue the pattern {seq}. What comes next?",
-        "Which number follows {seq}?",
-        "Find the next number in the pattern {seq}.",
-    ) for v in ("up", "down")}, {v: (
-        "Here is a sequence: {seq}. Which number should come after it?",
-        "Look at the pattern {seq}. The next one is which number?",
-    ) for v in ("up", "down")}, space=2 * 8 * 41),
-    Family("counting", _counting, {
-        "length": (
-            "How many words are in this list: {items}?",
-            "Count the words in the list {items}. How many are there?",
-            "How many things are named here: {items}?",
-            "What is the number of words in the list {items}?",
-            "Count the items: {items}. How many?",
-        ),
-        "occurrence": (
-            "How many times does the word {word} appear in this list: {items}?",
-            "Count how often {word} occurs in the list {items}.",
-            "In the list {items}, how many times is {word} written?",
-            "How often is {word} in the list {items}?",
-            "Count the word {word} in {items}. How many times is it there?",
-        ),
-    }, {
-        "length": ("Here is a list: {items}. It has how many words?",
-                   "Look at {items}. Count them. Which number do you get?"),
-        "occurrence": ("Here is a list: {items}. The word {word} is in it how many times?",
-                       "Look at {items}. Count only {word}. Which number do you get?"),
-    }),
-    Family("letter_order", _letter_order, {"rel": (
-        "Which letter comes {rel} {letter} in the alphabet?",
-        "In the alphabet, what letter is {rel} {letter}?",
-        "What letter do you find {rel} {letter} in the alphabet?",
-        "Name the letter {rel} {letter} in the alphabet.",
-        "Which letter is {rel} the letter {letter}?",
-    )}, {"rel": (
-        "Look at the alphabet. The letter {rel} {letter} is which one?",
-        "Here is a letter: {letter}. Which letter comes {rel} it?",
-    )}, space=98),
-    Family("calendar", _calendar, {
-        "day": (
-            "Which day of the week comes {rel} {x}?",
-            "What day is {rel} {x}?",
-            "In the week, which day is {rel} {x}?",
-            "Name the day {rel} {x}.",
-            "Which day comes {rel} {x}?",
-        ),
-        "month": (
-            "Which month comes {rel} {x}?",
-            "What month is {rel} {x}?",
-            "In the year, which month is {rel} {x}?",
-            "Name the month {rel} {x}.",
-            "Which month of the year comes {rel} {x}?",
-        ),
-    }, {
-        "day": ("Look at the days of the week. The day {rel} {x} is which one?",
-                "Here is a day: {x}. Which day comes {rel} it?"),
-        "month": ("Look at the months of the year. The month {rel} {x} is which one?",
-                  "Here is a month: {x}. Which month comes {rel} it?"),
-    }, space=(7 + 12) * 6),
-    Family("alphabetical", _alphabetical, {
-        "first": (
-            "Which word comes first in alphabetical order: {list}?",
-            "If you sort {list} alphabetically, which word is first?",
-            "In a dictionary, which of {list} comes first?",
-            "Put {list_and} in alphabetical order. Which word is first?",
-            "Which of {list} is first in alphabetical order?",
-        ),
-        "last": (
-            "Which word comes last in alphabetical order: {list}?",
-            "If you sort {list} alphabetically, which word is last?",
-            "In a dictionary, which of {list} comes last?",
-            "Put {list_and} in alphabetical order. Which word is last?",
-            "Which of {list} is last in alphabetical order?",
-        ),
-    }, {
-        "first": ("Here are some words: {list_and}. Which one is first in a dictionary?",
-                  "Look at {list_and}. Sorted alphabetically, the first is which?"),
-        "last": ("Here are some words: {list_and}. Which one is last in a dictionary?",
-                 "Look at {list_and}. Sorted alphabetically, the last is which?"),
-    }, lists_choices=True),
-    Family("category", _category, {"which": (
-        "Which of these is {cat}: {list}?",
-        "Which one is {cat}: {list}?",
-        "Of {list}, which is {cat}?",
-        "Find {cat} in this list: {list_and}.",
-        "One of {list} is {cat}. Which one?",
-    )}, {"which": (
-        "Here are some words: {list_and}. Only one of them is {cat}. Which?",
-        "Look at {list_and}. The one that is {cat} is which?",
-    )}, lists_choices=True),
-    Family("odd_one_out", _odd_one_out, {"odd": (
-        "Which word does not belong with the others: {list}?",
-        "Which is the odd one out: {list}?",
-        "One of {list} is different from the rest. Which one?",
-        "Find the word that does not belong: {list}.",
-        "Of {list}, which one is not like the others?",
-    )}, {"odd": (
-        "Here are some words: {list_and}. Three go together. Which one does not?",
-        "Look at {list_and}. The one that does not belong is which?",
-    )}, lists_choices=True, heldout=True),
-    Family("geography", _geography, {
-        "capital": (
-            "What is the capital of {country}?",
-            "Which city is the capital of {country}?",
-            "What city is the capital city of {country}?",
-            "Name the capital of {country}.",
-            "The capital of {country} is which city?",
-        ),
-        "country": (
-            "{capital} is the capital of which country?",
-            "Which country has {capital} as its capital?",
-            "Of which country is {capital} the capital?",
-            "Name the country with the capital {capital}.",
-            "The city {capital} is the capital of which country?",
-        ),
-        "continent": (
-            "On which continent is {country}?",
-            "Which continent is {country} in?",
-            "{country} is a country on which continent?",
-            "Name the continent of {country}.",
-            "In which continent is the country {country}?",
-        ),
-        "language": (
-            "What language do people speak in {country}?",
-            "Which language is spoken in {country}?",
-            "What is the main language of {country}?",
-            "Name the language of {country}.",
-            "People in {country} speak which language?",
-        ),
-    }, {
-        "capital": ("Here is a country: {country}. What is its capital?",
-                    "Look at {country}. Its capital city is which?"),
-        "country": ("Here is a capital city: {capital}. It is the capital of which country?",
-                    "Look at {capital}. Its country is which?"),
-        "continent": ("Here is a country: {country}. It is on which continent?",
-                      "Look at {country}. Its continent is which?"),
-        "language": ("Here is a country: {country}. Which language do people there speak?",
-                     "Look at {country}. Its main language is which?"),
-    }, space=4 * len(lx.COUNTRIES)),
-    Family("antonyms", _antonyms, {"opp": (
-        "What is the opposite of {word}?",
-        "Which word means the opposite of {word}?",
-        "What word is the opposite of {word}?",
-        "Name the opposite of {word}.",
-        "The opposite of {word} is which word?",
-    )}, {"opp": (
-        "Here is a word: {word}. What is its opposite?",
-        "Look at the word {word}. Its opposite is which?",
-    )}, heldout=True, space=len(lx.OPPOSITE)),
-    Family("unit_conversion", _unit_conversion, {
-        "to_small": (
-            "How many {small} are in {n} {big}?",
-            "How many {small} are there in {n} {big}?",
-            "{n} {big} is how many {small}?",
-            "What is {n} {big} in {small}?",
-            "Change {n} {big} into {small}. How many is that?",
-        ),
-        "to_big": (
-            "How many {big} are {m} {small}?",
-            "{m} {small} is how many {big}?",
-            "How many {big} make {m} {small}?",
-            "What is {m} {small} in {big}?",
-            "Change {m} {small} into {big}. How many is that?",
-        ),
-    }, {
-        "to_small": ("Here is a time or length: {n} {big}. It is how many {small}?",
-                     "Look at {n} {big}. In {small}, that is which number?"),
-        "to_big": ("Here is a time or length: {m} {small}. It is how many {big}?",
-                   "Look at {m} {small}. In {big}, that is which number?"),
-    }, heldout=True, space=2 * len(lx.UNITS) * 14),
-    Family("word_problems", _word_problems, {
-        "gain": (
-            "{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have now?",
-            "{name} had {a} {obj}. Then {name} found {b} more {obj}. How many {obj} does {name} have?",
-            "There are {a} {obj} in a box. {name} puts in {b} more. How many {obj} are in the box now?",
-            "{name} owns {a} {obj}. A friend gives {name} {b} more. How many {obj} does {name} own now?",
-            "{name} collects {a} {obj} and then {b} more. How many {obj} is that?",
-        ),
-        "loss": (
-            "{name} has {a} {obj} and gives {b} away. How many {obj} does {name} have now?",
-            "{name} had {a} {obj}. Then {name} lost {b} {obj}. How many {obj} does {name} have?",
-            "There are {a} {obj} in a box. {name} takes out {b}. How many {obj} are in the box now?",
-            "{name} owns {a} {obj}. {name} gives a friend {b} of them. How many {obj} does {name} own now?",
-            "{name} collects {a} {obj} and then loses {b}. How many {obj} are left?",
-        ),
-    }, {
-        "gain": ("Here is a story: {name} has {a} {obj}, then gets {b} more. The number of {obj} now is which?",
-                 "Look at {name}. {a} {obj}, then {b} more {obj}. How many {obj} in total?"),
-        "loss": ("Here is a story: {name} has {a} {obj}, then loses {b}. The number of {obj} now is which?",
-                 "Look at {name}. {a} {obj}, then {b} {obj} taken away. How many {obj} are left?"),
-    }),
+    Family(
+        "addition",
+        _addition,
+        {
+            "plus": (
+                "What is {a} plus {b}?",
+                "What is the sum of {a} and {b}?",
+                "If you add {a} and {b}, what number do you get?",
+                "How much is {a} and {b} added together?",
+                "Add {a} to {b}. What is the total?",
+            )
+        },
+        {
+            "plus": (
+                "Here is a sum: {a} plus {b}. Which number is it?",
+                "Look at {a} and {b}. Added together, they make which number?",
+            )
+        },
+    ),
+    Family(
+        "subtraction",
+        _subtraction,
+        {
+            "minus": (
+                "What is {a} minus {b}?",
+                "What do you get if you take {b} away from {a}?",
+                "Subtract {b} from {a}. What is the result?",
+                "How much is {a} take away {b}?",
+                "If you subtract {b} from {a}, what number is left?",
+            )
+        },
+        {
+            "minus": (
+                "Here is a question: {a} minus {b}. Which number is it?",
+                "Look at {a}. Take away {b}. How much is left?",
+            )
+        },
+    ),
+    Family(
+        "multiplication",
+        _multiplication,
+        {
+            "times": (
+                "What is {a} times {b}?",
+                "What is {a} multiplied by {b}?",
+                "What is the product of {a} and {b}?",
+                "How much is {a} groups of {b}?",
+                "Multiply {a} by {b}. What is the result?",
+            )
+        },
+        {
+            "times": (
+                "Here is a product: {a} times {b}. Which number is it?",
+                "Look at {a} groups of {b}. How many is that in total?",
+            )
+        },
+        heldout=True,
+        space=14 * 14,
+    ),
+    Family(
+        "comparison",
+        _comparison,
+        {
+            "largest": (
+                "Which number is the largest: {list}?",
+                "Which of {list} is the biggest number?",
+                "Of the numbers {list}, which is the greatest?",
+                "What is the largest number in the list {list_and}?",
+                "Find the biggest of these numbers: {list}.",
+            ),
+            "smallest": (
+                "Which number is the smallest: {list}?",
+                "Which of {list} is the lowest number?",
+                "Of the numbers {list}, which is the least?",
+                "What is the smallest number in the list {list_and}?",
+                "Find the lowest of these numbers: {list}.",
+            ),
+        },
+        {
+            "largest": (
+                "Here are some numbers: {list_and}. Which one is the greatest?",
+                "Look at {list_and}. Of these, the biggest is which?",
+            ),
+            "smallest": (
+                "Here are some numbers: {list_and}. Which one is the least?",
+                "Look at {list_and}. Of these, the smallest is which?",
+            ),
+        },
+        lists_choices=True,
+    ),
+    Family(
+        "parity",
+        _parity,
+        {
+            "even": (
+                "Which of these numbers is even: {list}?",
+                "Which number is even: {list}?",
+                "One of {list} is an even number. Which one?",
+                "Find the even number: {list}.",
+                "Of {list}, which number is even?",
+            ),
+            "odd": (
+                "Which of these numbers is odd: {list}?",
+                "Which number is odd: {list}?",
+                "One of {list} is an odd number. Which one?",
+                "Find the odd number: {list}.",
+                "Of {list}, which number is odd?",
+            ),
+        },
+        {
+            "even": (
+                "Here are some numbers: {list_and}. Only one of them is even. Which?",
+                "Look at {list_and}. The even one is which?",
+            ),
+            "odd": (
+                "Here are some numbers: {list_and}. Only one of them is odd. Which?",
+                "Look at {list_and}. The odd one is which?",
+            ),
+        },
+        lists_choices=True,
+    ),
+    Family(
+        "sequence",
+        _sequence,
+        {
+            v: (
+                "What number comes next: {seq}?",
+                "What is the next number in the sequence {seq}?",
+                "Continue the pattern {seq}. What comes next?",
+                "Which number follows {seq}?",
+                "Find the next number in the pattern {seq}.",
+            )
+            for v in ("up", "down")
+        },
+        {
+            v: (
+                "Here is a sequence: {seq}. Which number should come after it?",
+                "Look at the pattern {seq}. The next one is which number?",
+            )
+            for v in ("up", "down")
+        },
+        space=2 * 8 * 41,
+    ),
+    Family(
+        "counting",
+        _counting,
+        {
+            "length": (
+                "How many words are in this list: {items}?",
+                "Count the words in the list {items}. How many are there?",
+                "How many things are named here: {items}?",
+                "What is the number of words in the list {items}?",
+                "Count the items: {items}. How many?",
+            ),
+            "occurrence": (
+                "How many times does the word {word} appear in this list: {items}?",
+                "Count how often {word} occurs in the list {items}.",
+                "In the list {items}, how many times is {word} written?",
+                "How often is {word} in the list {items}?",
+                "Count the word {word} in {items}. How many times is it there?",
+            ),
+        },
+        {
+            "length": (
+                "Here is a list: {items}. It has how many words?",
+                "Look at {items}. Count them. Which number do you get?",
+            ),
+            "occurrence": (
+                "Here is a list: {items}. The word {word} is in it how many times?",
+                "Look at {items}. Count only {word}. Which number do you get?",
+            ),
+        },
+    ),
+    Family(
+        "letter_order",
+        _letter_order,
+        {
+            "rel": (
+                "Which letter comes {rel} {letter} in the alphabet?",
+                "In the alphabet, what letter is {rel} {letter}?",
+                "What letter do you find {rel} {letter} in the alphabet?",
+                "Name the letter {rel} {letter} in the alphabet.",
+                "Which letter is {rel} the letter {letter}?",
+            )
+        },
+        {
+            "rel": (
+                "Look at the alphabet. The letter {rel} {letter} is which one?",
+                "Here is a letter: {letter}. Which letter comes {rel} it?",
+            )
+        },
+        space=98,
+    ),
+    Family(
+        "calendar",
+        _calendar,
+        {
+            "day": (
+                "Which day of the week comes {rel} {x}?",
+                "What day is {rel} {x}?",
+                "In the week, which day is {rel} {x}?",
+                "Name the day {rel} {x}.",
+                "Which day comes {rel} {x}?",
+            ),
+            "month": (
+                "Which month comes {rel} {x}?",
+                "What month is {rel} {x}?",
+                "In the year, which month is {rel} {x}?",
+                "Name the month {rel} {x}.",
+                "Which month of the year comes {rel} {x}?",
+            ),
+        },
+        {
+            "day": (
+                "Look at the days of the week. The day {rel} {x} is which one?",
+                "Here is a day: {x}. Which day comes {rel} it?",
+            ),
+            "month": (
+                "Look at the months of the year. The month {rel} {x} is which one?",
+                "Here is a month: {x}. Which month comes {rel} it?",
+            ),
+        },
+        space=(7 + 12) * 6,
+    ),
+    Family(
+        "alphabetical",
+        _alphabetical,
+        {
+            "first": (
+                "Which word comes first in alphabetical order: {list}?",
+                "If you sort {list} alphabetically, which word is first?",
+                "In a dictionary, which of {list} comes first?",
+                "Put {list_and} in alphabetical order. Which word is first?",
+                "Which of {list} is first in alphabetical order?",
+            ),
+            "last": (
+                "Which word comes last in alphabetical order: {list}?",
+                "If you sort {list} alphabetically, which word is last?",
+                "In a dictionary, which of {list} comes last?",
+                "Put {list_and} in alphabetical order. Which word is last?",
+                "Which of {list} is last in alphabetical order?",
+            ),
+        },
+        {
+            "first": (
+                "Here are some words: {list_and}. Which one is first in a dictionary?",
+                "Look at {list_and}. Sorted alphabetically, the first is which?",
+            ),
+            "last": (
+                "Here are some words: {list_and}. Which one is last in a dictionary?",
+                "Look at {list_and}. Sorted alphabetically, the last is which?",
+            ),
+        },
+        lists_choices=True,
+    ),
+    Family(
+        "category",
+        _category,
+        {
+            "which": (
+                "Which of these is {cat}: {list}?",
+                "Which one is {cat}: {list}?",
+                "Of {list}, which is {cat}?",
+                "Find {cat} in this list: {list_and}.",
+                "One of {list} is {cat}. Which one?",
+            )
+        },
+        {
+            "which": (
+                "Here are some words: {list_and}. Only one of them is {cat}. Which?",
+                "Look at {list_and}. The one that is {cat} is which?",
+            )
+        },
+        lists_choices=True,
+    ),
+    Family(
+        "odd_one_out",
+        _odd_one_out,
+        {
+            "odd": (
+                "Which word does not belong with the others: {list}?",
+                "Which is the odd one out: {list}?",
+                "One of {list} is different from the rest. Which one?",
+                "Find the word that does not belong: {list}.",
+                "Of {list}, which one is not like the others?",
+            )
+        },
+        {
+            "odd": (
+                "Here are some words: {list_and}. Three go together. Which one does not?",
+                "Look at {list_and}. The one that does not belong is which?",
+            )
+        },
+        lists_choices=True,
+        heldout=True,
+    ),
+    Family(
+        "geography",
+        _geography,
+        {
+            "capital": (
+                "What is the capital of {country}?",
+                "Which city is the capital of {country}?",
+                "What city is the capital city of {country}?",
+                "Name the capital of {country}.",
+                "The capital of {country} is which city?",
+            ),
+            "country": (
+                "{capital} is the capital of which country?",
+                "Which country has {capital} as its capital?",
+                "Of which country is {capital} the capital?",
+                "Name the country with the capital {capital}.",
+                "The city {capital} is the capital of which country?",
+            ),
+            "continent": (
+                "On which continent is {country}?",
+                "Which continent is {country} in?",
+                "{country} is a country on which continent?",
+                "Name the continent of {country}.",
+                "In which continent is the country {country}?",
+            ),
+            "language": (
+                "What language do people speak in {country}?",
+                "Which language is spoken in {country}?",
+                "What is the main language of {country}?",
+                "Name the language of {country}.",
+                "People in {country} speak which language?",
+            ),
+        },
+        {
+            "capital": (
+                "Here is a country: {country}. What is its capital?",
+                "Look at {country}. Its capital city is which?",
+            ),
+            "country": (
+                "Here is a capital city: {capital}. It is the capital of which country?",
+                "Look at {capital}. Its country is which?",
+            ),
+            "continent": (
+                "Here is a country: {country}. It is on which continent?",
+                "Look at {country}. Its continent is which?",
+            ),
+            "language": (
+                "Here is a country: {country}. Which language do people there speak?",
+                "Look at {country}. Its main language is which?",
+            ),
+        },
+        space=4 * len(lx.COUNTRIES),
+    ),
+    Family(
+        "antonyms",
+        _antonyms,
+        {
+            "opp": (
+                "What is the opposite of {word}?",
+                "Which word means the opposite of {word}?",
+                "What word is the opposite of {word}?",
+                "Name the opposite of {word}.",
+                "The opposite of {word} is which word?",
+            )
+        },
+        {
+            "opp": (
+                "Here is a word: {word}. What is its opposite?",
+                "Look at the word {word}. Its opposite is which?",
+            )
+        },
+        heldout=True,
+        space=len(lx.OPPOSITE),
+    ),
+    Family(
+        "unit_conversion",
+        _unit_conversion,
+        {
+            "to_small": (
+                "How many {small} are in {n} {big}?",
+                "How many {small} are there in {n} {big}?",
+                "{n} {big} is how many {small}?",
+                "What is {n} {big} in {small}?",
+                "Change {n} {big} into {small}. How many is that?",
+            ),
+            "to_big": (
+                "How many {big} are {m} {small}?",
+                "{m} {small} is how many {big}?",
+                "How many {big} make {m} {small}?",
+                "What is {m} {small} in {big}?",
+                "Change {m} {small} into {big}. How many is that?",
+            ),
+        },
+        {
+            "to_small": (
+                "Here is a time or length: {n} {big}. It is how many {small}?",
+                "Look at {n} {big}. In {small}, that is which number?",
+            ),
+            "to_big": (
+                "Here is a time or length: {m} {small}. It is how many {big}?",
+                "Look at {m} {small}. In {big}, that is which number?",
+            ),
+        },
+        heldout=True,
+        space=2 * len(lx.UNITS) * 14,
+    ),
+    Family(
+        "word_problems",
+        _word_problems,
+        {
+            "gain": (
+                "{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have now?",
+                "{name} had {a} {obj}. Then {name} found {b} more {obj}. How many {obj} does {name} have?",
+                "There are {a} {obj} in a box. {name} puts in {b} more. How many {obj} are in the box now?",
+                "{name} owns {a} {obj}. A friend gives {name} {b} more. How many {obj} does {name} own now?",
+                "{name} collects {a} {obj} and then {b} more. How many {obj} is that?",
+            ),
+            "loss": (
+                "{name} has {a} {obj} and gives {b} away. How many {obj} does {name} have now?",
+                "{name} had {a} {obj}. Then {name} lost {b} {obj}. How many {obj} does {name} have?",
+                "There are {a} {obj} in a box. {name} takes out {b}. How many {obj} are in the box now?",
+                "{name} owns {a} {obj}. {name} gives a friend {b} of them. How many {obj} does {name} own now?",
+                "{name} collects {a} {obj} and then loses {b}. How many {obj} are left?",
+            ),
+        },
+        {
+            "gain": (
+                "Here is a story: {name} has {a} {obj}, then gets {b} more. The number of {obj} now is which?",
+                "Look at {name}. {a} {obj}, then {b} more {obj}. How many {obj} in total?",
+            ),
+            "loss": (
+                "Here is a story: {name} has {a} {obj}, then loses {b}. The number of {obj} now is which?",
+                "Look at {name}. {a} {obj}, then {b} {obj} taken away. How many {obj} are left?",
+            ),
+        },
+    ),
 )
 
 FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
@@ -596,9 +832,15 @@ def _render(family: Family, draft: Draft, rng: random.Random, shifted: bool, uid
     question = template.format(**fields)
     question = question[0].upper() + question[1:]
     return MCExample(
-        id=uid, question=question, choices=tuple(choices), answer=choices.index(draft.answer),
+        id=uid,
+        question=question,
+        choices=tuple(choices),
+        answer=choices.index(draft.answer),
         task=family.name,
-        meta={"template": f"{'shifted' if shifted else 'seen'}:{draft.variant}:{t_index}", "key": repr(draft.key)},
+        meta={
+            "template": f"{'shifted' if shifted else 'seen'}:{draft.variant}:{t_index}",
+            "key": repr(draft.key),
+        },
     )
 
 
@@ -671,12 +913,16 @@ def build_task_suite(
             fam = FAMILY_BY_NAME[fname]
             drafts = fresh_drafts(fam, rng, n, used)
             if len(drafts) < n and split != "pretrain":
-                raise ValueError(f"family {fname!r} ran out of fresh items for split {split!r} ({len(drafts)}/{n})")
+                raise ValueError(
+                    f"family {fname!r} ran out of fresh items for split {split!r} ({len(drafts)}/{n})"
+                )
             renders = list(drafts)
             if split == "pretrain" and drafts:
                 extra = min(n, _PRETRAIN_MAX_RENDERS * len(drafts)) - len(drafts)
                 renders += [rng.choice(drafts) for _ in range(max(0, extra))]
-            items.extend(_render(fam, d, rng, shifted, f"{split}-{fname}-{i:05d}") for i, d in enumerate(renders))
+            items.extend(
+                _render(fam, d, rng, shifted, f"{split}-{fname}-{i:05d}") for i, d in enumerate(renders)
+            )
         rng.shuffle(items)  # fixed (seeded) order, families interleaved
         out[split] = items
     return {s: out[s] for s in SPLITS}
@@ -724,8 +970,13 @@ def example_to_record(example: MCExample) -> dict[str, Any]:
     """
     from moe_roma.data.prompts import continuation_context
 
-    return {"id": example.id, "task": example.task, "query": continuation_context(example),
-            "choices": list(example.choices), "gold": example.answer}
+    return {
+        "id": example.id,
+        "task": example.task,
+        "query": continuation_context(example),
+        "choices": list(example.choices),
+        "gold": example.answer,
+    }
 
 
 def write_split_jsonl(examples: Iterable[MCExample], path: str | Path) -> Path:

@@ -122,8 +122,10 @@ MAX_TEXT_CHARS = 100_000  # one question, choice or passage; a longer one is a w
 def check_text(value: str, what: str, where: Where, *, allow_empty: bool = False) -> str:
     """``value`` if it is usable text; blank, NUL, unpaired surrogates and over-long text are refused."""
     if len(value) > MAX_TEXT_CHARS:
-        raise where.error(f"{what} is {len(value)} characters long; the limit is {MAX_TEXT_CHARS} characters for one "
-                          "question, choice or passage")
+        raise where.error(
+            f"{what} is {len(value)} characters long; the limit is {MAX_TEXT_CHARS} characters for one "
+            "question, choice or passage"
+        )
     if not allow_empty and not value.strip():
         raise where.error(f"{what} is empty")
     if not allow_empty and not visible(value):
@@ -199,7 +201,9 @@ def check_choice_count(n: int, where: Where, what: str = "choices") -> None:
 def check_answer(answer: int, n_choices: int, where: Where, what: str = "answer") -> int:
     if not 0 <= answer < n_choices:
         # show(): a gold of 1e300 is an integer, but its 301 digits do not belong in a one-line message
-        raise where.error(f"{what} is {show(answer)} but there are {n_choices} choices (valid: 0..{n_choices - 1})")
+        raise where.error(
+            f"{what} is {show(answer)} but there are {n_choices} choices (valid: 0..{n_choices - 1})"
+        )
     return answer
 
 
@@ -266,8 +270,10 @@ def make_example(
         key = visible(choice)
         j = seen.setdefault(key, i)
         if j != i and choices[j] != choice:
-            raise where.error(f"choices {j + 1} and {i + 1} ({show(choices[j])} and {show(choice)}) differ only by "
-                              "invisible characters; a reader could not tell them apart")  # fmt: skip
+            raise where.error(
+                f"choices {j + 1} and {i + 1} ({show(choices[j])} and {show(choice)}) differ only by "
+                "invisible characters; a reader could not tell them apart"
+            )
     info = {"source": str(where.path), "record": where.record}
     info.update(meta or {})
     return MCExample(

@@ -32,17 +32,25 @@ def build_items(
         text = store.input_texts[i]
         if task_loss == "letter":
             n = len(store.choices[i]) if store.choices[i] else max(store.answer_index[i] + 1, 2)
-            items.append(TrainItem(i, [encode_text(tokenizer, text)[-max_length:]], [0], store.answer_index[i], n))
+            items.append(
+                TrainItem(i, [encode_text(tokenizer, text)[-max_length:]], [0], store.answer_index[i], n)
+            )
             continue
         choices = store.choices[i]
         if not choices:
-            raise DataError(path, f"id {store.ids[i]}", "continuation loss needs the choices' texts ('choices')")
+            raise DataError(
+                path, f"id {store.ids[i]}", "continuation loss needs the choices' texts ('choices')"
+            )
         seqs, lens = [], []
         partial = store.continuations[i]
         for choice in choices:
             # Partial scoring (WinoGrande): each choice is a context and the fixed continuation is
             # scored after it; r_i is then read at the end of the first choice's context.
-            ctx, cont = encode_pair(tokenizer, choice, " " + partial) if partial else encode_pair(tokenizer, text, " " + choice)
+            ctx, cont = (
+                encode_pair(tokenizer, choice, " " + partial)
+                if partial
+                else encode_pair(tokenizer, text, " " + choice)
+            )
             if not cont:
                 raise DataError(path, f"id {store.ids[i]}", f"choice {choice!r} encodes to no tokens")
             seq = (ctx + cont)[-max_length:]
@@ -85,9 +93,15 @@ def make_batch(items: list[TrainItem], pad_id: int, position: str = "last") -> S
             pos.append(t - 1 - item.cont_lens[0])  # the prompt's last token, before any continuation
     keep = 1 + max(max(item.cont_lens) for item in items)
     return StepBatch(
-        padded.input_ids, padded.attention_mask, padded.position_ids, keys, items,
-        torch.tensor(rows), torch.tensor(pos), keep,
-    )  # fmt: skip
+        padded.input_ids,
+        padded.attention_mask,
+        padded.position_ids,
+        keys,
+        items,
+        torch.tensor(rows),
+        torch.tensor(pos),
+        keep,
+    )
 
 
 def letter_ids_tensor(tokenizer: PreTrainedTokenizerBase, max_choices: int) -> torch.Tensor:

@@ -69,7 +69,9 @@ def items_forward(
         first = min(layers)
         if cache is not None and first > 0:
             keys = [(items[b].index, c) for b, c in batch.seq_keys]
-            stack.enter_context(replay_prefix(model, info, first, cache.batch_states(keys, ids.shape[1], device)))
+            stack.enter_context(
+                replay_prefix(model, info, first, cache.batch_states(keys, ids.shape[1], device))
+            )
         if offsets:
             per_row = {layer: off[item_of_row] for layer, off in offsets.items()}
             stack.enter_context(RoutingOverride(info, per_row, row_pos, ids.shape))
@@ -84,7 +86,9 @@ def items_forward(
     n_max = max(it.n_choices for it in items)
     valid = torch.tensor([[c < it.n_choices for c in range(n_max)] for it in items], device=device)
     if task_loss == "letter":
-        scores = logits[:, -1, :].index_select(1, letter_ids[:n_max].to(device)).masked_fill(~valid, float("-inf"))
+        scores = (
+            logits[:, -1, :].index_select(1, letter_ids[:n_max].to(device)).masked_fill(~valid, float("-inf"))
+        )
     else:
         k = logits.shape[1]
         cont = torch.tensor([items[b].cont_lens[c] for b, c in batch.seq_keys], device=device)

@@ -63,10 +63,14 @@ class PassCount:
 
     def to_dict(self) -> dict:
         return {
-            "n_items": self.n_items, "forwards": self.forwards, "extra_forwards": self.extra_forwards,
-            "backwards": self.backwards, "prefix_fills": self.prefix_fills,
-            "full_forward_equivalents": round(self.full_equivalents, 4), "cost_vs_base": round(self.cost_vs_base, 4),
-        }  # fmt: skip
+            "n_items": self.n_items,
+            "forwards": self.forwards,
+            "extra_forwards": self.extra_forwards,
+            "backwards": self.backwards,
+            "prefix_fills": self.prefix_fills,
+            "full_forward_equivalents": round(self.full_equivalents, 4),
+            "cost_vs_base": round(self.cost_vs_base, 4),
+        }
 
 
 @contextlib.contextmanager
@@ -153,9 +157,14 @@ def suffix_fraction(info: MoEInfo, layers: list[int]) -> float:
 
 
 def fill_cache(
-    model: PreTrainedModel, info: MoEInfo, items: list[TrainItem], pad: int, layers: list[int], batch_size: int,
+    model: PreTrainedModel,
+    info: MoEInfo,
+    items: list[TrainItem],
+    pad: int,
+    layers: list[int],
+    batch_size: int,
     counts: PassCount,
-) -> PrefixCache | None:  # fmt: skip
+) -> PrefixCache | None:
     """Prefix states of ``items`` entering the first tuned layer (None when there is no prefix)."""
     first = min(layers)
     if first == 0:

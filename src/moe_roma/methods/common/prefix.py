@@ -49,7 +49,9 @@ class _Replay(nn.Module):
 
 
 @contextlib.contextmanager
-def replay_prefix(model: PreTrainedModel, info: MoEInfo, first_layer: int, states: torch.Tensor) -> Iterator[None]:
+def replay_prefix(
+    model: PreTrainedModel, info: MoEInfo, first_layer: int, states: torch.Tensor
+) -> Iterator[None]:
     """Within the block, layers ``< first_layer`` are skipped and layer ``first_layer`` receives ``states``."""
     layers = decoder_layers(model, info)
     originals = [layers[i] for i in range(first_layer)]
@@ -84,7 +86,9 @@ class PrefixCache:
         return torch.device("cpu")
 
     @torch.no_grad()
-    def fill(self, model: PreTrainedModel, info: MoEInfo, items, pad_id: int, batch_size: int, progress: bool) -> None:
+    def fill(
+        self, model: PreTrainedModel, info: MoEInfo, items, pad_id: int, batch_size: int, progress: bool
+    ) -> None:
         layers = decoder_layers(model, info)
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
@@ -94,7 +98,13 @@ class PrefixCache:
         hidden = model.config.hidden_size
         nbytes = (total + 1) * hidden * torch.tensor([], dtype=dtype).element_size()
         where = self._storage_device(device, nbytes)
-        self.flat = torch.zeros(total + 1, hidden, dtype=dtype, device=where, pin_memory=where.type == "cpu" and device.type == "cuda")
+        self.flat = torch.zeros(
+            total + 1,
+            hidden,
+            dtype=dtype,
+            device=where,
+            pin_memory=where.type == "cpu" and device.type == "cuda",
+        )
         grabbed: dict[str, torch.Tensor] = {}
 
         def grab(module, args, kwargs):

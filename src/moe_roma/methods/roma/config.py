@@ -41,7 +41,8 @@ class OptimizerConfig:
     lr: float = field(default=7e-5, metadata=_m("AdamW learning rate (the paper's)", **NON_NEGATIVE))
     weight_decay: float = field(default=0.01, metadata=_m("AdamW weight decay (the paper's)", **NON_NEGATIVE))
     grad_clip: float | None = field(
-        default=1.0, metadata=_m("maximum norm of the router gradients; none turns clipping off", range=(0, None))
+        default=1.0,
+        metadata=_m("maximum norm of the router gradients; none turns clipping off", range=(0, None)),
     )
 
     def build(self, params: list) -> Any:
@@ -54,27 +55,35 @@ class OptimizerConfig:
 class ScheduleConfig:
     """How long the run is and how the learning rate warms up."""
 
-    epochs: int = field(default=3, metadata=_m("passes over the training samples (the paper's)", range=(1, None)))
+    epochs: int = field(
+        default=3, metadata=_m("passes over the training samples (the paper's)", range=(1, None))
+    )
     batch_size: int = field(
-        default=32, metadata=_m("samples per optimiser step, over all processes together (the paper's)", range=(1, None))
+        default=32,
+        metadata=_m("samples per optimiser step, over all processes together (the paper's)", range=(1, None)),
     )
     lr_schedule: Literal["constant", "cosine"] = field(
         default="constant", metadata=_m("`constant` or `cosine` after the linear warm-up")
     )
     warmup_steps: int | None = field(
-        default=None, metadata=_m("warm-up length in steps; none means `warmup_ratio` of the run", **NON_NEGATIVE)
+        default=None,
+        metadata=_m("warm-up length in steps; none means `warmup_ratio` of the run", **NON_NEGATIVE),
     )
     warmup_ratio: float = field(
         default=0.1,
-        metadata=_m("warm-up as a share of all steps. The public code's fixed 2000 steps outlast a 300-step run",
-                    range=(0, 1)),
-    )  # fmt: skip
+        metadata=_m(
+            "warm-up as a share of all steps. The public code's fixed 2000 steps outlast a 300-step run",
+            range=(0, 1),
+        ),
+    )
 
     def lr_factor(self, step: int, total: int) -> float:
         """Multiplier of the base learning rate at optimiser step ``step`` of ``total``."""
         from moe_roma.methods.roma.schedules import lr_factor, resolve_warmup
 
-        return lr_factor(step, total, resolve_warmup(self.warmup_steps, self.warmup_ratio, total), self.lr_schedule)
+        return lr_factor(
+            step, total, resolve_warmup(self.warmup_steps, self.warmup_ratio, total), self.lr_schedule
+        )
 
 
 @dataclass
@@ -88,30 +97,47 @@ class RegularizerConfig:
         metadata=_m("`manifold` (RoMA), `none` (plain router tuning), `l2`, `l1`, `entropy`, `prior-kl`"),
     )
     lam: float = field(
-        default=0.8, metadata=_m("the regulariser's weight lambda after its warm-up (the paper's)", aliases=("lambda",),
-                                 **NON_NEGATIVE)  # fmt: skip
+        default=0.8,
+        metadata=_m(
+            "the regulariser's weight lambda after its warm-up (the paper's)",
+            aliases=("lambda",),
+            **NON_NEGATIVE,
+        ),
     )
     lam_warmup_steps: int | None = field(
-        default=None, metadata=_m("lambda's linear warm-up from 0, in steps; none means `lam_warmup_ratio`",
-                                  **NON_NEGATIVE)  # fmt: skip
+        default=None,
+        metadata=_m(
+            "lambda's linear warm-up from 0, in steps; none means `lam_warmup_ratio`", **NON_NEGATIVE
+        ),
     )
-    lam_warmup_ratio: float = field(default=0.1, metadata=_m("lambda's warm-up as a share of all steps", range=(0, 1)))
+    lam_warmup_ratio: float = field(
+        default=0.1, metadata=_m("lambda's warm-up as a share of all steps", range=(0, 1))
+    )
     lam_final: float | None = field(
-        default=None, metadata=_m("anneal lambda linearly to this value by the last step; none keeps `lam`",
-                                  **NON_NEGATIVE)  # fmt: skip
+        default=None,
+        metadata=_m(
+            "anneal lambda linearly to this value by the last step; none keeps `lam`", **NON_NEGATIVE
+        ),
     )
     task_weight: float = field(
         default=1.0,
-        metadata=_m("the task loss's weight; 0 trains with the regulariser alone (an ablation)", **NON_NEGATIVE),
+        metadata=_m(
+            "the task loss's weight; 0 trains with the regulariser alone (an ablation)", **NON_NEGATIVE
+        ),
     )
-    prior: Literal["uniform"] = field(default="uniform", metadata=_m("the fixed routing prior q of `prior-kl`"))
+    prior: Literal["uniform"] = field(
+        default="uniform", metadata=_m("the fixed routing prior q of `prior-kl`")
+    )
     targets: Literal["base", "oracle"] = field(
         default="base",
-        metadata=_m("the neighbours' target routing: `base` (the paper's: the base routing of items it answers "
-                    "right) or `oracle` (also the oracle's routing of every item it gets wrong; an extension)"),
-    )  # fmt: skip
+        metadata=_m(
+            "the neighbours' target routing: `base` (the paper's: the base routing of items it answers "
+            "right) or `oracle` (also the oracle's routing of every item it gets wrong; an extension)"
+        ),
+    )
     oracle_steps: int = field(
-        default=20, metadata=_m("with `targets: oracle`, gradient steps per wrong item at most", range=(0, None))
+        default=20,
+        metadata=_m("with `targets: oracle`, gradient steps per wrong item at most", range=(0, None)),
     )
 
     def lam_at(self, step: int, total: int) -> float:
@@ -136,11 +162,14 @@ class GraphConfig:
         default=None, metadata=_m("a cosine-similarity ball instead of k nearest neighbours", range=(-1, 1))
     )
     sigma: float = field(
-        default=0.4, metadata=_m("width of the Gaussian kernel on `1 - cosine` (the paper's)", range=(1e-12, None))
+        default=0.4,
+        metadata=_m("width of the Gaussian kernel on `1 - cosine` (the paper's)", range=(1e-12, None)),
     )
     dedupe_threshold: float = field(
         default=0.95,
-        metadata=_m("neighbours more similar than this are near-duplicates and are skipped", range=(-1, 1.01)),
+        metadata=_m(
+            "neighbours more similar than this are near-duplicates and are skipped", range=(-1, 1.01)
+        ),
     )
     random_neighbours: bool = field(
         default=False, metadata=_m("ablation: random successful samples instead of the nearest ones")
@@ -158,31 +187,45 @@ class GraphConfig:
         """The neighbour search settings (``moe_roma.manifold.graph.GraphConfig``)."""
         from moe_roma.manifold.graph import GraphConfig as SearchConfig
 
-        return SearchConfig(k=self.k, epsilon=self.epsilon, sigma=self.sigma, dedupe_threshold=self.dedupe_threshold,
-                            random=self.random_neighbours, seed=seed if self.random_neighbours else 0,
-                            include_self=self.include_self)  # fmt: skip
+        return SearchConfig(
+            k=self.k,
+            epsilon=self.epsilon,
+            sigma=self.sigma,
+            dedupe_threshold=self.dedupe_threshold,
+            random=self.random_neighbours,
+            seed=seed if self.random_neighbours else 0,
+            include_self=self.include_self,
+        )
 
 
 @dataclass
 class RuntimeConfig:
     """Where and how the run executes; none of these change what is optimised."""
 
-    seed: int = field(default=0, metadata=_m("order of the samples, and anything else random", range=(0, 2**32 - 1)))
-    log_every: int = field(default=1, metadata=_m("write a `metrics.jsonl` line every N steps", range=(1, None)))
+    seed: int = field(
+        default=0, metadata=_m("order of the samples, and anything else random", range=(0, 2**32 - 1))
+    )
+    log_every: int = field(
+        default=1, metadata=_m("write a `metrics.jsonl` line every N steps", range=(1, None))
+    )
     save_every: int | None = field(
         default=None, metadata=_m("write a resumable state every N optimiser steps", range=(1, None))
     )
     max_nonfinite_steps: int = field(
-        default=10, metadata=_m("stop after this many steps skipped for a non-finite loss or gradient", **NON_NEGATIVE)
+        default=10,
+        metadata=_m("stop after this many steps skipped for a non-finite loss or gradient", **NON_NEGATIVE),
     )
     prefix_cache: bool = field(
         default=True, metadata=_m("compute the frozen layers once and run only the tuned layers at each step")
     )
     prefix_cache_device_fraction: float = field(
         default=0.6,
-        metadata=_m("keep that cache on the accelerator when it fits in this share of its free memory; else pinned "
-                    "host memory", range=(0, 1)),
-    )  # fmt: skip
+        metadata=_m(
+            "keep that cache on the accelerator when it fits in this share of its free memory; else pinned "
+            "host memory",
+            range=(0, 1),
+        ),
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata=_m("recompute the tuned layers' activations in the backward pass, trading time for memory"),
@@ -195,14 +238,18 @@ class RuntimeConfig:
     )
     device_map: str | None = field(
         default=None,
-        metadata=_m("`auto`: one process spreads the model over every visible GPU (accelerate's big-model "
-                    "placement; docs/scaling.md says when to prefer it to FSDP); none puts it whole on `device`"),
-    )  # fmt: skip
+        metadata=_m(
+            "`auto`: one process spreads the model over every visible GPU (accelerate's big-model "
+            "placement; docs/scaling.md says when to prefer it to FSDP); none puts it whole on `device`"
+        ),
+    )
     attn_implementation: str | None = field(
         default=None,
-        metadata=_m("transformers' attention kernel (`sdpa`, `flash_attention_2`, `eager`, ...); none keeps its "
-                    "default, SDPA where available"),
-    )  # fmt: skip
+        metadata=_m(
+            "transformers' attention kernel (`sdpa`, `flash_attention_2`, `eager`, ...); none keeps its "
+            "default, SDPA where available"
+        ),
+    )
 
 
 @dataclass
@@ -213,8 +260,11 @@ class TrainConfig:
     LEGACY_NAMES = {"task_loss": "scoring"}
 
     layers: str = field(
-        default="last5", metadata=_m("tuned layers: `lastN`, `firstN`, `all` or a list such as `11,12,13`; "
-                                     "`roma train` takes the routing file's recorded layers unless this is set")
+        default="last5",
+        metadata=_m(
+            "tuned layers: `lastN`, `firstN`, `all` or a list such as `11,12,13`; "
+            "`roma train` takes the routing file's recorded layers unless this is set"
+        ),
     )
     position: Literal["last", "first"] = field(
         default="last",
@@ -222,19 +272,24 @@ class TrainConfig:
     )
     scoring: Scoring = field(
         default="letter",
-        metadata=_m("the task loss: `letter` (the answer letter's logit) or `continuation` (the choices' "
-                    "log-likelihoods); `roma train` takes the routing file's recorded scoring unless this is set"),
-    )  # fmt: skip
+        metadata=_m(
+            "the task loss: `letter` (the answer letter's logit) or `continuation` (the choices' "
+            "log-likelihoods); `roma train` takes the routing file's recorded scoring unless this is set"
+        ),
+    )
     max_length: int | None = field(
         default=None,
-        metadata=_m("longest prompt in tokens; longer ones keep their last tokens; none means the model's context",
-                    range=(1, None)),
-    )  # fmt: skip
+        metadata=_m(
+            "longest prompt in tokens; longer ones keep their last tokens; none means the model's context",
+            range=(1, None),
+        ),
+    )
     temperature: float = field(
         default=1.0, metadata=_m("router-logit temperature during training", range=(1e-6, None))
     )
     router_dropout: float = field(
-        default=0.0, metadata=_m("dropout on the routers' input features during training", range=(0, 0.999999))
+        default=0.0,
+        metadata=_m("dropout on the routers' input features during training", range=(0, 0.999999)),
     )
     allow_empty_successful: bool = field(
         default=False, metadata=_m("train without the manifold term when the base model got no sample right")
@@ -255,7 +310,9 @@ class TrainConfig:
         if self.regularizer.task_weight == 0 and self.regularizer.name == "none":
             raise RomaError("setting regularizer.task_weight 0 with regularizer none leaves nothing to train")
         try:
-            parse_layer_spec(self.layers)  # the syntax now; whether the model has those layers, once it is loaded
+            parse_layer_spec(
+                self.layers
+            )  # the syntax now; whether the model has those layers, once it is loaded
         except RomaError as exc:
             raise RomaError(f"setting 'layers': {exc}") from None
 
@@ -281,8 +338,12 @@ def train_config(**settings: Any) -> TrainConfig:
     return build_config(TrainConfig, settings)
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                      recorded: dict[str, Any] | None = None, **explicit: Any) -> TrainConfig:  # fmt: skip
+def load_train_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    recorded: dict[str, Any] | None = None,
+    **explicit: Any,
+) -> TrainConfig:
     """Defaults <- ``recorded`` (the routing file's own settings) <- YAML file <- explicit options <-
     ``key=value`` overrides."""
     return load_config(TrainConfig, path, overrides, explicit, what="config file", recorded=recorded)

@@ -27,7 +27,9 @@ def health_sums(routing: torch.Tensor, top_k: int, base_topk: torch.Tensor) -> t
     r = routing.detach()
     ent = losses.routing_entropy(r).double().sum(0)  # (L,)
     top = r.topk(top_k, dim=-1).indices  # (B, L, k)
-    counts = torch.stack([torch.bincount(top[:, i].flatten(), minlength=r.shape[-1]) for i in range(r.shape[1])])
+    counts = torch.stack(
+        [torch.bincount(top[:, i].flatten(), minlength=r.shape[-1]) for i in range(r.shape[1])]
+    )
     changed = (top.sort(-1).values != base_topk.to(top.device)).any(-1).any(-1).double().sum()
     size = torch.tensor([float(r.shape[0])], dtype=torch.float64, device=r.device)
     return torch.cat([ent, counts.double().flatten(), changed[None], size])
@@ -55,13 +57,20 @@ def warn_on_collapse(metrics: dict, num_experts: int, warned: set, log: logging.
     for layer, h in metrics["entropy"].items():
         if h < ENTROPY_COLLAPSE * math.log(num_experts) and ("entropy", layer) not in warned:
             warned.add(("entropy", layer))
-            log.warning("routing entropy in layer %s collapsed to %.3f nats (log E = %.2f)", layer, h,
-                        math.log(num_experts))  # fmt: skip
+            log.warning(
+                "routing entropy in layer %s collapsed to %.3f nats (log E = %.2f)",
+                layer,
+                h,
+                math.log(num_experts),
+            )
     for layer, u in metrics["utilisation"].items():
         if u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in warned:
             warned.add(("util", layer))
-            log.warning("expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots", layer,
-                        100 * u["max"])  # fmt: skip
+            log.warning(
+                "expert utilisation in layer %s collapsed: one expert takes %.0f%% of top-k slots",
+                layer,
+                100 * u["max"],
+            )
 
 
 def collapse_events(records: list[dict], num_experts: int) -> list[str]:
@@ -75,13 +84,26 @@ def collapse_events(records: list[dict], num_experts: int) -> list[str]:
     out, seen = [], set()
     for r in records:
         for layer, h in (r.get("entropy") or {}).items():
-            if isinstance(h, (int, float)) and h < ENTROPY_COLLAPSE * math.log(num_experts) and ("entropy", layer) not in seen:
+            if (
+                isinstance(h, (int, float))
+                and h < ENTROPY_COLLAPSE * math.log(num_experts)
+                and ("entropy", layer) not in seen
+            ):
                 seen.add(("entropy", layer))
-                out.append(f"routing entropy in layer {layer} fell to {h:.3f} nats (log E = {math.log(num_experts):.2f}) "
-                           f"at step {r.get('step')}")  # fmt: skip
+                out.append(
+                    f"routing entropy in layer {layer} fell to {h:.3f} nats (log E = {math.log(num_experts):.2f}) "
+                    f"at step {r.get('step')}"
+                )
         for layer, u in (r.get("utilisation") or {}).items():
-            if isinstance(u, dict) and isinstance(u.get("max"), (int, float)) and u["max"] > UTILISATION_COLLAPSE and ("util", layer) not in seen:
+            if (
+                isinstance(u, dict)
+                and isinstance(u.get("max"), (int, float))
+                and u["max"] > UTILISATION_COLLAPSE
+                and ("util", layer) not in seen
+            ):
                 seen.add(("util", layer))
-                out.append(f"one expert took {100 * u['max']:.0f}% of the top-k slots in layer {layer} at step "
-                           f"{r.get('step')}")  # fmt: skip
+                out.append(
+                    f"one expert took {100 * u['max']:.0f}% of the top-k slots in layer {layer} at step "
+                    f"{r.get('step')}"
+                )
     return out

@@ -31,7 +31,11 @@ NEIGHBOURS_NAME = "neighbours.safetensors"
 OUTPUT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, NEIGHBOURS_NAME, STATE_NAME, LOCK_NAME, CARD_NAME)
 TRACKER_FOLDERS = ("tensorboard", "wandb", "mlruns")  # what --report-to writes beside metrics.jsonl
 TRAIN_RUN = Kind(
-    "run", members=(*OUTPUT_NAMES, *TRACKER_FOLDERS), finished=(CONFIG_NAME,), partial=(STATE_NAME,), guests=(CARD_NAME,)
+    "run",
+    members=(*OUTPUT_NAMES, *TRACKER_FOLDERS),
+    finished=(CONFIG_NAME,),
+    partial=(STATE_NAME,),
+    guests=(CARD_NAME,),
 )
 
 
@@ -58,13 +62,17 @@ class TrainFolder:
         out = self.out
         if (out / CONFIG_NAME).is_file() and not overwrite:
             what = "nothing to resume" if resume else "it is not trained again"
-            raise RomaError(f"{out} already holds a finished run ({CONFIG_NAME}); {what} without --overwrite "
-                            "(or choose another --out)")  # fmt: skip
+            raise RomaError(
+                f"{out} already holds a finished run ({CONFIG_NAME}); {what} without --overwrite "
+                "(or choose another --out)"
+            )
         if self.state_path.is_file() and not (resume or overwrite):
             step = self.state_step()
             at = f" at step {step}" if step is not None else ""
-            raise RomaError(f"{out} holds a resumable state{at} ({STATE_NAME}); pass --resume to continue it or "
-                            "--overwrite to start again")  # fmt: skip
+            raise RomaError(
+                f"{out} holds a resumable state{at} ({STATE_NAME}); pass --resume to continue it or "
+                "--overwrite to start again"
+            )
 
     @contextlib.contextmanager
     def claim(self, lock: bool = True) -> Iterator[Claim]:
@@ -129,7 +137,9 @@ class Claim:
             if p.name not in self.before and p.name != LOCK_NAME:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
-    def interrupted(self, step: int | None, total: int | None, signal_name: str, replacing: bool = False) -> str:
+    def interrupted(
+        self, step: int | None, total: int | None, signal_name: str, replacing: bool = False
+    ) -> str:
         """The sentence a stopped run ends with: where it stopped, what is kept and how to resume.
 
         ``replacing``: an --overwrite run, which trained into a staging folder that is now gone.
@@ -145,7 +155,9 @@ class Claim:
             return f"stopped by {signal_name} as the run ended; its checkpoint in {out} is complete"
         saved = self.folder.state_step()
         if saved is not None:
-            return (f"stopped by {signal_name} {where}; the last complete state (step {saved}) is in "
-                    f"{self.folder.state_path}: run the same command with --resume to continue")  # fmt: skip
+            return (
+                f"stopped by {signal_name} {where}; the last complete state (step {saved}) is in "
+                f"{self.folder.state_path}: run the same command with --resume to continue"
+            )
         kept = f"{out} was removed" if self.fresh else f"the files this run wrote in {out} were removed"
         return f"stopped by {signal_name} {where}; nothing was kept ({kept}; use --save-every N to keep resumable states)"

@@ -53,7 +53,11 @@ def state_sha256(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_train_state(
-    out_dir: Path, step: int, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer, info: dict
+    out_dir: Path,
+    step: int,
+    params: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    info: dict,
 ) -> None:
     """Write the state after ``step`` optimiser steps; ``info`` carries the fingerprints and the config."""
     tensors: dict[str, torch.Tensor] = {}
@@ -77,8 +81,12 @@ def load_train_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a state and check that it is whole: its format, step and tensor checksum."""
     meta, tensors = load_tensors(path, "training state")
     if meta.get("format_version") != STATE_FORMAT_VERSION:
-        raise DataError(path, None, f"training state of another format (need format_version {STATE_FORMAT_VERSION}); "
-                        "start the run again with --overwrite")  # fmt: skip
+        raise DataError(
+            path,
+            None,
+            f"training state of another format (need format_version {STATE_FORMAT_VERSION}); "
+            "start the run again with --overwrite",
+        )
     step = meta.get("step")
     if not isinstance(step, int) or isinstance(step, bool):
         raise DataError(path, None, f"training state lacks its step (got {step!r})")
@@ -87,7 +95,9 @@ def load_train_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except (TypeError, ValueError):  # metadata that is not plain JSON any more
         whole = False
     if not whole:
-        raise DataError(path, None, "training state was edited or damaged: its content does not match its SHA-256")
+        raise DataError(
+            path, None, "training state was edited or damaged: its content does not match its SHA-256"
+        )
     return meta, tensors
 
 
@@ -101,7 +111,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _first_difference(saved: dict, now: dict, ignore: tuple[str, ...] = ()) -> tuple[str, object, object] | None:
+def _first_difference(
+    saved: dict, now: dict, ignore: tuple[str, ...] = ()
+) -> tuple[str, object, object] | None:
     a, b = _flat(saved), _flat(now)
     for key in [*b, *(k for k in a if k not in b)]:
         if key in ignore:
@@ -125,24 +137,40 @@ def check_state_fits(
     records them.
     """
     if meta.get("routing_sha256") != expected["routing_sha256"]:
-        raise DataError(path, None, "training state was made from another routing file (routing_sha256 "
-                        f"{str(meta.get('routing_sha256'))[:12]}..., this run's is {expected['routing_sha256'][:12]}...); "
-                        "resume with the same --routing")  # fmt: skip
+        raise DataError(
+            path,
+            None,
+            "training state was made from another routing file (routing_sha256 "
+            f"{str(meta.get('routing_sha256'))[:12]}..., this run's is {expected['routing_sha256'][:12]}...); "
+            "resume with the same --routing",
+        )
     diff = _first_difference(meta.get("base_model") or {}, expected["base_model"])
     if diff is not None:
         key, theirs, mine = diff
-        raise DataError(path, None, f"training state was made with another base model (base_model.{key} is "
-                        f"{_show(theirs)} in the state, {_show(mine)} now); resume with the same --model")  # fmt: skip
+        raise DataError(
+            path,
+            None,
+            f"training state was made with another base model (base_model.{key} is "
+            f"{_show(theirs)} in the state, {_show(mine)} now); resume with the same --model",
+        )
     diff = _first_difference(meta.get("config") or {}, expected["config"], RESUMABLE_CHANGES)
     if diff is not None:
         key, theirs, mine = diff
-        raise DataError(path, None, f"training state was saved with other training settings (setting {key} is "
-                        f"{_show(theirs)} in the state, {_show(mine)} now); resume with the same settings")  # fmt: skip
+        raise DataError(
+            path,
+            None,
+            f"training state was saved with other training settings (setting {key} is "
+            f"{_show(theirs)} in the state, {_show(mine)} now); resume with the same settings",
+        )
     step, skipped = meta["step"], meta.get("skipped", 0)
     if not 1 <= step < total_steps:
-        raise DataError(path, None, f"training state is at step {step}, outside this run's steps 1 to {total_steps - 1}")
+        raise DataError(
+            path, None, f"training state is at step {step}, outside this run's steps 1 to {total_steps - 1}"
+        )
     if not isinstance(skipped, int) or isinstance(skipped, bool) or not 0 <= skipped <= step:
-        raise DataError(path, None, f"training state counts {skipped!r} skipped steps, not an integer in 0..{step}")
+        raise DataError(
+            path, None, f"training state counts {skipped!r} skipped steps, not an integer in 0..{step}"
+        )
     adam_steps = meta.get("adam_steps")
     if not isinstance(adam_steps, dict):
         raise DataError(path, None, "training state lacks its optimiser step counts ('adam_steps')")
@@ -162,16 +190,25 @@ def check_state_fits(
             if t is None:
                 continue
             if tuple(t.shape) != tuple(p.shape):
-                raise DataError(path, f"tensor {key}", f"has shape {tuple(t.shape)}, the model's is {tuple(p.shape)}")
+                raise DataError(
+                    path, f"tensor {key}", f"has shape {tuple(t.shape)}, the model's is {tuple(p.shape)}"
+                )
             if not t.is_floating_point() or not torch.isfinite(t).all():
                 raise DataError(path, f"tensor {key}", "holds NaN, infinite or non-float values")
         if f"adam/exp_avg/{name}" in tensors:
             count = adam_steps.get(name)
-            if not isinstance(count, (int, float)) or isinstance(count, bool) or not math.isfinite(count) or count < 0:
+            if (
+                not isinstance(count, (int, float))
+                or isinstance(count, bool)
+                or not math.isfinite(count)
+                or count < 0
+            ):
                 raise DataError(path, None, f"training state's optimiser step count for {name} is {count!r}")
     rng = tensors["rng/torch"]
     if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
-        raise DataError(path, "tensor rng/torch", f"is not a torch RNG state ({rng.dtype}, shape {tuple(rng.shape)})")
+        raise DataError(
+            path, "tensor rng/torch", f"is not a torch RNG state ({rng.dtype}, shape {tuple(rng.shape)})"
+        )
 
 
 def _show(value: object) -> str:
@@ -179,7 +216,10 @@ def _show(value: object) -> str:
 
 
 def restore_train_state(
-    meta: dict, tensors: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer
+    meta: dict,
+    tensors: dict[str, torch.Tensor],
+    params: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
 ) -> None:
     with torch.no_grad():
         for name, p in params.items():

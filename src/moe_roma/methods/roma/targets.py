@@ -40,12 +40,23 @@ def with_oracle_targets(
     if store.meta.get("targets") == ORACLE_TARGETS:
         return store
     out = store.subset(list(range(len(store))))
-    out.meta.update({"targets": ORACLE_TARGETS, "base_correct": list(store.is_correct), "oracle_steps": steps})
+    out.meta.update(
+        {"targets": ORACLE_TARGETS, "base_correct": list(store.is_correct), "oracle_steps": steps}
+    )
     wrong = [i for i, ok in enumerate(store.is_correct) if not ok]
     fixed: list[str] = []
     if wrong:
-        result = oracle_routing(model, tokenizer, store.subset(wrong), layers=layers, steps=steps,
-                                batch_size=batch_size, max_length=max_length, progress=progress, info=info)  # fmt: skip
+        result = oracle_routing(
+            model,
+            tokenizer,
+            store.subset(wrong),
+            layers=layers,
+            steps=steps,
+            batch_size=batch_size,
+            max_length=max_length,
+            progress=progress,
+            info=info,
+        )
         columns = [store.layers.index(layer) for layer in layers]
         for j, i in enumerate(wrong):
             if result.correct_after[j]:

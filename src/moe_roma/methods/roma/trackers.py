@@ -47,7 +47,12 @@ def flatten(record: dict, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) or isinstance(value, bool):
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            or isinstance(value, bool)
+        ):
             out[name] = float(value)
     return out
 
@@ -77,8 +82,10 @@ def check_trackers(names: Iterable[str]) -> list[str]:
             if key not in _PACKAGES:
                 raise RomaError(f"unknown tracker {part!r}; choose from {', '.join(TRACKERS)}")
             if importlib.util.find_spec(_PACKAGES[key]) is None:
-                raise RomaError(f"--report-to {key} needs the {_PACKAGES[key]} package, which is not installed: "
-                                f"pip install 'moe-roma[tracking]' (or pip install {_PACKAGES[key]})")  # fmt: skip
+                raise RomaError(
+                    f"--report-to {key} needs the {_PACKAGES[key]} package, which is not installed: "
+                    f"pip install 'moe-roma[tracking]' (or pip install {_PACKAGES[key]})"
+                )
             if key not in chosen:
                 problem = _PREFLIGHT.get(key, lambda: None)()
                 if problem:
@@ -96,7 +103,9 @@ def _wandb_problem() -> str | None:
     import netrc
     from urllib.parse import urlparse
 
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get(
+        "WANDB_API_KEY"
+    ):
         return None
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
@@ -105,8 +114,10 @@ def _wandb_problem() -> str | None:
         entry = None
     if entry and entry[2]:
         return None
-    return (f"--report-to wandb needs a W&B login and none was found (no WANDB_API_KEY, no {host} entry in "
-            "~/.netrc); run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline to log without a network")
+    return (
+        f"--report-to wandb needs a W&B login and none was found (no WANDB_API_KEY, no {host} entry in "
+        "~/.netrc); run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline to log without a network"
+    )
 
 
 def _mlflow_problem() -> str | None:
@@ -134,7 +145,9 @@ class _TensorBoard:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
-        self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True, default=str) + "\n```")
+        self.writer.add_text(
+            "config", "```\n" + json.dumps(config, indent=2, sort_keys=True, default=str) + "\n```"
+        )
 
     def log(self, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
@@ -158,7 +171,9 @@ class _WandB:
             dir=str(out),
             config=config,
             reinit="create_new",
-            settings=wandb.Settings(init_timeout=timeout),  # a server that does not answer is not waited on forever
+            settings=wandb.Settings(
+                init_timeout=timeout
+            ),  # a server that does not answer is not waited on forever
         )
 
     def log(self, values: dict[str, float], step: int) -> None:

@@ -81,23 +81,27 @@ def _sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def check_against_routing(config: TrainConfig, store: RoutingStore, store_path: str | Path | None = None) -> None:
+def check_against_routing(
+    config: TrainConfig, store: RoutingStore, store_path: str | Path | None = None
+) -> None:
     """The settings that must be the routing file's own: the prompt token it recorded, and the scoring
     that judged its answers (the task loss must score them the same way). One sentence if not."""
     recorded = store.meta.get("position", "last")
     if recorded != config.position:
         raise DataError(
-            store_path, None,
+            store_path,
+            None,
             f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
             f"with --position {config.position}",
-        )  # fmt: skip
+        )
     scored = store.meta.get("answer_scoring")
     if scored is not None and scored != config.scoring:
         raise DataError(
-            store_path, None,
+            store_path,
+            None,
             f"the routing file was collected with {scored} scoring but scoring={config.scoring}; train with "
             f"scoring={scored}, the default (the task loss must score the answers the way collection judged them)",
-        )  # fmt: skip
+        )
 
 
 class RouterTrainer:
@@ -121,7 +125,9 @@ class RouterTrainer:
         trackers: Trackers | None = None,
     ) -> None:
         self.model, self.tokenizer, self.store, self.config = model, tokenizer, store, config.validate()
-        self.run_meta = dict(run_meta or {})  # recorded in router_config.json (e.g. how the model was sharded)
+        self.run_meta = dict(
+            run_meta or {}
+        )  # recorded in router_config.json (e.g. how the model was sharded)
         self.lockstep = _sharded(model)
         self.trackers = trackers  # rank 0's TensorBoard / W&B / MLflow, beside metrics.jsonl
         self.out_dir = Path(out_dir)
@@ -134,18 +140,26 @@ class RouterTrainer:
         missing = [layer for layer in self.layers if layer not in store.layers]
         if missing:
             raise DataError(
-                store_path, None,
+                store_path,
+                None,
                 f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others",
-            )  # fmt: skip
+            )
         self.store_cols = [store.layers.index(layer) for layer in self.layers]
         check_against_routing(config, store, store_path)
         self.device = next(model.parameters()).device
         self.max_length = config.max_length or context_length(model, tokenizer)
         if config.regularizer.targets == "oracle":
             store = self.store = with_oracle_targets(
-                model, tokenizer, store, self.layers, self.info, steps=config.regularizer.oracle_steps,
-                batch_size=config.schedule.batch_size, max_length=self.max_length, progress=progress,
-            )  # fmt: skip
+                model,
+                tokenizer,
+                store,
+                self.layers,
+                self.info,
+                steps=config.regularizer.oracle_steps,
+                batch_size=config.schedule.batch_size,
+                max_length=self.max_length,
+                progress=progress,
+            )
         self.regularizer = config.regularizer.name
         if not store.successful:
             if not config.allow_empty_successful:
@@ -154,7 +168,9 @@ class RouterTrainer:
                     "pass allow_empty_successful=true to train without the manifold term"
                 )
             if self.regularizer == "manifold":
-                warnings.warn("empty successful set: training without the manifold term", RomaWarning, stacklevel=2)
+                warnings.warn(
+                    "empty successful set: training without the manifold term", RomaWarning, stacklevel=2
+                )
                 self.regularizer = "none"
         # Built once; None for plain router tuning (or when an empty successful set turned RoMA into it).
         self.regularizer_term = config.regularizer.build() if self.regularizer != "none" else None
@@ -174,10 +190,14 @@ class RouterTrainer:
                 p.requires_grad_(True)
                 self.params[name] = p
         self.base_params = {n: p.detach().clone() for n, p in self.params.items()}
-        self.base_model = {**{k: v for k, v in model_identity(model).items() if k != "name_or_path"},
-                           "num_experts": self.info.num_experts,
-                           "routers_sha256": tensors_sha256({n: p.float() for n, p in self.base_params.items()})}  # fmt: skip
-        self.items: list[TrainItem] = build_items(store, tokenizer, config.scoring, self.max_length, store_path)
+        self.base_model = {
+            **{k: v for k, v in model_identity(model).items() if k != "name_or_path"},
+            "num_experts": self.info.num_experts,
+            "routers_sha256": tensors_sha256({n: p.float() for n, p in self.base_params.items()}),
+        }
+        self.items: list[TrainItem] = build_items(
+            store, tokenizer, config.scoring, self.max_length, store_path
+        )
         self.pad = pad_id(tokenizer)
         self.letter_ids = (
             letter_ids_tensor(tokenizer, max(it.n_choices for it in self.items)).to(self.device)
@@ -215,9 +235,17 @@ class RouterTrainer:
     def forward_items(self, items: list[TrainItem], use_cache: bool = True) -> dict[str, torch.Tensor]:
         """Per-sample task loss and live routing r_i(theta) (B, L, E) for a list of items."""
         return items_forward(
-            self.model, self.info, self.layers, items, self.pad, self.config.scoring, self.letter_ids,
-            cache=self.cache if use_cache else None, router_hooks=self._router_hooks(), position=self.config.position,
-        )  # fmt: skip
+            self.model,
+            self.info,
+            self.layers,
+            items,
+            self.pad,
+            self.config.scoring,
+            self.letter_ids,
+            cache=self.cache if use_cache else None,
+            router_hooks=self._router_hooks(),
+            position=self.config.position,
+        )
 
     def regularizer_terms(self, items: list[TrainItem], routing: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample manifold distance (also logged when another regulariser trains) and the active one."""
@@ -228,8 +256,15 @@ class RouterTrainer:
             targets = self.store.routing[idx.clamp_min(0)][:, :, self.store_cols].flatten(2).to(self.device)
             out["manifold"] = losses.manifold_loss(routing.flatten(1), targets, w)
         if self.regularizer_term is not None:
-            out["reg"] = self.regularizer_term(RegularizerInputs(routing, out.get("manifold"), list(self.params.values()),
-                                                list(self.base_params.values()), self.world))  # fmt: skip
+            out["reg"] = self.regularizer_term(
+                RegularizerInputs(
+                    routing,
+                    out.get("manifold"),
+                    list(self.params.values()),
+                    list(self.base_params.values()),
+                    self.world,
+                )
+            )
         return out
 
     # ----------------------------------------------------------------------------------------------
@@ -275,7 +310,14 @@ class RouterTrainer:
         start_time = time.perf_counter()
         if run.prefix_cache and self.first_layer > 0:
             self.cache = PrefixCache(self.first_layer, run.prefix_cache_device_fraction)
-            self.cache.fill(self.model, self.info, self.items, self.pad, sched.batch_size, self.progress and self.rank == 0)
+            self.cache.fill(
+                self.model,
+                self.info,
+                self.items,
+                self.pad,
+                sched.batch_size,
+                self.progress and self.rank == 0,
+            )
         _sync(self.device)
         self.timings = {"prefix_cache_seconds": time.perf_counter() - start_time}
         global_batch = sched.batch_size
@@ -311,7 +353,13 @@ class RouterTrainer:
             metrics_path.unlink()
         warned: set = set()
         last: dict = {}
-        bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (self.progress and self.rank == 0))
+        bar = tqdm(
+            total=total,
+            initial=step,
+            desc="train",
+            unit="step",
+            disable=not (self.progress and self.rank == 0),
+        )
         for epoch in range(step // steps_per_epoch, sched.epochs):
             batches = self._batches(epoch, global_batch)
             for b in range(step - epoch * steps_per_epoch, len(batches)):
@@ -355,13 +403,20 @@ class RouterTrainer:
                 step += 1
                 self.last_step = step
                 logged = step % run.log_every == 0 or step == total
-                figures = self._step_figures(out, terms, local) if logged else None  # every rank: a collective
+                figures = (
+                    self._step_figures(out, terms, local) if logged else None
+                )  # every rank: a collective
                 if figures is not None and self.rank == 0:
                     record = {
-                        "step": step, "epoch": epoch + (b + 1) / len(batches), **figures,
-                        "loss": loss_value, "lambda": lam, "lr": lr, "router_grad_norm": grad_norm,
+                        "step": step,
+                        "epoch": epoch + (b + 1) / len(batches),
+                        **figures,
+                        "loss": loss_value,
+                        "lambda": lam,
+                        "lr": lr,
+                        "router_grad_norm": grad_norm,
                         "skipped_steps": skipped,
-                    }  # fmt: skip
+                    }
                     warn_on_collapse(record, self.info.num_experts, warned, LOG)
                     _append_jsonl(metrics_path, record)
                     if self.trackers:
@@ -370,8 +425,13 @@ class RouterTrainer:
                     bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
                 bar.update(1)
                 if run.save_every and step % run.save_every == 0 and step < total and self.rank == 0:
-                    save_train_state(self.out_dir, step, self.params, optimizer,
-                                     {**self.fingerprint(), "skipped": skipped, "total_steps": total})  # fmt: skip
+                    save_train_state(
+                        self.out_dir,
+                        step,
+                        self.params,
+                        optimizer,
+                        {**self.fingerprint(), "skipped": skipped, "total_steps": total},
+                    )
         bar.close()
         _sync(self.device)
         self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
@@ -384,7 +444,9 @@ class RouterTrainer:
                 self._save(seconds, step)
                 state_path.unlink(missing_ok=True)
             if self.trackers:
-                self.trackers.log_summary({**last, "steps": step, "train_seconds": seconds, "skipped_steps": skipped})
+                self.trackers.log_summary(
+                    {**last, "steps": step, "train_seconds": seconds, "skipped_steps": skipped}
+                )
         # Back to the model's own dtype, so the tuned model runs without autocast like its base.
         for name, p in self.params.items():
             p.data = p.data.to(original_dtypes[name])
@@ -392,7 +454,11 @@ class RouterTrainer:
 
     def fingerprint(self) -> dict:
         """What a saved state must match to be resumed by this run (``state.check_state_fits``)."""
-        return {"routing_sha256": self.routing_sha256, "base_model": self.base_model, "config": self.config.to_dict()}
+        return {
+            "routing_sha256": self.routing_sha256,
+            "base_model": self.base_model,
+            "config": self.config.to_dict(),
+        }
 
     def apply_step(
         self, params: list[torch.nn.Parameter], loss: torch.Tensor | None, optimizer, scaler
@@ -404,7 +470,9 @@ class RouterTrainer:
         non-finite) skips the step on every process alike. A skipped step returns a NaN norm.
         """
         grads = [p.grad for p in params if p.grad is not None]
-        bad_loss = torch.zeros((), device=self.device) if loss is None else (~torch.isfinite(loss.detach())).float()
+        bad_loss = (
+            torch.zeros((), device=self.device) if loss is None else (~torch.isfinite(loss.detach())).float()
+        )
         # Each process's loss is its share of the batch's sum over the whole batch size: summed over the
         # processes it is the batch's loss (what metrics.jsonl logs), not rank 0's share.
         loss_t = torch.zeros((), device=self.device) if loss is None else loss.detach().float()
@@ -455,8 +523,11 @@ def write_run_card(out_dir: Path, num_experts: int, reports: list[dict] | None =
     """The router folder's model card, from its config and the collapse seen in its ``metrics.jsonl``."""
     config = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
     metrics = out_dir / METRICS_NAME
-    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()] if (
-        metrics.is_file()) else []  # fmt: skip
+    records = (
+        [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if (metrics.is_file())
+        else []
+    )
     card = build_model_card(config, reports or [], collapse_events(records, num_experts), kind="routers")
     return write_model_card(card, out_dir)
 
@@ -484,8 +555,19 @@ def _store_fingerprint(store: RoutingStore) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    h.update(json.dumps([store.ids, store.input_texts, store.is_correct, store.answer_index, store.layers,
-                         [list(c) if c else None for c in store.choices], store.continuations]).encode())  # fmt: skip
+    h.update(
+        json.dumps(
+            [
+                store.ids,
+                store.input_texts,
+                store.is_correct,
+                store.answer_index,
+                store.layers,
+                [list(c) if c else None for c in store.choices],
+                store.continuations,
+            ]
+        ).encode()
+    )
     h.update(store.routing.float().contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -530,5 +612,6 @@ def train_routers(
 ) -> TrainResult:
     """Post-train the routers of ``config.layers`` and write a router checkpoint into ``out_dir``
     (``trackers``: open experiment trackers that get every ``metrics.jsonl`` record too)."""
-    return RouterTrainer(model, tokenizer, store, config, out_dir, graph=graph, progress=progress,
-                         trackers=trackers).train(resume=resume)  # fmt: skip
+    return RouterTrainer(
+        model, tokenizer, store, config, out_dir, graph=graph, progress=progress, trackers=trackers
+    ).train(resume=resume)

@@ -60,7 +60,9 @@ class RoutingCapture:
     def weights(self, batch_shape: tuple[int, int] | torch.Size) -> dict[int, torch.Tensor]:
         """Routing weights (full distribution over experts, float32) per layer, shape (B, T, E)."""
         return {
-            layer: routing_weights(self.layer_logits(layer, batch_shape), self.info.routers[layer].gate_function)
+            layer: routing_weights(
+                self.layer_logits(layer, batch_shape), self.info.routers[layer].gate_function
+            )
             for layer in self.layers
         }
 
@@ -77,7 +79,9 @@ class RoutingCapture:
         Only the selected tokens' logits are turned into weights, and their graph is kept.
         """
         per_layer = [
-            routing_weights(self.layer_logits(layer, batch_shape)[rows, positions], self.info.routers[layer].gate_function)
+            routing_weights(
+                self.layer_logits(layer, batch_shape)[rows, positions], self.info.routers[layer].gate_function
+            )
             for layer in self.layers
         ]
         return torch.stack(per_layer, dim=1)

@@ -58,7 +58,10 @@ class RoutingOverride:
         self.offsets = offsets
         self.positions = positions
         self.batch_shape = (int(batch_shape[0]), int(batch_shape[1]))
-        self._linears = {layer: logit_linear(info.routers[layer].module, info.routers[layer].num_experts) for layer in offsets}
+        self._linears = {
+            layer: logit_linear(info.routers[layer].module, info.routers[layer].num_experts)
+            for layer in offsets
+        }
         self._maps = {layer: logits_to_input_map(linear) for layer, linear in self._linears.items()}
         self._handles: list = []
         self._reached: set[int] = set()
@@ -102,7 +105,9 @@ class RoutingOverride:
             )
 
 
-def target_logit_offsets(current_logits: torch.Tensor, target: torch.Tensor, gate_function: str) -> torch.Tensor:
+def target_logit_offsets(
+    current_logits: torch.Tensor, target: torch.Tensor, gate_function: str
+) -> torch.Tensor:
     """Logit offsets that turn the routing of ``current_logits`` into the distribution ``target`` (..., E).
 
     Softmax routers: ``log target - log softmax(current)`` (a constant shift would not matter).
@@ -131,9 +136,12 @@ class RoutingTargets(RoutingOverride):
     """
 
     def __init__(
-        self, info: MoEInfo, targets: dict[int, torch.Tensor], positions: torch.Tensor,
+        self,
+        info: MoEInfo,
+        targets: dict[int, torch.Tensor],
+        positions: torch.Tensor,
         batch_shape: tuple[int, int] | torch.Size,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(info, targets, positions, batch_shape)
 
     def logit_offsets(self, layer: int, module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
