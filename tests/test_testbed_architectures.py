@@ -28,6 +28,7 @@ from moe_roma.testbed.config import (
     PretrainOptions,
     check_pretrain_options,
 )
+from moe_roma.training.monitor import warn_on_collapse
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DOCS = [
@@ -257,9 +258,9 @@ def test_collapse_warnings_name_the_layer() -> None:
         "utilisation": {"0": {"min": 0.0, "max": 0.9}, "1": {"min": 0.1, "max": 0.2}},
     }
     warned: set = set()
-    out = al.collapse_warnings(health, 8, warned)
+    out = warn_on_collapse(health, 8, warned, al.log)
     assert len(out) == 2 and all("layer 0" in w for w in out)
-    assert al.collapse_warnings(health, 8, warned) == []  # once per layer and kind
+    assert warn_on_collapse(health, 8, warned, al.log) == []  # once per layer and kind
 
 
 # --------------------------------------------------------------------------- router stability

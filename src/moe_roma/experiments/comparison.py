@@ -32,7 +32,6 @@ from moe_roma.methods.registry import METHODS
 from moe_roma.methods.registry import method as method_spec
 from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.methods.roma.targets import with_oracle_targets
-from moe_roma.methods.roma.trackers import Trackers, open_trackers
 from moe_roma.methods.roma.trainer import TrainResult
 from moe_roma.models.checkpoint import restore_routers, router_snapshot
 from moe_roma.models.discovery import MoEInfo, discover_routers
@@ -41,6 +40,7 @@ from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import RoutingStore, save_routing_store
 from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.stats import accuracy
+from moe_roma.training.trackers import Trackers, open_trackers
 
 # The folder of `roma experiment` and `roma demo` (and of a `kind: architectures` grid): one grid's results.
 RESULTS_FOLDER = Kind(

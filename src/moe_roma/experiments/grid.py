@@ -31,10 +31,10 @@ from moe_roma.io.outputs import safe_name
 from moe_roma.io.yamlfile import load_yaml_mapping
 from moe_roma.methods.registry import METHODS
 from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.trackers import check_trackers
 from moe_roma.report.experiments import experiment_report, plot_accuracy
 from moe_roma.report.tables import aggregate, markdown_table
 from moe_roma.scoring.stats import compare_paired, mean_interval
+from moe_roma.training.trackers import check_trackers
 
 TOP_KEYS = {
     "name",

@@ -248,6 +248,8 @@ def diagnose_markdown(report: dict, source: str) -> str:
             report["layers"], h["entropy"], h["entropy_share"], h["utilisation_min"], h["utilisation_max"]
         ):
             lines.append(f"| {layer} | {e:.3f} | {es:.2f} | {lo:.3f}..{hi:.3f} |")
+        if h.get("collapse"):  # the sentences training would log for this routing
+            lines += ["", *(f"- {sentence}" for sentence in h["collapse"])]
     if "oracle" in report:
         o = report["oracle"]
         lines += [

@@ -185,8 +185,10 @@ def pretrain(
 
     from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
 
+    from moe_roma.manifold.health import routing_health
     from moe_roma.testbed import alignment as al
     from moe_roma.testbed.architectures import shape_of
+    from moe_roma.training.monitor import warn_on_collapse
 
     shape = shape_of(cfg)
     moe = shape.num_experts > 0
@@ -309,9 +311,9 @@ def pretrain(
                 "seconds": round(time.time() - t0, 2),
             }
             if routing is not None:
-                health = al.routing_health(routing, mask, shape.top_k)
+                health = routing_health(al.real_tokens(routing, mask), shape.top_k)
                 row.update(health, router_grad_norm=grad_norms)
-                new = al.collapse_warnings(health, shape.num_experts, warned)
+                new = warn_on_collapse(health, shape.num_experts, warned, al.log)
                 row["warnings"] = new
                 warnings += [{"step": step + 1, "warning": msg} for msg in new]
                 for msg in new:

@@ -79,7 +79,7 @@ class ScheduleConfig:
 
     def lr_factor(self, step: int, total: int) -> float:
         """Multiplier of the base learning rate at optimiser step ``step`` of ``total``."""
-        from moe_roma.methods.roma.schedules import lr_factor, resolve_warmup
+        from moe_roma.training.schedules import lr_factor, resolve_warmup
 
         return lr_factor(
             step, total, resolve_warmup(self.warmup_steps, self.warmup_ratio, total), self.lr_schedule
@@ -141,7 +141,7 @@ class RegularizerConfig:
     )
 
     def lam_at(self, step: int, total: int) -> float:
-        from moe_roma.methods.roma.schedules import lambda_at, resolve_warmup
+        from moe_roma.training.schedules import lambda_at, resolve_warmup
 
         warm = resolve_warmup(self.lam_warmup_steps, self.lam_warmup_ratio, total)
         return lambda_at(step, total, self.lam, warm, self.lam_final)

@@ -28,24 +28,14 @@ from moe_roma.io.atomic import finite_json
 from moe_roma.io.errors import DataError, RomaError, RomaWarning
 from moe_roma.io.interrupts import critical
 from moe_roma.manifold.graph import NeighbourGraph, neighbour_graph_for_store
+from moe_roma.manifold.health import health_from_sums, health_sums
 from moe_roma.methods.common import losses
 from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.monitor import collapse_events, health_from_sums, health_sums, warn_on_collapse
 from moe_roma.methods.roma.regularizers import RegularizerInputs
-from moe_roma.methods.roma.run_folder import METRICS_NAME, NEIGHBOURS_NAME
-from moe_roma.methods.roma.state import (
-    STATE_NAME,
-    check_state_fits,
-    load_train_state,
-    restore_train_state,
-    save_train_state,
-    tensors_sha256,
-)
 from moe_roma.methods.roma.targets import with_oracle_targets
-from moe_roma.methods.roma.trackers import Trackers
 from moe_roma.models.card import build_model_card, write_model_card
 from moe_roma.models.checkpoint import CONFIG_NAME, save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
@@ -53,6 +43,17 @@ from moe_roma.models.inputs import pad_id
 from moe_roma.models.loading import model_identity
 from moe_roma.routing.store import RoutingStore
 from moe_roma.scoring.common import context_length
+from moe_roma.training.monitor import collapse_events, warn_on_collapse
+from moe_roma.training.run_folder import METRICS_NAME, NEIGHBOURS_NAME
+from moe_roma.training.state import (
+    STATE_NAME,
+    check_state_fits,
+    load_train_state,
+    restore_train_state,
+    save_train_state,
+    tensors_sha256,
+)
+from moe_roma.training.trackers import Trackers
 
 LOG = logging.getLogger("moe_roma.train")
 
