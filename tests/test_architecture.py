@@ -228,6 +228,21 @@ def test_the_check_sees_a_circle_through_a_package_init(tmp_path, monkeypatch):
     assert import_circles() == ["moe_roma.testbed -> moe_roma.testbed.build -> moe_roma.testbed"]
 
 
+def test_methods_register_themselves():
+    """The registry imports no method, and no method imports the registry: both import only
+    ``methods/base.py``, where a method registers itself when its module is imported."""
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    registry = "moe_roma.methods.registry"
+    method_modules = sorted(m for m in modules if m.startswith("moe_roma.methods.") and m != registry)
+    imported = {_resolve(t, modules) for t in _imported_names(PACKAGE / "methods" / "registry.py")}
+    assert not imported & set(method_modules) - {"moe_roma.methods.base"}, imported
+    for name in method_modules:
+        path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        if not path.is_file():
+            path = path.with_suffix("") / "__init__.py"
+        assert registry not in {_resolve(t, modules) for t in _imported_names(path)}, f"{name} imports the registry"
+
+
 # Import names whose distribution is not installed here, so metadata cannot name it.
 _OPTIONAL_DISTRIBUTIONS = {"umap": "umap-learn"}
 

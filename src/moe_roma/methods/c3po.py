@@ -55,7 +55,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
-from moe_roma.methods.base import TestTimeInputs, TestTimeOutcome
+from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
 from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
@@ -549,7 +549,7 @@ class C3POConfig:
 
 
 def run_c3po(inputs: TestTimeInputs, config: C3POConfig) -> TestTimeOutcome:
-    """The registry's entry point: C3PO re-mixing on one evaluation split (``TestTimeInputs``)."""
+    """The registered entry point: C3PO re-mixing on one evaluation split."""
     res = c3po(
         inputs.model,
         inputs.tokenizer,
@@ -580,3 +580,14 @@ def run_c3po(inputs: TestTimeInputs, config: C3POConfig) -> TestTimeOutcome:
     if res.mode == "kernel":  # how often each a was chosen; a = 1 keeps the base routing
         extra["alpha_counts"] = dict(Counter(f"{a:g}" for a in res.alphas))
     return TestTimeOutcome(res.correct, extra)
+
+
+register(
+    MethodSpec(
+        "c3po",
+        "test_time",
+        C3POConfig,
+        run_c3po,
+        "test-time re-mixing of routing from successful neighbours (kernel or NGD)",
+    )
+)

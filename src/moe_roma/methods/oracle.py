@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
+from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
     PassCount,
@@ -254,10 +255,8 @@ class OracleConfig:
     prefix_cache: bool = field(default=True, metadata={"help": "compute the frozen layers once per item"})
 
 
-def run_oracle(inputs, config: OracleConfig):
-    """The registry's entry point: oracle routing on one evaluation split (``TestTimeInputs``)."""
-    from moe_roma.methods.base import TestTimeOutcome
-
+def run_oracle(inputs: TestTimeInputs, config: OracleConfig) -> TestTimeOutcome:
+    """The registered entry point: oracle routing on one evaluation split."""
     res = oracle_routing(
         inputs.model,
         inputs.tokenizer,
@@ -276,3 +275,14 @@ def run_oracle(inputs, config: OracleConfig):
         res.correct_after,
         {"base_accuracy": res.base_accuracy, "gap": res.gap, "cost_vs_base": res.passes.cost_vs_base},
     )
+
+
+register(
+    MethodSpec(
+        "oracle",
+        "test_time",
+        OracleConfig,
+        run_oracle,
+        "per-item gradient descent on routing with the true label (upper bound)",
+    )
+)

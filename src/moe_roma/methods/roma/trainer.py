@@ -29,6 +29,7 @@ from moe_roma.io.errors import DataError, RomaError, RomaWarning
 from moe_roma.io.interrupts import critical
 from moe_roma.manifold.graph import NeighbourGraph, neighbour_graph_for_store
 from moe_roma.manifold.health import health_from_sums, health_sums
+from moe_roma.methods.base import MethodSpec, register
 from moe_roma.methods.common import losses
 from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
@@ -616,3 +617,14 @@ def train_routers(
     return RouterTrainer(
         model, tokenizer, store, config, out_dir, graph=graph, progress=progress, trackers=trackers
     ).train(resume=resume)
+
+
+register(
+    MethodSpec(
+        "train",
+        "weights",
+        TrainConfig,
+        train_routers,
+        "router post-training: RoMA (regularizer manifold), router tuning (none), ablations",
+    )
+)
