@@ -240,7 +240,9 @@ def test_methods_register_themselves():
         path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
         if not path.is_file():
             path = path.with_suffix("") / "__init__.py"
-        assert registry not in {_resolve(t, modules) for t in _imported_names(path)}, f"{name} imports the registry"
+        assert registry not in {_resolve(t, modules) for t in _imported_names(path)}, (
+            f"{name} imports the registry"
+        )
 
 
 # Import names whose distribution is not installed here, so metadata cannot name it.

@@ -427,4 +427,4 @@ def test_score_summary_reads_accuracy_and_the_continuous_scores_from_one_pass(mo
     xent_a = math.log(math.exp(-1) + math.exp(-2)) + 1.0
     xent_b = math.log(math.exp(-1) + math.exp(-3)) + 3.0
     assert got["choice_xent"] == pytest.approx((xent_a + xent_b) / 2)
-    assert scoring.accuracy(None, None, examples) == got["accuracy"]
+    assert scoring.accuracy_by_task(None, None, examples) == got["accuracy"]

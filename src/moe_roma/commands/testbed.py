@@ -277,7 +277,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from moe_roma.testbed import testbed_model_path
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import accuracy_by_task
 
     _, evals = _splits_of(args.testbed)
     splits = args.splits or list(evals)
@@ -292,7 +292,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=False)
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits)
-    result: dict[str, dict] = {s: accuracy(model, tok, suite[s]) for s in splits}
+    result: dict[str, dict] = {s: accuracy_by_task(model, tok, suite[s]) for s in splits}
     oracle: dict[str, dict] = {}
     if args.oracle:
         from moe_roma.methods.oracle import oracle_routing

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 from moe_roma.manifold.health import collapse, routing_health
 from moe_roma.manifold.metrics import knn_overlap, linear_cka
 from moe_roma.routing.store import RoutingStore
@@ -110,7 +110,7 @@ def neighbour_distances(
     """Each item's kernel-weighted squared routing distance to its k nearest successful neighbours in
     embedding space (itself excluded): the manifold term RoMA starts from, per item."""
     graph = build_neighbour_graph(
-        embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01)
+        embeddings, successful, NeighbourSearch(k=k, sigma=sigma, dedupe_threshold=1.01)
     )
     flat = routing.reshape(routing.shape[0], -1).float()
     idx = graph.indices.clamp_min(0)
@@ -209,7 +209,7 @@ def oracle_direction(
     flat = base_routing.reshape(base_routing.shape[0], -1).float()
     change = oracle_routing.reshape(oracle_routing.shape[0], -1).float()[fixed] - flat[fixed]
     graph = build_neighbour_graph(
-        embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01)
+        embeddings, successful, NeighbourSearch(k=k, sigma=sigma, dedupe_threshold=1.01)
     )
     idx, w = graph.indices[fixed].clamp_min(0), graph.weights[fixed] * (graph.indices[fixed] >= 0)
     pull = (w.unsqueeze(-1) * flat[idx]).sum(1) - flat[fixed]

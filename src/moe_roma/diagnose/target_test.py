@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.c3po import forward_with_targets
 from moe_roma.methods.common.batches import letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
@@ -193,7 +193,7 @@ def target_test(
     embeddings: np.ndarray,
     items: RoutingStore | None = None,
     item_embeddings: np.ndarray | None = None,
-    graph: GraphConfig | None = None,
+    graph: NeighbourSearch | None = None,
     n_items: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
@@ -212,7 +212,7 @@ def target_test(
     ``margin``, ``per_task``, ``skipped`` (controls not run, and why) and the settings.
     """
     start = time.perf_counter()
-    graph = graph or GraphConfig()
+    graph = graph or NeighbourSearch()
     info = info or discover_routers(model)
     store.fit_to_model(info)
     own = items is None

@@ -43,7 +43,10 @@ class NeighbourGraph:
 
 
 @dataclass(frozen=True)
-class GraphConfig:
+class NeighbourSearch:
+    """How each sample's neighbours are searched among the successful set and weighted. The user-facing
+    settings are ``methods.roma.config.GraphConfig``, whose ``build()`` makes one of these."""
+
     k: int = 3
     epsilon: float | None = None  # cosine-similarity ball instead of k-NN when set
     sigma: float = 0.4
@@ -91,7 +94,7 @@ def _topk_chunked(
 def build_neighbour_graph(
     embeddings: np.ndarray | torch.Tensor,
     successful: list[int],
-    config: GraphConfig = GraphConfig(),
+    config: NeighbourSearch = NeighbourSearch(),
     queries: np.ndarray | torch.Tensor | None = None,
     chunk_size: int | None = None,
     memory_budget: int = 1 << 30,
@@ -107,7 +110,7 @@ def build_neighbour_graph(
 
     >>> import numpy as np
     >>> e = np.eye(4, dtype=np.float32)
-    >>> g = build_neighbour_graph(e, successful=[1, 2], config=GraphConfig(k=1))
+    >>> g = build_neighbour_graph(e, successful=[1, 2], config=NeighbourSearch(k=1))
     >>> g.indices[:, 0].tolist()
     [1, 2, 1, 1]
     """
@@ -282,7 +285,7 @@ def embedding_text(question: str | None, input_text: str) -> str:
 
 def neighbour_graph_for_store(
     store,
-    config: GraphConfig = GraphConfig(),
+    config: NeighbourSearch = NeighbourSearch(),
     embedder: str | None = None,
     cache_path: str | Path | None = None,
     progress: bool = False,

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
 from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
 from moe_roma.methods.common.forward import items_forward
@@ -241,7 +241,7 @@ def c3po(
     if task_loss == "letter":  # one letter table for both sets
         n_letters = max(it.n_choices for it in refs.items + evals.items)
         refs.letter_ids = evals.letter_ids = letter_ids_tensor(tokenizer, n_letters)
-    config = GraphConfig(k=k, sigma=sigma, dedupe_threshold=dedupe_threshold)
+    config = NeighbourSearch(k=k, sigma=sigma, dedupe_threshold=dedupe_threshold)
     graph = build_neighbour_graph(ref_embeddings, ref_store.successful, config, queries=eval_embeddings)
     ref_routing = ref_store.routing[:, refs.columns].float()
     device = next(model.parameters()).device
@@ -384,7 +384,7 @@ def _select_alphas(
     ref_embeddings: np.ndarray,
     ref_routing: torch.Tensor,
     alphas: list[float],
-    config: GraphConfig,
+    config: NeighbourSearch,
     batch_size: int,
     prefix_cache: bool,
     counts: PassCount,

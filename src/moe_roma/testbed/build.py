@@ -370,9 +370,9 @@ def _run_figures(model, cfg, stats: dict) -> dict:
 
 def evaluate_splits(model, tokenizer, suite: dict[str, list[MCExample]], batch_size: int = 64) -> dict:
     """Per-split accuracy (overall and per family) of continuation scoring."""
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import accuracy_by_task
 
-    return {s: accuracy(model, tokenizer, suite[s], batch_size) for s in tasks.EVAL_SPLITS}
+    return {s: accuracy_by_task(model, tokenizer, suite[s], batch_size) for s in tasks.EVAL_SPLITS}
 
 
 def build_testbed(

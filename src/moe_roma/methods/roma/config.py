@@ -23,8 +23,8 @@ from moe_roma.io.config import build_config, load_config, to_dict, to_settings, 
 from moe_roma.io.errors import RomaError
 from moe_roma.scoring import Scoring
 
+# The names of ``methods.roma.regularizers.REGULARIZERS`` (tests/test_train.py checks they agree).
 Regularizer = Literal["manifold", "none", "l2", "l1", "entropy", "prior-kl"]
-REGULARIZERS: tuple[str, ...] = Regularizer.__args__  # type: ignore[attr-defined]
 LR_SCHEDULES = ("constant", "cosine")
 
 NON_NEGATIVE = {"range": (0, None)}
@@ -184,10 +184,10 @@ class GraphConfig:
     )
 
     def build(self, seed: int = 0) -> Any:
-        """The neighbour search settings (``moe_roma.manifold.graph.GraphConfig``)."""
-        from moe_roma.manifold.graph import GraphConfig as SearchConfig
+        """The neighbour search settings (``moe_roma.manifold.graph.NeighbourSearch``)."""
+        from moe_roma.manifold.graph import NeighbourSearch
 
-        return SearchConfig(
+        return NeighbourSearch(
             k=self.k,
             epsilon=self.epsilon,
             sigma=self.sigma,
