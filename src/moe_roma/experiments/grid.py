@@ -457,7 +457,7 @@ def plan_experiment(
     where = str(config_path)
     arch_grid = _architecture_grid(config_path)
     if arch_grid is not None:
-        from moe_roma.experiments.architectures import plan_jobs
+        from moe_roma.experiments.pretraining_study import plan_jobs
 
         out = experiment_folder(arch_grid, config_path, out_dir)
         jobs, splits = plan_jobs(arch_grid, where, out)
@@ -588,7 +588,7 @@ def run_experiment(
     arch_grid = _architecture_grid(config_path)
     where = str(config_path)
     if arch_grid is not None:
-        from moe_roma.experiments.architectures import run_architecture_grid
+        from moe_roma.experiments.pretraining_study import run_pretraining_study
 
         if report_to:
             raise RomaError(
@@ -596,7 +596,7 @@ def run_experiment(
                 "metrics.jsonl)"
             )
         out = experiment_folder(arch_grid, config_path, out_dir)
-        return run_architecture_grid(arch_grid, str(config_path), out, log=log, resume=resume)
+        return run_pretraining_study(arch_grid, str(config_path), out, log=log, resume=resume)
     start = time.perf_counter()
     where = str(config_path)
     cfg = load_experiment(config_path)

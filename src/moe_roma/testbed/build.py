@@ -123,7 +123,7 @@ def encode_corpus(
 def make_model(cfg: BuildConfig, tokenizer):
     """A fresh model of ``cfg.arch`` (default: the testbed's own OLMoE shape), seed 002's near-zero
     router initialisation applied when asked."""
-    from moe_roma.testbed.architectures import make_model as make_arch
+    from moe_roma.testbed.model_shapes import make_model as make_arch
 
     model = make_arch(cfg, tokenizer)
     if cfg.router_init_std > 0:
@@ -187,7 +187,7 @@ def pretrain(
 
     from moe_roma.manifold.health import routing_health
     from moe_roma.testbed import alignment as al
-    from moe_roma.testbed.architectures import shape_of
+    from moe_roma.testbed.model_shapes import shape_of
     from moe_roma.training.monitor import warn_on_collapse
 
     shape = shape_of(cfg)
@@ -356,7 +356,7 @@ def _metrics_path(out_dir: Path, cfg) -> Path | None:
 
 def _run_figures(model, cfg, stats: dict) -> dict:
     """What a build records beyond its config: the architecture's parameter counts and the run's figures."""
-    from moe_roma.testbed.architectures import parameter_counts
+    from moe_roma.testbed.model_shapes import parameter_counts
 
     counts = parameter_counts(model, cfg)
     return {

@@ -9,7 +9,7 @@ from typing import Any
 from moe_roma.testbed.tasks import DEFAULT_SIZES
 
 # ``--arch``: "olmoe" is the testbed's own OLMoE shape from the config fields (today's models);
-# the others are seed 000's architectures at the same active FFN width (testbed/architectures.py).
+# the others are seed 000's architectures at the same active FFN width (testbed/model_shapes.py).
 ARCHITECTURES: tuple[str, ...] = (
     "olmoe",
     "dense",
@@ -27,7 +27,7 @@ ALIGN_PRIORS: tuple[str, ...] = ("uniform", "task")
 
 @dataclass
 class PretrainOptions:
-    """Architecture, alignment during pre-training and router stability (docs/architectures.md).
+    """Architecture, alignment during pre-training and router stability (docs/pretraining-study.md).
 
     Every default is off, so a build without these options is the build of before they existed.
     """

@@ -1,4 +1,4 @@
-"""``table.md`` of the architectures grid (``experiments/architectures.py``): plain rendering of its rows."""
+"""``table.md`` of the pre-training study's grid (``experiments/pretraining_study.py``): plain rendering of its rows."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def rows_of(results: list[dict], splits: list[str]) -> list[dict]:
     ]
 
 
-def architecture_report(
+def pretraining_study_report(
     cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str
 ) -> str:
     """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters, and tokens/s per architecture."""
