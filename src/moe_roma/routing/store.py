@@ -89,10 +89,6 @@ class RoutingStore:
     def accuracy(self) -> float:
         return sum(self.is_correct) / max(len(self), 1)
 
-    def flat_routing(self) -> torch.Tensor:
-        """(N, L*E): each sample's routing vector, layers concatenated (RoMA's r_i)."""
-        return self.routing.reshape(len(self), -1)
-
     def subset(self, indices: list[int]) -> RoutingStore:
         pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
         return RoutingStore(
