@@ -33,7 +33,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.neig
 except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
-from moe_roma.manifold.graph import NeighbourSearch, NeighbourGraph, build_neighbour_graph  # noqa: E402
+from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph  # noqa: E402
 
 DIM = 384  # all-MiniLM-L6-v2, the default embedder
 

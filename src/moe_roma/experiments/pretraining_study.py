@@ -1,4 +1,4 @@
-"""``roma experiment`` files of ``kind: architectures``: seed 000's pre-training grid.
+"""``roma experiment`` files of ``kind: architectures``: the pre-training study's grid.
 
 Every architecture x alignment setting x seed is one downstream testbed build
 (``testbed.build.build_downstream_testbed``, the same code as ``roma testbed build --testbed
@@ -232,7 +232,8 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
 
 
 def model_card(info: dict, result: dict, splits: list[str]):
-    """The ``huggingface_hub.ModelCard`` of one built model, with seed 000's three sections."""
+    """The ``huggingface_hub.ModelCard`` of one built model: its training configuration, expected
+    generalisation behaviour, failure modes and intended domains."""
     from huggingface_hub import ModelCard, ModelCardData
 
     cfg = info["build_config"]

@@ -3,7 +3,7 @@
 Front matter (``ModelCardData``): ``base_model`` (when the base is a hub id), ``library_name``,
 tags, the training datasets (hub ids, from ``hf:`` sources) and a ``model-index`` with one
 ``EvalResult`` per metric of every ``roma eval --json`` report passed in. The text has the training
-configuration and seed, and seed 000's three sections: expected generalisation behaviour (the
+configuration and seed, and three sections: expected generalisation behaviour (the
 evaluation splits, with the base model's figures where the report has them), failure modes
 (routing collapse seen during training, splits and tasks where accuracy fell) and intended domains
 (the training tasks). Everything comes from plain dicts (the router config, eval reports, lines

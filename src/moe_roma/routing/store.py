@@ -113,7 +113,7 @@ class RoutingStore:
         """Check the routing against the model it will train, and pad it in place to the model's expert count.
 
         Routing recorded for another model is refused: layers must be MoE layers, experts must fit.
-        Sparse routing dicts (seed 001) may never name the last experts; those columns become zeros.
+        Sparse routing dicts may never name the last experts; those columns become zeros.
         """
         bad = [layer for layer in self.layers if layer not in info.routers]
         if bad:

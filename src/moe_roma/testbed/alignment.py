@@ -2,7 +2,7 @@
 
 ``L_total = L_lm + aux_coef * L_balance + lambda(t) * L_align + z_coef * L_z``, with ``L_align``:
 
-``prior-kl``  seed 000's ``E[sum_layers KL(p || q)]`` over every real token, q uniform or the
+``prior-kl``  ``E[sum_layers KL(p || q)]`` over every real token, q uniform or the
               token's document-task prior (the mean routing of that task over a short unaligned
               warm-up, then frozen): ``methods.common.losses.prior_kl_loss``;
 ``manifold``  RoMA's ``sum_j W_ij ||r_i - r_j||^2`` within each batch: r_i is document i's mean
@@ -47,7 +47,7 @@ def router_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def apply_router_init(model, std: float, seed: int) -> None:
-    """Seed 002's near-zero router initialisation: weights N(0, std), so routing starts near uniform."""
+    """Near-zero router initialisation: weights N(0, std), so routing starts near uniform."""
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in router_parameters(model):

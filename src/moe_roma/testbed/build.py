@@ -122,8 +122,8 @@ def encode_corpus(
 
 
 def make_model(cfg: BuildConfig, tokenizer):
-    """A fresh model of ``cfg.arch`` (default: the testbed's own OLMoE shape), seed 002's near-zero
-    router initialisation applied when asked."""
+    """A fresh model of ``cfg.arch`` (default: the testbed's own OLMoE shape), with a near-zero router
+    initialisation when asked (``router_init_std``)."""
     from moe_roma.testbed.model_shapes import make_model as make_arch
 
     model = make_arch(cfg, tokenizer)
