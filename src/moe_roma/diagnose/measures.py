@@ -269,7 +269,7 @@ class Measure:
 
 # Every measure of ``diagnose_routing``, in the report's order: name -> measure. ``success`` comes
 # before them (it decides what can be told), the verdict after. Adding one is a function above, a
-# line here and its section in ``report/diagnose.py``.
+# line here and its section in ``report/diagnose.py``'s ``SECTIONS``.
 MEASURES: dict[str, Measure] = {
     "alignment": Measure(lambda x: alignment(x.embeddings, x.routing), "alignment"),
     "routing_health": Measure(lambda x: layer_health(x.routing, x.top_k, x.store.layers), "routing health"),
