@@ -81,7 +81,19 @@ def pretraining_study_report(
     ]
     lines += _ablation_table(summary, splits, str(cfg.get("reference", "none")))
     lines += _continuous_table(summary, splits)
-    lines += ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
+    lines += _throughput_table(summary)
+    warned = [r for r in summary if r["collapse_warnings"]]
+    lines += ["", "## Collapse warnings", ""]
+    lines += [
+        f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)"
+        for r in warned
+    ] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def _throughput_table(summary: list[dict]) -> list[str]:
+    """Mean tokens/s per architecture over its runs, and the tokens one run trained on."""
+    lines = ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
     per_arch: dict[str, list[dict]] = {}
     for r in summary:
         per_arch.setdefault(r["arch"], []).append(r)
@@ -92,13 +104,7 @@ def pretraining_study_report(
             if tps
             else f"| {arch} | - | - |"
         )
-    warned = [r for r in summary if r["collapse_warnings"]]
-    lines += ["", "## Collapse warnings", ""]
-    lines += [
-        f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)"
-        for r in warned
-    ] or ["- none"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _cont(cell: dict) -> str:
