@@ -88,3 +88,14 @@ def test_a_rank_one_corruption_changes_each_tuned_router_by_rank_one_and_saves_a
     assert changed and all(n.endswith(".mlp.gate.weight") for n in changed)
     for name in changed:
         assert torch.linalg.matrix_rank((after[name] - before[name]).double(), atol=1e-6) == 1
+
+
+def test_a_marked_item_exported_and_loaded_back_keeps_its_question_apart_from_the_marker(tmp_path):
+    from moe_roma.data.loaders import load_examples
+    from moe_roma.testbed.tasks import write_split_jsonl
+
+    items = build_downstream_suite(0)["in_dist"][:5]
+    marked = [mark(ex, sentences=3) for ex in items]
+    back = load_examples(write_split_jsonl(marked + items, tmp_path / "mixed.jsonl"))
+    assert [ex.question for ex in back] == [ex.question for ex in marked + items]
+    assert [continuation_context(ex) for ex in back] == [continuation_context(ex) for ex in marked + items]
