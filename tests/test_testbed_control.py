@@ -13,6 +13,7 @@ from moe_roma.testbed.control import (
     is_marked,
     mark,
     marked_share_split,
+    marker_text,
     partner_family,
     plant_misrouting,
 )
@@ -99,3 +100,22 @@ def test_a_marked_item_exported_and_loaded_back_keeps_its_question_apart_from_th
     back = load_examples(write_split_jsonl(marked + items, tmp_path / "mixed.jsonl"))
     assert [ex.question for ex in back] == [ex.question for ex in marked + items]
     assert [continuation_context(ex) for ex in back] == [continuation_context(ex) for ex in marked + items]
+
+
+def test_a_dose_writes_its_training_set_and_both_versions_of_every_split(tmp_path):
+    import json
+
+    from moe_roma.testbed.control import ControlDose, write_control_data
+
+    counts = write_control_data(tmp_path, ControlDose(ControlConfig(marker_sentences=2), marked_share=0.25))
+    splits = build_downstream_suite(0)
+    assert counts["train"] == len(splits["train"])
+    for split in ("validation", "in_dist", "shifted", "heldout_tasks"):
+        assert counts[f"{split}_plain"] == counts[f"{split}_marked"] == len(splits[split])
+    rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    marked = [r for r in rows if r["id"].endswith("-marked")]
+    assert len(marked) == sum(
+        round(0.25 * sum(r["task"] == t for r in rows)) for t in {r["task"] for r in rows}
+    )
+    assert all(r["query"].startswith(marker_text(2)) and "question" in r for r in marked)
+    assert not any("question" in r for r in rows if r not in marked)
