@@ -119,3 +119,14 @@ def test_a_dose_writes_its_training_set_and_both_versions_of_every_split(tmp_pat
     )
     assert all(r["query"].startswith(marker_text(2)) and "question" in r for r in marked)
     assert not any("question" in r for r in rows if r not in marked)
+
+
+def test_the_harm_rule_gives_every_family_the_routing_that_costs_marked_items_most():
+    model = build_tiny_model("olmoe", num_layers=4, seed=0)
+    config = ControlConfig(pool_size=16, epochs=1, layers="last2", partner_rule="harm")
+    build = plant_misrouting(model, build_tiny_tokenizer(), config)
+    harm = build["partner_harm"]
+    worst = min(harm, key=harm.get)
+    assert set(harm) == set(build["partners"]) and all(0.0 <= a <= 1.0 for a in harm.values())
+    assert all(p == worst for f, p in build["partners"].items() if f != worst)
+    assert build["partners"][worst] != worst
