@@ -31,6 +31,7 @@ def main() -> int:
         "--gates-only", action="store_true", help="measure the gates of the model already in --out"
     )
     ap.add_argument("--overwrite", action="store_true", help="replace the control folder --out")
+    ap.add_argument("--planted", type=Path, help="reuse the corrupted model of this control folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = ControlConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ControlConfig)})
@@ -55,7 +56,7 @@ def main() -> int:
         gates["build"] = build.get("build", build)
         (args.out / "gates.json").write_text(json.dumps(gates, indent=1, default=str))
     else:
-        gates = build_control(args.out, dose, overwrite=args.overwrite, log=print)
+        gates = build_control(args.out, dose, overwrite=args.overwrite, log=print, planted=args.planted)
     for name, gate in gates["gates"].items():
         print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in gate.items()})
     print(json.dumps(gates["pooled"]), gates["roma_training_set"])

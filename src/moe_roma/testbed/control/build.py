@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from moe_roma.io.outputs import Kind, guard_output
@@ -63,14 +63,31 @@ def write_control_data(folder: Path, dose: ControlDose) -> dict[str, int]:
     }
 
 
+def _planted(folder: Path, config: ControlConfig):
+    """The corrupted model of another control folder, if it was planted with ``config`` (else one sentence)."""
+    from moe_roma.io.errors import RomaError
+    from moe_roma.models.loading import load_model
+
+    record = folder / "model" / "build.json"
+    if not record.is_file():
+        raise RomaError(f"{folder}: not a control folder (no model/build.json)")
+    build = json.loads(record.read_text(encoding="utf-8"))
+    if build.get("config") != asdict(config):
+        raise RomaError(f"{record}: planted with other settings than this dose's; plant it anew instead")
+    model, _ = load_model(str(folder / "model"), dtype="float32", device="cpu")
+    return model, build
+
+
 def build_control(
     out: Path,
     dose: ControlDose,
     overwrite: bool = False,
     log: Callable[[str], None] = lambda _: None,
+    planted: Path | None = None,
 ) -> dict:
     """Plant the dose into a copy of the downstream testbed model and write the control folder ``out``.
 
+    ``planted``: reuse the corrupted model of that control folder (same corruption, another marked share).
     The folder appears only when it is complete (staged, then swapped in): a stopped build leaves none.
     """
     from moe_roma.models.loading import load_model
@@ -78,8 +95,12 @@ def build_control(
 
     target = guard_output("--out", out, CONTROL_FOLDER, overwrite=overwrite)
     clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
-    corrupted = copy.deepcopy(clean)
-    build = plant_misrouting(corrupted, tok, dose.config, log=log)
+    if planted is not None:
+        corrupted, build = _planted(planted, dose.config)
+        build["reused_from"] = str(planted)
+    else:
+        corrupted = copy.deepcopy(clean)
+        build = plant_misrouting(corrupted, tok, dose.config, log=log)
     build.update(marked_share=dose.marked_share, share_seed=dose.share_seed)
     log("measuring the gates")
     cfg = dose.config
