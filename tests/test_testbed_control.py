@@ -130,3 +130,43 @@ def test_the_harm_rule_gives_every_family_the_routing_that_costs_marked_items_mo
     assert set(harm) == set(build["partners"]) and all(0.0 <= a <= 1.0 for a in harm.values())
     assert all(p == worst for f, p in build["partners"].items() if f != worst)
     assert build["partners"][worst] != worst
+
+
+def test_recovery_is_zero_at_the_corrupted_model_one_at_the_clean_and_its_interval_covers_it():
+    from moe_roma.testbed.control.readouts import recovery
+
+    clean = [True] * 60 + [False] * 40
+    corrupted = [True] * 30 + [False] * 70
+    half = [True] * 45 + [False] * 55
+    assert recovery([clean], corrupted, clean)["value"] == 1.0
+    assert recovery([corrupted, corrupted], corrupted, clean)["value"] == 0.0
+    r = recovery([half], corrupted, clean, n_boot=500)
+    assert abs(r["value"] - 0.5) < 1e-12 and r["ci"][0] < 0.5 < r["ci"][1] and r["gap"] == 0.3
+
+
+def test_a_dose_table_reads_each_methods_seeds_from_the_outcomes(tmp_path):
+    import json
+
+    from moe_roma.testbed.control.readouts import MARKED, PLAIN, dose_table, plot_dose_response
+
+    def outcome(marked_right: int, plain_right: int) -> dict:
+        splits = {s: {"correct": [i < marked_right for i in range(10)]} for s in MARKED}
+        splits |= {s: {"correct": [i < plain_right for i in range(10)]} for s in PLAIN}
+        return {"splits": splits}
+
+    def write(folder, runs):
+        folder.mkdir()
+        lines = [json.dumps({"key": r, "run": r, "outcome": o}) for r, o in runs.items()]
+        (folder / "outcomes.jsonl").write_text("\n".join([*lines, "{torn"]) + "\n")
+
+    write(tmp_path / "clean", {"base": outcome(8, 6)})
+    write(tmp_path / "dose", {"base": outcome(4, 6), "rt/seed0": outcome(6, 6), "rt/seed1": outcome(8, 5)})
+    rows = {r["method"]: r for r in dose_table(tmp_path / "dose", tmp_path / "clean")}
+    assert rows["base"]["recovery"]["value"] == 0.0 and rows["rt"]["seeds"] == 2
+    assert (
+        abs(rows["rt"]["recovery"]["value"] - 0.75) < 1e-12 and abs(rows["rt"]["plain_change"] + 0.05) < 1e-12
+    )
+    path = plot_dose_response(
+        {"rt": [(1.0, rows["rt"]["recovery"]), (0.5, rows["base"]["recovery"])]}, tmp_path / "p.png"
+    )
+    assert path.stat().st_size > 0
