@@ -1,4 +1,4 @@
-"""Plant misrouting in the downstream testbed at one dose and measure the control's gates (docs/control.md).
+"""Build one dose of the positive control (model, data files, gates) and print its gates (docs/control.md).
 
 Calibration only: the base model and the clean routers, never a method's result.
 
@@ -9,7 +9,6 @@ Calibration only: the base model and the clean routers, never a method's result.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from moe_roma.models.loading import load_model
 from moe_roma.testbed import testbed_model_path
-from moe_roma.testbed.control import ControlConfig, measure_gates, plant_misrouting
+from moe_roma.testbed.control import ControlConfig, ControlDose, build_control, measure_gates
 
 
 def main() -> int:
@@ -31,35 +30,33 @@ def main() -> int:
     ap.add_argument(
         "--gates-only", action="store_true", help="measure the gates of the model already in --out"
     )
+    ap.add_argument("--overwrite", action="store_true", help="replace the control folder --out")
+    ap.add_argument("--planted", type=Path, help="reuse the corrupted model of this control folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = ControlConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ControlConfig)})
-    clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
+    dose = ControlDose(config, args.marked_share, config.seed)
     if args.gates_only:
+        clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
         corrupted, _ = load_model(str(args.out / "model"), dtype="float32", device="cpu")
-        recorded = args.out / "build.json"
-        build = json.loads((recorded if recorded.is_file() else args.out / "gates.json").read_text())
-        build = build.get("build", build)
+        recorded = args.out / "model" / "build.json"
+        old = recorded if recorded.is_file() else args.out / "build.json"
+        build = json.loads((old if old.is_file() else args.out / "gates.json").read_text())
+        gates = measure_gates(
+            clean,
+            corrupted,
+            tok,
+            config.layers,
+            args.marked_share,
+            config.seed,
+            print,
+            config.marker_position,
+            config.marker_sentences,
+        )
+        gates["build"] = build.get("build", build)
+        (args.out / "gates.json").write_text(json.dumps(gates, indent=1, default=str))
     else:
-        corrupted = copy.deepcopy(clean)
-        build = plant_misrouting(corrupted, tok, config, log=print)
-        args.out.mkdir(parents=True, exist_ok=True)
-        corrupted.save_pretrained(args.out / "model")
-        tok.save_pretrained(args.out / "model")
-        (args.out / "build.json").write_text(json.dumps(build, indent=1))
-    gates = measure_gates(
-        clean,
-        corrupted,
-        tok,
-        config.layers,
-        args.marked_share,
-        config.seed,
-        log=print,
-        position=config.marker_position,
-        sentences=config.marker_sentences,
-    )
-    gates["build"] = build
-    (args.out / "gates.json").write_text(json.dumps(gates, indent=1, default=str))
+        gates = build_control(args.out, dose, overwrite=args.overwrite, log=print, planted=args.planted)
     for name, gate in gates["gates"].items():
         print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in gate.items()})
     print(json.dumps(gates["pooled"]), gates["roma_training_set"])

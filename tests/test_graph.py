@@ -181,3 +181,20 @@ def test_graphs_over_one_training_store_embed_its_texts_once(tmp_path, monkeypat
     assert torch.equal(g1.indices, want.indices) and g3.indices.shape[1] == 3
     with pytest.raises(ValueError, match="3 embeddings given for a store of 6 samples"):
         neighbour_graph_for_store(store, NeighbourSearch(k=1), embeddings=vectors[:3])
+
+
+def test_the_tfidf_embedder_groups_texts_that_share_words():
+    from moe_roma.manifold.embed import TFIDF_DIMS, embed_texts
+
+    texts = [
+        "How many legs does a spider have?",
+        "How many legs does an insect have?",
+        "Which river flows through Paris?",
+        "Which river flows through Rome?",
+        "What colour is a ripe banana?",
+    ]
+    emb = embed_texts(texts, "tfidf")
+    assert emb.shape == (5, TFIDF_DIMS) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -1)
+    assert sim.argmax(1)[:4].tolist() == [1, 0, 3, 2]

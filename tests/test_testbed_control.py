@@ -13,6 +13,7 @@ from moe_roma.testbed.control import (
     is_marked,
     mark,
     marked_share_split,
+    marker_text,
     partner_family,
     plant_misrouting,
 )
@@ -88,3 +89,84 @@ def test_a_rank_one_corruption_changes_each_tuned_router_by_rank_one_and_saves_a
     assert changed and all(n.endswith(".mlp.gate.weight") for n in changed)
     for name in changed:
         assert torch.linalg.matrix_rank((after[name] - before[name]).double(), atol=1e-6) == 1
+
+
+def test_a_marked_item_exported_and_loaded_back_keeps_its_question_apart_from_the_marker(tmp_path):
+    from moe_roma.data.loaders import load_examples
+    from moe_roma.testbed.tasks import write_split_jsonl
+
+    items = build_downstream_suite(0)["in_dist"][:5]
+    marked = [mark(ex, sentences=3) for ex in items]
+    back = load_examples(write_split_jsonl(marked + items, tmp_path / "mixed.jsonl"))
+    assert [ex.question for ex in back] == [ex.question for ex in marked + items]
+    assert [continuation_context(ex) for ex in back] == [continuation_context(ex) for ex in marked + items]
+
+
+def test_a_dose_writes_its_training_set_and_both_versions_of_every_split(tmp_path):
+    import json
+
+    from moe_roma.testbed.control import ControlDose, write_control_data
+
+    counts = write_control_data(tmp_path, ControlDose(ControlConfig(marker_sentences=2), marked_share=0.25))
+    splits = build_downstream_suite(0)
+    assert counts["train"] == len(splits["train"])
+    for split in ("validation", "in_dist", "shifted", "heldout_tasks"):
+        assert counts[f"{split}_plain"] == counts[f"{split}_marked"] == len(splits[split])
+    rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    marked = [r for r in rows if r["id"].endswith("-marked")]
+    assert len(marked) == sum(
+        round(0.25 * sum(r["task"] == t for r in rows)) for t in {r["task"] for r in rows}
+    )
+    assert all(r["query"].startswith(marker_text(2)) and "question" in r for r in marked)
+    assert not any("question" in r for r in rows if r not in marked)
+
+
+def test_the_harm_rule_gives_every_family_the_routing_that_costs_marked_items_most():
+    model = build_tiny_model("olmoe", num_layers=4, seed=0)
+    config = ControlConfig(pool_size=16, epochs=1, layers="last2", partner_rule="harm")
+    build = plant_misrouting(model, build_tiny_tokenizer(), config)
+    harm = build["partner_harm"]
+    worst = min(harm, key=harm.get)
+    assert set(harm) == set(build["partners"]) and all(0.0 <= a <= 1.0 for a in harm.values())
+    assert all(p == worst for f, p in build["partners"].items() if f != worst)
+    assert build["partners"][worst] != worst
+
+
+def test_recovery_is_zero_at_the_corrupted_model_one_at_the_clean_and_its_interval_covers_it():
+    from moe_roma.testbed.control.readouts import recovery
+
+    clean = [True] * 60 + [False] * 40
+    corrupted = [True] * 30 + [False] * 70
+    half = [True] * 45 + [False] * 55
+    assert recovery([clean], corrupted, clean)["value"] == 1.0
+    assert recovery([corrupted, corrupted], corrupted, clean)["value"] == 0.0
+    r = recovery([half], corrupted, clean, n_boot=500)
+    assert abs(r["value"] - 0.5) < 1e-12 and r["ci"][0] < 0.5 < r["ci"][1] and r["gap"] == 0.3
+
+
+def test_a_dose_table_reads_each_methods_seeds_from_the_outcomes(tmp_path):
+    import json
+
+    from moe_roma.testbed.control.readouts import MARKED, PLAIN, dose_table, plot_dose_response
+
+    def outcome(marked_right: int, plain_right: int) -> dict:
+        splits = {s: {"correct": [i < marked_right for i in range(10)]} for s in MARKED}
+        splits |= {s: {"correct": [i < plain_right for i in range(10)]} for s in PLAIN}
+        return {"splits": splits}
+
+    def write(folder, runs):
+        folder.mkdir()
+        lines = [json.dumps({"key": r, "run": r, "outcome": o}) for r, o in runs.items()]
+        (folder / "outcomes.jsonl").write_text("\n".join([*lines, "{torn"]) + "\n")
+
+    write(tmp_path / "clean", {"base": outcome(8, 6)})
+    write(tmp_path / "dose", {"base": outcome(4, 6), "rt/seed0": outcome(6, 6), "rt/seed1": outcome(8, 5)})
+    rows = {r["method"]: r for r in dose_table(tmp_path / "dose", tmp_path / "clean")}
+    assert rows["base"]["recovery"]["value"] == 0.0 and rows["rt"]["seeds"] == 2
+    assert (
+        abs(rows["rt"]["recovery"]["value"] - 0.75) < 1e-12 and abs(rows["rt"]["plain_change"] + 0.05) < 1e-12
+    )
+    path = plot_dose_response(
+        {"rt": [(1.0, rows["rt"]["recovery"]), (0.5, rows["base"]["recovery"])]}, tmp_path / "p.png"
+    )
+    assert path.stat().st_size > 0

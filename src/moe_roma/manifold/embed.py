@@ -11,6 +11,9 @@ import numpy as np
 from moe_roma.io.errors import RomaError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+# A lexical embedder for ablations: TF-IDF of word uni- and bigrams, reduced by truncated SVD (LSA).
+TFIDF_EMBEDDER = "tfidf"
+TFIDF_DIMS = 256
 
 
 def resolve_embedder(name: str | None) -> str:
@@ -39,6 +42,8 @@ def embed_texts(
     >>> e.shape  # doctest: +SKIP
     (2, 384)
     """
+    if embedder == TFIDF_EMBEDDER:
+        return tfidf_embeddings(texts)
     path = resolve_embedder(embedder)
     if not Path(path).exists():
         if Path(path).is_absolute() or path.startswith("."):
@@ -69,3 +74,21 @@ def embed_texts(
         normalize_embeddings=True,
     )
     return np.asarray(emb, dtype=np.float32)
+
+
+def tfidf_embeddings(texts: list[str], dims: int = TFIDF_DIMS) -> np.ndarray:
+    """L2-normalised LSA embeddings: TF-IDF (word 1-2 grams, sublinear counts) fitted on ``texts`` themselves,
+    reduced to ``dims`` by truncated SVD. A weaker, purely lexical stand-in for a sentence embedder:
+    its vocabulary comes from the texts of this call, so only embeddings of one call are comparable."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    if not texts:
+        return np.zeros((0, dims), dtype=np.float32)
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1).fit_transform(texts)
+    k = min(dims, tfidf.shape[1] - 1, len(texts) - 1)
+    reduced = TruncatedSVD(n_components=k, random_state=0).fit_transform(tfidf) if k >= 1 else tfidf.toarray()
+    out = np.zeros((len(texts), dims), dtype=np.float32)
+    out[:, : reduced.shape[1]] = normalize(reduced)
+    return out

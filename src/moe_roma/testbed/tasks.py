@@ -956,20 +956,20 @@ def knowledge_sentences() -> list[str]:
 
 
 def example_to_record(example: MCExample) -> dict[str, Any]:
-    """The JSONL record of one item (llm-foundry style keys plus ``id`` and ``task``).
+    """The JSONL record of one item (llm-foundry style keys plus ``id``, ``task`` and, where the query holds
+    more than the question, ``question``).
 
     ``query`` is the prompt the testbed models are scored after (``Question: …\nAnswer:``), so a
     continuation-scored run over the export scores exactly what ``roma testbed eval`` scores.
     """
+    from moe_roma.data.formats.jsonl import question_of_query
     from moe_roma.data.prompts import continuation_context
 
-    return {
-        "id": example.id,
-        "task": example.task,
-        "query": continuation_context(example),
-        "choices": list(example.choices),
-        "gold": example.answer,
-    }
+    query = continuation_context(example)
+    record = {"id": example.id, "task": example.task, "query": query}
+    if question_of_query(query) != example.question:  # e.g. a marked item: the marker is no part of it
+        record["question"] = example.question
+    return {**record, "choices": list(example.choices), "gold": example.answer}
 
 
 def write_split_jsonl(examples: Iterable[MCExample], path: str | Path) -> Path:

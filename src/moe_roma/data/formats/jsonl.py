@@ -153,9 +153,16 @@ def _parse_llm_foundry(obj: dict, where: Where) -> _Parsed:
     meta: dict = {"context": query}
     if list(choices) == list(LETTERS[: len(choices)]):
         meta["letter_prompt"] = query
-    question = re.sub(r"\A\s*Question:\s*", "", query)
-    question = re.sub(r"\s*Answer:\s*\Z", "", question) or query
+    # An explicit "question" is what the sentence embedding reads when the query holds more than the
+    # question (the positive control's marked items carry a marker sentence before it).
+    question = optional_str(obj, "question", where) or question_of_query(query)
     return _Parsed(question, choices, gold, meta=meta)
+
+
+def question_of_query(query: str) -> str:
+    """The question inside an llm-foundry query: without a leading ``Question:`` and a trailing ``Answer:``."""
+    question = re.sub(r"\A\s*Question:\s*", "", query)
+    return re.sub(r"\s*Answer:\s*\Z", "", question) or query
 
 
 def load_llm_foundry(path: Path, task: str | None = None) -> list[MCExample]:

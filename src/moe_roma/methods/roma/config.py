@@ -176,7 +176,10 @@ class GraphConfig:
     )
     embedder: str | None = field(
         default=None,
-        metadata=_m("sentence-transformers name or folder; none means the bundled all-MiniLM-L6-v2"),
+        metadata=_m(
+            "sentence-transformers name or folder, or 'tfidf' (lexical LSA, for ablations); "
+            "none means the bundled all-MiniLM-L6-v2"
+        ),
     )
     include_self: bool = field(
         default=False,

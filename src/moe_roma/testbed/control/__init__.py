@@ -7,9 +7,12 @@ by construction, and a working RoMA must move marked items back.
 
 - ``setting``: the marker, the corruption pool (fresh content), the marked share, the partner map;
 - ``plant``: train the corruption into the tuned routers (full, or rank one along the marker);
-- ``gates``: the measurements that must pass before any method runs on the setting.
+- ``gates``: the measurements that must pass before any method runs on the setting;
+- ``build``: one dose on disk (corrupted model, data files, gates) for ``roma experiment``;
+- ``readouts``: recovery, collateral damage, routing distance and the dose-response plot.
 """
 
+from moe_roma.testbed.control.build import CONTROL_FOLDER, ControlDose, build_control, write_control_data
 from moe_roma.testbed.control.gates import EVAL_SPLITS, collect_store, marked_target_test, measure_gates
 from moe_roma.testbed.control.plant import ControlConfig, plant_misrouting, router_inputs
 from moe_roma.testbed.control.setting import (
@@ -26,6 +29,10 @@ from moe_roma.testbed.control.setting import (
 )
 
 __all__ = [
+    "CONTROL_FOLDER",
+    "ControlDose",
+    "build_control",
+    "write_control_data",
     "EVAL_SPLITS",
     "MARKER",
     "POOL_SEED",

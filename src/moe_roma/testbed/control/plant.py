@@ -42,25 +42,27 @@ CORRUPTIONS = ("full", "rank1")
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """How the misrouting is planted. docs/control.md records every calibration step and its gates."""
+    """How the misrouting is planted. The defaults are calibration step 9's, the closest to the gates so far
+    (gate 1 and the target margin pass); docs/control.md records every step and its gates."""
 
     beta: float = 1.0  # 0: the clean routing; 1: the partner family's routing
     pool_size: int = 1200  # fresh items; each is trained in its plain and its marked version
     epochs: int = 15
-    lr: float = 5e-3
+    lr: float = 2e-2  # step 8: the rank-one corruption's few weights take a larger step
     batch_size: int = 32
     anchor_weight: float = 5.0  # KL of a plain item's answer distribution from the clean model's
     layers: str = "last5"
     seed: int = 0
     marker_position: str = "before_question"  # step 3 tried before_answer: it breaks the clean model's format
-    # Step 4: one family for all (a linear router cannot learn a different map per family).
-    partner_rule: str = "farthest"
+    # Step 4: one family for all (a linear router cannot learn a different map per family). "harm": the
+    # family whose mean routing, set exactly, costs the clean model's marked pool items the most.
+    partner_rule: str = "harm"
     # Steps 5 and 7: a longer marker leaves a larger trace in the last token's hidden state.
     marker_sentences: int = 5
     # Step 6 tried "medoid" (one real item's sharper routing): no more harm, a worse target test.
     partner_target: str = "mean"
     # Steps 1-7 trained every router weight ("full"); plain items drifted 4-6 points in each.
-    corruption: str = "full"
+    corruption: str = "rank1"
     ridge: float = 1e-2  # rank1: the marker direction's ridge, relative to the mean input energy
 
 
@@ -124,13 +126,56 @@ class RankOneShift(nn.Module):
         return weight + torch.outer(self.u, self.v).to(weight.dtype)
 
 
-def _targets(config: ControlConfig, pool: list[MCExample], clean: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The routing each pool prompt is trained to: plain rows their clean routing, marked rows the blend."""
+HARM_ITEMS = 400  # marked pool items that rank the families by harm (partner_rule "harm")
+
+
+def partner_harm(
+    model: PreTrainedModel,
+    info: MoEInfo,
+    layers: list[int],
+    data,
+    rows: list[int],
+    family_mean: dict[str, torch.Tensor],
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Accuracy of the marked pool items ``rows`` of ``data`` with their last-token routing *set* to each
+    family's clean mean routing (the clean model; the prefix is the same for every family)."""
+    from moe_roma.methods.c3po import forward_with_targets
+
+    answers = torch.as_tensor([data.items[i].answer for i in rows])
+    device = next(model.parameters()).device
+    acc = {}
+    with torch.no_grad():
+        for family, mean in family_mean.items():
+            right = 0
+            for c in range(0, len(rows), batch_size):
+                batch = [data.items[i] for i in rows[c : c + batch_size]]
+                target = mean.expand(len(batch), *mean.shape).to(device)
+                scores = forward_with_targets(model, info, layers, data, batch, target)["scores"]
+                right += int((scores.argmax(-1).cpu() == answers[c : c + len(batch)]).sum())
+            acc[family] = right / len(rows)
+    return acc
+
+
+def _targets(
+    config: ControlConfig,
+    pool: list[MCExample],
+    clean: torch.Tensor,
+    harm: Callable[[dict], dict] | None = None,
+) -> tuple[torch.Tensor, dict, dict | None]:
+    """The routing each pool prompt is trained to: plain rows their clean routing, marked rows the blend.
+    ``harm(family_mean)`` ranks the families for ``partner_rule: harm``."""
     n, families = len(pool), sorted({ex.task for ex in pool})
     plain = clean[:n]
     rows = {f: [i for i, ex in enumerate(pool) if ex.task == f] for f in families}
     family_mean = {f: plain[rows[f]].mean(0) for f in families}
-    partners = partner_map(family_mean, config.partner_rule)
+    harm_acc = None
+    if config.partner_rule == "harm":
+        harm_acc = harm(family_mean)
+        ranked = sorted(families, key=lambda f: harm_acc[f])
+        partners = {f: ranked[1] if f == ranked[0] else ranked[0] for f in families}
+    else:
+        partners = partner_map(family_mean, config.partner_rule)
     foreign = family_mean
     if (
         config.partner_target == "medoid"
@@ -144,7 +189,7 @@ def _targets(config: ControlConfig, pool: list[MCExample], clean: torch.Tensor) 
     targets = clean.clone()
     for i, ex in enumerate(pool):
         targets[n + i] = (1 - config.beta) * clean[n + i] + config.beta * foreign[partners[ex.task]]
-    return targets, partners
+    return targets, partners, harm_acc
 
 
 def _answer_logp(model, info, tuned, items: list[TrainItem], pad: int, batch_size: int) -> torch.Tensor:
@@ -214,8 +259,14 @@ def plant_misrouting(
         model, tokenizer, pool + marked, layers=tuned, scoring="continuation", progress=False
     )
     n = config.pool_size
-    targets, partners = _targets(config, pool, store.routing.float())
     data = prepare_items(store, tokenizer, "continuation", tuned, None)
+    harm_rows = list(range(n, n + min(n, HARM_ITEMS)))
+
+    def harm(family_mean: dict) -> dict:
+        log(f"ranking the families by the harm of their routing on {len(harm_rows)} marked pool items")
+        return partner_harm(model, info, tuned, data, harm_rows, family_mean, config.batch_size)
+
+    targets, partners, harm_acc = _targets(config, pool, store.routing.float(), harm)
     device = next(model.parameters()).device
     clean_logp = _answer_logp(model, info, tuned, data.items[:n], data.pad, config.batch_size)
     cache = PrefixCache(min(tuned))
@@ -264,6 +315,7 @@ def plant_misrouting(
         "marker": marker_text(config.marker_sentences),
         "layers": tuned,
         "partners": partners,
+        "partner_harm": harm_acc,
         "pool": {
             "n": n,
             "seed": POOL_SEED,

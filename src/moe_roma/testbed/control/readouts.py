@@ -1,0 +1,139 @@
+"""The control's readouts, from the outcomes of ``roma experiment`` runs on its doses (docs/control.md).
+
+- accuracy on the held-out marked items (in_dist, shifted, heldout_tasks, pooled) and on the plain
+  ones (collateral damage);
+- recovery = (method - corrupted) / (clean - corrupted) on the marked items, with a bootstrap interval
+  over items (seeds pooled);
+- each marked item's squared routing distance from its known clean routing, before (the corrupted
+  routers) and after (a trained run's routers);
+- the dose-response plot: recovery against beta, one line per method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moe_roma.testbed.control.gates import EVAL_SPLITS
+
+MARKED = tuple(f"{s}_marked" for s in EVAL_SPLITS)
+PLAIN = tuple(f"{s}_plain" for s in EVAL_SPLITS)
+
+
+def outcomes_by_run(folder: Path) -> dict[str, dict]:
+    """The last recorded outcome of each run label (``base``, ``method/seed0``) of an experiment folder."""
+    out: dict[str, dict] = {}
+    for line in (Path(folder) / "outcomes.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            out[record["run"]] = record["outcome"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by an interruption: that run was done again
+    return out
+
+
+def pooled_correct(outcome: dict, splits: Sequence[str]) -> list[bool]:
+    """The per-item correctness of ``splits``, concatenated in the order given."""
+    return [bool(c) for s in splits for c in outcome["splits"][s]["correct"]]
+
+
+def recovery(
+    method: Sequence[Sequence[bool]],
+    corrupted: Sequence[bool],
+    clean: Sequence[bool],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """(method - corrupted) / (clean - corrupted) in accuracy, ``method`` one correctness list per seed.
+
+    The interval resamples items (the same items for every seed, the corrupted and the clean model);
+    resamples where the clean model is not ahead of the corrupted one are left out, and counted.
+    """
+    m = np.asarray(method, dtype=float)  # (seeds, items)
+    c, k = np.asarray(corrupted, dtype=float), np.asarray(clean, dtype=float)
+    if m.ndim != 2 or m.shape[1] != len(c) or len(c) != len(k):
+        raise ValueError("method, corrupted and clean must score the same items")
+    gap = k.mean() - c.mean()
+    value = (m.mean() - c.mean()) / gap if gap > 0 else float("nan")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(c), len(c))
+        g = k[i].mean() - c[i].mean()
+        if g > 0:
+            draws.append((m[:, i].mean() - c[i].mean()) / g)
+    ci = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None
+    return {"value": float(value), "ci": ci, "gap": float(gap), "resamples_without_gap": n_boot - len(draws)}
+
+
+def method_runs(outcomes: dict[str, dict]) -> dict[str, list[str]]:
+    """Run labels grouped by method: ``{"roma": ["roma/seed0", "roma/seed1"], "base": ["base"]}``."""
+    groups: dict[str, list[str]] = {}
+    for run in outcomes:
+        groups.setdefault(run.split("/seed")[0], []).append(run)
+    return groups
+
+
+def dose_table(
+    experiment: Path, ceiling: Path, corrupted_run: str = "base", clean_run: str = "base"
+) -> list[dict]:
+    """One row per method of a dose's experiment: marked and plain accuracy (mean over seeds), recovery.
+
+    ``ceiling`` is the clean model's experiment on the same data files (its ``clean_run``)."""
+    runs = outcomes_by_run(experiment)
+    clean = outcomes_by_run(ceiling)[clean_run]
+    corrupted = runs[corrupted_run]
+    rows = []
+    for method, labels in method_runs(runs).items():
+        marked = [pooled_correct(runs[r], MARKED) for r in labels]
+        plain = [pooled_correct(runs[r], PLAIN) for r in labels]
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(labels),
+                "marked": float(np.mean(marked)),
+                "plain": float(np.mean(plain)),
+                "recovery": recovery(
+                    marked, pooled_correct(corrupted, MARKED), pooled_correct(clean, MARKED)
+                ),
+                "plain_change": float(np.mean(plain) - np.mean(pooled_correct(clean, PLAIN))),
+            }
+        )
+    return rows
+
+
+def routing_distance(routing: torch.Tensor, clean_routing: torch.Tensor) -> torch.Tensor:
+    """Each item's squared distance from its clean routing, summed over the tuned layers: (N,)."""
+    return ((routing.float() - clean_routing.float()) ** 2).sum(dim=(1, 2))
+
+
+def plot_dose_response(points: dict[str, list[tuple[float, dict]]], path: Path) -> Path:
+    """Recovery against beta, one line per method: ``points[method] = [(beta, recovery dict), ...]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, series in sorted(points.items()):
+        series = sorted(series, key=lambda p: p[0])
+        x = [b for b, _ in series]
+        y = [r["value"] for _, r in series]
+        low = [r["value"] - r["ci"][0] if r["ci"] else 0.0 for _, r in series]
+        high = [r["ci"][1] - r["value"] if r["ci"] else 0.0 for _, r in series]
+        ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=method)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("beta (share of the partner family's routing planted)")
+    ax.set_ylabel("recovery on marked items")
+    ax.set_title("Positive control: recovery against the dose (95% bootstrap intervals)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
