@@ -1873,6 +1873,36 @@ def _(ws, tmp, mp):
     )
 
 
+@case("train-mlflow-file-store-on-mlflow-3")
+def _(ws, tmp, mp):
+    """MLFLOW_TRACKING_URI a file store, which MLflow 3 refuses when a run starts: refused before the model."""
+    import importlib.machinery
+    import types
+
+    class Client:
+        def __init__(self, tracking_uri):
+            raise RuntimeError(
+                "The filesystem tracking backend (e.g., './mlruns') is in maintenance mode and will not "
+                "receive further updates. Please migrate to a database backend."
+            )
+
+    fake = types.ModuleType("mlflow")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+    fake.__version__ = "3.17.2"
+    fake.tracking = types.ModuleType("mlflow.tracking")
+    fake.MlflowClient = fake.tracking.MlflowClient = Client
+    mp.setitem(__import__("sys").modules, "mlflow", fake)
+    mp.setitem(__import__("sys").modules, "mlflow.tracking", fake.tracking)
+    mp.setenv("MLFLOW_TRACKING_URI", str(tmp / "mlruns"))
+    mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+    args = train_args(ws, ws.routing, tmp / "t", "--report-to", "mlflow")
+    return (
+        args,
+        tmp / "t",
+        ("--report-to mlflow", "MLflow 3.17.2 refuses the file store", "MLFLOW_ALLOW_FILE_STORE=true"),
+    )
+
+
 # --- files built to exhaust memory, and fields too long to be what they claim ------------------------
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
