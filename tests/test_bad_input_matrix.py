@@ -1083,6 +1083,52 @@ for _command in ("train", "diagnose"):
 sidecar_case("inf-routing", "train", lambda r: r[0, 0, 3].fill_(float("inf")), ("not finite", "inf"))
 
 
+# --- diagnose follows the routing file's top-k, and refuses one that cannot be -------------------------
+
+
+def recorded_top_k(ws: Workspace, tmp: Path, top_k) -> Path:
+    """A copy of the routing file whose side-car records ``top_k`` (its tensors and content unchanged)."""
+    from moe_roma.io.tensorfile import load_tensors, save_tensors
+    from moe_roma.routing.store import sidecar_path
+
+    routing = Path(shutil.copy(ws.routing, tmp / "r.json"))
+    meta, tensors = load_tensors(sidecar_path(ws.routing), "side-car")
+    save_tensors(sidecar_path(routing), tensors, {**meta, "top_k": top_k})
+    return routing
+
+
+@case("diagnose-top-k-above-the-experts")
+def _(ws, tmp, mp):
+    args = ["diagnose", "--routing", ws.routing, "--out", tmp / "d", "--top-k", "99"]
+    return args, tmp / "d", ("--top-k 99", "from 1 to the", "experts", Path(ws.routing).name)
+
+
+@case("diagnose-sidecar-top-k-not-a-number")
+def _(ws, tmp, mp):
+    args = ["diagnose", "--routing", recorded_top_k(ws, tmp, "four"), "--out", tmp / "d"]
+    return args, tmp / "d", ("r.json", "records top_k 'four'", "--top-k K")
+
+
+@case("diagnose-sidecar-top-k-above-the-experts")
+def _(ws, tmp, mp):
+    args = ["diagnose", "--routing", recorded_top_k(ws, tmp, 10**6), "--out", tmp / "d"]
+    return args, tmp / "d", ("r.json", "records top_k 1000000", "experts")
+
+
+@case("diagnose-model-disagrees-with-the-recorded-top-k")
+def _(ws, tmp, mp):
+    from moe_roma.routing.store import load_routing_store
+
+    other = load_routing_store(ws.routing).meta["top_k"] + 1
+    routing = recorded_top_k(ws, tmp, other)
+    args = ["diagnose", "--routing", routing, "--out", tmp / "d", "--model", ws.model]
+    return (
+        args,
+        tmp / "d",
+        ("r.json", f"records top_k {other}", "is it the model the routing was collected from"),
+    )
+
+
 # --- resume checks what it resumes ----------------------------------------------------------------
 
 

@@ -238,9 +238,13 @@ def diagnose_markdown(report: dict, source: str) -> str:
         ]
     if "routing_health" in report:
         h = report["routing_health"]
+        lines += ["## Routing health", ""]
+        if "top_k" in report:  # where the k of the top-k slots came from
+            lines += [
+                f"Top-k slots with k = {report['top_k']} experts per token ({report['top_k_from']}).",
+                "",
+            ]
         lines += [
-            "## Routing health",
-            "",
             "| layer | entropy (nats) | share of log E | top-k share min..max |",
             "|---|---|---|---|",
         ]
