@@ -915,7 +915,11 @@ def _(ws, tmp, mp):
 
 @case("testbed-build-without-out-would-replace-the-bundled-model")
 def _(ws, tmp, mp):
-    return ["testbed", "build", "--steps", "1"], None, ("bundled in-domain model", "--out DIR", "--overwrite")
+    return (
+        ["testbed", "build", "--steps", "1"],
+        None,
+        ("bundled downstream model", "--out DIR", "--overwrite"),
+    )
 
 
 @case("experiment-name-leaves-the-results-folder")
