@@ -548,6 +548,19 @@ def _(ws, tmp, mp):
     return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("router_config.json", "No space left on device")
 
 
+@case("train-disk-full-replacing-a-finished-run", keep=True)
+def _(ws, tmp, mp):
+    """--overwrite trains into a hidden staging folder; the disk fills at the checkpoint: the sentence
+    names the run's own file (not the staging folder) and says the old run is kept, as it is."""
+    out = Path(shutil.copytree(ws.routers, tmp / "t"))
+    mp.setattr("moe_roma.models.checkpoint.save_file", safetensors_no_space)
+    return (
+        train_args(ws, ws.routing, out, "--overwrite"),
+        out,
+        (f"{out}/router_weights.safetensors", "No space left on device", f"the old result in {out} is kept"),
+    )
+
+
 # roma apply and roma export: checkpoints and models that do not fit, and failed writes.
 
 

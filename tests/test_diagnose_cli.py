@@ -198,3 +198,26 @@ def test_diagnose_follows_the_recorded_top_k_else_the_model_else_says_it_assumes
         code, err, _ = diagnose(w / "routing.json", "d5", "--top-k", k)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and "--top-k" in err, err
         assert not (tmp_path / "d5").exists()
+
+
+def test_a_full_disk_while_drawing_names_the_picture_and_keeps_the_old_report(tmp_path, capsys, monkeypatch):
+    """matplotlib's own write fails (a full disk, `ulimit -f`) without naming its file: the sentence
+    names the picture, and the report of the earlier run stays as it was."""
+    import errno
+
+    routing = seed001_routing(tmp_path / "routing.json", 60)
+    out = tmp_path / "d"
+    assert main(["diagnose", "--routing", str(routing), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def file_too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr("moe_roma.report.diagnose.plot_maps", file_too_large)
+    code = main(["diagnose", "--routing", str(routing), "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"--out {out}: maps.png could not be written (File too large)" in err and "kept" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left

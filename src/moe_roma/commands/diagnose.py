@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.routing.store import load_routing_store
 
     _check(args)
-    from moe_roma.io.outputs import Kind, guard_output
+    from moe_roma.io.outputs import Kind, guard_output, naming
     from moe_roma.io.paths import local_path
     from moe_roma.routing.store import sidecar_path
 
@@ -191,10 +191,13 @@ def run(args: argparse.Namespace) -> int:
     with output.staged() as out:  # every file lands together, never through a link, or none does
         if embeddings is not None:
             routing = store.routing.float().numpy()
-            plot_maps(routing, embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
-            plot_layer_alignment(report, out / "layer_alignment.png")
+            with naming(output.path / "maps.png"):
+                plot_maps(routing, embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
+            with naming(output.path / "layer_alignment.png"):
+                plot_layer_alignment(report, out / "layer_alignment.png")
         if "target_test" in report:
-            plot_target_test(report["target_test"], out / "target_test.png")
+            with naming(output.path / "target_test.png"):
+                plot_target_test(report["target_test"], out / "target_test.png")
         write_json_atomic(out / "report.json", report)
         write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
     out = output.path
