@@ -322,6 +322,43 @@ def test_mlflow_backend_calls(tmp_path, monkeypatch):
     assert calls[7][1][0] == {"final.task_loss": 0.4}
 
 
+def test_mlflow_in_a_staging_folder_records_where_the_run_lands(tmp_path, monkeypatch):
+    """`roma train --overwrite` trains in <parent>/.<name>.roma-new-XXXX and renames it when complete: the
+    store records the artifact folder where the run lands, and writes nothing there (it still holds the
+    old run): the config goes into a tag instead of an artifact."""
+    import sys
+    import types
+
+    from moe_roma.io.outputs import landing_path
+    from moe_roma.methods.roma.trackers import open_trackers
+
+    staging = tmp_path / ".run.roma-new-abc123"
+    assert landing_path(staging) == tmp_path / "run" and landing_path(tmp_path / "run") == tmp_path / "run"
+    calls = []
+    fake = types.ModuleType("mlflow")
+    for name in (
+        "set_tracking_uri",
+        "start_run",
+        "log_params",
+        "log_dict",
+        "set_tag",
+        "log_metrics",
+        "end_run",
+    ):
+        setattr(fake, name, lambda *a, _n=name, **k: calls.append((_n, a, k)))
+    fake.get_experiment_by_name = lambda name: None
+    fake.create_experiment = lambda *a, **k: calls.append(("create_experiment", a, k)) or "1"
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
+    with open_trackers(["mlflow"], staging, "run", {"lr": 0.01}):
+        pass
+    named = {c[0]: c for c in calls}
+    assert named["set_tracking_uri"][1][0] == f"sqlite:///{staging.resolve() / 'mlflow.db'}"
+    assert named["create_experiment"][2]["artifact_location"] == (tmp_path / "run" / "mlartifacts").as_uri()
+    assert "log_dict" not in named and named["set_tag"][1] == ("config", '{"lr": 0.01}')
+
+
 def fake_mlflow(monkeypatch, version: str, refuses_file_store: bool) -> list:
     """A stand-in ``mlflow`` whose client refuses a file store as MLflow 3 does (unless allowed); the
     URIs its client was asked to open are returned."""

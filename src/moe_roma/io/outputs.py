@@ -49,6 +49,22 @@ from moe_roma.io.paths import PathLike, PathSpec, _inside, _paths, guard_outputs
 
 STAGING = ".roma-new-"  # infix of a staging folder: <parent>/.<name>.roma-new-XXXX
 RETIRED = ".roma-old-"  # infix of a replaced result on its way out
+
+
+def landing_path(folder: str | Path) -> Path:
+    """Where ``folder`` will be once complete: the output a staging folder is swapped into, else itself
+    (for a file that records its own location, such as an MLflow store's artifact folder).
+
+    >>> landing_path("/runs/.t.roma-new-abc123"), landing_path("/runs/t")
+    (PosixPath('/runs/t'), PosixPath('/runs/t'))
+    """
+    folder = Path(folder)
+    name = folder.name
+    if name.startswith(".") and STAGING in name:
+        return folder.with_name(name[1:].rsplit(STAGING, 1)[0])
+    return folder
+
+
 MAX_NAME = 200  # characters of a name from a configuration file (a folder or file name)
 
 

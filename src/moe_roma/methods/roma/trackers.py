@@ -186,16 +186,26 @@ def _mlflow_store_problem(uri: str) -> str | None:
     return None
 
 
+def _staged(out: Path) -> bool:
+    from moe_roma.io.outputs import landing_path
+
+    return landing_path(out.resolve()) != out.resolve()
+
+
 def _mlflow_default_experiment(mlflow, out: Path) -> str:
     """Point MLflow at ``<out>/mlflow.db`` and return the id of the experiment (``MLFLOW_EXPERIMENT_NAME``,
     else ``moe-roma``) whose artifacts go to ``<out>/mlartifacts``, not to ``./mlruns`` of the working folder."""
+    from moe_roma.io.outputs import landing_path
+
     out = out.resolve()
     mlflow.set_tracking_uri(f"sqlite:///{out / MLFLOW_DB}")
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "moe-roma"
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(name, artifact_location=(out / MLFLOW_ARTIFACTS).as_uri())
+    # The store records its artifact folder by path: where the run folder lands (an --overwrite trains
+    # in a staging folder that is renamed when complete).
+    return mlflow.create_experiment(name, artifact_location=(landing_path(out) / MLFLOW_ARTIFACTS).as_uri())
 
 
 _PREFLIGHT = {"wandb": _wandb_problem, "mlflow": _mlflow_problem}
@@ -258,7 +268,12 @@ class _MLflow:
         self.run = mlflow.start_run(run_name=name, experiment_id=experiment)
         # MLflow limits a parameter's value to a few hundred characters; the full config is an artifact too.
         mlflow.log_params({k: v[:500] for k, v in flat_params(config).items()})
-        mlflow.log_dict(config, "config.json")
+        if experiment is not None and _staged(out):
+            # An --overwrite trains in a staging folder: the store records the folder where the run lands,
+            # which still holds the old run, so nothing is written there; the config goes into a tag.
+            mlflow.set_tag("config", json.dumps(config, sort_keys=True, default=str)[:5000])
+        else:
+            mlflow.log_dict(config, "config.json")
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.mlflow.log_metrics({k.replace("/", "."): v for k, v in values.items()}, step=step)
