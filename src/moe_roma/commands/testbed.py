@@ -1,6 +1,6 @@
 """``roma testbed``: build a bundled tiny MoE model, export its task splits, score it.
 
-Every action takes ``--testbed in-domain|downstream`` (default ``in-domain`` for now); see
+Every action takes ``--testbed downstream|in-domain`` (default ``downstream``, as everywhere); see
 docs/testbed.md for what each testbed is.
 """
 

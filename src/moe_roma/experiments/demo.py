@@ -29,12 +29,13 @@ from moe_roma.report.experiments import demo_report
 from moe_roma.report.plots import plot_expert_utilisation, plot_routing_projection, plot_training_curves
 from moe_roma.report.tables import console_table
 from moe_roma.routing.collect import collect_routing
+from moe_roma.testbed import DEFAULT_TESTBED
 
 # The demo is an experiment like any other: its settings live in these files, not in Python. Each
 # testbed has its own, since the tuned layers and the validation-chosen settings differ.
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_CONFIGS = {"downstream": _CONFIGS / "demo.yaml", "in-domain": _CONFIGS / "demo-in-domain.yaml"}
-DEMO_CONFIG = DEMO_CONFIGS["downstream"]
+DEMO_CONFIG = DEMO_CONFIGS[DEFAULT_TESTBED]
 
 
 def run_demo(
@@ -58,7 +59,7 @@ def run_demo(
     if config_path is None:
         if testbed is not None and testbed not in DEMO_CONFIGS:
             raise RomaError(f"unknown testbed {testbed!r} (choose from {', '.join(DEMO_CONFIGS)})")
-        config_path = DEMO_CONFIGS[testbed or "downstream"]
+        config_path = DEMO_CONFIGS[testbed or DEFAULT_TESTBED]
     cfg = load_experiment(config_path)
     if testbed is not None:
         cfg["data"] = {**cfg["data"], "testbed": testbed}
@@ -72,7 +73,7 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out_dir)
     name = cfg["data"].get("testbed")
-    path = testbed_model_path("in-domain" if name is True else str(name))
+    path = testbed_model_path() if name is True else testbed_model_path(str(name))
     if not (path / "config.json").is_file():
         raise RomaError(f"{path}: the bundled testbed model is missing; build it with `roma testbed build`")
     torch.manual_seed(0)

@@ -293,10 +293,10 @@ def testbed_training_set(data: dict, suite: dict, testbed: str, seed: int, where
 
 def testbed_of(data: dict, where: str) -> tuple[str, list[str]]:
     """(testbed name, evaluation splits) of a ``data: {testbed: ...}`` section, checked without loading it."""
-    from moe_roma.testbed import TESTBEDS, testbed_split_names
+    from moe_roma.testbed import DEFAULT_TESTBED, TESTBEDS, testbed_split_names
 
-    # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
-    name = "in-domain" if data["testbed"] is True else str(data["testbed"])
+    # `testbed: true` is the default testbed (downstream, as in `roma testbed` and `roma demo`); or name it.
+    name = DEFAULT_TESTBED if data["testbed"] is True else str(data["testbed"])
     if name not in TESTBEDS:
         raise RomaError(f"{where}: unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
     names = data.get("splits", ["in_dist", "shifted", "heldout_tasks"])
