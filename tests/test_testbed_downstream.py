@@ -375,3 +375,16 @@ def test_base_accuracy_matches_build_info(suite: dict[str, list[MCExample]], inf
         assert abs(acc["all"] - info["accuracy"][split]["all"]) < 0.02, (split, acc["all"])
         if split in EVAL_SPLITS:
             assert BASE_BAND[0] <= acc["all"] <= BASE_BAND[1], (split, acc["all"])
+
+
+@pytest.mark.slow
+def test_eval_command_reports_the_oracle_gap_per_split(capsys) -> None:
+    from moe_roma.cli import main
+
+    args = ["testbed", "eval", "--splits", "validation", "--oracle", "--oracle-steps", "2", "--threads", "1"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    oracle = out["oracle"]["validation"]
+    assert oracle["n"] == 240 and oracle["steps"] == 2 and oracle["layers"] == [3, 4, 5, 6, 7]
+    assert abs(oracle["base_accuracy"] - out["accuracy"]["validation"]["all"]) < 0.02  # the two scorers agree
+    assert oracle["accuracy"] >= oracle["base_accuracy"] and oracle["n_fixed"] > 0
