@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
@@ -170,3 +171,9 @@ def test_a_dose_table_reads_each_methods_seeds_from_the_outcomes(tmp_path):
         {"rt": [(1.0, rows["rt"]["recovery"]), (0.5, rows["base"]["recovery"])]}, tmp_path / "p.png"
     )
     assert path.stat().st_size > 0
+
+
+def test_an_unknown_partner_rule_is_refused_before_any_work():
+    model = build_tiny_model("olmoe", num_layers=4, seed=0)
+    with pytest.raises(ValueError, match="partner_rule must be one of"):
+        plant_misrouting(model, build_tiny_tokenizer(), ControlConfig(pool_size=16, partner_rule="nearest"))

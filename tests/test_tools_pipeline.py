@@ -134,6 +134,7 @@ def test_wandb_offline_run_folder_holds_config_metrics_and_summary(trained):
     files = sorted((trained / "roma" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     run = run_contents(files[0])
+    assert "config" in run["config"], sorted(run["config"])  # what the file held, if W&B left it out
     assert run["config"]["config"]["optimizer"]["lr"] == 0.01 and run["config"]["routing"].endswith(
         "routing.json"
     )

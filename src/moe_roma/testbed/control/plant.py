@@ -38,6 +38,7 @@ from moe_roma.routing.collect import collect_routing
 from moe_roma.testbed.control.setting import POOL_SEED, corruption_pool, mark, marker_text, partner_map
 
 CORRUPTIONS = ("full", "rank1")
+PARTNER_RULES = ("derangement", "farthest", "harm")
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,8 @@ def plant_misrouting(
         raise ValueError(f"beta must lie in [0, 1], got {config.beta}")
     if config.corruption not in CORRUPTIONS:
         raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {config.corruption!r}")
+    if config.partner_rule not in PARTNER_RULES:
+        raise ValueError(f"partner_rule must be one of {PARTNER_RULES}, got {config.partner_rule!r}")
     torch.manual_seed(config.seed)
     info = discover_routers(model)
     tuned = info.select_layers(config.layers)
