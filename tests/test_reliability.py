@@ -69,17 +69,17 @@ def train(w: Path, out: Path, *extra) -> list[str]:
         str(w / "routing.json"),
         "--out",
         str(out),
-        "--epochs",
+        "--schedule.epochs",
         "2",
-        "--batch-size",
+        "--schedule.batch-size",
         "4",
         "--layers",
         "last2",
-        "--device",
+        "--runtime.device",
         "cpu",
         "--no-progress",
         *map(str, extra),
-        "dedupe_threshold=1.01",
+        "graph.dedupe_threshold=1.01",
     ]
 
 
@@ -368,13 +368,10 @@ def test_metrics_are_strict_json_even_when_steps_are_skipped(tmp_path):
     model, tok, store, graph = store_and_graph(n=8)
     cfg = train_config(
         layers="last2",
-        epochs=3,
-        batch_size=4,
-        lr=1e30,
-        grad_clip=None,
-        warmup_ratio=0.0,
-        max_nonfinite_steps=100,
-        dedupe_threshold=1.01,
+        schedule={"epochs": 3, "batch_size": 4, "warmup_ratio": 0.0},
+        optimizer={"lr": 1e30, "grad_clip": None},
+        runtime={"max_nonfinite_steps": 100},
+        graph={"dedupe_threshold": 1.01},
     )
     result = RouterTrainer(model, tok, store, cfg, tmp_path / "run", graph=graph, progress=False).train()
     assert result.skipped_steps > 0

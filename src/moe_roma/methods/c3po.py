@@ -53,6 +53,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
 from moe_roma.methods.base import TestTimeInputs, TestTimeOutcome
@@ -514,7 +515,7 @@ def _ngd(
 
 
 @dataclass
-class C3POConfig:
+class C3POConfig(Config):
     """Settings of C3PO (``roma experiment`` method kind ``c3po``)."""
 
     k: int = field(

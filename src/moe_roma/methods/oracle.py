@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
@@ -242,7 +243,7 @@ def oracle_routing(
 
 
 @dataclass
-class OracleConfig:
+class OracleConfig(Config):
     """Settings of oracle routing (``roma experiment`` method kind ``oracle``)."""
 
     steps: int = field(default=20, metadata={"help": "gradient steps per item at most", "range": (0, None)})
