@@ -1131,10 +1131,10 @@ state_case(
     "with-another-learning-rate",
     None,
     ("other training settings", "setting optimizer.lr", "0.5"),
-    "--lr",
+    "--optimizer.lr",
     "0.5",
 )
-state_case("with-another-regularizer", None, ("setting regularizer.name", "'l2'"), "--regularizer", "l2")
+state_case("with-another-regularizer", None, ("setting regularizer.name", "'l2'"), "--regularizer.name", "l2")
 state_case(
     "step-past-the-end", lambda m, t, *_: m.update(step=7), ("at step 7", "outside this run's steps 1 to 1")
 )

@@ -139,9 +139,9 @@ def test_train_scores_answers_as_collect_did_unless_told(workspace, tmp_path, ca
         routing,
         "--layers",
         "last2",
-        "--epochs",
+        "--schedule.epochs",
         "1",
-        "--batch-size",
+        "--schedule.batch-size",
         "8",
         "--no-progress",
     ]

@@ -92,8 +92,8 @@ def test_a_job_refused_alike_on_every_rank_speaks_once(resume_workspace, tmp_pat
     out = tmp_path / "run"
     if case == "mismatched":
         argvs = [
-            roma(*_train(resume_workspace, out, "--lr", "0.02")),
-            roma(*_train(resume_workspace, out, "--lr", "0.03")),
+            roma(*_train(resume_workspace, out, "--optimizer.lr", "0.02")),
+            roma(*_train(resume_workspace, out, "--optimizer.lr", "0.03")),
         ]
         words = ("different arguments", "optimizer.lr", "rank 1")
     else:

@@ -5,7 +5,7 @@ compared with every input (``--routing`` and its side-car, ``--config``, the mod
 folder that holds a finished run (or a resumable state) is refused unless ``--overwrite`` (or
 ``--resume``) says what to do with it, and ``<out>/.roma.lock`` is taken so that a second run into
 the same folder is refused with the holder's PID. SIGINT and SIGTERM stop the run cleanly: without
-a saved state it leaves nothing behind; with one (``--save-every``) it keeps the last complete
+a saved state it leaves nothing behind; with one (``--runtime.save-every``) it keeps the last complete
 state and says how to resume.
 """
 

@@ -93,7 +93,10 @@ class Config:
             values.update(read_yaml(cls, path))
         given, labels = flags or ({}, {})
         values.update(given)
-        later = edge(cls, parse_dotlist(overrides))
+        later: dict[str, Any] = {}
+        for item in overrides:  # each value as typed is checked, even one a later item replaces
+            ((key, value),) = edge(cls, parse_dotlist([item])).items()
+            later[key] = _build_value(cls, key, value)
         values.update(later)
         return _build(cls, values, labels={k: v for k, v in labels.items() if k not in later})
 
@@ -348,6 +351,13 @@ def _build(
     obj._read_from = where  # what `check` may name in a warning (the file)
     _check_all(obj, where)
     return obj
+
+
+def _build_value(cls: type, key: str, value: Any, where: str = "") -> Any:
+    leaves = {s.path: s for s in settings(cls)}
+    if key not in leaves:
+        raise _unknown(key, cls, where)
+    return check_value(leaves[key], value, where, name=key)
 
 
 def _instantiate(cls: type, prefix: str, chosen: Mapping[str, Any], base: Any) -> Any:

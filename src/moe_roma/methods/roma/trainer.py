@@ -394,7 +394,7 @@ class RouterTrainer:
                         kept = (
                             f"the last good state is in {state_path}"
                             if state_path.is_file()
-                            else "no state was saved (use --save-every to keep one)"
+                            else "no state was saved (use --runtime.save-every to keep one)"
                         )
                         raise RomaError(
                             f"stopped after {skipped} steps with a non-finite loss or gradient; {kept} "
