@@ -243,7 +243,7 @@ def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
         ],
         capsys,
     )
-    assert_refused(code, err, "regularizer must be one of")
+    assert_refused(code, err, "regularizer.name must be one of")
     assert not (tmp_path / "t" / "router_config.json").exists()
 
 

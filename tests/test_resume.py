@@ -125,7 +125,7 @@ def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
     from moe_roma.methods.roma.state import save_train_state
 
     save_train_state(out, 1, params, opt, {**trainer.fingerprint(), "skipped": 0})
-    trainer2 = RouterTrainer(model, tok, store, cfg.replace(lr=1.0), out, progress=False)
+    trainer2 = RouterTrainer(model, tok, store, cfg.merge(["optimizer.lr=1.0"]), out, progress=False)
     with pytest.raises(
         RomaError, match=r"other training settings \(setting optimizer.lr is 7e-05 in the state, 1.0 now"
     ):
