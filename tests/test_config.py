@@ -135,3 +135,13 @@ def test_every_registered_method_has_a_config_and_a_kind():
         assert (spec.run is None) == (spec.kind == "none")
     with pytest.raises(RomaError, match="unknown method kind 'magic'"):
         method("magic")
+
+
+def test_the_config_modules_examples_run():
+    import doctest
+
+    import moe_roma.io.config
+    import moe_roma.methods.roma.config
+
+    for module in (moe_roma.io.config, moe_roma.methods.roma.config):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -171,7 +171,8 @@ class DataConfig(Config):
     def check(self) -> None:
         if self.validation is not None and not 0 < self.validation <= 0.5:
             raise RomaError(
-                f"'data.validation' must be the share of train to hold out, in (0, 0.5], got {self.validation!r}"
+                "'data.validation' must be the share of train to hold out, in (0, 0.5], "
+                f"got {self.validation!r}"
             )
         if self.testbed is None:
             if self.train_split is not None or self.train_size is not None:

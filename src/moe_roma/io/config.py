@@ -15,14 +15,15 @@ naming its dotted name.
 
 >>> from dataclasses import dataclass, field
 >>> @dataclass
-... class Opt(Config):
-...     lr: float = field(default=1e-3, metadata={"range": (0, None), "help": "learning rate"})
->>> @dataclass
 ... class Run(Config):
-...     epochs: int = 3
-...     optimizer: Opt = field(default_factory=Opt)
->>> Run.from_dict({"optimizer": {"lr": "3e-3"}}).merge(["epochs=2"]).to_dict()
-{'epochs': 2, 'optimizer': {'lr': 0.003}}
+...     epochs: int = field(default=3, metadata={"range": (1, None), "help": "passes over the data"})
+...     lr: float = 1e-3
+>>> Run.from_dict({"lr": "3e-3"}).merge(["epochs=2"]).to_dict()
+{'epochs': 2, 'lr': 0.003}
+>>> Run().merge(["epochs=0"])
+Traceback (most recent call last):
+...
+moe_roma.io.errors.RomaError: setting 'epochs' must lie in [1, inf], got '0'
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def flatten(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> dict[str
 
 
 def parse_dotlist(items: Sequence[str], where: str = "") -> dict[str, Any]:
-    """``["optimizer.lr=3e-3", "graph.k=5"]`` -> ``{"optimizer.lr": "3e-3", "graph.k": "5"}`` (typed later)."""
+    """``["optimizer.lr=3e-3", "graph.k=5"]`` -> ``{"optimizer.lr": "3e-3", "graph.k": "5"}``, typed later."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:

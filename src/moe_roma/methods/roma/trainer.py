@@ -107,7 +107,7 @@ def check_against_routing(
 class RouterTrainer:
     """Holds the model, data and state of one router post-training run.
 
-    >>> trainer = RouterTrainer(model, tok, store, train_config(regularizer="manifold"), "runs/x")  # doctest: +SKIP
+    >>> trainer = RouterTrainer(model, tok, store, train_config(regularizer={"name": "manifold"}), "runs/x")  # doctest: +SKIP
     >>> result = trainer.train()  # doctest: +SKIP
     """
 
