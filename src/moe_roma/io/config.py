@@ -408,7 +408,8 @@ def check_value(setting: Setting, value: Any, where: str = "", name: str | None 
     if setting.parse is not None:
         return setting.parse(value, where)
     label = name or setting.path
-    prefix = f"{where}setting {label!r}"
+    flag = label.startswith("--")  # a command-line flag names itself: "--steps must ..."
+    prefix = f"{where}{label}" if flag else f"{where}setting {label!r}"
     choices = setting.choices
     literal_none = choices is not None and isinstance(value, str) and value.strip() in choices
     if value is None or (
@@ -428,7 +429,7 @@ def check_value(setting: Setting, value: Any, where: str = "", name: str | None 
         else:
             out = _convert(base, value)
     except (ValueError, TypeError):
-        if choices:
+        if choices and not flag:
             raise RomaError(f"{prefix} got {value!r}: {label} must be {setting.type_name()}") from None
         raise RomaError(f"{prefix} must be {setting.type_name()}, got {value!r}") from None
     for number in out if isinstance(out, (tuple, list)) else (out,):
