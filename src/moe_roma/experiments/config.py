@@ -125,12 +125,12 @@ def _eval_sources(value: Any, where: str) -> dict[str, dict] | None:
 
 
 def _testbed(value: Any, where: str) -> str | None:
-    # `testbed: true` is the in-domain testbed (as before a second one existed); or name it.
-    from moe_roma.testbed import TESTBEDS
+    # `testbed: true` is the default testbed; or name it.
+    from moe_roma.testbed import DEFAULT_TESTBED, TESTBEDS
 
     if value is None or value is False:
         return None
-    name = "in-domain" if value is True else str(value)
+    name = DEFAULT_TESTBED if value is True else str(value)
     if name not in TESTBEDS:
         raise RomaError(f"{where}unknown testbed {name!r} (known: {', '.join(TESTBEDS)})")
     return name
