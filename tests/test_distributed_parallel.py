@@ -97,7 +97,7 @@ def test_a_job_refused_alike_on_every_rank_speaks_once(resume_workspace, tmp_pat
         ]
         words = ("different arguments", "optimizer.lr", "rank 1")
     else:
-        argvs = [roma(*_train(resume_workspace, out, "--batch-size", "5"))] * 2
+        argvs = [roma(*_train(resume_workspace, out, "--schedule.batch-size", "5"))] * 2
         words = ("batch_size 5", "not divisible", "2 processes")
     ranks = run_ranks(argvs)
     _one_sentence_from_rank_0(ranks, *words)
