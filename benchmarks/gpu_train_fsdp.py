@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover
     from benchmarks.gpu_train_olmoe import synthetic_store
 
 from moe_roma.distributed.fsdp import resident_parameter_bytes, shard_model  # noqa: E402
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph  # noqa: E402
 from moe_roma.methods.roma.config import train_config  # noqa: E402
 from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
 from moe_roma.models.discovery import discover_routers  # noqa: E402
@@ -124,7 +124,7 @@ def run_arm(args, shard: bool, acc) -> dict:
         args.samples, args.seq_len, model.config.vocab_size, layers, info.num_experts, gen
     )
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
-    graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
+    graph = build_neighbour_graph(emb, store.successful, NeighbourSearch(k=3))
     cfg = train_config(
         layers="last5",
         scoring="letter",

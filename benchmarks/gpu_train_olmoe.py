@@ -25,7 +25,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.gpu_
 except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph  # noqa: E402
 from moe_roma.methods.common.batches import make_batch  # noqa: E402
 from moe_roma.methods.roma.config import TrainConfig, train_config  # noqa: E402
 from moe_roma.methods.roma.trainer import RouterTrainer  # noqa: E402
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     tok = common.word_tokenizer(config.vocab_size)
     store = synthetic_store(args.samples, args.seq_len, config.vocab_size, layers, info.num_experts, gen)
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
-    graph = build_neighbour_graph(emb, store.successful, GraphConfig(k=3))
+    graph = build_neighbour_graph(emb, store.successful, NeighbourSearch(k=3))
     cfg = train_config(
         layers="last5",
         scoring="letter",

@@ -33,7 +33,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.neig
 except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph  # noqa: E402
+from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph  # noqa: E402
 
 DIM = 384  # all-MiniLM-L6-v2, the default embedder
 
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, memory_ok: bool) -> int:
     queries = make_queries(keys, args.queries, gen)
     successful = list(range(args.keys))
     gen_s = time.perf_counter() - t0
-    config = GraphConfig(k=args.k)
+    config = NeighbourSearch(k=args.k)
     # Arm name -> (backend, chunk size).
     arms_spec = {f"torch, chunk {c}": ("torch", int(c)) for c in args.chunks.split(",")}
     if args.faiss and faiss_available():

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover
     from benchmarks import _common as common
 
 from moe_roma.data.prompts import letter_prompt  # noqa: E402
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph  # noqa: E402
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph  # noqa: E402
 from moe_roma.methods.common import losses  # noqa: E402
 from moe_roma.methods.common.batches import TrainItem, make_batch  # noqa: E402
 from moe_roma.methods.common.prefix import PrefixCache  # noqa: E402
@@ -114,7 +114,7 @@ def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
     n = shape.batch * n_batches
     store = synthetic_store(n, shape, layers, model.config.num_experts, seed)
     emb = F.normalize(torch.randn(n, 384, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
-    graph = build_neighbour_graph(emb.numpy(), store.successful, GraphConfig(k=3))
+    graph = build_neighbour_graph(emb.numpy(), store.successful, NeighbourSearch(k=3))
     cfg = train_config(layers=f"last{TUNED}", max_length=1024, schedule={"batch_size": shape.batch})
     # The trainer writes nothing before train(); train_loop_ms points it at a temporary folder.
     trainer = RouterTrainer(

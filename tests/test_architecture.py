@@ -27,6 +27,7 @@ LAYERS = [
     "scoring",
     "routing",
     "manifold",
+    "training",
     "report",
     "methods",
     "distributed",
@@ -213,6 +214,35 @@ def test_the_check_sees_an_import_circle(tmp_path, monkeypatch):
     (fake / "methods" / "base.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     assert import_circles() == ["moe_roma.methods.c3po -> moe_roma.methods.registry -> moe_roma.methods.c3po"]
+
+
+def test_the_check_sees_a_circle_through_a_package_init(tmp_path, monkeypatch):
+    """In any package, not only methods/: a package's ``__init__`` that imports a module which imports
+    a name back from the package is a circle too."""
+    fake = tmp_path / "moe_roma"
+    (fake / "testbed").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "testbed" / "__init__.py").write_text("from moe_roma.testbed.build import pretrain\nPATH = 1\n")
+    (fake / "testbed" / "build.py").write_text("from moe_roma.testbed import PATH\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    assert import_circles() == ["moe_roma.testbed -> moe_roma.testbed.build -> moe_roma.testbed"]
+
+
+def test_methods_register_themselves():
+    """The registry imports no method, and no method imports the registry: both import only
+    ``methods/base.py``, where a method registers itself when its module is imported."""
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    registry = "moe_roma.methods.registry"
+    method_modules = sorted(m for m in modules if m.startswith("moe_roma.methods.") and m != registry)
+    imported = {_resolve(t, modules) for t in _imported_names(PACKAGE / "methods" / "registry.py")}
+    assert not imported & set(method_modules) - {"moe_roma.methods.base"}, imported
+    for name in method_modules:
+        path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        if not path.is_file():
+            path = path.with_suffix("") / "__init__.py"
+        assert registry not in {_resolve(t, modules) for t in _imported_names(path)}, (
+            f"{name} imports the registry"
+        )
 
 
 # Import names whose distribution is not installed here, so metadata cannot name it.

@@ -39,7 +39,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from helpers.examples import make_examples, write_data
 from helpers.tiny_models import build_tiny_tokenizer, save_tiny_model
 from moe_roma.cli import main
-from moe_roma.methods.roma.state import STATE_NAME
+from moe_roma.training.state import STATE_NAME
 
 ENOSPC_SAFETENSORS = "Error while serializing: I/O error: No space left on device (os error 28)"
 
@@ -1092,7 +1092,7 @@ def state_case(name: str, edit, needles: tuple[str, ...], *extra: str, rehash: b
     @case(f"resume-{name}", keep=True)
     def _(ws, tmp, mp):
         from moe_roma.io.tensorfile import load_tensors, save_tensors
-        from moe_roma.methods.roma.state import state_sha256
+        from moe_roma.training.state import state_sha256
 
         out = Path(shutil.copytree(ws.state_run, tmp / "t"))
         args = train_args(ws, ws.routing, out, "--resume", "--runtime.save-every", "1", *extra)

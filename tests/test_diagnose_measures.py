@@ -9,9 +9,9 @@ import torch
 from moe_roma.diagnose.measures import (
     alignment,
     correctness_signal,
+    layer_health,
     oracle_direction,
     room_to_move,
-    routing_health,
     success,
 )
 
@@ -80,7 +80,7 @@ def test_room_to_move_cannot_tell_without_both_kinds(correct):
 
 def test_routing_health_reports_entropy_and_utilisation_per_layer():
     routing = torch.full((10, 3, 4), 0.25)
-    out = routing_health(routing, top_k=2)
+    out = layer_health(routing, top_k=2)
     assert out["entropy_share"] == pytest.approx([1.0] * 3)
     assert len(out["utilisation_max"]) == 3
 

@@ -13,7 +13,7 @@ from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer, save_tin
 from moe_roma.cli import main
 from moe_roma.diagnose.target_test import score_target, target_margin, target_test
 from moe_roma.diagnose.verdict import verdict
-from moe_roma.manifold.graph import GraphConfig
+from moe_roma.manifold.graph import NeighbourSearch
 from moe_roma.routing.collect import collect_routing
 
 
@@ -47,7 +47,7 @@ def test_a_target_equal_to_the_items_own_routing_changes_no_answer(tiny):
     """With include_self and k = 1 a successful item's target is its own routing: the override is exact, so
     no right item is broken (failed items have no self and do get moved)."""
     model, tok, store, emb = tiny
-    res = target_test(model, tok, store, emb, graph=GraphConfig(k=1, include_self=True), progress=False)
+    res = target_test(model, tok, store, emb, graph=NeighbourSearch(k=1, include_self=True), progress=False)
     assert res["targets"]["roma"]["broken"]["k"] == 0
     assert res["graph"]["include_self"] is True
 

@@ -124,11 +124,58 @@ def test_readme_scoring_speed_is_the_benchmark_results():
     runs = re.search(r"Continuation speed-up over the (\d+) runs: ([^(]*)\(", results)
     per_run = [float(x) for x in re.findall(r"([\d.]+)x", runs.group(2))]
     assert len(per_run) == int(runs.group(1)) == int(row.group(2))
-    quoted = re.search(r"is ([\d.]+-[\d.]+x) its speed\s+\(median ([\d.]+)x over (\d+) runs", readme())
-    assert quoted, "README's Speed section: continuation scoring 'is A-Bx its speed (median Mx over N runs'"
+    quoted = re.search(
+        r"is ([\d.]+-[\d.]+x) its speed\s+\(median ([\d.]+)x over (\d+) runs, (20\d\d-\d\d-\d\d)", readme()
+    )
+    assert quoted, (
+        "README's Speed section: continuation scoring 'is A-Bx its speed (median Mx over N runs, DATE'"
+    )
+    measured = re.search(r"### Evaluation: `benchmarks/eval.py`.*?Measured (20\d\d-\d\d-\d\d)", results, re.S)
+    assert quoted.group(4) == measured.group(1), "README's date of the speed-up vs benchmarks/RESULTS.md's"
     assert quoted.group(1) == row.group(1), "README's range vs benchmarks/RESULTS.md's summary table"
     assert quoted.group(2) == f"{statistics.median(per_run):.2f}"
     assert int(quoted.group(3)) == len(per_run)
+
+
+# A measured figure: an accuracy or share to a decimal, a difference in points, seconds, a speed-up,
+# a rate, memory. And what says when it was measured: a date, or the commit it was measured at.
+MEASURED = re.compile(r"\d+\.\d+%|\d+\.\d+ points|\b\d+(?:\.\d+)? s\b|\b\d+\.\d+x\b|samples/s|[GM]iB")
+WHEN = re.compile(r"\b20\d\d-\d\d-\d\d\b|\bcommit [0-9a-f]{7,40}\b")
+
+
+def markdown_blocks(text: str) -> list[str]:
+    """Paragraphs, lists and tables (separated by blank lines), and each fenced block whole."""
+    blocks, current, fenced = [], [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if line.strip() or fenced:
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    return blocks + (["\n".join(current)] if current else [])
+
+
+def undated_figures(text: str) -> list[str]:
+    """The blocks of a markdown text with a measured figure but no date or commit in themselves or
+    earlier in their ``## `` section."""
+    out, dated = [], False
+    for block in markdown_blocks(text):
+        if block.startswith("## "):
+            dated = False
+        dated = dated or bool(WHEN.search(block))
+        if MEASURED.search(block) and not dated:
+            out.append(block[:120])
+    return out
+
+
+def test_every_readme_figure_says_when_it_was_measured():
+    """A figure measured once goes stale silently: each carries its date or commit, in its block or
+    earlier in its section (a table or a printed output after the sentence that dates it)."""
+    assert not undated_figures(readme()), undated_figures(readme())
+    assert undated_figures("## Speed\n\nIt runs at 2.26x its speed.\n") == ["It runs at 2.26x its speed."]
+    assert not undated_figures("## Speed\n\nOn 2026-11-30:\n\n| a | 1.5 s |\n")
 
 
 def test_both_layout_tables_list_every_package():

@@ -8,7 +8,7 @@ import torch
 
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import (
-    GraphConfig,
+    NeighbourSearch,
     build_neighbour_graph,
     gaussian_kernel_weights,
     load_graph,
@@ -37,7 +37,7 @@ def test_knn_is_exact_excludes_self_and_duplicates_at_any_chunk_size(backend, ch
     emb[10] = emb[3]  # an exact duplicate of a successful sample
     successful = list(range(0, 50, 3))
     g = build_neighbour_graph(
-        emb, successful, GraphConfig(k=3, dedupe_threshold=0.95), chunk_size=chunk, backend=backend
+        emb, successful, NeighbourSearch(k=3, dedupe_threshold=0.95), chunk_size=chunk, backend=backend
     )
     assert g.indices.tolist() == brute_force(emb, successful, 3, 0.95)
     assert 3 not in g.indices[10].tolist() and 3 not in g.indices[3].tolist()
@@ -53,7 +53,9 @@ def clustered_with_duplicates(seed=0):
 
 
 @pytest.mark.parametrize(
-    "config", [GraphConfig(k=3), GraphConfig(k=5, dedupe_threshold=0.99), GraphConfig(epsilon=0.6)], ids=str
+    "config",
+    [NeighbourSearch(k=3), NeighbourSearch(k=5, dedupe_threshold=0.99), NeighbourSearch(epsilon=0.6)],
+    ids=str,
 )
 def test_faiss_and_torch_search_return_the_same_graph(config):
     emb = clustered_with_duplicates()
@@ -78,11 +80,11 @@ def test_faiss_backend_without_faiss_is_a_clear_error_and_auto_falls_back(monkey
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     emb = random_unit(20)
     with pytest.raises(RomaError, match="faiss-cpu"):
-        build_neighbour_graph(emb, [0, 1, 2, 3], GraphConfig(k=2), backend="faiss")
-    auto = build_neighbour_graph(emb, [0, 1, 2, 3], GraphConfig(k=2), backend="auto")
+        build_neighbour_graph(emb, [0, 1, 2, 3], NeighbourSearch(k=2), backend="faiss")
+    auto = build_neighbour_graph(emb, [0, 1, 2, 3], NeighbourSearch(k=2), backend="auto")
     assert auto.indices.tolist() == brute_force(emb, [0, 1, 2, 3], 2, 0.95)
     with pytest.raises(ValueError, match="backend"):
-        build_neighbour_graph(emb, [0, 1], GraphConfig(k=1), backend="annoy")
+        build_neighbour_graph(emb, [0, 1], NeighbourSearch(k=1), backend="annoy")
 
 
 def test_kernel_weights_follow_the_gaussian_of_cosine_distance():
@@ -96,27 +98,27 @@ def test_kernel_weights_follow_the_gaussian_of_cosine_distance():
 def test_epsilon_ball_and_random_neighbours():
     emb = random_unit(40, d=4, seed=1)
     successful = list(range(20))
-    g = build_neighbour_graph(emb, successful, GraphConfig(epsilon=0.5))
+    g = build_neighbour_graph(emb, successful, NeighbourSearch(epsilon=0.5))
     sims = emb @ emb.T
     for i in range(40):
         got = {j for j in g.indices[i].tolist() if j >= 0}
         want = {j for j in successful if j != i and 0.5 <= sims[i, j] <= 0.95}
         assert got == want
-    r = build_neighbour_graph(emb, successful, GraphConfig(k=3, random=True, seed=5))
+    r = build_neighbour_graph(emb, successful, NeighbourSearch(k=3, random=True, seed=5))
     assert all(i not in r.indices[i].tolist() for i in range(40))
     assert set(r.indices.flatten().tolist()) <= set(successful)
-    assert not torch.equal(r.indices, build_neighbour_graph(emb, successful, GraphConfig(k=3)).indices)
+    assert not torch.equal(r.indices, build_neighbour_graph(emb, successful, NeighbourSearch(k=3)).indices)
 
 
 def test_k_larger_than_the_successful_set_is_clamped_with_a_warning():
     with pytest.warns(UserWarning, match="k=5 is larger"):
-        g = build_neighbour_graph(random_unit(10), [1, 2, 3], GraphConfig(k=5))
+        g = build_neighbour_graph(random_unit(10), [1, 2, 3], NeighbourSearch(k=5))
     assert g.k == 3 or (g.indices[:, 3:] == -1).all()
 
 
 def test_queries_for_test_time_neighbours_never_exclude_a_reference_as_self():
     emb = random_unit(10)
-    g = build_neighbour_graph(emb, [0, 1, 2], GraphConfig(k=1, dedupe_threshold=1.01), queries=emb[:3])
+    g = build_neighbour_graph(emb, [0, 1, 2], NeighbourSearch(k=1, dedupe_threshold=1.01), queries=emb[:3])
     assert g.indices[:, 0].tolist() == [0, 1, 2]
 
 
@@ -139,14 +141,14 @@ def test_real_embedder_groups_paraphrases_and_the_graph_cache_is_reused(tmp_path
         successful = [0, 1, 2, 3]
 
     path = tmp_path / "g.safetensors"
-    g1, _ = neighbour_graph_for_store(Store, GraphConfig(k=1), cache_path=path)
+    g1, _ = neighbour_graph_for_store(Store, NeighbourSearch(k=1), cache_path=path)
     assert g1.indices[:, 0].tolist() == [1, 0, 3, 2]
     stamp = path.stat().st_mtime_ns
-    g2, _ = neighbour_graph_for_store(Store, GraphConfig(k=1), cache_path=path)
+    g2, _ = neighbour_graph_for_store(Store, NeighbourSearch(k=1), cache_path=path)
     assert path.stat().st_mtime_ns == stamp and torch.equal(g1.indices, g2.indices)
     loaded, _ = load_graph(path)
     assert loaded.meta["embedder"] == "all-MiniLM-L6-v2"
-    neighbour_graph_for_store(Store, GraphConfig(k=2), cache_path=path)  # other settings: rebuilt
+    neighbour_graph_for_store(Store, NeighbourSearch(k=2), cache_path=path)  # other settings: rebuilt
     assert path.stat().st_mtime_ns != stamp
 
 
@@ -175,10 +177,10 @@ def test_graphs_over_one_training_store_embed_its_texts_once(tmp_path, monkeypat
     g3 = graph_for(ctx, train_config(graph={"k": 3}), store)
     g1 = graph_for(ctx, train_config(graph={"k": 1, "include_self": True}), store)
     assert calls == [6]
-    want = build_neighbour_graph(vectors, store.successful, GraphConfig(k=1, include_self=True))
+    want = build_neighbour_graph(vectors, store.successful, NeighbourSearch(k=1, include_self=True))
     assert torch.equal(g1.indices, want.indices) and g3.indices.shape[1] == 3
     with pytest.raises(ValueError, match="3 embeddings given for a store of 6 samples"):
-        neighbour_graph_for_store(store, GraphConfig(k=1), embeddings=vectors[:3])
+        neighbour_graph_for_store(store, NeighbourSearch(k=1), embeddings=vectors[:3])
 
 
 def test_the_tfidf_embedder_groups_texts_that_share_words():

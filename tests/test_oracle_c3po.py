@@ -16,7 +16,7 @@ import torch
 from helpers.examples import make_examples
 from helpers.tiny_models import build_tiny_tokenizer, routed_model
 from moe_roma.io.errors import RomaError
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.c3po import c3po, forward_with_targets
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import prepare_items, suffix_fraction
@@ -156,7 +156,10 @@ def test_c3po_with_a_equal_1_is_exactly_the_base_model(family):
 
 def _expected_neighbourhood(s: Setup, k: int = 3):
     graph = build_neighbour_graph(
-        s.ref_emb, s.ref.successful, GraphConfig(k=k, sigma=0.4, dedupe_threshold=0.95), queries=s.eval_emb
+        s.ref_emb,
+        s.ref.successful,
+        NeighbourSearch(k=k, sigma=0.4, dedupe_threshold=0.95),
+        queries=s.eval_emb,
     )
     mean = torch.einsum("nk,nkle->nle", graph.weights, s.ref.routing[graph.indices.clamp_min(0)])
     return graph, mean
@@ -192,7 +195,7 @@ def test_c3po_kernel_picks_a_by_the_neighbours_own_kernel_weighted_loss(family):
     graph, _ = _expected_neighbourhood(s)
     # Each neighbour j re-mixed with ITS neighbours among the successful references (itself excluded).
     ref_graph = build_neighbour_graph(
-        s.ref_emb, s.ref.successful, GraphConfig(k=3, sigma=0.4, dedupe_threshold=0.95)
+        s.ref_emb, s.ref.successful, NeighbourSearch(k=3, sigma=0.4, dedupe_threshold=0.95)
     )
     data = prepare_items(s.ref, s.tok, "letter", TUNED, None, max_choices=4)
     needed = sorted(set(graph.indices[graph.indices >= 0].tolist()))

@@ -24,9 +24,9 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.lock import LOCK_NAME, FolderLock
 from moe_roma.io.paths import guard_outputs
 from moe_roma.methods.roma.config import train_config
-from moe_roma.methods.roma.state import STATE_NAME
 from moe_roma.methods.roma.trainer import RouterTrainer
 from moe_roma.models.checkpoint import load_router_checkpoint
+from moe_roma.training.state import STATE_NAME
 
 KILL_AT = Path(__file__).parent / "helpers" / "kill_at.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from moe_roma.io.errors import DataError, RomaError
 from moe_roma.methods.roma.config import train_config
-from moe_roma.methods.roma.state import STATE_NAME
 from moe_roma.methods.roma.trainer import RouterTrainer
 from moe_roma.models.checkpoint import load_router_checkpoint
+from moe_roma.training.state import STATE_NAME
 
 
 def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:
@@ -122,7 +122,7 @@ def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
     trainer = RouterTrainer(model, tok, store, cfg, out, progress=False)
     params = trainer.params
     opt = torch.optim.AdamW(list(params.values()))
-    from moe_roma.methods.roma.state import save_train_state
+    from moe_roma.training.state import save_train_state
 
     save_train_state(out, 1, params, opt, {**trainer.fingerprint(), "skipped": 0})
     trainer2 = RouterTrainer(model, tok, store, cfg.merge(["optimizer.lr=1.0"]), out, progress=False)

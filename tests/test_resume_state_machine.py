@@ -32,10 +32,10 @@ from safetensors.torch import load_file
 import moe_roma.methods.roma.trainer as trainer_module
 from helpers.training import store_and_graph
 from moe_roma.methods.roma.config import train_config
-from moe_roma.methods.roma.run_folder import METRICS_NAME
-from moe_roma.methods.roma.state import STATE_NAME
 from moe_roma.methods.roma.trainer import RouterTrainer
 from moe_roma.models.checkpoint import WEIGHTS_NAME, restore_routers, router_snapshot
+from moe_roma.training.run_folder import METRICS_NAME
+from moe_roma.training.state import STATE_NAME
 
 EPOCHS, BATCH, N = 3, 2, 12
 TOTAL = EPOCHS * N // BATCH  # optimiser steps of the whole run

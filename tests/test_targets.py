@@ -8,7 +8,7 @@ import torch
 
 from helpers.examples import make_examples
 from helpers.tiny_models import build_tiny_tokenizer, routed_model
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.c3po import forward_with_targets
 from moe_roma.methods.common.items import prepare_items
 from moe_roma.methods.roma.config import train_config
@@ -73,8 +73,8 @@ def test_include_self_makes_each_successful_sample_its_own_first_neighbour():
     emb = rng.normal(size=(10, 6)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     successful = [0, 2, 3, 5, 6, 9]
-    plain = build_neighbour_graph(emb, successful, GraphConfig(k=3))
-    with_self = build_neighbour_graph(emb, successful, GraphConfig(k=3, include_self=True))
+    plain = build_neighbour_graph(emb, successful, NeighbourSearch(k=3))
+    with_self = build_neighbour_graph(emb, successful, NeighbourSearch(k=3, include_self=True))
     for i in range(10):
         if i in successful:
             assert with_self.indices[i].tolist() == [i, *plain.indices[i, :2].tolist()]

@@ -267,7 +267,7 @@ def test_base_accuracy_in_band(suite: dict[str, list[MCExample]]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import accuracy_by_task
 
     torch.set_num_threads(1)
     path = testbed_model_path()
@@ -275,7 +275,7 @@ def test_base_accuracy_in_band(suite: dict[str, list[MCExample]]) -> None:
     tok = AutoTokenizer.from_pretrained(path)
     info = json.loads((path / "build_info.json").read_text())
     for split in EVAL_SPLITS:
-        acc = accuracy(model, tok, suite[split])["all"]
+        acc = accuracy_by_task(model, tok, suite[split])["all"]
         assert 0.35 <= acc <= 0.95, (split, acc)
         # The recorded figures are the ones this model gives (up to float noise).
         assert abs(acc - info["accuracy"][split]["all"]) < 0.02, (split, acc)

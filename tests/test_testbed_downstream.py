@@ -343,13 +343,13 @@ def test_base_accuracy_matches_build_info(suite: dict[str, list[MCExample]], inf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import accuracy_by_task
 
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(MODEL)
     for split in (*EVAL_SPLITS, "train"):
-        acc = accuracy(model, tok, suite[split])
+        acc = accuracy_by_task(model, tok, suite[split])
         assert abs(acc["all"] - info["accuracy"][split]["all"]) < 0.02, (split, acc["all"])
         if split in EVAL_SPLITS:
             assert BASE_BAND[0] <= acc["all"] <= BASE_BAND[1], (split, acc["all"])

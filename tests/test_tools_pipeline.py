@@ -14,8 +14,8 @@ from huggingface_hub import ModelCard
 from helpers.tiny_models import save_tiny_model
 from helpers.wandb_run import run_contents
 from moe_roma.cli import main
-from moe_roma.methods.roma.trackers import check_trackers
 from moe_roma.models.card import build_model_card
+from moe_roma.training.trackers import check_trackers
 
 WORDS = ["one", "two", "three", "four", "five", "six", "red", "blue", "green", "cat", "dog", "bird"]
 
@@ -270,9 +270,10 @@ def test_card_front_matter_for_a_hub_base_model():
 def test_docstring_examples():
     import doctest
 
-    from moe_roma.methods.roma import monitor, trackers
+    from moe_roma.manifold import health
+    from moe_roma.training import monitor, trackers
 
-    for module in (trackers, monitor):
+    for module in (trackers, monitor, health):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
@@ -283,7 +284,7 @@ def test_mlflow_backend_calls(tmp_path, monkeypatch):
     import sys
     import types
 
-    from moe_roma.methods.roma.trackers import open_trackers
+    from moe_roma.training.trackers import open_trackers
 
     calls = []
     fake = types.ModuleType("mlflow")

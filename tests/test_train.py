@@ -4,6 +4,7 @@ chosen routers change, runs are deterministic, and every regulariser variant wor
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ import torch
 from helpers.training import store_and_graph
 from moe_roma.io.errors import RomaError
 from moe_roma.methods.common.prefix import PrefixCache
-from moe_roma.methods.roma.config import REGULARIZERS, TrainConfig, train_config
+from moe_roma.methods.roma.config import Regularizer, TrainConfig, train_config
+from moe_roma.methods.roma.regularizers import REGULARIZERS
 from moe_roma.methods.roma.trainer import RouterTrainer
 from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
 
@@ -154,6 +156,12 @@ def test_runs_are_deterministic(tmp_path):
         weights.append([p.detach().clone() for p in trainer.params.values()])
     for a, b in zip(*weights):
         assert torch.equal(a, b)
+
+
+def test_the_setting_offers_exactly_the_registered_regularizers():
+    """``regularizer.name``'s choices (a Literal, so that reading a config needs no torch) are the
+    registry's names: a regulariser added to one and not the other fails here."""
+    assert typing.get_args(Regularizer) == tuple(REGULARIZERS)
 
 
 @pytest.mark.parametrize("regularizer", REGULARIZERS)

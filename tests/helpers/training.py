@@ -6,7 +6,7 @@ import torch
 
 from helpers.examples import make_examples
 from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 from moe_roma.routing.collect import collect_routing
 
 
@@ -21,5 +21,5 @@ def store_and_graph(
     emb = torch.nn.functional.normalize(
         torch.randn(len(store), 8, generator=torch.Generator().manual_seed(3)), dim=1
     )
-    graph = build_neighbour_graph(emb.numpy(), store.successful, GraphConfig(k=3, dedupe_threshold=1.01))
+    graph = build_neighbour_graph(emb.numpy(), store.successful, NeighbourSearch(k=3, dedupe_threshold=1.01))
     return model, tok, store, graph

@@ -174,9 +174,9 @@ def _card_inputs(routers: str, eval_json: list[str]) -> tuple[dict, list[dict], 
     import json
     from pathlib import Path
 
-    from moe_roma.methods.roma.monitor import collapse_events
-    from moe_roma.methods.roma.run_folder import METRICS_NAME
     from moe_roma.models.checkpoint import load_router_checkpoint, routers_fingerprint
+    from moe_roma.training.monitor import collapse_events
+    from moe_roma.training.run_folder import METRICS_NAME
 
     config, _ = load_router_checkpoint(routers)
     reports = read_eval_reports(eval_json, routers, routers_fingerprint(routers, config))

@@ -204,10 +204,10 @@ def _load(args: argparse.Namespace):
 
 def _target_test(args, model, tokenizer, store, embeddings, items, item_embeddings) -> dict:
     from moe_roma.diagnose.target_test import target_test
-    from moe_roma.manifold.graph import GraphConfig
+    from moe_roma.manifold.graph import NeighbourSearch
     from moe_roma.report.diagnose import target_table
 
-    graph = GraphConfig(
+    graph = NeighbourSearch(
         k=args.k, sigma=args.sigma, dedupe_threshold=args.dedupe_threshold, include_self=args.include_self
     )
     print(

@@ -45,7 +45,7 @@ def _add_build(sub) -> None:
         "word-level tokenizer and pre-train the tiny OLMoE model from scratch (deterministic for a given "
         "seed, thread count and torch build). downstream also measures oracle routing. --arch picks another "
         "architecture at the same active width, --align adds routing alignment during pre-training, the "
-        "--router-* options are seed 002's router-stability practices (docs/architectures.md).",
+        "--router-* options are seed 002's router-stability practices (docs/pretraining-study.md).",
     )
     _add_testbed_option(p)
     p.add_argument(
@@ -250,7 +250,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from moe_roma.testbed import testbed_model_path
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import accuracy_by_task
 
     _, evals = _splits_of(args.testbed)
     splits = args.splits or list(evals)
@@ -265,7 +265,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=False)
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     suite = _suite(args.testbed, args.seed, "pretrain" in splits, splits)
-    result: dict[str, dict] = {s: accuracy(model, tok, suite[s]) for s in splits}
+    result: dict[str, dict] = {s: accuracy_by_task(model, tok, suite[s]) for s in splits}
     oracle: dict[str, dict] = {}
     if args.oracle:
         from moe_roma.methods.oracle import oracle_routing

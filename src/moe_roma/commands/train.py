@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.io.interrupts import Interrupted, handle_interrupts
     from moe_roma.io.outputs import guard_output
     from moe_roma.io.paths import check_regular_file, local_path
-    from moe_roma.methods.roma.run_folder import TRAIN_RUN, TrainFolder
-    from moe_roma.methods.roma.state import load_train_state
     from moe_roma.methods.roma.trainer import RouterTrainer, check_against_routing
     from moe_roma.routing.store import load_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance
+    from moe_roma.training.run_folder import TRAIN_RUN, TrainFolder
+    from moe_roma.training.state import load_train_state
 
     if args.shard == "fsdp" and not launched():
         raise RomaError(
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError(
             "--resume and --overwrite contradict each other: continue the run in --out, or replace it"
         )
-    from moe_roma.methods.roma.trackers import check_trackers, open_trackers
+    from moe_roma.training.trackers import check_trackers, open_trackers
 
     apply_threads(args.threads)
     check_trackers(args.report_to)  # a tracker that is not installed stops before any work

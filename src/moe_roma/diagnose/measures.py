@@ -11,19 +11,22 @@ quantities the RoMA paper uses to explain its gains, measured on one's own model
   embeddings alone (k-NN classifiers, cross-validated ROC AUC; scikit-learn);
 - ``room_to_move``: how far failed items sit from their successful neighbours in routing space,
   against successful items, with a permutation test;
-- ``routing_health``: per-layer entropy and expert utilisation.
+- ``layer_health``: per-layer entropy and expert utilisation, and whether routing has collapsed.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
-from moe_roma.manifold.metrics import expert_utilisation, knn_overlap, linear_cka, routing_entropy_per_layer
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
+from moe_roma.manifold.health import collapse, routing_health
+from moe_roma.manifold.metrics import knn_overlap, linear_cka
+from moe_roma.routing.store import RoutingStore
 
 
 def success(is_correct: Sequence[bool], tasks: Sequence[str | None] | None = None) -> dict:
@@ -107,7 +110,7 @@ def neighbour_distances(
     """Each item's kernel-weighted squared routing distance to its k nearest successful neighbours in
     embedding space (itself excluded): the manifold term RoMA starts from, per item."""
     graph = build_neighbour_graph(
-        embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01)
+        embeddings, successful, NeighbourSearch(k=k, sigma=sigma, dedupe_threshold=1.01)
     )
     flat = routing.reshape(routing.shape[0], -1).float()
     idx = graph.indices.clamp_min(0)
@@ -156,18 +159,22 @@ def room_to_move(
     }
 
 
-def routing_health(routing: torch.Tensor, top_k: int) -> dict:
-    """Per layer: mean routing entropy (nats, and as a share of log E) and min/max share of top-k slots."""
+def layer_health(routing: torch.Tensor, top_k: int, layers: Sequence[int] | None = None) -> dict:
+    """``manifold.health.routing_health`` as the report's columns, one value per layer: mean routing
+    entropy (nats, and as a share of log E) and min/max share of top-k slots; and the collapse check's
+    sentences (``collapse``), the same training logs."""
     e = routing.shape[-1]
-    entropy = routing_entropy_per_layer(routing)
-    util = expert_utilisation(routing, top_k)
+    layers = list(range(routing.shape[1])) if layers is None else list(layers)
+    health = routing_health(routing, top_k, layers)
+    entropy = [health["entropy"][str(layer)] for layer in layers]
     return {
         "entropy": entropy,
         "entropy_share": [h / float(np.log(e)) for h in entropy],
-        "utilisation_min": util.min(dim=1).values.tolist(),
-        "utilisation_max": util.max(dim=1).values.tolist(),
+        "utilisation_min": [health["utilisation"][str(layer)]["min"] for layer in layers],
+        "utilisation_max": [health["utilisation"][str(layer)]["max"] for layer in layers],
         "experts": e,
         "top_k": top_k,
+        "collapse": [sentence for _, _, sentence in collapse(health, e)],
     }
 
 
@@ -202,7 +209,7 @@ def oracle_direction(
     flat = base_routing.reshape(base_routing.shape[0], -1).float()
     change = oracle_routing.reshape(oracle_routing.shape[0], -1).float()[fixed] - flat[fixed]
     graph = build_neighbour_graph(
-        embeddings, successful, GraphConfig(k=k, sigma=sigma, dedupe_threshold=1.01)
+        embeddings, successful, NeighbourSearch(k=k, sigma=sigma, dedupe_threshold=1.01)
     )
     idx, w = graph.indices[fixed].clamp_min(0), graph.weights[fixed] * (graph.indices[fixed] >= 0)
     pull = (w.unsqueeze(-1) * flat[idx]).sum(1) - flat[fixed]
@@ -235,3 +242,47 @@ def oracle_direction(
         "change_norm": float(change.norm(dim=1).mean()),
         "pull_norm": float(pull.norm(dim=1).mean()),
     }
+
+
+@dataclass(frozen=True)
+class MeasureInputs:
+    """What a measure may read: the routing store, its items' embeddings and the settings."""
+
+    store: RoutingStore
+    embeddings: np.ndarray  # (N, D), L2-normalised
+    routing: torch.Tensor  # (N, L, E) float, the store's routing
+    top_k: int  # the model's experts per token
+    k: int  # successful neighbours, as `roma train`'s graph
+    sigma: float  # its kernel width
+    seed: int
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One registered measure: what it computes, the line it logs, and whether it needs both
+    successful and failed items (skipped, with the reason in ``cannot_tell``, where one kind is missing)."""
+
+    run: Callable[[MeasureInputs], dict]
+    progress: str
+    needs_both_kinds: bool = False
+
+
+# Every measure of ``diagnose_routing``, in the report's order: name -> measure. ``success`` comes
+# before them (it decides what can be told), the verdict after. Adding one is a function above, a
+# line here and its section in ``report/diagnose.py``'s ``SECTIONS``.
+MEASURES: dict[str, Measure] = {
+    "alignment": Measure(lambda x: alignment(x.embeddings, x.routing), "alignment"),
+    "routing_health": Measure(lambda x: layer_health(x.routing, x.top_k, x.store.layers), "routing health"),
+    "correctness_signal": Measure(
+        lambda x: correctness_signal(x.embeddings, x.routing, x.store.is_correct, seed=x.seed),
+        "correctness signal (k-NN, 5-fold ROC AUC)",
+        needs_both_kinds=True,
+    ),
+    "room_to_move": Measure(
+        lambda x: room_to_move(
+            x.embeddings, x.routing, x.store.is_correct, k=x.k, sigma=x.sigma, seed=x.seed
+        ),
+        "room to move (permutation test)",
+        needs_both_kinds=True,
+    ),
+}

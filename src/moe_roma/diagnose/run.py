@@ -15,30 +15,29 @@ import numpy as np
 from moe_roma import __version__
 from moe_roma.diagnose import measures
 from moe_roma.diagnose.verdict import verdict
-from moe_roma.io.errors import RomaError
+from moe_roma.io.errors import ModelError, RomaError
 from moe_roma.manifold.graph import embedding_text
+from moe_roma.models.discovery import parse_layer_spec
 from moe_roma.routing.store import RoutingStore
 
 MIN_ITEMS = 20  # below this, no measurement says anything
 
 
 def only_layers(store: RoutingStore, spec: str, path: str | None = None) -> RoutingStore:
-    """A copy of ``store`` with only the recorded layers ``spec`` names (``last3``, ``first2``, ``all``, ``11,12``)."""
-    import re
-
+    """A copy of ``store`` with only the recorded layers ``spec`` names (``last3``, ``first2``, ``all``,
+    ``11,12``: ``models.discovery.parse_layer_spec``'s syntax, counted among the recorded layers)."""
     recorded = list(store.layers)
-    text = spec.strip().lower()
-    match = re.fullmatch(r"(last|first)(\d+)", text)
-    if text == "all":
+    try:
+        parsed = parse_layer_spec(spec)
+    except ModelError:
+        parsed = []
+    if parsed == "all":
         chosen = recorded
-    elif match and int(match.group(2)) >= 1:
-        n = int(match.group(2))
-        chosen = recorded[-n:] if match.group(1) == "last" else recorded[:n]
+    elif isinstance(parsed, tuple):
+        side, n = parsed
+        chosen = recorded[-n:] if side == "last" else recorded[:n]
     else:
-        try:
-            chosen = [int(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            chosen = []
+        chosen = list(parsed)
     missing = [x for x in chosen if x not in recorded]
     if not chosen or missing:
         raise RomaError(
@@ -106,21 +105,14 @@ def diagnose_routing(
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.shape[0] != n:
         raise RomaError(f"{embeddings.shape[0]} embeddings for {n} routing items")
-    routing = store.routing.float()
-    top_k = top_k or int(store.meta.get("top_k") or 2)
-    log("alignment")
-    out["alignment"] = measures.alignment(embeddings, routing)
-    log("routing health")
-    out["routing_health"] = measures.routing_health(routing, top_k)
-    if not out["cannot_tell"]:
-        log("correctness signal (k-NN, 5-fold ROC AUC)")
-        out["correctness_signal"] = measures.correctness_signal(
-            embeddings, routing, store.is_correct, seed=seed
-        )
-        log("room to move (permutation test)")
-        out["room_to_move"] = measures.room_to_move(
-            embeddings, routing, store.is_correct, k=k, sigma=sigma, seed=seed
-        )
+    inputs = measures.MeasureInputs(
+        store, embeddings, store.routing.float(), top_k or int(store.meta.get("top_k") or 2), k, sigma, seed
+    )
+    for name, measure in measures.MEASURES.items():
+        if measure.needs_both_kinds and out["cannot_tell"]:
+            continue
+        log(measure.progress)
+        out[name] = measure.run(inputs)
     out["verdict"] = verdict(out)
     out["seconds"] = round(time.perf_counter() - start, 2)
     out["_embeddings"] = embeddings  # for the pictures; not written to JSON

@@ -39,11 +39,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
-from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.c3po import forward_with_targets
 from moe_roma.methods.common.batches import letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
+    ItemSet,
     PassCount,
     fill_cache,
     frozen_eval,
@@ -193,7 +194,7 @@ def target_test(
     embeddings: np.ndarray,
     items: RoutingStore | None = None,
     item_embeddings: np.ndarray | None = None,
-    graph: GraphConfig | None = None,
+    graph: NeighbourSearch | None = None,
     n_items: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
@@ -212,8 +213,82 @@ def target_test(
     ``margin``, ``per_task``, ``skipped`` (controls not run, and why) and the settings.
     """
     start = time.perf_counter()
-    graph = graph or GraphConfig()
+    graph = graph or NeighbourSearch()
     info = info or discover_routers(model)
+    own = items is None
+    items, item_embeddings = _items_under_test(store, embeddings, items, item_embeddings, info)
+    task_loss = resolve_task_loss(items, None)
+    resolve_task_loss(store, task_loss)
+    tuned = resolve_layers(info, store, None)
+    rows = _sample_rows(len(items), n_items, seed)
+    sample = items.subset(rows)
+    targets, fallback = _targets(
+        store, embeddings, None if own else item_embeddings, rows, sample, graph, seed
+    )
+    data = prepare_items(sample, tokenizer, task_loss, tuned, max_length)
+    if task_loss == "letter":
+        data.letter_ids = letter_ids_tensor(tokenizer, max(it.n_choices for it in data.items))
+    pred, base_routing, counts = _score(model, info, tuned, data, targets, batch_size, prefix_cache, progress)
+    correct = {name: (p == data.answers).tolist() for name, p in pred.items()}
+    base = correct.pop("base")
+    result = _summarise(base, correct, list(sample.tasks), fallback)
+    # The captured base routing is the file's routing, unless the model or the prompts changed.
+    result.update(
+        {
+            "n": len(data.items),
+            "items": "own" if own else "second file",
+            "layers": tuned,
+            "task_loss": task_loss,
+            **_settings(graph, store, seed),
+            "store_disagreements": sum(b != bool(s) for b, s in zip(base, sample.is_correct)),
+            "routing_drift": float((base_routing - sample.routing[:, data.columns].float()).abs().max()),
+            "passes": counts.to_dict(),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    )
+    return result
+
+
+def _sample_rows(n: int, n_items: int | None, seed: int) -> list[int]:
+    """Every row, or a seeded random sample of ``n_items`` of them, in order."""
+    if n_items is None or n_items >= n:
+        return list(range(n))
+    gen = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=gen)[:n_items].tolist())
+
+
+def _settings(graph: NeighbourSearch, store: RoutingStore, seed: int) -> dict:
+    """The neighbour settings, the controls skipped and why, and the seed, for the result."""
+    skipped = (
+        {}
+        if _has_tasks(store.tasks)
+        else {
+            name: "the routing file records no tasks (one task for every item), so there is nothing to draw by task"
+            for name in TASK_TARGETS
+        }
+    )
+    return {
+        "graph": {
+            "k": graph.k,
+            "sigma": graph.sigma,
+            "dedupe_threshold": graph.dedupe_threshold,
+            "include_self": graph.include_self,
+            "epsilon": graph.epsilon,
+        },
+        "skipped": skipped,
+        "seed": seed,
+    }
+
+
+def _items_under_test(
+    store: RoutingStore,
+    embeddings: np.ndarray,
+    items: RoutingStore | None,
+    item_embeddings: np.ndarray | None,
+    info: MoEInfo,
+) -> tuple[RoutingStore, np.ndarray]:
+    """The items to test (the store's own, or a second file's recording the same layers) and their
+    embeddings, checked against the model; the store must have a successful item to build targets from."""
     store.fit_to_model(info)
     own = items is None
     items = store if own else items
@@ -228,41 +303,50 @@ def target_test(
             )
     if not store.successful:
         raise RomaError("the routing file has no successful item: there is no target to build")
-    task_loss = resolve_task_loss(items, None)
-    resolve_task_loss(store, task_loss)
-    tuned = resolve_layers(info, store, None)
-    rows = list(range(len(items)))
-    if n_items is not None and n_items < len(items):
-        gen = torch.Generator().manual_seed(seed)
-        rows = sorted(torch.randperm(len(items), generator=gen)[:n_items].tolist())
+    return items, item_embeddings
+
+
+def _targets(
+    store: RoutingStore,
+    embeddings: np.ndarray,
+    item_embeddings: np.ndarray | None,
+    rows: list[int],
+    sample: RoutingStore,
+    graph: NeighbourSearch,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Each tested item's routing under every target (N, L, E; NaN where it keeps its own): RoMA's
+    kernel mean of its successful neighbours (``item_embeddings``: a second file's items, else the
+    store's own ``rows``), and the controls; and how many items keep their own routing, per target."""
     emb = np.asarray(embeddings, dtype=np.float32)
-    queries = None if own else np.asarray(item_embeddings, dtype=np.float32)
+    queries = None if item_embeddings is None else np.asarray(item_embeddings, dtype=np.float32)
     g = build_neighbour_graph(emb, store.successful, graph, queries=queries)
     ref_routing = store.routing.float()
     idx, w = g.indices[rows], g.weights[rows]
     roma = (w[:, :, None, None] * ref_routing[idx.clamp_min(0)]).sum(1)
     has = (idx >= 0).any(1)
     roma[~has] = float("nan")  # no neighbour: the item keeps its own routing
-    sample = items.subset(rows)
-    tasks = list(sample.tasks)
-    controls, fallback = control_targets(store, ref_routing, rows if own else None, tasks, graph.k, seed)
-    targets = {"roma": roma, **controls}
+    own_rows = rows if item_embeddings is None else None
+    controls, fallback = control_targets(store, ref_routing, own_rows, list(sample.tasks), graph.k, seed)
     fallback["roma"] = int((~has).sum())
-    skipped = (
-        {}
-        if _has_tasks(store.tasks)
-        else {
-            name: "the routing file records no tasks (one task for every item), so there is nothing to draw by task"
-            for name in TASK_TARGETS
-        }
-    )
+    return {"roma": roma, **controls}, fallback
 
-    data = prepare_items(sample, tokenizer, task_loss, tuned, max_length)
-    if task_loss == "letter":
-        data.letter_ids = letter_ids_tensor(tokenizer, max(it.n_choices for it in data.items))
+
+def _score(
+    model: PreTrainedModel,
+    info: MoEInfo,
+    tuned: list[int],
+    data: ItemSet,
+    targets: dict[str, torch.Tensor],
+    batch_size: int,
+    prefix_cache: bool,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, PassCount]:
+    """Every item's answer with its own routing (``base``) and with each target's, its own routing, and
+    the passes it took."""
     n = len(data.items)
-    device = next(model.parameters()).device
     counts = PassCount(n)
+    device = next(model.parameters()).device
     frac = suffix_fraction(info, tuned) if prefix_cache and min(tuned) > 0 else 1.0
     pred = {name: torch.full((n,), -1, dtype=torch.long) for name in ["base", *targets]}
     base_routing = torch.empty(n, len(tuned), info.num_experts)
@@ -275,7 +359,9 @@ def target_test(
             cache = (
                 fill_cache(model, info, batch, data.pad, tuned, batch_size, counts) if prefix_cache else None
             )
-            out = items_forward(model, info, tuned, batch, data.pad, task_loss, data.letter_ids, cache=cache)
+            out = items_forward(
+                model, info, tuned, batch, data.pad, data.task_loss, data.letter_ids, cache=cache
+            )
             pred["base"][chunk] = out["scores"].argmax(-1).cpu()
             own_routing = out["routing"].float().cpu()
             base_routing[chunk] = own_routing
@@ -288,30 +374,4 @@ def target_test(
                 counts.add_forward(len(chunk), frac)
             bar.update(len(chunk))
     bar.close()
-    answers = data.answers
-    correct = {name: (p == answers).tolist() for name, p in pred.items()}
-    base = correct.pop("base")
-    result = _summarise(base, correct, tasks, fallback)
-    # The captured base routing is the file's routing, unless the model or the prompts changed.
-    result.update(
-        {
-            "n": n,
-            "items": "own" if own else "second file",
-            "layers": tuned,
-            "task_loss": task_loss,
-            "graph": {
-                "k": graph.k,
-                "sigma": graph.sigma,
-                "dedupe_threshold": graph.dedupe_threshold,
-                "include_self": graph.include_self,
-                "epsilon": graph.epsilon,
-            },
-            "skipped": skipped,
-            "seed": seed,
-            "store_disagreements": sum(b != bool(s) for b, s in zip(base, sample.is_correct)),
-            "routing_drift": float((base_routing - sample.routing[:, data.columns].float()).abs().max()),
-            "passes": counts.to_dict(),
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-    )
-    return result
+    return pred, base_routing, counts

@@ -27,13 +27,11 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import Kind
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
-from moe_roma.methods.base import TestTimeInputs
+from moe_roma.methods.base import TestTimeInputs, WeightsOutcome
 from moe_roma.methods.registry import METHODS
 from moe_roma.methods.registry import method as method_spec
 from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.methods.roma.targets import with_oracle_targets
-from moe_roma.methods.roma.trackers import Trackers, open_trackers
-from moe_roma.methods.roma.trainer import TrainResult
 from moe_roma.models.checkpoint import restore_routers, router_snapshot
 from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_fingerprint
@@ -42,6 +40,7 @@ from moe_roma.routing.store import RoutingStore, save_routing_store
 from moe_roma.scoring import DEFAULT_SCORING
 from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.stats import accuracy
+from moe_roma.training.trackers import Trackers, open_trackers
 
 # The folder of `roma experiment` and `roma demo` (and of a `kind: architectures` grid): one grid's results.
 RESULTS_FOLDER = Kind(
@@ -203,7 +202,7 @@ def run_weights(ctx: RunContext, method: Method, seed: int) -> dict:
     extra: dict[str, Any] = {"trackers": ctx.trackers} if ctx.trackers else {}
     if ctx.resume:
         extra["resume"] = True  # a saved state in run_dir (if any) is continued; none means a fresh run
-    result: TrainResult = spec.run(
+    result: WeightsOutcome = spec.run(
         ctx.model, ctx.tokenizer, store, config, run_dir, graph=graph, progress=ctx.progress, **extra
     )
     return {

@@ -24,15 +24,15 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import safe_name
 from moe_roma.io.yamlfile import load_yaml_mapping
 from moe_roma.methods.registry import METHODS
-from moe_roma.methods.roma.trackers import check_trackers
 from moe_roma.report.experiments import experiment_report, plot_accuracy
 from moe_roma.report.tables import aggregate, markdown_table
 from moe_roma.scoring.stats import compare_paired, mean_interval
+from moe_roma.training.trackers import check_trackers
 
 
 @dataclass
 class ArchitectureGrid:
-    """A ``kind: architectures`` file: seed 000's pre-training grid (``experiments/architectures.py``)."""
+    """A ``kind: architectures`` file: the pre-training study's grid (``experiments/pretraining_study.py``)."""
 
     mapping: dict
     path: Path
@@ -203,7 +203,7 @@ def plan(
 
 
 def _plan_architectures(grid: ArchitectureGrid, out: Path) -> list[str]:
-    from moe_roma.experiments.architectures import plan_jobs
+    from moe_roma.experiments.pretraining_study import plan_jobs
 
     jobs, splits = plan_jobs(grid.mapping, str(grid.path), out)
     steps = [
@@ -379,7 +379,7 @@ def run_experiment(
 ) -> dict:
     """``roma experiment``: ``run`` then ``write_results`` (or a pre-training grid's own run)."""
     if isinstance(cfg, ArchitectureGrid):
-        from moe_roma.experiments.architectures import run_architecture_grid
+        from moe_roma.experiments.pretraining_study import run_pretraining_study
 
         if report_to:
             raise RomaError(
@@ -387,7 +387,7 @@ def run_experiment(
                 "metrics.jsonl)"
             )
         out = output_folder(cfg, out_dir)
-        return run_architecture_grid(cfg.mapping, str(cfg.path), out, log=log, resume=resume)
+        return run_pretraining_study(cfg.mapping, str(cfg.path), out, log=log, resume=resume)
     done = run(cfg, out_dir, progress, log, resume, report_to, trust_remote_code)
     return write_results(done, log)
 

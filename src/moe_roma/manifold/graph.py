@@ -43,7 +43,10 @@ class NeighbourGraph:
 
 
 @dataclass(frozen=True)
-class GraphConfig:
+class NeighbourSearch:
+    """How each sample's neighbours are searched among the successful set and weighted. The user-facing
+    settings are ``methods.roma.config.GraphConfig``, whose ``build()`` makes one of these."""
+
     k: int = 3
     epsilon: float | None = None  # cosine-similarity ball instead of k-NN when set
     sigma: float = 0.4
@@ -91,7 +94,7 @@ def _topk_chunked(
 def build_neighbour_graph(
     embeddings: np.ndarray | torch.Tensor,
     successful: list[int],
-    config: GraphConfig = GraphConfig(),
+    config: NeighbourSearch = NeighbourSearch(),
     queries: np.ndarray | torch.Tensor | None = None,
     chunk_size: int | None = None,
     memory_budget: int = 1 << 30,
@@ -107,7 +110,7 @@ def build_neighbour_graph(
 
     >>> import numpy as np
     >>> e = np.eye(4, dtype=np.float32)
-    >>> g = build_neighbour_graph(e, successful=[1, 2], config=GraphConfig(k=1))
+    >>> g = build_neighbour_graph(e, successful=[1, 2], config=NeighbourSearch(k=1))
     >>> g.indices[:, 0].tolist()
     [1, 2, 1, 1]
     """
@@ -117,29 +120,10 @@ def build_neighbour_graph(
     # Each chunk holds chunk x |S| similarities (4 B) and a mask (1 B): keep them within the budget.
     chunk_size = chunk_size or max(1, min(4096, memory_budget // (5 * len(successful))))
     s_idx = torch.as_tensor(successful, dtype=torch.long)
-    # No copy when every sample is a key (a large reference set of successes only).
-    keys = (
-        emb
-        if len(successful) == emb.shape[0] and bool((s_idx == torch.arange(len(s_idx))).all())
-        else emb[s_idx]
-    )
-    if queries is None:
-        q = emb
-        pos_in_s = torch.full((emb.shape[0],), -1, dtype=torch.long)
-        pos_in_s[s_idx] = torch.arange(len(successful))
-    else:
-        q = torch.as_tensor(np.asarray(queries), dtype=torch.float32)
-        pos_in_s = torch.full((q.shape[0],), -1, dtype=torch.long)
-    n = q.shape[0]
+    keys, q, pos_in_s = _keys_and_queries(emb, s_idx, queries)
+    available = len(successful) - (1 if queries is None else 0)  # a sample is not its own neighbour
     if config.random:
-        gen = torch.Generator().manual_seed(config.seed)
-        k = min(config.k, len(successful) - (1 if queries is None else 0))
-        idx_s = torch.empty((n, k), dtype=torch.long)
-        for i in range(n):
-            perm = torch.randperm(len(successful), generator=gen)
-            perm = perm[perm != pos_in_s[i]][:k]
-            idx_s[i] = perm
-        sims = (q.unsqueeze(1) * keys[idx_s]).sum(-1)
+        sims, idx_s = _random_neighbours(q, keys, pos_in_s, min(config.k, available), config.seed)
     elif config.epsilon is not None:
         sims, idx_s = _search(
             q, keys, config.max_neighbours, pos_in_s, config.dedupe_threshold, chunk_size, backend
@@ -148,7 +132,6 @@ def build_neighbour_graph(
         idx_s = torch.where(inside, idx_s, torch.full_like(idx_s, -1))
         sims = torch.where(inside, sims, torch.full_like(sims, -2.0))
     else:
-        available = len(successful) - (1 if queries is None else 0)
         if config.k > available:
             warnings.warn(
                 f"k={config.k} is larger than the successful set allows ({available}); using k={available}",
@@ -158,15 +141,31 @@ def build_neighbour_graph(
         k = max(1, min(config.k, available))
         sims, idx_s = _search(q, keys, k, pos_in_s, config.dedupe_threshold, chunk_size, backend)
     if config.include_self and queries is None:
-        # A successful sample takes itself (similarity 1) as its first neighbour, ahead of the others.
-        own = pos_in_s >= 0
-        idx_s = torch.cat([torch.where(own, pos_in_s, -1).unsqueeze(1), idx_s], dim=1)
-        sims = torch.cat([torch.where(own, 1.0, -2.0).unsqueeze(1), sims], dim=1)
-        if config.epsilon is None:  # k neighbours in all: self and the k - 1 nearest others
-            keep = torch.arange(idx_s.shape[1]).unsqueeze(0) < idx_s.shape[1] - own.long().unsqueeze(1)
-            order = torch.argsort((~keep).long() * 2 + (idx_s < 0).long(), dim=1, stable=True)
-            idx_s, sims = idx_s.gather(1, order)[:, :-1], sims.gather(1, order)[:, :-1]
-            idx_s = torch.where(sims > -2.0, idx_s, -1)
+        sims, idx_s = _with_self(sims, idx_s, pos_in_s, config.epsilon is None)
+    return _graph(sims, idx_s, s_idx, config)
+
+
+def _keys_and_queries(
+    emb: torch.Tensor, s_idx: torch.Tensor, queries: np.ndarray | torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The successful samples' embeddings (the keys), the queries' (default: every sample's), and each
+    query's position among the keys (-1: not a key, so nothing to exclude as itself)."""
+    # No copy when every sample is a key (a large reference set of successes only).
+    every = len(s_idx) == emb.shape[0] and bool((s_idx == torch.arange(len(s_idx))).all())
+    keys = emb if every else emb[s_idx]
+    if queries is None:
+        pos_in_s = torch.full((emb.shape[0],), -1, dtype=torch.long)
+        pos_in_s[s_idx] = torch.arange(len(s_idx))
+        return keys, emb, pos_in_s
+    q = torch.as_tensor(np.asarray(queries), dtype=torch.float32)
+    return keys, q, torch.full((q.shape[0],), -1, dtype=torch.long)
+
+
+def _graph(
+    sims: torch.Tensor, idx_s: torch.Tensor, s_idx: torch.Tensor, config: NeighbourSearch
+) -> NeighbourGraph:
+    """The graph of the found neighbours (positions among the keys ``idx_s``, -1 for none): sample
+    indices, kernel weights, similarities and the settings."""
     valid = idx_s >= 0
     indices = torch.where(valid, s_idx[idx_s.clamp_min(0)], torch.full_like(idx_s, -1))
     weights = gaussian_kernel_weights(sims.clamp(-1, 1), valid.float(), config.sigma)
@@ -185,6 +184,35 @@ def build_neighbour_graph(
             "include_self": config.include_self,
         },
     )
+
+
+def _random_neighbours(
+    q: torch.Tensor, keys: torch.Tensor, pos_in_s: torch.Tensor, k: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ablation: ``k`` successful samples drawn at random for every query (never itself)."""
+    gen = torch.Generator().manual_seed(seed)
+    idx_s = torch.empty((q.shape[0], k), dtype=torch.long)
+    for i in range(q.shape[0]):
+        perm = torch.randperm(keys.shape[0], generator=gen)
+        idx_s[i] = perm[perm != pos_in_s[i]][:k]
+    return (q.unsqueeze(1) * keys[idx_s]).sum(-1), idx_s
+
+
+def _with_self(
+    sims: torch.Tensor, idx_s: torch.Tensor, pos_in_s: torch.Tensor, keep_k: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A successful sample takes itself (similarity 1) as its first neighbour, ahead of the others;
+    with ``keep_k`` (k-NN, not an epsilon-ball), it keeps k neighbours in all: itself and the k - 1
+    nearest others."""
+    own = pos_in_s >= 0
+    idx_s = torch.cat([torch.where(own, pos_in_s, -1).unsqueeze(1), idx_s], dim=1)
+    sims = torch.cat([torch.where(own, 1.0, -2.0).unsqueeze(1), sims], dim=1)
+    if keep_k:
+        keep = torch.arange(idx_s.shape[1]).unsqueeze(0) < idx_s.shape[1] - own.long().unsqueeze(1)
+        order = torch.argsort((~keep).long() * 2 + (idx_s < 0).long(), dim=1, stable=True)
+        idx_s, sims = idx_s.gather(1, order)[:, :-1], sims.gather(1, order)[:, :-1]
+        idx_s = torch.where(sims > -2.0, idx_s, -1)
+    return sims, idx_s
 
 
 SEARCH_BACKENDS = ("auto", "torch", "faiss")
@@ -282,7 +310,7 @@ def embedding_text(question: str | None, input_text: str) -> str:
 
 def neighbour_graph_for_store(
     store,
-    config: GraphConfig = GraphConfig(),
+    config: NeighbourSearch = NeighbourSearch(),
     embedder: str | None = None,
     cache_path: str | Path | None = None,
     progress: bool = False,

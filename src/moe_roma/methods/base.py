@@ -1,14 +1,23 @@
-"""The contracts between a routing method and the code that runs it.
+"""The contracts between a routing method and the code that runs it, and where methods register.
 
-Methods import these, and ``methods/registry.py`` imports the methods: the imports run one way,
-so no method needs the registry (``tests/test_architecture.py`` rejects the circle).
+A method module imports this one, and calls ``register(MethodSpec(...))`` when it is imported.
+``methods/registry.py`` imports only this module too: it names the built-in methods' modules and
+imports them by name, so neither the registry imports a method nor a method the registry
+(``tests/test_architecture.py`` rejects any import circle).
+
+Two kinds of method change routing. A *weights* method changes the router weights and is then
+evaluated like any model: ``run(model, tokenizer, store, config, out_dir, graph=..., progress=...,
+trackers=..., resume=...) -> WeightsOutcome``, where ``store`` is the training routing and
+``graph`` its neighbour graph (or None). A *test-time* method scores an evaluation split itself,
+changing each item's routing while it answers: ``run(TestTimeInputs, config) -> TestTimeOutcome``.
+``base`` changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from moe_roma.io.config import Config
 
@@ -46,6 +55,14 @@ class TestTimeOutcome:
     extra: dict = field(default_factory=dict)
 
 
+class WeightsOutcome(Protocol):
+    """What a weights method's run returns, as far as the code that runs it reads it."""
+
+    seconds: float  # the training's wall time
+    steps: int  # optimiser steps taken
+    tuned_layers: list[int]  # the decoder layers whose routers changed
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One registered method: its kind, its config dataclass, its run function (None for ``base``)."""
@@ -60,3 +77,23 @@ class MethodSpec:
     def seed_free(self) -> bool:
         """Whether the outcome is the same for every training seed (run once, reported for each)."""
         return self.kind != "weights"
+
+
+_REGISTERED: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Make ``spec`` known by its name (``roma experiment``'s ``kind:``); a name is registered once."""
+    known = _REGISTERED.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"a method named {spec.name!r} is registered already ({known.summary})")
+    _REGISTERED[spec.name] = spec
+    return spec
+
+
+def registered() -> dict[str, MethodSpec]:
+    """Every registered method by name, in the order they registered (the dict itself, not a copy)."""
+    return _REGISTERED
+
+
+register(MethodSpec("base", "none", NoConfig, None, "the model as it is"))

@@ -55,8 +55,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
-from moe_roma.manifold.graph import GraphConfig, NeighbourGraph, build_neighbour_graph
-from moe_roma.methods.base import TestTimeInputs, TestTimeOutcome
+from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph
+from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
 from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
@@ -218,6 +218,59 @@ def c3po(
     >>> res = c3po(model, tok, train_store, train_emb, eval_store, eval_emb, mode="kernel")  # doctest: +SKIP
     >>> res.line()  # doctest: +SKIP
     """
+    alphas = _checked_alphas(mode, ngd_variable, alphas)
+    search = NeighbourSearch(k=k, sigma=sigma, dedupe_threshold=dedupe_threshold)
+    run = _setup(model, tokenizer, (ref_store, ref_embeddings), (eval_store, eval_embeddings), search, info)
+    run.prepare(tokenizer, layers, task_loss, max_length, batch_size, prefix_cache, progress)
+    with frozen_eval(model):
+        base_pred, base_routing = _base_pass(run)
+        if mode == "kernel":
+            remix = _kernel_remix(run, base_routing, alphas)
+        else:
+            remix = _ngd_remix(run, base_routing, ngd_steps, ngd_lr, ngd_variable)
+        predictions, routing = _final_pass(run, base_pred, base_routing, remix)
+    settings = {
+        "k": k,
+        "sigma": sigma,
+        "dedupe_threshold": dedupe_threshold,
+        "task_loss": run.task_loss,
+        "alphas": alphas if mode == "kernel" else None,
+        "ngd_steps": ngd_steps if mode == "ngd" else None,
+        "ngd_lr": ngd_lr if mode == "ngd" else None,
+        "ngd_variable": ngd_variable if mode == "ngd" else None,
+        "prefix_cache": prefix_cache,
+    }
+    mode_name = mode if mode == "kernel" else f"ngd-{ngd_variable}"
+    outcome = (base_pred, base_routing, remix, predictions, routing)
+    return _result(run, mode_name, outcome, settings)
+
+
+def _result(run: _Run, mode: str, outcome: tuple, settings: dict) -> C3POResult:
+    """The result of the passes ``outcome`` (base answers and routing, the re-mix, final answers and
+    routing), in the evaluation store's order."""
+    base_pred, base_routing, remix, predictions, routing = outcome
+    return C3POResult(
+        ids=list(run.evals.store.ids),
+        mode=mode,
+        answers=[it.answer for it in run.evals.items],
+        predictions_base=base_pred.tolist(),
+        predictions=predictions.tolist(),
+        alphas=remix.chosen.tolist(),
+        changed=remix.changed.tolist(),
+        neighbours=run.graph.indices,
+        neighbour_weights=run.graph.weights,
+        routing_base=base_routing,
+        routing=routing,
+        layers=run.tuned,
+        passes=run.counts,
+        seconds=time.perf_counter() - run.start,
+        settings=settings,
+        ngd_solution=remix.solution,
+    )
+
+
+def _checked_alphas(mode: str, ngd_variable: str, alphas: Sequence[float]) -> list[float]:
+    """The mode and variable checked, and the alphas as distinct numbers in [0, 1], descending."""
     if mode not in MODES:
         raise RomaError(f"mode must be one of {MODES}, got {mode!r}")
     if ngd_variable not in NGD_VARIABLES:
@@ -225,6 +278,109 @@ def c3po(
     alphas = sorted({float(a) for a in alphas}, reverse=True)  # descending: argmin ties go to the larger a
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise RomaError(f"alphas must be a non-empty list of numbers in [0, 1], got {alphas}")
+    return alphas
+
+
+@dataclass
+class _Remix:
+    """Each evaluation item's new routing, before the final pass applies it."""
+
+    chosen: torch.Tensor  # (N,) the a chosen per item (kernel); nan for NGD
+    changed: torch.Tensor  # (N,) bool: the item's routing changes
+    targets: torch.Tensor  # (N, L, E) the routing to set
+    offsets: torch.Tensor | None  # (N, L, E) logit offsets to apply instead (NGD ``offset``)
+    solution: torch.Tensor | None  # NGD's final omega (replace) or delta (offset)
+
+
+def _kernel_remix(run: _Run, base_routing: torch.Tensor, alphas: list[float]) -> _Remix:
+    """Kernel regression: ``a w_i + (1 - a) sum_j W_ij w_j`` with each item's a chosen on its neighbours."""
+    n = base_routing.shape[0]
+    has = run.graph.has_neighbours()
+    chosen = torch.where(has, _select_alphas(run, alphas), torch.ones(n))
+    mean = _mix(base_routing, run.graph, torch.arange(n), run.ref_routing)
+    a = chosen[:, None, None]
+    return _Remix(chosen, has & (chosen < 1.0), a * base_routing + (1 - a) * mean, None, None)
+
+
+def _ngd_remix(run: _Run, base_routing: torch.Tensor, steps: int, lr: float, variable: str) -> _Remix:
+    """Neighbourhood gradient descent: every item with neighbours changes."""
+    targets, offsets = _ngd(run, base_routing, steps, lr, variable)
+    chosen = torch.full((base_routing.shape[0],), float("nan"))
+    solution = targets if variable == "replace" else offsets
+    return _Remix(
+        chosen,
+        run.graph.has_neighbours().clone(),
+        targets,
+        offsets if variable == "offset" else None,
+        solution,
+    )
+
+
+@dataclass
+class _Run:
+    """What every pass of one ``c3po`` call shares."""
+
+    start: float  # perf_counter at the start, for the result's seconds
+    model: PreTrainedModel
+    info: MoEInfo
+    stores: tuple[RoutingStore, RoutingStore]  # the references', the evaluation items'
+    search: NeighbourSearch
+    ref_embeddings: np.ndarray
+    eval_embeddings: np.ndarray
+    device: torch.device
+    graph: NeighbourGraph | None = None  # each evaluation item's successful reference neighbours
+    tuned: list[int] = field(default_factory=list)
+    task_loss: str = "letter"
+    refs: ItemSet | None = None
+    evals: ItemSet | None = None
+    ref_routing: torch.Tensor | None = None  # (N_ref, L, E) the references' routing, tuned layers
+    counts: PassCount | None = None
+    batch_size: int = 16
+    prefix_cache: bool = False
+    progress: bool = True
+    frac: float = 1.0  # the share of a full forward that a pass replaying the prefix costs
+
+    def prepare(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        layers: str | Sequence[int] | None,
+        task_loss: str | None,
+        max_length: int | None,
+        batch_size: int,
+        prefix_cache: bool,
+        progress: bool,
+    ) -> None:
+        """Both stores' scoring and tuned layers checked against each other, their items encoded, and
+        each evaluation item's neighbours among the successful references."""
+        ref_store, eval_store = self.stores
+        self.task_loss = resolve_task_loss(eval_store, task_loss)
+        resolve_task_loss(ref_store, self.task_loss)
+        self.tuned = resolve_layers(self.info, eval_store, layers)
+        resolve_layers(self.info, ref_store, self.tuned)
+        self.refs = prepare_items(ref_store, tokenizer, self.task_loss, self.tuned, max_length)
+        self.evals = prepare_items(eval_store, tokenizer, self.task_loss, self.tuned, max_length)
+        if self.task_loss == "letter":  # one letter table for both sets
+            n_letters = max(it.n_choices for it in self.refs.items + self.evals.items)
+            self.refs.letter_ids = self.evals.letter_ids = letter_ids_tensor(tokenizer, n_letters)
+        self.graph = build_neighbour_graph(
+            self.ref_embeddings, ref_store.successful, self.search, queries=self.eval_embeddings
+        )
+        self.ref_routing = ref_store.routing[:, self.refs.columns].float()
+        self.counts = PassCount(len(self.evals.items))
+        self.batch_size, self.prefix_cache, self.progress = batch_size, prefix_cache, progress
+        self.frac = suffix_fraction(self.info, self.tuned) if prefix_cache and min(self.tuned) > 0 else 1.0
+
+
+def _setup(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    reference: tuple[RoutingStore, np.ndarray | torch.Tensor],
+    evaluation: tuple[RoutingStore, np.ndarray | torch.Tensor],
+    search: NeighbourSearch,
+    info: MoEInfo | None,
+) -> _Run:
+    """One embedding per item of each store, and both stores checked against the model."""
+    (ref_store, ref_embeddings), (eval_store, eval_embeddings) = reference, evaluation
     ref_embeddings = np.asarray(ref_embeddings, dtype=np.float32)
     eval_embeddings = np.asarray(eval_embeddings, dtype=np.float32)
     if ref_embeddings.shape[0] != len(ref_store) or eval_embeddings.shape[0] != len(eval_store):
@@ -233,167 +389,81 @@ def c3po(
     info = info or discover_routers(model)
     ref_store.fit_to_model(info)
     eval_store.fit_to_model(info)
-    task_loss = resolve_task_loss(eval_store, task_loss)
-    resolve_task_loss(ref_store, task_loss)
-    tuned = resolve_layers(info, eval_store, layers)
-    resolve_layers(info, ref_store, tuned)
-    refs = prepare_items(ref_store, tokenizer, task_loss, tuned, max_length)
-    evals = prepare_items(eval_store, tokenizer, task_loss, tuned, max_length)
-    if task_loss == "letter":  # one letter table for both sets
-        n_letters = max(it.n_choices for it in refs.items + evals.items)
-        refs.letter_ids = evals.letter_ids = letter_ids_tensor(tokenizer, n_letters)
-    config = GraphConfig(k=k, sigma=sigma, dedupe_threshold=dedupe_threshold)
-    graph = build_neighbour_graph(ref_embeddings, ref_store.successful, config, queries=eval_embeddings)
-    ref_routing = ref_store.routing[:, refs.columns].float()
-    device = next(model.parameters()).device
-    n, n_layers = len(evals.items), len(tuned)
-    counts = PassCount(n)
-    frac = suffix_fraction(info, tuned) if prefix_cache and min(tuned) > 0 else 1.0
-
-    with frozen_eval(model):
-        # The base model's one pass per item: its answers and the live routing w_i.
-        base_pred = torch.empty(n, dtype=torch.long)
-        base_routing = torch.empty(n, n_layers, info.num_experts)
-        with torch.no_grad():
-            for c in tqdm(range(0, n, batch_size), desc="c3po base", disable=not progress):
-                items = evals.items[c : c + batch_size]
-                out = items_forward(model, info, tuned, items, evals.pad, task_loss, evals.letter_ids)
-                base_pred[c : c + len(items)] = out["scores"].argmax(-1).cpu()
-                base_routing[c : c + len(items)] = out["routing"].float().cpu()
-        counts.add_forward(n)
-        has = graph.has_neighbours()
-        chosen = torch.full((n,), float("nan"))
-        solution = None
-        if mode == "kernel":
-            chosen = _select_alphas(
-                model,
-                info,
-                tuned,
-                refs,
-                graph,
-                ref_embeddings,
-                ref_routing,
-                alphas,
-                config,
-                batch_size,
-                prefix_cache,
-                counts,
-                frac,
-                progress,
-            )
-            chosen = torch.where(has, chosen, torch.ones_like(chosen))
-            mean = _mix(base_routing, graph, torch.arange(n), ref_routing)
-            a = chosen[:, None, None]
-            targets = a * base_routing + (1 - a) * mean
-            changed = has & (chosen < 1.0)
-        else:
-            targets, offsets = _ngd(
-                model,
-                info,
-                tuned,
-                refs,
-                graph,
-                base_routing,
-                ngd_steps,
-                ngd_lr,
-                ngd_variable,
-                batch_size,
-                prefix_cache,
-                counts,
-                frac,
-                progress,
-            )
-            changed = has.clone()
-            solution = targets if ngd_variable == "replace" else offsets
-        # The final pass of each re-mixed item, with its new routing.
-        predictions, routing = base_pred.clone(), base_routing.clone()
-        todo = torch.nonzero(changed).flatten().tolist()
-        with torch.no_grad():
-            for c in tqdm(range(0, len(todo), batch_size), desc="c3po apply", disable=not progress):
-                rows = todo[c : c + batch_size]
-                items = [evals.items[i] for i in rows]
-                if mode == "ngd" and ngd_variable == "offset":
-                    off = offsets[rows].to(device)
-                    out = items_forward(
-                        model,
-                        info,
-                        tuned,
-                        items,
-                        evals.pad,
-                        task_loss,
-                        evals.letter_ids,
-                        offsets={layer: off[:, li] for li, layer in enumerate(tuned)},
-                    )
-                else:
-                    out = forward_with_targets(model, info, tuned, evals, items, targets[rows].to(device))
-                predictions[rows] = out["scores"].argmax(-1).cpu()
-                routing[rows] = out["routing"].float().cpu()
-        counts.add_forward(len(todo))
-    return C3POResult(
-        ids=list(eval_store.ids),
-        mode=mode if mode == "kernel" else f"ngd-{ngd_variable}",
-        answers=[it.answer for it in evals.items],
-        predictions_base=base_pred.tolist(),
-        predictions=predictions.tolist(),
-        alphas=chosen.tolist(),
-        changed=changed.tolist(),
-        neighbours=graph.indices,
-        neighbour_weights=graph.weights,
-        routing_base=base_routing,
-        routing=routing,
-        layers=tuned,
-        passes=counts,
-        seconds=time.perf_counter() - start,
-        settings={
-            "k": k,
-            "sigma": sigma,
-            "dedupe_threshold": dedupe_threshold,
-            "task_loss": task_loss,
-            "alphas": alphas if mode == "kernel" else None,
-            "ngd_steps": ngd_steps if mode == "ngd" else None,
-            "ngd_lr": ngd_lr if mode == "ngd" else None,
-            "ngd_variable": ngd_variable if mode == "ngd" else None,
-            "prefix_cache": prefix_cache,
-        },
-        ngd_solution=solution,
+    return _Run(
+        start,
+        model,
+        info,
+        (ref_store, eval_store),
+        search,
+        ref_embeddings,
+        eval_embeddings,
+        next(model.parameters()).device,
     )
 
 
-def _ref_cache(
-    model,
-    info,
-    tuned,
-    refs: ItemSet,
-    items: list[TrainItem],
-    batch_size: int,
-    prefix_cache: bool,
-    counts: PassCount,
-) -> PrefixCache | None:
+def _base_pass(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base model's one pass per evaluation item: its answers and the live routing w_i."""
+    evals, n = run.evals, len(run.evals.items)
+    base_pred = torch.empty(n, dtype=torch.long)
+    base_routing = torch.empty(n, len(run.tuned), run.info.num_experts)
+    with torch.no_grad():
+        for c in tqdm(range(0, n, run.batch_size), desc="c3po base", disable=not run.progress):
+            items = evals.items[c : c + run.batch_size]
+            out = items_forward(
+                run.model, run.info, run.tuned, items, evals.pad, run.task_loss, evals.letter_ids
+            )
+            base_pred[c : c + len(items)] = out["scores"].argmax(-1).cpu()
+            base_routing[c : c + len(items)] = out["routing"].float().cpu()
+    run.counts.add_forward(n)
+    return base_pred, base_routing
+
+
+def _final_pass(
+    run: _Run, base_pred: torch.Tensor, base_routing: torch.Tensor, remix: _Remix
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final pass of each re-mixed item, with its new routing (the targets, or NGD's logit
+    offsets); the others keep the base pass's answer and routing."""
+    evals, targets, offsets = run.evals, remix.targets, remix.offsets
+    predictions, routing = base_pred.clone(), base_routing.clone()
+    todo = torch.nonzero(remix.changed).flatten().tolist()
+    with torch.no_grad():
+        for c in tqdm(range(0, len(todo), run.batch_size), desc="c3po apply", disable=not run.progress):
+            rows = todo[c : c + run.batch_size]
+            items = [evals.items[i] for i in rows]
+            if offsets is not None:
+                off = offsets[rows].to(run.device)
+                out = items_forward(
+                    run.model,
+                    run.info,
+                    run.tuned,
+                    items,
+                    evals.pad,
+                    run.task_loss,
+                    evals.letter_ids,
+                    offsets={layer: off[:, li] for li, layer in enumerate(run.tuned)},
+                )
+            else:
+                out = forward_with_targets(
+                    run.model, run.info, run.tuned, evals, items, targets[rows].to(run.device)
+                )
+            predictions[rows] = out["scores"].argmax(-1).cpu()
+            routing[rows] = out["routing"].float().cpu()
+    run.counts.add_forward(len(todo))
+    return predictions, routing
+
+
+def _ref_cache(run: _Run, items: list[TrainItem], batch_size: int) -> PrefixCache | None:
     """Prefix states of the distinct reference items of a batch (each filled once per batch)."""
-    if not prefix_cache:
+    if not run.prefix_cache:
         return None
     unique = list({it.index: it for it in items}.values())
-    return fill_cache(model, info, unique, refs.pad, tuned, batch_size, counts)
+    return fill_cache(run.model, run.info, unique, run.refs.pad, run.tuned, batch_size, run.counts)
 
 
-def _select_alphas(
-    model,
-    info,
-    tuned,
-    refs: ItemSet,
-    graph: NeighbourGraph,
-    ref_embeddings: np.ndarray,
-    ref_routing: torch.Tensor,
-    alphas: list[float],
-    config: GraphConfig,
-    batch_size: int,
-    prefix_cache: bool,
-    counts: PassCount,
-    frac: float,
-    progress: bool,
-) -> torch.Tensor:
+def _select_alphas(run: _Run, alphas: list[float]) -> torch.Tensor:
     """Per evaluation item, the a of ``alphas`` (descending) minimising its neighbours' kernel-weighted
     loss under the same mixing rule; 1 for items without neighbours (see the module docstring)."""
+    graph, refs, ref_routing, batch_size = run.graph, run.refs, run.ref_routing, run.batch_size
     n = graph.indices.shape[0]
     if len(alphas) == 1:
         return torch.full((n,), alphas[0])
@@ -401,7 +471,7 @@ def _select_alphas(
     if not needed:
         return torch.ones(n)
     # Each neighbour's own neighbours among the successful reference samples, itself excluded.
-    ref_graph = build_neighbour_graph(ref_embeddings, refs.store.successful, config)
+    ref_graph = build_neighbour_graph(run.ref_embeddings, refs.store.successful, run.search)
     rows = torch.tensor(needed)
     own = ref_routing[rows]
     mean = _mix(own, ref_graph, rows, ref_routing)
@@ -409,19 +479,20 @@ def _select_alphas(
     # A neighbour without neighbours of its own routes the same for every a: one pass suffices.
     pairs = [(jp, ap) for jp in range(len(needed)) for ap in (range(len(alphas)) if mixes[jp] else [0])]
     loss = torch.empty(len(needed), len(alphas))
-    device = next(model.parameters()).device
     with torch.no_grad():
-        for c in tqdm(range(0, len(pairs), batch_size), desc="c3po select a", disable=not progress):
+        for c in tqdm(range(0, len(pairs), batch_size), desc="c3po select a", disable=not run.progress):
             chunk = pairs[c : c + batch_size]
             items = [refs.items[needed[jp]] for jp, _ in chunk]
             a = torch.tensor([alphas[ap] for _, ap in chunk])[:, None, None]
             jps = torch.tensor([jp for jp, _ in chunk])
             targets = a * own[jps] + (1 - a) * mean[jps]
-            cache = _ref_cache(model, info, tuned, refs, items, batch_size, prefix_cache, counts)
-            out = forward_with_targets(model, info, tuned, refs, items, targets.to(device), cache)
+            cache = _ref_cache(run, items, batch_size)
+            out = forward_with_targets(
+                run.model, run.info, run.tuned, refs, items, targets.to(run.device), cache
+            )
             for r, (jp, ap) in enumerate(chunk):
                 loss[jp, ap] = out["task"][r].float().cpu()
-            counts.add_forward(len(chunk), frac)
+            run.counts.add_forward(len(chunk), run.frac)
     for jp in range(len(needed)):
         if not mixes[jp]:
             loss[jp] = loss[jp, 0]
@@ -435,20 +506,7 @@ def _select_alphas(
 
 
 def _ngd(
-    model,
-    info,
-    tuned,
-    refs: ItemSet,
-    graph: NeighbourGraph,
-    base_routing: torch.Tensor,
-    steps: int,
-    lr: float,
-    variable: str,
-    batch_size: int,
-    prefix_cache: bool,
-    counts: PassCount,
-    frac: float,
-    progress: bool,
+    run: _Run, base_routing: torch.Tensor, steps: int, lr: float, variable: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Neighbourhood gradient descent per evaluation item (see the module docstring).
 
@@ -456,62 +514,72 @@ def _ngd(
     items without neighbours keep their base routing / zero offsets.
     """
     n, n_layers, n_experts = base_routing.shape
-    device = next(model.parameters()).device
+    graph = run.graph
     targets, offsets = base_routing.clone(), torch.zeros(n, n_layers, n_experts)
     todo = torch.nonzero(graph.has_neighbours()).flatten().tolist()
     # Every item brings up to k neighbours: batch_size bounds the neighbour passes per forward.
-    per_batch = max(1, batch_size // max(graph.k, 1))
-    for c in tqdm(range(0, len(todo), per_batch), desc="c3po ngd", disable=not progress):
+    per_batch = max(1, run.batch_size // max(graph.k, 1))
+    for c in tqdm(range(0, len(todo), per_batch), desc="c3po ngd", disable=not run.progress):
         chunk = todo[c : c + per_batch]
-        owner, refs_of, weights = [], [], []
-        for b, i in enumerate(chunk):
-            for j, w in zip(graph.indices[i].tolist(), graph.weights[i].tolist()):
-                if j >= 0:
-                    owner.append(b)
-                    refs_of.append(j)
-                    weights.append(w)
-        items = [refs.items[j] for j in refs_of]
-        owner_t = torch.tensor(owner, device=device)
-        w_t = torch.tensor(weights, device=device)
-        cache = _ref_cache(model, info, tuned, refs, items, len(items), prefix_cache, counts)
         if variable == "replace":
             init = base_routing[chunk].clamp_min(1e-9).log()  # softmax(init) == w_i
         else:
             init = torch.zeros(len(chunk), n_layers, n_experts)
-        theta = init.to(device).requires_grad_(True)
-        opt = torch.optim.Adam([theta], lr=lr)
-        for step in range(steps):
-            for group in opt.param_groups:  # cosine decay from lr towards 0
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            if variable == "replace":
-                out = forward_with_targets(
-                    model, info, tuned, refs, items, torch.softmax(theta, -1)[owner_t], cache
-                )
-            else:
-                off = theta[owner_t]
-                out = items_forward(
-                    model,
-                    info,
-                    tuned,
-                    items,
-                    refs.pad,
-                    refs.task_loss,
-                    refs.letter_ids,
-                    cache=cache,
-                    offsets={layer: off[:, li] for li, layer in enumerate(tuned)},
-                )
-            # Per-item objectives are independent; their sum gives each item its own gradient.
-            loss = (w_t * out["task"]).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            counts.add_forward(len(items), frac)
-            counts.add_backward(len(items), frac)
+        theta = _ngd_descend(run, chunk, init, steps, lr, variable)
         if variable == "replace":
-            targets[chunk] = torch.softmax(theta.detach(), -1).float().cpu()
+            targets[chunk] = torch.softmax(theta, -1).float().cpu()
         else:
-            offsets[chunk] = theta.detach().float().cpu()
+            offsets[chunk] = theta.float().cpu()
     return targets, offsets
+
+
+def _ngd_descend(
+    run: _Run, chunk: list[int], init: torch.Tensor, steps: int, lr: float, variable: str
+) -> torch.Tensor:
+    """NGD on a batch of evaluation items at once: ``steps`` Adam steps (cosine-decayed ``lr``) on each
+    item's variable ``init`` (B, L, E), against its neighbours' kernel-weighted task loss."""
+    graph, refs, tuned = run.graph, run.refs, run.tuned
+    owner, refs_of, weights = [], [], []
+    for b, i in enumerate(chunk):
+        for j, w in zip(graph.indices[i].tolist(), graph.weights[i].tolist()):
+            if j >= 0:
+                owner.append(b)
+                refs_of.append(j)
+                weights.append(w)
+    items = [refs.items[j] for j in refs_of]
+    owner_t = torch.tensor(owner, device=run.device)
+    w_t = torch.tensor(weights, device=run.device)
+    cache = _ref_cache(run, items, len(items))
+    theta = init.to(run.device).requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:  # cosine decay from lr towards 0
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        if variable == "replace":
+            out = forward_with_targets(
+                run.model, run.info, tuned, refs, items, torch.softmax(theta, -1)[owner_t], cache
+            )
+        else:
+            off = theta[owner_t]
+            out = items_forward(
+                run.model,
+                run.info,
+                tuned,
+                items,
+                refs.pad,
+                refs.task_loss,
+                refs.letter_ids,
+                cache=cache,
+                offsets={layer: off[:, li] for li, layer in enumerate(tuned)},
+            )
+        # Per-item objectives are independent; their sum gives each item its own gradient.
+        loss = (w_t * out["task"]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.counts.add_forward(len(items), run.frac)
+        run.counts.add_backward(len(items), run.frac)
+    return theta.detach()
 
 
 @dataclass
@@ -550,7 +618,7 @@ class C3POConfig(Config):
 
 
 def run_c3po(inputs: TestTimeInputs, config: C3POConfig) -> TestTimeOutcome:
-    """The registry's entry point: C3PO re-mixing on one evaluation split (``TestTimeInputs``)."""
+    """The registered entry point: C3PO re-mixing on one evaluation split."""
     res = c3po(
         inputs.model,
         inputs.tokenizer,
@@ -581,3 +649,14 @@ def run_c3po(inputs: TestTimeInputs, config: C3POConfig) -> TestTimeOutcome:
     if res.mode == "kernel":  # how often each a was chosen; a = 1 keeps the base routing
         extra["alpha_counts"] = dict(Counter(f"{a:g}" for a in res.alphas))
     return TestTimeOutcome(res.correct, extra)
+
+
+register(
+    MethodSpec(
+        "c3po",
+        "test_time",
+        C3POConfig,
+        run_c3po,
+        "test-time re-mixing of routing from successful neighbours (kernel or NGD)",
+    )
+)

@@ -34,8 +34,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
+from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
+    ItemSet,
     PassCount,
     fill_cache,
     frozen_eval,
@@ -155,90 +157,140 @@ def oracle_routing(
         if len(aim) != len(data.items) or any(not 0 <= a < it.n_choices for a, it in zip(aim, data.items)):
             raise RomaError("aim needs one choice index per item, within that item's choices")
         data.items = [replace(it, answer=int(a)) for it, a in zip(data.items, aim)]
-    n, n_layers, n_experts = len(data.items), len(tuned), info.num_experts
-    device = next(model.parameters()).device
-    counts = PassCount(n)
-    frac = suffix_fraction(info, tuned) if prefix_cache and min(tuned) > 0 else 1.0
-    before, after = [-1] * n, [-1] * n
-    steps_used = [steps] * n
-    final = torch.zeros(n, n_layers, n_experts)
-    final_routing = torch.zeros(n, n_layers, n_experts)
+    run = _Oracle(
+        model, info, tuned, data, steps, lr, optimizer, prefix_cache, next(model.parameters()).device
+    )
+    run.frac = suffix_fraction(info, tuned) if prefix_cache and min(tuned) > 0 else 1.0
+    n = len(data.items)
     order = length_order(data.items)
     bar = tqdm(total=n, desc="oracle", unit="item", disable=not progress)
     with frozen_eval(model):
         for c in range(0, n, batch_size):
-            chunk = order[c : c + batch_size]
-            items = [data.items[i] for i in chunk]
-            cache = (
-                fill_cache(model, info, items, data.pad, tuned, batch_size, counts) if prefix_cache else None
-            )
-            offsets = torch.zeros(len(chunk), n_layers, n_experts, device=device, requires_grad=True)
-            opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([offsets], lr=lr)
-            answers = data.answers[chunk].to(device)
-            active = list(range(len(chunk)))  # positions in the chunk still wrong
-            for step in range(steps + 1):
-                rows = torch.tensor(active, device=device)
-                # The last forward needs no graph; the others feed the next update.
-                with torch.set_grad_enabled(step < steps):
-                    out = items_forward(
-                        model,
-                        info,
-                        tuned,
-                        [items[b] for b in active],
-                        data.pad,
-                        task_loss,
-                        data.letter_ids,
-                        cache=cache,
-                        offsets={layer: offsets[rows, li] for li, layer in enumerate(tuned)},
-                    )
-                counts.add_forward(len(active), frac)
-                pred = out["scores"].detach().argmax(-1)
-                right = pred == answers[rows]
-                still = []
-                for r, b in enumerate(active):
-                    i = chunk[b]
-                    if step == 0:
-                        before[i] = int(pred[r])
-                    if bool(right[r]) or step == steps:
-                        after[i] = int(pred[r])
-                        steps_used[i] = step
-                        final[i] = offsets[b].detach().cpu()
-                        final_routing[i] = out["routing"][r].detach().float().cpu()
-                    else:
-                        still.append(r)
-                if not still or step == steps:
-                    break
-                # Items already right are left out of the loss (their offsets are frozen in `final`).
-                loss = out["task"][torch.tensor(still, device=device)].sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                counts.add_backward(len(active), frac)
-                opt.step()
-                active = [active[r] for r in still]
-            bar.update(len(chunk))
+            _descend(run, order[c : c + batch_size], batch_size)
+            bar.update(len(order[c : c + batch_size]))
     bar.close()
-    answers_all = [it.answer for it in data.items]
-    correct_before = [p == a for p, a in zip(before, answers_all)]
-    correct_after = [p == a for p, a in zip(after, answers_all)]
-    # Aimed elsewhere, "correct" is about the aim, not the store's answers: nothing to compare.
-    disagreements = (
-        0 if aim is not None else sum(cb != bool(s) for cb, s in zip(correct_before, eval_store.is_correct))
+    return _result(run, eval_store, aim is not None, time.perf_counter() - start)
+
+
+@dataclass
+class _Oracle:
+    """One ``oracle_routing`` call: what its batches share, and each item's outcome so far."""
+
+    model: PreTrainedModel
+    info: MoEInfo
+    tuned: list[int]
+    data: ItemSet
+    steps: int
+    lr: float
+    optimizer: str
+    prefix_cache: bool
+    device: torch.device
+    frac: float = 1.0  # the share of a full forward that a pass replaying the prefix costs
+    counts: PassCount = field(init=False)
+    before: list[int] = field(init=False)  # each item's answer with its own routing
+    after: list[int] = field(init=False)  # ... with the oracle's
+    steps_used: list[int] = field(init=False)
+    final: torch.Tensor = field(init=False)  # (N, L, E) the offsets that answered, or the last ones
+    final_routing: torch.Tensor = field(init=False)  # (N, L, E) the routing they gave
+
+    def __post_init__(self) -> None:
+        n, shape = len(self.data.items), (len(self.data.items), len(self.tuned), self.info.num_experts)
+        self.counts = PassCount(n)
+        self.before, self.after, self.steps_used = [-1] * n, [-1] * n, [self.steps] * n
+        self.final, self.final_routing = torch.zeros(shape), torch.zeros(shape)
+
+
+def _descend(run: _Oracle, chunk: list[int], batch_size: int) -> None:
+    """Gradient descent on the offsets of a batch of items (``chunk``: their indices), each stopping
+    at the first forward whose answer is right; step 0 is the unmodified forward."""
+    data, tuned, device = run.data, run.tuned, run.device
+    items = [data.items[i] for i in chunk]
+    cache = (
+        fill_cache(run.model, run.info, items, data.pad, tuned, batch_size, run.counts)
+        if run.prefix_cache
+        else None
     )
+    offsets = torch.zeros(len(chunk), len(tuned), run.info.num_experts, device=device, requires_grad=True)
+    opt = (torch.optim.Adam if run.optimizer == "adam" else torch.optim.SGD)([offsets], lr=run.lr)
+    answers = data.answers[chunk].to(device)
+    active = list(range(len(chunk)))  # positions in the chunk still wrong
+    for step in range(run.steps + 1):
+        rows = torch.tensor(active, device=device)
+        # The last forward needs no graph; the others feed the next update.
+        with torch.set_grad_enabled(step < run.steps):
+            out = items_forward(
+                run.model,
+                run.info,
+                tuned,
+                [items[b] for b in active],
+                data.pad,
+                data.task_loss,
+                data.letter_ids,
+                cache=cache,
+                offsets={layer: offsets[rows, li] for li, layer in enumerate(tuned)},
+            )
+        run.counts.add_forward(len(active), run.frac)
+        still = _record(run, chunk, active, step, out, offsets, answers[rows])
+        if not still or step == run.steps:
+            break
+        # Items already right are left out of the loss (their offsets are frozen in `final`).
+        loss = out["task"][torch.tensor(still, device=device)].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.counts.add_backward(len(active), run.frac)
+        opt.step()
+        active = [active[r] for r in still]
+
+
+def _record(
+    run: _Oracle,
+    chunk: list[int],
+    active: list[int],
+    step: int,
+    out: dict[str, torch.Tensor],
+    offsets: torch.Tensor,
+    answers: torch.Tensor,
+) -> list[int]:
+    """Each active item's answer at this step: the first one is its answer before; a right one (or the
+    last step's) is final, with its offsets and routing. Returns the rows that are still wrong."""
+    pred = out["scores"].detach().argmax(-1)
+    right = pred == answers
+    still = []
+    for r, b in enumerate(active):
+        i = chunk[b]
+        if step == 0:
+            run.before[i] = int(pred[r])
+        if bool(right[r]) or step == run.steps:
+            run.after[i] = int(pred[r])
+            run.steps_used[i] = step
+            run.final[i] = offsets[b].detach().cpu()
+            run.final_routing[i] = out["routing"][r].detach().float().cpu()
+        else:
+            still.append(r)
+    return still
+
+
+def _result(run: _Oracle, eval_store: RoutingStore, aimed: bool, seconds: float) -> OracleResult:
+    answers_all = [it.answer for it in run.data.items]
+    correct_before = [p == a for p, a in zip(run.before, answers_all)]
+    correct_after = [p == a for p, a in zip(run.after, answers_all)]
+    # Aimed elsewhere, "correct" is about the aim, not the store's answers: nothing to compare.
+    disagreements = 0 if aimed else sum(cb != bool(s) for cb, s in zip(correct_before, eval_store.is_correct))
     return OracleResult(
         ids=list(eval_store.ids),
         answers=answers_all,
-        predictions_before=before,
-        predictions_after=after,
+        predictions_before=run.before,
+        predictions_after=run.after,
         correct_before=correct_before,
         correct_after=correct_after,
-        steps_used=steps_used,
-        offsets=final,
-        routing=final_routing,
-        layers=tuned,
-        steps=steps,
-        passes=counts,
+        steps_used=run.steps_used,
+        offsets=run.final,
+        routing=run.final_routing,
+        layers=run.tuned,
+        steps=run.steps,
+        passes=run.counts,
         store_disagreements=disagreements,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
     )
 
 
@@ -255,10 +307,8 @@ class OracleConfig(Config):
     prefix_cache: bool = field(default=True, metadata={"help": "compute the frozen layers once per item"})
 
 
-def run_oracle(inputs, config: OracleConfig):
-    """The registry's entry point: oracle routing on one evaluation split (``TestTimeInputs``)."""
-    from moe_roma.methods.base import TestTimeOutcome
-
+def run_oracle(inputs: TestTimeInputs, config: OracleConfig) -> TestTimeOutcome:
+    """The registered entry point: oracle routing on one evaluation split."""
     res = oracle_routing(
         inputs.model,
         inputs.tokenizer,
@@ -277,3 +327,14 @@ def run_oracle(inputs, config: OracleConfig):
         res.correct_after,
         {"base_accuracy": res.base_accuracy, "gap": res.gap, "cost_vs_base": res.passes.cost_vs_base},
     )
+
+
+register(
+    MethodSpec(
+        "oracle",
+        "test_time",
+        OracleConfig,
+        run_oracle,
+        "per-item gradient descent on routing with the true label (upper bound)",
+    )
+)

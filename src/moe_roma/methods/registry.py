@@ -1,12 +1,11 @@
-"""Every routing method, behind one registry: name -> (config dataclass, run function, kind).
+"""Every routing method by name, filled by the methods themselves.
 
-Two kinds of method exist. A *weights* method changes the router weights and is then evaluated
-like any model (``run(model, tokenizer, store, config, out_dir, graph=..., progress=...)``, e.g.
-RoMA and router tuning, which differ only in ``regularizer.name``). A *test-time* method scores an
-evaluation split itself, changing each item's routing while it answers
-(``run(TestTimeInputs, config) -> TestTimeOutcome``, e.g. oracle routing and C3PO). ``base``
-changes nothing. Adding a method is a module in ``methods/`` and one line in ``METHODS``; the
-contracts live in ``methods/base.py``, so a method never imports this registry.
+Each method module calls ``methods.base.register(MethodSpec(...))`` when it is imported (the
+contracts and the two kinds, *weights* and *test-time*, are described in ``methods/base.py``). This
+module imports the built-in methods' modules by name (``BUILTIN``), so that it never imports a method
+and no method imports it. Adding a method is a module that registers itself and its name in
+``BUILTIN``; a method outside this package registers itself the same way, and is known from its
+first import on.
 
 >>> sorted(METHODS)
 ['base', 'c3po', 'oracle', 'train']
@@ -16,42 +15,22 @@ contracts live in ``methods/base.py``, so a method never imports this registry.
 
 from __future__ import annotations
 
-from moe_roma.methods.base import MethodSpec, NoConfig
-from moe_roma.methods.c3po import C3POConfig, run_c3po
-from moe_roma.methods.oracle import OracleConfig, run_oracle
-from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.trainer import train_routers
+import importlib
 
-METHODS: dict[str, MethodSpec] = {
-    "base": MethodSpec("base", "none", NoConfig, None, "the model as it is"),
-    "train": MethodSpec(
-        "train",
-        "weights",
-        TrainConfig,
-        train_routers,
-        "router post-training: RoMA (regularizer manifold), router tuning (none), ablations",
-    ),
-    "oracle": MethodSpec(
-        "oracle",
-        "test_time",
-        OracleConfig,
-        run_oracle,
-        "per-item gradient descent on routing with the true label (upper bound)",
-    ),
-    "c3po": MethodSpec(
-        "c3po",
-        "test_time",
-        C3POConfig,
-        run_c3po,
-        "test-time re-mixing of routing from successful neighbours (kernel or NGD)",
-    ),
-}
+from moe_roma.io.errors import RomaError
+from moe_roma.methods.base import MethodSpec, registered
+
+# The modules of the built-in methods, in the order their names are listed (after ``base``).
+BUILTIN = ("moe_roma.methods.roma.trainer", "moe_roma.methods.oracle", "moe_roma.methods.c3po")
+
+for _module in BUILTIN:
+    importlib.import_module(_module)
+
+METHODS: dict[str, MethodSpec] = registered()
 
 
 def method(name: str) -> MethodSpec:
     """The registered method ``name``, or a ``RomaError`` listing the known ones."""
-    from moe_roma.io.errors import RomaError
-
     if name not in METHODS:
         raise RomaError(f"unknown method kind {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]

@@ -3,7 +3,7 @@
 Front matter (``ModelCardData``): ``base_model`` (when the base is a hub id), ``library_name``,
 tags, the training datasets (hub ids, from ``hf:`` sources) and a ``model-index`` with one
 ``EvalResult`` per metric of every ``roma eval --json`` report passed in. The text has the training
-configuration and seed, and seed 000's three sections: expected generalisation behaviour (the
+configuration and seed, and three sections: expected generalisation behaviour (the
 evaluation splits, with the base model's figures where the report has them), failure modes
 (routing collapse seen during training, splits and tasks where accuracy fell) and intended domains
 (the training tasks). Everything comes from plain dicts (the router config, eval reports, lines
@@ -128,47 +128,9 @@ def _fell(reports: Sequence[dict]) -> list[str]:
 
 
 def card_text(config: dict, reports: Sequence[dict], collapse: Sequence[str], kind: str) -> str:
-    base = config.get("base_model") or {}
-    name = base.get("name_or_path") or "the base model"
-    method = config.get("method") or "roma"
-    layers = config.get("tuned_layers") or []
-    what = (
-        "A full model folder with the tuned routers merged in; it loads with "
-        "`AutoModelForCausalLM.from_pretrained` and no moe-roma code."
-        if kind == "merged"
-        else "A router checkpoint: only the tuned router tensors (`router_weights.safetensors`) and their "
-        "description (`router_config.json`). Load it into the base model with `roma apply` / `roma eval "
-        "--routers`, or merge it with `roma export`."
-    )
-    hyper = config.get("hyperparameters")
-    settings = json.dumps(hyper, indent=2, sort_keys=True) if hyper else None
-    imported = config.get("imported_from")
-    tasks = config.get("train_tasks") or {}
-    lines = [
-        f"# {method} routers for {name}",
-        "",
-        f"{what} Only the routers of layers {layers} of {name} were trained ({config.get('num_experts')} experts, "
-        f"{config.get('gate_function', 'softmax')} gate); every other weight is the base model's. Made with "
-        f"moe-roma {config.get('package_version', __version__)}.",
-        "",
-        "## Training configuration",
-        "",
-        f"- method: {method}",
-        f"- seed: {config.get('seed', '-')}",
-        f"- tuned layers: {layers}",
-        f"- training examples: {config.get('n_train', '-')} ({config.get('n_successful', '-')} answered correctly "
-        "by the base model: the successful set)",
-        f"- training data: {config.get('train_data') or '-'}",
-        f"- steps: {config.get('steps', '-')}, {config.get('train_seconds', '-')} s on {config.get('world_size', 1)} "
-        "process(es)",
-    ]
-    if imported:
-        lines.append(
-            f"- imported from the public RoMA code's checkpoint {imported.get('checkpoint')} (SHA-256 "
-            f"{imported.get('checkpoint_sha256')}); its training settings are not recorded in that file"
-        )
-    if settings:
-        lines += ["", "```json", settings, "```"]
+    """The card's text: what the folder is, how it was trained, how it generalises, how it fails, and
+    what it is for."""
+    lines = _training_section(config, kind)
     lines += [
         "",
         "## Expected generalisation behaviour",
@@ -190,12 +152,57 @@ def card_text(config: dict, reports: Sequence[dict], collapse: Sequence[str], ki
         "## Intended domains",
         "",
     ]
+    tasks = config.get("train_tasks") or {}
     if tasks:
         lines.append("Multiple-choice questions like the training tasks:")
         lines += [f"- {t} ({n} examples)" for t, n in sorted(tasks.items(), key=lambda kv: (-kv[1], kv[0]))]
     else:
         lines.append("The training tasks were not recorded; use it for questions like the training data's.")
     return "\n".join(lines) + "\n"
+
+
+def _training_section(config: dict, kind: str) -> list[str]:
+    """The title, what the folder holds and how to load it, and the training configuration."""
+    base = config.get("base_model") or {}
+    name = base.get("name_or_path") or "the base model"
+    method = config.get("method") or "roma"
+    layers = config.get("tuned_layers") or []
+    what = (
+        "A full model folder with the tuned routers merged in; it loads with "
+        "`AutoModelForCausalLM.from_pretrained` and no moe-roma code."
+        if kind == "merged"
+        else "A router checkpoint: only the tuned router tensors (`router_weights.safetensors`) and their "
+        "description (`router_config.json`). Load it into the base model with `roma apply` / `roma eval "
+        "--routers`, or merge it with `roma export`."
+    )
+    lines = [
+        f"# {method} routers for {name}",
+        "",
+        f"{what} Only the routers of layers {layers} of {name} were trained ({config.get('num_experts')} experts, "
+        f"{config.get('gate_function', 'softmax')} gate); every other weight is the base model's. Made with "
+        f"moe-roma {config.get('package_version', __version__)}.",
+        "",
+        "## Training configuration",
+        "",
+        f"- method: {method}",
+        f"- seed: {config.get('seed', '-')}",
+        f"- tuned layers: {layers}",
+        f"- training examples: {config.get('n_train', '-')} ({config.get('n_successful', '-')} answered correctly "
+        "by the base model: the successful set)",
+        f"- training data: {config.get('train_data') or '-'}",
+        f"- steps: {config.get('steps', '-')}, {config.get('train_seconds', '-')} s on {config.get('world_size', 1)} "
+        "process(es)",
+    ]
+    imported = config.get("imported_from")
+    if imported:
+        lines.append(
+            f"- imported from the public RoMA code's checkpoint {imported.get('checkpoint')} (SHA-256 "
+            f"{imported.get('checkpoint_sha256')}); its training settings are not recorded in that file"
+        )
+    hyper = config.get("hyperparameters")
+    if hyper:
+        lines += ["", "```json", json.dumps(hyper, indent=2, sort_keys=True), "```"]
+    return lines
 
 
 def build_model_card(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -163,7 +164,6 @@ def _f(x, fmt: str = ".3f") -> str:
 
 def diagnose_markdown(report: dict, source: str) -> str:
     """``report.md``: the verdict first, then every measurement with what it means."""
-    s = report["success"]
     lines = [f"# Will router post-training help? `{source}`", ""]
     verdict = report.get("verdict")
     if verdict:
@@ -171,30 +171,39 @@ def diagnose_markdown(report: dict, source: str) -> str:
     for reason in report["cannot_tell"]:
         lines.append(f"- Cannot tell: {reason}.")
     if "target_test" in report:
-        tt = report["target_test"]
-        g = tt["graph"]
-        lines += [
-            "## The target test: does RoMA's target route better than the items' own?",
-            "",
-            f"Each of {tt['n']} items ({tt['items']}) answered with its last-prompt-token routing in layers "
-            f"{tt['layers']} set to each target; neighbours among the routing file's successful items with "
-            f"k {g['k']}, sigma {g['sigma']}, near-duplicates above {g['dedupe_threshold']} skipped"
-            f"{', the item itself included' if g['include_self'] else ''} (95% intervals).",
-            "",
-            target_table(tt),
-            "",
-            "![target test](target_test.png)",
-            "",
-        ]
-        lines += [f"- {name}: not run; {why}." for name, why in tt.get("skipped", {}).items()]
-        lines += ["", *per_task_table(tt), ""]
-        if "secondary" in (verdict or {}):
-            lines += [
-                "",
-                f"Secondary evidence (the indirect measures below): {verdict['secondary']['why']}",
-                "",
-            ]
-    lines += [
+        lines += _target_test_section(report["target_test"], verdict or {})
+    lines += _success_section(report["success"])
+    for name, section in SECTIONS.items():
+        if name in report:
+            lines += section(report[name], report)
+    lines += ["", "## Maps", "", "![routing and embeddings](maps.png)", ""]
+    return "\n".join(lines)
+
+
+def _target_test_section(tt: dict, verdict: dict) -> list[str]:
+    g = tt["graph"]
+    lines = [
+        "## The target test: does RoMA's target route better than the items' own?",
+        "",
+        f"Each of {tt['n']} items ({tt['items']}) answered with its last-prompt-token routing in layers "
+        f"{tt['layers']} set to each target; neighbours among the routing file's successful items with "
+        f"k {g['k']}, sigma {g['sigma']}, near-duplicates above {g['dedupe_threshold']} skipped"
+        f"{', the item itself included' if g['include_self'] else ''} (95% intervals).",
+        "",
+        target_table(tt),
+        "",
+        "![target test](target_test.png)",
+        "",
+    ]
+    lines += [f"- {name}: not run; {why}." for name, why in tt.get("skipped", {}).items()]
+    lines += ["", *per_task_table(tt), ""]
+    if "secondary" in verdict:
+        lines += ["", f"Secondary evidence (the indirect measures below): {verdict['secondary']['why']}", ""]
+    return lines
+
+
+def _success_section(s: dict) -> list[str]:
+    lines = [
         "",
         "## Success",
         "",
@@ -203,82 +212,104 @@ def diagnose_markdown(report: dict, source: str) -> str:
     if "per_task" in s:
         lines += ["", "| task | n | answered right |", "|---|---|---|"]
         lines += [f"| {t} | {v['n']} | {v['share']:.1%} |" for t, v in s["per_task"].items()]
-    if "alignment" in report:
-        a = report["alignment"]
-        key = next(k for k in a if k.startswith("knn_overlap") and not k.endswith("chance"))
+    return lines
+
+
+def _alignment_section(a: dict, report: dict) -> list[str]:
+    key = next(k for k in a if k.startswith("knn_overlap") and not k.endswith("chance"))
+    return [
+        "",
+        "## Alignment of routing with task embeddings",
+        "",
+        f"Linear CKA {_f(a['cka'])}; {key.replace('_', ' ')} {_f(a[key])} (chance {_f(a[key + '_chance'])}).",
+        "",
+        "![per-layer alignment](layer_alignment.png)",
+        "",
+    ]
+
+
+def _correctness_section(c: dict, report: dict) -> list[str]:
+    if not c.get("auc_routing"):
+        return []
+    return [
+        "## Does correctness depend on routing?",
+        "",
+        f"A {c['k']}-NN classifier predicts correctness with ROC AUC {c['auc_routing']['mean']:.3f} "
+        f"± {c['auc_routing']['sd']:.3f} from routing alone and {c['auc_embedding']['mean']:.3f} ± "
+        f"{c['auc_embedding']['sd']:.3f} from embeddings alone ({c['folds']}-fold; 0.5 is chance).",
+        "",
+    ]
+
+
+def _room_to_move_section(m: dict, report: dict) -> list[str]:
+    if m.get("difference") is None:
+        return []
+    return [
+        "## Room to move",
+        "",
+        f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed items "
+        f"{m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
+        f"{m['difference']:+.4f}, permutation p = {m['p_value']:.4f}).",
+        "",
+    ]
+
+
+def _health_section(h: dict, report: dict) -> list[str]:
+    lines = [
+        "## Routing health",
+        "",
+        "| layer | entropy (nats) | share of log E | top-k share min..max |",
+        "|---|---|---|---|",
+    ]
+    for layer, e, es, lo, hi in zip(
+        report["layers"], h["entropy"], h["entropy_share"], h["utilisation_min"], h["utilisation_max"]
+    ):
+        lines.append(f"| {layer} | {e:.3f} | {es:.2f} | {lo:.3f}..{hi:.3f} |")
+    if h.get("collapse"):  # the sentences training would log for this routing
+        lines += ["", *(f"- {sentence}" for sentence in h["collapse"])]
+    return lines
+
+
+def _oracle_section(o: dict, report: dict) -> list[str]:
+    lines = [
+        "",
+        "## Oracle headroom",
+        "",
+        f"On a random sample of {o['n']} items, oracle routing reaches {o['accuracy']:.1%} against the base "
+        f"model's {o['base_accuracy']:.1%} (gap {o['gap']:+.1%}).",
+    ]
+    st = o.get("steering")
+    if st:
         lines += [
             "",
-            "## Alignment of routing with task embeddings",
-            "",
-            f"Linear CKA {_f(a['cka'])}; {key.replace('_', ' ')} {_f(a[key])} (chance {_f(a[key + '_chance'])}).",
-            "",
-            "![per-layer alignment](layer_alignment.png)",
-            "",
+            f"Aimed at the right answer, the oracle reaches it on {st['right_reach']:.1%} of the "
+            f"{st['n_failed']} items the base gets wrong; aimed at a wrong choice the base did not pick, it "
+            f"reaches that choice on {st['wrong_reach']:.1%} of {st['n_aimed']} items ({o['steps']} steps "
+            f"each). {st['words']}",
         ]
-    if "correctness_signal" in report:
-        c = report["correctness_signal"]
-        if c.get("auc_routing"):
-            lines += [
-                "## Does correctness depend on routing?",
-                "",
-                f"A {c['k']}-NN classifier predicts correctness with ROC AUC {c['auc_routing']['mean']:.3f} "
-                f"± {c['auc_routing']['sd']:.3f} from routing alone and {c['auc_embedding']['mean']:.3f} ± "
-                f"{c['auc_embedding']['sd']:.3f} from embeddings alone ({c['folds']}-fold; 0.5 is chance).",
-                "",
-            ]
-    if report.get("room_to_move", {}).get("difference") is not None:
-        m = report["room_to_move"]
-        lines += [
-            "## Room to move",
-            "",
-            f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed items "
-            f"{m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
-            f"{m['difference']:+.4f}, permutation p = {m['p_value']:.4f}).",
-            "",
-        ]
-    if "routing_health" in report:
-        h = report["routing_health"]
-        lines += [
-            "## Routing health",
-            "",
-            "| layer | entropy (nats) | share of log E | top-k share min..max |",
-            "|---|---|---|---|",
-        ]
-        for layer, e, es, lo, hi in zip(
-            report["layers"], h["entropy"], h["entropy_share"], h["utilisation_min"], h["utilisation_max"]
-        ):
-            lines.append(f"| {layer} | {e:.3f} | {es:.2f} | {lo:.3f}..{hi:.3f} |")
-    if "oracle" in report:
-        o = report["oracle"]
+    d = o.get("direction") or {}
+    if "cos_change_pull" in d:
         lines += [
             "",
-            "## Oracle headroom",
+            "## Does RoMA's pull point where the oracle went?",
             "",
-            f"On a random sample of {o['n']} items, oracle routing reaches {o['accuracy']:.1%} against the base "
-            f"model's {o['base_accuracy']:.1%} (gap {o['gap']:+.1%}).",
+            f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change and "
+            f"RoMA's pull towards the {d['k']} nearest successful neighbours is {d['cos_change_pull']:+.3f} on "
+            f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
+            f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
+            f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
+            f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change "
+            "per layer: " + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"]) + ".",
         ]
-        st = o.get("steering")
-        if st:
-            lines += [
-                "",
-                f"Aimed at the right answer, the oracle reaches it on {st['right_reach']:.1%} of the "
-                f"{st['n_failed']} items the base gets wrong; aimed at a wrong choice the base did not pick, it "
-                f"reaches that choice on {st['wrong_reach']:.1%} of {st['n_aimed']} items ({o['steps']} steps "
-                f"each). {st['words']}",
-            ]
-        d = o.get("direction") or {}
-        if "cos_change_pull" in d:
-            lines += [
-                "",
-                "## Does RoMA's pull point where the oracle went?",
-                "",
-                f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change and "
-                f"RoMA's pull towards the {d['k']} nearest successful neighbours is {d['cos_change_pull']:+.3f} on "
-                f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
-                f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
-                f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
-                f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change "
-                "per layer: " + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"]) + ".",
-            ]
-    lines += ["", "## Maps", "", "![routing and embeddings](maps.png)", ""]
-    return "\n".join(lines)
+    return lines
+
+
+# The report's section of each measure (``diagnose.measures.MEASURES``) and of the oracle, in the
+# report's order: report entry -> (its value, the whole report) -> markdown lines.
+SECTIONS: dict[str, Callable[[dict, dict], list[str]]] = {
+    "alignment": _alignment_section,
+    "correctness_signal": _correctness_section,
+    "room_to_move": _room_to_move_section,
+    "routing_health": _health_section,
+    "oracle": _oracle_section,
+}

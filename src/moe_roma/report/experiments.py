@@ -29,71 +29,87 @@ def experiment_report(
         table,
     ]
     if intervals and len(cfg.get("seeds", [0])) > 1:
-        lines += [
-            "## 95% intervals of the mean over seeds",
-            "",
-            "Student-t intervals over the seeds; seed-free methods (base, C3PO, oracle) do not vary.",
-            "",
-            "| method / split | mean | 95% interval |",
-            "|---|---|---|",
-        ]
-        for key, v in intervals.items():
-            ci = "-" if not v["ci"] else f"[{v['ci'][0]:.1%}, {v['ci'][1]:.1%}]"
-            lines.append(f"| {key} | {v['mean']:.1%} | {ci} |")
-        lines.append("")
+        lines += _intervals_section(intervals)
     if paired:
-        lines += [
-            "## Paired tests",
-            "",
-            "A minus B on the same items: mean accuracy difference over seeds with its 95% t-interval, and the "
-            "exact McNemar p-value of each seed (seeds are not pooled).",
-            "",
-            "| A vs B | split | mean difference | 95% interval | McNemar p per seed | seeds with p < 0.05 |",
-            "|---|---|---|---|---|---|",
-        ]
-        for t in paired:
-            if t["mean_diff"] is None:
-                continue
-            ci = "-" if not t["ci"] else f"[{t['ci'][0]:+.1%}, {t['ci'][1]:+.1%}]"
-            ps = ", ".join(f"{x['p_value']:.3g}" for x in t["per_seed"])
-            lines.append(
-                f"| {t['a']} vs {t['b']} | {t['split']} | {t['mean_diff']:+.1%} | {ci} | {ps} | "
-                f"{t['n_significant']} of {len(t['per_seed'])} |"
-            )
-        lines.append("")
+        lines += _paired_section(paired)
     if ctgi:
-        lines += [
-            "## Cross-task generalisation index",
-            "",
-            "Gain over base on held-out task families divided by the gain on the trained families "
-            "(in_dist), seed means; undefined when the in-distribution gain is not positive.",
-            "",
-            "| method | gain in_dist | gain heldout_tasks | CTGI |",
-            "|---|---|---|---|",
-        ]
-        for m, v in ctgi.items():
-            c = "-" if v["ctgi"] is None else f"{v['ctgi']:.2f}"
-            go = "-" if v["gain_heldout"] is None else f"{v['gain_heldout']:+.1%}"
-            lines.append(f"| {m} | {v['gain_in_dist']:+.1%} | {go} | {c} |")
-        lines.append("")
+        lines += _ctgi_section(ctgi)
     if metrics:
-        lines += [
-            "## Routing metrics (first evaluation split)",
-            "",
-            "`knn_overlap@5`: share of each item's 5 nearest neighbours in sentence-embedding space that are "
-            "also its 5 nearest in routing space; `cka`: linear CKA between embeddings and routing vectors; "
-            "entropy in nats per tuned layer; utilisation: min/max share of top-k slots per layer.",
-            "",
-            "| run | knn_overlap@5 | cka | entropy | utilisation min..max |",
-            "|---|---|---|---|---|",
-        ]
-        for key, m in metrics.items():
-            ent = ", ".join(f"{h:.2f}" for h in m["entropy"])
-            util = ", ".join(f"{a:.2f}..{b:.2f}" for a, b in zip(m["utilisation_min"], m["utilisation_max"]))
-            lines.append(f"| {key} | {m['knn_overlap@5']:.3f} | {m['cka']:.3f} | {ent} | {util} |")
-        lines.append("")
+        lines += _metrics_section(metrics)
     lines += ["![accuracy](accuracy.png)", ""]
     return "\n".join(lines)
+
+
+def _intervals_section(intervals: dict) -> list[str]:
+    lines = [
+        "## 95% intervals of the mean over seeds",
+        "",
+        "Student-t intervals over the seeds; seed-free methods (base, C3PO, oracle) do not vary.",
+        "",
+        "| method / split | mean | 95% interval |",
+        "|---|---|---|",
+    ]
+    for key, v in intervals.items():
+        ci = "-" if not v["ci"] else f"[{v['ci'][0]:.1%}, {v['ci'][1]:.1%}]"
+        lines.append(f"| {key} | {v['mean']:.1%} | {ci} |")
+    return [*lines, ""]
+
+
+def _paired_section(paired: list) -> list[str]:
+    lines = [
+        "## Paired tests",
+        "",
+        "A minus B on the same items: mean accuracy difference over seeds with its 95% t-interval, and the "
+        "exact McNemar p-value of each seed (seeds are not pooled).",
+        "",
+        "| A vs B | split | mean difference | 95% interval | McNemar p per seed | seeds with p < 0.05 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in paired:
+        if t["mean_diff"] is None:
+            continue
+        ci = "-" if not t["ci"] else f"[{t['ci'][0]:+.1%}, {t['ci'][1]:+.1%}]"
+        ps = ", ".join(f"{x['p_value']:.3g}" for x in t["per_seed"])
+        lines.append(
+            f"| {t['a']} vs {t['b']} | {t['split']} | {t['mean_diff']:+.1%} | {ci} | {ps} | "
+            f"{t['n_significant']} of {len(t['per_seed'])} |"
+        )
+    return [*lines, ""]
+
+
+def _ctgi_section(ctgi: dict) -> list[str]:
+    lines = [
+        "## Cross-task generalisation index",
+        "",
+        "Gain over base on held-out task families divided by the gain on the trained families "
+        "(in_dist), seed means; undefined when the in-distribution gain is not positive.",
+        "",
+        "| method | gain in_dist | gain heldout_tasks | CTGI |",
+        "|---|---|---|---|",
+    ]
+    for m, v in ctgi.items():
+        c = "-" if v["ctgi"] is None else f"{v['ctgi']:.2f}"
+        go = "-" if v["gain_heldout"] is None else f"{v['gain_heldout']:+.1%}"
+        lines.append(f"| {m} | {v['gain_in_dist']:+.1%} | {go} | {c} |")
+    return [*lines, ""]
+
+
+def _metrics_section(metrics: dict) -> list[str]:
+    lines = [
+        "## Routing metrics (first evaluation split)",
+        "",
+        "`knn_overlap@5`: share of each item's 5 nearest neighbours in sentence-embedding space that are "
+        "also its 5 nearest in routing space; `cka`: linear CKA between embeddings and routing vectors; "
+        "entropy in nats per tuned layer; utilisation: min/max share of top-k slots per layer.",
+        "",
+        "| run | knn_overlap@5 | cka | entropy | utilisation min..max |",
+        "|---|---|---|---|---|",
+    ]
+    for key, m in metrics.items():
+        ent = ", ".join(f"{h:.2f}" for h in m["entropy"])
+        util = ", ".join(f"{a:.2f}..{b:.2f}" for a, b in zip(m["utilisation_min"], m["utilisation_max"]))
+        lines.append(f"| {key} | {m['knn_overlap@5']:.3f} | {m['cka']:.3f} | {ent} | {util} |")
+    return [*lines, ""]
 
 
 def plot_accuracy(rows: list[dict], methods: list[str], splits: list[str], out: Path) -> Path:

@@ -85,66 +85,81 @@ def collect_routing(
     full = [encode_text(tokenizer, t) for t in texts]
     encoded = [e[-max_length:] for e in full] if max_length is not None else full
     truncated = sum(len(f) > len(e) for f, e in zip(full, encoded))
-    with RoutingCapture(info, chosen) as capture:
+    engine = {"template": template, "batch_size": batch_size, "max_length": max_length, "progress": progress}
+    routing, predictions = _routing_and_answers(
+        model, tokenizer, examples, encoded, RoutingCapture(info, chosen), scoring, position, engine
+    )
+    model_answer = [int(p) for p in predictions]
+    seconds = time.perf_counter() - start
+    meta = {
+        "model": model_identity(model),
+        "family": info.family,
+        "num_experts": info.num_experts,
+        "top_k": max(info.routers[layer].top_k for layer in chosen),  # experts per token, for diagnose
+        "gate_function": info.gate_function,
+        "answer_scoring": scoring,
+        "template": template,
+        "max_length": max_length,
+        "position": position,
+    }
+    store = _store(tokenizer, examples, texts, [e[-1] for e in encoded], chosen, routing, model_answer, meta)
+    summary = CollectSummary(len(examples), sum(store.is_correct) / max(len(store), 1), seconds, truncated)
+    return store, summary
+
+
+def _routing_and_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[MCExample],
+    encoded: list[list[int]],
+    capture: RoutingCapture,
+    scoring: str,
+    position: str,
+    engine: dict,
+) -> tuple[torch.Tensor, list[int]]:
+    """Each example's routing at its prompt position (N, L, E) and the base model's answers, from the
+    scoring engine (``engine``: its template, batch size, length limit and progress bar)."""
+    with capture:
         if scoring == "letter":
             # The engine's letter scoring, reading the routing in the same forward pass as the answer.
             scores = score_letter(
-                model,
-                tokenizer,
-                examples,
-                template=template,
-                batch_size=batch_size,
-                max_length=max_length,
-                progress=progress,
-                capture=capture,
-                position=position,
-                desc="collect",
+                model, tokenizer, examples, capture=capture, position=position, desc="collect", **engine
             )
-            routing = torch.stack([item.routing for item in scores.items]).float()
-        else:
-            routing = _context_routing(model, tokenizer, encoded, capture, batch_size, position, progress)
-    if scoring == "continuation":
-        scores = score_continuation(
-            model,
-            tokenizer,
-            examples,
-            batch_size=batch_size,
-            max_length=max_length,
-            template=template,
-            progress=progress,
+            return torch.stack([item.routing for item in scores.items]).float(), list(scores.predictions)
+        routing = _context_routing(
+            model, tokenizer, encoded, capture, engine["batch_size"], position, engine["progress"]
         )
-    model_answer = [int(p) for p in scores.predictions]
-    seconds = time.perf_counter() - start
-    correct = [m == ex.answer for m, ex in zip(model_answer, examples)]
-    token_ids = [e[-1] for e in encoded]
-    store = RoutingStore(
+    scores = score_continuation(model, tokenizer, examples, **engine)
+    return routing, list(scores.predictions)
+
+
+def _store(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[MCExample],
+    texts: list[str],
+    token_ids: list[int],
+    layers: list[int],
+    routing: torch.Tensor,
+    model_answer: list[int],
+    meta: dict,
+) -> RoutingStore:
+    """The routing store of a collection: each example's prompt, last token, routing and answers."""
+    return RoutingStore(
         ids=[ex.id for ex in examples],
         input_texts=texts,
-        layers=chosen,
+        layers=layers,
         routing=routing,
         answer_index=[ex.answer for ex in examples],
         model_answer=model_answer,
-        is_correct=correct,
+        is_correct=[m == ex.answer for m, ex in zip(model_answer, examples)],
         token_ids=token_ids,
         token_texts=[tokenizer.decode([t]) for t in token_ids],
         questions=[ex.question for ex in examples],
         choices=[tuple(ex.choices) for ex in examples],
         tasks=[ex.task for ex in examples],
         continuations=[ex.continuation for ex in examples],
-        meta={
-            "model": model_identity(model),
-            "family": info.family,
-            "num_experts": info.num_experts,
-            "top_k": max(info.routers[layer].top_k for layer in chosen),  # experts per token, for diagnose
-            "gate_function": info.gate_function,
-            "answer_scoring": scoring,
-            "template": template,
-            "max_length": max_length,
-            "position": position,
-        },
+        meta=meta,
     )
-    summary = CollectSummary(len(examples), sum(correct) / max(len(correct), 1), seconds, truncated)
-    return store, summary
 
 
 def _context_routing(

@@ -89,10 +89,6 @@ class RoutingStore:
     def accuracy(self) -> float:
         return sum(self.is_correct) / max(len(self), 1)
 
-    def flat_routing(self) -> torch.Tensor:
-        """(N, L*E): each sample's routing vector, layers concatenated (RoMA's r_i)."""
-        return self.routing.reshape(len(self), -1)
-
     def subset(self, indices: list[int]) -> RoutingStore:
         pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
         return RoutingStore(
@@ -117,7 +113,7 @@ class RoutingStore:
         """Check the routing against the model it will train, and pad it in place to the model's expert count.
 
         Routing recorded for another model is refused: layers must be MoE layers, experts must fit.
-        Sparse routing dicts (seed 001) may never name the last experts; those columns become zeros.
+        Sparse routing dicts may never name the last experts; those columns become zeros.
         """
         bad = [layer for layer in self.layers if layer not in info.routers]
         if bad:
@@ -414,162 +410,186 @@ def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
     return None
 
 
+@dataclass
+class _Columns:
+    """The fields of a routing file's entries, one list per field, in the file's order."""
+
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    rows: list[list[dict[int, float]]] = field(default_factory=list)  # per entry, per layer: expert -> weight
+    gold: list[int] = field(default_factory=list)
+    model_answers: list[int] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
+    questions: list[str | None] = field(default_factory=list)
+    choices: list[tuple[str, ...] | None] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    continuations: list[str | None] = field(default_factory=list)
+
+    def store(self, layers: list[int], routing: torch.Tensor) -> RoutingStore:
+        return RoutingStore(
+            self.ids,
+            self.texts,
+            layers,
+            routing,
+            self.gold,
+            self.model_answers,
+            self.correct,
+            self.token_ids,
+            self.token_texts,
+            self.questions,
+            self.choices,
+            self.tasks,
+            {},
+            self.continuations,
+        )
+
+
 def _parse_entries(path: Path, raw: dict, routing: torch.Tensor | None = None) -> RoutingStore:
     """The store of a parsed routing JSON; ``routing`` (N, L, E) from a matching side-car replaces the
     per-weight parsing (the entries' other fields are still read and checked)."""
     if routing is not None and (routing.ndim != 3 or routing.shape[0] != len(raw)):
         routing = None  # not this file's tensor after all: parse the JSON
-    ids, texts, rows, gold, model_ans, correct, tok_ids, tok_texts = [], [], [], [], [], [], [], []
-    questions, choices, tasks, continuations = [], [], [], []
+    cols = _Columns()
     layer_list: list[int] | None = None
     max_expert = -1
     for sid, entry in raw.items():
         where = f"id {sid}"
-        if not isinstance(entry, dict):
-            raise DataError(path, where, "entry is not a JSON object")
-        for key in ("input_text", "last_token_routing", "correct_answer", "is_correct"):
-            if key not in entry:
-                raise DataError(path, where, f"missing field '{key}'")
-        text = entry["input_text"]
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(path, where, "'input_text' must be a non-empty string")
-        for key in ("input_text", "question", "choices", "continuation", "task"):
-            _check_encodable(path, where, key, entry.get(key))
-        if not isinstance(entry["is_correct"], bool):
-            raise DataError(path, where, f"'is_correct' must be true or false, got {entry['is_correct']!r}")
-        ltr = entry["last_token_routing"]
-        if not isinstance(ltr, dict) or not isinstance(ltr.get("layers"), list) or not ltr["layers"]:
-            raise DataError(path, where, "'last_token_routing.layers' must be a non-empty list")
-        ch = entry.get("choices")
-        if ch is not None:
-            if not isinstance(ch, list) or not all(isinstance(c, str) for c in ch) or not 2 <= len(ch) <= 26:
-                raise DataError(path, where, "'choices' must be a list of 2 to 26 strings")
-            ch = tuple(ch)
-        else:
-            ch = _choices_from_prompt(text)
-        n_choices = len(ch) if ch else None
-        layers_here, dists = [], []
-        if routing is not None:
-            layers_here = [item.get("layer") if isinstance(item, dict) else None for item in ltr["layers"]]
-        for item in ltr["layers"] if routing is None else ():
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("layer"), int)
-                or isinstance(item.get("layer"), bool)
-            ):
-                raise DataError(path, where, "each routing layer needs an integer 'layer'")
-            weights = item.get("routing_weights")
-            if not isinstance(weights, dict) or not weights:
-                raise DataError(
-                    path, where, f"layer {item['layer']}: 'routing_weights' must be a non-empty object"
-                )
-            dist: dict[int, float] = {}
-            for key, w in weights.items():
-                m = _EXPERT_KEY.fullmatch(str(key))
-                if not m:
-                    raise DataError(
-                        path, where, f"layer {item['layer']}: expert key {key!r} is not 'expert_<i>'"
-                    )
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                    raise DataError(
-                        path,
-                        where,
-                        f"layer {item['layer']}: weight of {key} must be a finite number >= 0, got {w!r}",
-                    )
-                expert = int(m.group(1))
-                if expert >= MAX_EXPERTS:
-                    raise DataError(
-                        path,
-                        where,
-                        f"layer {item['layer']}: expert index {expert} is implausible "
-                        f"(more than {MAX_EXPERTS} experts); was this file written by hand?",
-                    )
-                dist[expert] = float(w)
-            total = sum(dist.values())
-            if total <= 0:
-                raise DataError(path, where, f"layer {item['layer']}: routing weights sum to 0")
-            if not math.isfinite(total):
-                raise DataError(
-                    path, where, f"layer {item['layer']}: routing weights sum to {total} (they overflow)"
-                )
-            if item["layer"] in layers_here:
-                raise DataError(path, where, f"lists layer {item['layer']} twice")
-            max_expert = max(max_expert, max(dist))
-            layers_here.append(item["layer"])
-            dists.append(dist)
+        text, ch, layers_here, dists = _entry_routing(path, where, entry, parse_weights=routing is None)
+        max_expert = max([max_expert, *(max(dist) for dist in dists)])
         if layer_list is None:
             layer_list = layers_here
         elif layers_here != layer_list:
             raise DataError(path, where, f"lists layers {layers_here} but earlier samples list {layer_list}")
-        ids.append(str(sid))
-        texts.append(text)
-        rows.append(dists)
-        gold_idx = entry.get("answer_index")
-        if not isinstance(gold_idx, int) or isinstance(gold_idx, bool):
-            gold_idx = _letter_index(path, sid, "correct_answer", entry["correct_answer"], n_choices)
-        elif n_choices is not None and not 0 <= gold_idx < n_choices:
-            raise DataError(path, where, f"'answer_index' {gold_idx} is not among the {n_choices} choices")
-        gold.append(gold_idx)
-        ma = entry.get("model_answer")
-        model_ans.append(-1 if ma in (None, "") else _letter_index(path, sid, "model_answer", ma, n_choices))
-        if model_ans[-1] >= 0 and entry["is_correct"] != (model_ans[-1] == gold_idx):
-            raise DataError(
-                path,
-                where,
-                f"'is_correct' is {str(entry['is_correct']).lower()} but 'model_answer' "
-                f"{LETTERS[model_ans[-1]]} {'differs from' if entry['is_correct'] else 'equals'} the correct "
-                f"answer {LETTERS[gold_idx]}; fix the file (or drop 'model_answer')",
-            )
-        correct.append(entry["is_correct"])
-        tid = ltr.get("token_id", -1)
-        tok_ids.append(tid if isinstance(tid, int) and not isinstance(tid, bool) else -1)
-        tok_texts.append(str(ltr.get("token_text", "")))
-        q = entry.get("question")
-        questions.append(q if isinstance(q, str) else None)
-        choices.append(ch)
-        t = entry.get("task")
-        tasks.append(t if isinstance(t, str) and t else "default")
-        c = entry.get("continuation")
-        continuations.append(c if isinstance(c, str) else None)
-    if routing is not None and routing.shape[1] == len(layer_list or []):
-        return RoutingStore(
-            ids,
-            texts,
-            list(layer_list or []),
-            routing.float(),
-            gold,
-            model_ans,
-            correct,
-            tok_ids,
-            tok_texts,
-            questions,
-            choices,
-            tasks,
-            {},
-            continuations,
-        )
+        cols.ids.append(str(sid))
+        cols.texts.append(text)
+        cols.rows.append(dists)
+        _entry_fields(path, sid, entry, ch, cols)
+    layers = list(layer_list or [])
+    if routing is not None and routing.shape[1] == len(layers):
+        return cols.store(layers, routing.float())
     if routing is not None:  # the side-car disagrees with the JSON's layers: parse the weights after all
         return _parse_entries(path, raw)
     # Filled in numpy: element writes into a torch tensor cost ~30x more per weight.
-    filled = np.zeros((len(ids), len(layer_list or []), max_expert + 1), dtype=np.float32)
-    for i, dists in enumerate(rows):
+    filled = np.zeros((len(cols.ids), len(layers), max_expert + 1), dtype=np.float32)
+    for i, dists in enumerate(cols.rows):
         for li, dist in enumerate(dists):
             filled[i, li, list(dist)] = list(dist.values())
-    routing = torch.from_numpy(filled)
-    routing = routing / routing.sum(dim=-1, keepdim=True)
-    return RoutingStore(
-        ids,
-        texts,
-        list(layer_list or []),
-        routing,
-        gold,
-        model_ans,
-        correct,
-        tok_ids,
-        tok_texts,
-        questions,
-        choices,
-        tasks,
-        {},
-        continuations,
-    )
+    dense = torch.from_numpy(filled)
+    return cols.store(layers, dense / dense.sum(dim=-1, keepdim=True))
+
+
+def _entry_routing(
+    path: Path, where: str, entry: object, parse_weights: bool
+) -> tuple[str, tuple[str, ...] | None, list, list[dict[int, float]]]:
+    """One entry's required fields checked, and its prompt, choices, layers and (with
+    ``parse_weights``) each layer's weights by expert."""
+    if not isinstance(entry, dict):
+        raise DataError(path, where, "entry is not a JSON object")
+    for key in ("input_text", "last_token_routing", "correct_answer", "is_correct"):
+        if key not in entry:
+            raise DataError(path, where, f"missing field '{key}'")
+    text = entry["input_text"]
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(path, where, "'input_text' must be a non-empty string")
+    for key in ("input_text", "question", "choices", "continuation", "task"):
+        _check_encodable(path, where, key, entry.get(key))
+    if not isinstance(entry["is_correct"], bool):
+        raise DataError(path, where, f"'is_correct' must be true or false, got {entry['is_correct']!r}")
+    ltr = entry["last_token_routing"]
+    if not isinstance(ltr, dict) or not isinstance(ltr.get("layers"), list) or not ltr["layers"]:
+        raise DataError(path, where, "'last_token_routing.layers' must be a non-empty list")
+    ch = entry.get("choices")
+    if ch is not None:
+        if not isinstance(ch, list) or not all(isinstance(c, str) for c in ch) or not 2 <= len(ch) <= 26:
+            raise DataError(path, where, "'choices' must be a list of 2 to 26 strings")
+        ch = tuple(ch)
+    else:
+        ch = _choices_from_prompt(text)
+    if not parse_weights:
+        return text, ch, [item.get("layer") if isinstance(item, dict) else None for item in ltr["layers"]], []
+    layers_here: list[int] = []
+    dists: list[dict[int, float]] = []
+    for item in ltr["layers"]:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("layer"), int)
+            or isinstance(item.get("layer"), bool)
+        ):
+            raise DataError(path, where, "each routing layer needs an integer 'layer'")
+        dist = _layer_weights(path, where, item)
+        if item["layer"] in layers_here:
+            raise DataError(path, where, f"lists layer {item['layer']} twice")
+        layers_here.append(item["layer"])
+        dists.append(dist)
+    return text, ch, layers_here, dists
+
+
+def _layer_weights(path: Path, where: str, item: dict) -> dict[int, float]:
+    """One layer's ``routing_weights``: expert index -> weight, each checked, summing to a positive number."""
+    weights = item.get("routing_weights")
+    if not isinstance(weights, dict) or not weights:
+        raise DataError(path, where, f"layer {item['layer']}: 'routing_weights' must be a non-empty object")
+    dist: dict[int, float] = {}
+    for key, w in weights.items():
+        m = _EXPERT_KEY.fullmatch(str(key))
+        if not m:
+            raise DataError(path, where, f"layer {item['layer']}: expert key {key!r} is not 'expert_<i>'")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise DataError(
+                path,
+                where,
+                f"layer {item['layer']}: weight of {key} must be a finite number >= 0, got {w!r}",
+            )
+        expert = int(m.group(1))
+        if expert >= MAX_EXPERTS:
+            raise DataError(
+                path,
+                where,
+                f"layer {item['layer']}: expert index {expert} is implausible "
+                f"(more than {MAX_EXPERTS} experts); was this file written by hand?",
+            )
+        dist[expert] = float(w)
+    total = sum(dist.values())
+    if total <= 0:
+        raise DataError(path, where, f"layer {item['layer']}: routing weights sum to 0")
+    if not math.isfinite(total):
+        raise DataError(path, where, f"layer {item['layer']}: routing weights sum to {total} (they overflow)")
+    return dist
+
+
+def _entry_fields(path: Path, sid: str, entry: dict, ch: tuple[str, ...] | None, cols: _Columns) -> None:
+    """One entry's answers (checked against its choices and its ``is_correct``) and its other fields,
+    appended to ``cols``."""
+    where = f"id {sid}"
+    n_choices = len(ch) if ch else None
+    gold_idx = entry.get("answer_index")
+    if not isinstance(gold_idx, int) or isinstance(gold_idx, bool):
+        gold_idx = _letter_index(path, sid, "correct_answer", entry["correct_answer"], n_choices)
+    elif n_choices is not None and not 0 <= gold_idx < n_choices:
+        raise DataError(path, where, f"'answer_index' {gold_idx} is not among the {n_choices} choices")
+    cols.gold.append(gold_idx)
+    ma = entry.get("model_answer")
+    model_answer = -1 if ma in (None, "") else _letter_index(path, sid, "model_answer", ma, n_choices)
+    cols.model_answers.append(model_answer)
+    if model_answer >= 0 and entry["is_correct"] != (model_answer == gold_idx):
+        raise DataError(
+            path,
+            where,
+            f"'is_correct' is {str(entry['is_correct']).lower()} but 'model_answer' "
+            f"{LETTERS[model_answer]} {'differs from' if entry['is_correct'] else 'equals'} the correct "
+            f"answer {LETTERS[gold_idx]}; fix the file (or drop 'model_answer')",
+        )
+    cols.correct.append(entry["is_correct"])
+    ltr = entry["last_token_routing"]
+    tid = ltr.get("token_id", -1)
+    cols.token_ids.append(tid if isinstance(tid, int) and not isinstance(tid, bool) else -1)
+    cols.token_texts.append(str(ltr.get("token_text", "")))
+    q = entry.get("question")
+    cols.questions.append(q if isinstance(q, str) else None)
+    cols.choices.append(ch)
+    t = entry.get("task")
+    cols.tasks.append(t if isinstance(t, str) and t else "default")
+    c = entry.get("continuation")
+    cols.continuations.append(c if isinstance(c, str) else None)

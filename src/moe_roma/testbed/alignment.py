@@ -2,7 +2,7 @@
 
 ``L_total = L_lm + aux_coef * L_balance + lambda(t) * L_align + z_coef * L_z``, with ``L_align``:
 
-``prior-kl``  seed 000's ``E[sum_layers KL(p || q)]`` over every real token, q uniform or the
+``prior-kl``  ``E[sum_layers KL(p || q)]`` over every real token, q uniform or the
               token's document-task prior (the mean routing of that task over a short unaligned
               warm-up, then frozen): ``methods.common.losses.prior_kl_loss``;
 ``manifold``  RoMA's ``sum_j W_ij ||r_i - r_j||^2`` within each batch: r_i is document i's mean
@@ -11,7 +11,7 @@
               (``manifold.graph.gaussian_kernel_weights``, ``losses.manifold_loss``); the
               neighbours' routing is a fixed target (detached), as RoMA's recorded r_j are.
 
-lambda(t) is ``methods.roma.schedules.lambda_at``. Routing is the softmax of the router logits for
+lambda(t) is ``training.schedules.lambda_at``. Routing is the softmax of the router logits for
 every family (for DeepSeek-V3's sigmoid router, a monotone reading of its scores), the same
 distribution the load-balancing loss uses.
 """
@@ -19,14 +19,12 @@ distribution the load-balancing loss uses.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 
 from moe_roma.manifold.graph import gaussian_kernel_weights
 from moe_roma.methods.common import losses
-from moe_roma.methods.roma.monitor import warn_on_collapse
-from moe_roma.methods.roma.schedules import lambda_at
+from moe_roma.training.schedules import lambda_at
 
 log = logging.getLogger("moe_roma.testbed")
 
@@ -49,7 +47,7 @@ def router_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def apply_router_init(model, std: float, seed: int) -> None:
-    """Seed 002's near-zero router initialisation: weights N(0, std), so routing starts near uniform."""
+    """Near-zero router initialisation: weights N(0, std), so routing starts near uniform."""
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in router_parameters(model):
@@ -160,19 +158,9 @@ def idf_of(seqs: list[tuple[list[int], list[float]]], vocab: int) -> torch.Tenso
     return torch.log((1 + len(seqs)) / (1 + df)) + 1
 
 
-def routing_health(routing: torch.Tensor, mask: torch.Tensor, top_k: int) -> dict:
-    """Per MoE layer: mean routing entropy over real tokens and the min/max share of top-k slots."""
-    m = mask.reshape(-1).bool()
-    flat = routing.detach().reshape(-1, *routing.shape[2:])[m]  # (N, L, E)
-    ent = losses.routing_entropy(flat).mean(0)
-    top = flat.topk(top_k, dim=-1).indices
-    e = flat.shape[-1]
-    util = {}
-    for i in range(flat.shape[1]):
-        share = torch.bincount(top[:, i].flatten(), minlength=e).float()
-        share = share / share.sum()
-        util[str(i)] = {"min": float(share.min()), "max": float(share.max())}
-    return {"entropy": {str(i): float(h) for i, h in enumerate(ent)}, "utilisation": util}
+def real_tokens(routing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The (N, L, E) routing of the batch's real tokens, from (B, T, L, E) routing and its (B, T) mask."""
+    return routing.detach().reshape(-1, *routing.shape[2:])[mask.reshape(-1).bool()]
 
 
 def router_grad_norms(model_routers: list[torch.nn.Module]) -> dict[str, float]:
@@ -183,23 +171,4 @@ def router_grad_norms(model_routers: list[torch.nn.Module]) -> dict[str, float]:
         out[str(i)] = (
             float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
         )
-    return out
-
-
-def collapse_warnings(health: dict, num_experts: int, warned: set) -> list[str]:
-    """``methods.roma.monitor.warn_on_collapse``'s warnings for this record (logged once per layer and kind)."""
-    before = set(warned)
-    warn_on_collapse(health, num_experts, warned, log)
-    out = []
-    for kind, layer in sorted(warned - before):
-        if kind == "entropy":
-            out.append(
-                f"routing entropy in layer {layer} collapsed to {health['entropy'][layer]:.3f} nats "
-                f"(log E = {math.log(num_experts):.2f})"
-            )
-        else:
-            out.append(
-                f"expert utilisation in layer {layer} collapsed: one expert takes "
-                f"{100 * health['utilisation'][layer]['max']:.0f}% of top-k slots"
-            )
     return out

@@ -17,8 +17,9 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,9 +122,9 @@ def encode_corpus(
 
 
 def make_model(cfg: BuildConfig, tokenizer):
-    """A fresh model of ``cfg.arch`` (default: the testbed's own OLMoE shape), seed 002's near-zero
-    router initialisation applied when asked."""
-    from moe_roma.testbed.architectures import make_model as make_arch
+    """A fresh model of ``cfg.arch`` (default: the testbed's own OLMoE shape), with a near-zero router
+    initialisation when asked (``router_init_std``)."""
+    from moe_roma.testbed.model_shapes import make_model as make_arch
 
     model = make_arch(cfg, tokenizer)
     if cfg.router_init_std > 0:
@@ -163,6 +164,59 @@ def _epoch_batches(lengths: list[int], batch_size: int, gen: torch.Generator) ->
     return [batches[i] for i in perm]
 
 
+@dataclass
+class _Pretraining:
+    """What pre-training carries from one step to the next."""
+
+    model: Any
+    seqs: list[tuple[list[int], list[float]]]
+    cfg: BuildConfig
+    pad_id: int
+    shape: Any  # testbed.model_shapes.Shape
+    routers: list[torch.nn.Module]  # the router modules in layer order (none for a dense model)
+    opt: torch.optim.Optimizer
+    hooks: list  # the router-jitter hooks, removed at the end
+    gen: torch.Generator  # the data order's
+    task_ids: torch.Tensor  # each sequence's task index
+    prior: Any  # testbed.alignment.TaskPrior of ``--align-prior task``, else None
+    idf: torch.Tensor | None  # ``--align manifold``'s inverse document frequencies
+    want_routing: bool
+    metrics: Path | None  # metrics.jsonl, when routing health is recorded
+    t0: float = 0.0
+    batches: list[list[int]] = field(default_factory=list)  # what is left of the epoch
+    warned: set = field(default_factory=set)
+    warnings: list[dict] = field(default_factory=list)
+    n_tokens: int = 0
+    run_loss: float = 0.0
+
+    @property
+    def moe(self) -> bool:
+        return self.shape.num_experts > 0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to a tenth of the peak."""
+        cfg = self.cfg
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+@dataclass
+class _PretrainStep:
+    """One pre-training step's figures, for its record."""
+
+    loss: torch.Tensor  # the language-model loss
+    aux: torch.Tensor  # the load-balancing loss (0 for a dense model)
+    z_loss: torch.Tensor | None
+    align: torch.Tensor | None
+    lam: float
+    routing: torch.Tensor | None  # (B, T, L, E)
+    mask: torch.Tensor
+    grad_norms: dict[str, float] | None  # per router, before clipping, at a recorded step
+    record: bool
+
+
 def pretrain(
     model,
     seqs: list[tuple[list[int], list[float]]],
@@ -181,16 +235,65 @@ def pretrain(
     health goes to ``metrics_path`` (JSON lines). Returns the run's figures: real tokens trained on,
     seconds, tokens/s and the collapse warnings.
     """
-    import json
+    run = _pretrain_setup(model, seqs, cfg, pad_id, tasks, metrics_path)
+    run.t0 = time.time()
+    model.train()
+    for step in range(cfg.steps):
+        done = _pretrain_step(run, step)
+        _pretrain_log(run, step, done, log)
+        if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
+            eval_fn(step + 1)
+            model.train()
+    return _pretrain_finish(run)
 
-    from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
 
+def _pretrain_setup(
+    model,
+    seqs: list[tuple[list[int], list[float]]],
+    cfg: BuildConfig,
+    pad_id: int,
+    tasks: Sequence[int] | None,
+    metrics_path: Path | None,
+) -> _Pretraining:
+    """The optimiser, the router jitter, the alignment's inputs and a fresh metrics file."""
     from moe_roma.testbed import alignment as al
-    from moe_roma.testbed.architectures import shape_of
+    from moe_roma.testbed.model_shapes import shape_of
 
     shape = shape_of(cfg)
-    moe = shape.num_experts > 0
-    model_routers = al.routers(model) if moe else []
+    model_routers = al.routers(model) if shape.num_experts > 0 else []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = _pretrain_optimizer(model, cfg, model_routers)
+    hooks = al.add_router_jitter(model, cfg.router_jitter) if cfg.router_jitter > 0 else []
+    task_ids = torch.as_tensor(list(tasks) if tasks is not None else [0] * len(seqs), dtype=torch.long)
+    use_task_prior = cfg.align == "prior-kl" and cfg.align_prior == "task"
+    if use_task_prior and tasks is None:
+        raise ValueError("--align-prior task needs each sequence's task")
+    metrics = metrics_path if metrics_path is not None and cfg.metrics_every > 0 else None
+    if metrics is not None:
+        metrics.write_text("", encoding="utf-8")  # a rebuild into the same folder starts a fresh file
+    return _Pretraining(
+        model,
+        seqs,
+        cfg,
+        pad_id,
+        shape,
+        model_routers,
+        opt,
+        hooks,
+        gen,
+        task_ids,
+        prior=al.TaskPrior(int(task_ids.max()) + 1) if use_task_prior else None,
+        idf=al.idf_of(seqs, int(model.config.vocab_size)) if cfg.align == "manifold" else None,
+        want_routing=shape.num_experts > 0 and (cfg.align != "none" or cfg.metrics_every > 0),
+        metrics=metrics,
+    )
+
+
+def _pretrain_optimizer(
+    model, cfg: BuildConfig, model_routers: list[torch.nn.Module]
+) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the matrices but the embeddings; the routers in a group of their own
+    (``router_lr_mult``) only when their learning rate differs."""
     router_ids = {id(p) for r in model_routers for p in r.parameters()}
     split_routers = cfg.router_lr_mult != 1.0  # their own parameter group only when their lr differs
 
@@ -201,7 +304,6 @@ def pretrain(
             if pred(n, p) and not (split_routers and id(p) in router_ids)
         ]
 
-    gen = torch.Generator().manual_seed(cfg.seed)
     decay = group(lambda n, p: p.ndim >= 2 and "embed" not in n)
     no_decay = group(lambda n, p: not (p.ndim >= 2 and "embed" not in n))
     groups = [
@@ -216,126 +318,140 @@ def pretrain(
                 "lr_mult": cfg.router_lr_mult,
             }
         )
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-    hooks = al.add_router_jitter(model, cfg.router_jitter) if cfg.router_jitter > 0 else []
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    task_ids = torch.as_tensor(list(tasks) if tasks is not None else [0] * len(seqs), dtype=torch.long)
-    use_task_prior = cfg.align == "prior-kl" and cfg.align_prior == "task"
-    if use_task_prior and tasks is None:
-        raise ValueError("--align-prior task needs each sequence's task")
-    prior = al.TaskPrior(int(task_ids.max()) + 1) if use_task_prior else None
-    idf = al.idf_of(seqs, int(model.config.vocab_size)) if cfg.align == "manifold" else None
-    want_routing = moe and (cfg.align != "none" or cfg.metrics_every > 0)
-    metrics = metrics_path if metrics_path is not None and cfg.metrics_every > 0 else None
-    if metrics is not None:
-        metrics.write_text("", encoding="utf-8")  # a rebuild into the same folder starts a fresh file
-    warned: set = set()
-    warnings: list[dict] = []
-    n_tokens = 0
+def _pretrain_step(run: _Pretraining, step: int) -> _PretrainStep:
+    """One optimiser step on the next batch of the seeded order; at a recorded step the routers'
+    gradient norms are read before clipping."""
+    from moe_roma.testbed import alignment as al
 
-    batches: list[list[int]] = []
-    t0, run_loss = time.time(), 0.0
-    model.train()
-    for step in range(cfg.steps):
-        if not batches:
-            batches = _epoch_batches([len(s) for s, _ in seqs], cfg.batch_size, gen)
-        picked = batches.pop()
-        batch = [seqs[i] for i in picked]
-        ids, mask, w = (t.to(cfg.device) for t in _batch(batch, pad_id))
-        n_tokens += int(mask.sum())
-        out = (
-            model(input_ids=ids, attention_mask=mask, output_router_logits=True)
-            if moe
-            else model(input_ids=ids, attention_mask=mask)
+    cfg, model = run.cfg, run.model
+    if not run.batches:
+        run.batches = _epoch_batches([len(s) for s, _ in run.seqs], cfg.batch_size, run.gen)
+    picked = run.batches.pop()
+    ids, mask, w = (t.to(cfg.device) for t in _batch([run.seqs[i] for i in picked], run.pad_id))
+    run.n_tokens += int(mask.sum())
+    out = (
+        model(input_ids=ids, attention_mask=mask, output_router_logits=True)
+        if run.moe
+        else model(input_ids=ids, attention_mask=mask)
+    )
+    total, done = _pretrain_loss(run, step, out, ids, mask, w, picked)
+    for g in run.opt.param_groups:
+        g["lr"] = run.lr_at(step) * g["lr_mult"]
+    run.opt.zero_grad(set_to_none=True)
+    total.backward()
+    done.record = run.metrics is not None and (step + 1) % cfg.metrics_every == 0
+    done.grad_norms = al.router_grad_norms(run.routers) if done.record and run.moe else None
+    if cfg.router_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for r in run.routers for p in r.parameters()], cfg.router_clip)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    run.opt.step()
+    run.run_loss += done.loss.item()
+    return done
+
+
+def _pretrain_loss(
+    run: _Pretraining,
+    step: int,
+    out,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    w: torch.Tensor,
+    picked: list[int],
+) -> tuple[torch.Tensor, _PretrainStep]:
+    """The step's total loss: the weighted language-model loss, load balancing, the alignment term
+    (``--align``; the task prior is gathered over its warm-up, then frozen) and the router z-loss."""
+    from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
+
+    from moe_roma.testbed import alignment as al
+
+    cfg, shape = run.cfg, run.shape
+    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    loss = (nll * w).sum() / w.sum()
+    total = loss
+    aux = torch.zeros(())
+    if run.moe:
+        aux = load_balancing_loss_func(out.router_logits, shape.num_experts, shape.top_k, mask)
+        total = total + cfg.router_aux_loss_coef * aux
+    lam = al.lambda_schedule(cfg, step)
+    align = None
+    routing = al.routing_of(out.router_logits, mask) if run.want_routing else None
+    if routing is not None:
+        doc_tasks = run.task_ids[picked].to(ids.device)
+        prior = run.prior
+        if prior is not None and prior.frozen is None:
+            if step < cfg.align_prior_steps:
+                prior.add(routing, mask, doc_tasks)
+            else:
+                prior.freeze()
+        if cfg.align == "prior-kl" and lam > 0:
+            align = al.prior_kl(routing, mask, prior.frozen if prior is not None else None, doc_tasks)
+        elif cfg.align == "manifold" and lam > 0:
+            emb = al.tfidf_embeddings(ids, mask, run.idf)
+            align = al.manifold_in_batch(routing, mask, emb, cfg.align_k, cfg.align_sigma)
+        if align is not None:
+            total = total + lam * align
+    zl = None
+    if run.moe and cfg.router_z_loss > 0:
+        zl = al.z_loss(out.router_logits, mask)
+        total = total + cfg.router_z_loss * zl
+    return total, _PretrainStep(loss, aux, zl, align, lam, routing, mask, None, False)
+
+
+def _pretrain_log(run: _Pretraining, step: int, done: _PretrainStep, log: Callable[[str], None]) -> None:
+    """A recorded step's line in metrics.jsonl (with routing health and the collapse warnings new at
+    this step), and every 100 steps a progress line."""
+    import json
+
+    from moe_roma.manifold.health import routing_health
+    from moe_roma.testbed import alignment as al
+    from moe_roma.training.monitor import warn_on_collapse
+
+    cfg = run.cfg
+    if done.record:
+        row: dict = {
+            "step": step + 1,
+            "loss": round(done.loss.item(), 5),
+            "lambda": done.lam,
+            "align": None if done.align is None else round(done.align.item(), 6),
+            "aux": round(done.aux.item(), 5),
+            "z_loss": None if done.z_loss is None else round(done.z_loss.item(), 5),
+            "lr": run.lr_at(step),
+            "tokens": run.n_tokens,
+            "seconds": round(time.time() - run.t0, 2),
+        }
+        if done.routing is not None:
+            health = routing_health(al.real_tokens(done.routing, done.mask), run.shape.top_k)
+            row.update(health, router_grad_norm=done.grad_norms)
+            new = warn_on_collapse(health, run.shape.num_experts, run.warned, al.log)
+            row["warnings"] = new
+            run.warnings += [{"step": step + 1, "warning": msg} for msg in new]
+            for msg in new:
+                log(f"warning at step {step + 1}: {msg}")
+        with open(run.metrics, "a", encoding="utf-8") as fh:  # one line per record: readable while it runs
+            fh.write(json.dumps(row) + "\n")
+    if (step + 1) % 100 == 0:
+        log(
+            f"step {step + 1}/{cfg.steps} loss {run.run_loss / 100:.4f} aux {done.aux.item():.3f} "
+            f"lr {run.lr_at(step):.2e} {time.time() - run.t0:.0f}s"
         )
-        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
-        loss = (nll * w).sum() / w.sum()
-        total = loss
-        aux = torch.zeros(())
-        if moe:
-            aux = load_balancing_loss_func(out.router_logits, shape.num_experts, shape.top_k, mask)
-            total = total + cfg.router_aux_loss_coef * aux
-        lam = al.lambda_schedule(cfg, step)
-        align = None
-        routing = al.routing_of(out.router_logits, mask) if want_routing else None
-        if routing is not None:
-            doc_tasks = task_ids[picked].to(ids.device)
-            if prior is not None and prior.frozen is None:
-                if step < cfg.align_prior_steps:
-                    prior.add(routing, mask, doc_tasks)
-                else:
-                    prior.freeze()
-            if cfg.align == "prior-kl" and lam > 0:
-                align = al.prior_kl(routing, mask, prior.frozen if prior is not None else None, doc_tasks)
-            elif cfg.align == "manifold" and lam > 0:
-                emb = al.tfidf_embeddings(ids, mask, idf)
-                align = al.manifold_in_batch(routing, mask, emb, cfg.align_k, cfg.align_sigma)
-            if align is not None:
-                total = total + lam * align
-        zl = None
-        if moe and cfg.router_z_loss > 0:
-            zl = al.z_loss(out.router_logits, mask)
-            total = total + cfg.router_z_loss * zl
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step) * g["lr_mult"]
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        record = metrics is not None and (step + 1) % cfg.metrics_every == 0
-        grad_norms = al.router_grad_norms(model_routers) if record and moe else None
-        if cfg.router_clip > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for r in model_routers for p in r.parameters()], cfg.router_clip
-            )
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        run_loss += loss.item()
-        if record:
-            row: dict = {
-                "step": step + 1,
-                "loss": round(loss.item(), 5),
-                "lambda": lam,
-                "align": None if align is None else round(align.item(), 6),
-                "aux": round(aux.item(), 5),
-                "z_loss": None if zl is None else round(zl.item(), 5),
-                "lr": lr_at(step),
-                "tokens": n_tokens,
-                "seconds": round(time.time() - t0, 2),
-            }
-            if routing is not None:
-                health = al.routing_health(routing, mask, shape.top_k)
-                row.update(health, router_grad_norm=grad_norms)
-                new = al.collapse_warnings(health, shape.num_experts, warned)
-                row["warnings"] = new
-                warnings += [{"step": step + 1, "warning": msg} for msg in new]
-                for msg in new:
-                    log(f"warning at step {step + 1}: {msg}")
-            with open(metrics, "a", encoding="utf-8") as fh:  # one line per record: readable while it runs
-                fh.write(json.dumps(row) + "\n")
-        if (step + 1) % 100 == 0:
-            log(
-                f"step {step + 1}/{cfg.steps} loss {run_loss / 100:.4f} aux {aux.item():.3f} "
-                f"lr {lr_at(step):.2e} {time.time() - t0:.0f}s"
-            )
-            run_loss = 0.0
-        if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
-            eval_fn(step + 1)
-            model.train()
-    seconds = time.time() - t0
-    for h in hooks:
+        run.run_loss = 0.0
+
+
+def _pretrain_finish(run: _Pretraining) -> dict:
+    """The jitter hooks off, the model in eval mode, and the run's figures."""
+    seconds = time.time() - run.t0
+    for h in run.hooks:
         h.remove()
-    model.eval()
+    run.model.eval()
     return {
-        "tokens": n_tokens,
+        "tokens": run.n_tokens,
         "seconds": round(seconds, 2),
-        "tokens_per_second": round(n_tokens / max(seconds, 1e-9), 1),
-        "collapse_warnings": warnings,
+        "tokens_per_second": round(run.n_tokens / max(seconds, 1e-9), 1),
+        "collapse_warnings": run.warnings,
     }
 
 
@@ -354,7 +470,7 @@ def _metrics_path(out_dir: Path, cfg) -> Path | None:
 
 def _run_figures(model, cfg, stats: dict) -> dict:
     """What a build records beyond its config: the architecture's parameter counts and the run's figures."""
-    from moe_roma.testbed.architectures import parameter_counts
+    from moe_roma.testbed.model_shapes import parameter_counts
 
     counts = parameter_counts(model, cfg)
     return {
@@ -368,9 +484,9 @@ def _run_figures(model, cfg, stats: dict) -> dict:
 
 def evaluate_splits(model, tokenizer, suite: dict[str, list[MCExample]], batch_size: int = 64) -> dict:
     """Per-split accuracy (overall and per family) of continuation scoring."""
-    from moe_roma.testbed.scoring import accuracy
+    from moe_roma.testbed.scoring import accuracy_by_task
 
-    return {s: accuracy(model, tokenizer, suite[s], batch_size) for s in tasks.EVAL_SPLITS}
+    return {s: accuracy_by_task(model, tokenizer, suite[s], batch_size) for s in tasks.EVAL_SPLITS}
 
 
 def build_testbed(

@@ -17,7 +17,7 @@ from moe_roma.io.errors import RomaError
 from moe_roma.testbed.tasks import DEFAULT_SIZES
 
 # ``--arch``: "olmoe" is the testbed's own OLMoE shape from the config fields (today's models);
-# the others are seed 000's architectures at the same active FFN width (testbed/architectures.py).
+# the others are seed 000's architectures at the same active FFN width (testbed/model_shapes.py).
 Architecture = Literal["olmoe", "dense", "switch", "switch-16", "switch-32", "topk", "fine", "nested"]
 Alignment = Literal["none", "prior-kl", "manifold"]
 AlignSchedule = Literal["fixed", "warmup", "warmup-anneal"]
@@ -46,7 +46,7 @@ def _default(cls: type, name: str, default: Any) -> Any:
 
 @dataclass
 class PretrainOptions(Config):
-    """Architecture, alignment during pre-training and router stability (docs/architectures.md).
+    """Architecture, alignment during pre-training and router stability (docs/pretraining-study.md).
 
     Every default is off, so a build without these options is the build of before they existed.
     """

@@ -26,8 +26,11 @@ def choice_logprobs(
     return [list(item.scores) for item in scores.items]
 
 
-def accuracy(model, tokenizer, examples: Sequence[MCExample], batch_size: int = 64) -> dict[str, float]:
-    """Overall and per-family accuracy (keys ``"all"`` and each task name)."""
+def accuracy_by_task(
+    model, tokenizer, examples: Sequence[MCExample], batch_size: int = 64
+) -> dict[str, float]:
+    """The model's accuracy on ``examples``, overall and per family (keys ``"all"`` and each task name).
+    ``scoring.stats.accuracy`` is another thing: the share of given correctness flags, with its interval."""
     return score_summary(model, tokenizer, examples, batch_size)["accuracy"]
 
 

@@ -955,13 +955,6 @@ def knowledge_sentences() -> list[str]:
     return out
 
 
-def example_text(example: MCExample) -> str:
-    """The pre-training text of one item: the continuation prompt plus the right answer."""
-    from moe_roma.data.prompts import continuation_context
-
-    return continuation_context(example) + " " + example.choices[example.answer]
-
-
 def example_to_record(example: MCExample) -> dict[str, Any]:
     """The JSONL record of one item (llm-foundry style keys plus ``id``, ``task`` and, where the query holds
     more than the question, ``question``).

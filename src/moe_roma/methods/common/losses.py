@@ -39,7 +39,7 @@ def entropy_loss(routing: torch.Tensor) -> torch.Tensor:
 
 
 def prior_kl_loss(routing: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Seed 000's alignment to a fixed routing prior: mean over layers of KL(p || q), per sample (B,).
+    """Alignment to a fixed routing prior: mean over layers of KL(p || q), per sample (B,).
 
     ``prior`` (E,) defaults to uniform, for which KL = log E - H(p).
     """

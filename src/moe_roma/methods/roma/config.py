@@ -22,8 +22,8 @@ from moe_roma.io.config import Config, edge, flatten, short_settings
 from moe_roma.io.errors import RomaError
 from moe_roma.scoring import TRAINING_SCORING, Scoring
 
+# The names of ``methods.roma.regularizers.REGULARIZERS`` (tests/test_train.py checks they agree).
 Regularizer = Literal["manifold", "none", "l2", "l1", "entropy", "prior-kl"]
-REGULARIZERS: tuple[str, ...] = Regularizer.__args__  # type: ignore[attr-defined]
 LR_SCHEDULES = ("constant", "cosine")
 
 NON_NEGATIVE = {"range": (0, None)}
@@ -78,7 +78,7 @@ class ScheduleConfig(Config):
 
     def lr_factor(self, step: int, total: int) -> float:
         """Multiplier of the base learning rate at optimiser step ``step`` of ``total``."""
-        from moe_roma.methods.roma.schedules import lr_factor, resolve_warmup
+        from moe_roma.training.schedules import lr_factor, resolve_warmup
 
         return lr_factor(
             step, total, resolve_warmup(self.warmup_steps, self.warmup_ratio, total), self.lr_schedule
@@ -134,7 +134,7 @@ class RegularizerConfig(Config):
     )
 
     def lam_at(self, step: int, total: int) -> float:
-        from moe_roma.methods.roma.schedules import lambda_at, resolve_warmup
+        from moe_roma.training.schedules import lambda_at, resolve_warmup
 
         warm = resolve_warmup(self.lam_warmup_steps, self.lam_warmup_ratio, total)
         return lambda_at(step, total, self.lam, warm, self.lam_final)
@@ -180,10 +180,10 @@ class GraphConfig(Config):
     )
 
     def build(self, seed: int = 0) -> Any:
-        """The neighbour search settings (``moe_roma.manifold.graph.GraphConfig``)."""
-        from moe_roma.manifold.graph import GraphConfig as SearchConfig
+        """The neighbour search settings (``moe_roma.manifold.graph.NeighbourSearch``)."""
+        from moe_roma.manifold.graph import NeighbourSearch
 
-        return SearchConfig(
+        return NeighbourSearch(
             k=self.k,
             epsilon=self.epsilon,
             sigma=self.sigma,

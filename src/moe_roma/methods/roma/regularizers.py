@@ -2,7 +2,7 @@
 
 Each takes a ``RegularizerInputs`` and returns a (B,) tensor that carries the routers' graph; the
 trainer adds ``lambda(t)`` times it to the task loss. ``manifold`` is RoMA's term; ``none`` is
-plain router tuning; the others are the paper's and seed 000's ablations. Adding one is a function
+plain router tuning; the others are ablations (weight distance, entropy, a fixed prior). Adding one is a function
 and a line in ``REGULARIZERS``.
 """
 

@@ -15,8 +15,9 @@ import math
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,24 +29,15 @@ from moe_roma.io.atomic import finite_json
 from moe_roma.io.errors import DataError, RomaError, RomaWarning
 from moe_roma.io.interrupts import critical
 from moe_roma.manifold.graph import NeighbourGraph, neighbour_graph_for_store
+from moe_roma.manifold.health import health_from_sums, health_sums
+from moe_roma.methods.base import MethodSpec, register
 from moe_roma.methods.common import losses
 from moe_roma.methods.common.batches import TrainItem, build_items, letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.methods.roma.config import TrainConfig
-from moe_roma.methods.roma.monitor import collapse_events, health_from_sums, health_sums, warn_on_collapse
 from moe_roma.methods.roma.regularizers import RegularizerInputs
-from moe_roma.methods.roma.run_folder import METRICS_NAME, NEIGHBOURS_NAME
-from moe_roma.methods.roma.state import (
-    STATE_NAME,
-    check_state_fits,
-    load_train_state,
-    restore_train_state,
-    save_train_state,
-    tensors_sha256,
-)
 from moe_roma.methods.roma.targets import with_oracle_targets
-from moe_roma.methods.roma.trackers import Trackers
 from moe_roma.models.card import build_model_card, write_model_card
 from moe_roma.models.checkpoint import CONFIG_NAME, save_router_checkpoint
 from moe_roma.models.discovery import MoEInfo, discover_routers
@@ -53,6 +45,17 @@ from moe_roma.models.inputs import pad_id
 from moe_roma.models.loading import model_identity
 from moe_roma.routing.store import RoutingStore
 from moe_roma.scoring.common import context_length
+from moe_roma.training.monitor import collapse_events, warn_on_collapse
+from moe_roma.training.run_folder import METRICS_NAME, NEIGHBOURS_NAME
+from moe_roma.training.state import (
+    STATE_NAME,
+    check_state_fits,
+    load_train_state,
+    restore_train_state,
+    save_train_state,
+    tensors_sha256,
+)
+from moe_roma.training.trackers import Trackers
 
 LOG = logging.getLogger("moe_roma.train")
 
@@ -65,6 +68,38 @@ class TrainResult:
     tuned_layers: list[int]
     final_metrics: dict
     skipped_steps: int
+
+
+@dataclass
+class _Loop:
+    """What the training loop carries from one step to the next."""
+
+    params: list[torch.nn.Parameter]  # the trained router weights, fp32 while training
+    optimizer: Any
+    scaler: Any  # torch.amp.GradScaler (enabled for fp16 on CUDA only)
+    original_dtypes: dict[str, torch.dtype]
+    total: int  # steps of the whole run
+    steps_per_epoch: int
+    state_path: Path
+    metrics_path: Path
+    start_time: float
+    step: int = 0
+    skipped: int = 0
+    warned: set = field(default_factory=set)  # (kind, layer) of the collapses logged so far
+    last: dict = field(default_factory=dict)  # the last logged record
+
+
+@dataclass
+class _Step:
+    """One optimiser step's outcome, for its record."""
+
+    out: dict | None  # per-sample task loss and routing of this process's samples (None: it had none)
+    terms: dict
+    local: list[TrainItem]
+    lam: float
+    lr: float
+    loss_value: float
+    grad_norm: float  # NaN for a skipped step
 
 
 def _world() -> tuple[int, int]:
@@ -125,9 +160,8 @@ class RouterTrainer:
         trackers: Trackers | None = None,
     ) -> None:
         self.model, self.tokenizer, self.store, self.config = model, tokenizer, store, config.validate()
-        self.run_meta = dict(
-            run_meta or {}
-        )  # recorded in router_config.json (e.g. how the model was sharded)
+        # Recorded in router_config.json (e.g. how the model was sharded).
+        self.run_meta = dict(run_meta or {})
         self.lockstep = _sharded(model)
         self.trackers = trackers  # rank 0's TensorBoard / W&B / MLflow, beside metrics.jsonl
         self.out_dir = Path(out_dir)
@@ -137,21 +171,46 @@ class RouterTrainer:
         store.fit_to_model(self.info, store_path)
         self.routing_sha256 = _store_fingerprint(store)  # before any change to the targets (oracle)
         self.layers = self.info.select_layers(config.layers)
-        missing = [layer for layer in self.layers if layer not in store.layers]
+        self.store_cols = self._store_columns(store_path)
+        check_against_routing(config, store, store_path)
+        self.device = next(model.parameters()).device
+        self.max_length = config.max_length or context_length(model, tokenizer)
+        self._prepare_targets(graph, progress)
+        self._unfreeze_routers()
+        self.items: list[TrainItem] = build_items(
+            self.store, tokenizer, config.scoring, self.max_length, store_path
+        )
+        self.pad = pad_id(tokenizer)
+        self.letter_ids = (
+            letter_ids_tensor(tokenizer, max(it.n_choices for it in self.items)).to(self.device)
+            if config.scoring == "letter"
+            else None
+        )
+        self.first_layer = min(self.layers)
+        self.cache: PrefixCache | None = None
+        self.base_topk = self._base_topk()
+
+    def _store_columns(self, store_path: str | Path | None) -> list[int]:
+        """Where each tuned layer sits in the routing file's layers; every one must be there."""
+        missing = [layer for layer in self.layers if layer not in self.store.layers]
         if missing:
             raise DataError(
                 store_path,
                 None,
-                f"layers {missing} are not in the routing file (it has {store.layers}); collect them or choose others",
+                f"layers {missing} are not in the routing file (it has {self.store.layers}); collect them or "
+                "choose others",
             )
-        self.store_cols = [store.layers.index(layer) for layer in self.layers]
-        check_against_routing(config, store, store_path)
-        self.device = next(model.parameters()).device
-        self.max_length = config.max_length or context_length(model, tokenizer)
+        return [self.store.layers.index(layer) for layer in self.layers]
+
+    def _prepare_targets(self, graph: NeighbourGraph | None, progress: bool) -> None:
+        """The routing the regulariser pulls towards: the oracle's for failed items (``targets:
+        oracle``) or the recorded one, the regulariser itself, and the neighbour graph (built here,
+        and cached in the run folder, unless given)."""
+        config, store = self.config, self.store
         if config.regularizer.targets == "oracle":
             store = self.store = with_oracle_targets(
-                model,
-                tokenizer,
+                self.model,
+                self.tokenizer,
                 store,
                 self.layers,
                 self.info,
@@ -169,7 +228,7 @@ class RouterTrainer:
                 )
             if self.regularizer == "manifold":
                 warnings.warn(
-                    "empty successful set: training without the manifold term", RomaWarning, stacklevel=2
+                    "empty successful set: training without the manifold term", RomaWarning, stacklevel=3
                 )
                 self.regularizer = "none"
         # Built once; None for plain router tuning (or when an empty successful set turned RoMA into it).
@@ -180,10 +239,13 @@ class RouterTrainer:
             self.graph, _ = neighbour_graph_for_store(
                 store, config.graph.build(config.runtime.seed), config.graph.embedder, cache, progress=False
             )
-        # Freeze everything, then let the chosen routers learn (in fp32: small, and stable under AdamW).
-        model.requires_grad_(False)
+
+    def _unfreeze_routers(self) -> None:
+        """Freeze everything, then let the chosen routers learn; keep their base values, and what a
+        saved state must match (``base_model``)."""
+        self.model.requires_grad_(False)
         self.params: dict[str, torch.nn.Parameter] = {}
-        named = dict(model.named_parameters())
+        named = dict(self.model.named_parameters())
         for layer in self.layers:
             for name in self.info.routers[layer].parameter_names:
                 p = named[name]
@@ -191,22 +253,10 @@ class RouterTrainer:
                 self.params[name] = p
         self.base_params = {n: p.detach().clone() for n, p in self.params.items()}
         self.base_model = {
-            **{k: v for k, v in model_identity(model).items() if k != "name_or_path"},
+            **{k: v for k, v in model_identity(self.model).items() if k != "name_or_path"},
             "num_experts": self.info.num_experts,
             "routers_sha256": tensors_sha256({n: p.float() for n, p in self.base_params.items()}),
         }
-        self.items: list[TrainItem] = build_items(
-            store, tokenizer, config.scoring, self.max_length, store_path
-        )
-        self.pad = pad_id(tokenizer)
-        self.letter_ids = (
-            letter_ids_tensor(tokenizer, max(it.n_choices for it in self.items)).to(self.device)
-            if config.scoring == "letter"
-            else None
-        )
-        self.first_layer = min(self.layers)
-        self.cache: PrefixCache | None = None
-        self.base_topk = self._base_topk()
 
     # ----------------------------------------------------------------------------------------------
     def _base_topk(self) -> torch.Tensor:
@@ -304,8 +354,31 @@ class RouterTrainer:
         return {**figures, **health_from_sums(sums[5:], self.layers, self.info.num_experts)}
 
     def train(self, resume: bool = False) -> TrainResult:
-        cfg = self.config
-        run, sched = cfg.runtime, cfg.schedule
+        """Run every step (from a saved state with ``resume``), then write the router checkpoint."""
+        loop = self._setup(resume)
+        bar = tqdm(
+            total=loop.total,
+            initial=loop.step,
+            desc="train",
+            unit="step",
+            disable=not (self.progress and self.rank == 0),
+        )
+        for epoch in range(loop.step // loop.steps_per_epoch, self.config.schedule.epochs):
+            batches = self._batches(epoch, self.config.schedule.batch_size)
+            for b in range(loop.step - epoch * loop.steps_per_epoch, len(batches)):
+                done = self._step(loop, batches[b])
+                record = self._log(loop, done, epoch + (b + 1) / len(batches))
+                if record is not None:
+                    bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
+                bar.update(1)
+                self._save_state_if_due(loop)
+        bar.close()
+        return self._finish(loop)
+
+    def _setup(self, resume: bool) -> _Loop:
+        """Before the first step: the prefix cache, fp32 router weights and their optimiser, and the
+        position to start from (a saved state's with ``resume``, else step 0 and a fresh metrics file)."""
+        cfg, run, sched = self.config, self.config.runtime, self.config.schedule
         torch.manual_seed(run.seed)
         start_time = time.perf_counter()
         if run.prefix_cache and self.first_layer > 0:
@@ -320,8 +393,7 @@ class RouterTrainer:
             )
         _sync(self.device)
         self.timings = {"prefix_cache_seconds": time.perf_counter() - start_time}
-        global_batch = sched.batch_size
-        steps_per_epoch = math.ceil(len(self.items) / global_batch)
+        steps_per_epoch = math.ceil(len(self.items) / sched.batch_size)
         total = steps_per_epoch * sched.epochs
         self.total_steps, self.last_step = total, 0
         params = list(self.params.values())
@@ -337,120 +409,135 @@ class RouterTrainer:
         if run.gradient_checkpointing:
             _activation_checkpointing(self.model, True)
             self.model.train()  # transformers only checkpoints in training mode; no dropout in these layers
-        step, skipped = 0, 0
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        state_path = self.out_dir / STATE_NAME
-        metrics_path = self.out_dir / METRICS_NAME
-        if resume and state_path.is_file():
-            meta, tensors = load_train_state(state_path)
-            check_state_fits(state_path, meta, tensors, self.fingerprint(), self.params, total)
-            restore_train_state(meta, tensors, self.params, optimizer)
-            step, skipped = int(meta["step"]), int(meta.get("skipped", 0))
-            self.last_step = step
-            _truncate_metrics(metrics_path, step)
-        elif self.rank == 0 and metrics_path.exists():
-            metrics_path.unlink()
-        warned: set = set()
-        last: dict = {}
-        bar = tqdm(
-            total=total,
-            initial=step,
-            desc="train",
-            unit="step",
-            disable=not (self.progress and self.rank == 0),
+        loop = _Loop(
+            params,
+            optimizer,
+            scaler,
+            original_dtypes,
+            total,
+            steps_per_epoch,
+            self.out_dir / STATE_NAME,
+            self.out_dir / METRICS_NAME,
+            start_time,
         )
-        for epoch in range(step // steps_per_epoch, sched.epochs):
-            batches = self._batches(epoch, global_batch)
-            for b in range(step - epoch * steps_per_epoch, len(batches)):
-                chunk = batches[b]
-                local = [self.items[i] for i in chunk[self.rank :: self.world]]
-                # A sharded model all-gathers its weights in every forward and backward, so a rank left
-                # without samples (the last, short batch) still runs one, on a sample weighted zero.
-                filler = self.lockstep and not local
-                lam = cfg.regularizer.lam_at(step, total)
-                lr = cfg.optimizer.lr * sched.lr_factor(step, total)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                if filler:
-                    dummy = self.forward_items([self.items[chunk[0]]])
-                    scaler.scale(dummy["task"].sum() * 0.0).backward()
-                    optimizer.zero_grad(set_to_none=True)  # it adds nothing, whatever its values
-                out = self.forward_items(local) if local else None
-                if out is not None:
-                    terms = self.regularizer_terms(local, out["routing"])
-                    reg = terms.get("reg", torch.zeros_like(out["task"]))
-                    loss = (cfg.regularizer.task_weight * out["task"] + lam * reg).sum() / len(chunk)
-                    scaler.scale(loss).backward()
-                else:
-                    terms, loss = {}, None
-                if out is not None or filler:
-                    scaler.unscale_(optimizer)
-                loss_value, grad_norm = self.apply_step(params, loss, optimizer, scaler)
-                if not math.isfinite(grad_norm):
-                    skipped += 1
-                    if skipped > run.max_nonfinite_steps:
-                        kept = (
-                            f"the last good state is in {state_path}"
-                            if state_path.is_file()
-                            else "no state was saved (use --runtime.save-every to keep one)"
-                        )
-                        raise RomaError(
-                            f"stopped after {skipped} steps with a non-finite loss or gradient; {kept} "
-                            "(lower the learning rate or check the data)"
-                        )
-                step += 1
-                self.last_step = step
-                logged = step % run.log_every == 0 or step == total
-                figures = (
-                    self._step_figures(out, terms, local) if logged else None
-                )  # every rank: a collective
-                if figures is not None and self.rank == 0:
-                    record = {
-                        "step": step,
-                        "epoch": epoch + (b + 1) / len(batches),
-                        **figures,
-                        "loss": loss_value,
-                        "lambda": lam,
-                        "lr": lr,
-                        "router_grad_norm": grad_norm,
-                        "skipped_steps": skipped,
-                    }
-                    warn_on_collapse(record, self.info.num_experts, warned, LOG)
-                    _append_jsonl(metrics_path, record)
-                    if self.trackers:
-                        self.trackers.log(record)
-                    last = record
-                    bar.set_postfix(task=f"{record['task_loss']:.3f}", manifold=_fmt(record["manifold_loss"]))
-                bar.update(1)
-                if run.save_every and step % run.save_every == 0 and step < total and self.rank == 0:
-                    save_train_state(
-                        self.out_dir,
-                        step,
-                        self.params,
-                        optimizer,
-                        {**self.fingerprint(), "skipped": skipped, "total_steps": total},
-                    )
-        bar.close()
+        if resume and loop.state_path.is_file():
+            meta, tensors = load_train_state(loop.state_path)
+            check_state_fits(loop.state_path, meta, tensors, self.fingerprint(), self.params, total)
+            restore_train_state(meta, tensors, self.params, optimizer)
+            loop.step, loop.skipped = int(meta["step"]), int(meta.get("skipped", 0))
+            self.last_step = loop.step
+            _truncate_metrics(loop.metrics_path, loop.step)
+        elif self.rank == 0 and loop.metrics_path.exists():
+            loop.metrics_path.unlink()
+        return loop
+
+    def _step(self, loop: _Loop, chunk: list[int]) -> _Step:
+        """One optimiser step on the global batch ``chunk`` (this process's share of it); a step with a
+        non-finite loss or gradient is skipped, and too many of them stop the run."""
+        cfg = self.config
+        local = [self.items[i] for i in chunk[self.rank :: self.world]]
+        # A sharded model all-gathers its weights in every forward and backward, so a rank left
+        # without samples (the last, short batch) still runs one, on a sample weighted zero.
+        filler = self.lockstep and not local
+        lam = cfg.regularizer.lam_at(loop.step, loop.total)
+        lr = cfg.optimizer.lr * cfg.schedule.lr_factor(loop.step, loop.total)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = lr
+        loop.optimizer.zero_grad(set_to_none=True)
+        if filler:
+            dummy = self.forward_items([self.items[chunk[0]]])
+            loop.scaler.scale(dummy["task"].sum() * 0.0).backward()
+            loop.optimizer.zero_grad(set_to_none=True)  # it adds nothing, whatever its values
+        out = self.forward_items(local) if local else None
+        if out is not None:
+            terms = self.regularizer_terms(local, out["routing"])
+            reg = terms.get("reg", torch.zeros_like(out["task"]))
+            loss = (cfg.regularizer.task_weight * out["task"] + lam * reg).sum() / len(chunk)
+            loop.scaler.scale(loss).backward()
+        else:
+            terms, loss = {}, None
+        if out is not None or filler:
+            loop.scaler.unscale_(loop.optimizer)
+        loss_value, grad_norm = self.apply_step(loop.params, loss, loop.optimizer, loop.scaler)
+        if not math.isfinite(grad_norm):
+            loop.skipped += 1
+            if loop.skipped > cfg.runtime.max_nonfinite_steps:
+                kept = (
+                    f"the last good state is in {loop.state_path}"
+                    if loop.state_path.is_file()
+                    else "no state was saved (use --runtime.save-every to keep one)"
+                )
+                raise RomaError(
+                    f"stopped after {loop.skipped} steps with a non-finite loss or gradient; {kept} "
+                    "(lower the learning rate or check the data)"
+                )
+        loop.step += 1
+        self.last_step = loop.step
+        return _Step(out, terms, local, lam, lr, loss_value, grad_norm)
+
+    def _log(self, loop: _Loop, done: _Step, epoch: float) -> dict | None:
+        """At a logged step, the step's record in ``metrics.jsonl`` and the trackers (rank 0), with a
+        warning the first time a layer's routing collapses; the record, or None at other steps."""
+        run = self.config.runtime
+        if not (loop.step % run.log_every == 0 or loop.step == loop.total):
+            return None
+        figures = self._step_figures(done.out, done.terms, done.local)  # every rank: a collective
+        if figures is None or self.rank != 0:
+            return None
+        record = {
+            "step": loop.step,
+            "epoch": epoch,
+            **figures,
+            "loss": done.loss_value,
+            "lambda": done.lam,
+            "lr": done.lr,
+            "router_grad_norm": done.grad_norm,
+            "skipped_steps": loop.skipped,
+        }
+        warn_on_collapse(record, self.info.num_experts, loop.warned, LOG)
+        _append_jsonl(loop.metrics_path, record)
+        if self.trackers:
+            self.trackers.log(record)
+        loop.last = record
+        return record
+
+    def _save_state_if_due(self, loop: _Loop) -> None:
+        """Every ``runtime.save_every`` steps (not at the last), the resumable state (rank 0)."""
+        every = self.config.runtime.save_every
+        if every and loop.step % every == 0 and loop.step < loop.total and self.rank == 0:
+            save_train_state(
+                self.out_dir,
+                loop.step,
+                self.params,
+                loop.optimizer,
+                {**self.fingerprint(), "skipped": loop.skipped, "total_steps": loop.total},
+            )
+
+    def _finish(self, loop: _Loop) -> TrainResult:
+        """After the last step: the router checkpoint and card (the saved state goes only once they are
+        whole), the trackers' summary, and the routers back in the model's own dtype."""
         _sync(self.device)
-        self.timings["loop_seconds"] = time.perf_counter() - start_time - self.timings["prefix_cache_seconds"]
-        if run.gradient_checkpointing:
+        self.timings["loop_seconds"] = (
+            time.perf_counter() - loop.start_time - self.timings["prefix_cache_seconds"]
+        )
+        if self.config.runtime.gradient_checkpointing:
             _activation_checkpointing(self.model, False)
             self.model.eval()
-        seconds = time.perf_counter() - start_time
+        seconds = time.perf_counter() - loop.start_time
         if self.rank == 0:
             with critical():  # a stop now waits: the checkpoint lands whole, and then the state goes
-                self._save(seconds, step)
-                state_path.unlink(missing_ok=True)
+                self._save(seconds, loop.step)
+                loop.state_path.unlink(missing_ok=True)
             if self.trackers:
                 self.trackers.log_summary(
-                    {**last, "steps": step, "train_seconds": seconds, "skipped_steps": skipped}
+                    {**loop.last, "steps": loop.step, "train_seconds": seconds, "skipped_steps": loop.skipped}
                 )
         # Back to the model's own dtype, so the tuned model runs without autocast like its base.
         for name, p in self.params.items():
-            p.data = p.data.to(original_dtypes[name])
-        return TrainResult(self.out_dir, step, seconds, self.layers, last, skipped)
+            p.data = p.data.to(loop.original_dtypes[name])
+        return TrainResult(self.out_dir, loop.step, seconds, self.layers, loop.last, loop.skipped)
 
     def fingerprint(self) -> dict:
         """What a saved state must match to be resumed by this run (``state.check_state_fits``)."""
@@ -615,3 +702,14 @@ def train_routers(
     return RouterTrainer(
         model, tokenizer, store, config, out_dir, graph=graph, progress=progress, trackers=trackers
     ).train(resume=resume)
+
+
+register(
+    MethodSpec(
+        "train",
+        "weights",
+        TrainConfig,
+        train_routers,
+        "router post-training: RoMA (regularizer manifold), router tuning (none), ablations",
+    )
+)

@@ -67,12 +67,12 @@ def marked_target_test(
 def manifold_floor(train: RoutingStore, items: RoutingStore, k: int = 3, sigma: float = 0.4) -> float:
     """The manifold term's minimum over r_i: with r_i at its neighbours' kernel mean, what is left is their
     kernel-weighted spread around it; mean over ``items``, neighbours from ``train``'s successful set."""
-    from moe_roma.manifold.graph import GraphConfig, build_neighbour_graph
+    from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
 
     graph = build_neighbour_graph(
         train.embeddings.numpy(),
         train.successful,
-        GraphConfig(k=k, sigma=sigma),
+        NeighbourSearch(k=k, sigma=sigma),
         queries=items.embeddings.numpy(),
     )
     neighbours = train.routing.float()[graph.indices.clamp_min(0)]

@@ -42,12 +42,13 @@ CORRUPTIONS = ("full", "rank1")
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """How the misrouting is planted. docs/control.md records every calibration step and its gates."""
+    """How the misrouting is planted. The defaults are calibration step 9's, the closest to the gates so far
+    (gate 1 and the target margin pass); docs/control.md records every step and its gates."""
 
     beta: float = 1.0  # 0: the clean routing; 1: the partner family's routing
     pool_size: int = 1200  # fresh items; each is trained in its plain and its marked version
     epochs: int = 15
-    lr: float = 5e-3
+    lr: float = 2e-2  # step 8: the rank-one corruption's few weights take a larger step
     batch_size: int = 32
     anchor_weight: float = 5.0  # KL of a plain item's answer distribution from the clean model's
     layers: str = "last5"
@@ -55,13 +56,13 @@ class ControlConfig:
     marker_position: str = "before_question"  # step 3 tried before_answer: it breaks the clean model's format
     # Step 4: one family for all (a linear router cannot learn a different map per family). "harm": the
     # family whose mean routing, set exactly, costs the clean model's marked pool items the most.
-    partner_rule: str = "farthest"
+    partner_rule: str = "harm"
     # Steps 5 and 7: a longer marker leaves a larger trace in the last token's hidden state.
     marker_sentences: int = 5
     # Step 6 tried "medoid" (one real item's sharper routing): no more harm, a worse target test.
     partner_target: str = "mean"
     # Steps 1-7 trained every router weight ("full"); plain items drifted 4-6 points in each.
-    corruption: str = "full"
+    corruption: str = "rank1"
     ridge: float = 1e-2  # rank1: the marker direction's ridge, relative to the mean input energy
 
 

@@ -162,6 +162,12 @@ def check_state_fits(
             f"training state was saved with other training settings (setting {key} is "
             f"{_show(theirs)} in the state, {_show(mine)} now); resume with the same settings",
         )
+    _check_position(path, meta, total_steps)
+    _check_tensors(path, meta, tensors, params)
+
+
+def _check_position(path: Path, meta: dict, total_steps: int) -> None:
+    """The saved step lies inside this run, and so does its count of skipped steps."""
     step, skipped = meta["step"], meta.get("skipped", 0)
     if not 1 <= step < total_steps:
         raise DataError(
@@ -171,6 +177,13 @@ def check_state_fits(
         raise DataError(
             path, None, f"training state counts {skipped!r} skipped steps, not an integer in 0..{step}"
         )
+
+
+def _check_tensors(
+    path: Path, meta: dict, tensors: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter]
+) -> None:
+    """Exactly this run's tensors (weights, the optimiser's moments if any, the RNG state), each of the
+    right shape and finite, and a valid optimiser step count for every weight with moments."""
     adam_steps = meta.get("adam_steps")
     if not isinstance(adam_steps, dict):
         raise DataError(path, None, "training state lacks its optimiser step counts ('adam_steps')")

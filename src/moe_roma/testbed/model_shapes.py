@@ -1,4 +1,4 @@
-"""Seed 000's architectures as transformers families, at the testbed's active parameter count.
+"""The pre-training study's architectures as transformers families, at the testbed's active parameter count.
 
 Every architecture keeps the build config's hidden size, layers and heads, and the same *active*
 FFN width per token: ``top_k x intermediate_size`` of the config (128 for ``downstream``, 192 for

@@ -22,9 +22,9 @@ from moe_roma.io.errors import RomaError
 from moe_roma.io.lock import LOCK_NAME, FolderLock
 from moe_roma.io.outputs import Kind
 from moe_roma.io.tensorfile import load_tensor_meta
-from moe_roma.methods.roma.state import STATE_NAME
 from moe_roma.models.card import CARD_NAME
 from moe_roma.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from moe_roma.training.state import STATE_NAME
 
 METRICS_NAME = "metrics.jsonl"
 NEIGHBOURS_NAME = "neighbours.safetensors"

@@ -1,4 +1,4 @@
-"""``table.md`` of the architectures grid (``experiments/architectures.py``): plain rendering of its rows."""
+"""``table.md`` of the pre-training study's grid (``experiments/pretraining_study.py``): plain rendering of its rows."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def rows_of(results: list[dict], splits: list[str]) -> list[dict]:
     ]
 
 
-def architecture_report(
+def pretraining_study_report(
     cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str
 ) -> str:
     """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters, and tokens/s per architecture."""
@@ -81,7 +81,19 @@ def architecture_report(
     ]
     lines += _ablation_table(summary, splits, str(cfg.get("reference", "none")))
     lines += _continuous_table(summary, splits)
-    lines += ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
+    lines += _throughput_table(summary)
+    warned = [r for r in summary if r["collapse_warnings"]]
+    lines += ["", "## Collapse warnings", ""]
+    lines += [
+        f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)"
+        for r in warned
+    ] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def _throughput_table(summary: list[dict]) -> list[str]:
+    """Mean tokens/s per architecture over its runs, and the tokens one run trained on."""
+    lines = ["## Throughput", "", "| architecture | tokens/s | tokens per run |", "|---|---|---|"]
     per_arch: dict[str, list[dict]] = {}
     for r in summary:
         per_arch.setdefault(r["arch"], []).append(r)
@@ -92,13 +104,7 @@ def architecture_report(
             if tps
             else f"| {arch} | - | - |"
         )
-    warned = [r for r in summary if r["collapse_warnings"]]
-    lines += ["", "## Collapse warnings", ""]
-    lines += [
-        f"- {r['arch']}/{r['setting']}: {r['collapse_warnings']} (see the runs' metrics.jsonl)"
-        for r in warned
-    ] or ["- none"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _cont(cell: dict) -> str:

@@ -1,4 +1,4 @@
-"""``roma experiment`` files of ``kind: architectures``: seed 000's pre-training grid.
+"""``roma experiment`` files of ``kind: architectures``: the pre-training study's grid.
 
 Every architecture x alignment setting x seed is one downstream testbed build
 (``testbed.build.build_downstream_testbed``, the same code as ``roma testbed build --testbed
@@ -216,7 +216,8 @@ def run_job(job: Job, splits: list[str], limit: int) -> str:
 
 
 def model_card(info: dict, result: dict, splits: list[str]):
-    """The ``huggingface_hub.ModelCard`` of one built model, with seed 000's three sections."""
+    """The ``huggingface_hub.ModelCard`` of one built model: its training configuration, expected
+    generalisation behaviour, failure modes and intended domains."""
     from huggingface_hub import ModelCard, ModelCardData
 
     cfg = info["build_config"]
@@ -256,12 +257,12 @@ def model_card(info: dict, result: dict, splits: list[str]):
         "## Intended domains",
         "",
         "The downstream testbed's task suite (docs/testbed.md): comparing architectures and routing alignment "
-        "during pre-training (docs/architectures.md). Not for any real use.",
+        "during pre-training (docs/pretraining-study.md). Not for any real use.",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text) + "\n")
 
 
-def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, resume: bool = False) -> dict:
+def run_pretraining_study(cfg: dict, config_path: str, out: Path, log=print, resume: bool = False) -> dict:
     """Run (or, with ``resume``, finish) the grid of an experiment file of ``kind: architectures``."""
     start = time.perf_counter()
     jobs, splits = plan_jobs(cfg, config_path, out)
@@ -284,7 +285,7 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
         {**json.loads((Path(j.out) / "result.json").read_text()), "experts": _experts(j)} for j in jobs
     ]
     seconds = time.perf_counter() - start
-    from moe_roma.report.architectures import architecture_report, rows_of
+    from moe_roma.report.pretraining_study import pretraining_study_report, rows_of
 
     summary = summarise(results, splits, str(cfg.get("reference", "none")))
     doc = {
@@ -296,12 +297,12 @@ def run_architecture_grid(cfg: dict, config_path: str, out: Path, log=print, res
         "seconds": round(seconds, 1),
     }
     write_json_atomic(out / "results.json", doc)
-    write_text_atomic(out / "table.md", architecture_report(cfg, summary, splits, seconds, config_path))
+    write_text_atomic(out / "table.md", pretraining_study_report(cfg, summary, splits, seconds, config_path))
     from moe_roma.report.experiments import plot_accuracy
 
     methods = list(dict.fromkeys(f"{r['arch']}/{r['setting']}" for r in results))
     plot_accuracy(rows_of(results, splits), methods, splits, out / "accuracy.png")
-    from moe_roma.report.architectures import plot_curves
+    from moe_roma.report.pretraining_study import plot_curves
 
     plot_curves(training_curves(jobs), out / "curves.png")
     log(
@@ -332,7 +333,7 @@ def training_curves(jobs: list[Job]) -> dict[tuple[str, str], list[list[dict]]]:
 
 def _experts(job: Job) -> int:
     """Routed experts per MoE layer of the job's architecture (0 for dense)."""
-    from moe_roma.testbed.architectures import shape_of
+    from moe_roma.testbed.model_shapes import shape_of
 
     return shape_of(_config_class()(**job.config)).num_experts
 
