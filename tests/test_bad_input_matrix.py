@@ -548,6 +548,19 @@ def _(ws, tmp, mp):
     return train_args(ws, ws.routing, tmp / "t"), tmp / "t", ("router_config.json", "No space left on device")
 
 
+@case("train-disk-full-replacing-a-finished-run", keep=True)
+def _(ws, tmp, mp):
+    """--overwrite trains into a hidden staging folder; the disk fills at the checkpoint: the sentence
+    names the run's own file (not the staging folder) and says the old run is kept, as it is."""
+    out = Path(shutil.copytree(ws.routers, tmp / "t"))
+    mp.setattr("moe_roma.models.checkpoint.save_file", safetensors_no_space)
+    return (
+        train_args(ws, ws.routing, out, "--overwrite"),
+        out,
+        (f"{out}/router_weights.safetensors", "No space left on device", f"the old result in {out} is kept"),
+    )
+
+
 # roma apply and roma export: checkpoints and models that do not fit, and failed writes.
 
 
@@ -915,7 +928,11 @@ def _(ws, tmp, mp):
 
 @case("testbed-build-without-out-would-replace-the-bundled-model")
 def _(ws, tmp, mp):
-    return ["testbed", "build", "--steps", "1"], None, ("bundled in-domain model", "--out DIR", "--overwrite")
+    return (
+        ["testbed", "build", "--steps", "1"],
+        None,
+        ("bundled downstream model", "--out DIR", "--overwrite"),
+    )
 
 
 @case("experiment-name-leaves-the-results-folder")
@@ -1081,6 +1098,52 @@ for _command in ("train", "diagnose"):
     sidecar_case("negative-routing", _command, lambda r: r[0, 1, 2].fill_(-0.5), ("negative", "-0.5"))
     sidecar_case("zero-routing", _command, lambda r: r[0, 0].zero_(), ("all zero",))
 sidecar_case("inf-routing", "train", lambda r: r[0, 0, 3].fill_(float("inf")), ("not finite", "inf"))
+
+
+# --- diagnose follows the routing file's top-k, and refuses one that cannot be -------------------------
+
+
+def recorded_top_k(ws: Workspace, tmp: Path, top_k) -> Path:
+    """A copy of the routing file whose side-car records ``top_k`` (its tensors and content unchanged)."""
+    from moe_roma.io.tensorfile import load_tensors, save_tensors
+    from moe_roma.routing.store import sidecar_path
+
+    routing = Path(shutil.copy(ws.routing, tmp / "r.json"))
+    meta, tensors = load_tensors(sidecar_path(ws.routing), "side-car")
+    save_tensors(sidecar_path(routing), tensors, {**meta, "top_k": top_k})
+    return routing
+
+
+@case("diagnose-top-k-above-the-experts")
+def _(ws, tmp, mp):
+    args = ["diagnose", "--routing", ws.routing, "--out", tmp / "d", "--top-k", "99"]
+    return args, tmp / "d", ("--top-k 99", "from 1 to the", "experts", Path(ws.routing).name)
+
+
+@case("diagnose-sidecar-top-k-not-a-number")
+def _(ws, tmp, mp):
+    args = ["diagnose", "--routing", recorded_top_k(ws, tmp, "four"), "--out", tmp / "d"]
+    return args, tmp / "d", ("r.json", "records top_k 'four'", "--top-k K")
+
+
+@case("diagnose-sidecar-top-k-above-the-experts")
+def _(ws, tmp, mp):
+    args = ["diagnose", "--routing", recorded_top_k(ws, tmp, 10**6), "--out", tmp / "d"]
+    return args, tmp / "d", ("r.json", "records top_k 1000000", "experts")
+
+
+@case("diagnose-model-disagrees-with-the-recorded-top-k")
+def _(ws, tmp, mp):
+    from moe_roma.routing.store import load_routing_store
+
+    other = load_routing_store(ws.routing).meta["top_k"] + 1
+    routing = recorded_top_k(ws, tmp, other)
+    args = ["diagnose", "--routing", routing, "--out", tmp / "d", "--model", ws.model]
+    return (
+        args,
+        tmp / "d",
+        ("r.json", f"records top_k {other}", "is it the model the routing was collected from"),
+    )
 
 
 # --- resume checks what it resumes ----------------------------------------------------------------
@@ -1870,6 +1933,36 @@ def _(ws, tmp, mp):
         args,
         tmp / "t",
         ("--report-to mlflow", "http://10.255.255.1:5000", "cannot be used", "Max retries"),
+    )
+
+
+@case("train-mlflow-file-store-on-mlflow-3")
+def _(ws, tmp, mp):
+    """MLFLOW_TRACKING_URI a file store, which MLflow 3 refuses when a run starts: refused before the model."""
+    import importlib.machinery
+    import types
+
+    class Client:
+        def __init__(self, tracking_uri):
+            raise RuntimeError(
+                "The filesystem tracking backend (e.g., './mlruns') is in maintenance mode and will not "
+                "receive further updates. Please migrate to a database backend."
+            )
+
+    fake = types.ModuleType("mlflow")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+    fake.__version__ = "3.17.2"
+    fake.tracking = types.ModuleType("mlflow.tracking")
+    fake.MlflowClient = fake.tracking.MlflowClient = Client
+    mp.setitem(__import__("sys").modules, "mlflow", fake)
+    mp.setitem(__import__("sys").modules, "mlflow.tracking", fake.tracking)
+    mp.setenv("MLFLOW_TRACKING_URI", str(tmp / "mlruns"))
+    mp.setattr("moe_roma.models.loading.AutoModelForCausalLM.from_pretrained", no_model_load)
+    args = train_args(ws, ws.routing, tmp / "t", "--report-to", "mlflow")
+    return (
+        args,
+        tmp / "t",
+        ("--report-to mlflow", "MLflow 3.17.2 refuses the file store", "MLFLOW_ALLOW_FILE_STORE=true"),
     )
 
 

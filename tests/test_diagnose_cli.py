@@ -141,3 +141,84 @@ def test_collect_embed_stores_embeddings_that_diagnose_reuses(resume_workspace, 
     with pytest.raises(RomaError, match="no-such-embedder"):
         diagnose_routing(store, embedder=str(tmp_path / "no-such-embedder"), log=said.append)
     assert not any("using the embeddings stored" in s for s in said)
+
+
+def test_diagnose_follows_the_recorded_top_k_else_the_model_else_says_it_assumes(
+    resume_workspace, tmp_path, capsys
+):
+    """The k of the utilisation measure comes from --top-k, else the routing file (collect records it),
+    else --model, else 2 with a one-line warning; report.json and report.md say which. --top-k 0 is a
+    usage error, a k above the file's experts is refused: never a silent default."""
+    import shutil
+
+    w = resume_workspace
+    from moe_roma.models.discovery import discover_routers
+    from moe_roma.models.loading import load_model
+    from moe_roma.routing.store import load_routing_store
+
+    recorded = load_routing_store(w / "routing.json").meta["top_k"]
+    model, _ = load_model(str(w / "model"))
+    assert recorded == max(r.top_k for r in discover_routers(model).routers.values())
+
+    def diagnose(routing, out, *extra):
+        code = main(["diagnose", "--routing", str(routing), "--out", str(tmp_path / out), *extra])
+        err = capsys.readouterr().err
+        report = json.loads((tmp_path / out / "report.json").read_text()) if code == 0 else None
+        return code, err, report
+
+    code, err, report = diagnose(w / "routing.json", "d1")
+    assert (
+        code == 0
+        and "warning" not in err
+        and (report["top_k"], report["top_k_from"])
+        == (
+            recorded,
+            "the routing file",
+        )
+    )
+    assert report["routing_health"]["top_k"] == recorded
+    assert (
+        f"k = {recorded} experts per token (the routing file)" in (tmp_path / "d1" / "report.md").read_text()
+    )
+    bare = tmp_path / "bare" / "routing.json"  # the JSON alone: another tool's file records no top-k
+    bare.parent.mkdir()
+    shutil.copy(w / "routing.json", bare)
+    code, err, report = diagnose(bare, "d2")
+    assert code == 0 and (report["top_k"], report["top_k_from"]) == (2, "assumed")
+    assert err.count("\n") == 1 and "warning: " in err and "records no top_k" in err and "--top-k K" in err
+    code, err, report = diagnose(bare, "d3", "--model", str(w / "model"), "--no-target-test")
+    assert (
+        code == 0
+        and "warning" not in err
+        and (report["top_k"], report["top_k_from"]) == (recorded, "the model")
+    )
+    code, err, report = diagnose(bare, "d4", "--top-k", "3")
+    assert code == 0 and (report["top_k"], report["top_k_from"]) == (3, "--top-k")
+    for k in ("0", "99"):
+        code, err, _ = diagnose(w / "routing.json", "d5", "--top-k", k)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and "--top-k" in err, err
+        assert not (tmp_path / "d5").exists()
+
+
+def test_a_full_disk_while_drawing_names_the_picture_and_keeps_the_old_report(tmp_path, capsys, monkeypatch):
+    """matplotlib's own write fails (a full disk, `ulimit -f`) without naming its file: the sentence
+    names the picture, and the report of the earlier run stays as it was."""
+    import errno
+
+    routing = seed001_routing(tmp_path / "routing.json", 60)
+    out = tmp_path / "d"
+    top_k = ["--top-k", "2"]  # another tool's file records no top-k: no warning line
+    assert main(["diagnose", "--routing", str(routing), "--out", str(out), *top_k]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def file_too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr("moe_roma.report.diagnose.plot_maps", file_too_large)
+    code = main(["diagnose", "--routing", str(routing), "--out", str(out), "--overwrite", *top_k])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"--out {out}: maps.png could not be written (File too large)" in err and "kept" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left

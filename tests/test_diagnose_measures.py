@@ -102,6 +102,15 @@ def test_oracle_direction_tells_a_pull_towards_the_oracle_from_one_away_from_it(
     away = oracle_direction(emb, moved, moved + noise, correct, failed)
     assert away["cos_change_pull"] < 0.5 and abs(away["cos_change_neighbours"]) < 0.3
     assert oracle_direction(emb, moved, routing, correct, failed[:1])["reason"]
+    # Two fixed items: the random pairs may all be self-pairs; the figure is still a number, never NaN
+    # (a NaN made `roma diagnose --oracle 8` fail at its last step, writing report.json).
+    import json
+    import math
+
+    for seed in range(20):
+        two = oracle_direction(emb, moved, routing, correct, failed[:2], seed=seed)
+        assert all(math.isfinite(v) for v in two.values() if isinstance(v, float)), (seed, two)
+        json.dumps(two, allow_nan=False)
 
 
 def _knn_overlap_reference(emb: np.ndarray, routing: torch.Tensor, k: int) -> float:

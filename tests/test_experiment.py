@@ -101,7 +101,7 @@ def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp
     _, train, splits = load_data(DataConfig.from_dict(cfg["data"]))
     assert list(splits) == ["validation", "test"] and len(splits["validation"]) == 10 and len(train) == 30
     assert {ex.id for ex in train}.isdisjoint(ex.id for ex in splits["validation"])
-    testbed = {"data": {"testbed": True, "validation": 0.2, "splits": ["validation"]}}
+    testbed = {"data": {"testbed": "in-domain", "validation": 0.2, "splits": ["validation"]}}
     _, train, splits = load_data(DataConfig.from_dict(testbed["data"]))
     assert list(splits) == ["validation"] and len(splits["validation"]) == 192 and len(train) == 768
     tasks = {ex.task for ex in splits["validation"]}
@@ -112,7 +112,7 @@ def test_validation_settings_are_checked(tmp_path, capsys):
     for text, needle in [
         ("data: {testbed: true, validation: 0.9}\nmethods: [{name: b, kind: base}]\n", "'data.validation'"),
         (
-            "data: {testbed: true, splits: [validation]}\nmethods: [{name: b, kind: base}]\n",
+            "data: {testbed: in-domain, splits: [validation]}\nmethods: [{name: b, kind: base}]\n",
             "needs 'data.validation'",
         ),
         (
@@ -319,7 +319,7 @@ def test_a_testbed_experiment_trains_on_the_split_and_size_it_names(tmp_path):
         with pytest.raises(RomaError, match=needle):
             load_data(data(**given))
     with pytest.raises(RomaError, match="'data.train_split' must name"):  # in-domain has no train_large
-        DataConfig.from_dict({"testbed": True, "train_split": "train_large"})
+        DataConfig.from_dict({"testbed": "in-domain", "train_split": "train_large"})
 
 
 def test_testbed_split_options_are_refused_for_files(tmp_path, capsys):

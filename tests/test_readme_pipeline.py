@@ -86,3 +86,82 @@ def test_the_readme_pipeline_scores_what_the_testbed_scores(tmp_path, capsys, mo
     testbed = json.loads(capsys.readouterr().out)
     want = testbed["in_dist"]["all"]
     assert report["base"]["acc"] == pytest.approx(want, abs=1e-9), (report["base"]["acc"], want)
+
+
+def readme_diagnose_block() -> list[str]:
+    """The command lines of the README's "Will RoMA help my model?" block, as written."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Will RoMA help my model?", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [x.split(" #", 1)[0].strip() for x in block.splitlines() if x.strip() and not x.startswith("#")]
+
+
+READS = ("--data", "--routing", "--items", "--model")  # the options whose value a command reads
+
+
+def test_the_readme_diagnose_block_reads_only_what_it_made_or_the_clone_holds():
+    """From a fresh clone: every file a line of the block reads is written by an earlier line (a
+    `--out` file, or a split of `roma testbed export`'s folder), or is committed (the testbed model);
+    nothing is read from results/ or another folder the block did not make."""
+    import subprocess
+
+    from moe_roma.testbed import testbed_split_names
+
+    lines = readme_diagnose_block()
+    assert lines[0].startswith("roma testbed export"), "the block must say where train.jsonl comes from"
+    variables: dict[str, str] = {}
+    made: set[str] = set()
+    committed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    for line in lines:
+        if re.fullmatch(r"[A-Z]+=\S+", line):
+            name, value = line.split("=", 1)
+            variables[name] = value
+            continue
+        words = [variables.get(w[1:], w) if w.startswith("$") else w for w in shlex.split(line)]
+        assert words[0] == "roma", line
+        for option, value in zip(words, words[1:]):
+            if option not in READS:
+                continue
+            if value in made:
+                continue
+            assert value in variables.values() and (
+                not committed or any(f.startswith(value.rstrip("/") + "/") for f in committed)
+            ), f"{line}: {option} {value} is neither written by an earlier line nor committed"
+        out = words[words.index("--out") + 1]
+        if words[1:3] == ["testbed", "export"]:
+            testbed = words[words.index("--testbed") + 1] if "--testbed" in words else "downstream"
+            made |= {f"{out}/{split}.jsonl" for split in testbed_split_names(testbed)}
+        else:
+            made.add(out)
+
+
+@pytest.mark.slow
+def test_the_readme_diagnose_block_runs_from_an_empty_folder(tmp_path, capsys, monkeypatch):
+    """The block, run as written in an empty folder (the committed model beside it, as in a clone), on
+    a tiny scale: each collect reads its first 40 items (`--limit 40`) and the oracle 8 items; every
+    line exits 0, both reports are written, and diagnose follows the top-k the routing file recorded."""
+    lines = readme_diagnose_block()
+    monkeypatch.chdir(tmp_path)
+    variables: dict[str, str] = {}
+    for line in lines:
+        if re.fullmatch(r"[A-Z]+=\S+", line):
+            name, value = line.split("=", 1)
+            variables[name] = str(ROOT / value)  # the clone's committed model
+            continue
+        words = [variables.get(w[1:], w) if w.startswith("$") else w for w in shlex.split(line)][1:]
+        if words[0] == "collect":
+            words += ["--limit", "40", "--no-progress"]
+        if words[0] == "diagnose":
+            words += ["--no-progress"]
+            if "--oracle" in words:
+                words[words.index("--oracle") + 1] = "8"
+        capsys.readouterr()
+        assert main(words) == 0, (line, capsys.readouterr().err)
+        said = capsys.readouterr().out
+        if words[0] == "diagnose":
+            assert "Verdict: " in said, said
+            out = tmp_path / words[words.index("--out") + 1]
+            report = json.loads((out / "report.json").read_text())
+            assert report["top_k_from"] == "the routing file" and (out / "report.md").is_file()

@@ -27,7 +27,7 @@ SMALL = {"pretrain": 3000, "train": 240, "in_dist": 120, "shifted": 120, "heldou
 @pytest.fixture(scope="module")
 def suite() -> dict[str, list[MCExample]]:
     # The real default suite (seed 0): the one the committed model was built and measured on.
-    return load_testbed_splits(0)
+    return load_testbed_splits(0, testbed="in-domain")
 
 
 def _nums(text: str) -> list[int]:
@@ -228,7 +228,22 @@ def test_write_split_jsonl(tmp_path: Path, suite: dict[str, list[MCExample]]) ->
 def test_export_command(tmp_path: Path) -> None:
     from moe_roma.cli import main
 
-    assert main(["testbed", "export", "--out", str(tmp_path), "--splits", "in_dist", "heldout_tasks"]) == 0
+    assert (
+        main(
+            [
+                "testbed",
+                "export",
+                "--testbed",
+                "in-domain",
+                "--out",
+                str(tmp_path),
+                "--splits",
+                "in_dist",
+                "heldout_tasks",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout_tasks.jsonl", "in_dist.jsonl"]
     assert main(["testbed", "export", "--out", str(tmp_path), "--splits", "nope"]) == 2
 
@@ -240,7 +255,7 @@ def test_model_folder_loads_without_project_code() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, OlmoeForCausalLM
 
-    path = testbed_model_path()
+    path = testbed_model_path("in-domain")
     total = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     assert total < 25 * 2**20, f"model folder is {total / 2**20:.1f} MiB"
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -256,7 +271,7 @@ def test_model_folder_loads_without_project_code() -> None:
 
 
 def test_build_info_matches_model() -> None:
-    info = json.loads((testbed_model_path() / "build_info.json").read_text())
+    info = json.loads((testbed_model_path("in-domain") / "build_info.json").read_text())
     for split in EVAL_SPLITS:
         assert 0.35 <= info["accuracy"][split]["all"] <= 0.95, (split, info["accuracy"][split]["all"])
 
@@ -270,7 +285,7 @@ def test_base_accuracy_in_band(suite: dict[str, list[MCExample]]) -> None:
     from moe_roma.testbed.scoring import accuracy_by_task
 
     torch.set_num_threads(1)
-    path = testbed_model_path()
+    path = testbed_model_path("in-domain")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(path)
     info = json.loads((path / "build_info.json").read_text())
@@ -291,6 +306,8 @@ def test_tiny_build_runs(tmp_path: Path) -> None:
         [
             "testbed",
             "build",
+            "--testbed",
+            "in-domain",
             "--out",
             str(tmp_path / "m"),
             "--steps",

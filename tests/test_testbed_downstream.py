@@ -61,10 +61,29 @@ def info() -> dict:
 # --------------------------------------------------------------------------- splits
 
 
-def test_selector_keeps_in_domain_default() -> None:
-    assert testbed_model_path() == testbed_model_path("in-domain") != MODEL
-    assert testbed_split_names("downstream") == SPLITS
-    assert "pretrain" in load_testbed_splits(0, include_pretrain=False)  # the in-domain suite, unchanged
+def test_downstream_is_the_one_default_testbed() -> None:
+    """One default everywhere (issue 26): the library functions, every `roma testbed` action, `roma demo`
+    and an experiment file's `data: {testbed: true}` all mean the downstream testbed."""
+    import argparse
+
+    from moe_roma.cli import build_parser
+    from moe_roma.experiments.demo import DEMO_CONFIG, DEMO_CONFIGS
+    from moe_roma.experiments.grid import testbed_of
+    from moe_roma.testbed import DEFAULT_TESTBED
+
+    assert DEFAULT_TESTBED == "downstream"
+    assert testbed_model_path() == MODEL != testbed_model_path("in-domain")
+    assert testbed_split_names() == testbed_split_names("downstream") == SPLITS
+    assert set(load_testbed_splits(0)) == set(SPLITS)
+    assert "pretrain" in load_testbed_splits(0, include_pretrain=False, testbed="in-domain")  # unchanged
+    assert testbed_of({"testbed": True}, "x.yaml")[0] == "downstream"
+    assert DEMO_CONFIGS[DEFAULT_TESTBED] == DEMO_CONFIG
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    testbed = next(a for a in subs.choices["testbed"]._actions if isinstance(a, argparse._SubParsersAction))
+    defaults = {name: p.get_default("testbed") for name, p in testbed.choices.items()}
+    assert defaults == dict.fromkeys(testbed.choices, "downstream") and len(defaults) >= 3, defaults
+    assert parser.parse_args(["demo"]).testbed in (None, "downstream")
     with pytest.raises(ValueError):
         testbed_model_path("nope")
 
@@ -333,7 +352,10 @@ def test_export_command_writes_train_large_prefixes(
     )
     assert "add it to --splits" in capsys.readouterr().err
     assert (
-        main(["testbed", "export", "--out", str(tmp_path), "--splits", "train_large"]) == 2
+        main(
+            ["testbed", "export", "--testbed", "in-domain", "--out", str(tmp_path), "--splits", "train_large"]
+        )
+        == 2
     )  # in-domain has none
 
 
@@ -353,3 +375,16 @@ def test_base_accuracy_matches_build_info(suite: dict[str, list[MCExample]], inf
         assert abs(acc["all"] - info["accuracy"][split]["all"]) < 0.02, (split, acc["all"])
         if split in EVAL_SPLITS:
             assert BASE_BAND[0] <= acc["all"] <= BASE_BAND[1], (split, acc["all"])
+
+
+@pytest.mark.slow
+def test_eval_command_reports_the_oracle_gap_per_split(capsys) -> None:
+    from moe_roma.cli import main
+
+    args = ["testbed", "eval", "--splits", "validation", "--oracle", "--oracle-steps", "2", "--threads", "1"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    oracle = out["oracle"]["validation"]
+    assert oracle["n"] == 240 and oracle["steps"] == 2 and oracle["layers"] == [3, 4, 5, 6, 7]
+    assert abs(oracle["base_accuracy"] - out["accuracy"]["validation"]["all"]) < 0.02  # the two scorers agree
+    assert oracle["accuracy"] >= oracle["base_accuracy"] and oracle["n_fixed"] > 0

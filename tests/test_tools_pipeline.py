@@ -279,8 +279,10 @@ def test_docstring_examples():
 
 def test_mlflow_backend_calls(tmp_path, monkeypatch):
     """MLflow itself is not in the test environment (it would downgrade pinned packages); a stand-in module
-    records what the backend asks of mlflow's API: a run under <out>/mlruns, flat string parameters cut
-    to MLflow's length limit, the config as an artifact, metrics per step with '/' made '.'."""
+    records what the backend asks of mlflow's API: a run in the SQLite store <out>/mlflow.db (MLflow 3
+    refuses the old default, the file store <out>/mlruns) under an experiment whose artifacts go to
+    <out>/mlartifacts, flat string parameters cut to MLflow's length limit, the config as an artifact,
+    metrics per step with '/' made '.'."""
     import sys
     import types
 
@@ -290,8 +292,11 @@ def test_mlflow_backend_calls(tmp_path, monkeypatch):
     fake = types.ModuleType("mlflow")
     for name in ("set_tracking_uri", "start_run", "log_params", "log_dict", "log_metrics", "end_run"):
         setattr(fake, name, lambda *a, _n=name, **k: calls.append((_n, a, k)))
+    fake.get_experiment_by_name = lambda name: calls.append(("get_experiment_by_name", (name,), {}))
+    fake.create_experiment = lambda *a, **k: calls.append(("create_experiment", a, k)) or "7"
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
     with open_trackers(["mlflow"], tmp_path, "run1", {"optimizer": {"lr": 0.01}, "note": "x" * 600}) as t:
         t.log({"step": 2, "task_loss": 0.5, "entropy": {"3": 1.0}, "manifold_loss": None})
@@ -299,6 +304,8 @@ def test_mlflow_backend_calls(tmp_path, monkeypatch):
     names = [c[0] for c in calls]
     assert names == [
         "set_tracking_uri",
+        "get_experiment_by_name",
+        "create_experiment",
         "start_run",
         "log_params",
         "log_dict",
@@ -306,8 +313,157 @@ def test_mlflow_backend_calls(tmp_path, monkeypatch):
         "log_metrics",
         "end_run",
     ]
-    assert calls[0][1][0] == (tmp_path / "mlruns").resolve().as_uri()
-    params = calls[2][1][0]
+    assert calls[0][1][0] == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert calls[2][1] == ("moe-roma",)
+    assert calls[2][2] == {"artifact_location": (tmp_path / "mlartifacts").resolve().as_uri()}
+    assert calls[3][2] == {"run_name": "run1", "experiment_id": "7"}
+    params = calls[4][1][0]
     assert params["optimizer.lr"] == "0.01" and len(params["note"]) == 500
-    assert calls[4][1][0] == {"task_loss": 0.5, "entropy.3": 1.0} and calls[4][2] == {"step": 2}
-    assert calls[5][1][0] == {"final.task_loss": 0.4}
+    assert calls[6][1][0] == {"task_loss": 0.5, "entropy.3": 1.0} and calls[6][2] == {"step": 2}
+    assert calls[7][1][0] == {"final.task_loss": 0.4}
+
+
+def test_mlflow_in_a_staging_folder_records_where_the_run_lands(tmp_path, monkeypatch):
+    """`roma train --overwrite` trains in <parent>/.<name>.roma-new-XXXX and renames it when complete: the
+    store records the artifact folder where the run lands, and writes nothing there (it still holds the
+    old run): the config goes into a tag instead of an artifact."""
+    import sys
+    import types
+
+    from moe_roma.io.outputs import landing_path
+    from moe_roma.training.trackers import open_trackers
+
+    staging = tmp_path / ".run.roma-new-abc123"
+    assert landing_path(staging) == tmp_path / "run" and landing_path(tmp_path / "run") == tmp_path / "run"
+    calls = []
+    fake = types.ModuleType("mlflow")
+    for name in (
+        "set_tracking_uri",
+        "start_run",
+        "log_params",
+        "log_dict",
+        "set_tag",
+        "log_metrics",
+        "end_run",
+    ):
+        setattr(fake, name, lambda *a, _n=name, **k: calls.append((_n, a, k)))
+    fake.get_experiment_by_name = lambda name: None
+    fake.create_experiment = lambda *a, **k: calls.append(("create_experiment", a, k)) or "1"
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
+    with open_trackers(["mlflow"], staging, "run", {"lr": 0.01}):
+        pass
+    named = {c[0]: c for c in calls}
+    assert named["set_tracking_uri"][1][0] == f"sqlite:///{staging.resolve() / 'mlflow.db'}"
+    assert named["create_experiment"][2]["artifact_location"] == (tmp_path / "run" / "mlartifacts").as_uri()
+    assert "log_dict" not in named and named["set_tag"][1] == ("config", '{"lr": 0.01}')
+
+
+def fake_mlflow(monkeypatch, version: str, refuses_file_store: bool) -> list:
+    """A stand-in ``mlflow`` whose client refuses a file store as MLflow 3 does (unless allowed); the
+    URIs its client was asked to open are returned."""
+    import sys
+    import types
+
+    opened: list = []
+
+    class Client:
+        def __init__(self, tracking_uri):
+            opened.append(tracking_uri)
+            if tracking_uri.startswith("file:") and refuses_file_store:
+                raise RuntimeError(
+                    "The filesystem tracking backend (e.g., './mlruns') is in maintenance mode and will "
+                    "not receive further updates. Please migrate to a database backend (e.g., "
+                    "'sqlite:///mlflow.db')."
+                )
+
+        def search_experiments(self, max_results):
+            return []
+
+    fake = types.ModuleType("mlflow")
+    fake.__version__ = version
+    fake.MlflowClient = Client
+    tracking = types.ModuleType("mlflow.tracking")
+    tracking.MlflowClient = Client
+    fake.tracking = tracking
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", tracking)
+    return opened
+
+
+def test_mlflow_local_stores_are_checked_before_any_work(tmp_path, monkeypatch):
+    """The default store is SQLite (MLflow 2 and 3 open it; it needs SQLAlchemy and Alembic, which
+    mlflow-skinny lacks); a file store is tried in a throw-away folder, so MLflow 3's refusal is one
+    sentence before the model loads, naming the way out; nothing is written where the URI points."""
+    import importlib.util
+
+    from moe_roma.io.errors import RomaError
+
+    real = importlib.util.find_spec
+    faked = {"mlflow", "sqlalchemy", "alembic"}
+    have = set(faked)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (object() if name in have else None) if name in faked else real(name, *a),
+    )
+    opened = fake_mlflow(monkeypatch, "3.17.2", refuses_file_store=True)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert check_trackers(["mlflow"]) == ["mlflow"] and opened == []  # the default: nothing opened yet
+    for uri in ("./mlruns", (tmp_path / "store").as_uri(), str(tmp_path / "store")):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(RomaError) as err:
+            check_trackers(["mlflow"])
+        said = str(err.value)
+        assert "\n" not in said and f"MLflow 3.17.2 refuses the file store {uri}" in said
+        assert "maintenance mode" in said and "MLFLOW_ALLOW_FILE_STORE=true" in said
+        assert "sqlite:///" in said and not (tmp_path / "store").exists()
+    assert all(u.startswith("file:") and "mlruns" in u for u in opened)  # each time a throw-away folder
+    fake_mlflow(monkeypatch, "2.22.0", refuses_file_store=False)  # MLflow 2 (or MLFLOW_ALLOW_FILE_STORE)
+    assert check_trackers(["mlflow"]) == ["mlflow"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    assert check_trackers(["mlflow"]) == ["mlflow"] and not (tmp_path / "m.db").exists()
+    have.discard("sqlalchemy")  # mlflow-skinny
+    for uri in ("", f"sqlite:///{tmp_path / 'm.db'}"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(RomaError, match="without the sqlalchemy package: pip install mlflow"):
+            check_trackers(["mlflow"])
+
+
+def test_mlflow_default_store_with_the_real_mlflow(tmp_path, monkeypatch):
+    """With MLflow installed (2 or 3; not in the locked test environment): a run logged into the
+    default store is read back from <out>/mlflow.db, and nothing is written outside <out>."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from mlflow.tracking import MlflowClient
+
+    from moe_roma.training.trackers import open_trackers
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert check_trackers(["mlflow"]) == ["mlflow"]
+    with open_trackers(["mlflow"], out, "run1", {"optimizer": {"lr": 0.01}}) as t:
+        t.log({"step": 2, "task_loss": 0.5})
+        t.log_summary({"task_loss": 0.4})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert {"mlflow.db", "mlartifacts"} <= {p.name for p in out.iterdir()}
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("moe-roma")
+    assert experiment.artifact_location == (out / "mlartifacts").resolve().as_uri()
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.metrics == {"task_loss": 0.5, "final.task_loss": 0.4}
+    assert run.data.params == {"optimizer.lr": "0.01"} and run.info.run_name == "run1"
+    from moe_roma.io.errors import RomaError
+
+    for uri in ("./mlruns", "http://127.0.0.1:9"):  # MLflow 3's file store; a port nobody listens on
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+        major = int(__import__("mlflow").__version__.split(".")[0])
+        if uri == "./mlruns" and major < 3:
+            continue
+        with pytest.raises(RomaError, match=f"--report-to mlflow: .*{uri}"):
+            check_trackers(["mlflow"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

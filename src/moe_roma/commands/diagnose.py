@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-k",
         type=at_least(1),
         default=None,
-        help="experts per token, for utilisation (default: the routing file's, else 2)",
+        help="experts per token, for utilisation (default: the one the routing file recorded, else --model's, "
+        "else 2 with a warning)",
     )
     p.add_argument(
         "--batch-size", type=at_least(1), default=32, help="items per forward pass (target test, oracle)"
@@ -117,7 +118,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moe_roma.commands import apply_threads
-    from moe_roma.diagnose.run import diagnose_routing, only_layers, question_embeddings
+    from moe_roma.diagnose.run import diagnose_routing, only_layers, question_embeddings, resolve_top_k
     from moe_roma.diagnose.verdict import verdict
     from moe_roma.io.atomic import write_json_atomic, write_text_atomic
     from moe_roma.io.errors import RomaError
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from moe_roma.routing.store import load_routing_store
 
     _check(args)
-    from moe_roma.io.outputs import Kind, guard_output
+    from moe_roma.io.outputs import Kind, guard_output, naming
     from moe_roma.io.paths import local_path
     from moe_roma.routing.store import sidecar_path
 
@@ -143,8 +144,23 @@ def run(args: argparse.Namespace) -> int:
     if args.layers:
         store = only_layers(store, args.layers, args.routing)
         items = only_layers(items, args.layers, args.items) if items is not None else None
+    # The file's recorded top-k (or --top-k) is checked before any model loads; the model, loaded first
+    # when given, supplies a k the file does not record and must agree with one it does.
+    resolve_top_k(store, args.top_k, args.routing, warn_if_assumed=False)
+    model = tokenizer = model_top_k = None
+    if args.model:
+        model, tokenizer = _load(args)
+        model_top_k = _model_top_k(model, store, args.routing)
     try:
-        report = diagnose_routing(store, embedder=args.embedder, top_k=args.top_k, seed=args.seed, log=print)
+        report = diagnose_routing(
+            store,
+            embedder=args.embedder,
+            top_k=args.top_k,
+            seed=args.seed,
+            log=print,
+            model_top_k=model_top_k,
+            path=args.routing,
+        )
         embeddings = report.get("_embeddings")
         if embeddings is None and args.model and not args.no_target_test:
             embeddings = question_embeddings(store, args.embedder, print)
@@ -152,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # an embedder that cannot be loaded
         raise RomaError(f"embedder {args.embedder or 'all-MiniLM-L6-v2'} cannot be loaded: {exc}") from None
     if args.model:
-        model, tokenizer = _load(args)
         if not args.no_target_test and store.successful:  # without successful items there is no target
             report["target_test"] = _target_test(
                 args, model, tokenizer, store, embeddings, items, item_embeddings
@@ -176,10 +191,13 @@ def run(args: argparse.Namespace) -> int:
     with output.staged() as out:  # every file lands together, never through a link, or none does
         if embeddings is not None:
             routing = store.routing.float().numpy()
-            plot_maps(routing, embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
-            plot_layer_alignment(report, out / "layer_alignment.png")
+            with naming(output.path / "maps.png"):
+                plot_maps(routing, embeddings, list(store.tasks), list(store.is_correct), out / "maps.png")
+            with naming(output.path / "layer_alignment.png"):
+                plot_layer_alignment(report, out / "layer_alignment.png")
         if "target_test" in report:
-            plot_target_test(report["target_test"], out / "target_test.png")
+            with naming(output.path / "target_test.png"):
+                plot_target_test(report["target_test"], out / "target_test.png")
         write_json_atomic(out / "report.json", report)
         write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
     out = output.path
@@ -200,6 +218,22 @@ def _load(args: argparse.Namespace):
         device_map=args.device_map,
         trust_remote_code=args.trust_remote_code,
     )
+
+
+def _model_top_k(model, store, path) -> int:
+    """The model's experts per token in the file's layers (as `roma collect` records it); a file whose
+    layers are not the model's MoE layers is refused here, naming it."""
+    from moe_roma.io.errors import RomaError
+    from moe_roma.models.discovery import discover_routers
+
+    info = discover_routers(model)
+    missing = [layer for layer in store.layers if layer not in info.routers]
+    if missing:
+        raise RomaError(
+            f"{path}: layers {missing} are not MoE layers of --model {info.architecture} (its MoE layers: "
+            f"{info.moe_layers}); was this routing recorded with another model?"
+        )
+    return max(info.routers[layer].top_k for layer in store.layers)
 
 
 def _target_test(args, model, tokenizer, store, embeddings, items, item_embeddings) -> dict:

@@ -1,6 +1,6 @@
 """``roma testbed``: build a bundled tiny MoE model, export its task splits, score it.
 
-Every action takes ``--testbed in-domain|downstream`` (default ``in-domain`` for now); see
+Every action takes ``--testbed downstream|in-domain`` (default ``downstream``, as everywhere); see
 docs/testbed.md for what each testbed is.
 """
 
@@ -268,41 +268,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     result: dict[str, dict] = {s: accuracy_by_task(model, tok, suite[s]) for s in splits}
     oracle: dict[str, dict] = {}
     if args.oracle:
-        from moe_roma.methods.oracle import oracle_routing
         from moe_roma.models.discovery import discover_routers
-        from moe_roma.routing.collect import collect_routing
+        from moe_roma.testbed.build import oracle_gap
 
         info = discover_routers(model)
         layers = info.select_layers(args.oracle_layers)
-        for s in splits:
-            store, _ = collect_routing(
-                model,
-                tok,
-                suite[s],
-                layers=layers,
-                scoring="continuation",
-                batch_size=32,
-                progress=False,
-                info=info,
-            )
-            res = oracle_routing(
-                model,
-                tok,
-                store,
-                layers=layers,
-                steps=args.oracle_steps,
-                batch_size=32,
-                progress=False,
-                info=info,
-            )
-            oracle[s] = {
-                "accuracy": res.accuracy,
-                "base_accuracy": res.base_accuracy,
-                "gap": res.gap,
-                "n_fixed": res.n_fixed,
-                "layers": res.layers,
-                "steps": res.steps,
-            }
+        oracle = {s: oracle_gap(model, tok, suite[s], layers, args.oracle_steps, info) for s in splits}
     if args.json:
         json.dump({"accuracy": result, "oracle": oracle} if args.oracle else result, sys.stdout, indent=2)
         print()

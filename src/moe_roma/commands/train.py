@@ -175,9 +175,12 @@ def run(args: argparse.Namespace) -> int:
             step, total = getattr(trainer, "last_step", None), getattr(trainer, "total_steps", None)
             said = claim.interrupted(step, total, str(stop), replacing=staging is not None)
             raise Stopped(said, stop.exit_status) from None
-        except BaseException:
+        except BaseException as exc:
             if staging is not None:
                 output.discard(staging)
+                said = output.restated(exc, staging)  # names the run's file, not the staging folder
+                if said is not None:
+                    raise said from None
             raise
     if trainer.rank == 0:
         m = result.final_metrics

@@ -226,6 +226,8 @@ def oracle_direction(
     cos_nbr = _cosine_rows(change.unsqueeze(1).expand(-1, kk, -1), change[nbr]).mean().item()
     pairs = torch.randint(len(fixed), (len(fixed) * kk, 2), generator=gen)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    if len(pairs) == 0:  # few fixed items and every draw a self-pair: every ordered pair of two, not NaN
+        pairs = torch.tensor([(i, j) for i in range(len(fixed)) for j in range(len(fixed)) if i != j])
     cos_any = _cosine_rows(change[pairs[:, 0]], change[pairs[:, 1]]).mean().item()
     # How far the oracle moved, against how far the pull would move: same scale or not; and where.
     per_layer = (oracle_routing.float()[fixed] - base_routing.float()[fixed]).norm(dim=-1).mean(0)

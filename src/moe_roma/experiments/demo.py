@@ -24,12 +24,13 @@ from moe_roma.report.experiments import demo_report
 from moe_roma.report.plots import plot_expert_utilisation, plot_routing_projection, plot_training_curves
 from moe_roma.report.tables import console_table
 from moe_roma.routing.collect import collect_routing
+from moe_roma.testbed import DEFAULT_TESTBED
 
 # The demo is an experiment like any other: its settings live in these files, not in Python. Each
 # testbed has its own, since the tuned layers and the validation-chosen settings differ.
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_CONFIGS = {"downstream": _CONFIGS / "demo.yaml", "in-domain": _CONFIGS / "demo-in-domain.yaml"}
-DEMO_CONFIG = DEMO_CONFIGS["downstream"]
+DEMO_CONFIG = DEMO_CONFIGS[DEFAULT_TESTBED]
 
 
 def demo_config(
@@ -45,7 +46,7 @@ def demo_config(
     if config_path is None:
         if testbed is not None and testbed not in DEMO_CONFIGS:
             raise RomaError(f"unknown testbed {testbed!r} (choose from {', '.join(DEMO_CONFIGS)})")
-        config_path = DEMO_CONFIGS[testbed or "downstream"]
+        config_path = DEMO_CONFIGS[testbed or DEFAULT_TESTBED]
     cfg = ExperimentConfig.from_yaml(config_path)
     changes: dict = {}
     if testbed is not None:

@@ -49,6 +49,22 @@ from moe_roma.io.paths import PathLike, PathSpec, _inside, _paths, guard_outputs
 
 STAGING = ".roma-new-"  # infix of a staging folder: <parent>/.<name>.roma-new-XXXX
 RETIRED = ".roma-old-"  # infix of a replaced result on its way out
+
+
+def landing_path(folder: str | Path) -> Path:
+    """Where ``folder`` will be once complete: the output a staging folder is swapped into, else itself
+    (for a file that records its own location, such as an MLflow store's artifact folder).
+
+    >>> landing_path("/runs/.t.roma-new-abc123"), landing_path("/runs/t")
+    (PosixPath('/runs/t'), PosixPath('/runs/t'))
+    """
+    folder = Path(folder)
+    name = folder.name
+    if name.startswith(".") and STAGING in name:
+        return folder.with_name(name[1:].rsplit(STAGING, 1)[0])
+    return folder
+
+
 MAX_NAME = 200  # characters of a name from a configuration file (a folder or file name)
 
 
@@ -150,15 +166,26 @@ class Output:
             yield staging
         except BaseException as exc:
             self.discard(staging)
-            reason = _write_failure(exc)
-            if reason is not None:  # a full disk, the file-size limit: one sentence naming the file
-                raise RomaError(
-                    f"{self.option} {self.path}: {reason}; the old result, if any, is kept"
-                ) from None
-            if isinstance(exc, RomaError) and str(staging) in str(exc):  # name the file where it was to land
-                raise type(exc)(str(exc).replace(str(staging), str(self.path))) from None
+            said = self.restated(exc, staging)
+            if said is not None:
+                raise said from None
             raise
         self.commit(staging)
+
+    def restated(self, exc: BaseException, staging: Path) -> BaseException | None:
+        """One sentence for a failure while writing into ``staging``, naming the file where it was to land
+        (never the hidden staging folder) and saying that the old result is kept; None: not a write failure."""
+        reason = _write_failure(exc)
+        if reason is not None:  # a full disk, the file-size limit
+            return RomaError(f"{self.option} {self.path}: {reason}; the old result, if any, is kept")
+        if isinstance(exc, RomaError) and str(staging) in str(exc):
+            kept = "" if self.identity is None else f"; the old result in {self.path} is kept"
+            text = str(exc).replace(str(staging), str(self.path)) + kept
+            try:
+                return type(exc)(text)
+            except TypeError:  # an error type that takes more than a message
+                return RomaError(text)
+        return None
 
     def stage(self) -> Path:
         """A new, empty staging folder beside the output (its parents are created if needed)."""
@@ -196,6 +223,18 @@ class Output:
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Attach ``path`` to a write error raised inside without a file name (a full disk met by a library's
+    own write, a plot's), so that the one sentence names the file that could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _WRITE_ERRNOS:
+            exc.filename = str(path)
+        raise
 
 
 def _write_failure(exc: BaseException) -> str | None:

@@ -258,6 +258,10 @@ def _health_section(h: dict, report: dict) -> list[str]:
     lines = [
         "## Routing health",
         "",
+    ]
+    if "top_k" in report:  # where the k of the top-k slots came from
+        lines += [f"Top-k slots with k = {report['top_k']} experts per token ({report['top_k_from']}).", ""]
+    lines += [
         "| layer | entropy (nats) | share of log E | top-k share min..max |",
         "|---|---|---|---|",
     ]

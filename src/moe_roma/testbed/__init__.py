@@ -2,11 +2,13 @@
 
 Two testbeds ship (docs/testbed.md):
 
-``in-domain``   the model was pre-trained on the post-training prompt format and task families
-                (``moe_roma.testbed.tasks``); the default, for now.
 ``downstream``  the RoMA paper's setting: pre-trained on general text, post-trained on
                 downstream-format items, evaluated on other wordings and held-out families
-                (``moe_roma.testbed.downstream``).
+                (``moe_roma.testbed.downstream``); the default everywhere (``DEFAULT_TESTBED``): the
+                ``roma testbed`` actions, ``roma demo``, ``data: {testbed: true}`` of an experiment
+                file, and these functions.
+``in-domain``   the model was pre-trained on the post-training prompt format and task families
+                (``moe_roma.testbed.tasks``); name it to use it.
 
 ``testbed_model_path(name)`` is a plain Hugging Face folder (an ``OlmoeForCausalLM`` with a
 word-level tokenizer) built by ``roma testbed build``; ``load_testbed_splits(seed, testbed=name)``
@@ -22,7 +24,7 @@ from moe_roma.data.example import MCExample
 _ASSETS = Path(__file__).resolve().parent / "assets"
 
 TESTBEDS: tuple[str, ...] = ("in-domain", "downstream")
-DEFAULT_TESTBED = "in-domain"
+DEFAULT_TESTBED = "downstream"  # the one default: roma testbed, roma demo, `testbed: true`
 _MODEL_DIRS = {"in-domain": _ASSETS / "model", "downstream": _ASSETS / "downstream" / "model"}
 
 

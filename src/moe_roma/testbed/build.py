@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ from moe_roma.data.prompts import continuation_context
 from moe_roma.io.atomic import write_json_atomic
 from moe_roma.testbed import tasks
 from moe_roma.testbed.config import BuildConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from moe_roma.models.discovery import MoEInfo
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 MAX_NUMBER = 200  # every integer up to this gets its own token (larger ones come from the texts)
@@ -604,47 +609,55 @@ def measure_downstream(
         log(f"{s}: {a['all']:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in a.items() if k != "all"))
     if not oracle:
         return out
-    from moe_roma.methods.oracle import oracle_routing
     from moe_roma.models.discovery import discover_routers
-    from moe_roma.routing.collect import collect_routing
 
     t0 = time.time()
     info = discover_routers(model)
     layers = info.select_layers(f"last{cfg.tuned_layers}")
-    out["oracle"] = {}
-    for s in EVAL_SPLITS:
-        store, _ = collect_routing(
-            model,
-            tokenizer,
-            suite[s],
-            layers=layers,
-            scoring="continuation",
-            batch_size=32,
-            progress=False,
-            info=info,
-        )
-        res = oracle_routing(
-            model,
-            tokenizer,
-            store,
-            layers=layers,
-            steps=cfg.oracle_steps,
-            batch_size=32,
-            progress=False,
-            info=info,
-        )
-        log(res.line())
-        out["oracle"][s] = {
-            "accuracy": res.accuracy,
-            "base_accuracy": res.base_accuracy,
-            "gap": res.gap,
-            "n": len(res.ids),
-            "n_fixed": res.n_fixed,
-            "layers": res.layers,
-            "steps": res.steps,
-        }
+    out["oracle"] = {
+        s: oracle_gap(model, tokenizer, suite[s], layers, cfg.oracle_steps, info, log) for s in EVAL_SPLITS
+    }
     out["oracle_seconds"] = round(time.time() - t0, 1)
     return out
+
+
+def oracle_gap(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[MCExample],
+    layers: list[int],
+    steps: int,
+    info: MoEInfo | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """The oracle's accuracy against the base's on ``examples`` (continuation scoring): what routing can
+    reach at the last prompt token of ``layers``."""
+    from moe_roma.methods.oracle import oracle_routing
+    from moe_roma.routing.collect import collect_routing
+
+    store, _ = collect_routing(
+        model,
+        tokenizer,
+        examples,
+        layers=layers,
+        scoring="continuation",
+        batch_size=32,
+        progress=False,
+        info=info,
+    )
+    res = oracle_routing(
+        model, tokenizer, store, layers=layers, steps=steps, batch_size=32, progress=False, info=info
+    )
+    log(res.line())
+    return {
+        "accuracy": res.accuracy,
+        "base_accuracy": res.base_accuracy,
+        "gap": res.gap,
+        "n": len(res.ids),
+        "n_fixed": res.n_fixed,
+        "layers": res.layers,
+        "steps": res.steps,
+    }
 
 
 def build_downstream_testbed(

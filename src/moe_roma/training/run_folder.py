@@ -29,7 +29,8 @@ from moe_roma.training.state import STATE_NAME
 METRICS_NAME = "metrics.jsonl"
 NEIGHBOURS_NAME = "neighbours.safetensors"
 OUTPUT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, NEIGHBOURS_NAME, STATE_NAME, LOCK_NAME, CARD_NAME)
-TRACKER_FOLDERS = ("tensorboard", "wandb", "mlruns")  # what --report-to writes beside metrics.jsonl
+# what --report-to writes beside metrics.jsonl (mlruns: an MLflow file store of an older roma)
+TRACKER_FOLDERS = ("tensorboard", "wandb", "mlruns", "mlflow.db*", "mlartifacts")
 TRAIN_RUN = Kind(
     "run",
     members=(*OUTPUT_NAMES, *TRACKER_FOLDERS),

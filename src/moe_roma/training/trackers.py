@@ -11,12 +11,15 @@ every ``metrics.jsonl`` record (``log``; nested fields are flattened to ``entrop
   ``run.summary``; ``WANDB_MODE=offline`` writes the run folder without a network, and
   ``WANDB_PROJECT`` names the project (default ``moe-roma``);
 * ``mlflow``: ``mlflow.start_run``, ``log_params`` (the configuration, flattened), ``log_metrics``; the
-  tracking URI is ``MLFLOW_TRACKING_URI`` when set, else ``<out>/mlruns``.
+  tracking URI is ``MLFLOW_TRACKING_URI`` when set, else the SQLite store ``<out>/mlflow.db`` with its
+  artifacts in ``<out>/mlartifacts`` (MLflow 3 refuses the file store ``./mlruns`` unless
+  ``MLFLOW_ALLOW_FILE_STORE=true``; SQLite works on MLflow 2 and 3).
 
 They are optional (``pip install 'moe-roma[tracking]'``). ``check_trackers`` runs before any model
 loads and stops, with one sentence, on a tracker that is not installed, on W&B without a login (no
 ``WANDB_API_KEY``, no ``~/.netrc`` entry, and not ``WANDB_MODE=offline``), and on an MLflow tracking
-server that does not answer. Network calls are bounded: W&B's ``init`` waits at most
+server that does not answer, on a local store this MLflow cannot open (a file store on MLflow 3, the
+SQLite default without SQLAlchemy). Network calls are bounded: W&B's ``init`` waits at most
 ``WANDB_INIT_TIMEOUT`` seconds (30), MLflow's requests ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds (10)
 with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` retries (1), unless the environment sets them.
 """
@@ -126,7 +129,7 @@ def _mlflow_problem() -> str | None:
         os.environ.setdefault(key, value)
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri.startswith(("http://", "https://")):
-        return None
+        return _mlflow_store_problem(uri)
     import mlflow
 
     try:
@@ -135,6 +138,74 @@ def _mlflow_problem() -> str | None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         return f"--report-to mlflow: the tracking server {uri} (MLFLOW_TRACKING_URI) cannot be used ({first})"
     return None
+
+
+MLFLOW_DB = "mlflow.db"  # the default store in a run folder: SQLite, which MLflow 2 and 3 both open
+MLFLOW_ARTIFACTS = "mlartifacts"
+
+
+def _mlflow_store_problem(uri: str) -> str | None:
+    """Why this MLflow cannot open the local store ``uri`` ("" is roma's SQLite default), found without
+    writing anything: the SQLite store needs SQLAlchemy and Alembic (``mlflow-skinny`` lacks them); a
+    file store is opened in a throw-away folder, since MLflow 3 refuses one unless MLFLOW_ALLOW_FILE_STORE."""
+    import importlib.util
+    import tempfile
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    version = getattr(mlflow, "__version__", "?")
+    scheme = urlparse(uri).scheme if "://" in uri or uri.startswith("file:") else ""
+    if not uri or scheme == "sqlite":
+        missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+        if missing:
+            where = (
+                f"the SQLite store {uri} (MLFLOW_TRACKING_URI)"
+                if uri
+                else f"its default store <out>/{MLFLOW_DB}"
+            )
+            return (
+                f"--report-to mlflow: MLflow {version} cannot open {where} without the {missing[0]} "
+                "package: pip install mlflow (not mlflow-skinny), or set MLFLOW_TRACKING_URI to a tracking server"
+            )
+        return None
+    if scheme not in ("", "file"):
+        return None  # a database or a hosted store: MLflow opens it when the run starts
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            MlflowClient(tracking_uri=(Path(tmp) / "mlruns").as_uri()).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - whatever this MLflow raises for a file store
+            first = (str(exc).strip().split(". ") or [type(exc).__name__])[0][:200].rstrip(".")
+            return (
+                f"--report-to mlflow: MLflow {version} refuses the file store {uri} (MLFLOW_TRACKING_URI): "
+                f"{first}; unset MLFLOW_TRACKING_URI for roma's default <out>/{MLFLOW_DB}, set it to "
+                "sqlite:///PATH/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true"
+            )
+    return None
+
+
+def _staged(out: Path) -> bool:
+    from moe_roma.io.outputs import landing_path
+
+    return landing_path(out.resolve()) != out.resolve()
+
+
+def _mlflow_default_experiment(mlflow, out: Path) -> str:
+    """Point MLflow at ``<out>/mlflow.db`` and return the id of the experiment (``MLFLOW_EXPERIMENT_NAME``,
+    else ``moe-roma``) whose artifacts go to ``<out>/mlartifacts``, not to ``./mlruns`` of the working folder."""
+    from moe_roma.io.outputs import landing_path
+
+    out = out.resolve()
+    mlflow.set_tracking_uri(f"sqlite:///{out / MLFLOW_DB}")
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "moe-roma"
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    # The store records its artifact folder by path: where the run folder lands (an --overwrite trains
+    # in a staging folder that is renamed when complete).
+    return mlflow.create_experiment(name, artifact_location=(landing_path(out) / MLFLOW_ARTIFACTS).as_uri())
 
 
 _PREFLIGHT = {"wandb": _wandb_problem, "mlflow": _mlflow_problem}
@@ -191,12 +262,18 @@ class _MLflow:
         import mlflow
 
         self.mlflow = mlflow
+        experiment = None
         if not os.environ.get("MLFLOW_TRACKING_URI"):
-            mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
-        self.run = mlflow.start_run(run_name=name)
+            experiment = _mlflow_default_experiment(mlflow, out)
+        self.run = mlflow.start_run(run_name=name, experiment_id=experiment)
         # MLflow limits a parameter's value to a few hundred characters; the full config is an artifact too.
         mlflow.log_params({k: v[:500] for k, v in flat_params(config).items()})
-        mlflow.log_dict(config, "config.json")
+        if experiment is not None and _staged(out):
+            # An --overwrite trains in a staging folder: the store records the folder where the run lands,
+            # which still holds the old run, so nothing is written there; the config goes into a tag.
+            mlflow.set_tag("config", json.dumps(config, sort_keys=True, default=str)[:5000])
+        else:
+            mlflow.log_dict(config, "config.json")
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.mlflow.log_metrics({k.replace("/", "."): v for k, v in values.items()}, step=step)
