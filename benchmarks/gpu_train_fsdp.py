@@ -126,13 +126,12 @@ def run_arm(args, shard: bool, acc) -> dict:
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
     graph = build_neighbour_graph(emb, store.successful, NeighbourSearch(k=3))
     cfg = train_config(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=7e-5,
         layers="last5",
-        task_loss="letter",
+        scoring="letter",
         max_length=args.seq_len,
-        log_every=10,
+        schedule={"epochs": args.epochs, "batch_size": args.batch_size},
+        optimizer={"lr": 7e-05},
+        runtime={"log_every": 10},
     )
     trainer = RouterTrainer(
         model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_fsdp_run"), graph=graph, progress=False

@@ -105,15 +105,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     emb = torch.nn.functional.normalize(torch.randn(args.samples, 384, generator=gen), dim=1).numpy()
     graph = build_neighbour_graph(emb, store.successful, NeighbourSearch(k=3))
     cfg = train_config(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=7e-5,
         layers="last5",
-        task_loss="letter",
+        scoring="letter",
         max_length=args.seq_len,
-        gradient_checkpointing=args.gradient_checkpointing,
-        log_every=10,
-        prefix_cache_device_fraction=args.cache_fraction,
+        schedule={"epochs": args.epochs, "batch_size": args.batch_size},
+        optimizer={"lr": 7e-05},
+        runtime={
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "log_every": 10,
+            "prefix_cache_device_fraction": args.cache_fraction,
+        },
     )
     trainer = RouterTrainer(
         model, tok, store, cfg, tempfile.mkdtemp(prefix="gpu_bench_run"), graph=graph, progress=False

@@ -115,7 +115,7 @@ def build(shape: Shape, n_batches: int, seed: int = 0) -> Setup:
     store = synthetic_store(n, shape, layers, model.config.num_experts, seed)
     emb = F.normalize(torch.randn(n, 384, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
     graph = build_neighbour_graph(emb.numpy(), store.successful, NeighbourSearch(k=3))
-    cfg = train_config(batch_size=shape.batch, layers=f"last{TUNED}", max_length=1024)
+    cfg = train_config(layers=f"last{TUNED}", max_length=1024, schedule={"batch_size": shape.batch})
     # The trainer writes nothing before train(); train_loop_ms points it at a temporary folder.
     trainer = RouterTrainer(
         model, tok, store, cfg, Path(tempfile.gettempdir()) / "unused", graph=graph, progress=False

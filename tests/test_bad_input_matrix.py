@@ -98,16 +98,16 @@ def ws(tmp_path_factory) -> Workspace:
             str(w.routing),
             "--out",
             str(w.routers),
-            "--epochs",
+            "--schedule.epochs",
             "1",
-            "--batch-size",
+            "--schedule.batch-size",
             "4",
             "--layers",
             "last2",
-            "--device",
+            "--runtime.device",
             "cpu",
             "--no-progress",
-            "dedupe_threshold=1.01",
+            "graph.dedupe_threshold=1.01",
         ]
     )
     assert code == 0
@@ -132,7 +132,7 @@ def stop_after_first_state(w: Workspace) -> None:
 
     trainer_module.save_train_state = save_then_stop
     try:
-        code = main([str(a) for a in train_args(w, w.routing, w.state_run, "--save-every", "1")])
+        code = main([str(a) for a in train_args(w, w.routing, w.state_run, "--runtime.save-every", "1")])
     finally:
         trainer_module.save_train_state = original
     assert code == 130 and (w.state_run / STATE_NAME).is_file()
@@ -249,17 +249,17 @@ def train_args(ws: Workspace, routing: Path, out: Path, *extra) -> list:
         routing,
         "--out",
         out,
-        "--epochs",
+        "--schedule.epochs",
         "1",
-        "--batch-size",
+        "--schedule.batch-size",
         "4",
         "--layers",
         "last2",
-        "--device",
+        "--runtime.device",
         "cpu",
         "--no-progress",
         *extra,
-        "dedupe_threshold=1.01",
+        "graph.dedupe_threshold=1.01",
     ]
 
 
@@ -502,11 +502,11 @@ def _(ws, tmp, mp):
 
 @case("train-yaml-wrong-type")
 def _(ws, tmp, mp):
-    (tmp / "train.yaml").write_text("epochs: three\nlr: 0.01\n")
+    (tmp / "train.yaml").write_text("schedule: {epochs: three}\noptimizer: {lr: 0.01}\n")
     args = train_args(ws, ws.routing, tmp / "t", "--config", tmp / "train.yaml")
-    args.remove("--epochs")
+    args.remove("--schedule.epochs")
     args.remove("1")
-    return args, tmp / "t", ("train.yaml", "'epochs'", "'three'")
+    return args, tmp / "t", ("train.yaml", "'schedule.epochs'", "'three'")
 
 
 @case("train-corrupted-resume-state", keep=True)
@@ -522,7 +522,7 @@ def _(ws, tmp, mp):
 
 @case("train-embedder-does-not-exist")
 def _(ws, tmp, mp):
-    args = train_args(ws, ws.routing, tmp / "t", "--embedder", "/nonexistent")
+    args = train_args(ws, ws.routing, tmp / "t", "--graph.embedder", "/nonexistent")
     return args, tmp / "t", ("/nonexistent", "sentence embedder folder does not exist")
 
 
@@ -877,7 +877,7 @@ def _(ws, tmp, mp):
 def _(ws, tmp, mp):
     out = Path(shutil.copytree(ws.state_run, tmp / "t"))
     return (
-        train_args(ws, ws.routing, out, "--save-every", "1"),
+        train_args(ws, ws.routing, out, "--runtime.save-every", "1"),
         out,
         ("resumable state at step 1", "--resume"),
     )
@@ -1158,7 +1158,7 @@ def state_case(name: str, edit, needles: tuple[str, ...], *extra: str, rehash: b
         from moe_roma.training.state import state_sha256
 
         out = Path(shutil.copytree(ws.state_run, tmp / "t"))
-        args = train_args(ws, ws.routing, out, "--resume", "--save-every", "1", *extra)
+        args = train_args(ws, ws.routing, out, "--resume", "--runtime.save-every", "1", *extra)
         if edit is not None:
             meta, tensors = load_tensors(out / STATE_NAME, "state")
             replaced = edit(meta, tensors, ws, tmp, args)
@@ -1194,10 +1194,10 @@ state_case(
     "with-another-learning-rate",
     None,
     ("other training settings", "setting optimizer.lr", "0.5"),
-    "--lr",
+    "--optimizer.lr",
     "0.5",
 )
-state_case("with-another-regularizer", None, ("setting regularizer.name", "'l2'"), "--regularizer", "l2")
+state_case("with-another-regularizer", None, ("setting regularizer.name", "'l2'"), "--regularizer.name", "l2")
 state_case(
     "step-past-the-end", lambda m, t, *_: m.update(step=7), ("at step 7", "outside this run's steps 1 to 1")
 )
@@ -2055,31 +2055,24 @@ def build_setting_case(testbed: str, name: str, label: str, text: str):
 
 
 def _generate_build_setting_cases() -> None:
-    import dataclasses
-
-    from moe_roma.testbed.config import (
-        AT_LEAST_ONE,
-        POSITIVE,
-        SHARES,
-        SIGNED,
-        BuildConfig,
-        DownstreamBuildConfig,
-    )
+    from moe_roma.io.config import settings
+    from moe_roma.testbed.config import BuildConfig, DownstreamBuildConfig
 
     for testbed, cls in (("in-domain", BuildConfig), ("downstream", DownstreamBuildConfig)):
-        for f in dataclasses.fields(cls):
-            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)) or f.name in SIGNED:
-                continue
-            if f.name in AT_LEAST_ONE or f.name in POSITIVE:
+        for s in settings(cls):
+            if s.type not in (int, float) or s.range is None:
+                continue  # choices and strings are argparse's and the generic matrix's; the seed is any integer
+            lo, hi = s.range
+            if lo is not None and lo > 0:
                 values = [("zero", "0")]
-            elif f.name in SHARES:
+            elif hi == 1:
                 values = [("above-one", "1.5")]
             else:
                 values = [("negative", "-1")]
-            if isinstance(f.default, float):
+            if s.type is float:
                 values.append(("nan", "nan"))
             for label, text in values:
-                build_setting_case(testbed, f.name, label, text)
+                build_setting_case(testbed, s.name, label, text)
 
 
 _generate_build_setting_cases()

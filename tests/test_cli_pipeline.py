@@ -70,16 +70,16 @@ def test_collect_train_apply_export(workspace, capsys):
             w / "routing.json",
             "--out",
             w / "roma",
-            "--epochs",
+            "--schedule.epochs",
             "2",
-            "--batch-size",
+            "--schedule.batch-size",
             "4",
-            "--lr",
+            "--optimizer.lr",
             "0.01",
             "--layers",
             "last2",
             "--no-progress",
-            "dedupe_threshold=1.01",
+            "graph.dedupe_threshold=1.01",
         ],
         capsys,
     )
@@ -139,9 +139,9 @@ def test_train_scores_answers_as_collect_did_unless_told(workspace, tmp_path, ca
         routing,
         "--layers",
         "last2",
-        "--epochs",
+        "--schedule.epochs",
         "1",
-        "--batch-size",
+        "--schedule.batch-size",
         "8",
         "--no-progress",
     ]
@@ -239,11 +239,11 @@ def test_bad_inputs_are_refused_with_one_sentence(workspace, tmp_path, capsys):
             w / "routing.json",
             "--out",
             tmp_path / "t",
-            "regularizer=magic",
+            "regularizer.name=magic",
         ],
         capsys,
     )
-    assert_refused(code, err, "regularizer must be one of")
+    assert_refused(code, err, "regularizer.name must be one of")
     assert not (tmp_path / "t" / "router_config.json").exists()
 
 

@@ -106,12 +106,12 @@ def test_ci_sized_downstream_comparison(tmp_path):
 
 
 def test_each_testbed_has_its_own_demo_file_naming_it():
+    from moe_roma.experiments.config import ExperimentConfig
     from moe_roma.experiments.demo import DEMO_CONFIG, DEMO_CONFIGS
-    from moe_roma.experiments.grid import load_experiment
 
     assert DEMO_CONFIGS["downstream"] == DEMO_CONFIG  # `roma demo` runs the downstream testbed by default
     for testbed, path in DEMO_CONFIGS.items():
-        assert load_experiment(path)["data"]["testbed"] == testbed, path
+        assert ExperimentConfig.from_yaml(path).data.testbed == testbed, path
 
 
 def test_an_unknown_demo_testbed_is_one_sentence(capsys):

@@ -21,16 +21,16 @@ def cmd(w, out, launcher):
         str(w / "routing.json"),
         "--out",
         str(out),
-        "--epochs",
+        "--schedule.epochs",
         "2",
-        "--batch-size",
+        "--schedule.batch-size",
         "6",
-        "--lr",
+        "--optimizer.lr",
         "0.02",
         "--layers",
         "last2",
         "--no-progress",
-        "dedupe_threshold=1.01",
+        "graph.dedupe_threshold=1.01",
     ]
 
 

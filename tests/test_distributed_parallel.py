@@ -65,16 +65,16 @@ def _train(w, out, *extra):
         str(w / "routing.json"),
         "--out",
         str(out),
-        "--epochs",
+        "--schedule.epochs",
         "2",
-        "--batch-size",
+        "--schedule.batch-size",
         "6",
         "--layers",
         "last2",
         "--no-progress",
         "--shard",
         "fsdp",
-        "dedupe_threshold=1.01",
+        "graph.dedupe_threshold=1.01",
         *extra,
     ]
 
@@ -92,12 +92,12 @@ def test_a_job_refused_alike_on_every_rank_speaks_once(resume_workspace, tmp_pat
     out = tmp_path / "run"
     if case == "mismatched":
         argvs = [
-            roma(*_train(resume_workspace, out, "--lr", "0.02")),
-            roma(*_train(resume_workspace, out, "--lr", "0.03")),
+            roma(*_train(resume_workspace, out, "--optimizer.lr", "0.02")),
+            roma(*_train(resume_workspace, out, "--optimizer.lr", "0.03")),
         ]
         words = ("different arguments", "optimizer.lr", "rank 1")
     else:
-        argvs = [roma(*_train(resume_workspace, out, "--batch-size", "5"))] * 2
+        argvs = [roma(*_train(resume_workspace, out, "--schedule.batch-size", "5"))] * 2
         words = ("batch_size 5", "not divisible", "2 processes")
     ranks = run_ranks(argvs)
     _one_sentence_from_rank_0(ranks, *words)

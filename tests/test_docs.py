@@ -67,7 +67,7 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     code = (
         readme[0]
         .replace("path/to/moe-model", "base")
-        .replace("train_config(epochs=3", "train_config(epochs=1")
+        .replace('schedule={"epochs": 3}', 'schedule={"epochs": 1}')
         .replace('layers="last5"', 'layers="last2"')
         .replace("train_config(", 'train_config(layers="last2", ')
     )
@@ -78,7 +78,7 @@ def test_readme_and_training_doc_python_examples_run(base, monkeypatch):
     from moe_roma.routing.store import save_routing_store
 
     save_routing_store(scope["store"], base / "obqa_train.json")
-    (base / "my.yaml").write_text("layers: last2\nbatch_size: 8\n")
+    (base / "my.yaml").write_text("layers: last2\nschedule: {batch_size: 8}\n")
     training = python_blocks(ROOT / "docs" / "training.md")
     assert len(training) == 1
     scope = {}

@@ -24,10 +24,10 @@ name: tiny
 data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}, heldout_tasks: {tmp_path / "b.jsonl"}}}}}
 scoring: letter
 seeds: [0, 1]
-train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, task_loss: letter, dedupe_threshold: 1.01}}
+train: {{layers: last2, scoring: letter, schedule: {{epochs: 1, batch_size: 8}}, optimizer: {{lr: 0.01}}, graph: {{dedupe_threshold: 1.01}}}}
 methods:
   - {{name: base, kind: base}}
-  - {{name: router_tuning, kind: train, overrides: {{regularizer: none}}}}
+  - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
   - {{name: roma, kind: train}}
   - {{name: c3po, kind: c3po, options: {{k: 2, dedupe_threshold: 1.01}}}}
   - {{name: oracle, kind: oracle, options: {{steps: 3}}}}
@@ -69,7 +69,8 @@ def test_bad_experiment_configs_are_refused(tmp_path, capsys):
         ("methods: []\n", "missing 'data'"),
         ("data: {testbed: true}\nmethods: [{name: x, kind: magic}]\n", "unknown kind"),
         ("data: {testbed: true}\nmethods: [{name: r, overrides: {lrr: 1}}]\n", "unknown training settings"),
-        ("data: {testbed: true}\nnope: 1\nmethods: []\n", "unknown keys"),
+        ("data: {testbed: true}\nnope: 1\nmethods: []\n", "unknown key 'nope'"),
+        ("data: {testbed: true, tesbed: true}\nmethods: [b]\n", "did you mean 'data.testbed'"),
         ("data: [\n", "malformed YAML"),
     ]:
         path = tmp_path / "c.yaml"
@@ -80,6 +81,7 @@ def test_bad_experiment_configs_are_refused(tmp_path, capsys):
 
 
 def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp_path):
+    from moe_roma.experiments.config import DataConfig
     from moe_roma.experiments.grid import hold_out_validation, load_data
 
     examples = make_examples(40)
@@ -96,11 +98,11 @@ def test_validation_is_held_out_of_train_for_every_task_and_never_trained_on(tmp
             "validation": 0.25,
         }
     }
-    _, train, splits = load_data(cfg, "exp.yaml", None)
+    _, train, splits = load_data(DataConfig.from_dict(cfg["data"]))
     assert list(splits) == ["validation", "test"] and len(splits["validation"]) == 10 and len(train) == 30
     assert {ex.id for ex in train}.isdisjoint(ex.id for ex in splits["validation"])
     testbed = {"data": {"testbed": "in-domain", "validation": 0.2, "splits": ["validation"]}}
-    _, train, splits = load_data(testbed, "exp.yaml", None)
+    _, train, splits = load_data(DataConfig.from_dict(testbed["data"]))
     assert list(splits) == ["validation"] and len(splits["validation"]) == 192 and len(train) == 768
     tasks = {ex.task for ex in splits["validation"]}
     assert tasks == {ex.task for ex in train}, "every training task keeps a share in validation"
@@ -144,10 +146,10 @@ name: resumable
 data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}}}}}
 scoring: letter
 seeds: [0, 1]
-train: {{epochs: 1, batch_size: 8, lr: 0.01, layers: last2, scoring: letter, dedupe_threshold: 1.01}}
+train: {{layers: last2, scoring: letter, schedule: {{epochs: 1, batch_size: 8}}, optimizer: {{lr: 0.01}}, graph.dedupe_threshold: 1.01}}
 methods:
   - {{name: base, kind: base}}
-  - {{name: router_tuning, kind: train, overrides: {{regularizer: none}}}}
+  - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
   - {{name: roma, kind: train}}
 """)
     out = tmp_path / "out"
@@ -282,8 +284,8 @@ def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_p
     cfg.write_text(
         f"data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, "
         f"eval: {{a: {tmp_path / 'a.jsonl'}}}}}\nscoring: letter\n"
-        "train: {epochs: 1, batch_size: 4, layers: last2, scoring: letter, save_every: 1}\n"
-        "methods: [{name: rt, kind: train, overrides: {regularizer: none}}]\n"
+        "train: {layers: last2, scoring: letter, schedule: {epochs: 1, batch_size: 4}, runtime.save_every: 1}\n"
+        "methods: [{name: rt, kind: train, overrides: {regularizer.name: none}}]\n"
     )
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     # As if killed before the run was recorded: no outcome, and no results of a finished grid.
@@ -294,18 +296,19 @@ def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_p
 
 
 def test_a_testbed_experiment_trains_on_the_split_and_size_it_names(tmp_path):
+    from moe_roma.experiments.config import DataConfig
     from moe_roma.experiments.grid import load_data
     from moe_roma.io.errors import RomaError
     from moe_roma.testbed.downstream import build_train_large
 
-    def data(**given) -> dict:
-        return {"data": {"testbed": "downstream", "splits": ["validation"], **given}}
+    def data(**given) -> DataConfig:
+        return DataConfig.from_dict({"testbed": "downstream", "splits": ["validation"], **given})
 
     large = build_train_large(0)
-    _, train, splits = load_data(data(train_split="train_large", train_size=100), "exp.yaml", None)
+    _, train, splits = load_data(data(train_split="train_large", train_size=100))
     assert train == large[:100] and list(splits) == ["validation"]
-    _, train, _ = load_data(data(train_split=["train", "train_large"], train_size=1000), "exp.yaml", None)
-    assert [ex.id for ex in train[:960]] == [ex.id for ex in load_data(data(), "exp.yaml", None)[1]]
+    _, train, _ = load_data(data(train_split=["train", "train_large"], train_size=1000))
+    assert [ex.id for ex in train[:960]] == [ex.id for ex in load_data(data())[1]]
     assert train[960:] == large[:40]
     for given, needle in [
         ({"train_split": "train_larg"}, "'data.train_split' must name one or more training splits"),
@@ -314,9 +317,9 @@ def test_a_testbed_experiment_trains_on_the_split_and_size_it_names(tmp_path):
         ({"train_split": "train_large", "train_size": 0}, "from 1 to 49000"),
     ]:
         with pytest.raises(RomaError, match=needle):
-            load_data(data(**given), "exp.yaml", None)
+            load_data(data(**given))
     with pytest.raises(RomaError, match="'data.train_split' must name"):  # in-domain has no train_large
-        load_data({"data": {"testbed": "in-domain", "train_split": "train_large"}}, "exp.yaml", None)
+        DataConfig.from_dict({"testbed": "in-domain", "train_split": "train_large"})
 
 
 def test_testbed_split_options_are_refused_for_files(tmp_path, capsys):
@@ -335,25 +338,26 @@ def test_testbed_split_options_are_refused_for_files(tmp_path, capsys):
 def test_the_papers_regime_is_expressible_in_an_experiment_file():
     """lr 7e-5 warmed up over 2000 steps, lambda 0.8 warmed up over 2000 steps, k 5, sigma 0.4, with the
     include_self and random-neighbour ablations: each a method override of the shared settings."""
-    from moe_roma.experiments.grid import parse_methods
-    from moe_roma.methods.roma.config import TrainConfig
+    from moe_roma.experiments.config import ExperimentConfig
 
     paper_settings = {
-        "lr": 7e-5,
-        "warmup_steps": 2000,
-        "lam": 0.8,
-        "lam_warmup_steps": 2000,
-        "k": 5,
-        "sigma": 0.4,
+        "optimizer.lr": 7e-5,
+        "schedule.warmup_steps": 2000,
+        "regularizer.lam": 0.8,
+        "regularizer.lam_warmup_steps": 2000,
+        "graph.k": 5,
+        "graph.sigma": 0.4,
     }
     cfg = {
+        "data": {"testbed": True},
+        "train": {"scoring": "continuation"},
         "methods": [
             {"name": "paper", "overrides": paper_settings},
-            {"name": "self", "overrides": {"include_self": True}},
-            {"name": "random", "overrides": {"random_neighbours": True}},
-        ]
+            {"name": "self", "overrides": {"graph.include_self": True}},
+            {"name": "random", "overrides": {"graph.random_neighbours": True}},
+        ],
     }
-    paper, self_, rand = (m.config for m in parse_methods(cfg, "exp.yaml", TrainConfig()))
+    paper, self_, rand = (m.config for m in ExperimentConfig.from_mapping(cfg, "exp.yaml").grid())
     assert (paper.optimizer.lr, paper.schedule.warmup_steps, paper.regularizer.lam) == (7e-5, 2000, 0.8)
     assert (paper.regularizer.lam_warmup_steps, paper.graph.k, paper.graph.sigma) == (2000, 5, 0.4)
     assert self_.graph.include_self and not self_.graph.random_neighbours
@@ -370,3 +374,32 @@ def test_the_papers_regime_is_expressible_in_an_experiment_file():
     )
     # A run shorter than the warm-up ends warm-up at its last step rather than never reaching lr.
     assert paper.schedule.lr_factor(99, 100) == 1.0
+
+
+def test_the_large_sweep_resumes_its_finished_runs():
+    """``results/sweep-downstream-large/outcomes.jsonl`` keys its finished runs (``base``, ``roma[paper]``)
+    on hashes of the shared and the method settings, and a long sweep resumes from it across sessions:
+    the hashes the current code computes from the file's settings are the recorded ones."""
+    from pathlib import Path
+
+    from moe_roma.experiments.comparison import _digest, method_settings, shared_settings
+    from moe_roma.experiments.config import ExperimentConfig
+    from moe_roma.methods.registry import METHODS
+
+    root = Path(__file__).resolve().parents[1]
+    recorded = root / "results" / "sweep-downstream-large" / "outcomes.jsonl"
+    if not recorded.is_file():
+        pytest.skip(f"{recorded} is not in this checkout")
+    lines = [json.loads(line) for line in recorded.read_text(encoding="utf-8").splitlines()[:2]]
+    cfg = ExperimentConfig.from_yaml(root / "configs" / "sweep-downstream-large.yaml")
+    methods = {m.name: m for m in cfg.grid()}
+    shared = shared_settings(
+        cfg.train, cfg.scoring, cfg.batch_size, cfg.collect_layers, cfg.metrics_split_used()
+    )
+    assert [r["run"] for r in lines] == ["base", "roma[paper]/seed0"]
+    for record in lines:
+        name, _, seed = record["run"].partition("/seed")
+        method = methods[name]
+        run_seed = None if METHODS[method.kind].seed_free else int(seed)
+        assert record["inputs"]["shared settings"] == _digest(shared), name
+        assert record["inputs"]["method settings"] == _digest(method_settings(method, run_seed)), name

@@ -174,8 +174,8 @@ def test_graphs_over_one_training_store_embed_its_texts_once(tmp_path, monkeypat
     texts = [f"q{i}" for i in range(6)]
     store = SimpleNamespace(questions=texts, input_texts=texts, successful=[0, 2, 3, 5])
     ctx = SimpleNamespace(out_dir=tmp_path, graphs={}, embeddings={})
-    g3 = graph_for(ctx, train_config(k=3), store)
-    g1 = graph_for(ctx, train_config(k=1, include_self=True), store)
+    g3 = graph_for(ctx, train_config(graph={"k": 3}), store)
+    g1 = graph_for(ctx, train_config(graph={"k": 1, "include_self": True}), store)
     assert calls == [6]
     want = build_neighbour_graph(vectors, store.successful, NeighbourSearch(k=1, include_self=True))
     assert torch.equal(g1.indices, want.indices) and g3.indices.shape[1] == 3

@@ -150,7 +150,7 @@ def test_the_default_arch_is_the_committed_models_shape() -> None:
 
 def test_bad_options_are_one_sentence() -> None:
     assert "needs routers" in check_pretrain_options(tiny(arch="dense", align="prior-kl"))
-    assert "--arch 'moe'" in check_pretrain_options(tiny(arch="moe"))
+    assert "'moe': arch must be one of olmoe" in check_pretrain_options(tiny(arch="moe"))
     assert check_pretrain_options(tiny(arch="nested", align="manifold")) is None
     assert "align-prior-steps" in check_pretrain_options(
         tiny(align="prior-kl", align_prior="task", align_prior_steps=0)

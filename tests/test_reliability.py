@@ -69,17 +69,17 @@ def train(w: Path, out: Path, *extra) -> list[str]:
         str(w / "routing.json"),
         "--out",
         str(out),
-        "--epochs",
+        "--schedule.epochs",
         "2",
-        "--batch-size",
+        "--schedule.batch-size",
         "4",
         "--layers",
         "last2",
-        "--device",
+        "--runtime.device",
         "cpu",
         "--no-progress",
         *map(str, extra),
-        "dedupe_threshold=1.01",
+        "graph.dedupe_threshold=1.01",
     ]
 
 
@@ -111,9 +111,9 @@ def test_a_finished_run_is_retrained_only_with_overwrite(w, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train(w, out)) == 0
     first = load_file(out / "router_weights.safetensors")
-    assert main(train(w, out, "--lr", "0.05")) == 2
+    assert main(train(w, out, "--optimizer.lr", "0.05")) == 2
     assert "already holds a finished run" in capsys.readouterr().err
-    assert main(train(w, out, "--lr", "0.05", "--overwrite")) == 0
+    assert main(train(w, out, "--optimizer.lr", "0.05", "--overwrite")) == 0
     second = load_file(out / "router_weights.safetensors")
     assert any(not torch.equal(first[k], second[k]) for k in first), "--overwrite trained again"
     assert json.loads((out / "router_config.json").read_text())["hyperparameters"]["lr"] == 0.05
@@ -152,7 +152,7 @@ def test_an_interrupted_overwrite_keeps_the_previous_run(w, tmp_path, monkeypatc
     assert main(train(w, out)) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     stop_at(monkeypatch, "RouterTrainer.apply_step", 2)
-    assert main(train(w, out, "--lr", "0.05", "--overwrite", "--save-every", "1")) == 130
+    assert main(train(w, out, "--optimizer.lr", "0.05", "--overwrite", "--runtime.save-every", "1")) == 130
     err = capsys.readouterr().err
     assert f"the previous run in {out} is kept as it was" in err and err.count("\n") == 1, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -186,7 +186,7 @@ def test_a_staged_output_replaces_the_old_result_only_when_complete(tmp_path):
 
 def test_a_refused_run_into_a_new_nested_folder_leaves_no_folder(w, tmp_path, capsys):
     out = tmp_path / "a" / "b" / "run"
-    assert main(train(w, out, "--embedder", str(tmp_path / "no-embedder"))) == 2
+    assert main(train(w, out, "--graph.embedder", str(tmp_path / "no-embedder"))) == 2
     assert not (tmp_path / "a").exists()
 
 
@@ -290,11 +290,11 @@ def test_a_stop_keeps_the_last_complete_state_and_says_how_to_resume(w, tmp_path
     out = tmp_path / "run"
     with monkeypatch.context() as mp:
         stop_at(mp, "RouterTrainer.apply_step", 3, signal.SIGINT)
-        assert main(train(w, out, "--save-every", "1")) == 130
+        assert main(train(w, out, "--runtime.save-every", "1")) == 130
     err = capsys.readouterr().err
     assert f"the last complete state (step 2) is in {out / STATE_NAME}" in err and "--resume" in err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "neighbours.safetensors", STATE_NAME]
-    assert main(train(w, out, "--save-every", "1", "--resume")) == 0
+    assert main(train(w, out, "--runtime.save-every", "1", "--resume")) == 0
     got, want = (
         load_file(out / "router_weights.safetensors"),
         load_file(straight / "router_weights.safetensors"),
@@ -316,7 +316,7 @@ def test_a_stop_inside_the_checkpoint_write_waits_for_it(w, tmp_path, monkeypatc
 
     monkeypatch.setattr(checkpoint_module, "file_sha256", signal_mid_write)
     out = tmp_path / "run"
-    assert main(train(w, out, "--save-every", "1")) == 130
+    assert main(train(w, out, "--runtime.save-every", "1")) == 130
     assert "stopped by SIGINT as the run ended; its checkpoint in" in capsys.readouterr().err
     assert (out / "router_config.json").is_file() and (out / "router_weights.safetensors").is_file()
     monkeypatch.undo()
@@ -337,7 +337,7 @@ def test_real_signals_stop_a_roma_train_process_cleanly(w, tmp_path, signame):
         "after",
         signame,
         "--",
-        *train(w, out, "--save-every", "1"),
+        *train(w, out, "--runtime.save-every", "1"),
     ]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 128 + getattr(signal, signame), proc.stderr
@@ -368,13 +368,10 @@ def test_metrics_are_strict_json_even_when_steps_are_skipped(tmp_path):
     model, tok, store, graph = store_and_graph(n=8)
     cfg = train_config(
         layers="last2",
-        epochs=3,
-        batch_size=4,
-        lr=1e30,
-        grad_clip=None,
-        warmup_ratio=0.0,
-        max_nonfinite_steps=100,
-        dedupe_threshold=1.01,
+        schedule={"epochs": 3, "batch_size": 4, "warmup_ratio": 0.0},
+        optimizer={"lr": 1e30, "grad_clip": None},
+        runtime={"max_nonfinite_steps": 100},
+        graph={"dedupe_threshold": 1.01},
     )
     result = RouterTrainer(model, tok, store, cfg, tmp_path / "run", graph=graph, progress=False).train()
     assert result.skipped_steps > 0
@@ -523,7 +520,7 @@ def test_warnings_are_one_line_and_name_what_to_do(w, tmp_path, capsys):
 
 
 def test_k_larger_than_the_successful_set_is_clamped_with_a_warning(w, tmp_path, capsys):
-    assert main(train(w, tmp_path / "run", "--k", "50")) == 0
+    assert main(train(w, tmp_path / "run", "--graph.k", "50")) == 0
     err = capsys.readouterr().err
     assert "roma train: warning: k=50 is larger than the successful set allows" in err and "using k=" in err
 
@@ -541,7 +538,7 @@ def test_training_on_chance_level_routing_warns(w, tmp_path, capsys):
             entry["is_correct"] = right
             many[f"{sid}-{copy}"] = entry
     (tmp_path / "routing.json").write_text(json.dumps(many))
-    args = train(w, tmp_path / "run", "--epochs", "1")
+    args = train(w, tmp_path / "run", "--schedule.epochs", "1")
     args[args.index(str(w / "routing.json"))] = str(tmp_path / "routing.json")
     assert main(args) == 0
     err = capsys.readouterr().err

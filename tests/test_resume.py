@@ -32,19 +32,19 @@ def train_cmd(w: Path, out: Path, resume: bool = False) -> list[str]:
         str(w / "routing.json"),
         "--out",
         str(out),
-        "--epochs",
+        "--schedule.epochs",
         "6",
-        "--batch-size",
+        "--schedule.batch-size",
         "2",
-        "--lr",
+        "--optimizer.lr",
         "0.02",
         "--layers",
         "last2",
-        "--save-every",
+        "--runtime.save-every",
         "1",
         "--no-progress",
         "router_dropout=0.1",
-        "dedupe_threshold=1.01",
+        "graph.dedupe_threshold=1.01",
     ]
     return cmd + (["--resume"] if resume else [])
 
@@ -113,14 +113,19 @@ def test_resume_with_other_settings_is_refused(resume_workspace, tmp_path):
     from moe_roma.models.loading import load_model
 
     model, tok = load_model(resume_workspace / "model")
-    cfg = train_config(layers="last2", epochs=2, batch_size=4, save_every=1, dedupe_threshold=1.01)
+    cfg = train_config(
+        layers="last2",
+        schedule={"epochs": 2, "batch_size": 4},
+        runtime={"save_every": 1},
+        graph={"dedupe_threshold": 1.01},
+    )
     trainer = RouterTrainer(model, tok, store, cfg, out, progress=False)
     params = trainer.params
     opt = torch.optim.AdamW(list(params.values()))
     from moe_roma.training.state import save_train_state
 
     save_train_state(out, 1, params, opt, {**trainer.fingerprint(), "skipped": 0})
-    trainer2 = RouterTrainer(model, tok, store, cfg.replace(lr=1.0), out, progress=False)
+    trainer2 = RouterTrainer(model, tok, store, cfg.merge(["optimizer.lr=1.0"]), out, progress=False)
     with pytest.raises(
         RomaError, match=r"other training settings \(setting optimizer.lr is 7e-05 in the state, 1.0 now"
     ):
@@ -155,14 +160,10 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(resume_workspace,
     # An absurd learning rate without clipping drives the routers to inf, so every later loss is NaN.
     cfg = train_config(
         layers="last2",
-        epochs=5,
-        batch_size=2,
-        lr=1e30,
-        grad_clip=None,
-        warmup_ratio=0.0,
-        max_nonfinite_steps=3,
-        save_every=1,
-        dedupe_threshold=1.01,
+        schedule={"epochs": 5, "batch_size": 2, "warmup_ratio": 0.0},
+        optimizer={"lr": 1e30, "grad_clip": None},
+        runtime={"max_nonfinite_steps": 3, "save_every": 1},
+        graph={"dedupe_threshold": 1.01},
     )
     trainer = RouterTrainer(model, tok, store, cfg, tmp_path / "run", progress=False)
     with pytest.raises(RomaError, match="non-finite"):

@@ -59,12 +59,11 @@ def setup():
 def config(save_every: int):
     return train_config(
         layers="last2",
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        lr=0.02,
         router_dropout=0.1,
-        save_every=save_every,
-        dedupe_threshold=1.01,
+        schedule={"epochs": EPOCHS, "batch_size": BATCH},
+        optimizer={"lr": 0.02},
+        runtime={"save_every": save_every},
+        graph={"dedupe_threshold": 1.01},
     )
 
 

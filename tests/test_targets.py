@@ -56,12 +56,10 @@ def test_training_with_oracle_targets_uses_the_larger_successful_set(collected, 
     model, tok, store = collected
     config = train_config(
         layers="last2",
-        epochs=1,
-        batch_size=8,
-        lr=1e-2,
-        targets="oracle",
-        oracle_steps=30,
-        dedupe_threshold=1.01,
+        schedule={"epochs": 1, "batch_size": 8},
+        optimizer={"lr": 0.01},
+        regularizer={"targets": "oracle", "oracle_steps": 30},
+        graph={"dedupe_threshold": 1.01},
     )
     trainer = RouterTrainer(model, tok, store, config, tmp_path / "run", progress=False)
     assert len(trainer.store.successful) > len(store.successful)

@@ -67,8 +67,8 @@ def test_downstream_is_the_one_default_testbed() -> None:
     import argparse
 
     from moe_roma.cli import build_parser
+    from moe_roma.experiments.config import DataConfig
     from moe_roma.experiments.demo import DEMO_CONFIG, DEMO_CONFIGS
-    from moe_roma.experiments.grid import testbed_of
     from moe_roma.testbed import DEFAULT_TESTBED
 
     assert DEFAULT_TESTBED == "downstream"
@@ -76,7 +76,7 @@ def test_downstream_is_the_one_default_testbed() -> None:
     assert testbed_split_names() == testbed_split_names("downstream") == SPLITS
     assert set(load_testbed_splits(0)) == set(SPLITS)
     assert "pretrain" in load_testbed_splits(0, include_pretrain=False, testbed="in-domain")  # unchanged
-    assert testbed_of({"testbed": True}, "x.yaml")[0] == "downstream"
+    assert DataConfig.from_dict({"testbed": True}).testbed == "downstream"
     assert DEMO_CONFIGS[DEFAULT_TESTBED] == DEMO_CONFIG
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -83,11 +83,11 @@ def trained(tmp_path_factory):
                     str(w / "routing.json"),
                     "--out",
                     str(w / "roma"),
-                    "--epochs",
+                    "--schedule.epochs",
                     "2",
-                    "--batch-size",
+                    "--schedule.batch-size",
                     "8",
-                    "--lr",
+                    "--optimizer.lr",
                     "0.01",
                     "--layers",
                     "last2",
@@ -96,7 +96,7 @@ def trained(tmp_path_factory):
                     "tensorboard",
                     "--report-to",
                     "wandb",
-                    "dedupe_threshold=1.01",
+                    "graph.dedupe_threshold=1.01",
                 ]
             )
             == 0

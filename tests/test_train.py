@@ -12,7 +12,7 @@ import torch
 from helpers.training import store_and_graph
 from moe_roma.io.errors import RomaError
 from moe_roma.methods.common.prefix import PrefixCache
-from moe_roma.methods.roma.config import Regularizer, load_train_config, train_config
+from moe_roma.methods.roma.config import Regularizer, TrainConfig, train_config
 from moe_roma.methods.roma.regularizers import REGULARIZERS
 from moe_roma.methods.roma.trainer import RouterTrainer
 from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
@@ -20,7 +20,7 @@ from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_chec
 
 def make_trainer(tmp_path, family="olmoe", scoring="letter", **cfg):
     model, tok, store, graph = store_and_graph(family, scoring=scoring)
-    config = train_config(layers="last2", task_loss=scoring, batch_size=4, **cfg)
+    config = train_config(layers="last2", scoring=scoring, **{"schedule.batch_size": 4}, **cfg)
     return RouterTrainer(model, tok, store, config, tmp_path / "run", graph=graph, progress=False)
 
 
@@ -85,7 +85,12 @@ def test_manifold_gradient_is_nonzero_and_matches_finite_differences(tmp_path):
 
 
 def test_training_moves_only_the_chosen_routers_and_the_manifold_loss_falls(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=6, lr=5e-2, lam=20.0, lam_warmup_ratio=0.0, warmup_ratio=0.0)
+    trainer = make_trainer(
+        tmp_path,
+        schedule={"epochs": 6, "warmup_ratio": 0.0},
+        optimizer={"lr": 0.05},
+        regularizer={"lam": 20.0, "lam_warmup_ratio": 0.0},
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     buffers = {n: b.clone() for n, b in trainer.model.named_buffers()}
     trainer.train()
@@ -124,7 +129,7 @@ def test_training_moves_only_the_chosen_routers_and_the_manifold_loss_falls(tmp_
 
 
 def test_checkpoint_holds_only_tuned_routers_and_applies_to_a_fresh_base(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=1, lr=1e-2)
+    trainer = make_trainer(tmp_path, schedule={"epochs": 1}, optimizer={"lr": 0.01})
     trainer.train()
     config, tensors = load_router_checkpoint(tmp_path / "run")
     assert sorted(tensors) == sorted(trainer.params)
@@ -144,7 +149,9 @@ def test_checkpoint_holds_only_tuned_routers_and_applies_to_a_fresh_base(tmp_pat
 def test_runs_are_deterministic(tmp_path):
     weights = []
     for run in ("a", "b"):
-        trainer = make_trainer(tmp_path / run, epochs=2, lr=1e-2, router_dropout=0.1)
+        trainer = make_trainer(
+            tmp_path / run, router_dropout=0.1, schedule={"epochs": 2}, optimizer={"lr": 0.01}
+        )
         trainer.train()
         weights.append([p.detach().clone() for p in trainer.params.values()])
     for a, b in zip(*weights):
@@ -159,7 +166,9 @@ def test_the_setting_offers_exactly_the_registered_regularizers():
 
 @pytest.mark.parametrize("regularizer", REGULARIZERS)
 def test_every_regularizer_trains_with_finite_losses(tmp_path, regularizer):
-    trainer = make_trainer(tmp_path, epochs=1, lr=1e-2, regularizer=regularizer)
+    trainer = make_trainer(
+        tmp_path, schedule={"epochs": 1}, optimizer={"lr": 0.01}, regularizer={"name": regularizer}
+    )
     result = trainer.train()
     assert result.steps == 4 and result.skipped_steps == 0
     last = result.final_metrics
@@ -180,7 +189,7 @@ def test_empty_successful_set_is_refused_unless_allowed(tmp_path):
         model,
         tok,
         store,
-        train_config(layers="last2", allow_empty_successful=True, epochs=1, batch_size=8),
+        train_config(layers="last2", allow_empty_successful=True, schedule={"epochs": 1, "batch_size": 8}),
         tmp_path / "y",
         progress=False,
     )
@@ -190,8 +199,11 @@ def test_empty_successful_set_is_refused_unless_allowed(tmp_path):
 
 def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("lr: 0.001\nk: 5\nregularizer: l2\n")
-    cfg = load_train_config(path, ["k=7", "lam_final=0.2", "epsilon=none"], epochs=2)
+    path.write_text("optimizer: {lr: 0.001}\ngraph.k: 5\nregularizer: {name: l2}\n")
+    flags = ({"schedule.epochs": "2"}, {"schedule.epochs": "--schedule.epochs"})
+    cfg = TrainConfig.from_command_line(
+        path, flags, ["graph.k=7", "regularizer.lam_final=0.2", "graph.epsilon=none"]
+    )
     assert (
         cfg.optimizer.lr,
         cfg.graph.k,
@@ -200,13 +212,13 @@ def test_config_file_and_overrides(tmp_path):
         cfg.regularizer.lam_final,
         cfg.graph.epsilon,
     ) == (0.001, 7, "l2", 2, 0.2, None)
-    for bad in (["k=x"], ["nope=1"], ["regularizer=magic"], ["k"]):
+    for bad in (["graph.k=x"], ["nope=1"], ["regularizer.name=magic"], ["graph.k"]):
         with pytest.raises(RomaError):
-            load_train_config(None, bad)
+            TrainConfig.from_command_line(overrides=bad)
 
 
 def test_half_precision_model_trains_fp32_routers_under_autocast(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=1, lr=1e-2)
+    trainer = make_trainer(tmp_path, schedule={"epochs": 1}, optimizer={"lr": 0.01})
     trainer.model.to(torch.bfloat16)
     seen = {}
 
@@ -250,7 +262,12 @@ def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(t
         model,
         tok,
         store,
-        train_config(layers="last2", task_loss="continuation", epochs=1, batch_size=3, dedupe_threshold=1.01),
+        train_config(
+            layers="last2",
+            scoring="continuation",
+            schedule={"epochs": 1, "batch_size": 3},
+            graph={"dedupe_threshold": 1.01},
+        ),
         tmp_path / "w",
         progress=False,
     )
@@ -260,7 +277,12 @@ def test_partial_scoring_items_score_the_fixed_continuation_after_each_context(t
 def test_gradient_checkpointing_gives_the_same_routers(tmp_path):
     weights = []
     for flag in (False, True):
-        trainer = make_trainer(tmp_path / str(flag), epochs=1, lr=1e-2, gradient_checkpointing=flag)
+        trainer = make_trainer(
+            tmp_path / str(flag),
+            schedule={"epochs": 1},
+            optimizer={"lr": 0.01},
+            runtime={"gradient_checkpointing": flag},
+        )
         trainer.train()
         weights.append([p.detach().clone() for p in trainer.params.values()])
         assert not trainer.model.training and not trainer.model.is_gradient_checkpointing
@@ -270,8 +292,14 @@ def test_gradient_checkpointing_gives_the_same_routers(tmp_path):
 
 def test_task_weight_zero_trains_with_the_regulariser_alone(tmp_path):
     """With the task loss weighed 0 and lambda 0 nothing moves the routers; with the task loss on, they move."""
-    settings = {"epochs": 1, "lr": 1e-2, "weight_decay": 0.0, "lam": 0.0, "lam_warmup_ratio": 0.0}
-    off = make_trainer(tmp_path / "off", task_weight=0.0, **settings)
+    settings = {
+        "schedule.epochs": 1,
+        "optimizer.lr": 1e-2,
+        "optimizer.weight_decay": 0.0,
+        "regularizer.lam": 0.0,
+        "regularizer.lam_warmup_ratio": 0.0,
+    }
+    off = make_trainer(tmp_path / "off", **settings, **{"regularizer.task_weight": 0.0})
     before = [p.detach().clone() for p in off.params.values()]
     result = off.train()
     assert result.steps == 4 and all(torch.equal(a, p) for a, p in zip(before, off.params.values()))
@@ -280,4 +308,4 @@ def test_task_weight_zero_trains_with_the_regulariser_alone(tmp_path):
     on.train()
     assert not all(torch.equal(a, p) for a, p in zip(before, on.params.values()))
     with pytest.raises(RomaError, match="task_weight 0 with regularizer none"):
-        train_config(task_weight=0.0, regularizer="none")
+        train_config(regularizer={"task_weight": 0.0, "name": "none"})

@@ -13,7 +13,7 @@ from moe_roma.commands import (
     add_threads_option,
     at_least,
 )
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import SCORINGS, TRAINING_SCORING
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default="last5", help="last5 (default), all, firstN, or e.g. 11,12,13")
     p.add_argument(
         "--scoring",
-        default="letter",
+        default=TRAINING_SCORING,
         choices=SCORINGS,
         help="letter: the answer letter's next-token logit; continuation: the choices' log-likelihoods "
         "(what `roma train` then uses as its task loss)",

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="change a training setting for both trained methods, e.g. lr=0.001",
+        help="change a training setting (dotted name) for both trained methods, e.g. optimizer.lr=0.001",
     )
     p.set_defaults(func=run)
 

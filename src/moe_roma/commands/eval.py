@@ -19,7 +19,7 @@ from moe_roma.commands import (
     add_threads_option,
     at_least,
 )
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import DEFAULT_SCORING, SCORINGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Not argparse `choices`: an unknown format fails like any other bad input, listing the formats.
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")
     add_data_source_options(p)
-    p.add_argument("--scoring", default="continuation", choices=SCORINGS)
+    p.add_argument("--scoring", default=DEFAULT_SCORING, choices=SCORINGS)
     add_template_option(p)
     p.add_argument("--batch-size", type=at_least(1), default=8)
     p.add_argument("--limit", type=at_least(1), default=None, help="score only the first N examples")

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from moe_roma.commands import apply_threads
     from moe_roma.experiments.comparison import RESULTS_FOLDER
-    from moe_roma.experiments.grid import output_folder, plan_experiment, run_experiment
+    from moe_roma.experiments.grid import output_folder, plan, read_experiment, run_experiment
     from moe_roma.io.errors import RomaError
     from moe_roma.io.outputs import guard_output
 
@@ -51,17 +51,18 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError(
             "--resume and --overwrite contradict each other: finish the grid in --out, or replace it"
         )
+    cfg = read_experiment(args.config)  # read once, and checked whole
     # The dry run checks the output folder as the real run does (it only reads).
     output = guard_output(
         "--out",
-        output_folder(args.config, args.out),
+        output_folder(cfg, args.out),
         RESULTS_FOLDER,
         inputs={"the experiment file": args.config},
         overwrite=args.overwrite,
         resume=args.resume,
     )
     if args.dry_run:
-        for line in plan_experiment(args.config, args.out, args.report_to, args.trust_remote_code):
+        for line in plan(cfg, args.out, args.report_to, args.trust_remote_code):
             print(line)
         print("dry run: the configuration is valid; nothing was loaded or written")
         return 0
@@ -73,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
         "trust_remote_code": args.trust_remote_code,
     }
     if not output.replaces:
-        run_experiment(args.config, output.path, **options)
+        run_experiment(cfg, output.path, **options)
         return 0
     with output.staged() as staging:  # the finished grid stays until the new one is complete
-        run_experiment(args.config, staging, **options)
+        run_experiment(cfg, staging, **options)
     print(f"replaced {output.path} with the new results")
     return 0

@@ -12,7 +12,7 @@ import argparse
 
 from moe_roma.commands import add_data_source_options, add_overwrite_option, add_template_option, at_least
 from moe_roma.io.outputs import Kind
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import DEFAULT_SCORING, SCORINGS
 
 # A task folder holds many tasks side by side (lm_eval --include_path reads them all).
 TASK_FOLDER = Kind("task folder", members=("*.yaml", "*.jsonl"), shelf=True)
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default=None, help="task name (default: roma_<data file stem>)")
     add_overwrite_option(p, "the task's files")
-    p.add_argument("--scoring", default="continuation", choices=SCORINGS)
+    p.add_argument("--scoring", default=DEFAULT_SCORING, choices=SCORINGS)
     add_template_option(p)
     p.add_argument("--limit", type=at_least(1), default=None, help="export only the first N examples")
     p.set_defaults(func=run)

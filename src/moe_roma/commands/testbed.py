@@ -7,7 +7,6 @@ docs/testbed.md for what each testbed is.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ def _config_class(testbed: str):
 
 
 def _add_build(sub) -> None:
+    from moe_roma.io.config import add_config_flags
     from moe_roma.testbed.config import BuildConfig, DownstreamBuildConfig
 
     p = sub.add_parser(
@@ -63,50 +63,23 @@ def _add_build(sub) -> None:
         help="also score the evaluation splits every N steps (slows the build)",
     )
     p.add_argument("--no-oracle", action="store_true", help="downstream: skip measuring oracle routing")
-    # Every field of either testbed's build settings becomes an option; only those given are passed
-    # on, so each testbed keeps its own defaults.
-    seen: dict[str, dataclasses.Field] = {}
-    defaults: dict[str, dict[str, object]] = {}
-    for name, cls in (("in-domain", BuildConfig), ("downstream", DownstreamBuildConfig)):
-        for f in dataclasses.fields(cls):
-            seen.setdefault(f.name, f)
-            defaults.setdefault(f.name, {})[name] = f.default
-    from moe_roma.testbed.config import ALIGN_PRIORS, ALIGN_SCHEDULES, ALIGNMENTS, ARCHITECTURES
-
-    choices = {
-        "arch": ARCHITECTURES,
-        "align": ALIGNMENTS,
-        "align_schedule": ALIGN_SCHEDULES,
-        "align_prior": ALIGN_PRIORS,
-    }
-    for fname, f in seen.items():
-        shown = "; ".join(f"{k}: {v}" for k, v in defaults[fname].items())
-        p.add_argument(
-            "--" + fname.replace("_", "-"),
-            type=type(f.default),
-            default=argparse.SUPPRESS,
-            dest=fname,
-            choices=choices.get(fname),
-            help=f"(default {shown})",
-        )
-    p.set_defaults(func=_run_build, _config_fields=list(seen))
+    # Every setting of either testbed's build becomes a flag; only those given are passed on, so
+    # each testbed keeps its own defaults.
+    add_config_flags(p, {"in-domain": BuildConfig, "downstream": DownstreamBuildConfig})
+    p.set_defaults(func=_run_build)
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    from moe_roma.io.config import config_flags, settings
     from moe_roma.testbed import testbed_model_path
 
     cls = _config_class(args.testbed)
-    own = {f.name for f in dataclasses.fields(cls)}
-    given = {name: getattr(args, name) for name in args._config_fields if hasattr(args, name)}
-    foreign = sorted(set(given) - own)
+    values, labels = config_flags(args)
+    own = {s.path for s in settings(cls)}
+    foreign = sorted(set(values) - own)
     if foreign:
-        raise RomaError(f"--{foreign[0].replace('_', '-')} is not a setting of the {args.testbed} testbed")
-    cfg = cls(**given)
-    from moe_roma.testbed.config import check_build_options
-
-    problem = check_build_options(cfg)  # every setting, before anything is built
-    if problem:
-        raise RomaError(problem)
+        raise RomaError(f"{labels[foreign[0]]} is not a setting of the {args.testbed} testbed")
+    cfg = cls.from_dict(values, labels=labels)  # every setting, before anything is built
     from moe_roma.io.outputs import guard_output
     from moe_roma.models.checkpoint import MODEL_FILES
 

@@ -5,7 +5,7 @@ compared with every input (``--routing`` and its side-car, ``--config``, the mod
 folder that holds a finished run (or a resumable state) is refused unless ``--overwrite`` (or
 ``--resume``) says what to do with it, and ``<out>/.roma.lock`` is taken so that a second run into
 the same folder is refused with the holder's PID. SIGINT and SIGTERM stop the run cleanly: without
-a saved state it leaves nothing behind; with one (``--save-every``) it keeps the last complete
+a saved state it leaves nothing behind; with one (``--runtime.save-every``) it keeps the last complete
 state and says how to resume.
 """
 
@@ -19,7 +19,7 @@ from moe_roma.commands import (
     add_threads_option,
     add_trust_remote_code_option,
 )
-from moe_roma.io.config import add_config_arguments, config_arguments
+from moe_roma.io.config import add_config_flags
 from moe_roma.methods.roma.config import TrainConfig
 
 
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="post-train the routers with RoMA (or an ablation)",
         description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * regulariser. "
-        "Settings: defaults <- --config YAML <- options <- key=value overrides (any TrainConfig setting). "
+        "Settings: defaults <- --config YAML <- --dotted.name flags <- key=value overrides (any TrainConfig "
+        "setting by its dotted name). "
         "The prompts are the routing file's (the template chosen at `roma collect`).",
     )
     p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
@@ -47,14 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_trust_remote_code_option(p)
     add_distributed_options(p, shard=True)
     # One flag per training setting, generated from the TrainConfig fields (docs/training.md lists them).
-    add_config_arguments(p, TrainConfig)
+    add_config_flags(p, TrainConfig)
     p.add_argument("--no-progress", action="store_true")
     add_report_to_option(p)
     p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="any training setting, by name or dotted path, e.g. lam_final=0.2 or graph.k=5",
+        help="any training setting by its dotted name, e.g. regularizer.lam_final=0.2 or graph.k=5",
     )
     p.set_defaults(func=run)
 
@@ -65,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     from moe_roma.commands import apply_threads, distributed_settings
     from moe_roma.distributed.group import check_divides, job, launched
+    from moe_roma.io.config import config_flags
     from moe_roma.io.errors import RomaError, Stopped
     from moe_roma.io.interrupts import Interrupted, handle_interrupts
     from moe_roma.io.outputs import guard_output
     from moe_roma.io.paths import check_regular_file, local_path
-    from moe_roma.methods.roma.config import load_train_config
     from moe_roma.methods.roma.trainer import RouterTrainer, check_against_routing
     from moe_roma.routing.store import load_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     # The task loss scores answers the way collection judged them, unless a setting says otherwise.
     # ... and trains the layers the file recorded, unless told otherwise.
     recorded = {"scoring": store.meta.get("answer_scoring"), "layers": ",".join(map(str, store.layers))}
-    config = load_train_config(args.config, args.overrides, recorded=recorded, **config_arguments(args))
+    config = TrainConfig.from_command_line(args.config, config_flags(args), args.overrides, recorded)
     check_against_routing(config, store, args.routing)
     if args.shard == "fsdp" and config.runtime.device_map is not None:
         raise RomaError(

@@ -36,7 +36,7 @@ from moe_roma.data.prompts import (
 from moe_roma.distributed.parallel import evaluate_parallel
 from moe_roma.io.atomic import atomic_path, write_json
 from moe_roma.io.errors import RomaError
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import DEFAULT_SCORING, SCORINGS
 from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
 from moe_roma.scoring.common import context_length
 from moe_roma.scoring.results import EvalResult, ItemResult
@@ -53,7 +53,7 @@ class EvalConfig:
     data: str
     routers: str | None = None
     format: str | None = None
-    scoring: str = "continuation"
+    scoring: str = DEFAULT_SCORING
     batch_size: int = 8
     limit: int | None = None
     max_length: int | None = None  # default: the model's context length, as lm-evaluation-harness

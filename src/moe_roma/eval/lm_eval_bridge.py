@@ -37,7 +37,7 @@ from moe_roma.data.prompts import (
 )
 from moe_roma.io.atomic import atomic_path
 from moe_roma.io.errors import RomaError
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import DEFAULT_SCORING, SCORINGS
 from moe_roma.scoring.continuation import TARGET_DELIMITER
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -64,7 +64,7 @@ def default_task_name(data_path: str | Path) -> str:
 
 
 def lm_eval_doc(
-    example: MCExample, scoring: str = "continuation", template: str | None = None
+    example: MCExample, scoring: str = DEFAULT_SCORING, template: str | None = None
 ) -> dict[str, Any]:
     """One JSONL row of the exported task for ``example``."""
     base = {"id": example.id, "task": example.task}
@@ -83,7 +83,7 @@ def lm_eval_doc(
 
 
 def lm_eval_docs(
-    examples: Sequence[MCExample], scoring: str = "continuation", template: str | None = None
+    examples: Sequence[MCExample], scoring: str = DEFAULT_SCORING, template: str | None = None
 ) -> list[dict[str, Any]]:
     """The JSONL rows for ``examples`` (see ``lm_eval_doc``)."""
     if scoring not in SCORINGS:
@@ -161,7 +161,7 @@ def write_lm_eval_task(
     out_dir: str | Path,
     name: str,
     *,
-    scoring: str = "continuation",
+    scoring: str = DEFAULT_SCORING,
     template: str | None = None,
 ) -> ExportedTask:
     """Write ``<out_dir>/<name>.yaml`` and ``<name>.jsonl`` for ``lm_eval --include_path out_dir --tasks name``.

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma import __version__
 from moe_roma.data.example import MCExample, examples_sha256
-from moe_roma.io.config import to_dict
+from moe_roma.experiments.config import Method
 from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import Kind
 from moe_roma.manifold.embed import embed_texts
@@ -37,6 +37,7 @@ from moe_roma.models.discovery import MoEInfo, discover_routers
 from moe_roma.models.loading import model_fingerprint
 from moe_roma.routing.collect import collect_routing
 from moe_roma.routing.store import RoutingStore, save_routing_store
+from moe_roma.scoring import DEFAULT_SCORING
 from moe_roma.scoring.engine import evaluate
 from moe_roma.scoring.stats import accuracy
 from moe_roma.training.trackers import Trackers, open_trackers
@@ -58,19 +59,6 @@ RESULTS_FOLDER = Kind(
     finished=("results.json",),
     partial=("outcomes.jsonl", "runs"),
 )
-
-
-@dataclass
-class Method:
-    """A row label, the registered method kind that produces it (``moe_roma.methods.registry``), and
-    its settings: a ``TrainConfig`` for ``train`` (the shared settings with this method's changes),
-    the kind's own config dataclass otherwise. ``train_fraction`` trains on a seeded share of the set."""
-
-    name: str
-    kind: str = "train"
-    config: Any = None
-    overrides: dict = field(default_factory=dict)  # as written in the experiment file, for the tables
-    train_fraction: float = 1.0
 
 
 @dataclass
@@ -201,7 +189,7 @@ def run_unchanged(ctx: RunContext, method: Method, seed: int) -> dict:
 def run_weights(ctx: RunContext, method: Method, seed: int) -> dict:
     """Train with the method's settings and this seed, then evaluate the tuned model on every split."""
     spec = METHODS[method.kind]
-    config = method.config.replace(seed=seed)
+    config = method.config.with_seed(seed)
     run_dir = ctx.out_dir / "runs" / method.name / f"seed{seed}"
     store = training_store(ctx, config)
     graph = graph_for(ctx, config, store)
@@ -333,6 +321,28 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# What an outcome of `outcomes.jsonl` is keyed on, besides the model and the data. Their shapes are
+# frozen (TrainConfig.settings() is the short spelling of earlier releases): a long grid resumes
+# across releases only while they hash the same.
+def shared_settings(
+    train: TrainConfig, scoring: str, batch_size: int, collect_layers: str, metrics_split: str | None
+) -> dict[str, Any]:
+    """The settings every method run of a grid shares."""
+    return {
+        "train": train.settings(),
+        "scoring": scoring,
+        "batch_size": batch_size,
+        "collect_layers": collect_layers,
+        "metrics_split": metrics_split,
+    }
+
+
+def method_settings(method: Method, seed: int | None) -> dict[str, Any]:
+    """One method run's own settings: its kind, seed (None when seed-free), share and config."""
+    settings = method.config.to_dict() if method.config is not None else None
+    return {"kind": method.kind, "seed": seed, "fraction": method.train_fraction, "settings": settings}
+
+
 @dataclass
 class Comparison:
     """Run ``methods`` x ``seeds`` and collect rows.
@@ -348,7 +358,7 @@ class Comparison:
     seeds: list[int]
     train_config: TrainConfig
     out_dir: Path
-    scoring: str = "continuation"
+    scoring: str = DEFAULT_SCORING
     collect_layers: str = "last5"
     batch_size: int = 32
     progress: bool = True
@@ -367,18 +377,16 @@ class Comparison:
                 "training data": examples_sha256(self.train_examples),
                 **{f"split {k}": examples_sha256(v) for k, v in self.splits.items()},
                 "shared settings": _digest(
-                    {
-                        "train": self.train_config.settings(),
-                        "scoring": self.scoring,
-                        "batch_size": self.batch_size,
-                        "collect_layers": self.collect_layers,
-                        "metrics_split": self.metrics_split,
-                    }
+                    shared_settings(
+                        self.train_config,
+                        self.scoring,
+                        self.batch_size,
+                        self.collect_layers,
+                        self.metrics_split,
+                    )
                 ),
             }
-        settings = to_dict(method.config) if method.config is not None else None
-        own = {"kind": method.kind, "seed": seed, "fraction": method.train_fraction, "settings": settings}
-        return {**self._shared_inputs, "method settings": _digest(own)}
+        return {**self._shared_inputs, "method settings": _digest(method_settings(method, seed))}
 
     def _outcome_key(self, method: Method, seed: int | None) -> str:
         """The key of a method run's outcome: its name and every input it depends on (``_run_inputs``)."""
@@ -449,7 +457,7 @@ class Comparison:
                     outcome = done[key]
                 else:
                     run_name = f"{method.name}/seed{seed}"
-                    settings = to_dict(method.config) if method.config is not None else {}
+                    settings = method.config.to_dict() if method.config is not None else {}
                     with open_trackers(
                         self.report_to,
                         self.out_dir / "runs" / method.name / f"seed{seed}",
@@ -502,7 +510,7 @@ class Comparison:
                     "name": m.name,
                     "kind": m.kind,
                     "overrides": m.overrides,
-                    "settings": to_dict(m.config) if m.config is not None else None,
+                    "settings": m.config.to_dict() if m.config is not None else None,
                 }
                 for m in self.methods
             ],

@@ -9,22 +9,17 @@ table, ``results.json``, ``report.md`` and plots.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from moe_roma import __version__
-from moe_roma.experiments.comparison import Comparison
-from moe_roma.experiments.grid import load_data, load_experiment, parse_methods
+from moe_roma.experiments.config import ExperimentConfig
+from moe_roma.experiments.grid import GridRun, run
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
-from moe_roma.io.config import build_config
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.metrics import knn_overlap, routing_entropy_per_layer
-from moe_roma.methods.roma.config import TrainConfig
 from moe_roma.models.checkpoint import apply_router_checkpoint, restore_routers, router_snapshot
-from moe_roma.models.loading import load_model
 from moe_roma.report.experiments import demo_report
 from moe_roma.report.plots import plot_expert_utilisation, plot_routing_projection, plot_training_curves
 from moe_roma.report.tables import console_table
@@ -38,68 +33,53 @@ DEMO_CONFIGS = {"downstream": _CONFIGS / "demo.yaml", "in-domain": _CONFIGS / "d
 DEMO_CONFIG = DEMO_CONFIGS[DEFAULT_TESTBED]
 
 
+def demo_config(
+    testbed: str | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] | None = None,
+    config_path: str | Path | None = None,
+) -> ExperimentConfig:
+    """The demo's experiment: ``config_path``, else the testbed's own file (``configs/demo.yaml`` for
+    ``downstream``, the default; ``configs/demo-in-domain.yaml``). ``seeds`` replaces the file's seeds,
+    ``testbed`` its testbed, and ``overrides`` (``key=value``) change a training setting of every
+    trained method, over the method's own changes."""
+    if config_path is None:
+        if testbed is not None and testbed not in DEMO_CONFIGS:
+            raise RomaError(f"unknown testbed {testbed!r} (choose from {', '.join(DEMO_CONFIGS)})")
+        config_path = DEMO_CONFIGS[testbed or DEFAULT_TESTBED]
+    cfg = ExperimentConfig.from_yaml(config_path)
+    changes: dict = {}
+    if testbed is not None:
+        changes["data.testbed"] = testbed
+    if seeds is not None:
+        changes["seeds"] = list(seeds)
+    if changes:
+        cfg = cfg.merge(changes)
+    return cfg.with_train_settings(list(overrides)) if overrides else cfg
+
+
 def run_demo(
     out_dir: str | Path = "runs/demo",
-    seeds: list[int] | tuple[int, ...] | None = None,
-    overrides: list[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     config_path: str | Path | None = None,
     testbed: str | None = None,
 ) -> dict:
-    """Run the demo and write its outputs into ``out_dir``; returns the results.
+    """``run(demo_config(...))`` and the demo's report into ``out_dir``; returns the results."""
+    cfg = demo_config(testbed, seeds, overrides, config_path)
+    return write_demo(run(cfg, out_dir, progress=progress, log=log), log)
 
-    The settings come from ``config_path``, or else from the testbed's own file
-    (``configs/demo.yaml`` for ``downstream``, the default; ``configs/demo-in-domain.yaml``).
-    ``overrides`` (``key=value``) change a training setting of every trained method; ``seeds``
-    replaces the file's seeds; ``testbed`` with an explicit ``config_path`` replaces its testbed.
-    """
+
+def write_demo(done: GridRun, log: Callable[[str], None] = print) -> dict:
+    """The demo's report of a finished run: the table, routing of ``in_dist`` before and after
+    training (first seed) for the alignment figures and plots, ``results.json`` and ``report.md``."""
     from moe_roma.testbed import testbed_model_path
 
-    if config_path is None:
-        if testbed is not None and testbed not in DEMO_CONFIGS:
-            raise RomaError(f"unknown testbed {testbed!r} (choose from {', '.join(DEMO_CONFIGS)})")
-        config_path = DEMO_CONFIGS[testbed or DEFAULT_TESTBED]
-    cfg = load_experiment(config_path)
-    if testbed is not None:
-        cfg["data"] = {**cfg["data"], "testbed": testbed}
-    where = str(config_path)
-    train_config = build_config(TrainConfig, cfg.get("train") or {}, overrides)
-    methods = parse_methods(cfg, where, train_config)
-    for m in methods:  # the overrides win over each method's own changes, as they do over the file's
-        if m.kind == "train" and overrides:
-            m.config = build_config(TrainConfig, None, overrides, base=m.config)
-    seeds = list(seeds) if seeds is not None else [int(s) for s in cfg.get("seeds", [0])]
-    start = time.perf_counter()
-    out = Path(out_dir)
-    name = cfg["data"].get("testbed")
-    path = testbed_model_path() if name is True else testbed_model_path(str(name))
-    if not (path / "config.json").is_file():
-        raise RomaError(f"{path}: the bundled testbed model is missing; build it with `roma testbed build`")
-    torch.manual_seed(0)
-    model_path, train_examples, splits = load_data(cfg, where, cfg.get("limit"))
-    model, tok = load_model(model_path, dtype="float32", device="cpu")
-    log(
-        f"testbed: {type(model).__name__}, train {len(train_examples)} items, "
-        + ", ".join(f"{s} {len(v)}" for s, v in splits.items())
-    )
-    comparison = Comparison(
-        model,
-        tok,
-        train_examples,
-        splits,
-        methods,
-        seeds,
-        train_config,
-        out,
-        scoring=cfg.get("scoring", "continuation"),
-        collect_layers=cfg.get("collect_layers", train_config.layers),
-        batch_size=int(cfg.get("batch_size", 32)),
-        progress=progress,
-        log=log,
-    )
-    rows, meta = comparison.run()
-    method_names, split_names = [m.name for m in methods], list(splits)
+    cfg, out, rows, meta, comparison = done.cfg, done.out, done.rows, done.meta, done.comparison
+    model, tok, splits, seeds = comparison.model, comparison.tokenizer, done.splits, list(cfg.seeds)
+    method_names, split_names = [m.name for m in cfg.grid()], list(splits)
     table = console_table(rows, method_names, split_names)
     log("\n" + table)
 
@@ -121,7 +101,7 @@ def run_demo(
             tok,
             probe,
             layers=comparison.store.layers,
-            scoring="continuation",
+            scoring=cfg.scoring,
             progress=False,
             info=comparison.info,
         )
@@ -149,14 +129,14 @@ def run_demo(
             out / "routing_pca.png",
         ),
     }
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - done.start
     results = {
         "rows": rows,
         "config": {
             **meta,
-            "demo_seeds": list(seeds),
-            "testbed_model": str(path),
-            "demo_config": str(config_path),
+            "demo_seeds": seeds,
+            "testbed_model": str(testbed_model_path(cfg.data.testbed)),
+            "demo_config": str(cfg.path),
         },
         "package_version": __version__,
         "alignment_in_dist": alignment,

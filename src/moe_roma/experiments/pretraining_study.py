@@ -89,23 +89,7 @@ def _config_class():
 
 def _build_config(values: dict, where: str):
     """A checked ``DownstreamBuildConfig``; an unknown field or bad option is one sentence."""
-    import difflib
-
-    from moe_roma.testbed.config import check_build_options
-
-    cls = _config_class()
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1)
-            raise RomaError(
-                f"{where}: unknown build setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else "")
-            )
-    cfg = cls(**values)
-    problem = check_build_options(cfg)
-    if problem:
-        raise RomaError(f"{where}: {problem}")
-    return cfg
+    return _config_class().from_dict(values, f"{where}: ", what="build setting")
 
 
 def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:

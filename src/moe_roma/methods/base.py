@@ -19,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from moe_roma.io.config import Config
+
 
 @dataclass
-class NoConfig:
+class NoConfig(Config):
     """The base model takes no settings."""
 
 

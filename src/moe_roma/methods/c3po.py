@@ -53,6 +53,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
@@ -582,7 +583,7 @@ def _ngd_descend(
 
 
 @dataclass
-class C3POConfig:
+class C3POConfig(Config):
     """Settings of C3PO (``roma experiment`` method kind ``c3po``)."""
 
     k: int = field(

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
 from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
 from moe_roma.methods.common.forward import items_forward
@@ -294,7 +295,7 @@ def _result(run: _Oracle, eval_store: RoutingStore, aimed: bool, seconds: float)
 
 
 @dataclass
-class OracleConfig:
+class OracleConfig(Config):
     """Settings of oracle routing (``roma experiment`` method kind ``oracle``)."""
 
     steps: int = field(default=20, metadata={"help": "gradient steps per item at most", "range": (0, None)})

@@ -19,7 +19,7 @@ from moe_roma.models.hooks.capture import RoutingCapture
 from moe_roma.models.inputs import encode_text, left_pad, pad_id
 from moe_roma.models.loading import model_identity
 from moe_roma.routing.store import RoutingStore
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import SCORINGS, TRAINING_SCORING
 from moe_roma.scoring.continuation import score_continuation
 from moe_roma.scoring.letter import score_letter
 
@@ -55,7 +55,7 @@ def collect_routing(
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[MCExample],
     layers: str | list[int] = "last5",
-    scoring: str = "letter",
+    scoring: str = TRAINING_SCORING,
     batch_size: int = 16,
     max_length: int | None = 1024,
     template: str | None = None,

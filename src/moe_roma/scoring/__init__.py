@@ -16,6 +16,12 @@ from typing import Any, Literal, get_args
 # Literal types config fields; SCORINGS is the same list for choices and checks.
 Scoring = Literal["letter", "continuation"]
 SCORINGS: tuple[str, ...] = get_args(Scoring)
+# The defaults, here and nowhere else. Evaluation and experiments score as lm-evaluation-harness's
+# multiple_choice does. `roma collect` and `roma train` keep the letter scoring their docs give
+# (docs/training.md, docs/scaling.md): one sequence per item, for models that answer with a letter;
+# `roma train` follows the routing file's recorded scoring anyway.
+DEFAULT_SCORING: Scoring = "continuation"
+TRAINING_SCORING: Scoring = "letter"
 
 _EXPORTS = {
     "evaluate": "engine",
@@ -38,7 +44,7 @@ _EXPORTS = {
     "wilson_interval": "stats",
 }
 
-__all__ = sorted([*_EXPORTS, "SCORINGS", "Scoring"])
+__all__ = sorted([*_EXPORTS, "DEFAULT_SCORING", "SCORINGS", "Scoring", "TRAINING_SCORING"])
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.data.example import MCExample
 from moe_roma.io.errors import RomaError
-from moe_roma.scoring import SCORINGS
+from moe_roma.scoring import DEFAULT_SCORING, SCORINGS
 from moe_roma.scoring.continuation import score_continuation
 from moe_roma.scoring.letter import score_letter
 from moe_roma.scoring.results import EvalResult
@@ -27,7 +27,7 @@ def evaluate(
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[MCExample],
     *,
-    scoring: str = "continuation",
+    scoring: str = DEFAULT_SCORING,
     batch_size: int = 8,
     max_length: int | None = None,
     template: str | None = None,

@@ -161,4 +161,4 @@ class Claim:
                 f"{self.folder.state_path}: run the same command with --resume to continue"
             )
         kept = f"{out} was removed" if self.fresh else f"the files this run wrote in {out} were removed"
-        return f"stopped by {signal_name} {where}; nothing was kept ({kept}; use --save-every N to keep resumable states)"
+        return f"stopped by {signal_name} {where}; nothing was kept ({kept}; use --runtime.save-every N to keep resumable states)"

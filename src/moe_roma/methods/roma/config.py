@@ -3,25 +3,24 @@
 Sections: ``optimizer`` (AdamW on the routers), ``schedule`` (epochs, batch, learning-rate
 warm-up), ``regularizer`` (which term, lambda and its schedule), ``graph`` (the neighbourhoods
 among successful samples) and ``runtime`` (seed, logging, checkpoints, device). Each section that
-makes something has a ``build()``. Settings are read with ``moe_roma.io.config``: YAML sections or
-dotted paths (``optimizer.lr``), a setting's leaf name alone where it is unique (``lr``), and the
-flat names of earlier releases (``regularizer=none``, ``lam=0.2``).
+makes something has a ``build()``. Every setting has one name, its dotted path (``optimizer.lr``);
+the base, ``moe_roma.io.config.Config``, reads YAML sections, dotted ``key=value`` lists and flags.
 
->>> cfg = train_config(lr=3e-3, regularizer="none", layers="last3")
+>>> cfg = TrainConfig.from_dict({"layers": "last3", "optimizer": {"lr": 3e-3}, "regularizer.name": "none"})
 >>> cfg.optimizer.lr, cfg.regularizer.name, cfg.layers
 (0.003, 'none', 'last3')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from moe_roma.io.config import build_config, load_config, to_dict, to_settings, validate_config
+from moe_roma.io.config import Config, edge, flatten, short_settings
 from moe_roma.io.errors import RomaError
-from moe_roma.scoring import Scoring
+from moe_roma.scoring import TRAINING_SCORING, Scoring
 
 # The names of ``methods.roma.regularizers.REGULARIZERS`` (tests/test_train.py checks they agree).
 Regularizer = Literal["manifold", "none", "l2", "l1", "entropy", "prior-kl"]
@@ -35,7 +34,7 @@ def _m(help: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass
-class OptimizerConfig:
+class OptimizerConfig(Config):
     """AdamW on the router weights (fp32 master copies), with gradient clipping."""
 
     lr: float = field(default=7e-5, metadata=_m("AdamW learning rate (the paper's)", **NON_NEGATIVE))
@@ -52,7 +51,7 @@ class OptimizerConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(Config):
     """How long the run is and how the learning rate warms up."""
 
     epochs: int = field(
@@ -87,10 +86,8 @@ class ScheduleConfig:
 
 
 @dataclass
-class RegularizerConfig:
+class RegularizerConfig(Config):
     """The term added to the task loss, and lambda(t): a linear warm-up, then constant or annealed."""
-
-    LEGACY_NAMES = {"regularizer": "regularizer.name"}
 
     name: Regularizer = field(
         default="manifold",
@@ -98,11 +95,7 @@ class RegularizerConfig:
     )
     lam: float = field(
         default=0.8,
-        metadata=_m(
-            "the regulariser's weight lambda after its warm-up (the paper's)",
-            aliases=("lambda",),
-            **NON_NEGATIVE,
-        ),
+        metadata=_m("the regulariser's weight lambda after its warm-up (the paper's)", **NON_NEGATIVE),
     )
     lam_warmup_steps: int | None = field(
         default=None,
@@ -154,7 +147,7 @@ class RegularizerConfig:
 
 
 @dataclass
-class GraphConfig:
+class GraphConfig(Config):
     """Each training sample's neighbourhood among the successful set, in sentence-embedding space."""
 
     k: int = field(default=3, metadata=_m("successful neighbours per sample (the paper's)", range=(1, None)))
@@ -202,7 +195,7 @@ class GraphConfig:
 
 
 @dataclass
-class RuntimeConfig:
+class RuntimeConfig(Config):
     """Where and how the run executes; none of these change what is optimised."""
 
     seed: int = field(
@@ -256,11 +249,18 @@ class RuntimeConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Hyper-parameters of a RoMA run. Defaults follow the paper's released settings where it gives
     them (AdamW, lr 7e-5, weight decay 0.01, batch 32, 3 epochs, lambda 0.8, sigma 0.4, k = 3)."""
 
-    LEGACY_NAMES = {"task_loss": "scoring"}
+    # Earlier releases took a setting's unique leaf name (``lr``) and these flat names; they are
+    # read at the edges (files, key=value, flags) with a warning naming the dotted one.
+    LEGACY_NAMES: ClassVar[dict[str, str]] = {
+        "task_loss": "scoring",
+        "regularizer": "regularizer.name",
+        "lambda": "regularizer.lam",
+    }
+    LEAF_NAMES: ClassVar[bool] = True
 
     layers: str = field(
         default="last5",
@@ -274,7 +274,7 @@ class TrainConfig:
         metadata=_m("the prompt token whose routing is aligned: `last` (RoMA) or `first` (ablation)"),
     )
     scoring: Scoring = field(
-        default="letter",
+        default=TRAINING_SCORING,
         metadata=_m(
             "the task loss: `letter` (the answer letter's logit) or `continuation` (the choices' "
             "log-likelihoods); `roma train` takes the routing file's recorded scoring unless this is set"
@@ -312,41 +312,27 @@ class TrainConfig:
                 raise RomaError(f"setting optimizer.{name} must be a finite number")
         if self.regularizer.task_weight == 0 and self.regularizer.name == "none":
             raise RomaError("setting regularizer.task_weight 0 with regularizer none leaves nothing to train")
+        # The syntax now; whether the model has those layers, once it is loaded.
         try:
-            parse_layer_spec(
-                self.layers
-            )  # the syntax now; whether the model has those layers, once it is loaded
+            parse_layer_spec(self.layers)
         except RomaError as exc:
             raise RomaError(f"setting 'layers': {exc}") from None
 
-    def validate(self) -> TrainConfig:
-        """Check every setting (a configuration built in Python passes the loader's checks too)."""
-        return validate_config(self)
-
-    def to_dict(self) -> dict:
-        """Nested, by section."""
-        return to_dict(self)
-
     def settings(self) -> dict:
-        """Flat, one key per setting in its shortest spelling (what ``router_config.json`` records)."""
-        return to_settings(self)
+        """Flat, in the short names of earlier releases: what ``router_config.json`` records and
+        what an experiment's outcomes are keyed on (``moe_roma.io.config.short_settings``)."""
+        return short_settings(self)
 
-    def replace(self, **settings: Any) -> TrainConfig:
-        """A copy with some settings changed (any spelling ``train_config`` accepts)."""
-        return build_config(TrainConfig, settings, base=self)
+    def with_seed(self, seed: int) -> TrainConfig:
+        """A copy trained with another ``runtime.seed`` (an experiment's seed), nothing else changed."""
+        return dataclasses.replace(self, runtime=dataclasses.replace(self.runtime, seed=seed))
 
 
 def train_config(**settings: Any) -> TrainConfig:
-    """A validated ``TrainConfig`` from settings in any accepted spelling (``lr``, ``optimizer.lr``)."""
-    return build_config(TrainConfig, settings)
+    """A checked ``TrainConfig`` from Python keywords: top-level settings, sections as mappings
+    (``schedule={"epochs": 1}``), or dotted names (``**{"optimizer.lr": 3e-3}``).
 
-
-def load_train_config(
-    path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    recorded: dict[str, Any] | None = None,
-    **explicit: Any,
-) -> TrainConfig:
-    """Defaults <- ``recorded`` (the routing file's own settings) <- YAML file <- explicit options <-
-    ``key=value`` overrides."""
-    return load_config(TrainConfig, path, overrides, explicit, what="config file", recorded=recorded)
+    >>> train_config(layers="last3", optimizer={"lr": 3e-3}).optimizer.lr
+    0.003
+    """
+    return TrainConfig.from_dict(edge(TrainConfig, flatten(TrainConfig, settings)))

@@ -142,7 +142,7 @@ def check_against_routing(
 class RouterTrainer:
     """Holds the model, data and state of one router post-training run.
 
-    >>> trainer = RouterTrainer(model, tok, store, train_config(regularizer="manifold"), "runs/x")  # doctest: +SKIP
+    >>> trainer = RouterTrainer(model, tok, store, train_config(regularizer={"name": "manifold"}), "runs/x")  # doctest: +SKIP
     >>> result = trainer.train()  # doctest: +SKIP
     """
 
@@ -467,7 +467,7 @@ class RouterTrainer:
                 kept = (
                     f"the last good state is in {loop.state_path}"
                     if loop.state_path.is_file()
-                    else "no state was saved (use --save-every to keep one)"
+                    else "no state was saved (use --runtime.save-every to keep one)"
                 )
                 raise RomaError(
                     f"stopped after {loop.skipped} steps with a non-finite loss or gradient; {kept} "
