@@ -27,13 +27,27 @@ LRS = [0.001, 0.003, 0.01]  # ties go to the one listed first: the smallest
 C3PO_KS = [3, 5, 10]
 # The trained methods: name -> overrides beside the searched lr. lambda 0.8 where the issue names none.
 TRAINED = {
-    "router_tuning": {"regularizer": "none"},
-    "roma_lam0.2": {"regularizer": "manifold", "targets": "base", "lam": 0.2},
-    "roma_lam0.8": {"regularizer": "manifold", "targets": "base", "lam": 0.8},
-    "roma_lam3": {"regularizer": "manifold", "targets": "base", "lam": 3.0},
-    "roma_regulariser_only": {"regularizer": "manifold", "targets": "base", "lam": 1.0, "task_weight": 0.0},
-    "roma_include_self": {"regularizer": "manifold", "targets": "base", "lam": 0.8, "include_self": True},
-    "roma_oracle_targets": {"regularizer": "manifold", "targets": "oracle", "lam": 0.8},
+    "router_tuning": {"regularizer.name": "none"},
+    "roma_lam0.2": {"regularizer.name": "manifold", "regularizer.targets": "base", "regularizer.lam": 0.2},
+    "roma_lam0.8": {"regularizer.name": "manifold", "regularizer.targets": "base", "regularizer.lam": 0.8},
+    "roma_lam3": {"regularizer.name": "manifold", "regularizer.targets": "base", "regularizer.lam": 3.0},
+    "roma_regulariser_only": {
+        "regularizer.name": "manifold",
+        "regularizer.targets": "base",
+        "regularizer.lam": 1.0,
+        "regularizer.task_weight": 0.0,
+    },
+    "roma_include_self": {
+        "regularizer.name": "manifold",
+        "regularizer.targets": "base",
+        "regularizer.lam": 0.8,
+        "graph.include_self": True,
+    },
+    "roma_oracle_targets": {
+        "regularizer.name": "manifold",
+        "regularizer.targets": "oracle",
+        "regularizer.lam": 0.8,
+    },
 }
 # The downstream table's shared training settings (configs/paper-table-downstream.yaml).
 TRAIN = {
@@ -71,7 +85,7 @@ def selection() -> list[Path]:
     methods: list[dict] = [{"name": "base", "kind": "base"}]
     for name, overrides in TRAINED.items():
         methods += [
-            {"name": f"{name}[lr={lr:g}]", "kind": "train", "overrides": {**overrides, "lr": lr}}
+            {"name": f"{name}[lr={lr:g}]", "kind": "train", "overrides": {**overrides, "optimizer.lr": lr}}
             for lr in LRS
         ]
     methods += [
@@ -119,7 +133,7 @@ def doses(select_results: Path) -> list[Path]:
     methods: list[dict] = [{"name": "base", "kind": "base"}]
     for name, overrides in TRAINED.items():
         lr = picks[name]["setting"].get("lr")
-        methods.append({"name": name, "kind": "train", "overrides": {**overrides, "lr": lr}})
+        methods.append({"name": name, "kind": "train", "overrides": {**overrides, "optimizer.lr": lr}})
     k = picks["c3po_kernel"]["setting"].get("k")
     methods.append(
         {"name": "c3po_kernel", "kind": "c3po", "options": {"mode": "kernel", "k": k, "sigma": 0.4}}

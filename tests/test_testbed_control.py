@@ -177,3 +177,37 @@ def test_an_unknown_partner_rule_is_refused_before_any_work():
     model = build_tiny_model("olmoe", num_layers=4, seed=0)
     with pytest.raises(ValueError, match="partner_rule must be one of"):
         plant_misrouting(model, build_tiny_tokenizer(), ControlConfig(pool_size=16, partner_rule="nearest"))
+
+
+def test_the_control_grid_writes_configs_in_the_dotted_names_each_reaching_its_setting(tmp_path, monkeypatch):
+    import importlib.util
+    import warnings
+    from pathlib import Path
+
+    import yaml
+
+    from moe_roma.experiments.config import ExperimentConfig
+    from moe_roma.io.errors import RomaWarning
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "control_grid.py"
+    spec = importlib.util.spec_from_file_location("control_grid", path)
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    monkeypatch.setattr(grid, "CONFIGS", tmp_path)
+    written = grid.selection()
+    assert sorted(p.name for p in written) == ["ceiling.yaml", "select.yaml"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RomaWarning)  # an old spelling would warn
+        cfg = ExperimentConfig.from_mapping(yaml.safe_load((tmp_path / "select.yaml").read_text()))
+        methods = {m.name: m.config for m in cfg.grid()}
+    assert methods["router_tuning[lr=0.003]"].regularizer.name == "none"
+    assert methods["router_tuning[lr=0.003]"].optimizer.lr == 0.003
+    only = methods["roma_regulariser_only[lr=0.01]"]
+    assert (only.regularizer.name, only.regularizer.task_weight, only.regularizer.lam) == (
+        "manifold",
+        0.0,
+        1.0,
+    )
+    assert methods["roma_include_self[lr=0.001]"].graph.include_self is True
+    assert methods["roma_oracle_targets[lr=0.001]"].regularizer.targets == "oracle"
+    assert methods["roma_lam3[lr=0.001]"].graph.k == 3  # the shared section reaches every method
