@@ -211,3 +211,20 @@ def test_the_control_grid_writes_configs_in_the_dotted_names_each_reaching_its_s
     assert methods["roma_include_self[lr=0.001]"].graph.include_self is True
     assert methods["roma_oracle_targets[lr=0.001]"].regularizer.targets == "oracle"
     assert methods["roma_lam3[lr=0.001]"].graph.k == 3  # the shared section reaches every method
+
+
+def test_gate_two_asks_for_a_share_of_the_harm_ceiling_and_fails_without_one():
+    from moe_roma.testbed.control.gates import MARKED_DROP_SHARE, gate_verdicts
+
+    pooled = {"clean_plain": 0.50, "corrupted_plain": 0.495, "clean_marked": 0.41, "corrupted_marked": 0.34}
+    tt = {"targets": {"roma": {"net": {"ci": [0.01, 0.05]}}}, "margin": {"ci": [0.02, 0.1]}}
+    passing = gate_verdicts(pooled, tt, ceiling=12.0, movement=3.1, floor=1.0)
+    assert passing["marked_drop"]["min"] == pytest.approx(MARKED_DROP_SHARE * 12.0)
+    assert passing["marked_drop"]["pass"] and passing["plain_within_1_point"]["pass"]
+    assert passing["target_test_passes"]["pass"] and passing["movement_3x_floor"]["pass"]
+    assert not gate_verdicts(pooled, tt, ceiling=16.0, movement=3.1, floor=1.0)["marked_drop"]["pass"]
+    # A ceiling of no harm means the planted kind of misrouting costs nothing: nothing to recover.
+    assert not gate_verdicts(pooled, tt, ceiling=0.0, movement=3.1, floor=1.0)["marked_drop"]["pass"]
+    low = {"targets": {"roma": {"net": {"ci": [-0.01, 0.05]}}}, "margin": {"ci": [0.02, 0.1]}}
+    assert not gate_verdicts(pooled, low, ceiling=12.0, movement=3.1, floor=1.0)["target_test_passes"]["pass"]
+    assert not gate_verdicts(pooled, tt, ceiling=12.0, movement=2.9, floor=1.0)["movement_3x_floor"]["pass"]

@@ -14,8 +14,9 @@ from moe_roma.routing.store import RoutingStore
 from moe_roma.testbed.control.setting import is_marked_id, mark, marked_share_split
 
 EVAL_SPLITS = ("in_dist", "shifted", "heldout_tasks")
-# Gate 2's floor on the marked drop, in points at beta = 1 (docs/control.md, "Gate 2's revision").
-MARKED_DROP_MIN = 15.0
+# Gate 2 (docs/control.md, "The gates' revision"): the marked drop at beta = 1 must reach this share of
+# the harm ceiling, what the planted kind of misrouting costs the clean model when done exactly.
+MARKED_DROP_SHARE = 0.5
 
 
 def collect_store(
@@ -92,22 +93,60 @@ def measure_gates(
     position: str = "before_question",
     sentences: int = 1,
 ) -> dict:
-    """The control's gates, from the base model and the clean routers only (no method runs):
+    """The control's gates, from the base model and the clean routers only (no method runs), every one
+    over the marked (or plain) items of the evaluation splits pooled:
 
-    1. plain accuracy within 1 point of the clean model's, on the evaluation splits pooled;
-    2. marked accuracy at least ``MARKED_DROP_MIN`` points below the clean model's on marked items;
-    3. the target test on marked in_dist items, neighbours from the RoMA training set (the
-       testbed's ``train`` with ``marked_share`` marked): RoMA's target beats the corrupted routing
-       and the random control beyond their intervals;
+    1. plain accuracy within 1 point of the clean model's;
+    2. marked accuracy at least ``MARKED_DROP_SHARE`` of the harm ceiling below the clean model's,
+       the ceiling being what the clean model loses on marked items with their last-token routing set
+       to the target test's ``other_task`` control (the planted misrouting done exactly);
+    3. the target test on the marked items, neighbours from the RoMA training set (the testbed's
+       ``train`` with ``marked_share`` marked): RoMA's target beats the corrupted routing and the
+       random control beyond their intervals;
     4. the corruption moves marked items' routing (mean squared distance, corrupted to clean) at
-       least 3x the floor of the manifold term (``manifold_floor``) for marked in_dist items.
+       least 3x the floor of the manifold term (``manifold_floor``) for the marked items.
     """
-    from moe_roma.scoring.stats import accuracy
     from moe_roma.testbed import load_testbed_splits
 
     splits = load_testbed_splits(0, testbed="downstream")
     tuned = discover_routers(clean).select_layers(layers)
-    out: dict = {"splits": {}, "marked_share": marked_share}
+    out, movement = _accuracy_gates(clean, corrupted, tokenizer, splits, tuned, log, position, sentences)
+    out["marked_share"] = marked_share
+    log("gates: the RoMA training set, the target test and the floor (corrupted routers)")
+    train = marked_share_split(splits["train"], marked_share, seed, position, sentences)
+    marked = [mark(ex, position, sentences) for split in EVAL_SPLITS for ex in splits[split]]
+    tt, roma_train, items = marked_target_test(corrupted, tokenizer, train, marked, tuned)
+    log("gates: the harm ceiling (clean routers)")
+    ceiling_tt, _, _ = marked_target_test(clean, tokenizer, train, marked, tuned)
+    floor = manifold_floor(roma_train, items)
+    succ = roma_train.successful
+    out["roma_training_set"] = {
+        "n": len(roma_train),
+        "successful": len(succ),
+        "marked_share_of_successful": sum(is_marked_id(roma_train.ids[i]) for i in succ) / max(len(succ), 1),
+    }
+    out["target_test"], out["ceiling_target_test"] = tt, ceiling_tt
+    out["floor"], out["movement"] = floor, movement
+    ceiling = -100 * ceiling_tt["targets"]["other_task"]["net"]["diff"]
+    out["gates"] = gate_verdicts(out["pooled"], tt, ceiling, movement, floor)
+    return out
+
+
+def _accuracy_gates(
+    clean: PreTrainedModel,
+    corrupted: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    splits: dict[str, list[MCExample]],
+    tuned: list[int],
+    log: Callable[[str], None],
+    position: str,
+    sentences: int,
+) -> tuple[dict, float]:
+    """Both models on both versions of every evaluation split: accuracies per split and pooled, and the
+    marked items' mean squared routing move from the clean to the corrupted routers."""
+    from moe_roma.scoring.stats import accuracy
+
+    out: dict = {"splits": {}}
     moved: list[torch.Tensor] = []
     correct: dict[str, list[bool]] = {}
     for split in EVAL_SPLITS:
@@ -122,28 +161,23 @@ def measure_gates(
         moved.append(((row["corrupted_marked"].routing - row["clean_marked"].routing) ** 2).sum((1, 2)))
         for k, v in row.items():
             correct.setdefault(k, []).extend(v.is_correct)
-    pooled = {k: accuracy(v).acc for k, v in correct.items()}
-    out["pooled"] = pooled
+    out["pooled"] = {k: accuracy(v).acc for k, v in correct.items()}
+    return out, float(torch.cat(moved).mean())
+
+
+def gate_verdicts(pooled: dict, tt: dict, ceiling: float, movement: float, floor: float) -> dict:
     plain_drop = 100 * (pooled["clean_plain"] - pooled["corrupted_plain"])
     marked_drop = 100 * (pooled["clean_marked"] - pooled["corrupted_marked"])
-    log("gates: the RoMA training set, clean floor and the target test")
-    train = marked_share_split(splits["train"], marked_share, seed, position, sentences)
-    marked_in_dist = [mark(ex, position, sentences) for ex in splits["in_dist"]]
-    tt, roma_train, items = marked_target_test(corrupted, tokenizer, train, marked_in_dist, tuned)
-    floor = manifold_floor(roma_train, items)
-    movement = float(torch.cat(moved).mean())
-    succ = roma_train.successful
     net_low, margin_low = tt["targets"]["roma"]["net"]["ci"][0], tt["margin"]["ci"][0]
-    out["roma_training_set"] = {
-        "n": len(roma_train),
-        "successful": len(succ),
-        "marked_share_of_successful": sum(is_marked_id(roma_train.ids[i]) for i in succ) / max(len(succ), 1),
-    }
-    out["target_test"] = tt
-    out["floor"], out["movement"] = floor, movement
-    out["gates"] = {
+    needed = MARKED_DROP_SHARE * ceiling
+    return {
         "plain_within_1_point": {"value": plain_drop, "pass": abs(plain_drop) <= 1.0},
-        "marked_drop": {"value": marked_drop, "min": MARKED_DROP_MIN, "pass": marked_drop >= MARKED_DROP_MIN},
+        "marked_drop": {
+            "value": marked_drop,
+            "harm_ceiling": ceiling,
+            "min": needed,
+            "pass": ceiling > 0 and marked_drop >= needed,
+        },
         "target_test_passes": {
             "net_low": net_low,
             "margin_low": margin_low,
@@ -154,4 +188,3 @@ def measure_gates(
             "pass": movement >= 3 * floor,
         },
     }
-    return out
