@@ -413,7 +413,7 @@ def _(ws, tmp, mp):
     return (
         collect_args(ws, ws.data, tmp / "r.json"),
         tmp / "r.json",
-        ("r.safetensors", "No space left on device"),
+        ("r.safetensors", "(No space left on device)"),
     )
 
 
@@ -538,7 +538,7 @@ def _(ws, tmp, mp):
     return (
         train_args(ws, ws.routing, tmp / "t"),
         tmp / "t",
-        ("router_weights.safetensors", "No space left on device"),
+        ("router_weights.safetensors", "(No space left on device)"),
     )
 
 
@@ -557,7 +557,7 @@ def _(ws, tmp, mp):
     return (
         train_args(ws, ws.routing, out, "--overwrite"),
         out,
-        (f"{out}/router_weights.safetensors", "No space left on device", f"the old result in {out} is kept"),
+        (f"{out}/router_weights.safetensors", "(No space left on device)", f"the old result in {out} is kept"),
     )
 
 

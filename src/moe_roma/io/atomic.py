@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,13 +102,14 @@ def _write_error(exc: BaseException) -> str | None:
     """The OS's reason when ``exc`` is a failed write reported by a library as its own error type.
 
     safetensors raises ``SafetensorError("Error while serializing: I/O error: No space left on
-    device (os error 28)")``, not ``OSError``, when the disk is full.
+    device (os error 28)")``, not ``OSError``, when the disk is full; the reason is returned
+    without its errno suffix, as ``OSError.strerror`` gives it, since callers put it in parentheses.
     """
     text = str(exc)
     if type(exc).__name__ != "SafetensorError" or "I/O error" not in text:
         return None
     reason = text.split("I/O error", 1)[1].lstrip(": ").splitlines()
-    return reason[0] if reason else "I/O error"
+    return re.sub(r"\s*\(os error \d+\)$", "", reason[0]) if reason else "I/O error"
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:

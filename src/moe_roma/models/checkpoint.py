@@ -310,5 +310,8 @@ def export_merged_model(
     except OSError as exc:
         raise ModelError(f"{out}: could not be written ({exc.strerror or exc})") from None
     except SafetensorError as exc:
-        raise ModelError(f"{out}: could not be written ({str(exc).splitlines()[0]})") from None
+        from moe_roma.io.atomic import _write_error
+
+        reason = _write_error(exc) or str(exc).splitlines()[0]
+        raise ModelError(f"{out}: could not be written ({reason})") from None
     return out
