@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The positive control end to end (docs/control.md, "Pre-registration"), resumable: run it again with
+# the same command after any interruption and it goes on where it stopped.
+#
+#   1. the beta = 1, 50% dose (runs/control/b1.00-s50) and its gates;
+#   2. the selection on its marked validation split (results/control/select);
+#   3. the dose files with the picks (configs/control/dose-*.yaml);
+#   4. the other five doses, each with its gates, and every dose's grid (results/control/<dose>).
+#
+# Each dose's gates are copied to results/control/doses/<dose>.json. One thread by default:
+#   nice -n 5 bash scripts/control_pipeline.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+THREADS=${THREADS:-1}
+export PYTHONPATH=${PYTHONPATH:-src} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}
+
+build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_grid.py's dose_name
+    local name=$1
+    shift
+    if [ ! -f "runs/control/$name/gates.json" ]; then
+        echo "== building dose $name"
+        $PY -u scripts/control_calibrate.py --beta "$1" --marked-share "$2" --threads "$THREADS" \
+            --out "runs/control/$name" ${3:+--planted "$3"}
+    fi
+    mkdir -p results/control/doses
+    cp "runs/control/$name/gates.json" "results/control/doses/$name.json"
+}
+
+experiment() {  # experiment CONFIG OUT
+    echo "== experiment $1"
+    $PY -u -m moe_roma.cli experiment "$1" --out "$2" --threads "$THREADS" --resume --no-progress
+}
+
+build b1.00-s50 1 0.5
+experiment configs/control/select.yaml results/control/select
+$PY scripts/control_grid.py doses results/control/select
+experiment configs/control/dose-b1.00-s50.yaml results/control/b1.00-s50
+build b1.00-s25 1 0.25 runs/control/b1.00-s50
+experiment configs/control/dose-b1.00-s25.yaml results/control/b1.00-s25
+for beta in 0 0.25 0.5 0.75; do
+    name=$(printf "b%.2f-s50" "$beta")
+    build "$name" "$beta" 0.5
+    experiment "configs/control/dose-$name.yaml" "results/control/$name"
+done
+echo "== the control's grid is complete"
