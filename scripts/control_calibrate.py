@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from moe_roma.models.loading import load_model
-from moe_roma.testbed import testbed_model_path
 from moe_roma.testbed.control import ControlConfig, ControlDose, build_control, measure_gates
+from moe_roma.testbed.control.build import clean_model_path
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     config = ControlConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ControlConfig)})
     dose = ControlDose(config, args.marked_share, config.seed)
     if args.gates_only:
-        clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
+        clean, tok = load_model(str(clean_model_path(config)), dtype="float32", device="cpu")
         corrupted, _ = load_model(str(args.out / "model"), dtype="float32", device="cpu")
         recorded = args.out / "model" / "build.json"
         old = recorded if recorded.is_file() else args.out / "build.json"

@@ -228,3 +228,34 @@ def test_gate_two_asks_for_a_share_of_the_harm_ceiling_and_fails_without_one():
     low = {"targets": {"roma": {"net": {"ci": [-0.01, 0.05]}}}, "margin": {"ci": [0.02, 0.1]}}
     assert not gate_verdicts(pooled, low, ceiling=12.0, movement=3.1, floor=1.0)["target_test_passes"]["pass"]
     assert not gate_verdicts(pooled, tt, ceiling=12.0, movement=2.9, floor=1.0)["movement_3x_floor"]["pass"]
+
+
+def test_the_host_routes_each_pool_item_closer_to_its_family_mean_and_trains_only_tuned_routers():
+    from moe_roma.testbed.control.host import HostConfig, route_by_task
+
+    model = build_tiny_model("olmoe", num_layers=4, seed=0)
+    with torch.no_grad():  # sharp, item-specific routing, far from any family mean
+        for name, p in model.named_parameters():
+            if ".mlp.gate." in name:
+                p.mul_(40)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    record = route_by_task(
+        model, build_tiny_tokenizer(), HostConfig(pool_size=24, epochs=6, lr=1e-2, layers="last2")
+    )
+    losses = record["loss_per_epoch"]
+    assert record["layers"] == [2, 3] and len(losses) == 6
+    assert losses[-1] < losses[0] and losses[-1] < 0.9 * record["distance_to_family_mean_before"]
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(
+        ".mlp.gate." in n and n.split(".layers.")[1].split(".")[0] in ("2", "3") for n in changed
+    )
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_a_dose_names_its_clean_model_the_host_when_it_has_one(tmp_path):
+    from moe_roma.testbed import testbed_model_path
+    from moe_roma.testbed.control.build import clean_model_path
+
+    assert clean_model_path(ControlConfig()) == testbed_model_path("downstream")
+    (tmp_path / "host" / "model").mkdir(parents=True)
+    assert clean_model_path(ControlConfig(host=str(tmp_path / "host"))) == tmp_path / "host" / "model"

@@ -78,6 +78,17 @@ def _planted(folder: Path, config: ControlConfig):
     return model, build
 
 
+def clean_model_path(config: ControlConfig) -> Path:
+    """The model the misrouting is planted into, the clean model of every gate: the task-routed host
+    ``config.host`` names (its ``model`` folder), else the downstream testbed's model."""
+    from moe_roma.testbed import testbed_model_path
+
+    if not config.host:
+        return testbed_model_path("downstream")
+    host = Path(config.host)
+    return host / "model" if (host / "model").is_dir() else host
+
+
 def build_control(
     out: Path,
     dose: ControlDose,
@@ -85,16 +96,15 @@ def build_control(
     log: Callable[[str], None] = lambda _: None,
     planted: Path | None = None,
 ) -> dict:
-    """Plant the dose into a copy of the downstream testbed model and write the control folder ``out``.
+    """Plant the dose into a copy of its clean model (``clean_model_path``) and write the control folder ``out``.
 
     ``planted``: reuse the corrupted model of that control folder (same corruption, another marked share).
     The folder appears only when it is complete (staged, then swapped in): a stopped build leaves none.
     """
     from moe_roma.models.loading import load_model
-    from moe_roma.testbed import testbed_model_path
 
     target = guard_output("--out", out, CONTROL_FOLDER, overwrite=overwrite)
-    clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
+    clean, tok = load_model(str(clean_model_path(dose.config)), dtype="float32", device="cpu")
     if planted is not None:
         corrupted, build = _planted(planted, dose.config)
         build["reused_from"] = str(planted)

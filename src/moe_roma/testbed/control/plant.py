@@ -65,6 +65,9 @@ class ControlConfig:
     # Steps 1-7 trained every router weight ("full"); plain items drifted 4-6 points in each.
     corruption: str = "rank1"
     ridge: float = 1e-2  # rank1: the marker direction's ridge, relative to the mean input energy
+    # Step 12: plant into a task-routed host (a folder ``control.host.build_host`` wrote) instead of the
+    # downstream testbed's model, whose item-specific routing makes any neighbour average costly.
+    host: str = ""
 
 
 def router_inputs(
@@ -235,6 +238,62 @@ def _rank_one(
     return params, separation
 
 
+@dataclass(frozen=True)
+class RoutingAnchor:
+    """The first ``n`` rows of the training data are held at their answer distribution ``logp``."""
+
+    n: int
+    logp: torch.Tensor
+    weight: float
+
+
+def train_routers(
+    model: PreTrainedModel,
+    info: MoEInfo,
+    tuned: list[int],
+    data,
+    targets: torch.Tensor,
+    params: list[nn.Parameter],
+    config,
+    cache: PrefixCache,
+    anchor: RoutingAnchor | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> list[float]:
+    """Adam on ``params`` so that each item's last-token routing in ``tuned`` approaches its row of
+    ``targets`` (squared distance), plus the anchor's KL for its rows. ``config`` gives lr, epochs,
+    batch_size and seed. Returns the mean loss per epoch."""
+    device = next(model.parameters()).device
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    history = []
+    model.eval()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(data.items), generator=gen).tolist()
+        total = 0.0
+        for c in range(0, len(order), config.batch_size):
+            rows = order[c : c + config.batch_size]
+            out = items_forward(
+                model, info, tuned, [data.items[i] for i in rows], data.pad, "continuation", cache=cache
+            )
+            loss = ((out["routing"] - targets[rows].to(device)) ** 2).sum((1, 2))
+            held = torch.tensor([anchor is not None and i < anchor.n for i in rows], device=device)
+            if held.any():
+                logq = torch.log_softmax(out["scores"], -1)
+                p_clean = anchor.logp[[i for i in rows if i < anchor.n]].to(device)
+                valid = torch.isfinite(p_clean)  # choices past an item's own are -inf in both
+                kl = torch.where(valid, p_clean.exp() * (p_clean - logq[held]), 0.0).sum(-1)
+                loss = loss.index_add(0, torch.nonzero(held).flatten(), anchor.weight * kl)
+            optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            optimizer.step()
+            total += float(loss.detach().sum())
+        history.append(total / len(order))
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f}")
+    return history
+
+
 def plant_misrouting(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -270,7 +329,6 @@ def plant_misrouting(
         return partner_harm(model, info, tuned, data, harm_rows, family_mean, config.batch_size)
 
     targets, partners, harm_acc = _targets(config, pool, store.routing.float(), harm)
-    device = next(model.parameters()).device
     clean_logp = _answer_logp(model, info, tuned, data.items[:n], data.pad, config.batch_size)
     cache = PrefixCache(min(tuned))
     cache.fill(model, info, data.items, data.pad, config.batch_size, progress=False)
@@ -281,34 +339,8 @@ def plant_misrouting(
     else:
         named = dict(model.named_parameters())
         params = [named[name] for layer in tuned for name in info.routers[layer].parameter_names]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    history = []
-    model.eval()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(data.items), generator=gen).tolist()
-        total = 0.0
-        for c in range(0, len(order), config.batch_size):
-            rows = order[c : c + config.batch_size]
-            out = items_forward(
-                model, info, tuned, [data.items[i] for i in rows], data.pad, "continuation", cache=cache
-            )
-            loss = ((out["routing"] - targets[rows].to(device)) ** 2).sum((1, 2))
-            plain = torch.tensor([i < n for i in rows], device=device)
-            if plain.any():
-                logq = torch.log_softmax(out["scores"], -1)
-                p_clean = clean_logp[[i for i in rows if i < n]].to(device)
-                valid = torch.isfinite(p_clean)  # choices past an item's own are -inf in both
-                kl = torch.where(valid, p_clean.exp() * (p_clean - logq[plain]), 0.0).sum(-1)
-                loss = loss.index_add(0, torch.nonzero(plain).flatten(), config.anchor_weight * kl)
-            optimizer.zero_grad(set_to_none=True)
-            loss.mean().backward()
-            optimizer.step()
-            total += float(loss.detach().sum())
-        history.append(total / len(order))
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f}")
+    anchor = RoutingAnchor(n, clean_logp, config.anchor_weight)
+    history = train_routers(model, info, tuned, data, targets, params, config, cache, anchor, log)
     if config.corruption == "rank1":  # bake W + u v^T into a plain weight: the saved model is an ordinary one
         for layer in tuned:
             parametrize.remove_parametrizations(info.routers[layer].module, "weight", leave_parametrized=True)
