@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rank: int, world: int) -> int:
-    """Collect on this process's share of the examples (all of them without torchrun); rank 0 writes the file."""
+    """Collect on this process's share of the examples (all without torchrun); rank 0 writes the file."""
     from moe_roma.commands import data_source_options
     from moe_roma.data.loaders import load_examples
     from moe_roma.distributed.group import check_device_map, local_device

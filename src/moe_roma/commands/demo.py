@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run collect -> neighbours -> RoMA training -> evaluation on the bundled tiny MoE",
-        description="Compare base, router_tuning and roma on the testbed's in_dist, shifted and heldout_tasks "
-        "splits; writes results.json, report.md and PNG plots.",
+        description="Compare base, router_tuning and roma on the testbed's in_dist, shifted and "
+        "heldout_tasks splits; writes results.json, report.md and PNG plots.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument(

@@ -18,11 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     graph = GraphConfig()
     p = sub.add_parser(
         "diagnose",
-        help="will router post-training help? measure a routing file, and with --model test RoMA's own target",
-        description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and writes "
-        "report.json, report.md and pictures. With --model it also runs the target test: each item is scored with "
-        "its last-token routing set to RoMA's target (its successful neighbours' kernel mean) and to controls; "
-        "whether that target routes better than the item's own decides the verdict.",
+        help="will router post-training help? measure a routing file, and with --model test RoMA's own "
+        "target",
+        description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and "
+        "writes report.json, report.md and pictures. With --model it also runs the target test: each item "
+        "is scored with its last-token routing set to RoMA's target (its successful neighbours' kernel "
+        "mean) and to controls; whether that target routes better than the item's own decides the verdict.",
     )
     p.add_argument("--routing", required=True, help="routing JSON from `roma collect`: RoMA's training set")
     p.add_argument("--out", required=True, help="output folder")
@@ -60,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dedupe-threshold",
         type=float,
         default=graph.dedupe_threshold,
-        help=f"near-duplicate cosine above which a neighbour is skipped, as in training ({graph.dedupe_threshold})",
+        help="near-duplicate cosine above which a neighbour is skipped, as in training "
+        f"({graph.dedupe_threshold})",
     )
     p.add_argument("--include-self", action="store_true", help="a successful item is its own first neighbour")
     p.add_argument(
@@ -80,8 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-k",
         type=at_least(1),
         default=None,
-        help="experts per token, for utilisation (default: the one the routing file recorded, else --model's, "
-        "else 2 with a warning)",
+        help="experts per token, for utilisation (default: the one the routing file recorded, else "
+        "--model's, else 2 with a warning)",
     )
     p.add_argument(
         "--batch-size", type=at_least(1), default=32, help="items per forward pass (target test, oracle)"

@@ -282,7 +282,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         line = f"{s:14s} {acc['all']:.3f}  (n={len(suite[s])})"
         if s in oracle:
             o = oracle[s]
-            line += f"  oracle {o['accuracy']:.3f} (gap {o['gap']:+.3f}, layers {o['layers']}, {o['steps']} steps)"
+            line += (
+                f"  oracle {o['accuracy']:.3f} (gap {o['gap']:+.3f}, layers {o['layers']}, {o['steps']} "
+                "steps)"
+            )
         print(line)
         if args.per_task:
             for k, v in acc.items():

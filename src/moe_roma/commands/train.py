@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="post-train the routers with RoMA (or an ablation)",
-        description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * regulariser. "
-        "Settings: defaults <- --config YAML <- --dotted.name flags <- key=value overrides (any TrainConfig "
-        "setting by its dotted name). "
-        "The prompts are the routing file's (the template chosen at `roma collect`).",
+        description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * "
+        "regulariser. Settings: defaults <- --config YAML <- --dotted.name flags <- key=value overrides "
+        "(any TrainConfig setting by its dotted name). The prompts are the routing file's (the template "
+        "chosen at `roma collect`).",
     )
     p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
     p.add_argument(
@@ -185,8 +185,9 @@ def run(args: argparse.Namespace) -> int:
     if trainer.rank == 0:
         m = result.final_metrics
         print(
-            f"trained routers of layers {result.tuned_layers} for {result.steps} steps in {result.seconds:.1f} s "
-            f"(task loss {_num(m.get('task_loss'))}, manifold loss {_num(m.get('manifold_loss'))}); wrote {out}"
+            f"trained routers of layers {result.tuned_layers} for {result.steps} steps in "
+            f"{result.seconds:.1f} s (task loss {_num(m.get('task_loss'))}, manifold loss "
+            f"{_num(m.get('manifold_loss'))}); wrote {out}"
         )
     return 0
 

@@ -23,7 +23,7 @@ STEERABILITY_RATIO = 0.75
 
 
 def wrong_aims(store: RoutingStore, seed: int = 0) -> list[int | None]:
-    """Per item, a random choice that is neither the right answer nor the base model's (None when none is left)."""
+    """Per item, a random choice that is neither the right answer nor the base model's (None if none is)."""
     rng = np.random.default_rng(seed)
     out: list[int | None] = []
     for answer, picked, choices in zip(store.answer_index, store.model_answer, store.choices):
@@ -40,8 +40,8 @@ def steering_words(right: float, wrong: float) -> str:
     ratio = wrong / right
     if ratio >= STEERABILITY_RATIO:
         return (
-            f"Routing reaches an arbitrary wrong answer {ratio:.0%} as often as the right one: the oracle's gap "
-            "measures how easily last-token routing steers the answer, not how badly the base routes."
+            f"Routing reaches an arbitrary wrong answer {ratio:.0%} as often as the right one: the oracle's "
+            "gap measures how easily last-token routing steers the answer, not how badly the base routes."
         )
     return (
         f"Routing reaches an arbitrary wrong answer only {ratio:.0%} as often as the right one: part of the "

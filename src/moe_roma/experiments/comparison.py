@@ -347,7 +347,9 @@ def method_settings(method: Method, seed: int | None) -> dict[str, Any]:
 class Comparison:
     """Run ``methods`` x ``seeds`` and collect rows.
 
-    >>> rows = Comparison(model, tok, train, splits, methods, [0, 1, 2], TrainConfig(), "runs/x").run()  # doctest: +SKIP
+    >>> rows = Comparison(  # doctest: +SKIP
+    ...     model, tok, train, splits, methods, [0, 1, 2], TrainConfig(), "runs/x"
+    ... ).run()
     """
 
     model: PreTrainedModel
@@ -449,7 +451,8 @@ class Comparison:
                 if old is not None and key not in done:  # the run was done, with something else: say what
                     changed = [k for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
                     self.log(
-                        f"resuming: {label} runs again: its {', '.join(changed)} changed since {outcomes_path}"
+                        f"resuming: {label} runs again: its {', '.join(changed)} changed since "
+                        f"{outcomes_path}"
                     )
                 if spec.seed_free and method.name in cached:
                     outcome = cached[method.name]

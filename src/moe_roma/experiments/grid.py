@@ -32,7 +32,7 @@ from moe_roma.training.trackers import check_trackers
 
 @dataclass
 class ArchitectureGrid:
-    """A ``kind: architectures`` file: the pre-training study's grid (``experiments/pretraining_study.py``)."""
+    """A ``kind: architectures`` file: the pre-training study's grid (``experiments/pretraining_study``)."""
 
     mapping: dict
     path: Path
@@ -99,7 +99,8 @@ def load_data(data: DataConfig, limit: int | None = None) -> tuple[Any, list, di
 
 def testbed_training_set(data: DataConfig, suite: dict) -> list:
     """The testbed items to train on: the ``train_split`` splits in order, cut to their first ``train_size``
-    (``train_large`` is in a seeded order, so any prefix is a nested subset with the full split's family mix)."""
+    (``train_large`` is in a seeded order, so any prefix is a nested subset with the full split's family
+    mix)."""
     examples: list = []
     for split in data.training_splits():
         if split == "train_large":
@@ -164,7 +165,8 @@ def plan(
         )
     else:
         steps.append(
-            f"1. load the model {data.model} (dtype {runtime.dtype}, device {runtime.device or 'first GPU, else CPU'})"
+            f"1. load the model {data.model} (dtype {runtime.dtype}, device "
+            f"{runtime.device or 'first GPU, else CPU'})"
         )
         entries, evals = data.train or [], data.eval or {}
         for entry in [*entries, *evals.values()]:
@@ -187,8 +189,9 @@ def plan(
             if METHODS[m.kind].kind == "weights":
                 c = m.config
                 what = (
-                    f"train routers ({c.layers}, lr {c.optimizer.lr}, regulariser {c.regularizer.name}, lambda "
-                    f"{c.regularizer.lam}, k {c.graph.k}) into {out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
+                    f"train routers ({c.layers}, lr {c.optimizer.lr}, regulariser {c.regularizer.name}, "
+                    f"lambda {c.regularizer.lam}, k {c.graph.k}) into "
+                    f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
                 )
             elif METHODS[m.kind].kind == "test_time":
                 what = "score every split with test-time routing"
@@ -207,8 +210,8 @@ def _plan_architectures(grid: ArchitectureGrid, out: Path) -> list[str]:
 
     jobs, splits = plan_jobs(grid.mapping, str(grid.path), out)
     steps = [
-        f"experiment {grid.mapping.get('name', grid.path.stem)!r} (kind: architectures): {len(jobs)} downstream "
-        f"testbed builds, {grid.mapping.get('workers', 1)} at a time, into {out}"
+        f"experiment {grid.mapping.get('name', grid.path.stem)!r} (kind: architectures): {len(jobs)} "
+        f"downstream testbed builds, {grid.mapping.get('workers', 1)} at a time, into {out}"
     ]
     for n, j in enumerate(jobs, 1):
         c = j.config

@@ -23,10 +23,11 @@ new one into a sibling staging folder and swapping it in only when it is complet
 ...     _ = (tmp / "report.json").write_text("{}")
 >>> sorted(p.name for p in (d / "r").iterdir())
 ['report.json']
->>> guard_output("--out", d / "r", REPORT)
+>>> guard_output("--out", d / "r", REPORT)  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-moe_roma.io.errors.RomaError: --out ... already holds a finished report folder (report.json); pass --overwrite to replace it (or choose another --out)
+moe_roma.io.errors.RomaError: --out ... already holds a finished report folder (report.json);
+pass --overwrite to replace it (or choose another --out)
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def safe_name(value: object, where: str, what: str = "name") -> str:
 
     >>> safe_name("roma[k=1]", "exp.yaml")
     'roma[k=1]'
-    >>> safe_name("../x", "exp.yaml", "'name'")
+    >>> safe_name("../x", "exp.yaml", "'name'")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    moe_roma.io.errors.RomaError: exp.yaml: 'name' '../x' is not a plain name: it would leave its folder (no '/', '\\\\', '.' or '..')
+    moe_roma.io.errors.RomaError: exp.yaml: 'name' '../x' is not a plain name: it would leave its folder
+    (no '/', '\\\\', '.' or '..')
     """
     text = str(value)
     if len(text) > MAX_NAME:
@@ -174,7 +176,8 @@ class Output:
 
     def restated(self, exc: BaseException, staging: Path) -> BaseException | None:
         """One sentence for a failure while writing into ``staging``, naming the file where it was to land
-        (never the hidden staging folder) and saying that the old result is kept; None: not a write failure."""
+        (never the hidden staging folder) and saying that the old result is kept; None: not a write
+        failure."""
         reason = _write_failure(exc)
         if reason is not None:  # a full disk, the file-size limit
             return RomaError(f"{self.option} {self.path}: {reason}; the old result, if any, is kept")

@@ -8,8 +8,9 @@ its output tuple holds the logits). We read that declaration, so a new family wo
 The routing weights RoMA aligns are the router's *full* distribution over experts at a token:
 ``softmax(logits)`` for OLMoE / Qwen / Mixtral-style routers, ``sigmoid(logits)`` normalised to
 sum to one for DeepSeek-V3-style routers (which score each expert independently). Which of the two
-a router uses, its *gate function* (``RouterInfo.gate_function``), is read from its code (or from the config field its code reads it from); a router
-that scores experts any other way is refused rather than misread.
+a router uses, its *gate function* (``RouterInfo.gate_function``), is read from its code (or from
+the config field its code reads it from); a router that scores experts any other way is refused
+rather than misread.
 """
 
 from __future__ import annotations
@@ -153,15 +154,16 @@ class MoEInfo:
             side, n = parsed
             if n > len(layers):
                 raise ModelError(
-                    f"layer selection {spec!r} asks for {n} MoE layers but {self.architecture} has {len(layers)} "
-                    f"(choose {side}{len(layers)} or fewer, or all)"
+                    f"layer selection {spec!r} asks for {n} MoE layers but {self.architecture} has "
+                    f"{len(layers)} (choose {side}{len(layers)} or fewer, or all)"
                 )
             return layers[-n:] if side == "last" else layers[:n]
         chosen = parsed
         bad = [x for x in chosen if x not in self.routers]
         if bad or not chosen:
             raise ModelError(
-                f"layers {bad or chosen} are not MoE layers of {self.architecture} (MoE layers: {_ranges(layers)})"
+                f"layers {bad or chosen} are not MoE layers of {self.architecture} (MoE layers: "
+                f"{_ranges(layers)})"
             )
         return sorted(set(chosen))
 
@@ -192,7 +194,8 @@ def parse_layer_spec(spec: str | list[int] | tuple[int, ...]) -> str | tuple[str
         chosen = None
     if not chosen:
         raise ModelError(
-            f"layer selection {spec!r} is not 'all', 'lastN', 'firstN' or a comma-separated list of layer indices"
+            f"layer selection {spec!r} is not 'all', 'lastN', 'firstN' or a comma-separated list of layer "
+            "indices"
         )
     if len(set(chosen)) != len(chosen):
         raise ModelError(f"layer selection {spec!r} names a layer twice")

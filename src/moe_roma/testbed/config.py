@@ -81,7 +81,8 @@ class PretrainOptions(Config):
             and not 0 < self.align_prior_steps < steps
         ):
             raise RomaError(
-                "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned warm-up)"
+                "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned "
+                "warm-up)"
             )
 
 
