@@ -59,10 +59,9 @@ def default_threads() -> int:
     """Torch CPU threads when ``--threads`` is not given: ``OMP_NUM_THREADS`` when it is set, else half
     the CPUs this process may use, 1 to 8.
 
-    Issue 15's trial found torch's own default (every core) 17-29x slower than one thread for
-    ``roma eval`` on a 2-core machine shared with one other job: threads that wait for each other's
-    cores. Half the cores leaves room for another job and for the data loading; on a GPU the CPU
-    threads matter little.
+    Torch's own default (every core) was measured 17-29x slower than one thread for ``roma eval``
+    when another job shares the cores: the threads wait for each other's cores. Half the cores leaves
+    room for another job and for the data loading; on a GPU the CPU threads matter little.
     """
     import os
 

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
-        "two threads on a busy 2-core machine were measured 3x slower than one)",
+        "on busy cores two threads were measured 3x slower than one)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(

@@ -45,7 +45,7 @@ def _add_build(sub) -> None:
         "word-level tokenizer and pre-train the tiny OLMoE model from scratch (deterministic for a given "
         "seed, thread count and torch build). downstream also measures oracle routing. --arch picks another "
         "architecture at the same active width, --align adds routing alignment during pre-training, the "
-        "--router-* options are seed 002's router-stability practices (docs/pretraining-study.md).",
+        "--router-* options are common router-stability practices (docs/pretraining-study.md).",
     )
     _add_testbed_option(p)
     p.add_argument(

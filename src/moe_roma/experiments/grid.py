@@ -451,7 +451,7 @@ def seed_intervals(rows: list[dict]) -> dict:
 
 
 def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:
-    """Seed 000's cross-task generalisation index: a method's gain over base on held-out task families
+    """The cross-task generalisation index (CTGI): a method's gain over base on held-out task families
     divided by its gain on the trained families (in_dist). 1: the gain transfers fully; 0: not at all;
     undefined (None) when the in-distribution gain is zero or negative."""
     if "heldout_tasks" not in splits or "in_dist" not in splits:

@@ -1,4 +1,4 @@
-"""The JSON-lines formats: roma-jsonl (seed 001), llm-foundry and official ARC.
+"""The JSON-lines formats: roma-jsonl, llm-foundry and official ARC.
 
 All three share one driver: one JSON object per line, the record's own ``id`` when it has one
 (else ``<file stem>-<line number>``), ids unique within the file, and the task tag taken from
