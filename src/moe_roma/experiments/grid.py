@@ -18,7 +18,7 @@ from typing import Any
 
 from moe_roma import __version__
 from moe_roma.experiments.comparison import Comparison
-from moe_roma.experiments.config import DataConfig, ExperimentConfig
+from moe_roma.experiments.config import DataConfig, ExperimentConfig, Method
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import safe_name
@@ -186,23 +186,26 @@ def plan(
     evals_named = ", ".join(data.eval_names())
     for seed in cfg.seeds:
         for m in methods:
-            if METHODS[m.kind].kind == "weights":
-                c = m.config
-                what = (
-                    f"train routers ({c.layers}, lr {c.optimizer.lr}, regulariser {c.regularizer.name}, "
-                    f"lambda {c.regularizer.lam}, k {c.graph.k}) into "
-                    f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
-                )
-            elif METHODS[m.kind].kind == "test_time":
-                what = "score every split with test-time routing"
-            else:
-                what = "evaluate the model as it is"
-            steps.append(f"{n}. seed {seed}, {m.name} ({m.kind}): {what} on {evals_named}")
+            steps.append(f"{n}. seed {seed}, {m.name} ({m.kind}): {_plan_run(m, seed, out)} on {evals_named}")
             n += 1
     if trackers:
         steps.append(f"   each method run is tracked in {', '.join(trackers)}")
     steps.append(f"{n}. write {out / 'results.json'}, {out / 'table.md'} and {out / 'accuracy.png'}")
     return steps
+
+
+def _plan_run(m: Method, seed: int, out: Path) -> str:
+    """What one method run does, in the plan's words: the settings a trained method's result hangs on."""
+    if METHODS[m.kind].kind == "weights":
+        c = m.config
+        return (
+            f"train routers ({c.layers}, lr {c.optimizer.lr}, regulariser {c.regularizer.name}, "
+            f"lambda {c.regularizer.lam}, k {c.graph.k}) into "
+            f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
+        )
+    if METHODS[m.kind].kind == "test_time":
+        return "score every split with test-time routing"
+    return "evaluate the model as it is"
 
 
 def _plan_architectures(grid: ArchitectureGrid, out: Path) -> list[str]:
