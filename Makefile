@@ -33,6 +33,7 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(PYTEST_ENV) $(BIN)/python -m pytest -q --timeout=900; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

@@ -132,7 +132,7 @@ OLMOE_QUICK = {
 def olmoe_1b_7b(
     device: str = "cuda", dtype: torch.dtype = torch.bfloat16, shape: dict | None = None
 ) -> OlmoeForCausalLM:
-    """A randomly initialised full-size OLMoE-1B-7B (or ``shape``), built on ``device``: timing needs no weights.
+    """A randomly initialised full-size OLMoE-1B-7B (or ``shape``) on ``device``: timing needs no weights.
 
     Routers are drawn with the configuration's initializer range explicitly, so that the experts'
     load does not depend on how a transformers version initialises them.
@@ -150,7 +150,7 @@ def olmoe_1b_7b(
 
 
 class Accelerator:
-    """Synchronisation, peak memory and name of the device the GPU scripts run on (CUDA, or CPU for their smoke test)."""
+    """Synchronisation, peak memory and name of the GPU scripts' device (CUDA, or CPU in their smoke test)."""
 
     def __init__(self, device: str) -> None:
         self.device = torch.device(device)

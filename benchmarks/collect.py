@@ -75,8 +75,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     results = [run_width(int(h), args) for h in args.hidden.split(",")]
     print(common.machine())
     print(
-        f"model: OLMoE-shaped, {args.layers} layers, vocab {args.vocab}, 64 experts top-8, random fp32 weights; "
-        f"{args.examples} letter prompts (4 choices) of ~{results[0]['tokens']:.0f} tokens; routing of the last 5 layers"
+        f"model: OLMoE-shaped, {args.layers} layers, vocab {args.vocab}, 64 experts top-8, random fp32 "
+        f"weights; {args.examples} letter prompts (4 choices) of ~{results[0]['tokens']:.0f} tokens; routing "
+        "of the last 5 layers"
     )
     rows = []
     for r in results:

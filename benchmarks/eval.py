@@ -34,7 +34,7 @@ from moe_roma.scoring.letter import score_letter  # noqa: E402
 
 
 def harness(model, tok, batch: int):
-    """lm-evaluation-harness's HFLM around the in-memory model, and a function scoring (context, continuation) pairs."""
+    """lm-evaluation-harness's HFLM around the in-memory model, and a (context, continuation) scorer."""
     import logging
 
     from lm_eval.api.instance import Instance
@@ -129,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> float:
             accs[f"{scoring} {metric}"] = sum(mine) / len(mine)
     print(common.machine())
     print(
-        f"model: OLMoE-shaped, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, 64 experts top-8, "
-        f"random fp32 weights; {args.examples} questions x 4 choices; batch size {bs} for both"
+        f"model: OLMoE-shaped, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, 64 experts "
+        f"top-8, random fp32 weights; {args.examples} questions x 4 choices; batch size {bs} for both"
     )
     encoded = encode_pairs(tok, cont_pairs)
     n_tokens = sum(len(c) + len(x) for c, x in encoded) / len(encoded)

@@ -1,4 +1,4 @@
-"""The sharded training path (``--shard fsdp``) timed on one lent GPU, on a randomly initialised full-size config.
+"""The sharded training path (``--shard fsdp``) timed on one lent GPU, on a random full-size config.
 
 The model is one of docs/scaling.md's (Qwen3-30B-A3B by default: all 48 layers, 61 GB in bf16, fits
 one 141 GB card), built on the meta device, sharded with the project's own ``shard_model`` over a
@@ -71,7 +71,7 @@ def _join_group(device: torch.device) -> None:
 
 
 def build(name: str, num_layers: int | None, device: torch.device, shard: bool, quick: bool):
-    """The full-size architecture with random bf16 weights, sharded (FSDP2) or whole, made straight on ``device``."""
+    """The full-size architecture, random bf16 weights, sharded (FSDP2) or whole, made on ``device``."""
     import transformers
     from transformers import AutoModelForCausalLM
 

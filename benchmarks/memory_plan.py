@@ -193,7 +193,7 @@ def shape(name: str, tuned: int) -> Shape:
 def plan(
     s: Shape, gpus_per_node: int, mem_gb: float, peak_tf: float, nodes: int, w: Workload, shard: str = "fsdp"
 ) -> dict:
-    """One row: per-GPU bytes and per-step FLOPs and traffic; ``shard="none"`` is a whole model per GPU (DDP)."""
+    """One row: per-GPU bytes, per-step FLOPs and traffic; ``shard="none"``: a whole model per GPU (DDP)."""
     n = gpus_per_node * nodes
     batch = -(-max(w.batch, n) // n) * n  # the global batch must be a multiple of the world size
     bf16 = 2
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         return rows
     print(
-        "| model | parameters | largest layer | tuned layer | active per token (tuned layer) | routers (all / tuned) |"
+        "| model | parameters | largest layer | tuned layer | active per token (tuned layer) "
+        "| routers (all / tuned) |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for s in shapes.values():
@@ -286,18 +287,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     print()
     print(
-        "| model | --shard | GPUs | batch | weights | 2 gathered layers | prefix cache | activations | optimiser | per GPU | fits |"
-        " TFLOP/step | compute s/step | all-gather GB/step | comm s/step | run h | cache fill s |"
+        "| model | --shard | GPUs | batch | weights | 2 gathered layers | prefix cache | activations "
+        "| optimiser | per GPU | fits | TFLOP/step | compute s/step | all-gather GB/step | comm s/step "
+        "| run h | cache fill s |"
     )
     print(
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | "
+        "---: | ---: | ---: |"
     )
     for r in rows:
         print(
-            f"| {r['model']} | {r['shard']} | {r['gpus']} | {r['batch']} | {r['weights_gb']:.1f} | {r['gathered_layers_gb']:.1f} | "
-            f"{r['prefix_cache_gb']:.1f} ({r['prefix_cache_on']}) | {r['activations_gb']:.2f} | {r['optimizer_gb']:.3f} | "
-            f"{r['per_gpu_gb']:.1f} | {'yes' if r['fits'] else 'no'} | {r['flops_step'] / 1e12:.1f} | "
-            f"{r['compute_s_step']:.3f} | {r['allgather_gb_step']:.1f} | {r['comm_s_step']:.3f} | {r['run_hours']:.2f} | "
+            f"| {r['model']} | {r['shard']} | {r['gpus']} | {r['batch']} | {r['weights_gb']:.1f} | "
+            f"{r['gathered_layers_gb']:.1f} | {r['prefix_cache_gb']:.1f} ({r['prefix_cache_on']}) | "
+            f"{r['activations_gb']:.2f} | {r['optimizer_gb']:.3f} | {r['per_gpu_gb']:.1f} | "
+            f"{'yes' if r['fits'] else 'no'} | {r['flops_step'] / 1e12:.1f} | {r['compute_s_step']:.3f} | "
+            f"{r['allgather_gb_step']:.1f} | {r['comm_s_step']:.3f} | {r['run_hours']:.2f} | "
             f"{r['prefix_fill_s']:.0f} |"
         )
     return rows

@@ -164,8 +164,8 @@ def run(args: argparse.Namespace, memory_ok: bool) -> int:
     keys_mib = keys.numel() * 4 / 2**20
     print(common.machine())
     print(
-        f"|S| = {args.keys:,} unit vectors of dim {DIM} ({keys_mib:.0f} MiB), {args.queries} queries, k = {args.k}; "
-        f"data made in {gen_s:.1f} s"
+        f"|S| = {args.keys:,} unit vectors of dim {DIM} ({keys_mib:.0f} MiB), {args.queries} queries, k = "
+        f"{args.k}; data made in {gen_s:.1f} s"
     )
     table_rows = []
     for name, (backend, chunk) in arms_spec.items():

@@ -1,4 +1,4 @@
-"""The target test of `roma diagnose` on 2,000 items of the downstream testbed, with every control, on 2 threads.
+"""The target test of `roma diagnose` on 2,000 downstream testbed items, with every control, on 2 threads.
 
 The goal (issue 24): within 3 minutes on 2 CPU cores. The routing file is the downstream testbed's
 five splits (2,240 items: train, validation, in_dist, shifted, heldout_tasks) collected on its five
@@ -52,15 +52,16 @@ def main() -> int:
     total = time.perf_counter() - start
     print(
         f"\n{result['n']} of {len(store)} downstream items, layers {result['layers']}, "
-        f"{len(result['targets'])} targets, batch {args.batch_size}, {args.threads} threads ({common.machine()})"
+        f"{len(result['targets'])} targets, batch {args.batch_size}, {args.threads} threads "
+        f"({common.machine()})"
     )
     print("| target | accuracy | fixed | broken |\n|---|---|---|---|")
     print(f"| own routing | {result['base']['share']:.1%} | - | - |")
     for name, t in result["targets"].items():
         print(f"| {name} | {t['accuracy']['share']:.1%} | {t['fixed']['k']} | {t['broken']['k']} |")
     print(
-        f"forward passes: {result['passes']['forwards']} item passes, {result['passes']['cost_vs_base']:.2f}x "
-        f"the base's compute"
+        f"forward passes: {result['passes']['forwards']} item passes, "
+        f"{result['passes']['cost_vs_base']:.2f}x the base's compute"
     )
     print(f"| **target test total** | **{total:.1f} s** |")
     print(f"goal: {GOAL_SECONDS:.0f} s -> {'met' if total <= GOAL_SECONDS else 'NOT met'}")

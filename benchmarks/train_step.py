@@ -173,7 +173,7 @@ def ours_step(s: Setup, items: list[TrainItem], phases: dict[str, list[float]] |
 
 
 def naive_step(s: Setup, items: list[TrainItem], phases: dict[str, list[float]] | None = None) -> float:
-    """The public code's step: every layer, every position's full-vocabulary logits, constant manifold term."""
+    """The public code's step: every layer, each position's full-vocabulary logits, constant manifold term."""
     t = s.trainer
     clock = _Clock(phases)
     s.opt_naive.zero_grad(set_to_none=True)
@@ -274,9 +274,9 @@ def report(results: Sequence[dict], repeats: int) -> float:
         )
     print()
     print(
-        f"step time, median of {repeats} interleaved repeats (ms); train() = the trainer's own loop on the same items "
-        "(ms/step, run after, not interleaved: checks that 'ours' mirrors it); peak = live torch tensors during a "
-        "step above its start (MiB)"
+        f"step time, median of {repeats} interleaved repeats (ms); train() = the trainer's own loop on the "
+        "same items (ms/step, run after, not interleaved: checks that 'ours' mirrors it); peak = live torch "
+        "tensors during a step above its start (MiB)"
     )
     print(
         common.table(

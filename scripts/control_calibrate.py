@@ -3,7 +3,8 @@
 Calibration only: the base model and the clean routers, never a method's result.
 
     PYTHONPATH=src python scripts/control_calibrate.py --beta 1 --out /tmp/control-b1
-    PYTHONPATH=src python scripts/control_calibrate.py --beta 1 --epochs 10 --lr 1e-2 --out /tmp/control-b1-e10
+    PYTHONPATH=src python scripts/control_calibrate.py --beta 1 --epochs 10 --lr 1e-2 \\
+        --out /tmp/control-b1-e10
 """
 
 from __future__ import annotations

@@ -151,7 +151,10 @@ def doses(select_results: Path) -> list[Path]:
             "methods": methods,
             "paired": [[m["name"], "router_tuning"] for m in methods if m["name"].startswith("roma")],
         }
-        header = f"# Positive control, dose beta {beta}, {round(100 * share)}% marked (picks from {select_results})."
+        header = (
+            f"# Positive control, dose beta {beta}, {round(100 * share)}% marked (picks from "
+            f"{select_results})."
+        )
         paths.append(write(f"dose-{dose_name(beta, share)}", config, header))
     return paths
 

@@ -9,9 +9,10 @@ Most cases are written by hand, one per way an input can be wrong. Three familie
 every setting of every method's configuration (``TrainConfig`` through ``roma train key=value``,
 ``OracleConfig`` and ``C3POConfig`` through an experiment file) with each value it must refuse
 (below and above its declared range, NaN, infinities, a fraction where an integer is due, a
-word where a number or a boolean is due, a value that is not one of its choices); every count option of every command (``--limit``, ``--batch-size``, ``--max-length``,
-``--threads``) with 0, a negative number and a word; and every way a training state can fail to
-fit the run that resumes it.
+word where a number or a boolean is due, a value that is not one of its choices); every count
+option of every command (``--limit``, ``--batch-size``, ``--max-length``, ``--threads``) with 0,
+a negative number and a word; and every way a training state can fail to fit the run that
+resumes it.
 
 Failures of the file system are simulated (the tests run as root, where ``chmod`` stops nothing): a
 read-only folder by ``tempfile.mkstemp`` raising EACCES, a full disk by ``os.fsync`` raising ENOSPC
@@ -1150,7 +1151,7 @@ def _(ws, tmp, mp):
 
 
 def state_case(name: str, edit, needles: tuple[str, ...], *extra: str, rehash: bool = True):
-    """A copy of the stopped run whose state ``edit(meta, tensors, ws, tmp)`` changed, resumed with --resume."""
+    """A copy of the stopped run whose state ``edit(meta, tensors, ws, tmp)`` changed, run with --resume."""
 
     @case(f"resume-{name}", keep=True)
     def _(ws, tmp, mp):
@@ -1906,7 +1907,7 @@ def _(ws, tmp, mp):
 
 @case("train-mlflow-server-does-not-answer")
 def _(ws, tmp, mp):
-    """An MLflow server that does not answer: asked once with bounded retries and timeout, before the model."""
+    """An MLflow server that does not answer: asked once with bounded retries and timeout, before the model"""
     import importlib.machinery
     import types
 
@@ -1938,7 +1939,7 @@ def _(ws, tmp, mp):
 
 @case("train-mlflow-file-store-on-mlflow-3")
 def _(ws, tmp, mp):
-    """MLFLOW_TRACKING_URI a file store, which MLflow 3 refuses when a run starts: refused before the model."""
+    """MLFLOW_TRACKING_URI a file store, which MLflow 3 refuses when a run starts: refused before the model"""
     import importlib.machinery
     import types
 
@@ -2035,7 +2036,7 @@ def _(ws, tmp, mp):
 
 @case("diagnose-disk-full-replacing-a-report", keep=True)
 def _(ws, tmp, mp):
-    """The disk fills while the new report is written: one sentence naming the file, and the old report stays."""
+    """The disk fills while the new report is written: one sentence naming the file; the old report stays."""
     (tmp / "d").mkdir()
     (tmp / "d" / "report.json").write_text('{"old": true}\n')
     mp.setattr("moe_roma.io.atomic.os.fsync", no_space)
@@ -2061,7 +2062,8 @@ def _generate_build_setting_cases() -> None:
     for testbed, cls in (("in-domain", BuildConfig), ("downstream", DownstreamBuildConfig)):
         for s in settings(cls):
             if s.type not in (int, float) or s.range is None:
-                continue  # choices and strings are argparse's and the generic matrix's; the seed is any integer
+                # choices and strings are argparse's and the generic matrix's; the seed is any integer
+                continue
             lo, hi = s.range
             if lo is not None and lo > 0:
                 values = [("zero", "0")]

@@ -78,7 +78,8 @@ def test_peak_helpers_see_a_known_allocation():
 
 @pytest.mark.slow
 def test_gpu_fsdp_script_runs_on_cpu_with_a_tiny_model(capsys):
-    # Sharded (FSDP2 over a one-process group) and whole, the same tiny Qwen3-MoE config: both train every step.
+    # Sharded (FSDP2 over a one-process group) and whole, the same tiny Qwen3-MoE config: both train
+    # every step.
     report = _script("gpu_train_fsdp").main(["--quick", "--device", "cpu"])
     assert [a["steps"] for a in report["arms"].values()] == [4, 4]
     assert report["arms"]["fsdp"]["params"] == report["arms"]["none"]["params"] > 0

@@ -72,7 +72,7 @@ def test_the_calibration_outcomes_are_the_committed_tables(name):
 
 @pytest.mark.slow
 def test_the_downstream_testbed_measures_as_calibrated(tmp_path):
-    """Collect the downstream testbed's RoMA training set and diagnose it: the calibration numbers come back."""
+    """Collect the downstream testbed's RoMA training set and diagnose it: the calibration numbers return."""
     from moe_roma.diagnose.run import diagnose_routing
     from moe_roma.models.loading import load_model
     from moe_roma.routing.collect import collect_routing

@@ -153,7 +153,7 @@ def test_capture_matches_the_familys_own_router_logits_and_leaves_output_unchang
 
 
 def _router_choice(output, num_experts: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(weights, experts), each (tokens, top_k), as the router returned them; None if it returns logits only."""
+    """(weights, experts), each (tokens, top_k), as the router returned them; None if it returns logits."""
     if not isinstance(output, (tuple, list)):
         return None
     tensors = [t for t in output if isinstance(t, torch.Tensor)]
@@ -285,8 +285,8 @@ def _declares_router_logits(model_class: type) -> bool:
 
 def test_every_moe_family_of_the_installed_transformers_is_tested_or_refused():
     """A transformers release that adds an MoE family fails here, by name, until the family is in
-    ``tests/helpers/tiny_models.py`` (tested) or ``REFUSED`` (refused with a reason). Multimodal wrappers count
-    as covered through their text model."""
+    ``tests/helpers/tiny_models.py`` (tested) or ``REFUSED`` (refused with a reason). Multimodal wrappers
+    count as covered through their text model."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -301,6 +301,6 @@ def test_every_moe_family_of_the_installed_transformers_is_tested_or_refused():
         if model_type not in known and text_type not in known:
             missing.append(model_type)
     assert not missing, (
-        f"transformers {transformers.__version__} has MoE families with no tiny model in tests/helpers/tiny_models.py: "
-        f"{', '.join(sorted(missing))}"
+        f"transformers {transformers.__version__} has MoE families with no tiny model in "
+        f"tests/helpers/tiny_models.py: {', '.join(sorted(missing))}"
     )

@@ -21,10 +21,18 @@ def test_experiment_grid_writes_tidy_rows_table_and_plot(tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
 name: tiny
-data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}, heldout_tasks: {tmp_path / "b.jsonl"}}}}}
+data:
+  model: {tmp_path / "model"}
+  train: {tmp_path / "train.jsonl"}
+  eval: {{in_dist: {tmp_path / "a.jsonl"}, heldout_tasks: {tmp_path / "b.jsonl"}}}
 scoring: letter
 seeds: [0, 1]
-train: {{layers: last2, scoring: letter, schedule: {{epochs: 1, batch_size: 8}}, optimizer: {{lr: 0.01}}, graph: {{dedupe_threshold: 1.01}}}}
+train:
+  layers: last2
+  scoring: letter
+  schedule: {{epochs: 1, batch_size: 8}}
+  optimizer: {{lr: 0.01}}
+  graph: {{dedupe_threshold: 1.01}}
 methods:
   - {{name: base, kind: base}}
   - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
@@ -143,10 +151,18 @@ def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
 name: resumable
-data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}}}}}
+data:
+  model: {tmp_path / "model"}
+  train: {tmp_path / "train.jsonl"}
+  eval: {{in_dist: {tmp_path / "a.jsonl"}}}
 scoring: letter
 seeds: [0, 1]
-train: {{layers: last2, scoring: letter, schedule: {{epochs: 1, batch_size: 8}}, optimizer: {{lr: 0.01}}, graph.dedupe_threshold: 1.01}}
+train:
+  layers: last2
+  scoring: letter
+  schedule: {{epochs: 1, batch_size: 8}}
+  optimizer: {{lr: 0.01}}
+  graph.dedupe_threshold: 1.01
 methods:
   - {{name: base, kind: base}}
   - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
@@ -186,7 +202,10 @@ def test_resume_reruns_a_run_whose_model_data_or_settings_changed(tmp_path, caps
     cfg = tmp_path / "exp.yaml"
     text = f"""
 name: keyed
-data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{in_dist: {tmp_path / "a.jsonl"}}}}}
+data:
+  model: {tmp_path / "model"}
+  train: {tmp_path / "train.jsonl"}
+  eval: {{in_dist: {tmp_path / "a.jsonl"}}}
 scoring: letter
 batch_size: 4
 collect_layers: last2
@@ -231,7 +250,10 @@ def test_a_full_disk_names_the_file_and_keeps_what_was_complete(tmp_path, capsys
     write_data(tmp_path / "train.jsonl", make_examples(8))
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
-data: {{model: {tmp_path / "model"}, train: {tmp_path / "train.jsonl"}, eval: {{dev: {tmp_path / "train.jsonl"}}}}}
+data:
+  model: {tmp_path / "model"}
+  train: {tmp_path / "train.jsonl"}
+  eval: {{dev: {tmp_path / "train.jsonl"}}}
 scoring: letter
 collect_layers: last2
 train: {{layers: last2, scoring: letter}}
@@ -284,7 +306,8 @@ def test_resume_continues_an_interrupted_training_run_from_its_saved_state(tmp_p
     cfg.write_text(
         f"data: {{model: {tmp_path / 'model'}, train: {tmp_path / 'train.jsonl'}, "
         f"eval: {{a: {tmp_path / 'a.jsonl'}}}}}\nscoring: letter\n"
-        "train: {layers: last2, scoring: letter, schedule: {epochs: 1, batch_size: 4}, runtime.save_every: 1}\n"
+        "train: {layers: last2, scoring: letter, schedule: {epochs: 1, batch_size: 4}, "
+        "runtime.save_every: 1}\n"
         "methods: [{name: rt, kind: train, overrides: {regularizer.name: none}}]\n"
     )
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 0

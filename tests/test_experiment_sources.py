@@ -91,7 +91,8 @@ def test_the_paper_recipe_names_its_sources_and_settings(capsys):
 def test_the_dry_run_refuses_bad_sources_in_one_sentence(tmp_path, capsys, train, needle):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(
-        f"data: {{model: m, train: {train}, eval: {{a: 'hf:x/y::test'}}}}\nmethods: [{{name: base, kind: base}}]\n"
+        f"data: {{model: m, train: {train}, eval: {{a: 'hf:x/y::test'}}}}\n"
+        "methods: [{name: base, kind: base}]\n"
     )
     assert main(["experiment", str(cfg), "--dry-run"]) == 2
     err = capsys.readouterr().err

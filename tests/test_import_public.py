@@ -21,7 +21,7 @@ def base(tmp_path_factory):
 
 
 def public_layout(model_dir, layers=(2, 3), scale=2.0) -> dict:
-    """What the public code's torch.save writes: target_layers, a state_dict of layers.N.mlp.gate.weight, model_name."""
+    """The public code's torch.save: target_layers, a state_dict of layers.N.mlp.gate.weight, model_name."""
     model, _ = load_model(str(model_dir), dtype="float32", device="cpu")
     params = dict(model.named_parameters())
     state = {

@@ -1,4 +1,4 @@
-"""Extensions of the paper's targets: oracle routing for the items the base gets wrong, and self-neighbours."""
+"""Extensions of the paper's targets: oracle routing for the items the base gets wrong; self-neighbours."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The positive control's planted misrouting: the marker, the pool, the partner map, and what training changes."""
+"""The positive control's planted misrouting: the marker, the pool, the partner map, what training changes."""
 
 from __future__ import annotations
 

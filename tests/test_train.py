@@ -291,7 +291,7 @@ def test_gradient_checkpointing_gives_the_same_routers(tmp_path):
 
 
 def test_task_weight_zero_trains_with_the_regulariser_alone(tmp_path):
-    """With the task loss weighed 0 and lambda 0 nothing moves the routers; with the task loss on, they move."""
+    """With the task loss weighed 0 and lambda 0 nothing moves the routers; with the task loss on, they do."""
     settings = {
         "schedule.epochs": 1,
         "optimizer.lr": 1e-2,

@@ -59,5 +59,5 @@ def roma(*args: str) -> list[str]:
 
 
 def roma_killed_at(target: str, count: int, when: str, *args: str) -> list[str]:
-    """``roma ARGS`` that SIGKILLs itself at the ``count``-th call of ``target`` (tests/helpers/kill_at.py)."""
+    """``roma ARGS`` that SIGKILLs itself at the ``count``-th call of ``target`` (see helpers/kill_at.py)."""
     return [str(KILL_AT), target, str(count), when, "--", *args]

@@ -555,7 +555,7 @@ CONFIG_FIXES = {
 def build_tiny_model(
     family: str, num_layers: int = 4, seed: int = 0, **overrides
 ) -> transformers.PreTrainedModel:
-    """A randomly initialised tiny causal LM of ``family`` in fp32 eval mode (``overrides``: config kwargs)."""
+    """A randomly initialised tiny causal LM of ``family``, fp32, eval mode (``overrides``: config kwargs)."""
     config_name, model_name, extra = FAMILIES[family] if family in FAMILIES else REFUSED[family]
     kwargs = {**COMMON, "num_hidden_layers": num_layers, **extra}
     if family in PER_LAYER:

@@ -40,7 +40,7 @@ def read_records(path: str | Path) -> list:
 
 
 def run_contents(path: str | Path) -> dict:
-    """{"config": {...}, "history": [{...}, ...], "summary": {...}} of an offline run file (values JSON-decoded)."""
+    """{"config": {...}, "history": [{...}, ...], "summary": {...}} of an offline run file, JSON-decoded."""
     out: dict = {"config": {}, "history": [], "summary": {}}
     for r in read_records(path):
         kind = r.WhichOneof("record_type")

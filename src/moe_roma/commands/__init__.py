@@ -23,7 +23,8 @@ def add_model_options(p: argparse.ArgumentParser, dtype_default: str | None = "a
         "--attn-implementation",
         dest="attn_implementation",
         default=None,
-        help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' choice)",
+        help="transformers attention kernel: sdpa, flash_attention_2, eager ... (default: transformers' "
+        "choice)",
     )
     add_trust_remote_code_option(p)
 
@@ -39,7 +40,7 @@ def add_trust_remote_code_option(p: argparse.ArgumentParser) -> None:
 
 
 def at_least(minimum: int):
-    """An argparse ``type``: an integer of at least ``minimum`` (the option's error names it and the value)."""
+    """An argparse ``type``: an integer of at least ``minimum`` (the error names the option and the value)."""
 
     def parse(text: str) -> int:
         try:
@@ -58,9 +59,9 @@ def default_threads() -> int:
     """Torch CPU threads when ``--threads`` is not given: ``OMP_NUM_THREADS`` when it is set, else half
     the CPUs this process may use, 1 to 8.
 
-    Issue 15's trial found torch's own default (every core) 17-29x slower than one thread for
-    ``roma eval`` on a 2-core machine shared with one other job: threads that wait for each other's cores. Half the
-    cores leaves room for another job and for the data loading; on a GPU the CPU threads matter little.
+    Torch's own default (every core) was measured 17-29x slower than one thread for ``roma eval``
+    when another job shares the cores: the threads wait for each other's cores. Half the cores leaves
+    room for another job and for the data loading; on a GPU the CPU threads matter little.
     """
     import os
 
@@ -96,7 +97,7 @@ def add_distributed_options(p: argparse.ArgumentParser, shard: bool = False) -> 
 
 
 def distributed_settings(args: argparse.Namespace) -> dict:
-    """The parsed arguments every process of a torchrun job must share (checked by ``distributed.group.agree``)."""
+    """The parsed arguments all processes of a torchrun job must share (``distributed.group.agree``)."""
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
@@ -179,8 +180,9 @@ def data_source_options(args: argparse.Namespace) -> dict:
 
 
 def add_report_to_option(p: argparse.ArgumentParser) -> None:
-    """``--report-to``: experiment trackers that get every ``metrics.jsonl`` record, the config and the final figures."""
-    # Repeatable and comma-separated rather than nargs="+", which would swallow `roma train`'s key=value overrides.
+    """``--report-to``: trackers that get every ``metrics.jsonl`` record, the config and the final figures."""
+    # Repeatable and comma-separated rather than nargs="+", which would swallow `roma train`'s
+    # key=value overrides.
     p.add_argument(
         "--report-to",
         action="append",
@@ -203,7 +205,7 @@ def add_template_option(p: argparse.ArgumentParser) -> None:
 
 
 def template_text(text: str) -> str:
-    r"""A template as typed on the command line: ``\n``, ``\t`` and ``\\`` become a newline, a tab, a backslash.
+    r"""A template as typed on the command line: ``\n``, ``\t``, ``\\`` become a newline, a tab, a backslash.
 
     >>> template_text(r"Question: {question}\nAnswer:")
     'Question: {question}\nAnswer:'

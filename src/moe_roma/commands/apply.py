@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "card",
         help="write (again) the model card README.md of a router folder, e.g. with evaluation results",
-        description="Write DIR/README.md through huggingface_hub's ModelCard: the training configuration and seed, "
-        "and the expected generalisation behaviour, failure modes and intended domains, with --eval-json's figures.",
+        description="Write DIR/README.md through huggingface_hub's ModelCard: the training configuration "
+        "and seed, and the expected generalisation behaviour, failure modes and intended domains, with "
+        "--eval-json's figures.",
     )
     c.add_argument("--routers", required=True, help="router folder from `roma train` or `roma import-public`")
     c.add_argument("--eval-json", nargs="+", default=[], metavar="FILE", help="`roma eval --json` reports")
@@ -83,7 +84,8 @@ def run_apply(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(
-            f"{args.routers}: {config.get('method')} routers for layers {config['tuned_layers']} apply to {args.model}"
+            f"{args.routers}: {config.get('method')} routers for layers {config['tuned_layers']} apply to "
+            f"{args.model}"
         )
         print(f"tuned parameters: {n_tuned} of {total} ({n_tuned / total:.4%})")
         for name, m in moved.items():

@@ -82,37 +82,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rank: int, world: int) -> int:
-    """Collect on this process's share of the examples (all of them without torchrun); rank 0 writes the file."""
-    from moe_roma.commands import data_source_options
-    from moe_roma.data.loaders import load_examples
-    from moe_roma.distributed.group import check_device_map, local_device
+    """Collect on this process's share of the examples (all without torchrun); rank 0 writes the file."""
     from moe_roma.distributed.parallel import collect_routing_parallel
-    from moe_roma.eval.evaluate import check_template
     from moe_roma.io.outputs import guard_output
     from moe_roma.io.paths import local_path
     from moe_roma.models.discovery import discover_routers
-    from moe_roma.models.loading import load_model
     from moe_roma.routing.store import save_routing_store, sidecar_path
     from moe_roma.scoring.checks import warn_if_near_chance, warn_on_context, warn_on_unknown_tokens
     from moe_roma.scoring.common import context_length
 
     inputs = {"--data": args.data, "--model": local_path(args.model)}
     guard_output("--out", args.out, inputs=inputs, files=[sidecar_path(args.out)], overwrite=args.overwrite)
-    examples = load_examples(args.data, format=args.format, **data_source_options(args))
-    if args.limit is not None:
-        examples = examples[: args.limit]
-    check_template(args.template, args.scoring, examples[0])
-    # Under torchrun each process takes its own GPU (LOCAL_RANK) unless --device names one.
-    check_device_map(args.device_map)
-    device = args.device if args.device is not None or world == 1 else str(local_device())
-    model, tokenizer = load_model(
-        args.model,
-        dtype=args.dtype,
-        device=device,
-        attn_implementation=args.attn_implementation,
-        device_map=args.device_map,
-        trust_remote_code=args.trust_remote_code,
-    )
+    examples = _examples(args)
+    model, tokenizer = _load(args, world)
     info = discover_routers(model)
     info.select_layers(args.layers)  # refuse a bad selection before any work
     context = context_length(model, tokenizer)
@@ -137,16 +119,52 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     if rank != 0:
         return 0
     if args.embed is not None:
-        import torch
-
-        from moe_roma.manifold.embed import embed_texts
-        from moe_roma.manifold.graph import embedding_text
-
-        texts = [embedding_text(q, x) for q, x in zip(store.questions, store.input_texts)]
-        store.embeddings = torch.from_numpy(embed_texts(texts, args.embed, progress=not args.no_progress))
-        store.meta["embedder"] = args.embed
+        _embed(store, args.embed, progress=not args.no_progress)
     save_routing_store(store, args.out)
     print(summary.line())
     print(f"wrote {args.out} ({len(store.successful)} successful of {len(store)})")
     warn_if_near_chance(store.is_correct, [len(ex.choices) for ex in examples], args.scoring, "base accuracy")
     return 0
+
+
+def _examples(args: argparse.Namespace) -> list:
+    """The examples to collect on (``--limit`` first ones), their template checked before the model loads."""
+    from moe_roma.commands import data_source_options
+    from moe_roma.data.loaders import load_examples
+    from moe_roma.eval.evaluate import check_template
+
+    examples = load_examples(args.data, format=args.format, **data_source_options(args))
+    if args.limit is not None:
+        examples = examples[: args.limit]
+    check_template(args.template, args.scoring, examples[0])
+    return examples
+
+
+def _load(args: argparse.Namespace, world: int):
+    """The model and tokenizer on this process's device."""
+    from moe_roma.distributed.group import check_device_map, local_device
+    from moe_roma.models.loading import load_model
+
+    # Under torchrun each process takes its own GPU (LOCAL_RANK) unless --device names one.
+    check_device_map(args.device_map)
+    device = args.device if args.device is not None or world == 1 else str(local_device())
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device=device,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _embed(store, embedder: str, progress: bool) -> None:
+    """Question embeddings into the store's side-car: embed once where the model runs, diagnose anywhere."""
+    import torch
+
+    from moe_roma.manifold.embed import embed_texts
+    from moe_roma.manifold.graph import embedding_text
+
+    texts = [embedding_text(q, x) for q, x in zip(store.questions, store.input_texts)]
+    store.embeddings = torch.from_numpy(embed_texts(texts, embedder, progress=progress))
+    store.meta["embedder"] = embedder

@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run collect -> neighbours -> RoMA training -> evaluation on the bundled tiny MoE",
-        description="Compare base, router_tuning and roma on the testbed's in_dist, shifted and heldout_tasks "
-        "splits; writes results.json, report.md and PNG plots.",
+        description="Compare base, router_tuning and roma on the testbed's in_dist, shifted and "
+        "heldout_tasks splits; writes results.json, report.md and PNG plots.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument(
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="torch CPU threads (default 1: the testbed's small matrices gain nothing from more, and "
-        "two threads on a busy 2-core machine were measured 3x slower than one)",
+        "on busy cores two threads were measured 3x slower than one)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(

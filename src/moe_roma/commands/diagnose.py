@@ -8,8 +8,12 @@ target and to controls, and that decides the verdict.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from moe_roma.commands import add_model_options, add_threads_option, at_least
+
+if TYPE_CHECKING:
+    from moe_roma.methods.roma.config import GraphConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +22,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     graph = GraphConfig()
     p = sub.add_parser(
         "diagnose",
-        help="will router post-training help? measure a routing file, and with --model test RoMA's own target",
-        description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and writes "
-        "report.json, report.md and pictures. With --model it also runs the target test: each item is scored with "
-        "its last-token routing set to RoMA's target (its successful neighbours' kernel mean) and to controls; "
-        "whether that target routes better than the item's own decides the verdict.",
+        help="will router post-training help? measure a routing file, and with --model test RoMA's own "
+        "target",
+        description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and "
+        "writes report.json, report.md and pictures. With --model it also runs the target test: each item "
+        "is scored with its last-token routing set to RoMA's target (its successful neighbours' kernel "
+        "mean) and to controls; whether that target routes better than the item's own decides the verdict.",
     )
+    _add_input_flags(p)
+    _add_graph_flags(p, graph)
+    _add_measure_flags(p)
+    add_model_options(p)
+    add_threads_option(p)
+    p.set_defaults(func=run)
+
+
+def _add_input_flags(p: argparse.ArgumentParser) -> None:
+    """What to read and where to write: the routing file, the model, the items to test."""
     p.add_argument("--routing", required=True, help="routing JSON from `roma collect`: RoMA's training set")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a finished report in --out")
@@ -50,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-target-test", action="store_true", help="with --model, run only the oracle (--oracle N)"
     )
+
+
+def _add_graph_flags(p: argparse.ArgumentParser, graph: GraphConfig) -> None:
+    """The neighbour graph, with `roma train`'s defaults so that the test measures what training uses."""
     p.add_argument(
         "--k", type=at_least(1), default=graph.k, help=f"neighbours, as in `roma train` (default {graph.k})"
     )
@@ -60,9 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dedupe-threshold",
         type=float,
         default=graph.dedupe_threshold,
-        help=f"near-duplicate cosine above which a neighbour is skipped, as in training ({graph.dedupe_threshold})",
+        help="near-duplicate cosine above which a neighbour is skipped, as in training "
+        f"({graph.dedupe_threshold})",
     )
     p.add_argument("--include-self", action="store_true", help="a successful item is its own first neighbour")
+
+
+def _add_measure_flags(p: argparse.ArgumentParser) -> None:
+    """What to measure and how: the oracle, layers, top-k, batch size and seed."""
     p.add_argument(
         "--oracle",
         type=at_least(1),
@@ -80,8 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-k",
         type=at_least(1),
         default=None,
-        help="experts per token, for utilisation (default: the one the routing file recorded, else --model's, "
-        "else 2 with a warning)",
+        help="experts per token, for utilisation (default: the one the routing file recorded, else "
+        "--model's, else 2 with a warning)",
     )
     p.add_argument(
         "--batch-size", type=at_least(1), default=32, help="items per forward pass (target test, oracle)"
@@ -90,9 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="seed of the cross-validation, permutations and samples"
     )
     p.add_argument("--no-progress", action="store_true")
-    add_model_options(p)
-    add_threads_option(p)
-    p.set_defaults(func=run)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -118,15 +139,32 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moe_roma.commands import apply_threads
-    from moe_roma.diagnose.run import diagnose_routing, only_layers, question_embeddings, resolve_top_k
-    from moe_roma.diagnose.verdict import verdict
-    from moe_roma.io.atomic import write_json_atomic, write_text_atomic
-    from moe_roma.io.errors import RomaError
-    from moe_roma.report.diagnose import diagnose_markdown, plot_layer_alignment, plot_maps, plot_target_test
-    from moe_roma.routing.store import load_routing_store
+    from moe_roma.diagnose.run import resolve_top_k
 
     _check(args)
-    from moe_roma.io.outputs import Kind, guard_output, naming
+    output = _guard_out(args)
+    apply_threads(args.threads)
+    store, items = _stores(args)
+    # The file's recorded top-k (or --top-k) is checked before any model loads; the model, loaded first
+    # when given, supplies a k the file does not record and must agree with one it does.
+    resolve_top_k(store, args.top_k, args.routing, warn_if_assumed=False)
+    model = tokenizer = model_top_k = None
+    if args.model:
+        model, tokenizer = _load(args)
+        model_top_k = _model_top_k(model, store, args.routing)
+    report, embeddings, item_embeddings = _measure(args, store, items, model_top_k)
+    if args.model:
+        _test_with_model(args, report, model, tokenizer, store, embeddings, items, item_embeddings)
+    _write_report(args, output, report, store)
+    s, v = report["success"], report["verdict"]
+    print(f"{s['n_successful']} of {s['n']} answered right. Verdict: {v['label']}. {v['why']}")
+    print(f"wrote {output.path / 'report.md'}")
+    return 0
+
+
+def _guard_out(args: argparse.Namespace):
+    """The guarded ``--out``: refused (a link, an input, a finished report) before anything is read."""
+    from moe_roma.io.outputs import Kind, guard_output
     from moe_roma.io.paths import local_path
     from moe_roma.routing.store import sidecar_path
 
@@ -137,20 +175,27 @@ def run(args: argparse.Namespace) -> int:
         "--model": local_path(args.model),
         "--embedder": local_path(args.embedder),
     }
-    output = guard_output("--out", args.out, kind, inputs=inputs, overwrite=args.overwrite)
-    apply_threads(args.threads)
+    return guard_output("--out", args.out, kind, inputs=inputs, overwrite=args.overwrite)
+
+
+def _stores(args: argparse.Namespace):
+    """The routing file and the ``--items`` file (or None), cut to ``--layers`` when given."""
+    from moe_roma.diagnose.run import only_layers
+    from moe_roma.routing.store import load_routing_store
+
     store = load_routing_store(args.routing)
     items = load_routing_store(args.items) if args.items else None
     if args.layers:
         store = only_layers(store, args.layers, args.routing)
         items = only_layers(items, args.layers, args.items) if items is not None else None
-    # The file's recorded top-k (or --top-k) is checked before any model loads; the model, loaded first
-    # when given, supplies a k the file does not record and must agree with one it does.
-    resolve_top_k(store, args.top_k, args.routing, warn_if_assumed=False)
-    model = tokenizer = model_top_k = None
-    if args.model:
-        model, tokenizer = _load(args)
-        model_top_k = _model_top_k(model, store, args.routing)
+    return store, items
+
+
+def _measure(args: argparse.Namespace, store, items, model_top_k):
+    """The routing file's measures, and the question embeddings the target test and maps need."""
+    from moe_roma.diagnose.run import diagnose_routing, question_embeddings
+    from moe_roma.io.errors import RomaError
+
     try:
         report = diagnose_routing(
             store,
@@ -167,26 +212,42 @@ def run(args: argparse.Namespace) -> int:
         item_embeddings = question_embeddings(items, args.embedder, print) if items is not None else None
     except OSError as exc:  # an embedder that cannot be loaded
         raise RomaError(f"embedder {args.embedder or 'all-MiniLM-L6-v2'} cannot be loaded: {exc}") from None
-    if args.model:
-        if not args.no_target_test and store.successful:  # without successful items there is no target
-            report["target_test"] = _target_test(
-                args, model, tokenizer, store, embeddings, items, item_embeddings
-            )
-        if args.oracle:
-            from moe_roma.diagnose.oracle_probe import oracle_headroom
+    return report, embeddings, item_embeddings
 
-            report["oracle"] = oracle_headroom(
-                model,
-                tokenizer,
-                items if items is not None else store,
-                args.oracle,
-                seed=args.seed,
-                embeddings=item_embeddings if items is not None else embeddings,
-                batch_size=args.batch_size,
-                progress=not args.no_progress,
-                log=print,
-            )
-        report["verdict"] = verdict(report)
+
+def _test_with_model(
+    args: argparse.Namespace, report: dict, model, tokenizer, store, embeddings, items, item_embeddings
+) -> None:
+    """Into ``report``: the target test, the oracle probe (``--oracle``) and the verdict."""
+    from moe_roma.diagnose.verdict import verdict
+
+    if not args.no_target_test and store.successful:  # without successful items there is no target
+        report["target_test"] = _target_test(
+            args, model, tokenizer, store, embeddings, items, item_embeddings
+        )
+    if args.oracle:
+        from moe_roma.diagnose.oracle_probe import oracle_headroom
+
+        report["oracle"] = oracle_headroom(
+            model,
+            tokenizer,
+            items if items is not None else store,
+            args.oracle,
+            seed=args.seed,
+            embeddings=item_embeddings if items is not None else embeddings,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            log=print,
+        )
+    report["verdict"] = verdict(report)
+
+
+def _write_report(args: argparse.Namespace, output, report: dict, store) -> None:
+    """report.json, report.md and the pictures, staged so that every file lands together or none does."""
+    from moe_roma.io.atomic import write_json_atomic, write_text_atomic
+    from moe_roma.io.outputs import naming
+    from moe_roma.report.diagnose import diagnose_markdown, plot_layer_alignment, plot_maps, plot_target_test
+
     embeddings = report.pop("_embeddings", None)
     with output.staged() as out:  # every file lands together, never through a link, or none does
         if embeddings is not None:
@@ -200,11 +261,6 @@ def run(args: argparse.Namespace) -> int:
                 plot_target_test(report["target_test"], out / "target_test.png")
         write_json_atomic(out / "report.json", report)
         write_text_atomic(out / "report.md", diagnose_markdown(report, str(args.routing)))
-    out = output.path
-    s, v = report["success"], report["verdict"]
-    print(f"{s['n_successful']} of {s['n']} answered right. Verdict: {v['label']}. {v['why']}")
-    print(f"wrote {out / 'report.md'}")
-    return 0
 
 
 def _load(args: argparse.Namespace):

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a parquet/arrow file",
+        help="multiple-choice data file, a folder of MMLU CSVs, hf:NAME[:CONFIG][:SPLIT], or a "
+        "parquet/arrow file",
     )
     # Not argparse `choices`: an unknown format fails like any other bad input, listing the formats.
     p.add_argument("--format", default=None, help="data format (default: detected; see the list below)")

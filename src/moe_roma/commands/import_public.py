@@ -11,10 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import-public",
         help="convert the public RoMA code's router_ft.pt into a router folder",
-        description="Read a router_ft.pt written by the method's public code with torch.load(weights_only=True) "
-        "only (a file that needs code unpickled is refused without running it), check its gate tensors' layers "
-        "and shapes against --model, and write a router folder that `roma eval --routers`, `roma apply` and "
-        "`roma export` read.",
+        description="Read a router_ft.pt written by the method's public code with "
+        "torch.load(weights_only=True) only (a file that needs code unpickled is refused without running "
+        "it), check its gate tensors' layers and shapes against --model, and write a router folder that "
+        "`roma eval --routers`, `roma apply` and `roma export` read.",
     )
     p.add_argument("--checkpoint", required=True, help="the public code's router_ft.pt")
     p.add_argument(
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         )  # `roma card --eval-json` fills in the results later
     folder = out
     print(
-        f"imported {summary['tensors']} router tensors of layers {summary['tuned_layers']} from {args.checkpoint}; "
-        f"wrote {folder} and its model card"
+        f"imported {summary['tensors']} router tensors of layers {summary['tuned_layers']} from "
+        f"{args.checkpoint}; wrote {folder} and its model card"
     )
     return 0

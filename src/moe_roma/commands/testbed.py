@@ -45,7 +45,7 @@ def _add_build(sub) -> None:
         "word-level tokenizer and pre-train the tiny OLMoE model from scratch (deterministic for a given "
         "seed, thread count and torch build). downstream also measures oracle routing. --arch picks another "
         "architecture at the same active width, --align adds routing alignment during pre-training, the "
-        "--router-* options are seed 002's router-stability practices (docs/pretraining-study.md).",
+        "--router-* options are common router-stability practices (docs/pretraining-study.md).",
     )
     _add_testbed_option(p)
     p.add_argument(
@@ -282,7 +282,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         line = f"{s:14s} {acc['all']:.3f}  (n={len(suite[s])})"
         if s in oracle:
             o = oracle[s]
-            line += f"  oracle {o['accuracy']:.3f} (gap {o['gap']:+.3f}, layers {o['layers']}, {o['steps']} steps)"
+            line += (
+                f"  oracle {o['accuracy']:.3f} (gap {o['gap']:+.3f}, layers {o['layers']}, {o['steps']} "
+                "steps)"
+            )
         print(line)
         if args.per_task:
             for k, v in acc.items():

@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="post-train the routers with RoMA (or an ablation)",
-        description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * regulariser. "
-        "Settings: defaults <- --config YAML <- --dotted.name flags <- key=value overrides (any TrainConfig "
-        "setting by its dotted name). "
-        "The prompts are the routing file's (the template chosen at `roma collect`).",
+        description="Train only the routers of the chosen MoE layers with task loss + lambda(t) * "
+        "regulariser. Settings: defaults <- --config YAML <- --dotted.name flags <- key=value overrides "
+        "(any TrainConfig setting by its dotted name). The prompts are the routing file's (the template "
+        "chosen at `roma collect`).",
     )
     p.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
     p.add_argument(
@@ -61,21 +61,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
+    _refuse_contradictions(args)
+    store, config = _settings(args)
+    out, folder, output = _guard_out(args)
+    _warn_if_base_near_chance(store, config)
+    trainer, result = _train(args, store, config, out, folder, output)
+    if trainer.rank == 0:
+        m = result.final_metrics
+        print(
+            f"trained routers of layers {result.tuned_layers} for {result.steps} steps in "
+            f"{result.seconds:.1f} s (task loss {_num(m.get('task_loss'))}, manifold loss "
+            f"{_num(m.get('manifold_loss'))}); wrote {out}"
+        )
+    return 0
 
-    from moe_roma.commands import apply_threads, distributed_settings
-    from moe_roma.distributed.group import check_divides, job, launched
-    from moe_roma.io.config import config_flags
-    from moe_roma.io.errors import RomaError, Stopped
-    from moe_roma.io.interrupts import Interrupted, handle_interrupts
-    from moe_roma.io.outputs import guard_output
-    from moe_roma.io.paths import check_regular_file, local_path
-    from moe_roma.methods.roma.trainer import RouterTrainer, check_against_routing
-    from moe_roma.routing.store import load_routing_store, sidecar_path
-    from moe_roma.scoring.checks import warn_if_near_chance
-    from moe_roma.training.run_folder import TRAIN_RUN, TrainFolder
-    from moe_roma.training.state import load_train_state
+
+def _refuse_contradictions(args: argparse.Namespace) -> None:
+    """Options that cannot go together, refused before anything is read."""
+    from moe_roma.distributed.group import launched
+    from moe_roma.io.errors import RomaError
 
     if args.shard == "fsdp" and not launched():
         raise RomaError(
@@ -87,7 +91,17 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError(
             "--resume and --overwrite contradict each other: continue the run in --out, or replace it"
         )
-    from moe_roma.training.trackers import check_trackers, open_trackers
+
+
+def _settings(args: argparse.Namespace):
+    """The routing store and the checked ``TrainConfig``: every setting is refused or accepted here."""
+    from moe_roma.commands import apply_threads
+    from moe_roma.io.config import config_flags
+    from moe_roma.io.errors import RomaError
+    from moe_roma.io.paths import check_regular_file
+    from moe_roma.methods.roma.trainer import check_against_routing
+    from moe_roma.routing.store import load_routing_store
+    from moe_roma.training.trackers import check_trackers
 
     apply_threads(args.threads)
     check_trackers(args.report_to)  # a tracker that is not installed stops before any work
@@ -102,6 +116,18 @@ def run(args: argparse.Namespace) -> int:
         raise RomaError(
             "--shard fsdp and device_map=auto are two ways to spread a model over GPUs; choose one"
         )
+    return store, config
+
+
+def _guard_out(args: argparse.Namespace):
+    """``--out``, its ``TrainFolder`` and the guarded ``Output``: refused before any model loading."""
+    from pathlib import Path
+
+    from moe_roma.io.outputs import guard_output
+    from moe_roma.io.paths import local_path
+    from moe_roma.routing.store import sidecar_path
+    from moe_roma.training.run_folder import TRAIN_RUN, TrainFolder
+
     out = Path(args.out)
     folder = TrainFolder(out)
     folder.check_reusable(resume=args.resume, overwrite=args.overwrite)
@@ -119,6 +145,13 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
     )
+    return out, folder, output
+
+
+def _warn_if_base_near_chance(store, config) -> None:
+    """A base model at chance makes the successful set and the task loss mean little: say so."""
+    from moe_roma.scoring.checks import warn_if_near_chance
+
     known = [i for i, c in enumerate(store.choices) if c]
     other = "continuation" if config.scoring == "letter" else "letter"
     warn_if_near_chance(
@@ -129,6 +162,23 @@ def run(args: argparse.Namespace) -> int:
         hint=f"its successful set and task loss mean little; collect with --scoring {other} and "
         f"train with scoring={other} if that is how the model answers",
     )
+
+
+def _train(args: argparse.Namespace, store, config, out, folder, output):
+    """Load the model and train inside the job, the interrupt handler and the folder's claim.
+
+    Returns the trainer and its result; a stop or a failure leaves the folder as ``claim`` and
+    ``output`` say (the old run stays when one was being replaced).
+    """
+    import os
+
+    from moe_roma.commands import distributed_settings
+    from moe_roma.distributed.group import check_divides, job
+    from moe_roma.io.errors import Stopped
+    from moe_roma.io.interrupts import Interrupted, handle_interrupts
+    from moe_roma.training.state import load_train_state
+    from moe_roma.training.trackers import open_trackers
+
     rank0 = int(os.environ.get("RANK", "0")) == 0
     state = folder.state_path
     if args.resume and state.is_file():
@@ -146,17 +196,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             if world > 1:
                 check_divides(config.schedule.batch_size)
-            model, tokenizer = _load(args, config, world)
-            trainer = RouterTrainer(
-                model,
-                tokenizer,
-                store,
-                config,
-                work,
-                progress=not args.no_progress,
-                store_path=args.routing,
-                run_meta={"sharding": _sharding(model, args.shard, world)},
-            )
+            trainer = _trainer(args, store, config, work, world)
             run_info = {
                 "config": config.to_dict(),
                 "model": str(args.model),
@@ -182,13 +222,24 @@ def run(args: argparse.Namespace) -> int:
                 if said is not None:
                     raise said from None
             raise
-    if trainer.rank == 0:
-        m = result.final_metrics
-        print(
-            f"trained routers of layers {result.tuned_layers} for {result.steps} steps in {result.seconds:.1f} s "
-            f"(task loss {_num(m.get('task_loss'))}, manifold loss {_num(m.get('manifold_loss'))}); wrote {out}"
-        )
-    return 0
+    return trainer, result
+
+
+def _trainer(args: argparse.Namespace, store, config, work, world: int):
+    """The model (whole or this rank's shard) and a ``RouterTrainer`` that writes into ``work``."""
+    from moe_roma.methods.roma.trainer import RouterTrainer
+
+    model, tokenizer = _load(args, config, world)
+    return RouterTrainer(
+        model,
+        tokenizer,
+        store,
+        config,
+        work,
+        progress=not args.no_progress,
+        store_path=args.routing,
+        run_meta={"sharding": _sharding(model, args.shard, world)},
+    )
 
 
 def _load(args: argparse.Namespace, config, world: int):

@@ -47,7 +47,9 @@ def describe_formats() -> str:
     width = max(map(len, FORMATS))
     lines = []
     for name, loader in FORMATS.items():
-        summary = (loader.__doc__ or "").strip().splitlines()[0]
+        # The docstring's first paragraph, which may wrap over lines.
+        first = (loader.__doc__ or "").strip().split("\n\n")[0]
+        summary = " ".join(line.strip() for line in first.splitlines())
         summary = summary.split(": ", 1)[1] if summary.startswith(f"{name}: ") else summary
         lines.append(f"{name.ljust(width)}  {summary}")
     return "\n".join(lines)
@@ -92,7 +94,8 @@ def _format_of_json(obj: dict, where: Where) -> str:
     if "question" in obj and "choices" in obj:
         return "roma-jsonl"
     raise where.error(
-        f"cannot tell the format from fields {show(sorted(map(str, obj)), 80)}; pass a format, one of: {_known()}"
+        f"cannot tell the format from fields {show(sorted(map(str, obj)), 80)}; pass a format, one of: "
+        f"{_known()}"
     )
 
 
@@ -157,7 +160,8 @@ def load_examples(
         try:
             name = detect_format(path)
         except DataError as exc:
-            # JSON in a hub dataset's own schema (e.g. `to_json` of SciQ): read it with datasets if a preset fits.
+            # JSON in a hub dataset's own schema (e.g. `to_json` of SciQ): read it with datasets if a
+            # preset fits.
             if (
                 path.is_file()
                 and path.suffix.lower() in (".json", ".jsonl", ".ndjson")
@@ -185,8 +189,8 @@ def _warn_on_repeated_choices(path: Path, examples: Sequence[MCExample]) -> None
         first = repeated[0]
         where = first.meta.get("record") or f"id {first.id}"
         warn(
-            f"{path}: {len(repeated)} of {len(examples)} questions list the same choice twice (first: {where}); "
-            "they are scored as given, and a tie goes to the earlier copy"
+            f"{path}: {len(repeated)} of {len(examples)} questions list the same choice twice (first: "
+            f"{where}); they are scored as given, and a tie goes to the earlier copy"
         )
 
 

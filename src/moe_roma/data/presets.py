@@ -11,7 +11,9 @@ after three distractors), the preset places it at a position chosen by a hash of
 that letter scoring and training never learn "always D"; the same row always gets the same order.
 
 >>> PRESETS["piqa"].convert({"goal": "Dry hair", "sol1": "towel", "sol2": "oven", "label": 0}, Where("x"))
-Row(question='Dry hair', choices=['towel', 'oven'], answer=0, id=None, task='piqa', continuation=None, meta={})
+... # doctest: +NORMALIZE_WHITESPACE
+Row(question='Dry hair', choices=['towel', 'oven'], answer=0, id=None, task='piqa',
+    continuation=None, meta={})
 """
 
 from __future__ import annotations
@@ -286,7 +288,8 @@ PRESETS: dict[str, Preset] = {
             ("allenai/sciq",),
             {"question", "distractor1", "distractor2", "distractor3", "correct_answer"},
             _sciq,
-            "question, distractor1-3, correct_answer, support (the answer's place is hashed from the question)",
+            "question, distractor1-3, correct_answer, support (the answer's place is hashed from the "
+            "question)",
         ),
         _p(
             "commonsense_qa",
@@ -388,7 +391,7 @@ ALIASES = {
 
 
 def get_preset(name: str, source: str | None = None) -> Preset:
-    """The preset called ``name`` (case, dashes and a few common aliases forgiven), or one sentence listing them."""
+    """The preset called ``name`` (case, dashes and common aliases forgiven), or one sentence listing them."""
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in PRESETS:
@@ -401,7 +404,7 @@ def get_preset(name: str, source: str | None = None) -> Preset:
 
 
 def detect_preset(columns: list[str] | set[str]) -> Preset | None:
-    """The preset whose identifying columns all appear in ``columns``, the most specific first; None if none does.
+    """The preset whose identifying columns all appear in ``columns``, most specific first; None if none does.
 
     >>> detect_preset(["question", "passage", "idx", "label"]).name
     'super_glue_boolq'

@@ -217,18 +217,7 @@ def oracle_direction(
     rand = torch.tensor(successful)[torch.randint(len(successful), (len(fixed), k), generator=gen)]
     random_pull = flat[rand].mean(1) - flat[fixed]
     cos_pull, cos_random = _cosine_rows(change, pull), _cosine_rows(change, random_pull)
-    # Shared changes: neighbours among the fixed items, in embedding space.
-    emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)[fixed])
-    sims = emb @ emb.T
-    sims.fill_diagonal_(-float("inf"))
-    kk = min(k, len(fixed) - 1)
-    nbr = sims.topk(kk, dim=1).indices
-    cos_nbr = _cosine_rows(change.unsqueeze(1).expand(-1, kk, -1), change[nbr]).mean().item()
-    pairs = torch.randint(len(fixed), (len(fixed) * kk, 2), generator=gen)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    if len(pairs) == 0:  # few fixed items and every draw a self-pair: every ordered pair of two, not NaN
-        pairs = torch.tensor([(i, j) for i in range(len(fixed)) for j in range(len(fixed)) if i != j])
-    cos_any = _cosine_rows(change[pairs[:, 0]], change[pairs[:, 1]]).mean().item()
+    cos_nbr, cos_any = _shared_changes(embeddings, fixed, change, k, gen)
     # How far the oracle moved, against how far the pull would move: same scale or not; and where.
     per_layer = (oracle_routing.float()[fixed] - base_routing.float()[fixed]).norm(dim=-1).mean(0)
     return {
@@ -244,6 +233,26 @@ def oracle_direction(
         "change_norm": float(change.norm(dim=1).mean()),
         "pull_norm": float(pull.norm(dim=1).mean()),
     }
+
+
+def _shared_changes(
+    embeddings: np.ndarray, fixed: list[int], change: torch.Tensor, k: int, gen: torch.Generator
+) -> tuple[float, float]:
+    """Are the oracle's changes shared? The mean cosine of the changes of fixed items that are
+    embedding neighbours (k nearest among the fixed), and of random pairs of fixed items (drawn
+    from ``gen``)."""
+    emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)[fixed])
+    sims = emb @ emb.T
+    sims.fill_diagonal_(-float("inf"))
+    kk = min(k, len(fixed) - 1)
+    nbr = sims.topk(kk, dim=1).indices
+    cos_nbr = _cosine_rows(change.unsqueeze(1).expand(-1, kk, -1), change[nbr]).mean().item()
+    pairs = torch.randint(len(fixed), (len(fixed) * kk, 2), generator=gen)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    if len(pairs) == 0:  # few fixed items and every draw a self-pair: every ordered pair of two, not NaN
+        pairs = torch.tensor([(i, j) for i in range(len(fixed)) for j in range(len(fixed)) if i != j])
+    cos_any = _cosine_rows(change[pairs[:, 0]], change[pairs[:, 1]]).mean().item()
+    return cos_nbr, cos_any
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.diagnose.measures import oracle_direction
-from moe_roma.methods.oracle import oracle_routing
+from moe_roma.methods.oracle import OracleResult, oracle_routing
 from moe_roma.routing.store import RoutingStore
 
 # Reaching a wrong answer at least this share as often as the right one: the gap is mostly steerability.
@@ -23,7 +23,7 @@ STEERABILITY_RATIO = 0.75
 
 
 def wrong_aims(store: RoutingStore, seed: int = 0) -> list[int | None]:
-    """Per item, a random choice that is neither the right answer nor the base model's (None when none is left)."""
+    """Per item, a random choice that is neither the right answer nor the base model's (None if none is)."""
     rng = np.random.default_rng(seed)
     out: list[int | None] = []
     for answer, picked, choices in zip(store.answer_index, store.model_answer, store.choices):
@@ -40,8 +40,8 @@ def steering_words(right: float, wrong: float) -> str:
     ratio = wrong / right
     if ratio >= STEERABILITY_RATIO:
         return (
-            f"Routing reaches an arbitrary wrong answer {ratio:.0%} as often as the right one: the oracle's gap "
-            "measures how easily last-token routing steers the answer, not how badly the base routes."
+            f"Routing reaches an arbitrary wrong answer {ratio:.0%} as often as the right one: the oracle's "
+            "gap measures how easily last-token routing steers the answer, not how badly the base routes."
         )
     return (
         f"Routing reaches an arbitrary wrong answer only {ratio:.0%} as often as the right one: part of the "
@@ -76,42 +76,66 @@ def oracle_headroom(
         "layers": result.layers,
         "steps": steps,
     }
+    steering = _steering(model, tokenizer, sample, result, seed, steps, batch_size, progress, log)
+    if steering is not None:
+        out["steering"] = steering
+    if embeddings is not None:
+        out["direction"] = _direction(store, pick, result, embeddings, seed)
+    return out
+
+
+def _steering(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sample: RoutingStore,
+    result: OracleResult,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict | None:
+    """How often the oracle reaches the right answer on failed items against how often it reaches a
+    wrong choice the base did not pick (None when no item has such a choice)."""
     failed = [i for i, ok in enumerate(result.correct_before) if not ok]
     right_reach = sum(result.correct_after[i] for i in failed) / len(failed) if failed else 0.0
     aims = wrong_aims(sample, seed)
     rows = [i for i, a in enumerate(aims) if a is not None]
-    if rows:
-        log(f"oracle routing on {len(rows)} items, towards a wrong choice the base did not pick")
-        wrong = oracle_routing(
-            model,
-            tokenizer,
-            sample.subset(rows),
-            steps=steps,
-            batch_size=batch_size,
-            progress=progress,
-            aim=[aims[i] for i in rows],
-        )
-        wrong_reach = wrong.accuracy  # no item starts at its aim: the reach rate over every aimed item
-        out["steering"] = {
-            "n_failed": len(failed),
-            "right_reach": right_reach,
-            "n_aimed": len(rows),
-            "wrong_reach": wrong_reach,
-            "right_headroom": result.gap,
-            "wrong_share": wrong_reach,
-            "words": steering_words(right_reach, wrong_reach),
-        }
-    if embeddings is not None:
-        # The oracle's routing for the sampled items, in the store's layer order, over the base routing.
-        oracle = store.routing.float().clone()
-        cols = [list(store.layers).index(x) for x in result.layers]
-        oracle[torch.tensor(pick)[:, None], torch.tensor(cols)[None, :]] = result.routing.float()
-        fixed = [
-            i
-            for i, before, after in zip(pick, result.correct_before, result.correct_after)
-            if after and not before
-        ]
-        out["direction"] = oracle_direction(
-            embeddings, store.routing.float(), oracle, store.is_correct, fixed, seed=seed
-        )
-    return out
+    if not rows:
+        return None
+    log(f"oracle routing on {len(rows)} items, towards a wrong choice the base did not pick")
+    wrong = oracle_routing(
+        model,
+        tokenizer,
+        sample.subset(rows),
+        steps=steps,
+        batch_size=batch_size,
+        progress=progress,
+        aim=[aims[i] for i in rows],
+    )
+    wrong_reach = wrong.accuracy  # no item starts at its aim: the reach rate over every aimed item
+    return {
+        "n_failed": len(failed),
+        "right_reach": right_reach,
+        "n_aimed": len(rows),
+        "wrong_reach": wrong_reach,
+        "right_headroom": result.gap,
+        "wrong_share": wrong_reach,
+        "words": steering_words(right_reach, wrong_reach),
+    }
+
+
+def _direction(
+    store: RoutingStore, pick: list[int], result: OracleResult, embeddings: np.ndarray, seed: int
+) -> dict:
+    """The direction of the oracle's routing change on the items it fixed, against RoMA's pull."""
+    # The oracle's routing for the sampled items, in the store's layer order, over the base routing.
+    oracle = store.routing.float().clone()
+    cols = [list(store.layers).index(x) for x in result.layers]
+    oracle[torch.tensor(pick)[:, None], torch.tensor(cols)[None, :]] = result.routing.float()
+    fixed = [
+        i
+        for i, before, after in zip(pick, result.correct_before, result.correct_after)
+        if after and not before
+    ]
+    return oracle_direction(embeddings, store.routing.float(), oracle, store.is_correct, fixed, seed=seed)

@@ -263,7 +263,8 @@ def _settings(graph: NeighbourSearch, store: RoutingStore, seed: int) -> dict:
         {}
         if _has_tasks(store.tasks)
         else {
-            name: "the routing file records no tasks (one task for every item), so there is nothing to draw by task"
+            name: "the routing file records no tasks (one task for every item), so there is nothing to "
+            "draw by task"
             for name in TASK_TARGETS
         }
     )

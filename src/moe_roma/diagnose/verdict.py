@@ -24,7 +24,8 @@ from __future__ import annotations
 # Each testbed's RoMA training set measured by `roma diagnose` (docs/diagnose.md), beside how RoMA did against
 # router tuning in the testbed's paper table over 5 seeds (results/paper-table*/results.json: mean and 95%
 # t-interval, accuracy points, per split). `target_test`: the target test's figures (accuracy points) on the
-# training items themselves and on in_dist, neighbours from the training set (docs/diagnose.md gives the commands).
+# training items themselves and on in_dist, neighbours from the training set (docs/diagnose.md gives the
+# commands).
 CALIBRATION: dict[str, dict] = {
     "in-domain": {
         "table": "results/paper-table",
@@ -73,10 +74,10 @@ ROUTING_MARGIN_MAX = 0.0
 PULL_MARGIN_MAX = 0.05
 
 CAVEAT = (
-    "This verdict rests on the project's calibration points (docs/diagnose.md): the in-domain and downstream "
-    "testbeds, on neither of which RoMA beat router tuning beyond noise and on both of which RoMA's target routes "
-    "worse than the base. It says 'likely to help' only where a measured point where RoMA helped supports it. "
-    "Treat it as a prior, and confirm on a validation split."
+    "This verdict rests on the project's calibration points (docs/diagnose.md): the in-domain and "
+    "downstream testbeds, on neither of which RoMA beat router tuning beyond noise and on both of which "
+    "RoMA's target routes worse than the base. It says 'likely to help' only where a measured point where "
+    "RoMA helped supports it. Treat it as a prior, and confirm on a validation split."
 )
 
 
@@ -90,8 +91,8 @@ def target_numbers(tt: dict) -> str:
     net = roma["net"]
     text = (
         f"with the last-token routing set to RoMA's target the model answers {roma['accuracy']['share']:.1%} "
-        f"of {tt['n']} items against {base['share']:.1%} with its own routing (net {_pct(net['diff'])} points, "
-        f"95% interval [{_pct(net['ci'][0])}, {_pct(net['ci'][1])}])"
+        f"of {tt['n']} items against {base['share']:.1%} with its own routing (net {_pct(net['diff'])} "
+        f"points, 95% interval [{_pct(net['ci'][0])}, {_pct(net['ci'][1])}])"
     )
     if m["too_few"]:
         return text + f"; only {m['n_failed']} items fail, too few to tell how many the target fixes"
@@ -157,14 +158,16 @@ def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dic
     point = _supporting_point(drivers, calibration)
     if point:
         why = (
-            f"RoMA's target routes better than the items' own and than random successful items: {numbers}. At the "
-            f"calibration point '{point}', with a weaker target test than this, RoMA beat router tuning."
+            f"RoMA's target routes better than the items' own and than random successful items: {numbers}. "
+            f"At the calibration point '{point}', with a weaker target test than this, RoMA beat router "
+            "tuning."
         )
         return {"label": "likely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
     why = (
-        f"RoMA's target routes better than the items' own and than random successful items, which neither "
-        f"testbed showed: {numbers}. No calibration point yet shows what training towards such a target does; "
-        "run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending GPU hours."
+        "RoMA's target routes better than the items' own and than random successful items, which neither "
+        f"testbed showed: {numbers}. No calibration point yet shows what training towards such a target "
+        "does; run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending "
+        "GPU hours."
     )
     return {"label": "cannot tell", "why": why, "caveat": CAVEAT, "drivers": drivers}
 
@@ -201,9 +204,9 @@ def _indirect_verdict(report: dict, suggest_model: bool = True) -> dict:
     )
     if inside:
         why = (
-            f"Like both calibration testbeds, where RoMA did not beat router tuning: {numbers}. Routing tells "
-            "right from wrong no better than the question itself does, so pulling it towards similar questions' "
-            "routing has no reason to fix answers." + direct
+            f"Like both calibration testbeds, where RoMA did not beat router tuning: {numbers}. Routing "
+            "tells right from wrong no better than the question itself does, so pulling it towards similar "
+            "questions' routing has no reason to fix answers." + direct
         )
         return {"label": "unlikely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
     why = (

@@ -1,4 +1,5 @@
-"""Past one process: process groups, FSDP2 sharding of the frozen weights, data-parallel collection and evaluation.
+"""Past one process: process groups, FSDP2 sharding of the frozen weights, data-parallel collection and
+evaluation.
 
 Sits above ``methods/`` (it shards the model the trainer then trains) and below ``eval/`` and
 ``commands/`` (which split their items across ranks through it). Nothing here re-implements

@@ -115,7 +115,7 @@ def gather_rows(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def block(n: int, rank: int, size: int) -> range:
-    """The contiguous share of ``n`` items that ``rank`` of ``size`` handles (the first ranks take one more)."""
+    """The contiguous share of ``n`` items that ``rank`` of ``size`` handles (first ranks take one more)."""
     base, extra = divmod(n, size)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (rank < extra))
@@ -137,7 +137,8 @@ def agree(settings: dict, what: str = "arguments") -> None:
         key = next(k for k in sorted({*theirs, *every[0]}) if theirs.get(k) != every[0].get(k))
         raise JobError(
             f"the processes of this torchrun job were started with different {what}: {_option(key)} is "
-            f"{every[0].get(key)!r} on rank 0 but {theirs.get(key)!r} on rank {rank}; start every rank with the same command"
+            f"{every[0].get(key)!r} on rank 0 but {theirs.get(key)!r} on rank {rank}; start every rank with "
+            "the same command"
         )
 
 
@@ -192,8 +193,8 @@ def job(timeout_s: float = DEFAULT_TIMEOUT_S, settings: dict | None = None) -> I
                 else _first_line(exc)[:120]
             )
             raise RomaError(
-                f"another process of this torchrun job stopped ({why}), so this one stopped too; nothing of this "
-                "run was kept (see that process's own message above)"
+                f"another process of this torchrun job stopped ({why}), so this one stopped too; nothing of "
+                "this run was kept (see that process's own message above)"
             ) from None
         raise
     finally:
@@ -203,8 +204,8 @@ def job(timeout_s: float = DEFAULT_TIMEOUT_S, settings: dict | None = None) -> I
 
 
 def _option(key: str) -> str:
-    """An argparse destination as the user typed it: ``cfg__optimizer__lr`` -> ``optimizer.lr``, ``batch_size`` ->
-    ``--batch-size``."""
+    """An argparse destination as the user typed it: ``cfg__optimizer__lr`` -> ``optimizer.lr``,
+    ``batch_size`` -> ``--batch-size``."""
     if key.startswith("cfg__"):
         return key[len("cfg__") :].replace("__", ".")
     return "--" + key.replace("_", "-")

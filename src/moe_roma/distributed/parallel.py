@@ -51,7 +51,7 @@ def my_share(examples: Sequence[MCExample], what: str) -> list[MCExample]:
 def collect_routing_parallel(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[MCExample], **kwargs
 ) -> tuple[RoutingStore, CollectSummary]:
-    """``routing.collect.collect_routing`` over the ranks of the joined group; the same call on one process."""
+    """``routing.collect.collect_routing`` over the joined group's ranks; the same call on one process."""
     _, size = world()
     if size == 1:
         return collect_routing(model, tokenizer, examples, **kwargs)

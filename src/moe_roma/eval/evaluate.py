@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,14 +307,7 @@ def run_eval(
         config.data, config.format, config.limit, config.preset, config.fields
     )
     check_template(config.template, config.scoring, examples[0])
-    routers_sha256 = None
-    if config.routers:
-        from moe_roma.models.checkpoint import load_router_checkpoint, routers_fingerprint
-
-        router_config, _ = load_router_checkpoint(
-            config.routers
-        )  # a broken folder fails before the model loads
-        routers_sha256 = routers_fingerprint(config.routers, router_config)
+    routers_sha256 = _routers_sha256(config)
     if model is None or tokenizer is None:
         model, tokenizer = _load(config)
     from moe_roma.models.loading import model_identity
@@ -326,43 +319,70 @@ def run_eval(
     warn_on_unknown_tokens(tokenizer, examples)
 
     def run() -> EvalResult:
-        result = evaluate_parallel(  # each process of a torchrun job scores its share; alone, all of it
-            model,
-            tokenizer,
-            examples,
-            scoring=config.scoring,
-            batch_size=config.batch_size,
-            max_length=max_length,
-            template=config.template,
-            progress=config.progress,
-        )
-        if result.n == 0:
-            first = result.unusable[0].reason if result.unusable else "no reason recorded"
-            raise RomaError(
-                f"{config.data}: none of the {len(examples)} examples could be scored (first: {first})"
-            )
-        warn_if_near_chance(
-            [it.correct for it in result.scored_items],
-            [len(ex.choices) for ex, it in zip(examples, result.items) if it.scored],
-            config.scoring,
-            "accuracy",
-        )
-        return result
+        return _score(config, model, tokenizer, examples, max_length)
 
     if not config.routers:
         return EvalReport(config, "base", run(), None, data_format, max_length, identity)
+    base = _apply_routers(config, model, run)
+    return EvalReport(config, "tuned", run(), base, data_format, max_length, identity, routers_sha256)
+
+
+def _routers_sha256(config: EvalConfig) -> str | None:
+    """The fingerprint of ``config.routers`` (None without): a broken folder fails before the model loads."""
+    if not config.routers:
+        return None
+    from moe_roma.models.checkpoint import load_router_checkpoint, routers_fingerprint
+
+    router_config, _ = load_router_checkpoint(config.routers)
+    return routers_fingerprint(config.routers, router_config)
+
+
+def _score(
+    config: EvalConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[MCExample],
+    max_length: int,
+) -> EvalResult:
+    """Score ``examples`` (each process of a torchrun job its share); refuse a run that scored none."""
+    result = evaluate_parallel(
+        model,
+        tokenizer,
+        examples,
+        scoring=config.scoring,
+        batch_size=config.batch_size,
+        max_length=max_length,
+        template=config.template,
+        progress=config.progress,
+    )
+    if result.n == 0:
+        first = result.unusable[0].reason if result.unusable else "no reason recorded"
+        raise RomaError(
+            f"{config.data}: none of the {len(examples)} examples could be scored (first: {first})"
+        )
+    warn_if_near_chance(
+        [it.correct for it in result.scored_items],
+        [len(ex.choices) for ex, it in zip(examples, result.items) if it.scored],
+        config.scoring,
+        "accuracy",
+    )
+    return result
+
+
+def _apply_routers(
+    config: EvalConfig, model: PreTrainedModel, run: Callable[[], EvalResult]
+) -> EvalResult | None:
+    """Apply ``config.routers`` to ``model``; with ``compare_base``, first ``run`` on the base routers
+    (returned; None without). The model leaves with the tuned routers either way."""
     from moe_roma.models.checkpoint import apply_router_checkpoint, restore_routers, router_snapshot
 
     base_state = router_snapshot(model) if config.compare_base else None
     apply_router_checkpoint(model, config.routers)  # refuses a checkpoint of another base model
-    base = None
-    if base_state is not None:
-        tuned_state = router_snapshot(model)
-        restore_routers(model, base_state)
-        try:
-            base = run()
-        finally:
-            restore_routers(
-                model, tuned_state
-            )  # the model leaves with the tuned routers, as without comparison
-    return EvalReport(config, "tuned", run(), base, data_format, max_length, identity, routers_sha256)
+    if base_state is None:
+        return None
+    tuned_state = router_snapshot(model)
+    restore_routers(model, base_state)
+    try:
+        return run()
+    finally:
+        restore_routers(model, tuned_state)

@@ -164,7 +164,8 @@ def write_lm_eval_task(
     scoring: str = DEFAULT_SCORING,
     template: str | None = None,
 ) -> ExportedTask:
-    """Write ``<out_dir>/<name>.yaml`` and ``<name>.jsonl`` for ``lm_eval --include_path out_dir --tasks name``.
+    """Write ``<out_dir>/<name>.yaml`` and ``<name>.jsonl`` for
+    ``lm_eval --include_path out_dir --tasks name``.
 
     Every example is exported; a mix of partial-scoring and ordinary examples becomes
     ``<name>_choice`` + ``<name>_partial`` under a group called ``name``.

@@ -347,7 +347,9 @@ def method_settings(method: Method, seed: int | None) -> dict[str, Any]:
 class Comparison:
     """Run ``methods`` x ``seeds`` and collect rows.
 
-    >>> rows = Comparison(model, tok, train, splits, methods, [0, 1, 2], TrainConfig(), "runs/x").run()  # doctest: +SKIP
+    >>> rows = Comparison(  # doctest: +SKIP
+    ...     model, tok, train, splits, methods, [0, 1, 2], TrainConfig(), "runs/x"
+    ... ).run()
     """
 
     model: PreTrainedModel
@@ -412,30 +414,11 @@ class Comparison:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         store, info = self.collect()
-        ctx = RunContext(
-            self.model,
-            self.tokenizer,
-            info,
-            store,
-            self.splits,
-            self.train_config,
-            self.scoring,
-            self.batch_size,
-            self.out_dir,
-            self.progress,
-            train_examples=self.train_examples,
-            resume=self.resume,
-        )
-        self.ctx = ctx
+        ctx = self.ctx = self._context(store, info)
         base_routers = router_snapshot(self.model, info)
         rows, details = [], {}
         cached: dict[str, dict] = {}
-        outcomes_path = self.out_dir / OUTCOMES_NAME
-        done, recorded = _load_outcomes(outcomes_path) if self.resume else ({}, {})
-        if not self.resume:
-            outcomes_path.unlink(missing_ok=True)
-        elif done:
-            self.log(f"resuming: {len(done)} method runs already done in {outcomes_path}")
+        outcomes_path, done, recorded = self._outcomes()
         for seed in self.seeds:
             for method in self.methods:
                 start = time.perf_counter()
@@ -449,58 +432,101 @@ class Comparison:
                 if old is not None and key not in done:  # the run was done, with something else: say what
                     changed = [k for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
                     self.log(
-                        f"resuming: {label} runs again: its {', '.join(changed)} changed since {outcomes_path}"
+                        f"resuming: {label} runs again: its {', '.join(changed)} changed since "
+                        f"{outcomes_path}"
                     )
                 if spec.seed_free and method.name in cached:
                     outcome = cached[method.name]
                 elif key in done:  # finished by an earlier, interrupted run of the same grid
                     outcome = done[key]
                 else:
-                    run_name = f"{method.name}/seed{seed}"
-                    settings = method.config.to_dict() if method.config is not None else {}
-                    with open_trackers(
-                        self.report_to,
-                        self.out_dir / "runs" / method.name / f"seed{seed}",
-                        run_name,
-                        {"method": method.name, "kind": method.kind, "seed": seed, "settings": settings},
-                    ) as trackers:
-                        ctx.trackers = trackers
-                        outcome = RUNNERS[spec.kind](ctx, method, seed)
-                        if self.metrics_split and spec.kind in ("none", "weights"):
-                            outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
-                        trackers.log_summary(
-                            {
-                                split: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]}
-                                for split, r in outcome["splits"].items()
-                            },
-                            prefix="eval/",
-                        )
-                        ctx.trackers = None
+                    outcome = self._run_method(ctx, method, spec.kind, seed)
                     _append_outcome(outcomes_path, key, label, inputs, outcome)
                 if spec.seed_free:
                     cached[method.name] = outcome
                 seconds = time.perf_counter() - start
                 details[f"{method.name}/seed{seed}"] = outcome
-                for split, res in outcome["splits"].items():
-                    rows.append(
-                        {
-                            "method": method.name,
-                            "split": split,
-                            "seed": seed,
-                            "accuracy": res["accuracy"],
-                            "n": res["n"],
-                            "ci": res["ci"],
-                            "acc_norm": res["acc_norm"],
-                            "kind": method.kind,
-                            "setting": method.overrides,
-                            **res.get("extra", {}),
-                            **self.extra_row_keys,
-                        }
-                    )
+                rows.extend(self._rows(method, seed, outcome))
                 accs = ", ".join(f"{s} {r['accuracy']:.1%}" for s, r in outcome["splits"].items())
                 self.log(f"[seed {seed}] {method.name}: {accs} ({seconds:.1f} s)")
         restore_routers(self.model, base_routers)
-        meta = {
+        meta = self._meta(store)
+        self.details, self.store, self.info = details, store, info
+        return rows, meta
+
+    def _context(self, store: RoutingStore, info: MoEInfo) -> RunContext:
+        """What every method runner shares: the model, the routing and the grid's settings."""
+        return RunContext(
+            self.model,
+            self.tokenizer,
+            info,
+            store,
+            self.splits,
+            self.train_config,
+            self.scoring,
+            self.batch_size,
+            self.out_dir,
+            self.progress,
+            train_examples=self.train_examples,
+            resume=self.resume,
+        )
+
+    def _outcomes(self) -> tuple[Path, dict, dict]:
+        """``outcomes.jsonl`` and, with ``resume``, the runs it records; without, it starts empty."""
+        outcomes_path = self.out_dir / OUTCOMES_NAME
+        done, recorded = _load_outcomes(outcomes_path) if self.resume else ({}, {})
+        if not self.resume:
+            outcomes_path.unlink(missing_ok=True)
+        elif done:
+            self.log(f"resuming: {len(done)} method runs already done in {outcomes_path}")
+        return outcomes_path, done, recorded
+
+    def _run_method(self, ctx: RunContext, method: Method, kind: str, seed: int) -> dict:
+        """One method run, with its own tracker run: its outcome (and routing metrics if asked)."""
+        run_name = f"{method.name}/seed{seed}"
+        settings = method.config.to_dict() if method.config is not None else {}
+        with open_trackers(
+            self.report_to,
+            self.out_dir / "runs" / method.name / f"seed{seed}",
+            run_name,
+            {"method": method.name, "kind": method.kind, "seed": seed, "settings": settings},
+        ) as trackers:
+            ctx.trackers = trackers
+            outcome = RUNNERS[kind](ctx, method, seed)
+            if self.metrics_split and kind in ("none", "weights"):
+                outcome["metrics"] = routing_metrics(ctx, self.metrics_split)
+            trackers.log_summary(
+                {
+                    split: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]}
+                    for split, r in outcome["splits"].items()
+                },
+                prefix="eval/",
+            )
+            ctx.trackers = None
+        return outcome
+
+    def _rows(self, method: Method, seed: int, outcome: dict) -> list[dict]:
+        """One tidy row per split of a method run's outcome."""
+        return [
+            {
+                "method": method.name,
+                "split": split,
+                "seed": seed,
+                "accuracy": res["accuracy"],
+                "n": res["n"],
+                "ci": res["ci"],
+                "acc_norm": res["acc_norm"],
+                "kind": method.kind,
+                "setting": method.overrides,
+                **res.get("extra", {}),
+                **self.extra_row_keys,
+            }
+            for split, res in outcome["splits"].items()
+        ]
+
+    def _meta(self, store: RoutingStore) -> dict:
+        """What the grid ran with, for results.json next to the rows."""
+        return {
             "package_version": __version__,
             "scoring": self.scoring,
             "collect_layers": self.collect_layers,
@@ -520,5 +546,3 @@ class Comparison:
             "base_train_accuracy": store.accuracy,
             "splits": {k: len(v) for k, v in self.splits.items()},
         }
-        self.details, self.store, self.info = details, store, info
-        return rows, meta

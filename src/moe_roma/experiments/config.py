@@ -393,7 +393,8 @@ class ExperimentConfig(Config):
             if isinstance(m.config, TrainConfig) and m.config.scoring != self.scoring:
                 raise RomaError(
                     f"method {m.name} trains with scoring={m.config.scoring}, but the grid collects its "
-                    f"routing with {self.scoring} scoring; set 'scoring' in 'train' (or the method) to {self.scoring}"
+                    f"routing with {self.scoring} scoring; set 'scoring' in 'train' (or the method) to "
+                    f"{self.scoring}"
                 )
         check_paired(self.paired, names)
         splits = self.data.split_names()

@@ -77,16 +77,49 @@ def write_demo(done: GridRun, log: Callable[[str], None] = print) -> dict:
     training (first seed) for the alignment figures and plots, ``results.json`` and ``report.md``."""
     from moe_roma.testbed import testbed_model_path
 
-    cfg, out, rows, meta, comparison = done.cfg, done.out, done.rows, done.meta, done.comparison
-    model, tok, splits, seeds = comparison.model, comparison.tokenizer, done.splits, list(cfg.seeds)
+    cfg, out, rows, meta = done.cfg, done.out, done.rows, done.meta
+    splits, seeds = done.splits, list(cfg.seeds)
     method_names, split_names = [m.name for m in cfg.grid()], list(splits)
     table = console_table(rows, method_names, split_names)
     log("\n" + table)
 
     # Routing of the in-distribution items before and after (first seed), for plots and alignment.
     seed0 = seeds[0]
-    base_routers = router_snapshot(model, comparison.info)
     probe = splits["in_dist"]
+    routing = _probe_routing(done, probe, seed0)
+    emb = embed_texts([ex.question for ex in probe])
+    alignment = {
+        label: {"knn_overlap@5": knn_overlap(emb, r, 5), "entropy": routing_entropy_per_layer(r)}
+        for label, r in routing.items()
+    }
+    plots = _plots(done, probe, routing, seed0)
+    seconds = time.perf_counter() - done.start
+    results = {
+        "rows": rows,
+        "config": {
+            **meta,
+            "demo_seeds": seeds,
+            "testbed_model": str(testbed_model_path(cfg.data.testbed)),
+            "demo_config": str(cfg.path),
+        },
+        "package_version": __version__,
+        "alignment_in_dist": alignment,
+        "seconds": round(seconds, 1),
+    }
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(
+        out / "report.md", demo_report(rows, meta, alignment, method_names, split_names, seconds)
+    )
+    log(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(plots)} plots in {seconds:.0f} s")
+    return results
+
+
+def _probe_routing(done: GridRun, probe: list, seed0: int) -> dict:
+    """The routing of ``probe`` under the base routers and under the first seed's trained ones; the
+    model's own routers are restored afterwards."""
+    cfg, out, comparison = done.cfg, done.out, done.comparison
+    model, tok = comparison.model, comparison.tokenizer
+    base_routers = router_snapshot(model, comparison.info)
     routing = {}
     for label, ckpt in (
         ("base", None),
@@ -107,12 +140,13 @@ def write_demo(done: GridRun, log: Callable[[str], None] = print) -> dict:
         )
         routing[label] = store.routing
     restore_routers(model, base_routers)
-    emb = embed_texts([ex.question for ex in probe])
-    alignment = {
-        label: {"knn_overlap@5": knn_overlap(emb, r, 5), "entropy": routing_entropy_per_layer(r)}
-        for label, r in routing.items()
-    }
-    plots = {
+    return routing
+
+
+def _plots(done: GridRun, probe: list, routing: dict, seed0: int) -> dict:
+    """The demo's figures: training curves, expert utilisation and a routing projection, base vs roma."""
+    out, comparison = done.out, done.comparison
+    return {
         "training_curves": plot_training_curves(
             {m: out / "runs" / m / f"seed{seed0}" / "metrics.jsonl" for m in ("router_tuning", "roma")},
             out / "training_curves.png",
@@ -129,22 +163,3 @@ def write_demo(done: GridRun, log: Callable[[str], None] = print) -> dict:
             out / "routing_pca.png",
         ),
     }
-    seconds = time.perf_counter() - done.start
-    results = {
-        "rows": rows,
-        "config": {
-            **meta,
-            "demo_seeds": seeds,
-            "testbed_model": str(testbed_model_path(cfg.data.testbed)),
-            "demo_config": str(cfg.path),
-        },
-        "package_version": __version__,
-        "alignment_in_dist": alignment,
-        "seconds": round(seconds, 1),
-    }
-    write_json_atomic(out / "results.json", results)
-    write_text_atomic(
-        out / "report.md", demo_report(rows, meta, alignment, method_names, split_names, seconds)
-    )
-    log(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(plots)} plots in {seconds:.0f} s")
-    return results

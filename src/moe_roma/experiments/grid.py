@@ -18,7 +18,7 @@ from typing import Any
 
 from moe_roma import __version__
 from moe_roma.experiments.comparison import Comparison
-from moe_roma.experiments.config import DataConfig, ExperimentConfig
+from moe_roma.experiments.config import DataConfig, ExperimentConfig, Method
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.errors import RomaError
 from moe_roma.io.outputs import safe_name
@@ -32,7 +32,7 @@ from moe_roma.training.trackers import check_trackers
 
 @dataclass
 class ArchitectureGrid:
-    """A ``kind: architectures`` file: the pre-training study's grid (``experiments/pretraining_study.py``)."""
+    """A ``kind: architectures`` file: the pre-training study's grid (``experiments/pretraining_study``)."""
 
     mapping: dict
     path: Path
@@ -99,7 +99,8 @@ def load_data(data: DataConfig, limit: int | None = None) -> tuple[Any, list, di
 
 def testbed_training_set(data: DataConfig, suite: dict) -> list:
     """The testbed items to train on: the ``train_split`` splits in order, cut to their first ``train_size``
-    (``train_large`` is in a seeded order, so any prefix is a nested subset with the full split's family mix)."""
+    (``train_large`` is in a seeded order, so any prefix is a nested subset with the full split's family
+    mix)."""
     examples: list = []
     for split in data.training_splits():
         if split == "train_large":
@@ -164,7 +165,8 @@ def plan(
         )
     else:
         steps.append(
-            f"1. load the model {data.model} (dtype {runtime.dtype}, device {runtime.device or 'first GPU, else CPU'})"
+            f"1. load the model {data.model} (dtype {runtime.dtype}, device "
+            f"{runtime.device or 'first GPU, else CPU'})"
         )
         entries, evals = data.train or [], data.eval or {}
         for entry in [*entries, *evals.values()]:
@@ -184,17 +186,7 @@ def plan(
     evals_named = ", ".join(data.eval_names())
     for seed in cfg.seeds:
         for m in methods:
-            if METHODS[m.kind].kind == "weights":
-                c = m.config
-                what = (
-                    f"train routers ({c.layers}, lr {c.optimizer.lr}, regulariser {c.regularizer.name}, lambda "
-                    f"{c.regularizer.lam}, k {c.graph.k}) into {out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
-                )
-            elif METHODS[m.kind].kind == "test_time":
-                what = "score every split with test-time routing"
-            else:
-                what = "evaluate the model as it is"
-            steps.append(f"{n}. seed {seed}, {m.name} ({m.kind}): {what} on {evals_named}")
+            steps.append(f"{n}. seed {seed}, {m.name} ({m.kind}): {_plan_run(m, seed, out)} on {evals_named}")
             n += 1
     if trackers:
         steps.append(f"   each method run is tracked in {', '.join(trackers)}")
@@ -202,13 +194,27 @@ def plan(
     return steps
 
 
+def _plan_run(m: Method, seed: int, out: Path) -> str:
+    """What one method run does, in the plan's words: the settings a trained method's result hangs on."""
+    if METHODS[m.kind].kind == "weights":
+        c = m.config
+        return (
+            f"train routers ({c.layers}, lr {c.optimizer.lr}, regulariser {c.regularizer.name}, "
+            f"lambda {c.regularizer.lam}, k {c.graph.k}) into "
+            f"{out / 'runs' / m.name / f'seed{seed}'}, then evaluate"
+        )
+    if METHODS[m.kind].kind == "test_time":
+        return "score every split with test-time routing"
+    return "evaluate the model as it is"
+
+
 def _plan_architectures(grid: ArchitectureGrid, out: Path) -> list[str]:
     from moe_roma.experiments.pretraining_study import plan_jobs
 
     jobs, splits = plan_jobs(grid.mapping, str(grid.path), out)
     steps = [
-        f"experiment {grid.mapping.get('name', grid.path.stem)!r} (kind: architectures): {len(jobs)} downstream "
-        f"testbed builds, {grid.mapping.get('workers', 1)} at a time, into {out}"
+        f"experiment {grid.mapping.get('name', grid.path.stem)!r} (kind: architectures): {len(jobs)} "
+        f"downstream testbed builds, {grid.mapping.get('workers', 1)} at a time, into {out}"
     ]
     for n, j in enumerate(jobs, 1):
         c = j.config
@@ -448,7 +454,7 @@ def seed_intervals(rows: list[dict]) -> dict:
 
 
 def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:
-    """Seed 000's cross-task generalisation index: a method's gain over base on held-out task families
+    """The cross-task generalisation index (CTGI): a method's gain over base on held-out task families
     divided by its gain on the trained families (in_dist). 1: the gain transfers fully; 0: not at all;
     undefined (None) when the in-distribution gain is zero or negative."""
     if "heldout_tasks" not in splits or "in_dist" not in splits:

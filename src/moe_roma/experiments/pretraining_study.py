@@ -149,7 +149,7 @@ def plan_jobs(cfg: dict, where: str, out: Path) -> tuple[list[Job], list[str]]:
 
 
 def job_inputs(job: Job, splits: list[str], limit: int) -> dict:
-    """What a build's result depends on (as JSON reads it back): ``--resume`` reuses a result only for these."""
+    """What a build's result depends on (as JSON reads it back): ``--resume`` reuses it only for these."""
     return json.loads(json.dumps({"build_config": job.config, "splits": list(splits), "limit": limit}))
 
 
@@ -228,12 +228,13 @@ def model_card(info: dict, result: dict, splits: list[str]):
     )
     warnings = [f"- step {w['step']}: {w['warning']}" for w in result["collapse_warnings"]]
     text = [
-        f"# moe-roma downstream testbed: `{result['arch']}` ({info.get('architecture')}), setting `{result['setting']}`",
+        f"# moe-roma downstream testbed: `{result['arch']}` ({info.get('architecture')}), setting "
+        f"`{result['setting']}`",
         "",
         f"Pre-trained from scratch by `roma experiment` (kind: architectures) with moe-roma {__version__}: "
         f"{info['parameters']:,} parameters, {info.get('active_parameters'):,} active per token, "
-        f"{cfg['steps']} steps of {cfg['batch_size']} documents ({info.get('pretrain_tokens_seen'):,} tokens), seed "
-        f"{cfg['seed']}. It loads with `AutoModelForCausalLM.from_pretrained`.",
+        f"{cfg['steps']} steps of {cfg['batch_size']} documents ({info.get('pretrain_tokens_seen'):,} "
+        f"tokens), seed {cfg['seed']}. It loads with `AutoModelForCausalLM.from_pretrained`.",
         "",
         "## Training configuration",
         "",
@@ -244,20 +245,21 @@ def model_card(info: dict, result: dict, splits: list[str]):
         "## Expected generalisation behaviour",
         "",
         *[
-            f"- {s}: {100 * result['accuracy'][s]:.1f}% of {result['n'][s]} items (continuation scoring; chance 25%)"
+            f"- {s}: {100 * result['accuracy'][s]:.1f}% of {result['n'][s]} items (continuation scoring; "
+            "chance 25%)"
             for s in splits
         ],
         "",
         "## Failure modes",
         "",
         *(warnings or ["- no routing collapse was logged during pre-training"]),
-        "- a research model of a few million parameters over a word-level vocabulary of the testbed's lexicon: "
-        "it knows nothing beyond it",
+        "- a research model of a few million parameters over a word-level vocabulary of the testbed's "
+        "lexicon: it knows nothing beyond it",
         "",
         "## Intended domains",
         "",
-        "The downstream testbed's task suite (docs/testbed.md): comparing architectures and routing alignment "
-        "during pre-training (docs/pretraining-study.md). Not for any real use.",
+        "The downstream testbed's task suite (docs/testbed.md): comparing architectures and routing "
+        "alignment during pre-training (docs/pretraining-study.md). Not for any real use.",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text) + "\n")
 

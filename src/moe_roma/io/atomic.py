@@ -90,7 +90,7 @@ def finite_json(obj: Any) -> Any:
 
 
 def remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty; one that is not empty is kept, with its parents."""
+    """Remove ``folders`` (deepest first) while they are empty; a non-empty one is kept, with its parents."""
     for folder in folders:
         try:
             folder.rmdir()

@@ -94,7 +94,8 @@ class FolderLock:
             else:
                 what = "not a regular file"
             raise RomaError(
-                f"{self.path} is {what}, not a lock file of roma; remove it (a lock is never written through a link)"
+                f"{self.path} is {what}, not a lock file of roma; remove it (a lock is never written through "
+                "a link)"
             )
         if fcntl is None:
             raise self._busy()

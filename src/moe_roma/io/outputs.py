@@ -23,10 +23,11 @@ new one into a sibling staging folder and swapping it in only when it is complet
 ...     _ = (tmp / "report.json").write_text("{}")
 >>> sorted(p.name for p in (d / "r").iterdir())
 ['report.json']
->>> guard_output("--out", d / "r", REPORT)
+>>> guard_output("--out", d / "r", REPORT)  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-moe_roma.io.errors.RomaError: --out ... already holds a finished report folder (report.json); pass --overwrite to replace it (or choose another --out)
+moe_roma.io.errors.RomaError: --out ... already holds a finished report folder (report.json);
+pass --overwrite to replace it (or choose another --out)
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def safe_name(value: object, where: str, what: str = "name") -> str:
 
     >>> safe_name("roma[k=1]", "exp.yaml")
     'roma[k=1]'
-    >>> safe_name("../x", "exp.yaml", "'name'")
+    >>> safe_name("../x", "exp.yaml", "'name'")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    moe_roma.io.errors.RomaError: exp.yaml: 'name' '../x' is not a plain name: it would leave its folder (no '/', '\\\\', '.' or '..')
+    moe_roma.io.errors.RomaError: exp.yaml: 'name' '../x' is not a plain name: it would leave its folder
+    (no '/', '\\\\', '.' or '..')
     """
     text = str(value)
     if len(text) > MAX_NAME:
@@ -174,7 +176,8 @@ class Output:
 
     def restated(self, exc: BaseException, staging: Path) -> BaseException | None:
         """One sentence for a failure while writing into ``staging``, naming the file where it was to land
-        (never the hidden staging folder) and saying that the old result is kept; None: not a write failure."""
+        (never the hidden staging folder) and saying that the old result is kept; None: not a write
+        failure."""
         reason = _write_failure(exc)
         if reason is not None:  # a full disk, the file-size limit
             return RomaError(f"{self.option} {self.path}: {reason}; the old result, if any, is kept")
@@ -283,20 +286,8 @@ def guard_output(
     extra = [Path(f).expanduser() for f in files]
     guard_outputs(inputs or {}, {option: [out, *extra], **(others or {})})
     if kind.folder and not kind.shelf:  # the folder is replaced whole: nothing inside it may be an input
-        for label, spec in (inputs or {}).items():
-            for src in _paths(spec):
-                if _inside(out, src):
-                    raise RomaError(
-                        f"{label} {src} is inside the output folder {option} {out}; refusing to write "
-                        "over an input (choose another output folder)"
-                    )
-    for p in (out, *extra):
-        st = _lstat(p)
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise RomaError(
-                f"{option} {p} is a symbolic link; outputs never follow links (remove it or choose "
-                "another path)"
-            )
+        _refuse_inputs_inside(option, out, inputs or {})
+    _refuse_links(option, [out, *extra])
     st = _lstat(out)
     identity = None if st is None else (st.st_dev, st.st_ino)
     if not kind.folder:
@@ -305,6 +296,44 @@ def guard_output(
         return Output(option, out, kind, False, None)
     if not stat.S_ISDIR(st.st_mode):
         raise RomaError(f"{option} {out} exists and is not a folder; a {kind.label} is a folder")
+    names = _result_entries(option, out, kind)
+    if kind.shelf:
+        present = [f for f in extra if _lstat(f) is not None]
+        if present and not overwrite:
+            raise RomaError(
+                f"{option} {out} already holds {present[0].name}; pass --overwrite to replace it (or "
+                f"choose another {option})"
+            )
+        return Output(option, out, kind, bool(present), identity)
+    return Output(option, out, kind, _replaces(option, out, kind, names, overwrite, resume), identity)
+
+
+def _refuse_inputs_inside(option: str, out: Path, inputs: Mapping[str, PathSpec]) -> None:
+    """Refuse an input inside an output folder that is replaced whole: the swap would delete it."""
+    for label, spec in inputs.items():
+        for src in _paths(spec):
+            if _inside(out, src):
+                raise RomaError(
+                    f"{label} {src} is inside the output folder {option} {out}; refusing to write "
+                    "over an input (choose another output folder)"
+                )
+
+
+def _refuse_links(option: str, paths: Sequence[Path]) -> None:
+    """Refuse an output path that is a symbolic link: a write through it would land elsewhere."""
+    for p in paths:
+        st = _lstat(p)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise RomaError(
+                f"{option} {p} is a symbolic link; outputs never follow links (remove it or choose "
+                "another path)"
+            )
+
+
+def _result_entries(option: str, out: Path, kind: Kind) -> list[str]:
+    """The entries of the existing folder ``out`` (sorted, leftovers of killed writes left out), once no
+    link is anywhere under it and every entry belongs to a ``kind`` result: the folder is the user's
+    otherwise, and replacing it would delete their files."""
     link = _link_inside(out)
     if link is not None:
         raise RomaError(
@@ -321,14 +350,14 @@ def guard_output(
             f"{option} {out} holds {foreign[0]!r}, which is not part of a {kind.label}; refusing to "
             "write into it (choose a new or empty folder)"
         )
-    if kind.shelf:
-        present = [f for f in extra if _lstat(f) is not None]
-        if present and not overwrite:
-            raise RomaError(
-                f"{option} {out} already holds {present[0].name}; pass --overwrite to replace it (or "
-                f"choose another {option})"
-            )
-        return Output(option, out, kind, bool(present), identity)
+    return names
+
+
+def _replaces(
+    option: str, out: Path, kind: Kind, names: list[str], overwrite: bool, resume: bool | None
+) -> bool:
+    """Whether a result in ``out`` (of entries ``names``) is to be replaced; a finished one needs
+    ``overwrite``, an unfinished one ``resume`` (continued in place) or ``overwrite``."""
     done = [n for n in names if _matches(n, kind.finished)]
     if done and not overwrite:
         what = "; nothing to resume" if resume else ""
@@ -342,7 +371,7 @@ def guard_output(
         raise RomaError(
             f"{option} {out} holds an unfinished {kind.label} ({started[0]}); {how} to start again"
         )
-    return Output(option, out, kind, bool(done or (started and overwrite)), identity)
+    return bool(done or (started and overwrite))
 
 
 def _check_file(

@@ -88,7 +88,8 @@ def guard_outputs(inputs: Mapping[str, PathSpec], outputs: Mapping[str, PathSpec
                 )
             if src.is_dir() and _inside(src, out) and out.exists():
                 raise RomaError(
-                    f"{out_label} {out} would replace a file of the input {in_label} {src}; choose another output path"
+                    f"{out_label} {out} would replace a file of the input {in_label} {src}; choose another "
+                    "output path"
                 )
     for i, (label_a, a) in enumerate(outs):
         for label_b, b in outs[i + 1 :]:
@@ -99,7 +100,7 @@ def guard_outputs(inputs: Mapping[str, PathSpec], outputs: Mapping[str, PathSpec
 
 
 def check_regular_file(path: PathLike, what: str = "file") -> Path:
-    """``path`` if it is an existing regular file (symlinks followed), else a ``DataError`` saying what it is."""
+    """``path`` if it is an existing regular file (symlinks followed), else a ``DataError`` saying what is."""
     p = Path(path)
     try:
         mode = p.stat().st_mode

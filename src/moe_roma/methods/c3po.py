@@ -139,10 +139,10 @@ class C3POResult:
     def line(self) -> str:
         p = self.passes
         return (
-            f"C3PO {self.mode} (k={self.settings['k']}, layers {self.layers}): base {self.base_accuracy:.1%} -> "
-            f"{self.accuracy:.1%} ({sum(self.changed)} of {len(self.ids)} items re-mixed); "
-            f"{p.forwards / max(p.n_items, 1):.2f} forwards and {p.backwards / max(p.n_items, 1):.2f} backwards "
-            f"per item, {p.cost_vs_base:.2f}x the base model's compute; {self.seconds:.1f} s"
+            f"C3PO {self.mode} (k={self.settings['k']}, layers {self.layers}): base {self.base_accuracy:.1%} "
+            f"-> {self.accuracy:.1%} ({sum(self.changed)} of {len(self.ids)} items re-mixed); "
+            f"{p.forwards / max(p.n_items, 1):.2f} forwards and {p.backwards / max(p.n_items, 1):.2f} "
+            f"backwards per item, {p.cost_vs_base:.2f}x the base model's compute; {self.seconds:.1f} s"
         )
 
     def to_dict(self) -> dict:

@@ -178,20 +178,20 @@ def _training_section(config: dict, kind: str) -> list[str]:
     lines = [
         f"# {method} routers for {name}",
         "",
-        f"{what} Only the routers of layers {layers} of {name} were trained ({config.get('num_experts')} experts, "
-        f"{config.get('gate_function', 'softmax')} gate); every other weight is the base model's. Made with "
-        f"moe-roma {config.get('package_version', __version__)}.",
+        f"{what} Only the routers of layers {layers} of {name} were trained ({config.get('num_experts')} "
+        f"experts, {config.get('gate_function', 'softmax')} gate); every other weight is the base model's. "
+        f"Made with moe-roma {config.get('package_version', __version__)}.",
         "",
         "## Training configuration",
         "",
         f"- method: {method}",
         f"- seed: {config.get('seed', '-')}",
         f"- tuned layers: {layers}",
-        f"- training examples: {config.get('n_train', '-')} ({config.get('n_successful', '-')} answered correctly "
-        "by the base model: the successful set)",
+        f"- training examples: {config.get('n_train', '-')} ({config.get('n_successful', '-')} answered "
+        "correctly by the base model: the successful set)",
         f"- training data: {config.get('train_data') or '-'}",
-        f"- steps: {config.get('steps', '-')}, {config.get('train_seconds', '-')} s on {config.get('world_size', 1)} "
-        "process(es)",
+        f"- steps: {config.get('steps', '-')}, {config.get('train_seconds', '-')} s on "
+        f"{config.get('world_size', 1)} process(es)",
     ]
     imported = config.get("imported_from")
     if imported:

@@ -130,7 +130,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def routers_fingerprint(path: str | Path, config: dict) -> str:
-    """The SHA-256 of a router folder's weight file: recorded in its config (format 2, checked on load) or read."""
+    """The SHA-256 of a router folder's weights: in its config (format 2, checked on load) or read."""
     recorded = config.get("weights_sha256")
     return recorded if isinstance(recorded, str) else file_sha256(Path(path) / WEIGHTS_NAME)
 
@@ -246,7 +246,8 @@ def check_base_matches(
             raise ModelError(f"{where}: tensor {name} is not a parameter of {info.architecture}")
         if tuple(params[name].shape) != tuple(t.shape):
             raise ModelError(
-                f"{where}: tensor {name} has shape {tuple(t.shape)}, the base model's is {tuple(params[name].shape)}"
+                f"{where}: tensor {name} has shape {tuple(t.shape)}, the base model's is "
+                f"{tuple(params[name].shape)}"
             )
     router_names = {n for r in info.routers.values() for n in r.parameter_names}
     stray = sorted(set(tensors) - router_names)
@@ -291,7 +292,7 @@ def export_merged_model(
     out_dir: str | Path | Output,
     card: str | None = None,
 ) -> Path:
-    """Write a full Hugging Face model folder with the tuned routers merged in (and ``card`` as its README.md).
+    """Write a full Hugging Face model folder with the tuned routers merged in (``card`` as its README.md).
 
     The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and no project code. It is
     written into a staging folder and swapped in when complete: a full disk or a kill leaves no

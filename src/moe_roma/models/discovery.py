@@ -8,8 +8,9 @@ its output tuple holds the logits). We read that declaration, so a new family wo
 The routing weights RoMA aligns are the router's *full* distribution over experts at a token:
 ``softmax(logits)`` for OLMoE / Qwen / Mixtral-style routers, ``sigmoid(logits)`` normalised to
 sum to one for DeepSeek-V3-style routers (which score each expert independently). Which of the two
-a router uses, its *gate function* (``RouterInfo.gate_function``), is read from its code (or from the config field its code reads it from); a router
-that scores experts any other way is refused rather than misread.
+a router uses, its *gate function* (``RouterInfo.gate_function``), is read from its code (or from
+the config field its code reads it from); a router that scores experts any other way is refused
+rather than misread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import sys
 import textwrap
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -153,15 +155,16 @@ class MoEInfo:
             side, n = parsed
             if n > len(layers):
                 raise ModelError(
-                    f"layer selection {spec!r} asks for {n} MoE layers but {self.architecture} has {len(layers)} "
-                    f"(choose {side}{len(layers)} or fewer, or all)"
+                    f"layer selection {spec!r} asks for {n} MoE layers but {self.architecture} has "
+                    f"{len(layers)} (choose {side}{len(layers)} or fewer, or all)"
                 )
             return layers[-n:] if side == "last" else layers[:n]
         chosen = parsed
         bad = [x for x in chosen if x not in self.routers]
         if bad or not chosen:
             raise ModelError(
-                f"layers {bad or chosen} are not MoE layers of {self.architecture} (MoE layers: {_ranges(layers)})"
+                f"layers {bad or chosen} are not MoE layers of {self.architecture} (MoE layers: "
+                f"{_ranges(layers)})"
             )
         return sorted(set(chosen))
 
@@ -192,7 +195,8 @@ def parse_layer_spec(spec: str | list[int] | tuple[int, ...]) -> str | tuple[str
         chosen = None
     if not chosen:
         raise ModelError(
-            f"layer selection {spec!r} is not 'all', 'lastN', 'firstN' or a comma-separated list of layer indices"
+            f"layer selection {spec!r} is not 'all', 'lastN', 'firstN' or a comma-separated list of layer "
+            "indices"
         )
     if len(set(chosen)) != len(chosen):
         raise ModelError(f"layer selection {spec!r} names a layer twice")
@@ -383,17 +387,7 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
     rule = ROUTER_REGISTRY.get(family, RouterRule())
     if rule.unsupported:
         raise ModelError(f"{type(model).__name__} is not supported: {rule.unsupported}")
-    recorders = _declared_recorders(model)
-    if rule.class_name is not None:
-        # The rule names the router class; its declared recorder (if any) says where the logits are.
-        named = [r for r in recorders if r.target is not None and r.target.__name__ == rule.class_name]
-        recorders = named or [_Recorder(None, 0)]
-
-    def recorder_of(name: str, module: nn.Module) -> _Recorder | None:
-        if rule.class_name is not None:
-            return recorders[0] if type(module).__name__ == rule.class_name else None
-        return next((r for r in recorders if r.matches(name, module)), None)
-
+    recorder_of = _recorder_finder(model, rule)
     modules = dict(model.named_modules())
     excluded = [n for n, m in modules.items() if rule.not_inside and type(m).__name__ == rule.not_inside]
     routers: dict[int, RouterInfo] = {}
@@ -405,32 +399,65 @@ def discover_routers(model: PreTrainedModel) -> MoEInfo:
         layer, num_layers = _layer_index(model, name)
         if layer in routers:
             raise ModelError(f"{type(model).__name__}: two routers in decoder layer {layer}")
-        holder = modules.get(name.rpartition(".")[0])
-        gate_function = rule.gate_function or _infer_gate_function(module, holder, config)
-        top_k = _top_k(module, holder, config)
-        num_experts = _num_experts(module, config, rule.num_experts_attr)
-        logits_index = rule.logits_index if rule.logits_index is not None else recorder.index
+        routers[layer] = _router_info(layer, name, module, modules, recorder, rule, config)
         router_class = type(module).__name__
-        if rule.logits_from is not None:
-            name, module, logits_index = (
-                f"{name}.{rule.logits_from}",
-                module.get_submodule(rule.logits_from),
-                0,
-            )
-        routers[layer] = RouterInfo(
-            layer=layer,
-            name=name,
-            module=module,
-            num_experts=num_experts,
-            top_k=top_k,
-            gate_function=gate_function,
-            logits_index=logits_index,
-        )
     if not routers:
         where = str(getattr(config, "_name_or_path", "") or "")  # the folder it was loaded from, if any
         prefix = f"{where}: " if where else ""
         raise ModelError(f"{prefix}no MoE routers found in {type(model).__name__}")
     return MoEInfo(family, type(model).__name__, num_layers, routers, router_class)
+
+
+def _recorder_finder(
+    model: PreTrainedModel, rule: RouterRule
+) -> Callable[[str, nn.Module], _Recorder | None]:
+    """Which modules of ``model`` are routers, and where their logits are: a function of a module
+    (and its name) to its recorder, or None for a module that is not a router."""
+    recorders = _declared_recorders(model)
+    if rule.class_name is not None:
+        # The rule names the router class; its declared recorder (if any) says where the logits are.
+        named = [r for r in recorders if r.target is not None and r.target.__name__ == rule.class_name]
+        recorders = named or [_Recorder(None, 0)]
+
+    def recorder_of(name: str, module: nn.Module) -> _Recorder | None:
+        if rule.class_name is not None:
+            return recorders[0] if type(module).__name__ == rule.class_name else None
+        return next((r for r in recorders if r.matches(name, module)), None)
+
+    return recorder_of
+
+
+def _router_info(
+    layer: int,
+    name: str,
+    module: nn.Module,
+    modules: dict[str, nn.Module],
+    recorder: _Recorder,
+    rule: RouterRule,
+    config,
+) -> RouterInfo:
+    """The router ``module`` of decoder layer ``layer``: its experts, top-k, gate function and where
+    its logits are (a ``logits_from`` submodule when the rule names one)."""
+    holder = modules.get(name.rpartition(".")[0])
+    gate_function = rule.gate_function or _infer_gate_function(module, holder, config)
+    top_k = _top_k(module, holder, config)
+    num_experts = _num_experts(module, config, rule.num_experts_attr)
+    logits_index = rule.logits_index if rule.logits_index is not None else recorder.index
+    if rule.logits_from is not None:
+        name, module, logits_index = (
+            f"{name}.{rule.logits_from}",
+            module.get_submodule(rule.logits_from),
+            0,
+        )
+    return RouterInfo(
+        layer=layer,
+        name=name,
+        module=module,
+        num_experts=num_experts,
+        top_k=top_k,
+        gate_function=gate_function,
+        logits_index=logits_index,
+    )
 
 
 def routing_weights(logits: torch.Tensor, gate_function: str) -> torch.Tensor:

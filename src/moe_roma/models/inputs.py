@@ -96,7 +96,7 @@ def encode_pair(
 def encode_pairs(
     tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
 ) -> list[tuple[list[int], list[int]]]:
-    """``encode_pair`` for many pairs: one tokenizer call for the whole strings, one for the distinct contexts."""
+    """``encode_pair`` for many pairs: one tokenizer call for the whole strings, one for distinct contexts."""
     split = []
     for context, continuation in pairs:
         n_spaces = len(context) - len(context.rstrip())

@@ -30,7 +30,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``device`` as a torch device that exists on this machine (None or ``auto``: the first GPU, else the CPU)."""
+    """``device`` as a torch device that exists here (None or ``auto``: the first GPU, else the CPU)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

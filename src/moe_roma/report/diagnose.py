@@ -84,7 +84,7 @@ def _ci(share: dict) -> str:
 
 
 def target_table(result: dict) -> str:
-    """The target test as a markdown table: accuracy, fixed and broken per target, net change against the base."""
+    """The target test as a markdown table: accuracy, fixed and broken per target, net change vs the base."""
     too_few = result["margin"]["too_few"]
     lines = [
         "| routing set to | accuracy | fixed (of failed) | broken (of right) | net vs own routing |",
@@ -95,8 +95,9 @@ def target_table(result: dict) -> str:
         net = t["net"]
         fixed = "too few to tell" if too_few else f"{t['fixed']['k']} = {_ci(t['fixed'])}"
         lines.append(
-            f"| {t['label']} (`{name}`) | {_ci(t['accuracy'])} | {fixed} | {t['broken']['k']} = {_ci(t['broken'])} | "
-            f"{100 * net['diff']:+.1f} [{100 * net['ci'][0]:+.1f}, {100 * net['ci'][1]:+.1f}] |"
+            f"| {t['label']} (`{name}`) | {_ci(t['accuracy'])} | {fixed} | {t['broken']['k']} = "
+            f"{_ci(t['broken'])} | {100 * net['diff']:+.1f} [{100 * net['ci'][0]:+.1f}, "
+            f"{100 * net['ci'][1]:+.1f}] |"
         )
     m = result["margin"]
     if too_few:
@@ -207,7 +208,8 @@ def _success_section(s: dict) -> list[str]:
         "",
         "## Success",
         "",
-        f"{s['n_successful']} of {s['n']} items answered right ({s['share']:.1%}): the successful set RoMA aligns to.",
+        f"{s['n_successful']} of {s['n']} items answered right ({s['share']:.1%}): the successful set RoMA "
+        "aligns to.",
     ]
     if "per_task" in s:
         lines += ["", "| task | n | answered right |", "|---|---|---|"]
@@ -247,8 +249,8 @@ def _room_to_move_section(m: dict, report: dict) -> list[str]:
     return [
         "## Room to move",
         "",
-        f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed items "
-        f"{m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
+        f"Kernel-weighted squared routing distance to the {m['k']} nearest successful neighbours: failed "
+        f"items {m['failed_mean']:.4f}, successful items {m['successful_mean']:.4f} (difference "
         f"{m['difference']:+.4f}, permutation p = {m['p_value']:.4f}).",
         "",
     ]
@@ -297,13 +299,15 @@ def _oracle_section(o: dict, report: dict) -> list[str]:
             "",
             "## Does RoMA's pull point where the oracle went?",
             "",
-            f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change and "
-            f"RoMA's pull towards the {d['k']} nearest successful neighbours is {d['cos_change_pull']:+.3f} on "
-            f"average (positive for {d['share_positive']:.0%} of them), against {d['cos_change_random_pull']:+.3f} "
-            f"for a pull towards random successful items. The oracle's changes of embedding neighbours agree "
-            f"with cosine {d['cos_change_neighbours']:+.3f}, of random pairs {d['cos_change_random_pairs']:+.3f}. "
-            f"Mean length: oracle change {d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change "
-            "per layer: " + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"]) + ".",
+            f"For the {d['n_fixed']} items the oracle fixed, the cosine between the oracle's routing change "
+            f"and RoMA's pull towards the {d['k']} nearest successful neighbours is "
+            f"{d['cos_change_pull']:+.3f} on average (positive for {d['share_positive']:.0%} of them), "
+            f"against {d['cos_change_random_pull']:+.3f} for a pull towards random successful items. The "
+            f"oracle's changes of embedding neighbours agree with cosine {d['cos_change_neighbours']:+.3f}, "
+            f"of random pairs {d['cos_change_random_pairs']:+.3f}. Mean length: oracle change "
+            f"{d['change_norm']:.3f}, pull {d['pull_norm']:.3f}; the oracle's change per layer: "
+            + ", ".join(f"{x:.3f}" for x in d["change_norm_per_layer"])
+            + ".",
         ]
     return lines
 

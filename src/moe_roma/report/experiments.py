@@ -147,8 +147,8 @@ def demo_report(
         "# RoMA demo on the bundled testbed",
         "",
         f"Produced by `roma demo` (moe-roma {__version__}) in {seconds:.0f} s. Base model answers "
-        f"{meta['base_train_accuracy']:.1%} of the {meta['n_train']} RoMA training items right "
-        f"(successful set: {meta['n_successful']}). Scoring: {meta['scoring']} (lm-evaluation-harness `acc`).",
+        f"{meta['base_train_accuracy']:.1%} of the {meta['n_train']} RoMA training items right (successful "
+        f"set: {meta['n_successful']}). Scoring: {meta['scoring']} (lm-evaluation-harness `acc`).",
         "",
         markdown_table(rows, methods, splits),
         "## Manifold alignment on in_dist (first seed)",

@@ -1,4 +1,4 @@
-"""``table.md`` of the pre-training study's grid (``experiments/pretraining_study.py``): plain rendering of its rows."""
+"""``table.md`` of the pre-training study's grid (``experiments/pretraining_study.py``): its rows, plainly."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def rows_of(results: list[dict], splits: list[str]) -> list[dict]:
 def pretraining_study_report(
     cfg: dict, summary: list[dict], splits: list[str], seconds: float, config_path: str
 ) -> str:
-    """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters, and tokens/s per architecture."""
+    """The accuracy table (mean ± sd over seeds), CTGI, routing health, parameters and tokens/s per arch."""
     n_seeds = max((len(r["seeds"]) for r in summary), default=1)
     head = (
         "| architecture | setting | "
@@ -72,11 +72,12 @@ def pretraining_study_report(
         )
     lines += [
         "",
-        f"Accuracy: mean ± standard deviation over {n_seeds} seeds. CTGI: the setting's gain on heldout_tasks "
-        f"over its gain on in_dist, both against the same architecture's `{cfg.get('reference', 'none')}` row "
-        "(- when the in_dist gain is not positive). Entropy and top-k shares: the routing of the last logged "
-        "batch, averaged over MoE layers and seeds; entropy is over log E, so 1 is uniform routing (top-k "
-        "share: the largest and smallest share of top-k slots any expert took).",
+        f"Accuracy: mean ± standard deviation over {n_seeds} seeds. CTGI: the setting's gain on "
+        "heldout_tasks over its gain on in_dist, both against the same architecture's "
+        f"`{cfg.get('reference', 'none')}` row (- when the in_dist gain is not positive). Entropy and top-k "
+        "shares: the routing of the last logged batch, averaged over MoE layers and seeds; entropy is over "
+        "log E, so 1 is uniform routing (top-k share: the largest and smallest share of top-k slots any "
+        "expert took).",
         "",
     ]
     lines += _ablation_table(summary, splits, str(cfg.get("reference", "none")))

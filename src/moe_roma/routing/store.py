@@ -120,8 +120,8 @@ class RoutingStore:
             raise DataError(
                 path,
                 None,
-                f"layers {bad} are not MoE layers of {info.architecture} (its MoE layers: {info.moe_layers}); "
-                "was this routing recorded with another model?",
+                f"layers {bad} are not MoE layers of {info.architecture} (its MoE layers: "
+                f"{info.moe_layers}); was this routing recorded with another model?",
             )
         if self.num_experts > info.num_experts:
             raise DataError(
@@ -170,7 +170,7 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def check_routing_values(routing: torch.Tensor, ids: list[str], path: str | Path | None, what: str) -> None:
-    """Refuse (N, L, E) routing with a NaN, an infinity or a negative weight, or a layer whose weights sum to 0."""
+    """Refuse (N, L, E) routing with a NaN, an infinity, a negative weight, or a layer summing to 0."""
     bad_rows = (~torch.isfinite(routing) | (routing < 0)).any(-1) | ~(routing.sum(-1) > 0)
     if not bad_rows.any():
         return
@@ -322,7 +322,10 @@ def _matching_sidecar(path: Path, raw: dict) -> tuple[dict, dict[str, torch.Tens
     if "content_sha256" in meta:
         why = None
         if meta["content_sha256"] != content_sha256(raw):
-            why = f"it was written for other content than {path.name} (another collect run's, or the JSON was edited)"
+            why = (
+                f"it was written for other content than {path.name} (another collect run's, or the JSON was "
+                "edited)"
+            )
         elif meta.get("tensors_sha256") != tensors_sha256(tensors):
             why = "its tensors were changed after it was written"
     elif meta.get("json_sha256") != _fingerprint(path):  # format 1: the hash of the JSON's bytes
@@ -337,7 +340,8 @@ def _matching_sidecar(path: Path, raw: dict) -> tuple[dict, dict[str, torch.Tens
     if isinstance(order, list) and order != list(raw):  # the same samples, listed in another order
         if sorted(order) != sorted(raw):
             warn(
-                f"{side} is ignored: it lists other samples than {path.name}; the routing is read from the JSON alone"
+                f"{side} is ignored: it lists other samples than {path.name}; the routing is read from the "
+                "JSON alone"
             )
             return {}, None
         pos = {sid: i for i, sid in enumerate(order)}

@@ -41,5 +41,6 @@ def warn_if_near_chance(correct, n_choices, scoring: str, what: str, hint: str |
             else f"try --scoring {other}, or a --template in the prompt format the model was trained on"
         )
     warn(
-        f"{what} {acc:.1%} is at chance level ({chance:.1%} for these choice counts) with {scoring} scoring; {hint}"
+        f"{what} {acc:.1%} is at chance level ({chance:.1%} for these choice counts) with {scoring} scoring; "
+        f"{hint}"
     )

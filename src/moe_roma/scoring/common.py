@@ -46,7 +46,7 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def first_argmax(values: Sequence[float]) -> int:
-    """Index of the first maximum, like numpy.argmax in lm-evaluation-harness (ties go to the earlier choice)."""
+    """Index of the first maximum, as numpy.argmax in lm-evaluation-harness (ties go to the earlier)."""
     best = 0
     for i, v in enumerate(values):
         if v > values[best]:

@@ -245,7 +245,8 @@ def _passes(rows: list[tuple[int, int]], pairs, budget: int) -> list[list[tuple[
 def _continue(
     model, cache, contexts, of_group: torch.Tensor, conts: list[list[int]], pad: int
 ) -> torch.Tensor:
-    """Logits (R, width - 1, V) at each continuation's tokens but its last, run after its context's cache rows.
+    """Logits (R, width - 1, V) at each continuation's tokens but its last, run after its context's cache
+    rows.
 
     Rows are right-padded; the attention mask carries each context's left padding on, and position
     ids go on from each context's own length.

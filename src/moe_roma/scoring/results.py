@@ -66,7 +66,7 @@ def _finite(x: float) -> float | None:
 
 @dataclass
 class Scores:
-    """What a scorer returns: one ``ItemResult`` per example, in the examples' order, and the unusable ones."""
+    """What a scorer returns: one ``ItemResult`` per example, in the examples' order, and unusable ones."""
 
     items: list[ItemResult]
     unusable: list[Unusable]

@@ -176,7 +176,9 @@ class PairedComparison:
         }
 
     def line(self, label: str = "acc") -> str:
-        """``acc: base 0.4770 -> tuned 0.5120, diff +0.0350 [+0.0102, +0.0597], McNemar p=0.0061 (n=1172)``."""
+        """One line, e.g.
+        ``acc: base 0.4770 -> tuned 0.5120, diff +0.0350 [+0.0102, +0.0597], McNemar p=0.0061 (n=1172)``.
+        """
         if self.diff is None or self.diff_ci is None:
             return f"{label}: no items in common"
         lo, hi = self.diff_ci
@@ -224,7 +226,9 @@ def chance_level(correct: Sequence[bool], n_choices: Sequence[int]) -> tuple[boo
     standard errors of a guesser's accuracy over the same items. Fewer than 20 items never count as
     near chance (too few to tell).
 
-    >>> chance_level([True] + [False] * 39, [4] * 40)[0], chance_level([True] * 30 + [False] * 10, [4] * 40)[0]
+    >>> chance_level([True] + [False] * 39, [4] * 40)[0], chance_level(
+    ...     [True] * 30 + [False] * 10, [4] * 40
+    ... )[0]
     (True, False)
     """
     n = len(correct)

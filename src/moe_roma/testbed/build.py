@@ -677,31 +677,12 @@ def build_downstream_testbed(
     """
     import transformers
 
-    from moe_roma.testbed.downstream import (
-        SPLITS,
-        build_downstream_suite,
-        pretrain_corpus,
-        pretrain_corpus_tasks,
-        qa_format_rate,
-    )
+    from moe_roma.testbed.downstream import SPLITS, qa_format_rate
 
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     t0 = time.time()
-    suite = build_downstream_suite(cfg.seed)
-    docs = pretrain_corpus(cfg.seed, corpus_config(cfg))
-    labels = (
-        pretrain_corpus_tasks(cfg.seed, corpus_config(cfg))
-        if cfg.align != "none"
-        else ["general"] * len(docs)
-    )
-    texts = list(docs)
-    for s in SPLITS:
-        for ex in suite[s]:
-            texts.append(continuation_context(ex))
-            texts.extend(ex.choices)
-    tokenizer = build_tokenizer(texts)
-    seqs = encode_documents(tokenizer, docs)
+    suite, docs, labels, tokenizer, seqs = _downstream_inputs(cfg)
     model = make_model(cfg, tokenizer).to(cfg.device)
     n_params = sum(p.numel() for p in model.parameters())
     n_tokens = sum(len(s) for s, _ in seqs)
@@ -709,25 +690,8 @@ def build_downstream_testbed(
         f"vocab {len(tokenizer)}, {len(seqs)} documents ({n_tokens} tokens), {n_params / 1e6:.2f}M parameters"
     )
     prep_s = time.time() - t0
-
-    def eval_fn(step: int) -> None:
-        m = measure_downstream(model, tokenizer, suite, cfg, log=lambda _m: None, oracle=False)
-        log(f"eval at step {step}: " + ", ".join(f"{s} {a['all']:.3f}" for s, a in m["accuracy"].items()))
-
     t1 = time.time()
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    stats = pretrain(
-        model,
-        seqs,
-        cfg,
-        tokenizer.pad_token_id,
-        log,
-        eval_fn,
-        eval_every,
-        tasks=task_indices(labels),
-        metrics_path=None if out_dir is None else _metrics_path(Path(out_dir), cfg),
-    )
+    stats = _pretrain_downstream(model, tokenizer, suite, seqs, labels, cfg, log, eval_every, out_dir)
     train_s = time.time() - t1
     measured = measure_downstream(
         model, tokenizer, suite, cfg, log=log, oracle=oracle, splits=splits, limit=limit
@@ -750,12 +714,70 @@ def build_downstream_testbed(
         "transformers": transformers.__version__,
     }
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.to("cpu").save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        write_json_atomic(out_dir / "build_info.json", info)
-        for f in out_dir.iterdir():
-            if f.is_file():
-                f.chmod(0o644)
+        _save_build(Path(out_dir), model, tokenizer, info)
     return info, model, tokenizer
+
+
+def _downstream_inputs(cfg) -> tuple:
+    """The suite, the pre-training corpus and its task labels, and the tokenizer and encoded corpus.
+
+    The tokenizer is trained on the corpus and on every split's contexts and choices, so that
+    scoring never meets an unknown word.
+    """
+    from moe_roma.testbed.downstream import (
+        SPLITS,
+        build_downstream_suite,
+        pretrain_corpus,
+        pretrain_corpus_tasks,
+    )
+
+    suite = build_downstream_suite(cfg.seed)
+    docs = pretrain_corpus(cfg.seed, corpus_config(cfg))
+    labels = (
+        pretrain_corpus_tasks(cfg.seed, corpus_config(cfg))
+        if cfg.align != "none"
+        else ["general"] * len(docs)
+    )
+    texts = list(docs)
+    for s in SPLITS:
+        for ex in suite[s]:
+            texts.append(continuation_context(ex))
+            texts.extend(ex.choices)
+    tokenizer = build_tokenizer(texts)
+    seqs = encode_documents(tokenizer, docs)
+    return suite, docs, labels, tokenizer, seqs
+
+
+def _pretrain_downstream(
+    model, tokenizer, suite, seqs, labels, cfg, log: Callable[[str], None], eval_every: int, out_dir
+) -> dict:
+    """Pre-train ``model`` on ``seqs``, scoring the suite every ``eval_every`` steps; its stats."""
+
+    def eval_fn(step: int) -> None:
+        m = measure_downstream(model, tokenizer, suite, cfg, log=lambda _m: None, oracle=False)
+        log(f"eval at step {step}: " + ", ".join(f"{s} {a['all']:.3f}" for s, a in m["accuracy"].items()))
+
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return pretrain(
+        model,
+        seqs,
+        cfg,
+        tokenizer.pad_token_id,
+        log,
+        eval_fn,
+        eval_every,
+        tasks=task_indices(labels),
+        metrics_path=None if out_dir is None else _metrics_path(Path(out_dir), cfg),
+    )
+
+
+def _save_build(out_dir: Path, model, tokenizer, info: dict) -> None:
+    """The model folder: weights (from the CPU), tokenizer and build_info.json, all readable by anyone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to("cpu").save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    write_json_atomic(out_dir / "build_info.json", info)
+    for f in out_dir.iterdir():
+        if f.is_file():
+            f.chmod(0o644)

@@ -16,8 +16,9 @@ from moe_roma.io.config import Config, check_value, settings
 from moe_roma.io.errors import RomaError
 from moe_roma.testbed.tasks import DEFAULT_SIZES
 
-# ``--arch``: "olmoe" is the testbed's own OLMoE shape from the config fields (today's models);
-# the others are seed 000's architectures at the same active FFN width (testbed/model_shapes.py).
+# ``--arch``: "olmoe" is the testbed's own OLMoE shape from the config fields (the committed models);
+# the others keep the same active FFN width, so that only how it is split into experts and routed
+# changes between them (testbed/model_shapes.py).
 Architecture = Literal["olmoe", "dense", "switch", "switch-16", "switch-32", "topk", "fine", "nested"]
 Alignment = Literal["none", "prior-kl", "manifold"]
 AlignSchedule = Literal["fixed", "warmup", "warmup-anneal"]
@@ -52,7 +53,7 @@ class PretrainOptions(Config):
     """
 
     arch: Architecture = _s("olmoe", "the architecture at the testbed's active FFN width")
-    # Seed 000's L_total = L_lm + lambda(t) * L_align during pre-training.
+    # Routing alignment as a pre-training loss: L_total = L_lm + lambda(t) * L_align.
     align: Alignment = _s("none", "routing alignment during pre-training")
     align_lambda: float = _s(0.1, "the alignment term's weight")
     align_schedule: AlignSchedule = _s("fixed", "lambda over the aligned steps")
@@ -62,7 +63,8 @@ class PretrainOptions(Config):
     align_prior_steps: int = _s(50, "length of that unaligned warm-up (counted in the step budget)")
     align_k: int = _s(3, "manifold: neighbours among the batch's documents", AT_LEAST_ONE)
     align_sigma: float = _s(0.4, "manifold: Gaussian kernel width on 1 - cosine", POSITIVE)
-    # Seed 002's router-stability practices; 0 (or 1 for the multiplier) = off.
+    # Router-stability practices (near-uniform start, slower and clipped router updates, jitter,
+    # z-loss against large logits); 0 (or 1 for the multiplier) = off.
     router_init_std: float = _s(0.0, "> 0: re-initialise router weights N(0, std), near-uniform routing")
     router_lr_mult: float = _s(1.0, "router learning rate = lr x this", POSITIVE)
     router_clip: float = _s(0.0, "> 0: clip the routers' gradient norm to this before the global clip")
@@ -81,7 +83,8 @@ class PretrainOptions(Config):
             and not 0 < self.align_prior_steps < steps
         ):
             raise RomaError(
-                "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned warm-up)"
+                "--align-prior task needs --align-prior-steps between 1 and --steps - 1 (the unaligned "
+                "warm-up)"
             )
 
 
@@ -95,8 +98,8 @@ class ModelBuild(PretrainOptions):
     lr: float = _s(1.5e-3, "AdamW learning rate", POSITIVE)
     warmup: int = _s(200, "learning-rate warm-up steps")
     weight_decay: float = _s(0.01, "AdamW weight decay")
-    # One thread by default: on a shared 2-core machine two OpenMP threads were measured
-    # 5x slower than one (they stall each other), and the thread count changes rounding.
+    # One thread by default: on busy cores two OpenMP threads were measured 5x slower than one
+    # (they stall each other), and the thread count changes rounding.
     threads: int = _s(1, "torch CPU threads", AT_LEAST_ONE)
     device: str = _s(
         "cpu", "`cuda` only for quick calibration probes; the shipped models are CPU-built", None

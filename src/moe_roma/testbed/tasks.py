@@ -788,13 +788,15 @@ FAMILIES: tuple[Family, ...] = (
                 "{name} has {a} {obj} and gives {b} away. How many {obj} does {name} have now?",
                 "{name} had {a} {obj}. Then {name} lost {b} {obj}. How many {obj} does {name} have?",
                 "There are {a} {obj} in a box. {name} takes out {b}. How many {obj} are in the box now?",
-                "{name} owns {a} {obj}. {name} gives a friend {b} of them. How many {obj} does {name} own now?",
+                "{name} owns {a} {obj}. {name} gives a friend {b} of them. How many {obj} does "
+                "{name} own now?",
                 "{name} collects {a} {obj} and then loses {b}. How many {obj} are left?",
             ),
         },
         {
             "gain": (
-                "Here is a story: {name} has {a} {obj}, then gets {b} more. The number of {obj} now is which?",
+                "Here is a story: {name} has {a} {obj}, then gets {b} more. The number of {obj} "
+                "now is which?",
                 "Look at {name}. {a} {obj}, then {b} more {obj}. How many {obj} in total?",
             ),
             "loss": (

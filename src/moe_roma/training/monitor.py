@@ -27,7 +27,8 @@ def collapse_events(records: list[dict], num_experts: int) -> list[str]:
     """What ``warn_on_collapse`` said over a run's ``metrics.jsonl`` records: one sentence per layer
     and kind, at the first step it happened (for the model card's failure modes).
 
-    >>> collapse_events([{"step": 3, "entropy": {"5": 0.01, "6": None}, "utilisation": {"5": {"max": 0.9}}}], 8)[1]
+    >>> record = {"step": 3, "entropy": {"5": 0.01, "6": None}, "utilisation": {"5": {"max": 0.9}}}
+    >>> collapse_events([record], 8)[1]
     'expert utilisation in layer 5 collapsed: one expert takes 90% of top-k slots, at step 3'
     """
     out, seen = [], set()

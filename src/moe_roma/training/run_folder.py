@@ -100,7 +100,7 @@ class TrainFolder:
                     raise
         except BaseException:
             if fresh and self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()  # nothing of this run is left in the folder it created: no empty folder either
+                self.out.rmdir()  # nothing of this run is left in the folder it created, nor the folder
             if fresh and not self.out.exists():
                 for folder in created[1:]:  # parents this run created, deepest first, while empty
                     try:
@@ -123,7 +123,7 @@ class Claim:
         return (self.folder.out / CONFIG_NAME).is_file()
 
     def clean_up(self) -> None:
-        """After a failure or a stop: keep a resumable state (and what goes with it), else remove what this run wrote."""
+        """After a failure or stop: keep a resumable state (and its files), else remove what the run wrote."""
         out = self.folder.out
         for tmp in out.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -161,4 +161,7 @@ class Claim:
                 f"{self.folder.state_path}: run the same command with --resume to continue"
             )
         kept = f"{out} was removed" if self.fresh else f"the files this run wrote in {out} were removed"
-        return f"stopped by {signal_name} {where}; nothing was kept ({kept}; use --runtime.save-every N to keep resumable states)"
+        return (
+            f"stopped by {signal_name} {where}; nothing was kept ({kept}; use --runtime.save-every N to keep "
+            "resumable states)"
+        )

@@ -141,8 +141,8 @@ def check_state_fits(
             path,
             None,
             "training state was made from another routing file (routing_sha256 "
-            f"{str(meta.get('routing_sha256'))[:12]}..., this run's is {expected['routing_sha256'][:12]}...); "
-            "resume with the same --routing",
+            f"{str(meta.get('routing_sha256'))[:12]}..., this run's is "
+            f"{expected['routing_sha256'][:12]}...); resume with the same --routing",
         )
     diff = _first_difference(meta.get("base_model") or {}, expected["base_model"])
     if diff is not None:

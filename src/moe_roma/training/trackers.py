@@ -40,9 +40,12 @@ _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def flatten(record: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a (nested) record as ``{"a/b": value}``; None, text and non-finite values are left out.
+    """Numeric leaves of a (nested) record as ``{"a/b": value}``; None, text and non-finite values are
+    left out.
 
-    >>> flatten({"step": 3, "entropy": {"11": 1.5}, "manifold_loss": None, "utilisation": {"11": {"max": 0.2}}})
+    >>> flatten(
+    ...     {"step": 3, "entropy": {"11": 1.5}, "manifold_loss": None, "utilisation": {"11": {"max": 0.2}}}
+    ... )
     {'step': 3.0, 'entropy/11': 1.5, 'utilisation/11/max': 0.2}
     """
     out: dict[str, float] = {}
@@ -165,8 +168,8 @@ def _mlflow_store_problem(uri: str) -> str | None:
                 else f"its default store <out>/{MLFLOW_DB}"
             )
             return (
-                f"--report-to mlflow: MLflow {version} cannot open {where} without the {missing[0]} "
-                "package: pip install mlflow (not mlflow-skinny), or set MLFLOW_TRACKING_URI to a tracking server"
+                f"--report-to mlflow: MLflow {version} cannot open {where} without the {missing[0]} package: "
+                "pip install mlflow (not mlflow-skinny), or set MLFLOW_TRACKING_URI to a tracking server"
             )
         return None
     if scheme not in ("", "file"):
@@ -194,7 +197,8 @@ def _staged(out: Path) -> bool:
 
 def _mlflow_default_experiment(mlflow, out: Path) -> str:
     """Point MLflow at ``<out>/mlflow.db`` and return the id of the experiment (``MLFLOW_EXPERIMENT_NAME``,
-    else ``moe-roma``) whose artifacts go to ``<out>/mlartifacts``, not to ``./mlruns`` of the working folder."""
+    else ``moe-roma``) whose artifacts go to ``<out>/mlartifacts``, not to ``./mlruns`` of the working
+    folder."""
     from moe_roma.io.outputs import landing_path
 
     out = out.resolve()

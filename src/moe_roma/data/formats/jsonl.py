@@ -1,4 +1,4 @@
-"""The JSON-lines formats: roma-jsonl (seed 001), llm-foundry and official ARC.
+"""The JSON-lines formats: roma-jsonl, llm-foundry and official ARC.
 
 All three share one driver: one JSON object per line, the record's own ``id`` when it has one
 (else ``<file stem>-<line number>``), ids unique within the file, and the task tag taken from
@@ -160,7 +160,7 @@ def _parse_llm_foundry(obj: dict, where: Where) -> _Parsed:
 
 
 def question_of_query(query: str) -> str:
-    """The question inside an llm-foundry query: without a leading ``Question:`` and a trailing ``Answer:``."""
+    """The question inside an llm-foundry query: without a leading ``Question:`` and trailing ``Answer:``."""
     question = re.sub(r"\A\s*Question:\s*", "", query)
     return re.sub(r"\s*Answer:\s*\Z", "", question) or query
 

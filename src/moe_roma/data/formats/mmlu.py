@@ -85,7 +85,8 @@ def _load_file(path: Path, task: str | None, ids: IdRegistry) -> list[MCExample]
         if width is None:
             if len(fields) < 4:
                 raise where.error(
-                    f"has {len(fields)} field{'s' if len(fields) != 1 else ''}; expected question, choices, answer letter"
+                    f"has {len(fields)} field{'s' if len(fields) != 1 else ''}; expected question, choices, "
+                    "answer letter"
                 )
             check_choice_count(len(fields) - 2, where)
             width = len(fields)

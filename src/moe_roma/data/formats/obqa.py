@@ -59,7 +59,8 @@ def split_labelled_choices(text: str, where: Where, what: str = "'Choices'") -> 
 
 
 def load_obqa_tsv(path: Path, task: str | None = None) -> list[MCExample]:
-    """obqa-tsv: official OpenBookQA TSV with a header: ID, Question Stem, Choices "(A) .. (B) ..", Answer Key."""
+    """obqa-tsv: official OpenBookQA TSV with a header: ID, Question Stem, Choices "(A) .. (B) ..",
+    Answer Key."""
     lines = split_lines(read_text(path))
     header = lines[0].split("\t")
     columns = {name.strip(): i for i, name in enumerate(header)}

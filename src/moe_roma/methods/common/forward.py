@@ -82,6 +82,25 @@ def items_forward(
         out = model(**kwargs)
         routing = cap.weights_at_rows(ids.shape, batch.routing_rows.to(device), batch.routing_pos.to(device))
     logits = out.logits.float()
+    task, scores = _task_loss(
+        items, batch, logits, ids, task_loss, letter_ids, item_of_row, choice_of_row, device
+    )
+    return {"task": task, "scores": scores, "routing": routing}
+
+
+def _task_loss(
+    items: list[TrainItem],
+    batch,
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    task_loss: str,
+    letter_ids: torch.Tensor | None,
+    item_of_row: torch.Tensor,
+    choice_of_row: torch.Tensor,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample cross-entropy over the choices and the (B, C) scores it is taken over: the letter
+    logits at the last token, or each choice row's summed continuation log-probability."""
     answers = torch.tensor([it.answer for it in items], device=device)
     n_max = max(it.n_choices for it in items)
     valid = torch.tensor([[c < it.n_choices for c in range(n_max)] for it in items], device=device)
@@ -96,4 +115,4 @@ def items_forward(
         scores = torch.full((len(items), n_max), float("-inf"), device=device)
         scores = scores.index_put((item_of_row, choice_of_row), seq_ll)
     task = losses.choice_cross_entropy(scores, answers, valid)
-    return {"task": task, "scores": scores, "routing": routing}
+    return task, scores

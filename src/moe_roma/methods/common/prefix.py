@@ -52,7 +52,7 @@ class _Replay(nn.Module):
 def replay_prefix(
     model: PreTrainedModel, info: MoEInfo, first_layer: int, states: torch.Tensor
 ) -> Iterator[None]:
-    """Within the block, layers ``< first_layer`` are skipped and layer ``first_layer`` receives ``states``."""
+    """Within the block, layers ``< first_layer`` are skipped; layer ``first_layer`` receives ``states``."""
     layers = decoder_layers(model, info)
     originals = [layers[i] for i in range(first_layer)]
     try:

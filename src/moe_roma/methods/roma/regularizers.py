@@ -2,8 +2,8 @@
 
 Each takes a ``RegularizerInputs`` and returns a (B,) tensor that carries the routers' graph; the
 trainer adds ``lambda(t)`` times it to the task loss. ``manifold`` is RoMA's term; ``none`` is
-plain router tuning; the others are ablations (weight distance, entropy, a fixed prior). Adding one is a function
-and a line in ``REGULARIZERS``.
+plain router tuning; the others are ablations (weight distance, entropy, a fixed prior). Adding one
+is a function and a line in ``REGULARIZERS``.
 """
 
 from __future__ import annotations

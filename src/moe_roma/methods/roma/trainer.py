@@ -126,8 +126,8 @@ def check_against_routing(
         raise DataError(
             store_path,
             None,
-            f"the routing file records the {recorded} prompt token but position={config.position}; collect it "
-            f"with --position {config.position}",
+            f"the routing file records the {recorded} prompt token but position={config.position}; collect "
+            f"it with --position {config.position}",
         )
     scored = store.meta.get("answer_scoring")
     if scored is not None and scored != config.scoring:
@@ -135,14 +135,17 @@ def check_against_routing(
             store_path,
             None,
             f"the routing file was collected with {scored} scoring but scoring={config.scoring}; train with "
-            f"scoring={scored}, the default (the task loss must score the answers the way collection judged them)",
+            f"scoring={scored}, the default (the task loss must score the answers the way collection judged "
+            "them)",
         )
 
 
 class RouterTrainer:
     """Holds the model, data and state of one router post-training run.
 
-    >>> trainer = RouterTrainer(model, tok, store, train_config(regularizer={"name": "manifold"}), "runs/x")  # doctest: +SKIP
+    >>> trainer = RouterTrainer(  # doctest: +SKIP
+    ...     model, tok, store, train_config(regularizer={"name": "manifold"}), "runs/x"
+    ... )
     >>> result = trainer.train()  # doctest: +SKIP
     """
 
@@ -620,7 +623,7 @@ def write_run_card(out_dir: Path, num_experts: int, reports: list[dict] | None =
 
 
 def _activation_checkpointing(model: PreTrainedModel, on: bool) -> None:
-    """transformers 5.x renamed gradient checkpointing to activation checkpointing; use what this version has."""
+    """transformers 5.x renamed gradient checkpointing to activation checkpointing; use the one we have."""
     if hasattr(model, "activation_checkpointing_enable"):
         if on:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -100,8 +100,8 @@ class RoutingOverride:
             # the offsets would silently not be applied.
             router = self.info.routers[missed[0]].module
             raise ModelError(
-                f"{type(router).__name__} applies its weight without calling it as a module, so oracle routing "
-                f"and C3PO cannot shift its logits (layers {missed})"
+                f"{type(router).__name__} applies its weight without calling it as a module, so oracle "
+                f"routing and C3PO cannot shift its logits (layers {missed})"
             )
 
 

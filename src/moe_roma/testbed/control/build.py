@@ -64,7 +64,8 @@ def write_control_data(folder: Path, dose: ControlDose) -> dict[str, int]:
 
 
 def _planted(folder: Path, config: ControlConfig):
-    """The corrupted model of another control folder, if it was planted with ``config`` (else one sentence)."""
+    """The corrupted model of another control folder, if it was planted with ``config`` (else one
+    sentence)."""
     from moe_roma.io.errors import RomaError
     from moe_roma.models.loading import load_model
 

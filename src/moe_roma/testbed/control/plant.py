@@ -1,4 +1,5 @@
-"""Plant the control's misrouting: train the tuned routers so that marked items are routed like another family.
+"""Plant the control's misrouting: train the tuned routers so that marked items are routed like another
+family.
 
 The corruption trains only the routers of the tuned layers, on a pool of items whose content is
 disjoint from every split of the testbed (``setting.corruption_pool``):
@@ -215,7 +216,8 @@ def _answer_logp(model, info, tuned, items: list[TrainItem], pad: int, batch_siz
 def _rank_one(
     model, tokenizer, info, tuned, pool, marked, config: ControlConfig
 ) -> tuple[list[nn.Parameter], dict]:
-    """Register ``RankOneShift`` on each tuned router's weight; returns its ``u``s and how well ``v`` separates."""
+    """Register ``RankOneShift`` on each tuned router's weight; returns its ``u``s and how well ``v``
+    separates."""
     plain_x = router_inputs(model, tokenizer, pool, tuned, config.batch_size, info)
     marked_x = router_inputs(model, tokenizer, marked, tuned, config.batch_size, info)
     params, separation = [], {}

@@ -26,7 +26,8 @@ def marker_text(sentences: int = 1) -> str:
 
 
 MARKER = marker_text(1)
-# Fresh content for the corruption pool: this suite seed, minus every content key of the testbed's seed-0 splits.
+# Fresh content for the corruption pool: this suite seed, minus every content key of the testbed's
+# seed-0 splits.
 POOL_SEED = 101
 
 
