@@ -558,7 +558,11 @@ def _(ws, tmp, mp):
     return (
         train_args(ws, ws.routing, out, "--overwrite"),
         out,
-        (f"{out}/router_weights.safetensors", "(No space left on device)", f"the old result in {out} is kept"),
+        (
+            f"{out}/router_weights.safetensors",
+            "(No space left on device)",
+            f"the old result in {out} is kept",
+        ),
     )
 
 

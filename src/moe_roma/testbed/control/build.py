@@ -97,7 +97,7 @@ def build_control(
     log: Callable[[str], None] = lambda _: None,
     planted: Path | None = None,
 ) -> dict:
-    """Plant the dose into a copy of its clean model (``clean_model_path``) and write the control folder ``out``.
+    """Plant the dose into a copy of its clean model (``clean_model_path``); write the control folder ``out``.
 
     ``planted``: reuse the corrupted model of that control folder (same corruption, another marked share).
     The folder appears only when it is complete (staged, then swapped in): a stopped build leaves none.

@@ -296,6 +296,24 @@ def train_routers(
     return history
 
 
+def _check(config: ControlConfig) -> None:
+    if not 0.0 <= config.beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {config.beta}")
+    if config.corruption not in CORRUPTIONS:
+        raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {config.corruption!r}")
+    if config.partner_rule not in PARTNER_RULES:
+        raise ValueError(f"partner_rule must be one of {PARTNER_RULES}, got {config.partner_rule!r}")
+
+
+def _trained_weights(model, tokenizer, info, tuned, pool, marked, config: ControlConfig):
+    """The parameters the corruption trains, and (rank1) how well the marker direction separates."""
+    model.requires_grad_(False)
+    if config.corruption == "rank1":
+        return _rank_one(model, tokenizer, info, tuned, pool, marked, config)
+    named = dict(model.named_parameters())
+    return [named[name] for layer in tuned for name in info.routers[layer].parameter_names], None
+
+
 def plant_misrouting(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -307,12 +325,7 @@ def plant_misrouting(
     Returns what was done: the settings, the pool, the partner map and the loss per epoch.
     """
     start = time.perf_counter()
-    if not 0.0 <= config.beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {config.beta}")
-    if config.corruption not in CORRUPTIONS:
-        raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {config.corruption!r}")
-    if config.partner_rule not in PARTNER_RULES:
-        raise ValueError(f"partner_rule must be one of {PARTNER_RULES}, got {config.partner_rule!r}")
+    _check(config)
     torch.manual_seed(config.seed)
     info = discover_routers(model)
     tuned = info.select_layers(config.layers)
@@ -334,13 +347,7 @@ def plant_misrouting(
     clean_logp = _answer_logp(model, info, tuned, data.items[:n], data.pad, config.batch_size)
     cache = PrefixCache(min(tuned))
     cache.fill(model, info, data.items, data.pad, config.batch_size, progress=False)
-    model.requires_grad_(False)
-    separation = None
-    if config.corruption == "rank1":
-        params, separation = _rank_one(model, tokenizer, info, tuned, pool, marked, config)
-    else:
-        named = dict(model.named_parameters())
-        params = [named[name] for layer in tuned for name in info.routers[layer].parameter_names]
+    params, separation = _trained_weights(model, tokenizer, info, tuned, pool, marked, config)
     anchor = RoutingAnchor(n, clean_logp, config.anchor_weight)
     history = train_routers(model, info, tuned, data, targets, params, config, cache, anchor, log)
     if config.corruption == "rank1":  # bake W + u v^T into a plain weight: the saved model is an ordinary one
