@@ -574,3 +574,12 @@ def test_a_stop_during_collect_leaves_no_routing_file(w, tmp_path, monkeypatch, 
     )
     assert "roma collect: stopped by SIGTERM before it finished" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_guard_module_examples_run():
+    import doctest
+
+    import moe_roma.io.outputs
+
+    result = doctest.testmod(moe_roma.io.outputs)
+    assert result.attempted > 0 and result.failed == 0
