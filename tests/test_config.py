@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from moe_roma.io.config import add_config_flags, config_flags, settings
 from moe_roma.io.errors import RomaError, RomaWarning
@@ -145,3 +146,32 @@ def test_the_config_modules_examples_run():
 
     for module in (moe_roma.io.config, moe_roma.methods.roma.config):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_a_run_folder_saved_before_the_config_base_loads_and_reads_back_unchanged():
+    """``results/sweep-downstream-large/runs/roma[paper]/seed0`` was written by the code before the one
+    config base (cb92607): its routers apply to the testbed model as they are, and its recorded short
+    names read back into a ``TrainConfig`` that records exactly the same settings."""
+    import warnings
+    from pathlib import Path
+
+    from moe_roma.io.config import edge
+    from moe_roma.methods.roma.config import TrainConfig
+    from moe_roma.models.checkpoint import apply_router_checkpoint, load_router_checkpoint
+    from moe_roma.models.loading import load_model
+    from moe_roma.testbed import testbed_model_path
+
+    folder = Path(__file__).resolve().parents[1] / "results/sweep-downstream-large/runs/roma[paper]/seed0"
+    if not (folder / "router_config.json").is_file():
+        pytest.skip(f"{folder} is not in this checkout")
+    config, tensors = load_router_checkpoint(folder)
+    model, _ = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
+    apply_router_checkpoint(model, folder)
+    weights = dict(model.named_parameters())
+    assert all(torch.equal(weights[name], tensor.to(weights[name].dtype)) for name, tensor in tensors.items())
+    recorded = config["hyperparameters"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the short names are old spellings, mapped with a warning
+        cfg = TrainConfig.from_dict(edge(TrainConfig, recorded))
+    assert cfg.settings() == recorded
+    assert (cfg.regularizer.lam, cfg.graph.k, cfg.optimizer.lr) == (0.8, 5, 7e-05)
