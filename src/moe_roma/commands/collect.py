@@ -142,16 +142,13 @@ def _examples(args: argparse.Namespace) -> list:
 
 def _load(args: argparse.Namespace, world: int):
     """The model and tokenizer on this process's device."""
-    from moe_roma.distributed.group import check_device_map, local_device
-    from moe_roma.models.loading import load_model
+    from moe_roma.distributed.fsdp import load_model_on_rank
 
-    # Under torchrun each process takes its own GPU (LOCAL_RANK) unless --device names one.
-    check_device_map(args.device_map)
-    device = args.device if args.device is not None or world == 1 else str(local_device())
-    return load_model(
+    return load_model_on_rank(
         args.model,
+        world,
         dtype=args.dtype,
-        device=device,
+        device=args.device,
         attn_implementation=args.attn_implementation,
         device_map=args.device_map,
         trust_remote_code=args.trust_remote_code,

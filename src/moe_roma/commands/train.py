@@ -244,9 +244,8 @@ def _trainer(args: argparse.Namespace, store, config, work, world: int):
 
 def _load(args: argparse.Namespace, config, world: int):
     """The whole model on this process's device, or (``--shard fsdp``) this rank's shard of it."""
-    from moe_roma.distributed.fsdp import load_sharded_model
-    from moe_roma.distributed.group import check_device_map, local_device
-    from moe_roma.models.loading import load_model
+    from moe_roma.distributed.fsdp import load_model_on_rank, load_sharded_model
+    from moe_roma.distributed.group import check_device_map
 
     rt = config.runtime
     check_device_map(rt.device_map)
@@ -257,12 +256,11 @@ def _load(args: argparse.Namespace, config, world: int):
             attn_implementation=rt.attn_implementation,
             trust_remote_code=args.trust_remote_code,
         )
-    # Under torchrun each process takes its own GPU (LOCAL_RANK) unless runtime.device names one.
-    device = rt.device if rt.device is not None or world == 1 else str(local_device())
-    return load_model(
+    return load_model_on_rank(
         args.model,
+        world,
         dtype=rt.dtype,
-        device=device,
+        device=rt.device,
         attn_implementation=rt.attn_implementation,
         device_map=rt.device_map,
         trust_remote_code=args.trust_remote_code,

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from moe_roma.distributed.group import local_device, world
+from moe_roma.distributed.group import check_device_map, local_device, world
 from moe_roma.io.errors import ModelError
 from moe_roma.methods.common.prefix import decoder_layers
 from moe_roma.models.discovery import MoEInfo, discover_routers
@@ -54,6 +54,30 @@ def _concrete_dtype(config, dtype: str | torch.dtype | None, device: torch.devic
     if isinstance(own, str):
         own = getattr(torch, own, None)
     return own if isinstance(own, torch.dtype) else torch.float32
+
+
+def load_model_on_rank(
+    path: str,
+    world_size: int,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = None,
+    attn_implementation: str | None = None,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The whole model on this process's device: ``device`` if given, else under torchrun each process
+    takes its own GPU (LOCAL_RANK)."""
+    check_device_map(device_map)
+    if device is None and world_size > 1:
+        device = str(local_device())
+    return load_model(
+        path,
+        dtype=dtype,
+        device=device,
+        attn_implementation=attn_implementation,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 def load_sharded_model(
