@@ -28,10 +28,9 @@ from moe_roma.io.outputs import Kind, guard_output
 from moe_roma.methods.common.items import prepare_items
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.models.discovery import discover_routers
-from moe_roma.routing.collect import collect_routing
 from moe_roma.testbed.control.gates import EVAL_SPLITS, marked_target_test
-from moe_roma.testbed.control.plant import train_routers
-from moe_roma.testbed.control.setting import POOL_SEED, corruption_pool, mark
+from moe_roma.testbed.control.plant import pool_routing, train_routers
+from moe_roma.testbed.control.setting import POOL_SEED
 
 HOST_FOLDER = Kind("control host", members=("model", "host.json"), finished=("host.json",))
 
@@ -62,14 +61,7 @@ def route_by_task(
     """
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    info = discover_routers(model)
-    tuned = info.select_layers(config.layers)
-    pool = corruption_pool(config.pool_size)
-    marked = [mark(ex, config.marker_position, config.marker_sentences) for ex in pool]
-    log(f"routing of {2 * len(pool)} pool prompts ({config.pool_size} items, plain and marked)")
-    store, _ = collect_routing(
-        model, tokenizer, pool + marked, layers=tuned, scoring="continuation", progress=False
-    )
+    info, tuned, pool, marked, store = pool_routing(model, tokenizer, config, log)
     routing = store.routing.float()
     n = len(pool)
     families = sorted({ex.task for ex in pool})

@@ -296,6 +296,22 @@ def train_routers(
     return history
 
 
+def pool_routing(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config, log: Callable[[str], None]
+):
+    """The pool (``config.pool_size`` fresh items), its marked versions, and the model's routing of both
+    (plain rows first) in the tuned layers (``config.layers``); with the routers and the tuned layers."""
+    info = discover_routers(model)
+    tuned = info.select_layers(config.layers)
+    pool = corruption_pool(config.pool_size)
+    marked = [mark(ex, config.marker_position, config.marker_sentences) for ex in pool]
+    log(f"routing of {2 * len(pool)} pool prompts ({config.pool_size} items, plain and marked)")
+    store, _ = collect_routing(
+        model, tokenizer, pool + marked, layers=tuned, scoring="continuation", progress=False
+    )
+    return info, tuned, pool, marked, store
+
+
 def _check(config: ControlConfig) -> None:
     if not 0.0 <= config.beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {config.beta}")
@@ -327,14 +343,7 @@ def plant_misrouting(
     start = time.perf_counter()
     _check(config)
     torch.manual_seed(config.seed)
-    info = discover_routers(model)
-    tuned = info.select_layers(config.layers)
-    pool = corruption_pool(config.pool_size)
-    marked = [mark(ex, config.marker_position, config.marker_sentences) for ex in pool]
-    log(f"clean routing of {2 * len(pool)} pool prompts ({config.pool_size} items, plain and marked)")
-    store, _ = collect_routing(
-        model, tokenizer, pool + marked, layers=tuned, scoring="continuation", progress=False
-    )
+    info, tuned, pool, marked, store = pool_routing(model, tokenizer, config, log)
     n = config.pool_size
     data = prepare_items(store, tokenizer, "continuation", tuned, None)
     harm_rows = list(range(n, n + min(n, HARM_ITEMS)))
