@@ -231,7 +231,7 @@ def test_gate_two_asks_for_a_share_of_the_harm_ceiling_and_fails_without_one():
 
 
 def test_the_host_routes_each_pool_item_closer_to_its_family_mean_and_trains_only_tuned_routers():
-    from moe_roma.testbed.control.host import HostConfig, route_by_task
+    from moe_roma.testbed.control.host import HostConfig, route_by_group
 
     model = build_tiny_model("olmoe", num_layers=4, seed=0)
     with torch.no_grad():  # sharp, item-specific routing, far from any family mean
@@ -239,12 +239,12 @@ def test_the_host_routes_each_pool_item_closer_to_its_family_mean_and_trains_onl
             if ".mlp.gate." in name:
                 p.mul_(40)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    record = route_by_task(
+    record = route_by_group(
         model, build_tiny_tokenizer(), HostConfig(pool_size=24, epochs=6, lr=1e-2, layers="last2")
     )
     losses = record["loss_per_epoch"]
     assert record["layers"] == [2, 3] and len(losses) == 6
-    assert losses[-1] < losses[0] and losses[-1] < 0.9 * record["distance_to_family_mean_before"]
+    assert losses[-1] < losses[0] and losses[-1] < 0.9 * record["distance_to_group_mean_before"]
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(
         ".mlp.gate." in n and n.split(".layers.")[1].split(".")[0] in ("2", "3") for n in changed
@@ -259,3 +259,19 @@ def test_a_dose_names_its_clean_model_the_host_when_it_has_one(tmp_path):
     assert clean_model_path(ControlConfig()) == testbed_model_path("downstream")
     (tmp_path / "host" / "model").mkdir(parents=True)
     assert clean_model_path(ControlConfig(host=str(tmp_path / "host"))) == tmp_path / "host" / "model"
+
+
+def test_the_host_groups_by_family_or_by_embedding_cluster_and_refuses_another_grouping():
+    from moe_roma.testbed.control.host import HostConfig, _groups, route_by_group
+    from moe_roma.testbed.control.setting import corruption_pool
+
+    pool = corruption_pool(64)
+    assert _groups(pool, HostConfig()) == [ex.task for ex in pool]
+    clusters = _groups(pool, HostConfig(group_by="embedding"))
+    assert len(clusters) == len(pool)
+    assert len(set(clusters)) == len({ex.task for ex in pool})
+    assert clusters == _groups(pool, HostConfig(group_by="embedding"))  # seeded: the same clusters
+    with pytest.raises(ValueError, match="group_by must be one of"):
+        route_by_group(
+            build_tiny_model("olmoe", num_layers=4), build_tiny_tokenizer(), HostConfig(group_by="x")
+        )

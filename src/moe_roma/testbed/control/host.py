@@ -1,11 +1,12 @@
-"""A task-routed host for the control: routers trained so that an item's routing is its task's.
+"""A task-routed host for the control: routers trained so that an item's routing is its group's.
 
 On the downstream testbed an item's last-token routing is specific to the item: its neighbours'
 kernel-mean routing costs the clean model 5.5 points on marked items (docs/control.md, step 11), so
 RoMA's target cannot repair a misrouting planted on that model by more than the rest of the harm.
 The host removes that cost by construction. Its tuned routers (every weight) are trained so that each
-pool item's last-token routing, plain or marked, is its family's mean routing under the downstream
-model, with no answer anchor. Its own accuracy is whatever that routing gives. The misrouting is then
+pool item's last-token routing, plain or marked, is its group's mean routing under the downstream
+model, with no answer anchor; a group is the item's family, or its cluster in embedding space
+(``HostConfig.group_by``). Its own accuracy is whatever that routing gives. The misrouting is then
 planted into the host (``ControlConfig.host``), and the host is the clean model of every gate.
 
 Gate 0, on the host alone: the target test on its plain evaluation items (the three splits pooled),
@@ -46,28 +47,51 @@ class HostConfig:
     layers: str = "last5"
     seed: int = 0
     marker_position: str = "before_question"
-    marker_sentences: int = 5  # the corruption's marker: marked prompts are routed by task too
+    marker_sentences: int = 5  # the corruption's marker: marked prompts are routed by their group too
+    # "task": an item's group is its family. "embedding": k-means clusters (as many as families) of the
+    # questions' sentence embeddings, the space RoMA's neighbours come from, so that questions the
+    # embedder puts together share routing even across families.
+    group_by: str = "task"
 
 
-def route_by_task(
+GROUPINGS = ("task", "embedding")
+
+
+def _groups(pool: list, config: HostConfig) -> list[str]:
+    """Each pool item's group (``HostConfig.group_by``)."""
+    if config.group_by == "task":
+        return [ex.task for ex in pool]
+    from sklearn.cluster import KMeans
+
+    from moe_roma.manifold.embed import embed_texts
+
+    embeddings = embed_texts([ex.question for ex in pool])
+    k = len({ex.task for ex in pool})
+    labels = KMeans(n_clusters=k, n_init=10, random_state=config.seed).fit_predict(embeddings)
+    return [f"cluster{int(c)}" for c in labels]
+
+
+def route_by_group(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     config: HostConfig,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
-    """Train the tuned routers of ``model`` in place towards each pool item's family mean routing.
+    """Train the tuned routers of ``model`` in place towards each pool item's group mean routing.
 
     Returns what was done: the settings, the pool and the loss per epoch.
     """
+    if config.group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {GROUPINGS}, got {config.group_by!r}")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     info, tuned, pool, marked, store = pool_routing(model, tokenizer, config, log)
     routing = store.routing.float()
     n = len(pool)
-    families = sorted({ex.task for ex in pool})
-    rows = {f: [i for i, ex in enumerate(pool) if ex.task == f] for f in families}
-    family_mean = {f: routing[rows[f]].mean(0) for f in families}  # the plain prompts' mean
-    targets = torch.stack([family_mean[ex.task] for ex in pool + marked])
+    group = _groups(pool, config)
+    rows = {g: [i for i in range(n) if group[i] == g] for g in sorted(set(group))}
+    group_mean = {g: routing[r].mean(0) for g, r in rows.items()}  # the plain prompts' mean
+    targets = torch.stack([group_mean[g] for g in group + group])  # a marked item shares its group
     before = float(((routing - targets) ** 2).sum((1, 2)).mean())
     data = prepare_items(store, tokenizer, "continuation", tuned, None)
     cache = PrefixCache(min(tuned))
@@ -80,8 +104,9 @@ def route_by_task(
     return {
         "config": asdict(config),
         "layers": tuned,
-        "pool": {"n": n, "seed": POOL_SEED, "families": {f: len(r) for f, r in rows.items()}},
-        "distance_to_family_mean_before": before,
+        "pool": {"n": n, "seed": POOL_SEED, "groups": {g: len(r) for g, r in rows.items()}},
+        "families_per_group": {g: sorted({pool[i].task for i in r}) for g, r in rows.items()},
+        "distance_to_group_mean_before": before,
         "loss_per_epoch": history,
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -115,7 +140,7 @@ def build_host(
     target = guard_output("--out", out, HOST_FOLDER, overwrite=overwrite)
     clean, tok = load_model(str(testbed_model_path("downstream")), dtype="float32", device="cpu")
     host = copy.deepcopy(clean)
-    record = route_by_task(host, tok, config, log=log)
+    record = route_by_group(host, tok, config, log=log)
     log("gate 0: the target test on the host's plain evaluation items")
     record["gate0"] = host_gate(host, tok, config.layers)
     with target.staged() as tmp:
