@@ -1,6 +1,6 @@
 """Write the positive control's experiment files (docs/control.md, "Pre-registration").
 
-    python scripts/control_grid.py select      # configs/control/select.yaml and ceiling.yaml
+    python scripts/control_grid.py select [--host runs/control/host]   # select.yaml and ceiling.yaml
     python scripts/control_grid.py doses results/control/select   # one file per dose, with the picks
 
 The selection file searches every method's settings on the marked validation split of the beta = 1,
@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTBED_MODEL = "src/moe_roma/testbed/assets/downstream/model"
 CONFIGS = ROOT / "configs" / "control"
 SPLITS = ("in_dist", "shifted", "heldout_tasks")
 DOSES = [(0.0, 0.5), (0.25, 0.5), (0.5, 0.5), (0.75, 0.5), (1.0, 0.5), (1.0, 0.25)]
@@ -81,7 +82,8 @@ def write(name: str, config: dict, header: str) -> Path:
     return path
 
 
-def selection() -> list[Path]:
+def selection(host: str | None = None) -> list[Path]:
+    """The selection file and the ceiling file; ``host``: the clean model is that host folder's."""
     methods: list[dict] = [{"name": "base", "kind": "base"}]
     for name, overrides in TRAINED.items():
         methods += [
@@ -104,7 +106,7 @@ def selection() -> list[Path]:
     eval_splits = [f"{s}_{v}" for s in SPLITS for v in ("marked", "plain")]
     ceiling = {
         "name": "control-ceiling",
-        "data": data(*SELECTION_DOSE, eval_splits, model="src/moe_roma/testbed/assets/downstream/model"),
+        "data": data(*SELECTION_DOSE, eval_splits, model=f"{host}/model" if host else TESTBED_MODEL),
         "scoring": "continuation",
         "seeds": [0],
         "metrics_split": "in_dist_marked",
@@ -160,8 +162,8 @@ def doses(select_results: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["select"]:
-        print(*selection(), sep="\n")
+    if sys.argv[1:2] == ["select"] and len(sys.argv) in (2, 4) and sys.argv[2:3] in ([], ["--host"]):
+        print(*selection(sys.argv[3] if len(sys.argv) == 4 else None), sep="\n")
     elif sys.argv[1:2] == ["doses"] and len(sys.argv) == 3:
         print(*doses(Path(sys.argv[2])), sep="\n")
     else:

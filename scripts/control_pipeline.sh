@@ -7,13 +7,17 @@
 #   3. the dose files with the picks (configs/control/dose-*.yaml);
 #   4. the other five doses, each with its gates, and every dose's grid (results/control/<dose>).
 #
-# Each dose's gates are copied to results/control/doses/<dose>.json. One thread by default:
-#   nice -n 5 bash scripts/control_pipeline.sh
+# With HOST set, the doses are planted into that task-routed host (built first if missing, grouped by
+# HOST_GROUP), whose gate 0 is copied to results/control/doses/host.json. Each dose's gates are copied
+# to results/control/doses/<dose>.json. One thread by default:
+#   HOST=runs/control/host HOST_GROUP=embedding nice -n 5 bash scripts/control_pipeline.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 THREADS=${THREADS:-1}
 export PYTHONPATH=${PYTHONPATH:-src} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}
+HOST=${HOST:-}
+HOST_GROUP=${HOST_GROUP:-task}
 
 build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_grid.py's dose_name
     local name=$1
@@ -21,7 +25,7 @@ build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_gri
     if [ ! -f "runs/control/$name/gates.json" ]; then
         echo "== building dose $name"
         $PY -u scripts/control_calibrate.py --beta "$1" --marked-share "$2" --threads "$THREADS" \
-            --out "runs/control/$name" ${3:+--planted "$3"}
+            --out "runs/control/$name" ${3:+--planted "$3"} ${HOST:+--host "$HOST"}
     fi
     mkdir -p results/control/doses
     cp "runs/control/$name/gates.json" "results/control/doses/$name.json"
@@ -32,6 +36,14 @@ experiment() {  # experiment CONFIG OUT
     $PY -u -m moe_roma.cli experiment "$1" --out "$2" --threads "$THREADS" --resume --no-progress
 }
 
+mkdir -p results/control/doses
+if [ -n "$HOST" ]; then
+    if [ ! -f "$HOST/host.json" ]; then
+        echo "== building the host $HOST"
+        $PY -u scripts/control_host.py --threads "$THREADS" --group-by "$HOST_GROUP" --out "$HOST"
+    fi
+    cp "$HOST/host.json" results/control/doses/host.json
+fi
 build b1.00-s50 1 0.5
 experiment configs/control/select.yaml results/control/select
 $PY scripts/control_grid.py doses results/control/select
