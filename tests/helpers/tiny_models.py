@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import transformers
 
@@ -491,6 +492,61 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
             **GROUPED,
         ),
     ),
+    # New in transformers 5.25, skipped under an older one. Param2 reuses GLM-4-MoE's model classes.
+    "ergo": (
+        "ErgoConfig",
+        "ErgoForCausalLM",
+        dict(
+            num_experts=8,
+            **SMALL_MOE,
+            first_dense_intermediate_size=32,
+            shared_intermediate_size=16,
+            sliding_window=16,
+        ),
+    ),
+    "kolibri1_1": (
+        "Kolibri1_1Config",
+        "Kolibri1_1ForCausalLM",
+        dict(
+            num_experts=8,
+            **SMALL_MOE,
+            shared_expert_intermediate_size=16,
+            mlp_only_layers=[0],
+            mlp_only_intermediate_size=32,
+            head_dim=16,  # a multiple of 16, for its NVFP4 rounding of keys and values
+            sliding_window=16,
+            index_topk=8,
+            index_pool_size=32,
+            index_compression=4,
+            index_num_heads=2,
+            index_num_local_tokens=4,
+            index_num_sink_tokens=2,
+        ),
+    ),
+    "minicpm5_moe": (
+        "MiniCPM5MoeConfig",
+        "MiniCPM5MoeForCausalLM",
+        dict(
+            n_routed_experts=8,
+            **SMALL_MOE,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            head_dim=8,
+            **GROUPED,
+        ),
+    ),
+    "param2moe": (
+        "Param2MoeConfig",
+        "Glm4MoeForCausalLM",
+        dict(
+            n_routed_experts=8,
+            **SMALL_MOE,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            head_dim=8,
+            **GROUPED,
+        ),
+    ),
 }
 
 # MoE families whose routing RoMA cannot represent: discovery must refuse them, saying why.
@@ -557,6 +613,9 @@ def build_tiny_model(
 ) -> transformers.PreTrainedModel:
     """A randomly initialised tiny causal LM of ``family``, fp32, eval mode (``overrides``: config kwargs)."""
     config_name, model_name, extra = FAMILIES[family] if family in FAMILIES else REFUSED[family]
+    for name in (config_name, model_name):
+        if not hasattr(transformers, name):  # a family newer than the installed release
+            pytest.skip(f"{name} is not in the installed transformers {transformers.__version__}")
     kwargs = {**COMMON, "num_hidden_layers": num_layers, **extra}
     if family in PER_LAYER:
         kwargs.update(PER_LAYER[family](num_layers))
