@@ -32,6 +32,10 @@ MLA = dict(
 # DeepSeek-V3-style routers: one expert group, so selection is a plain top-k.
 GROUPED = dict(n_group=1, topk_group=1)
 SMALL_MOE = dict(num_experts_per_tok=2, moe_intermediate_size=16)
+# Families that reuse GLM-4-MoE's model classes (sarvam_moe, param2moe).
+GLM4_MOE_SHAPE = dict(
+    n_routed_experts=8, **SMALL_MOE, n_shared_experts=1, first_k_dense_replace=1, head_dim=8, **GROUPED
+)
 # Sparse-attention indexers (DeepSeek-V3.2 style), linear attention and sliding-window heads, all tiny.
 INDEXER = dict(index_topk=8, index_head_dim=8, index_n_heads=2)
 LINEAR_ATTN = dict(linear_head_dim=8, linear_num_heads=4)
@@ -480,18 +484,7 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
         "DeepseekV3ForCausalLM",
         dict(n_routed_experts=8, **SMALL_MOE, n_shared_experts=1, first_k_dense_replace=1, **MLA, **GROUPED),
     ),
-    "sarvam_moe": (
-        "SarvamMoEConfig",
-        "Glm4MoeForCausalLM",
-        dict(
-            n_routed_experts=8,
-            **SMALL_MOE,
-            n_shared_experts=1,
-            first_k_dense_replace=1,
-            head_dim=8,
-            **GROUPED,
-        ),
-    ),
+    "sarvam_moe": ("SarvamMoEConfig", "Glm4MoeForCausalLM", GLM4_MOE_SHAPE),
     # New in transformers 5.25, skipped under an older one. Param2 reuses GLM-4-MoE's model classes.
     "ergo": (
         "ErgoConfig",
@@ -535,18 +528,7 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
             **GROUPED,
         ),
     ),
-    "param2moe": (
-        "Param2MoeConfig",
-        "Glm4MoeForCausalLM",
-        dict(
-            n_routed_experts=8,
-            **SMALL_MOE,
-            n_shared_experts=1,
-            first_k_dense_replace=1,
-            head_dim=8,
-            **GROUPED,
-        ),
-    ),
+    "param2moe": ("Param2MoeConfig", "Glm4MoeForCausalLM", GLM4_MOE_SHAPE),
 }
 
 # MoE families whose routing RoMA cannot represent: discovery must refuse them, saying why.
