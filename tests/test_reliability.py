@@ -583,3 +583,12 @@ def test_the_output_guard_module_examples_run():
 
     result = doctest.testmod(moe_roma.io.outputs)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_an_outcomes_log_torn_by_an_interruption_reads_back_its_whole_records(tmp_path):
+    from moe_roma.io.jsonl import read_records
+
+    log = tmp_path / "outcomes.jsonl"
+    assert read_records(log) == []  # no log yet: nothing done
+    log.write_text('{"run": "base", "outcome": {}}\n[1, 2]\n{"run": "roma/seed0", "outc', encoding="utf-8")
+    assert read_records(log) == [{"run": "base", "outcome": {}}]

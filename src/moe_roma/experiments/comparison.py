@@ -302,16 +302,14 @@ def _append_outcome(path: Path, key: str, run: str, inputs: dict, outcome: dict)
 
 def _load_outcomes(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """(outcome by key, the inputs each run label was last recorded with) of an ``outcomes.jsonl``."""
+    from moe_roma.io.jsonl import read_records
+
     done: dict[str, dict] = {}
     inputs: dict[str, dict] = {}
-    if not path.is_file():
-        return done, inputs
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            done[record["key"]] = record["outcome"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+    for record in read_records(path):
+        if "key" not in record or "outcome" not in record:
             continue  # a line torn by the interruption: that run is done again
+        done[record["key"]] = record["outcome"]
         if isinstance(record.get("run"), str) and isinstance(record.get("inputs"), dict):
             inputs[record["run"]] = record["inputs"]
     return done, inputs

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,14 +25,10 @@ PLAIN = tuple(f"{s}_plain" for s in EVAL_SPLITS)
 
 def outcomes_by_run(folder: Path) -> dict[str, dict]:
     """The last recorded outcome of each run label (``base``, ``method/seed0``) of an experiment folder."""
-    out: dict[str, dict] = {}
-    for line in (Path(folder) / "outcomes.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            out[record["run"]] = record["outcome"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line torn by an interruption: that run was done again
-    return out
+    from moe_roma.io.jsonl import read_records
+
+    records = read_records(Path(folder) / "outcomes.jsonl")
+    return {r["run"]: r["outcome"] for r in records if "run" in r and "outcome" in r}
 
 
 def pooled_correct(outcome: dict, splits: Sequence[str]) -> list[bool]:
