@@ -5,8 +5,9 @@ kernel-mean routing costs the clean model 5.5 points on marked items (docs/contr
 RoMA's target cannot repair a misrouting planted on that model by more than the rest of the harm.
 The host removes that cost by construction. Its tuned routers (every weight) are trained so that each
 pool item's last-token routing, plain or marked, is its group's mean routing under the downstream
-model, with no answer anchor; a group is the item's family, or its cluster in embedding space
-(``HostConfig.group_by``). Its own accuracy is whatever that routing gives. The misrouting is then
+model, optionally anchored to that model's answers (``HostConfig.answer_weight``); a group is the
+item's family, or its cluster in embedding space (``HostConfig.group_by``). Its own accuracy is
+whatever that routing gives. The misrouting is then
 planted into the host (``ControlConfig.host``), and the host is the clean model of every gate.
 
 Gate 0, on the host alone: the target test on its plain evaluation items (the three splits pooled),
@@ -30,7 +31,7 @@ from moe_roma.methods.common.items import prepare_items
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.models.discovery import discover_routers
 from moe_roma.testbed.control.gates import EVAL_SPLITS, marked_target_test
-from moe_roma.testbed.control.plant import pool_routing, train_routers
+from moe_roma.testbed.control.plant import RoutingAnchor, answer_logp, pool_routing, train_routers
 from moe_roma.testbed.control.setting import POOL_SEED
 
 HOST_FOLDER = Kind("control host", members=("model", "host.json"), finished=("host.json",))
@@ -52,6 +53,9 @@ class HostConfig:
     # questions' sentence embeddings, the space RoMA's neighbours come from, so that questions the
     # embedder puts together share routing even across families.
     group_by: str = "task"
+    # Step 14: the KL of every pool prompt's answer distribution (plain and marked) from the downstream
+    # model's, so that the host keeps more of its accuracy and the planted harm has room; 0 = no anchor.
+    answer_weight: float = 0.0
 
 
 GROUPINGS = ("task", "embedding")
@@ -94,12 +98,16 @@ def route_by_group(
     targets = torch.stack([group_mean[g] for g in group + group])  # a marked item shares its group
     before = float(((routing - targets) ** 2).sum((1, 2)).mean())
     data = prepare_items(store, tokenizer, "continuation", tuned, None)
+    anchor = None
+    if config.answer_weight > 0:  # every row, plain and marked, keeps the downstream model's answers
+        logp = answer_logp(model, info, tuned, data.items, data.pad, config.batch_size)
+        anchor = RoutingAnchor(len(data.items), logp, config.answer_weight)
     cache = PrefixCache(min(tuned))
     cache.fill(model, info, data.items, data.pad, config.batch_size, progress=False)
     model.requires_grad_(False)
     named = dict(model.named_parameters())
     params = [named[name] for layer in tuned for name in info.routers[layer].parameter_names]
-    history = train_routers(model, info, tuned, data, targets, params, config, cache, log=log)
+    history = train_routers(model, info, tuned, data, targets, params, config, cache, anchor, log)
     model.requires_grad_(False)
     return {
         "config": asdict(config),

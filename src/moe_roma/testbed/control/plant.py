@@ -197,7 +197,7 @@ def _targets(
     return targets, partners, harm_acc
 
 
-def _answer_logp(model, info, tuned, items: list[TrainItem], pad: int, batch_size: int) -> torch.Tensor:
+def answer_logp(model, info, tuned, items: list[TrainItem], pad: int, batch_size: int) -> torch.Tensor:
     """The model's answer log-distribution over each item's choices (the plain items' KL anchor)."""
     with torch.no_grad():
         return torch.cat(
@@ -353,7 +353,7 @@ def plant_misrouting(
         return partner_harm(model, info, tuned, data, harm_rows, family_mean, config.batch_size)
 
     targets, partners, harm_acc = _targets(config, pool, store.routing.float(), harm)
-    clean_logp = _answer_logp(model, info, tuned, data.items[:n], data.pad, config.batch_size)
+    clean_logp = answer_logp(model, info, tuned, data.items[:n], data.pad, config.batch_size)
     cache = PrefixCache(min(tuned))
     cache.fill(model, info, data.items, data.pad, config.batch_size, progress=False)
     params, separation = _trained_weights(model, tokenizer, info, tuned, pool, marked, config)
