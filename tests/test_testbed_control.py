@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -275,3 +277,28 @@ def test_the_host_groups_by_family_or_by_embedding_cluster_and_refuses_another_g
         route_by_group(
             build_tiny_model("olmoe", num_layers=4), build_tiny_tokenizer(), HostConfig(group_by="x")
         )
+
+
+def test_the_host_answer_anchor_holds_every_pool_prompt_plain_and_marked_at_its_starting_answers(monkeypatch):
+    from moe_roma.testbed.control import host as host_module
+    from moe_roma.testbed.control.host import HostConfig, route_by_group
+
+    seen = []
+    real = host_module.train_routers
+
+    def spy(*args, **kwargs):
+        seen.append(args[8] if len(args) > 8 else kwargs.get("anchor"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(host_module, "train_routers", spy)
+    tok = build_tiny_tokenizer()
+    config = HostConfig(pool_size=12, epochs=1, lr=1e-2, layers="last2")
+    route_by_group(build_tiny_model("olmoe", num_layers=4, seed=0), tok, config)
+    route_by_group(
+        build_tiny_model("olmoe", num_layers=4, seed=0), tok, dataclasses.replace(config, answer_weight=5.0)
+    )
+    assert seen[0] is None
+    anchor = seen[1]
+    assert anchor.n == 24 and anchor.weight == 5.0  # 12 plain and 12 marked prompts
+    assert anchor.logp.shape[0] == 24
+    assert torch.allclose(anchor.logp.logsumexp(-1), torch.zeros(24), atol=1e-5)  # distributions
