@@ -302,3 +302,40 @@ def test_the_host_answer_anchor_holds_every_pool_prompt_plain_and_marked_at_its_
     assert anchor.n == 24 and anchor.weight == 5.0  # 12 plain and 12 marked prompts
     assert anchor.logp.shape[0] == 24
     assert torch.allclose(anchor.logp.logsumexp(-1), torch.zeros(24), atol=1e-5)  # distributions
+
+
+def test_routing_movement_reads_zero_for_the_corrupted_routers_and_full_repair_for_the_clean_ones(tmp_path):
+    import copy
+
+    from moe_roma.models.checkpoint import router_snapshot, save_router_checkpoint
+    from moe_roma.models.discovery import discover_routers
+    from moe_roma.testbed.control.readouts import routing_movement
+    from moe_roma.testbed.control.setting import corruption_pool
+
+    tok = build_tiny_tokenizer()
+    clean = build_tiny_model("olmoe", num_layers=4, seed=0)
+    corrupted = copy.deepcopy(clean)
+    with torch.no_grad():
+        for name, p in corrupted.named_parameters():
+            if ".mlp.gate." in name:
+                p.add_(torch.randn_like(p) * 5)
+    info = discover_routers(clean)
+    save_router_checkpoint(clean, info, [2, 3], tmp_path / "clean")
+    save_router_checkpoint(corrupted, info, [2, 3], tmp_path / "corrupted")
+    before = router_snapshot(corrupted)
+    items = corruption_pool(12)
+    out = routing_movement(
+        corrupted,
+        clean,
+        tok,
+        items,
+        {"clean": [tmp_path / "clean"], "same": [tmp_path / "corrupted", tmp_path / "corrupted"]},
+        layers="last2",
+        n_boot=200,
+    )
+    assert out["clean"]["before"] > 0.01
+    assert out["clean"]["after"] < 1e-3 * out["clean"]["before"]
+    assert out["clean"]["change_ci"][1] < 0 and out["clean"]["closer_share"] == 1.0
+    assert abs(out["same"]["change"]) < 1e-3 * out["clean"]["before"] and out["same"]["seeds"] == 2
+    after = router_snapshot(corrupted)
+    assert all(torch.equal(before[n], after[n]) for n in before)  # the corrupted routers are put back

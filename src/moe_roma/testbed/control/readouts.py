@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from moe_roma.data.example import MCExample
 from moe_roma.testbed.control.gates import EVAL_SPLITS
 
 MARKED = tuple(f"{s}_marked" for s in EVAL_SPLITS)
@@ -104,6 +106,59 @@ def dose_table(
 def routing_distance(routing: torch.Tensor, clean_routing: torch.Tensor) -> torch.Tensor:
     """Each item's squared distance from its clean routing, summed over the tuned layers: (N,)."""
     return ((routing.float() - clean_routing.float()) ** 2).sum(dim=(1, 2))
+
+
+def routing_movement(
+    corrupted: PreTrainedModel,
+    clean: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[MCExample],
+    runs: dict[str, Sequence[Path]],
+    layers: str = "last5",
+    n_boot: int = 2000,
+) -> dict[str, dict]:
+    """The decisive mechanistic readout: each marked item's squared routing distance from its known
+    clean routing (the clean model's routing of the same marked prompt), before (the corrupted routers)
+    and after (each run's routers, loaded into the corrupted model), in the tuned ``layers``.
+
+    ``runs[method]`` lists that method's run folders (one per seed); the after distance averages the
+    seeds per item. Returns per method the mean before and after, their paired difference with a 95%
+    bootstrap interval over items, and the share of items moved closer."""
+    from moe_roma.models.checkpoint import apply_router_checkpoint, restore_routers, router_snapshot
+    from moe_roma.routing.collect import collect_routing
+
+    def routing(model) -> torch.Tensor:
+        store, _ = collect_routing(
+            model, tokenizer, items, layers=layers, scoring="continuation", progress=False
+        )
+        return store.routing
+
+    target = routing(clean)
+    before = routing_distance(routing(corrupted), target)
+    snapshot = router_snapshot(corrupted)
+    rng = np.random.default_rng(0)
+    out = {}
+    try:
+        for method, folders in runs.items():
+            after = []
+            for folder in folders:
+                apply_router_checkpoint(corrupted, folder)
+                after.append(routing_distance(routing(corrupted), target))
+                restore_routers(corrupted, snapshot)
+            mean_after = torch.stack(after).mean(0)
+            change = (mean_after - before).double().numpy()
+            boots = [change[rng.integers(0, len(change), len(change))].mean() for _ in range(n_boot)]
+            out[method] = {
+                "before": float(before.mean()),
+                "after": float(mean_after.mean()),
+                "change": float(change.mean()),
+                "change_ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+                "closer_share": float((change < 0).mean()),
+                "seeds": len(folders),
+            }
+    finally:
+        restore_routers(corrupted, snapshot)
+    return out
 
 
 def plot_dose_response(points: dict[str, list[tuple[float, dict]]], path: Path) -> Path:
