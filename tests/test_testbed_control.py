@@ -339,3 +339,43 @@ def test_routing_movement_reads_zero_for_the_corrupted_routers_and_full_repair_f
     assert abs(out["same"]["change"]) < 1e-3 * out["clean"]["before"] and out["same"]["seeds"] == 2
     after = router_snapshot(corrupted)
     assert all(torch.equal(before[n], after[n]) for n in before)  # the corrupted routers are put back
+
+
+def test_the_rank_correlation_of_margin_and_gain_reads_the_order_and_refuses_too_few_pairs():
+    from moe_roma.testbed.control.readouts import rank_correlation
+
+    up = rank_correlation([0.1, 0.2, 0.3, 0.4, 0.5], [1.0, 2.0, 3.0, 4.0, 6.0], n_boot=300)
+    assert up["rho"] == pytest.approx(1.0) and up["n"] == 5 and up["ci"][1] == pytest.approx(1.0)
+    down = rank_correlation([0.1, 0.2, 0.3, 0.4, 0.5], [5.0, 4.0, 3.0, 2.0, 1.0], n_boot=300)
+    assert down["rho"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        rank_correlation([0.1, 0.2], [1.0, 2.0])
+
+
+def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_method(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location("control_readouts", scripts / "control_readouts.py")
+    readouts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readouts)
+    for method in ("rt", "roma"):
+        for seed in (0, 1):
+            (tmp_path / "runs" / method / f"seed{seed}").mkdir(parents=True)
+    runs = readouts.trained_runs(tmp_path)
+    assert sorted(runs) == ["roma", "rt"] and [p.name for p in runs["rt"]] == ["seed0", "seed1"]
+    row = {"seeds": 3, "marked": 0.5, "plain": 0.6, "plain_change": -0.004}
+    dose = {
+        "dose": "b1.00-s50",
+        "rows": [
+            {**row, "method": "base", "recovery": {"value": 0.0, "ci": None}},
+            {**row, "method": "rt", "recovery": {"value": 0.42, "ci": [0.1, 0.7]}},
+        ],
+        "movement": {"rt": {"before": 0.7669, "after": 0.31}},
+    }
+    text = readouts.table([dose])
+    assert "| b1.00-s50 | rt | 3 | 50.0 | 60.0 | -0.4 | +0.42 [+0.10, +0.70] | 0.767 → 0.310 |" in text
+    assert "| b1.00-s50 | base | 3 | 50.0 | 60.0 | -0.4 | +0.00 - | - |" in text

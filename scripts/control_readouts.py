@@ -1,0 +1,127 @@
+"""The positive control's readouts from its finished doses (docs/control.md, "Readouts").
+
+Reads results/control/<dose>/ (each dose's experiment), results/control/ceiling/ (the clean routers
+on the same files), results/control/doses/<dose>.json (the gates, measured before any method) and
+runs/control/<dose>/ (the corrupted model and its data); writes results/control/readouts.json,
+results/control/table.md and results/control/dose_response.png. Doses whose experiment has not
+finished are listed as missing.
+
+    PYTHONPATH=src python scripts/control_readouts.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from control_grid import DOSES, SPLITS, dose_name  # noqa: E402
+
+RESULTS = ROOT / "results" / "control"
+RUNS = ROOT / "runs" / "control"
+
+
+def trained_runs(experiment: Path) -> dict[str, list[Path]]:
+    """Each trained method's run folders (one per seed) of a dose's experiment."""
+    runs = experiment / "runs"
+    if not runs.is_dir():
+        return {}
+    return {m.name: sorted(m.glob("seed*")) for m in sorted(runs.iterdir()) if m.is_dir()}
+
+
+def dose_readout(beta: float, share: float) -> dict | None:
+    """Everything the control reports for one dose, or None while its experiment is unfinished."""
+    from moe_roma.data.loaders import load_examples
+    from moe_roma.models.loading import load_model
+    from moe_roma.testbed.control.build import clean_model_path
+    from moe_roma.testbed.control.plant import ControlConfig
+    from moe_roma.testbed.control.readouts import dose_table, routing_movement
+
+    name = dose_name(beta, share)
+    experiment = RESULTS / name
+    if not (experiment / "results.json").is_file():
+        return None
+    gates = json.loads((RESULTS / "doses" / f"{name}.json").read_text(encoding="utf-8"))
+    config = ControlConfig(**gates["build"]["config"])
+    folder = RUNS / name
+    corrupted, tok = load_model(str(folder / "model"), dtype="float32", device="cpu")
+    clean, _ = load_model(str(clean_model_path(config)), dtype="float32", device="cpu")
+    items = [ex for s in SPLITS for ex in load_examples(folder / "data" / f"{s}_marked.jsonl")]
+    tt = gates["target_test"]
+    return {
+        "dose": name,
+        "beta": beta,
+        "marked_share": share,
+        "rows": dose_table(experiment, RESULTS / "ceiling"),
+        "movement": routing_movement(corrupted, clean, tok, items, trained_runs(experiment), config.layers),
+        "paired": json.loads((experiment / "results.json").read_text(encoding="utf-8"))["paired"],
+        "target_test": {
+            "net": tt["targets"]["roma"]["net"]["diff"],
+            "net_ci": tt["targets"]["roma"]["net"]["ci"],
+            "margin": tt["margin"]["fixed_diff"],
+            "margin_ci": tt["margin"]["ci"],
+        },
+        "gates": {k: v["pass"] for k, v in gates["gates"].items()},
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def table(readouts: list[dict]) -> str:
+    """The recovery table per dose: marked and plain accuracy, recovery with its interval, routing."""
+    lines = [
+        "| dose | method | seeds | marked | plain | plain change | recovery [95% CI] | routing distance "
+        "before → after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in readouts:
+        for row in r["rows"]:
+            rec = row["recovery"]
+            ci = f"[{rec['ci'][0]:+.2f}, {rec['ci'][1]:+.2f}]" if rec["ci"] else "-"
+            move = r["movement"].get(row["method"])
+            dist = f"{move['before']:.3f} → {move['after']:.3f}" if move else "-"
+            lines.append(
+                f"| {r['dose']} | {row['method']} | {row['seeds']} | {_pct(row['marked'])} | "
+                f"{_pct(row['plain'])} | {100 * row['plain_change']:+.1f} | {rec['value']:+.2f} {ci} | "
+                f"{dist} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    from moe_roma.testbed.control.readouts import plot_dose_response
+
+    torch.set_num_threads(args.threads)
+    readouts, missing = [], []
+    for beta, share in DOSES:
+        r = dose_readout(beta, share)
+        (readouts if r else missing).append(r or dose_name(beta, share))
+    points: dict[str, list] = {}
+    for r in readouts:
+        if r["marked_share"] == 0.5:  # the curve is over beta at the 50% share
+            for row in r["rows"]:
+                if row["method"] != "base":
+                    points.setdefault(row["method"], []).append((r["beta"], row["recovery"]))
+    out = {"doses": readouts, "missing": missing}
+    (RESULTS / "readouts.json").write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
+    (RESULTS / "table.md").write_text(table(readouts), encoding="utf-8")
+    if points:
+        plot_dose_response(points, RESULTS / "dose_response.png")
+    print(table(readouts))
+    print("missing doses:", ", ".join(missing) or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
