@@ -5,12 +5,15 @@
 #   1. the beta = 1, 50% dose (runs/control/b1.00-s50) and its gates;
 #   2. the selection on its marked validation split (results/control/select);
 #   3. the dose files with the picks (configs/control/dose-*.yaml);
-#   4. the other five doses, each with its gates, and every dose's grid (results/control/<dose>).
+#   4. the other five doses, each with its gates, and every dose's grid (results/control/<dose>);
+#   5. every dose's `roma diagnose` on its RoMA training set (results/control/diagnose/<dose>), the
+#      clean routers on the evaluation files (results/control/ceiling) and the readouts
+#      (scripts/control_readouts.py: results/control/readouts.json, table.md, dose_response.png).
 #
 # With HOST set, the doses are planted into that task-routed host (built first if missing, grouped by
-# HOST_GROUP), whose gate 0 is copied to results/control/doses/host.json. Each dose's gates are copied
+# HOST_GROUP, its answers anchored with weight HOST_ANSWER), whose gate 0 is copied to results/control/doses/host.json. Each dose's gates are copied
 # to results/control/doses/<dose>.json. One thread by default:
-#   HOST=runs/control/host HOST_GROUP=embedding nice -n 5 bash scripts/control_pipeline.sh
+#   HOST=runs/control/host HOST_GROUP=embedding HOST_ANSWER=5 nice -n 5 bash scripts/control_pipeline.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -18,6 +21,7 @@ THREADS=${THREADS:-1}
 export PYTHONPATH=${PYTHONPATH:-src} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}
 HOST=${HOST:-}
 HOST_GROUP=${HOST_GROUP:-task}
+HOST_ANSWER=${HOST_ANSWER:-0}
 
 build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_grid.py's dose_name
     local name=$1
@@ -31,6 +35,16 @@ build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_gri
     cp "runs/control/$name/gates.json" "results/control/doses/$name.json"
 }
 
+diagnose() {  # diagnose NAME: `roma diagnose` on the dose's RoMA training set, target test included
+    local folder=runs/control/$1
+    [ -f "results/control/diagnose/$1/report.json" ] && return 0
+    [ -f "$folder/train-routing.json" ] || $PY -u -m moe_roma.cli collect --model "$folder/model" \
+        --data "$folder/data/train.jsonl" --layers last5 --scoring continuation --threads "$THREADS" \
+        --out "$folder/train-routing.json"
+    $PY -u -m moe_roma.cli diagnose --routing "$folder/train-routing.json" --model "$folder/model" \
+        --threads "$THREADS" --no-progress --out "results/control/diagnose/$1" --overwrite
+}
+
 experiment() {  # experiment CONFIG OUT
     echo "== experiment $1"
     $PY -u -m moe_roma.cli experiment "$1" --out "$2" --threads "$THREADS" --resume --no-progress
@@ -40,7 +54,8 @@ mkdir -p results/control/doses
 if [ -n "$HOST" ]; then
     if [ ! -f "$HOST/host.json" ]; then
         echo "== building the host $HOST"
-        $PY -u scripts/control_host.py --threads "$THREADS" --group-by "$HOST_GROUP" --out "$HOST"
+        $PY -u scripts/control_host.py --threads "$THREADS" --group-by "$HOST_GROUP" \
+            --answer-weight "$HOST_ANSWER" --out "$HOST"
     fi
     cp "$HOST/host.json" results/control/doses/host.json
 fi
@@ -55,4 +70,9 @@ for beta in 0 0.25 0.5 0.75; do
     build "$name" "$beta" 0.5
     experiment "configs/control/dose-$name.yaml" "results/control/$name"
 done
+experiment configs/control/ceiling.yaml results/control/ceiling
+for name in b1.00-s50 b1.00-s25 b0.00-s50 b0.25-s50 b0.50-s50 b0.75-s50; do
+    diagnose "$name"
+done
+$PY scripts/control_readouts.py --threads "$THREADS"
 echo "== the control's grid is complete"
