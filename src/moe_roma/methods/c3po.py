@@ -57,7 +57,7 @@ from moe_roma.io.config import Config
 from moe_roma.io.errors import RomaError
 from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.base import MethodSpec, TestTimeInputs, TestTimeOutcome, register
-from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor, make_batch
+from moe_roma.methods.common.batches import TrainItem, letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
 from moe_roma.methods.common.items import (
     ItemSet,
@@ -71,7 +71,6 @@ from moe_roma.methods.common.items import (
 )
 from moe_roma.methods.common.prefix import PrefixCache
 from moe_roma.models.discovery import MoEInfo, discover_routers
-from moe_roma.models.hooks.override import RoutingTargets
 from moe_roma.routing.store import RoutingStore
 
 MODES = ("kernel", "ngd")
@@ -89,13 +88,9 @@ def forward_with_targets(
     cache: PrefixCache | None = None,
 ) -> dict[str, torch.Tensor]:
     """``items_forward`` with item b's last-prompt-token routing set to ``targets[b]`` (B, L, E)."""
-    batch = make_batch(items, data.pad)  # the same batch items_forward builds: rows and positions
-    item_of_row = torch.tensor([b for b, _ in batch.seq_keys])
-    positions = batch.routing_pos[item_of_row]
-    per_row = {layer: targets[:, li][item_of_row.to(targets.device)] for li, layer in enumerate(layers)}
-    hooks = RoutingTargets(info, per_row, positions, batch.input_ids.shape)
+    per_layer = {layer: targets[:, li] for li, layer in enumerate(layers)}
     return items_forward(
-        model, info, layers, items, data.pad, data.task_loss, data.letter_ids, cache=cache, router_hooks=hooks
+        model, info, layers, items, data.pad, data.task_loss, data.letter_ids, cache=cache, targets=per_layer
     )
 
 

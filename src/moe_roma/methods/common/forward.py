@@ -16,7 +16,7 @@ from moe_roma.methods.common.batches import TrainItem, make_batch
 from moe_roma.methods.common.prefix import PrefixCache, replay_prefix
 from moe_roma.models.discovery import MoEInfo
 from moe_roma.models.hooks.capture import RoutingCapture
-from moe_roma.models.hooks.override import RoutingOverride
+from moe_roma.models.hooks.override import RoutingOverride, RoutingTargets
 from moe_roma.scoring.logprobs import summed_logprobs
 
 
@@ -43,12 +43,14 @@ def items_forward(
     offsets: dict[int, torch.Tensor] | None = None,
     router_hooks: contextlib.AbstractContextManager | None = None,
     position: str = "last",
+    targets: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Returns ``task`` (B,) losses, ``scores`` (B, C) answer scores (-inf past a sample's choices)
     and ``routing`` (B, L, E): the routing weights at each sample's last prompt token.
 
     ``offsets[layer]`` (B, E) shifts that layer's router logits at the last prompt token
-    (oracle / C3PO); ``cache`` replays the frozen prefix instead of recomputing it.
+    (oracle / C3PO); ``targets[layer]`` (B, E) *sets* that layer's routing weights there (C3PO, the
+    target test); ``cache`` replays the frozen prefix instead of recomputing it.
     """
     device = next(model.parameters()).device
     batch = make_batch(items, pad_id, position)
@@ -76,6 +78,9 @@ def items_forward(
             per_row = {layer: off[item_of_row] for layer, off in offsets.items()}
             stack.enter_context(RoutingOverride(info, per_row, row_pos, ids.shape))
         cap = stack.enter_context(RoutingCapture(info, layers))
+        if targets is not None:
+            per_row = {layer: t.to(device)[item_of_row] for layer, t in targets.items()}
+            stack.enter_context(RoutingTargets(info, per_row, row_pos, ids.shape))
         if router_hooks is not None:
             stack.enter_context(router_hooks)
         stack.enter_context(autocast_for(model))
