@@ -11,9 +11,12 @@
 #      (scripts/control_readouts.py: results/control/readouts.json, table.md, dose_response.png).
 #
 # With HOST set, the doses are planted into that task-routed host (built first if missing, grouped by
-# HOST_GROUP, its answers anchored with weight HOST_ANSWER), whose gate 0 is copied to results/control/doses/host.json. Each dose's gates are copied
-# to results/control/doses/<dose>.json. One thread by default:
+# HOST_GROUP, its answers anchored with weight HOST_ANSWER), whose gate 0 is copied to
+# results/control/doses/host.json. Each dose's gates are copied to results/control/doses/<dose>.json.
+# One thread by default:
 #   HOST=runs/control/host HOST_GROUP=embedding HOST_ANSWER=5 nice -n 5 bash scripts/control_pipeline.sh
+# A second worker on another core (the host built first) can build doses ahead of the first:
+#   HOST=runs/control/host nice -n 5 bash scripts/control_pipeline.sh build 0 0.25 0.5 0.75
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -24,14 +27,24 @@ HOST_GROUP=${HOST_GROUP:-task}
 HOST_ANSWER=${HOST_ANSWER:-0}
 
 build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_grid.py's dose_name
-    local name=$1
+    local name=$1 lock=runs/control/$1.lock
     shift
-    if [ ! -f "runs/control/$name/gates.json" ]; then
-        echo "== building dose $name"
-        $PY -u scripts/control_calibrate.py --beta "$1" --marked-share "$2" --threads "$THREADS" \
-            --out "runs/control/$name" ${3:+--planted "$3"} ${HOST:+--host "$HOST"}
-    fi
-    mkdir -p results/control/doses
+    mkdir -p runs/control results/control/doses
+    until [ -f "runs/control/$name/gates.json" ]; do
+        # A lock folder per dose lets a second worker (`control_pipeline.sh build ...`) build doses
+        # ahead of this one; a stale lock (no worker running) is removed by hand.
+        if mkdir "$lock" 2>/dev/null; then
+            trap 'rmdir "'"$lock"'" 2>/dev/null || true' EXIT
+            echo "== building dose $name"
+            $PY -u scripts/control_calibrate.py --beta "$1" --marked-share "$2" --threads "$THREADS" \
+                --out "runs/control/$name" ${3:+--planted "$3"} ${HOST:+--host "$HOST"}
+            rmdir "$lock"
+            trap - EXIT
+        else
+            echo "== dose $name is being built by another worker ($lock); waiting"
+            sleep 60
+        fi
+    done
     cp "runs/control/$name/gates.json" "results/control/doses/$name.json"
 }
 
@@ -58,6 +71,13 @@ if [ -n "$HOST" ]; then
             --answer-weight "$HOST_ANSWER" --out "$HOST"
     fi
     cp "$HOST/host.json" results/control/doses/host.json
+fi
+if [ "${1:-}" = build ]; then  # a second worker: build BETA... (50% marked share) and stop
+    shift
+    for beta in "$@"; do
+        build "$(printf "b%.2f-s50" "$beta")" "$beta" 0.5
+    done
+    exit 0
 fi
 build b1.00-s50 1 0.5
 experiment configs/control/select.yaml results/control/select
