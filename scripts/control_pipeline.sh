@@ -42,7 +42,7 @@ build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_gri
             trap - EXIT
         else
             echo "== dose $name is being built by another worker ($lock); waiting"
-            sleep 60
+            sleep "${LOCK_WAIT:-60}"
         fi
     done
     cp "runs/control/$name/gates.json" "results/control/doses/$name.json"

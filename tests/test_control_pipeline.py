@@ -1,0 +1,45 @@
+"""The control pipeline's build workers: every dose is built once, however two workers interleave."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "control_pipeline.sh"
+
+# Stands in for python: "building" a dose records the call, waits a little, then writes its gates.
+FAKE_PY = """#!/usr/bin/env bash
+out=""
+while [ $# -gt 0 ]; do
+    if [ "$1" = --out ]; then out=$2; fi
+    shift
+done
+echo "$out" >> "$CALLS"
+sleep 0.3
+mkdir -p "$out" && echo '{}' > "$out/gates.json"
+"""
+
+
+def test_two_build_workers_build_each_dose_once_and_copy_every_gate_file(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / "control_pipeline.sh")
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_PY)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PY": str(fake), "CALLS": str(tmp_path / "calls"), "LOCK_WAIT": "0.2"}
+    cmd = ["bash", str(tmp_path / "scripts" / "control_pipeline.sh"), "build"]
+    workers = [
+        subprocess.Popen([*cmd, "0", "0.25", "0.5"], env=env, cwd=tmp_path),
+        subprocess.Popen([*cmd, "0.5", "0.25", "0"], env=env, cwd=tmp_path),
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    calls = (tmp_path / "calls").read_text().split()
+    assert sorted(calls) == ["runs/control/b0.00-s50", "runs/control/b0.25-s50", "runs/control/b0.50-s50"]
+    copied = sorted(p.name for p in (tmp_path / "results" / "control" / "doses").iterdir())
+    assert copied == ["b0.00-s50.json", "b0.25-s50.json", "b0.50-s50.json"]
+    assert not list((tmp_path / "runs" / "control").glob("*.lock"))
+    subprocess.run([*cmd, "0"], env=env, cwd=tmp_path, check=True)  # built already: nothing runs
+    assert len((tmp_path / "calls").read_text().split()) == 3
