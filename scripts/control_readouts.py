@@ -3,7 +3,9 @@
 Reads results/control/<dose>/ (each dose's experiment), results/control/ceiling/ (the clean routers
 on the same files), results/control/doses/<dose>.json (the gates, measured before any method) and
 runs/control/<dose>/ (the corrupted model and its data); writes results/control/readouts.json,
-results/control/table.md and results/control/dose_response.png. Doses whose experiment has not
+results/control/table.md, results/control/dose_response.png and results/control/calibration.json
+(each dose with a `roma diagnose` report as a calibration point, beside the two testbeds', and the
+target margin against RoMA's gain over router tuning across them). Doses whose experiment has not
 finished are listed as missing.
 
     PYTHONPATH=src python scripts/control_readouts.py --threads 1
@@ -69,6 +71,61 @@ def dose_readout(beta: float, share: float) -> dict | None:
     }
 
 
+CALIBRATION_ROMA = "roma_lam0.8"  # a dose's calibration point takes RoMA at the paper's lambda
+
+
+def _paired(readout: dict, method: str) -> dict[str, tuple[float, float, float]]:
+    """``method`` against router tuning on each marked split: (mean, low, high) in accuracy points."""
+    return {
+        p["split"].removesuffix("_marked"): tuple(100 * x for x in (p["mean_diff"], *p["ci"]))
+        for p in readout["paired"]
+        if p["a"] == method and p["b"] == "router_tuning" and p["split"].endswith("_marked")
+    }
+
+
+def calibration_point(readout: dict, report: dict) -> dict:
+    """A dose as a `roma diagnose` calibration point, in ``diagnose.verdict.CALIBRATION``'s shape:
+    the diagnose report on its RoMA training set, the gates' target test on the held-out marked
+    items, and RoMA (``CALIBRATION_ROMA``) against router tuning on the marked splits."""
+    signal, tt = report.get("correctness_signal") or {}, report["target_test"]
+    auc = {k: (signal.get(k) or {}).get("mean") for k in ("auc_routing", "auc_embedding")}
+    held = readout["target_test"]
+    return {
+        "table": f"results/control/{readout['dose']}",
+        "successful_share": report["success"]["share"],
+        **auc,
+        "routing_margin": auc["auc_routing"] - auc["auc_embedding"] if None not in auc.values() else None,
+        "target_test": {
+            "train": {
+                "base": 100 * tt["base"]["share"],
+                "roma": 100 * tt["targets"]["roma"]["accuracy"]["share"],
+                "net": 100 * tt["targets"]["roma"]["net"]["diff"],
+                "margin": 100 * tt["margin"]["fixed_diff"],
+            },
+            "marked": {"net": 100 * held["net"], "margin": 100 * held["margin"]},
+        },
+        "roma_vs_router_tuning": _paired(readout, CALIBRATION_ROMA),
+    }
+
+
+def margin_against_gain(points: dict[str, dict]) -> dict:
+    """The target margin against RoMA's gain over router tuning, one pair per calibration point (the
+    held-out margin: the control's marked items, a testbed's in_dist); their rank correlation."""
+    from moe_roma.testbed.control.readouts import rank_correlation
+
+    pairs = {}
+    for name, point in points.items():
+        held = point["target_test"].get("marked") or point["target_test"]["in_dist"]
+        gains = [mean for mean, _, _ in point["roma_vs_router_tuning"].values()]
+        if gains:
+            pairs[name] = (held["margin"], sum(gains) / len(gains))
+    out = {"pairs": pairs}
+    if len(pairs) >= 3:
+        x, y = zip(*pairs.values())
+        out["spearman"] = rank_correlation(x, y)
+    return out
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -107,17 +164,28 @@ def main() -> int:
     for beta, share in DOSES:
         r = dose_readout(beta, share)
         (readouts if r else missing).append(r or dose_name(beta, share))
-    points: dict[str, list] = {}
+    curves: dict[str, list] = {}
     for r in readouts:
         if r["marked_share"] == 0.5:  # the curve is over beta at the 50% share
             for row in r["rows"]:
                 if row["method"] != "base":
-                    points.setdefault(row["method"], []).append((r["beta"], row["recovery"]))
+                    curves.setdefault(row["method"], []).append((r["beta"], row["recovery"]))
+    from moe_roma.diagnose.verdict import CALIBRATION
+
+    points = dict(CALIBRATION)
+    for r in readouts:
+        report = RESULTS / "diagnose" / r["dose"] / "report.json"
+        if report.is_file():
+            points[f"control {r['dose']}"] = calibration_point(
+                r, json.loads(report.read_text(encoding="utf-8"))
+            )
+    calibration = {"points": points, "margin_against_gain": margin_against_gain(points)}
+    (RESULTS / "calibration.json").write_text(json.dumps(calibration, indent=1), encoding="utf-8")
     out = {"doses": readouts, "missing": missing}
     (RESULTS / "readouts.json").write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
     (RESULTS / "table.md").write_text(table(readouts), encoding="utf-8")
-    if points:
-        plot_dose_response(points, RESULTS / "dose_response.png")
+    if curves:
+        plot_dose_response(curves, RESULTS / "dose_response.png")
     print(table(readouts))
     print("missing doses:", ", ".join(missing) or "none")
     return 0

@@ -352,7 +352,7 @@ def test_the_rank_correlation_of_margin_and_gain_reads_the_order_and_refuses_too
         rank_correlation([0.1, 0.2], [1.0, 2.0])
 
 
-def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_method(tmp_path):
+def _control_readouts_script():
     import importlib.util
     import sys
     from pathlib import Path
@@ -362,6 +362,11 @@ def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_metho
     spec = importlib.util.spec_from_file_location("control_readouts", scripts / "control_readouts.py")
     readouts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readouts)
+    return readouts
+
+
+def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_method(tmp_path):
+    readouts = _control_readouts_script()
     for method in ("rt", "roma"):
         for seed in (0, 1):
             (tmp_path / "runs" / method / f"seed{seed}").mkdir(parents=True)
@@ -379,3 +384,45 @@ def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_metho
     text = readouts.table([dose])
     assert "| b1.00-s50 | rt | 3 | 50.0 | 60.0 | -0.4 | +0.42 [+0.10, +0.70] | 0.767 → 0.310 |" in text
     assert "| b1.00-s50 | base | 3 | 50.0 | 60.0 | -0.4 | +0.00 - | - |" in text
+
+
+def test_a_dose_becomes_a_diagnose_calibration_point_and_joins_the_margin_gain_correlation():
+    from moe_roma.diagnose.verdict import CALIBRATION, helped
+
+    readouts = _control_readouts_script()
+
+    def paired(a: str, split: str, mean: float, low: float, high: float) -> dict:
+        return {"a": a, "b": "router_tuning", "split": split, "mean_diff": mean, "ci": [low, high]}
+
+    readout = {
+        "dose": "b1.00-s50",
+        "target_test": {"net": 0.023, "net_ci": [0.002, 0.044], "margin": 0.011, "margin_ci": [-0.01, 0.03]},
+        "paired": [
+            paired("roma_lam0.8", "in_dist_marked", 0.03, 0.01, 0.05),
+            paired("roma_lam0.8", "in_dist_plain", 0.5, 0.4, 0.6),  # plain items: not the repair
+            paired("roma_lam3", "shifted_marked", 0.2, 0.1, 0.3),  # another lambda: not the point's
+            paired("roma_lam0.8", "shifted_marked", -0.01, -0.03, 0.01),
+        ],
+    }
+    tt = {
+        "base": {"share": 0.5},
+        "targets": {"roma": {"accuracy": {"share": 0.52}, "net": {"diff": 0.02}}},
+        "margin": {"fixed_diff": 0.015},
+    }
+    report = {
+        "success": {"share": 0.5},
+        "correctness_signal": {"auc_routing": {"mean": 0.7}, "auc_embedding": {"mean": 0.65}},
+        "target_test": tt,
+    }
+    point = readouts.calibration_point(readout, report)
+    assert point["roma_vs_router_tuning"] == {
+        "in_dist": pytest.approx((3.0, 1.0, 5.0)),
+        "shifted": pytest.approx((-1.0, -3.0, 1.0)),
+    }
+    assert point["target_test"]["train"] == pytest.approx(
+        {"base": 50.0, "roma": 52.0, "net": 2.0, "margin": 1.5}
+    )
+    assert point["routing_margin"] == pytest.approx(0.05) and helped(point)
+    out = readouts.margin_against_gain({**CALIBRATION, "control": point})
+    assert out["pairs"]["control"] == pytest.approx((1.1, 1.0))
+    assert out["pairs"]["downstream"][0] == -1.3 and out["spearman"]["n"] == 3
