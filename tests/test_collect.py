@@ -1,4 +1,4 @@
-"""Collection and the routing store: batching, answers, seed-001 JSON round trip, side-car."""
+"""Collection and the routing store: batching, answers, RoMA-code JSON round trip, side-car."""
 
 from __future__ import annotations
 

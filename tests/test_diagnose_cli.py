@@ -11,7 +11,7 @@ from moe_roma.cli import main
 
 
 def seed001_routing(path, n: int, correct=lambda i: i % 3 != 0, experts: int = 8, layers=(2, 3)):
-    """A routing file as another tool writes it (seed-001 JSON, sparse expert dicts, no side-car)."""
+    """A routing file as another tool writes it (RoMA-code JSON, sparse expert dicts, no side-car)."""
     rng = np.random.default_rng(0)
     tasks = ["arithmetic", "geography", "colours"]
     data = {}

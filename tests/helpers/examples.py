@@ -40,7 +40,7 @@ def make_examples(n: int = 10) -> list[MCExample]:
 
 
 def write_data(path, examples):
-    """Write ``examples`` as seed-001 evaluation JSONL (lettered choices); returns the path."""
+    """Write ``examples`` as RoMA-code evaluation JSONL (lettered choices); returns the path."""
     with open(path, "w") as fh:
         for ex in examples:
             choices = [f"{LETTERS[i]}) {c}" for i, c in enumerate(ex.choices)]

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "collect",
         help="record the base model's last-token routing and answers for training data",
-        description="Run the base model over multiple-choice data and write the seed-001 routing JSON "
+        description="Run the base model over multiple-choice data and write the RoMA-code routing JSON "
         "(plus a safetensors side-car). Correct samples form RoMA's successful set.",
     )
     p.add_argument("--model", required=True, help="Hugging Face model id or local folder")

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "diagnose",
         help="will router post-training help? measure a routing file, and with --model test RoMA's own "
         "target",
-        description="Reads a routing file from `roma collect` (or another tool's, seed-001 format) and "
+        description="Reads a routing file from `roma collect` (or another tool's, RoMA-code format) and "
         "writes report.json, report.md and pictures. With --model it also runs the target test: each item "
         "is scored with its last-token routing set to RoMA's target (its successful neighbours' kernel "
         "mean) and to controls; whether that target routes better than the item's own decides the verdict.",

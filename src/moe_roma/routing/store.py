@@ -1,6 +1,6 @@
 """The routing store: what collection records per training sample, on disk and in memory.
 
-On disk it is the seed-001 routing JSON (a dict keyed by sample id with ``input_text``,
+On disk it is the RoMA-code routing JSON (a dict keyed by sample id with ``input_text``,
 ``last_token_routing``, ``correct_answer``, ``model_answer``, ``is_correct``), so files written by
 the method's public code and by ours are interchangeable. We add a few keys that the public format
 lacks (``question``, ``choices``, ``answer_index``, ``task``) so that later stages need nothing
@@ -191,7 +191,7 @@ def check_routing_values(routing: torch.Tensor, ids: list[str], path: str | Path
 
 
 def save_routing_store(store: RoutingStore, path: str | Path) -> None:
-    """Write the seed-001 JSON and its tensor side-car, each atomically."""
+    """Write the RoMA-code JSON and its tensor side-car, each atomically."""
     path = Path(path)
     check_routing_values(store.routing.float(), store.ids, path, "the collected routing")
     entries = {}
@@ -402,7 +402,7 @@ def _check_encodable(path: Path, where: str, key: str, value) -> None:
 
 
 def _choices_from_prompt(text: str) -> tuple[str, ...] | None:
-    """Recover lettered choices ("A. x" / "A) x" lines) from a seed-001 ``input_text``."""
+    """Recover lettered choices ("A. x" / "A) x" lines) from a RoMA-code ``input_text``."""
     found: list[tuple[str, str]] = []
     for line in text.splitlines():
         m = _CHOICE_LINE.match(line)

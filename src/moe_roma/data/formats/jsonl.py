@@ -106,7 +106,7 @@ def _parse_roma(obj: dict, where: Where) -> _Parsed:
 
 
 def load_roma_jsonl(path: Path, task: str | None = None) -> list[MCExample]:
-    """roma-jsonl: seed-001 evaluation JSONL, {"question", "choices": ["A) ..", ..], "answer": "A"}."""
+    """roma-jsonl: RoMA-code evaluation JSONL, {"question", "choices": ["A) ..", ..], "answer": "A"}."""
     return _load_jsonl(path, task, _parse_roma)
 
 

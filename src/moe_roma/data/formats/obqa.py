@@ -2,7 +2,7 @@
 
 A header row names the columns (``ID``, ``Question Stem``, ``Choices``, ``Complete Question``,
 ``Answer Key``; extra columns, as in the "additional" release, are ignored). Choices are one
-field: ``(A) text (B) text (C) text (D) text``. Ids such as ``7-980`` are kept: the seed-001
+field: ``(A) text (B) text (C) text (D) text``. Ids such as ``7-980`` are kept: the RoMA-code
 routing results are keyed by them.
 """
 
