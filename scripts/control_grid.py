@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTBED_MODEL = "src/moe_roma/testbed/assets/downstream/model"
-CONFIGS = ROOT / "configs" / "control"
+CONFIGS = ROOT / "results" / "control" / "configs"  # project records, not shipped configs
 SPLITS = ("in_dist", "shifted", "heldout_tasks")
 DOSES = [(0.0, 0.5), (0.25, 0.5), (0.5, 0.5), (0.75, 0.5), (1.0, 0.5), (1.0, 0.25)]
 SELECTION_DOSE = (1.0, 0.5)

@@ -4,7 +4,7 @@
 #
 #   1. the beta = 1, 50% dose (runs/control/b1.00-s50) and its gates;
 #   2. the selection on its marked validation split (results/control/select);
-#   3. the dose files with the picks (configs/control/dose-*.yaml);
+#   3. the dose files with the picks (results/control/configs/dose-*.yaml);
 #   4. the other five doses, each with its gates, and every dose's grid (results/control/<dose>);
 #   5. every dose's `roma diagnose` on its RoMA training set (results/control/diagnose/<dose>), the
 #      clean routers on the evaluation files (results/control/ceiling) and the readouts
@@ -80,17 +80,17 @@ if [ "${1:-}" = build ]; then  # a second worker: build BETA... (50% marked shar
     exit 0
 fi
 build b1.00-s50 1 0.5
-experiment configs/control/select.yaml results/control/select
+experiment results/control/configs/select.yaml results/control/select
 $PY scripts/control_grid.py doses results/control/select
-experiment configs/control/dose-b1.00-s50.yaml results/control/b1.00-s50
+experiment results/control/configs/dose-b1.00-s50.yaml results/control/b1.00-s50
 build b1.00-s25 1 0.25 runs/control/b1.00-s50
-experiment configs/control/dose-b1.00-s25.yaml results/control/b1.00-s25
+experiment results/control/configs/dose-b1.00-s25.yaml results/control/b1.00-s25
 for beta in 0 0.25 0.5 0.75; do
     name=$(printf "b%.2f-s50" "$beta")
     build "$name" "$beta" 0.5
-    experiment "configs/control/dose-$name.yaml" "results/control/$name"
+    experiment "results/control/configs/dose-$name.yaml" "results/control/$name"
 done
-experiment configs/control/ceiling.yaml results/control/ceiling
+experiment results/control/configs/ceiling.yaml results/control/ceiling
 for name in b1.00-s50 b1.00-s25 b0.00-s50 b0.25-s50 b0.50-s50 b0.75-s50; do
     diagnose "$name"
 done
