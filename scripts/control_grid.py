@@ -134,9 +134,9 @@ def doses(select_results: Path) -> list[Path]:
     )
     methods: list[dict] = [{"name": "base", "kind": "base"}]
     for name, overrides in TRAINED.items():
-        lr = picks[name]["setting"].get("lr")
+        lr = picks[name]["setting"]["optimizer.lr"]  # the selection's rows echo settings by dotted name
         methods.append({"name": name, "kind": "train", "overrides": {**overrides, "optimizer.lr": lr}})
-    k = picks["c3po_kernel"]["setting"].get("k")
+    k = picks["c3po_kernel"]["setting"]["k"]
     methods.append(
         {"name": "c3po_kernel", "kind": "c3po", "options": {"mode": "kernel", "k": k, "sigma": 0.4}}
     )

@@ -215,6 +215,56 @@ def test_the_control_grid_writes_configs_in_the_dotted_names_each_reaching_its_s
     assert methods["roma_lam3[lr=0.001]"].graph.k == 3  # the shared section reaches every method
 
 
+def test_the_dose_files_carry_the_selections_picks_read_from_dotted_settings(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from moe_roma.experiments.config import ExperimentConfig
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "control_grid.py"
+    spec = importlib.util.spec_from_file_location("control_grid", path)
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    monkeypatch.setattr(grid, "CONFIGS", tmp_path / "configs")
+    rows = [{"method": "base", "split": "validation_marked", "accuracy": 0.3, "n": 240, "setting": {}}]
+    for i, (name, overrides) in enumerate(grid.TRAINED.items()):
+        for lr in grid.LRS:  # the experiment echoes each method's settings by dotted name
+            best = lr == grid.LRS[i % 3]
+            setting = {**overrides, "optimizer.lr": lr}
+            rows.append(
+                {
+                    "method": f"{name}[lr={lr:g}]",
+                    "split": "validation_marked",
+                    "accuracy": 0.4 if best else 0.3,
+                    "n": 240,
+                    "setting": setting,
+                }
+            )
+    for k in grid.C3PO_KS:
+        rows.append(
+            {
+                "method": f"c3po_kernel[k={k}]",
+                "split": "validation_marked",
+                "accuracy": 0.35 if k == 5 else 0.3,
+                "n": 240,
+                "setting": {"mode": "kernel", "k": k, "sigma": 0.4},
+            }
+        )
+    (tmp_path / "select").mkdir()
+    (tmp_path / "select" / "results.json").write_text(json.dumps({"rows": rows}))
+    written = grid.doses(tmp_path / "select")
+    assert len(written) == len(grid.DOSES)
+    cfg = ExperimentConfig.from_mapping(yaml.safe_load(written[0].read_text()))
+    methods = {m.name: m.config for m in cfg.grid() if m.config is not None}
+    for i, name in enumerate(grid.TRAINED):
+        assert methods[name].optimizer.lr == grid.LRS[i % 3]
+    c3po = [m for m in yaml.safe_load(written[0].read_text())["methods"] if m["name"] == "c3po_kernel"]
+    assert c3po[0]["options"]["k"] == 5
+
+
 def test_gate_two_asks_for_a_share_of_the_harm_ceiling_and_fails_without_one():
     from moe_roma.testbed.control.gates import MARKED_DROP_SHARE, gate_verdicts
 
