@@ -58,7 +58,8 @@ diagnose() {  # diagnose NAME: `roma diagnose` on the dose's RoMA training set, 
         --threads "$THREADS" --no-progress --out "results/control/diagnose/$1" --overwrite
 }
 
-experiment() {  # experiment CONFIG OUT
+experiment() {  # experiment CONFIG OUT; a finished one (results.json) is skipped, as --resume refuses it
+    [ -f "$2/results.json" ] && return 0
     echo "== experiment $1"
     $PY -u -m moe_roma.cli experiment "$1" --out "$2" --threads "$THREADS" --resume --no-progress
 }

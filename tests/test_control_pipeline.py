@@ -12,11 +12,13 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "control_pipeline.sh"
 
 # Stands in for python: "building" a dose records the call, waits a little, then writes its gates.
 FAKE_PY = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS.args"
 out=""
 while [ $# -gt 0 ]; do
     if [ "$1" = --out ]; then out=$2; fi
     shift
 done
+[ -n "$out" ] || exit 0
 echo "$out" >> "$CALLS"
 sleep 0.3
 mkdir -p "$out" && echo '{}' > "$out/gates.json"
@@ -43,3 +45,27 @@ def test_two_build_workers_build_each_dose_once_and_copy_every_gate_file(tmp_pat
     assert not list((tmp_path / "runs" / "control").glob("*.lock"))
     subprocess.run([*cmd, "0"], env=env, cwd=tmp_path, check=True)  # built already: nothing runs
     assert len((tmp_path / "calls").read_text().split()) == 3
+
+
+def test_a_resumed_pipeline_skips_every_finished_experiment(tmp_path):
+    # `roma experiment --resume` refuses a finished folder, so the pipeline must not call it there.
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / "control_pipeline.sh")
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_PY)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    doses = ["b1.00-s50", "b1.00-s25", "b0.00-s50", "b0.25-s50", "b0.50-s50", "b0.75-s50"]
+    for dose in doses:
+        (tmp_path / "runs" / "control" / dose).mkdir(parents=True)
+        (tmp_path / "runs" / "control" / dose / "gates.json").write_text("{}")
+        (tmp_path / "results" / "control" / "diagnose" / dose).mkdir(parents=True)
+        (tmp_path / "results" / "control" / "diagnose" / dose / "report.json").write_text("{}")
+    for folder in ["select", "ceiling", *doses]:
+        (tmp_path / "results" / "control" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / "control" / folder / "results.json").write_text("{}")
+    env = {**os.environ, "PY": str(fake), "CALLS": str(tmp_path / "calls")}
+    subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "control_pipeline.sh")], env=env, cwd=tmp_path, check=True
+    )
+    calls = (tmp_path / "calls.args").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["scripts/control_grid.py", "scripts/control_readouts.py"]
