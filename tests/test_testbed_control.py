@@ -402,6 +402,19 @@ def test_the_rank_correlation_of_margin_and_gain_reads_the_order_and_refuses_too
         rank_correlation([0.1, 0.2], [1.0, 2.0])
 
 
+def test_the_bootstrap_interval_brackets_the_mean_and_counts_the_undefined_resamples():
+    import numpy as np
+
+    from moe_roma.testbed.control.readouts import bootstrap_interval
+
+    values = np.arange(100, dtype=float)
+    ci, left_out = bootstrap_interval(100, lambda i: float(values[i].mean()), n_boot=500)
+    assert left_out == 0 and ci[0] < values.mean() < ci[1] and ci[1] - ci[0] < 20
+    ci, left_out = bootstrap_interval(3, lambda i: None if len(set(i.tolist())) < 3 else 1.0, n_boot=500)
+    assert 0 < left_out < 500 and ci == [1.0, 1.0]  # 3 distinct of 3 draws: 6/27 of resamples
+    assert bootstrap_interval(4, lambda i: None, n_boot=50) == (None, 50)
+
+
 def _control_readouts_script():
     import importlib.util
     import sys

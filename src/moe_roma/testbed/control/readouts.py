@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,18 @@ def pooled_correct(outcome: dict, splits: Sequence[str]) -> list[bool]:
     return [bool(c) for s in splits for c in outcome["splits"][s]["correct"]]
 
 
+def bootstrap_interval(
+    n: int, statistic: Callable[[np.ndarray], float | None], n_boot: int = 2000, seed: int = 0
+) -> tuple[list[float] | None, int]:
+    """A 95% percentile interval of ``statistic`` over ``n_boot`` resamples of ``n`` units (index
+    arrays); a resample where the statistic is undefined (None) is left out. Returns the interval (None
+    if every resample was left out) and how many were left out."""
+    rng = np.random.default_rng(seed)
+    draws = [v for v in (statistic(rng.integers(0, n, n)) for _ in range(n_boot)) if v is not None]
+    ci = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None
+    return ci, n_boot - len(draws)
+
+
 def recovery(
     method: Sequence[Sequence[bool]],
     corrupted: Sequence[bool],
@@ -56,15 +68,13 @@ def recovery(
         raise ValueError("method, corrupted and clean must score the same items")
     gap = k.mean() - c.mean()
     value = (m.mean() - c.mean()) / gap if gap > 0 else float("nan")
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(c), len(c))
+
+    def resampled(i: np.ndarray) -> float | None:
         g = k[i].mean() - c[i].mean()
-        if g > 0:
-            draws.append((m[:, i].mean() - c[i].mean()) / g)
-    ci = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None
-    return {"value": float(value), "ci": ci, "gap": float(gap), "resamples_without_gap": n_boot - len(draws)}
+        return (m[:, i].mean() - c[i].mean()) / g if g > 0 else None
+
+    ci, left_out = bootstrap_interval(len(c), resampled, n_boot, seed)
+    return {"value": float(value), "ci": ci, "gap": float(gap), "resamples_without_gap": left_out}
 
 
 def method_runs(outcomes: dict[str, dict]) -> dict[str, list[str]]:
@@ -136,7 +146,6 @@ def routing_movement(
     target = routing(clean)
     before = routing_distance(routing(corrupted), target)
     snapshot = router_snapshot(corrupted)
-    rng = np.random.default_rng(0)
     out = {}
     try:
         for method, folders in runs.items():
@@ -147,12 +156,12 @@ def routing_movement(
                 restore_routers(corrupted, snapshot)
             mean_after = torch.stack(after).mean(0)
             change = (mean_after - before).double().numpy()
-            boots = [change[rng.integers(0, len(change), len(change))].mean() for _ in range(n_boot)]
+            ci, _ = bootstrap_interval(len(change), lambda i, d=change: float(d[i].mean()), n_boot)
             out[method] = {
                 "before": float(before.mean()),
                 "after": float(mean_after.mean()),
                 "change": float(change.mean()),
-                "change_ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+                "change_ci": ci,
                 "closer_share": float((change < 0).mean()),
                 "seeds": len(folders),
             }
@@ -169,13 +178,13 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(a) != len(b) or len(a) < 3:
         raise ValueError("a rank correlation needs at least 3 pairs of equal length")
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(a), len(a))
+
+    def resampled(i: np.ndarray) -> float | None:
         if np.ptp(a[i]) > 0 and np.ptp(b[i]) > 0:  # a resample of ties only has no rank correlation
-            draws.append(spearmanr(a[i], b[i]).statistic)
-    ci = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None
+            return float(spearmanr(a[i], b[i]).statistic)
+        return None
+
+    ci, _ = bootstrap_interval(len(a), resampled, n_boot, seed)
     return {"rho": float(spearmanr(a, b).statistic), "ci": ci, "n": len(a)}
 
 
