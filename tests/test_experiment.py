@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from helpers.examples import make_examples, write_data
 from helpers.tiny_models import save_tiny_model
 from moe_roma.cli import main
+from moe_roma.io.lock import LOCK_NAME, FolderLock
 
 
 @pytest.mark.slow
@@ -176,8 +178,17 @@ methods:
     # As if killed after two method runs, the second one torn mid-line (so before results.json).
     (out / "outcomes.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
     (out / "results.json").unlink()
+    torn = (out / "outcomes.jsonl").read_bytes()
     capsys.readouterr()
+    # A second worker on the same folder is refused while the first holds it, and changes nothing.
+    with FolderLock(out, "roma experiment"):
+        assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "roma experiment" in err and str(os.getpid()) in err
+    assert (out / "outcomes.jsonl").read_bytes() == torn
+    (out / LOCK_NAME).write_text("999999999 roma experiment\n")  # left by a killed run: taken over
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert not (out / LOCK_NAME).exists()
     log = capsys.readouterr().out
     assert "resuming: 2 method runs already done" in log
     resumed = json.loads((out / "results.json").read_text())["rows"]
@@ -426,3 +437,23 @@ def test_the_large_sweep_resumes_its_finished_runs():
         run_seed = None if METHODS[method.kind].seed_free else int(seed)
         assert record["inputs"]["shared settings"] == _digest(shared), name
         assert record["inputs"]["method settings"] == _digest(method_settings(method, run_seed)), name
+
+
+def test_a_grid_that_stops_before_writing_leaves_no_folder(tmp_path, capsys):
+    examples = make_examples(8)
+    write_data(tmp_path / "train.jsonl", examples[:4])
+    write_data(tmp_path / "a.jsonl", examples[4:])
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+name: no-model
+data:
+  model: {tmp_path / "missing-model"}
+  train: {tmp_path / "train.jsonl"}
+  eval: {{in_dist: {tmp_path / "a.jsonl"}}}
+methods:
+  - {{name: base, kind: base}}
+""")
+    out = tmp_path / "out"
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    assert "missing-model" in capsys.readouterr().err
+    assert not out.exists()  # the folder taken for the lock is removed again

@@ -24,6 +24,7 @@ from moe_roma import __version__
 from moe_roma.data.example import MCExample, examples_sha256
 from moe_roma.experiments.config import Method
 from moe_roma.io.errors import RomaError
+from moe_roma.io.lock import LOCK_NAME
 from moe_roma.io.outputs import Kind
 from moe_roma.manifold.embed import embed_texts
 from moe_roma.manifold.graph import NeighbourGraph, embedding_text, neighbour_graph_for_store
@@ -55,6 +56,7 @@ RESULTS_FOLDER = Kind(
         "outcomes.jsonl",
         "runs",
         "graphs",
+        LOCK_NAME,  # a run holds it while the grid runs; one left by a killed run is taken over
     ),
     finished=("results.json",),
     partial=("outcomes.jsonl", "runs"),

@@ -10,8 +10,9 @@ checked without a model; ``run(cfg)`` loads the data and the model and runs the 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from moe_roma.experiments.comparison import Comparison
 from moe_roma.experiments.config import DataConfig, ExperimentConfig, Method
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic
 from moe_roma.io.errors import RomaError
+from moe_roma.io.lock import FolderLock
 from moe_roma.io.outputs import safe_name
 from moe_roma.io.yamlfile import load_yaml_mapping
 from moe_roma.methods.registry import METHODS
@@ -393,9 +395,27 @@ def run_experiment(
                 "metrics.jsonl)"
             )
         out = output_folder(cfg, out_dir)
-        return run_pretraining_study(cfg.mapping, str(cfg.path), out, log=log, resume=resume)
-    done = run(cfg, out_dir, progress, log, resume, report_to, trust_remote_code)
-    return write_results(done, log)
+        with _held(out):
+            return run_pretraining_study(cfg.mapping, str(cfg.path), out, log=log, resume=resume)
+    with _held(output_folder(cfg, out_dir)):
+        done = run(cfg, out_dir, progress, log, resume, report_to, trust_remote_code)
+        return write_results(done, log)
+
+
+@contextlib.contextmanager
+def _held(out: Path) -> Iterator[None]:
+    """Hold ``out``'s folder lock for the whole grid, so that a second `roma experiment` into the same
+    folder (a second worker, a repeated --resume) is refused instead of interleaving its runs; a folder
+    this run created is removed again if the run stops before writing anything into it."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with FolderLock(out, "roma experiment"):
+            yield
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def paired_tests(
