@@ -15,8 +15,10 @@
 # results/control/doses/host.json. Each dose's gates are copied to results/control/doses/<dose>.json.
 # One thread by default:
 #   HOST=runs/control/host HOST_GROUP=embedding HOST_ANSWER=5 nice -n 5 bash scripts/control_pipeline.sh
-# A second worker on another core (the host built first) can build doses ahead of the first:
+# A second worker on another core (the host built first) can build doses ahead of the first, and
+# with `grid` (once the selection has written the dose files) run their grids too:
 #   HOST=runs/control/host nice -n 5 bash scripts/control_pipeline.sh build 0 0.25 0.5 0.75
+#   HOST=runs/control/host nice -n 5 bash scripts/control_pipeline.sh grid 0.75 0.5 0.25 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -26,31 +28,49 @@ HOST=${HOST:-}
 HOST_GROUP=${HOST_GROUP:-task}
 HOST_ANSWER=${HOST_ANSWER:-0}
 
-build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_grid.py's dose_name
-    local name=$1 lock=runs/control/$1.lock
-    shift
-    mkdir -p runs/control results/control/doses
-    until [ -f "runs/control/$name/gates.json" ]; do
-        # A lock folder per dose lets a second worker (`control_pipeline.sh build ...`) build doses
-        # ahead of this one; a stale lock (no worker running) is removed by hand.
+once() {  # once DONE_FILE LOCK_NAME COMMAND...: run COMMAND until DONE_FILE exists, one worker at a time
+    # A lock folder per step lets a second worker (`control_pipeline.sh build|grid ...`) work ahead
+    # of this one: a worker that finds the step held waits for it; a stale lock (no worker running)
+    # is removed by hand.
+    local done=$1 lock=runs/control/$2.lock
+    shift 2
+    mkdir -p runs/control
+    until [ -f "$done" ]; do
         if mkdir "$lock" 2>/dev/null; then
             trap 'rmdir "'"$lock"'" 2>/dev/null || true' EXIT
-            echo "== building dose $name"
-            $PY -u scripts/control_calibrate.py --beta "$1" --marked-share "$2" --threads "$THREADS" \
-                --out "runs/control/$name" ${3:+--planted "$3"} ${HOST:+--host "$HOST"}
+            "$@"
             rmdir "$lock"
             trap - EXIT
         else
-            echo "== dose $name is being built by another worker ($lock); waiting"
+            echo "== $lock is held by another worker; waiting"
             sleep "${LOCK_WAIT:-60}"
         fi
     done
-    cp "runs/control/$name/gates.json" "results/control/doses/$name.json"
 }
 
-diagnose() {  # diagnose NAME: `roma diagnose` on the dose's RoMA training set, target test included
+plant() {  # plant NAME BETA SHARE [PLANTED_FOLDER]
+    echo "== building dose $1"
+    $PY -u scripts/control_calibrate.py --beta "$2" --marked-share "$3" --threads "$THREADS" \
+        --out "runs/control/$1" ${4:+--planted "$4"} ${HOST:+--host "$HOST"}
+}
+
+build() {  # build NAME BETA SHARE [PLANTED_FOLDER]; NAME as scripts/control_grid.py's dose_name
+    once "runs/control/$1/gates.json" "$1" plant "$@"
+    mkdir -p results/control/doses
+    cp "runs/control/$1/gates.json" "results/control/doses/$1.json"
+}
+
+run_experiment() {  # run_experiment CONFIG OUT
+    echo "== experiment $1"
+    $PY -u -m moe_roma.cli experiment "$1" --out "$2" --threads "$THREADS" --resume --no-progress
+}
+
+experiment() {  # experiment CONFIG OUT; a finished one (results.json) is skipped, as --resume refuses it
+    once "$2/results.json" "$(basename "$2").grid" run_experiment "$@"
+}
+
+diagnose_dose() {  # diagnose_dose NAME
     local folder=runs/control/$1
-    [ -f "results/control/diagnose/$1/report.json" ] && return 0
     [ -f "$folder/train-routing.json" ] || $PY -u -m moe_roma.cli collect --model "$folder/model" \
         --data "$folder/data/train.jsonl" --layers last5 --scoring continuation --threads "$THREADS" \
         --out "$folder/train-routing.json"
@@ -58,10 +78,8 @@ diagnose() {  # diagnose NAME: `roma diagnose` on the dose's RoMA training set, 
         --threads "$THREADS" --no-progress --out "results/control/diagnose/$1" --overwrite
 }
 
-experiment() {  # experiment CONFIG OUT; a finished one (results.json) is skipped, as --resume refuses it
-    [ -f "$2/results.json" ] && return 0
-    echo "== experiment $1"
-    $PY -u -m moe_roma.cli experiment "$1" --out "$2" --threads "$THREADS" --resume --no-progress
+diagnose() {  # diagnose NAME: `roma diagnose` on the dose's RoMA training set, target test included
+    once "results/control/diagnose/$1/report.json" "$1.diagnose" diagnose_dose "$1"
 }
 
 mkdir -p results/control/doses
@@ -73,10 +91,18 @@ if [ -n "$HOST" ]; then
     fi
     cp "$HOST/host.json" results/control/doses/host.json
 fi
-if [ "${1:-}" = build ]; then  # a second worker: build BETA... (50% marked share) and stop
+if [ "${1:-}" = build ] || [ "${1:-}" = grid ]; then
+    # A second worker: build BETA... (50% marked share), with `grid` also run their grids and
+    # diagnose them (the dose files must exist: the first worker writes them after the selection).
+    mode=$1
     shift
     for beta in "$@"; do
-        build "$(printf "b%.2f-s50" "$beta")" "$beta" 0.5
+        name=$(printf "b%.2f-s50" "$beta")
+        build "$name" "$beta" 0.5
+        if [ "$mode" = grid ]; then
+            experiment "results/control/configs/dose-$name.yaml" "results/control/$name"
+            diagnose "$name"
+        fi
     done
     exit 0
 fi

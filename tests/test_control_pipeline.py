@@ -14,6 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "control_pipeline.sh"
 FAKE_PY = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS.args"
 out=""
+args="$*"
 while [ $# -gt 0 ]; do
     if [ "$1" = --out ]; then out=$2; fi
     shift
@@ -21,7 +22,12 @@ done
 [ -n "$out" ] || exit 0
 echo "$out" >> "$CALLS"
 sleep 0.3
-mkdir -p "$out" && echo '{}' > "$out/gates.json"
+case "$args" in
+    *" experiment "*) mkdir -p "$out" && echo '{}' > "$out/results.json" ;;
+    *" diagnose "*) mkdir -p "$out" && echo '{}' > "$out/report.json" ;;
+    *" collect "*) echo '{}' > "$out" ;;
+    *) mkdir -p "$out" && echo '{}' > "$out/gates.json" ;;
+esac
 """
 
 
@@ -69,3 +75,29 @@ def test_a_resumed_pipeline_skips_every_finished_experiment(tmp_path):
     )
     calls = (tmp_path / "calls.args").read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["scripts/control_grid.py", "scripts/control_readouts.py"]
+
+
+def test_two_grid_workers_run_each_dose_grid_and_diagnose_once(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / "control_pipeline.sh")
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_PY)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PY": str(fake), "CALLS": str(tmp_path / "calls"), "LOCK_WAIT": "0.2"}
+    cmd = ["bash", str(tmp_path / "scripts" / "control_pipeline.sh"), "grid"]
+    workers = [
+        subprocess.Popen([*cmd, "0", "0.25"], env=env, cwd=tmp_path),
+        subprocess.Popen([*cmd, "0.25", "0"], env=env, cwd=tmp_path),
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    calls = sorted((tmp_path / "calls").read_text().split())
+    expected = []
+    for dose in ("b0.00-s50", "b0.25-s50"):
+        expected += [
+            f"results/control/{dose}",
+            f"results/control/diagnose/{dose}",
+            f"runs/control/{dose}",
+            f"runs/control/{dose}/train-routing.json",
+        ]
+    assert calls == sorted(expected)
+    assert not list((tmp_path / "runs" / "control").glob("*.lock"))
