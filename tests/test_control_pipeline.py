@@ -31,14 +31,19 @@ esac
 """
 
 
-def test_two_build_workers_build_each_dose_once_and_copy_every_gate_file(tmp_path):
+def _pipeline(tmp_path, *mode: str) -> tuple[list[str], dict]:
+    """A copy of the pipeline in ``tmp_path`` run with the fake python: its command and environment."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(SCRIPT, tmp_path / "scripts" / "control_pipeline.sh")
     fake = tmp_path / "fake_python"
     fake.write_text(FAKE_PY)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PY": str(fake), "CALLS": str(tmp_path / "calls"), "LOCK_WAIT": "0.2"}
-    cmd = ["bash", str(tmp_path / "scripts" / "control_pipeline.sh"), "build"]
+    return ["bash", str(tmp_path / "scripts" / "control_pipeline.sh"), *mode], env
+
+
+def test_two_build_workers_build_each_dose_once_and_copy_every_gate_file(tmp_path):
+    cmd, env = _pipeline(tmp_path, "build")
     workers = [
         subprocess.Popen([*cmd, "0", "0.25", "0.5"], env=env, cwd=tmp_path),
         subprocess.Popen([*cmd, "0.5", "0.25", "0"], env=env, cwd=tmp_path),
@@ -55,11 +60,7 @@ def test_two_build_workers_build_each_dose_once_and_copy_every_gate_file(tmp_pat
 
 def test_a_resumed_pipeline_skips_every_finished_experiment(tmp_path):
     # `roma experiment --resume` refuses a finished folder, so the pipeline must not call it there.
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(SCRIPT, tmp_path / "scripts" / "control_pipeline.sh")
-    fake = tmp_path / "fake_python"
-    fake.write_text(FAKE_PY)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    cmd, env = _pipeline(tmp_path)
     doses = ["b1.00-s50", "b1.00-s25", "b0.00-s50", "b0.25-s50", "b0.50-s50", "b0.75-s50"]
     for dose in doses:
         (tmp_path / "runs" / "control" / dose).mkdir(parents=True)
@@ -69,22 +70,13 @@ def test_a_resumed_pipeline_skips_every_finished_experiment(tmp_path):
     for folder in ["select", "ceiling", *doses]:
         (tmp_path / "results" / "control" / folder).mkdir(parents=True, exist_ok=True)
         (tmp_path / "results" / "control" / folder / "results.json").write_text("{}")
-    env = {**os.environ, "PY": str(fake), "CALLS": str(tmp_path / "calls")}
-    subprocess.run(
-        ["bash", str(tmp_path / "scripts" / "control_pipeline.sh")], env=env, cwd=tmp_path, check=True
-    )
+    subprocess.run(cmd, env=env, cwd=tmp_path, check=True)
     calls = (tmp_path / "calls.args").read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["scripts/control_grid.py", "scripts/control_readouts.py"]
 
 
 def test_two_grid_workers_run_each_dose_grid_and_diagnose_once(tmp_path):
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(SCRIPT, tmp_path / "scripts" / "control_pipeline.sh")
-    fake = tmp_path / "fake_python"
-    fake.write_text(FAKE_PY)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PY": str(fake), "CALLS": str(tmp_path / "calls"), "LOCK_WAIT": "0.2"}
-    cmd = ["bash", str(tmp_path / "scripts" / "control_pipeline.sh"), "grid"]
+    cmd, env = _pipeline(tmp_path, "grid")
     workers = [
         subprocess.Popen([*cmd, "0", "0.25"], env=env, cwd=tmp_path),
         subprocess.Popen([*cmd, "0.25", "0"], env=env, cwd=tmp_path),
