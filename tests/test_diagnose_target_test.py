@@ -115,6 +115,7 @@ def test_the_target_test_decides_the_verdict():
     assert no_margin["label"] == "unlikely to help" and "random successful items" in no_margin["why"]
     passes = verdict(_report(_tt(0.05, (0.02, 0.08), 0.10, (0.04, 0.16))), calibration={})
     assert passes["label"] == "cannot tell" and "No calibration point" in passes["why"]
+    assert passes["caveat"].startswith("No calibration point is given")
 
 
 def test_likely_to_help_only_with_a_calibration_point_where_roma_helped():
@@ -123,7 +124,14 @@ def test_likely_to_help_only_with_a_calibration_point_where_roma_helped():
         "roma_vs_router_tuning": {"x": (2.0, 0.5, 3.5)},
     }
     stronger = _report(_tt(0.05, (0.02, 0.08), 0.10, (0.04, 0.16)))
-    assert verdict(stronger, calibration={"control": point})["label"] == "likely to help"
+    likely = verdict(
+        stronger, calibration={"control": point, "testbed": {**point, "roma_vs_router_tuning": {}}}
+    )
+    assert likely["label"] == "likely to help"
+    assert (
+        "2 calibration points" in likely["caveat"]
+        and "noise at control; it did not at testbed" in likely["caveat"]
+    )
     weaker = _report(_tt(0.02, (0.005, 0.04), 0.05, (0.01, 0.09)))
     assert verdict(weaker, calibration={"control": point})["label"] == "cannot tell"
     not_helped = {**point, "roma_vs_router_tuning": {"x": (2.0, -0.5, 3.5)}}

@@ -73,12 +73,35 @@ def helped(point: dict) -> bool:
 ROUTING_MARGIN_MAX = 0.0
 PULL_MARGIN_MAX = 0.05
 
-CAVEAT = (
-    "This verdict rests on the project's calibration points (docs/diagnose.md): the in-domain and "
-    "downstream testbeds, on neither of which RoMA beat router tuning beyond noise and on both of which "
-    "RoMA's target routes worse than the base. It says 'likely to help' only where a measured point where "
-    "RoMA helped supports it. Treat it as a prior, and confirm on a validation split."
-)
+
+def caveat(calibration: dict[str, dict]) -> str:
+    """What the verdict rests on: the calibration points, split by whether RoMA helped there."""
+    if not calibration:
+        return "No calibration point is given, so this verdict never says 'likely to help'."
+    won = [name for name, point in calibration.items() if helped(point)]
+    lost = [name for name in calibration if name not in won]
+
+    def names(group: list[str]) -> str:
+        return ", ".join(group[:-1]) + (" and " if len(group) > 1 else "") + group[-1]
+
+    where = []
+    if won:
+        where.append(f"RoMA beat router tuning beyond noise at {names(won)}")
+    if lost:
+        where.append(
+            f"it did not at {names(lost)}"
+            if won
+            else f"RoMA beat router tuning at none of them ({names(lost)})"
+        )
+    return (
+        f"This verdict rests on the project's {len(calibration)} calibration points (docs/diagnose.md): "
+        + "; ".join(where)
+        + ". It says 'likely to help' only where a measured point where RoMA helped supports it. Treat it "
+        "as a prior, and confirm on a validation split."
+    )
+
+
+CAVEAT = caveat(CALIBRATION)
 
 
 def _pct(x: float) -> str:
@@ -130,12 +153,13 @@ def _supporting_point(drivers: dict[str, float], calibration: dict[str, dict]) -
 
 def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dict:
     drivers = target_drivers(tt)
+    note = caveat(calibration)
     numbers = target_numbers(tt)
     if tt["margin"]["too_few"]:
         return {
             "label": "cannot tell",
             "why": f"The target test cannot decide: {numbers}.",
-            "caveat": CAVEAT,
+            "caveat": note,
             "drivers": drivers,
         }
     beats_base = drivers["target_net_low"] > 0
@@ -154,7 +178,7 @@ def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dic
             f"{joined[0].upper() + joined[1:]}: {numbers}. Training the routers towards that target has "
             "nothing to gain that the target itself does not show."
         )
-        return {"label": "unlikely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
+        return {"label": "unlikely to help", "why": why, "caveat": note, "drivers": drivers}
     point = _supporting_point(drivers, calibration)
     if point:
         why = (
@@ -162,14 +186,14 @@ def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dic
             f"At the calibration point '{point}', with a weaker target test than this, RoMA beat router "
             "tuning."
         )
-        return {"label": "likely to help", "why": why, "caveat": CAVEAT, "drivers": drivers}
+        return {"label": "likely to help", "why": why, "caveat": note, "drivers": drivers}
     why = (
         "RoMA's target routes better than the items' own and than random successful items, which neither "
         f"testbed showed: {numbers}. No calibration point yet shows what training towards such a target "
         "does; run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending "
         "GPU hours."
     )
-    return {"label": "cannot tell", "why": why, "caveat": CAVEAT, "drivers": drivers}
+    return {"label": "cannot tell", "why": why, "caveat": note, "drivers": drivers}
 
 
 def _indirect_verdict(report: dict, suggest_model: bool = True) -> dict:
