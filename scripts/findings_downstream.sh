@@ -12,10 +12,4 @@ roma testbed export --testbed downstream --out "$OUT/data" --splits train in_dis
 #      does RoMA's pull point where the oracle moves the routing (oracle on every training item).
 roma diagnose --routing "$TABLE/routing.json" --layers last5 --top-k 4 --oracle 960 --model "$M" --out "$OUT/diagnose"
 # 4. Does each trained run fit its own training set? (paired against the base on `train`)
-for m in router_tuning roma roma_oracle; do
-  for s in 0 1 2 3 4; do
-    roma eval --model "$M" --routers "$TABLE/runs/$m/seed$s" --compare-base --data "$OUT/data/train.jsonl" \
-      --scoring continuation --threads 1 --no-progress --json "$OUT/train-$m-$s.json" | grep "^acc:"
-  done
-done
-python scripts/train_fit_summary.py "$OUT"
+bash scripts/train_fit.sh "$TABLE" "$OUT/data/train.jsonl" "$OUT" router_tuning roma roma_oracle

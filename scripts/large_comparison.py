@@ -15,6 +15,13 @@ nothing below is chosen by a method's result on the evaluation splits.
   RoMA at their picks on seeded subsets of train_large of about 960, 5k and 15k items and on all of it
   (`train_fraction`). A warm-up given in steps becomes the same share of the steps, so that the full
   size trains exactly as the pick did and a small one still leaves its warm-up.
+
+The train-fit table (each comparison run on items it trained on, the first 2,000 of train_large,
+paired against the base) comes after the comparison:
+
+    roma testbed export --testbed downstream --splits train_large --train-size 2000 --out /tmp/fit-data
+    bash scripts/train_fit.sh results/compare-downstream-large /tmp/fit-data/train_large.jsonl \
+        results/compare-downstream-large/train-fit
 """
 
 from __future__ import annotations

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The train-fit table: each trained run of an experiment folder scored on items it trained on, paired
+# against the base model (fixed and broke items), then summarised by scripts/train_fit_summary.py.
+#   bash scripts/train_fit.sh TABLE DATA OUT [METHOD...]
+# TABLE is a `roma experiment` folder (its runs/<method>/seed<k> router folders), DATA a JSONL of
+# training items, OUT where the per-run reports (train-<method>-<seed>.json) and table.md go; the
+# methods default to every trained method in TABLE. Resumable: a run's finished report is kept.
+set -euo pipefail
+TABLE=$1 DATA=$2 OUT=$3
+shift 3
+MODEL=${MODEL:-src/moe_roma/testbed/assets/downstream/model}
+ROMA=${ROMA:-roma}
+PY=${PY:-python}
+mkdir -p "$OUT"
+methods=("$@")
+[ ${#methods[@]} -gt 0 ] || mapfile -t methods < <(ls "$TABLE/runs")
+for m in "${methods[@]}"; do
+    for run in "$TABLE/runs/$m"/seed*; do
+        s=${run##*seed}
+        report="$OUT/train-$m-$s.json"
+        [ -f "$report" ] && continue
+        $ROMA eval --model "$MODEL" --routers "$run" --compare-base --data "$DATA" --scoring continuation \
+            --threads "${THREADS:-1}" --no-progress --json "$report" | grep "^acc:"
+    done
+done
+$PY scripts/train_fit_summary.py "$OUT" | tee "$OUT/table.md"
