@@ -130,12 +130,20 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _versus(cmp: dict | None, scale: float, fmt: str) -> str:
+    """A difference against the reference method with its interval, or '-'."""
+    if not cmp or cmp.get("ci") is None:
+        return "-"
+    d, (lo, hi) = (scale * cmp["diff"], [scale * x for x in cmp["ci"]])
+    return f"{d:+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]"
+
+
 def table(readouts: list[dict]) -> str:
     """The recovery table per dose: marked and plain accuracy, recovery with its interval, routing."""
     lines = [
-        "| dose | method | seeds | marked | plain | plain change | recovery [95% CI] | routing distance "
-        "before → after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dose | method | seeds | marked | plain | plain change | recovery [95% CI] | marked vs router "
+        "tuning [95% CI] | routing distance before → after | after vs router tuning [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in readouts:
         for row in r["rows"]:
@@ -146,7 +154,8 @@ def table(readouts: list[dict]) -> str:
             lines.append(
                 f"| {r['dose']} | {row['method']} | {row['seeds']} | {_pct(row['marked'])} | "
                 f"{_pct(row['plain'])} | {100 * row['plain_change']:+.1f} | {rec['value']:+.2f} {ci} | "
-                f"{dist} |"
+                f"{_versus(row.get('vs_reference'), 100, '.1f')} | {dist} | "
+                f"{_versus((move or {}).get('vs_reference'), 1, '.3f')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -157,7 +166,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from moe_roma.testbed.control.readouts import plot_dose_response
+    from moe_roma.testbed.control.readouts import plot_dose_response, preregistered_verdict
 
     torch.set_num_threads(args.threads)
     readouts, missing = [], []
@@ -181,13 +190,19 @@ def main() -> int:
             )
     calibration = {"points": points, "margin_against_gain": margin_against_gain(points)}
     (RESULTS / "calibration.json").write_text(json.dumps(calibration, indent=1), encoding="utf-8")
-    out = {"doses": readouts, "missing": missing}
+    # The pre-registration's criteria; with doses missing it is the verdict so far, and says so.
+    verdict = {**preregistered_verdict(readouts), "doses_missing": missing}
+    out = {"doses": readouts, "missing": missing, "preregistered_verdict": verdict}
     (RESULTS / "readouts.json").write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
     (RESULTS / "table.md").write_text(table(readouts), encoding="utf-8")
     if curves:
         plot_dose_response(curves, RESULTS / "dose_response.png")
     print(table(readouts))
     print("missing doses:", ", ".join(missing) or "none")
+    print(
+        f"pre-registered verdict: {verdict['label']} (target test passes at: "
+        f"{', '.join(verdict['passing_doses']) or 'no dose'})"
+    )
     return 0
 
 

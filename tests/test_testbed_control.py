@@ -164,8 +164,12 @@ def test_a_dose_table_reads_each_methods_seeds_from_the_outcomes(tmp_path):
 
     write(tmp_path / "clean", {"base": outcome(8, 6)})
     write(tmp_path / "dose", {"base": outcome(4, 6), "rt/seed0": outcome(6, 6), "rt/seed1": outcome(8, 5)})
-    rows = {r["method"]: r for r in dose_table(tmp_path / "dose", tmp_path / "clean")}
+    rows = {r["method"]: r for r in dose_table(tmp_path / "dose", tmp_path / "clean", reference="rt")}
     assert rows["base"]["recovery"]["value"] == 0.0 and rows["rt"]["seeds"] == 2
+    # The seed-free base against each of rt's two seeds: 12 of 30 marked items against 18 and 24.
+    vs = rows["base"]["vs_reference"]
+    assert vs["method"] == "rt" and [s["diff"] for s in vs["per_seed"]] == pytest.approx([-0.2, -0.4])
+    assert vs["diff"] == pytest.approx(-0.3) and vs["ci"][1] < 0 and "vs_reference" not in rows["rt"]
     assert (
         abs(rows["rt"]["recovery"]["value"] - 0.75) < 1e-12 and abs(rows["rt"]["plain_change"] + 0.05) < 1e-12
     )
@@ -382,7 +386,10 @@ def test_routing_movement_reads_zero_for_the_corrupted_routers_and_full_repair_f
         {"clean": [tmp_path / "clean"], "same": [tmp_path / "corrupted", tmp_path / "corrupted"]},
         layers="last2",
         n_boot=200,
+        reference="same",
     )
+    assert out["clean"]["vs_reference"]["method"] == "same" and out["clean"]["vs_reference"]["ci"][1] < 0
+    assert "vs_reference" not in out["same"]
     assert out["clean"]["before"] > 0.01
     assert out["clean"]["after"] < 1e-3 * out["clean"]["before"]
     assert out["clean"]["change_ci"][1] < 0 and out["clean"]["closer_share"] == 1.0
@@ -440,13 +447,23 @@ def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_metho
         "dose": "b1.00-s50",
         "rows": [
             {**row, "method": "base", "recovery": {"value": 0.0, "ci": None}},
-            {**row, "method": "rt", "recovery": {"value": 0.42, "ci": [0.1, 0.7]}},
+            {
+                **row,
+                "method": "roma",
+                "recovery": {"value": 0.42, "ci": [0.1, 0.7]},
+                "vs_reference": {"diff": 0.021, "ci": [0.004, 0.038]},
+            },
         ],
-        "movement": {"rt": {"before": 0.7669, "after": 0.31}},
+        "movement": {
+            "roma": {"before": 0.7669, "after": 0.31, "vs_reference": {"diff": -0.0412, "ci": [-0.06, -0.02]}}
+        },
     }
     text = readouts.table([dose])
-    assert "| b1.00-s50 | rt | 3 | 50.0 | 60.0 | -0.4 | +0.42 [+0.10, +0.70] | 0.767 → 0.310 |" in text
-    assert "| b1.00-s50 | base | 3 | 50.0 | 60.0 | -0.4 | +0.00 - | - |" in text
+    assert (
+        "| b1.00-s50 | roma | 3 | 50.0 | 60.0 | -0.4 | +0.42 [+0.10, +0.70] | +2.1 [+0.4, +3.8] | "
+        "0.767 → 0.310 | -0.041 [-0.060, -0.020] |"
+    ) in text
+    assert "| b1.00-s50 | base | 3 | 50.0 | 60.0 | -0.4 | +0.00 - | - | - | - |" in text
 
 
 def test_a_dose_becomes_a_diagnose_calibration_point_and_joins_the_margin_gain_correlation():
@@ -489,3 +506,64 @@ def test_a_dose_becomes_a_diagnose_calibration_point_and_joins_the_margin_gain_c
     out = readouts.margin_against_gain({**CALIBRATION, "control": point})
     assert out["pairs"]["control"] == pytest.approx((1.1, 1.0))
     assert out["pairs"]["downstream"][0] == -1.3 and out["spearman"]["n"] == 3
+
+
+def test_marked_comparison_counts_seeds_and_pools_items():
+    from moe_roma.testbed.control.readouts import marked_comparison
+
+    a = [[True] * 30 + [False] * 10, [True] * 28 + [False] * 12]
+    b = [[True] * 10 + [False] * 30, [True] * 27 + [False] * 13]
+    cmp = marked_comparison(a, b, n_boot=300)
+    assert [s["diff"] for s in cmp["per_seed"]] == pytest.approx([0.5, 0.025])
+    assert cmp["per_seed"][0]["p_value"] < 0.05 < cmp["per_seed"][1]["p_value"]
+    assert cmp["diff"] == pytest.approx(0.2625) and cmp["ci"][0] > 0
+    with pytest.raises(ValueError, match="same seeds"):
+        marked_comparison(a, b[:1])
+
+
+def _readout(beta, net_low, roma_diff, roma_ps, roma_ci, closer_ci, recovery=(0.5, [0.3, 0.7])):
+    """A dose's readout as control_readouts.py writes it, reduced to what the verdict reads."""
+    rows = [
+        {"method": "router_tuning", "recovery": {"value": 0.4, "ci": [0.2, 0.6]}},
+        {
+            "method": "roma_lam0.8",
+            "recovery": {"value": recovery[0], "ci": recovery[1]},
+            "vs_reference": {
+                "per_seed": [{"diff": roma_diff, "p_value": p} for p in roma_ps],
+                "diff": roma_diff,
+                "ci": roma_ci,
+            },
+        },
+    ]
+    return {
+        "dose": f"b{beta:.2f}-s50",
+        "beta": beta,
+        "marked_share": 0.5,
+        "target_test": {"net_ci": [net_low, net_low + 0.04]},
+        "rows": rows,
+        "movement": {"roma_lam0.8": {"vs_reference": {"ci": closer_ci}}},
+    }
+
+
+def test_the_preregistered_verdict_reads_the_criteria_as_written():
+    from moe_roma.testbed.control.readouts import preregistered_verdict
+
+    romas = ("roma_lam0.8",)
+    wins = _readout(1.0, 0.002, 0.05, [0.01, 0.02, 0.3], [0.02, 0.08], [-0.05, -0.01])
+    low = _readout(0.5, -0.001, -0.01, [0.5] * 3, [-0.04, 0.02], [-0.01, 0.02])
+    v = preregistered_verdict([low, wins], romas)
+    assert v["label"] == "confirmed" and v["passing_doses"] == ["b1.00-s50"]
+    # One winning seed only: not beyond noise, yet above router tuning and closer: neither.
+    one_seed = _readout(1.0, 0.002, 0.05, [0.01, 0.2, 0.3], [0.02, 0.08], [-0.05, -0.01])
+    assert preregistered_verdict([one_seed], romas)["label"] == "neither"
+    # Where the target test passes, RoMA's accuracy is not above router tuning's: falsified.
+    behind = _readout(1.0, 0.002, -0.01, [0.5] * 3, [-0.04, 0.02], [-0.05, -0.01])
+    assert preregistered_verdict([behind], romas)["label"] == "falsified"
+    # Ahead, but its routing no closer to the clean routing than router tuning's: falsified.
+    not_closer = _readout(1.0, 0.002, 0.05, [0.01, 0.02, 0.3], [0.02, 0.08], [-0.01, 0.02])
+    assert preregistered_verdict([not_closer], romas)["label"] == "falsified"
+    # Recovery that falls beyond its interval as beta rises over passing doses: not confirmed.
+    early = _readout(0.75, 0.001, 0.05, [0.5] * 3, [-0.01, 0.08], [-0.05, -0.01], (0.9, [0.8, 1.0]))
+    late = _readout(1.0, 0.002, 0.05, [0.01, 0.02, 0.3], [0.02, 0.08], [-0.05, -0.01], (0.4, [0.2, 0.6]))
+    assert preregistered_verdict([early, late], romas)["label"] == "neither"
+    assert preregistered_verdict([low], romas)["label"] == "untestable"

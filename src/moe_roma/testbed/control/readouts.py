@@ -86,30 +86,41 @@ def method_runs(outcomes: dict[str, dict]) -> dict[str, list[str]]:
 
 
 def dose_table(
-    experiment: Path, ceiling: Path, corrupted_run: str = "base", clean_run: str = "base"
+    experiment: Path,
+    ceiling: Path,
+    corrupted_run: str = "base",
+    clean_run: str = "base",
+    reference: str = "router_tuning",
 ) -> list[dict]:
-    """One row per method of a dose's experiment: marked and plain accuracy (mean over seeds), recovery.
+    """One row per method of a dose's experiment: marked and plain accuracy (mean over seeds), recovery,
+    and on the marked items the comparison with the ``reference`` method (``marked_comparison``).
 
     ``ceiling`` is the clean model's experiment on the same data files (its ``clean_run``)."""
     runs = outcomes_by_run(experiment)
     clean = outcomes_by_run(ceiling)[clean_run]
     corrupted = runs[corrupted_run]
+    groups = method_runs(runs)
+    marked = {m: [pooled_correct(runs[r], MARKED) for r in labels] for m, labels in groups.items()}
     rows = []
-    for method, labels in method_runs(runs).items():
-        marked = [pooled_correct(runs[r], MARKED) for r in labels]
+    for method, labels in groups.items():
         plain = [pooled_correct(runs[r], PLAIN) for r in labels]
-        rows.append(
-            {
-                "method": method,
-                "seeds": len(labels),
-                "marked": float(np.mean(marked)),
-                "plain": float(np.mean(plain)),
-                "recovery": recovery(
-                    marked, pooled_correct(corrupted, MARKED), pooled_correct(clean, MARKED)
-                ),
-                "plain_change": float(np.mean(plain) - np.mean(pooled_correct(clean, PLAIN))),
-            }
-        )
+        row = {
+            "method": method,
+            "seeds": len(labels),
+            "marked": float(np.mean(marked[method])),
+            "plain": float(np.mean(plain)),
+            "recovery": recovery(
+                marked[method], pooled_correct(corrupted, MARKED), pooled_correct(clean, MARKED)
+            ),
+            "plain_change": float(np.mean(plain) - np.mean(pooled_correct(clean, PLAIN))),
+        }
+        if reference in marked and method != reference:
+            ref = marked[reference]
+            # A seed-free method (the base, C3PO) has one outcome, set against every seed of the reference.
+            own = marked[method] * len(ref) if len(marked[method]) == 1 else marked[method]
+            if len(own) == len(ref):
+                row["vs_reference"] = {"method": reference, **marked_comparison(own, ref)}
+        rows.append(row)
     return rows
 
 
@@ -126,6 +137,7 @@ def routing_movement(
     runs: dict[str, Sequence[Path]],
     layers: str = "last5",
     n_boot: int = 2000,
+    reference: str | None = "router_tuning",
 ) -> dict[str, dict]:
     """The decisive mechanistic readout: each marked item's squared routing distance from its known
     clean routing (the clean model's routing of the same marked prompt), before (the corrupted routers)
@@ -133,7 +145,9 @@ def routing_movement(
 
     ``runs[method]`` lists that method's run folders (one per seed); the after distance averages the
     seeds per item. Returns per method the mean before and after, their paired difference with a 95%
-    bootstrap interval over items, and the share of items moved closer."""
+    bootstrap interval over items, and the share of items moved closer; with a ``reference`` method
+    among the runs, each other method's after distance minus the reference's, per item, with its
+    interval (``vs_reference``: below 0 is closer to the clean routing than the reference gets)."""
     from moe_roma.models.checkpoint import apply_router_checkpoint, restore_routers, router_snapshot
     from moe_roma.routing.collect import collect_routing
 
@@ -146,7 +160,7 @@ def routing_movement(
     target = routing(clean)
     before = routing_distance(routing(corrupted), target)
     snapshot = router_snapshot(corrupted)
-    out = {}
+    out, afters = {}, {}
     try:
         for method, folders in runs.items():
             after = []
@@ -154,7 +168,7 @@ def routing_movement(
                 apply_router_checkpoint(corrupted, folder)
                 after.append(routing_distance(routing(corrupted), target))
                 restore_routers(corrupted, snapshot)
-            mean_after = torch.stack(after).mean(0)
+            mean_after = afters[method] = torch.stack(after).mean(0)
             change = (mean_after - before).double().numpy()
             ci, _ = bootstrap_interval(len(change), lambda i, d=change: float(d[i].mean()), n_boot)
             out[method] = {
@@ -167,7 +181,32 @@ def routing_movement(
             }
     finally:
         restore_routers(corrupted, snapshot)
+    if reference in afters:
+        for method, after in afters.items():
+            if method != reference:
+                gap = (after - afters[reference]).double().numpy()
+                ci, _ = bootstrap_interval(len(gap), lambda i, d=gap: float(d[i].mean()), n_boot)
+                out[method]["vs_reference"] = {"method": reference, "diff": float(gap.mean()), "ci": ci}
     return out
+
+
+def marked_comparison(
+    a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], n_boot: int = 2000, seed: int = 0
+) -> dict:
+    """Method ``a`` against method ``b`` on the pooled marked items, one correctness list per seed each
+    (the same seeds in the same order): per seed the accuracy difference and the exact McNemar p-value;
+    pooled, the difference of the per-item means over seeds with a 95% bootstrap interval over items."""
+    from moe_roma.scoring.stats import compare_paired
+
+    if len(a) != len(b) or not a:
+        raise ValueError("both methods need the same seeds")
+    per_seed = []
+    for x, y in zip(a, b):
+        cmp = compare_paired(list(y), list(x))
+        per_seed.append({"diff": cmp.diff, "p_value": cmp.p_value})
+    per_item = np.asarray(a, dtype=float).mean(0) - np.asarray(b, dtype=float).mean(0)
+    ci, _ = bootstrap_interval(len(per_item), lambda i: float(per_item[i].mean()), n_boot, seed)
+    return {"per_seed": per_seed, "diff": float(per_item.mean()), "ci": ci}
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -214,3 +253,71 @@ def plot_dose_response(points: dict[str, list[tuple[float, dict]]], path: Path) 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+ROMA_LAMBDAS = ("roma_lam0.2", "roma_lam0.8", "roma_lam3")
+
+
+def preregistered_verdict(
+    readouts: Sequence[dict], romas: Sequence[str] = ROMA_LAMBDAS, reference: str = "router_tuning"
+) -> dict:
+    """The pre-registration's criteria (docs/control.md, "What confirms the mechanism"), applied to
+    ``control_readouts.py``'s per-dose readouts (``rows`` from ``dose_table``, ``movement`` from
+    ``routing_movement``, ``target_test`` from the gates; the curve is over beta at the 50% share).
+
+    - *confirmed*: at beta = 1, some RoMA lambda beats router tuning on the marked items beyond noise
+      (McNemar p < 0.05 with RoMA ahead in at least 2 of 3 seeds, and the pooled difference's interval
+      above 0) *and* moves them closer to their clean routing than router tuning does (the per-item
+      distance difference's interval below 0); and, for such a lambda, recovery does not fall beyond
+      its interval as beta rises over the doses where the target test passes.
+    - *falsified*: at every dose where the target test passes, no RoMA lambda's marked accuracy lies
+      above router tuning's, or none moves the routing closer than router tuning does.
+    - *neither* otherwise; *untestable* where the target test passes at no dose.
+
+    "The target test passes" is read as its net change's interval lying above 0: the margin over
+    random successful items is the one gate the control misses, stated with every result.
+    """
+    curve = sorted((r for r in readouts if r["marked_share"] == 0.5), key=lambda r: r["beta"])
+    passing = [r for r in curve if r["target_test"]["net_ci"][0] > 0]
+
+    def row(readout: dict, method: str) -> dict | None:
+        return next((x for x in readout["rows"] if x["method"] == method), None)
+
+    def ahead(readout: dict, method: str) -> bool:
+        cmp = (row(readout, method) or {}).get("vs_reference")
+        if not cmp or cmp["ci"] is None:
+            return False
+        wins = sum(1 for s in cmp["per_seed"] if s["diff"] > 0 and s["p_value"] < 0.05)
+        return wins >= 2 and cmp["ci"][0] > 0
+
+    def closer(readout: dict, method: str) -> bool:
+        cmp = (readout["movement"].get(method) or {}).get("vs_reference")
+        return bool(cmp and cmp["ci"] is not None and cmp["ci"][1] < 0)
+
+    def holds_up(method: str) -> bool:
+        rec = [row(r, method)["recovery"] for r in passing if row(r, method)]
+        return all(b["ci"] is not None and b["ci"][1] >= a["value"] for a, b in zip(rec, rec[1:]))
+
+    top = next((r for r in curve if r["beta"] == 1.0), None)
+    evidence = {
+        m: {
+            "ahead_at_beta_1": bool(top) and ahead(top, m),
+            "closer_at_beta_1": bool(top) and closer(top, m),
+            "recovery_holds_up": holds_up(m),
+            "above_reference_at": [
+                r["dose"] for r in passing if ((row(r, m) or {}).get("vs_reference") or {}).get("diff", 0) > 0
+            ],
+            "closer_at": [r["dose"] for r in passing if closer(r, m)],
+        }
+        for m in romas
+    }
+    out = {"passing_doses": [r["dose"] for r in passing], "evidence": evidence}
+    if not passing:
+        return {**out, "label": "untestable"}
+    if any(
+        e["ahead_at_beta_1"] and e["closer_at_beta_1"] and e["recovery_holds_up"] for e in evidence.values()
+    ):
+        return {**out, "label": "confirmed"}
+    never_above = all(not e["above_reference_at"] for e in evidence.values())
+    never_closer = all(not e["closer_at"] for e in evidence.values())
+    return {**out, "label": "falsified" if never_above or never_closer else "neither"}
