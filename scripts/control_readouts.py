@@ -173,12 +173,6 @@ def main() -> int:
     for beta, share in DOSES:
         r = dose_readout(beta, share)
         (readouts if r else missing).append(r or dose_name(beta, share))
-    curves: dict[str, list] = {}
-    for r in readouts:
-        if r["marked_share"] == 0.5:  # the curve is over beta at the 50% share
-            for row in r["rows"]:
-                if row["method"] != "base":
-                    curves.setdefault(row["method"], []).append((r["beta"], row["recovery"]))
     from moe_roma.diagnose.verdict import CALIBRATION
 
     points = dict(CALIBRATION)
@@ -195,8 +189,8 @@ def main() -> int:
     out = {"doses": readouts, "missing": missing, "preregistered_verdict": verdict}
     (RESULTS / "readouts.json").write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
     (RESULTS / "table.md").write_text(table(readouts), encoding="utf-8")
-    if curves:
-        plot_dose_response(curves, RESULTS / "dose_response.png")
+    if any(r["marked_share"] == 0.5 for r in readouts):  # the curve is over beta at the 50% share
+        plot_dose_response(readouts, RESULTS / "dose_response.png")
     print(table(readouts))
     print("missing doses:", ", ".join(missing) or "none")
     print(

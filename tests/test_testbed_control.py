@@ -173,10 +173,13 @@ def test_a_dose_table_reads_each_methods_seeds_from_the_outcomes(tmp_path):
     assert (
         abs(rows["rt"]["recovery"]["value"] - 0.75) < 1e-12 and abs(rows["rt"]["plain_change"] + 0.05) < 1e-12
     )
-    path = plot_dose_response(
-        {"rt": [(1.0, rows["rt"]["recovery"]), (0.5, rows["base"]["recovery"])]}, tmp_path / "p.png"
-    )
-    assert path.stat().st_size > 0
+    movement = {"rt": {"before": 0.8, "after": 0.3}}
+    readouts = [
+        {"beta": beta, "marked_share": 0.5, "rows": list(rows.values()), "movement": movement}
+        for beta in (0.5, 1.0)
+    ]
+    path = plot_dose_response(readouts, tmp_path / "p.png")
+    assert path.stat().st_size > 10_000
 
 
 def test_an_unknown_partner_rule_is_refused_before_any_work():

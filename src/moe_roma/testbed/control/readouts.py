@@ -227,30 +227,77 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,
     return {"rho": float(spearmanr(a, b).statistic), "ci": ci, "n": len(a)}
 
 
-def plot_dose_response(points: dict[str, list[tuple[float, dict]]], path: Path) -> Path:
-    """Recovery against beta, one line per method: ``points[method] = [(beta, recovery dict), ...]``."""
+def plot_dose_response(readouts: Sequence[dict], path: Path, recovery_limits=(-1.5, 3.0)) -> Path:
+    """The dose-response figure over beta at the 50% marked share, one line per method, three panels:
+    recovery (the pre-registered readout; its interval widens without bound as the clean-corrupted gap
+    shrinks at small doses, so the axis is cut at ``recovery_limits`` and says so), marked accuracy
+    minus router tuning's, and the marked items' routing distance from their clean routing (the
+    corrupted routers' distance dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, series in sorted(points.items()):
-        series = sorted(series, key=lambda p: p[0])
-        x = [b for b, _ in series]
-        y = [r["value"] for _, r in series]
-        low = [r["value"] - r["ci"][0] if r["ci"] else 0.0 for _, r in series]
-        high = [r["ci"][1] - r["value"] if r["ci"] else 0.0 for _, r in series]
-        ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=method)
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("beta (share of the partner family's routing planted)")
-    ax.set_ylabel("recovery on marked items")
-    ax.set_title("Positive control: recovery against the dose (95% bootstrap intervals)")
-    ax.legend(fontsize=8)
+    curve = sorted((r for r in readouts if r["marked_share"] == 0.5), key=lambda r: r["beta"])
+    methods = sorted({row["method"] for r in curve for row in r["rows"]} - {"base"})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    cut = False
+    for i, method in enumerate(methods):
+        dx = (i - (len(methods) - 1) / 2) * 0.008  # side by side at each beta, so intervals stay readable
+        rows = [
+            (r["beta"] + dx, next((x for x in r["rows"] if x["method"] == method), None), r) for r in curve
+        ]
+        rows = [(x, row, r) for x, row, r in rows if row is not None]
+        style = {"marker": "o", "capsize": 3, "label": method, "color": f"C{i}"}
+        rec = [
+            (x, row["recovery"]) for x, row, _ in rows if row["recovery"]["value"] == row["recovery"]["value"]
+        ]
+        if rec:
+            y = [v["value"] for _, v in rec]
+            lo = [v["value"] - v["ci"][0] if v["ci"] else 0.0 for _, v in rec]
+            hi = [v["ci"][1] - v["value"] if v["ci"] else 0.0 for _, v in rec]
+            cut |= any(
+                v["ci"] and (v["ci"][0] < recovery_limits[0] or v["ci"][1] > recovery_limits[1])
+                for _, v in rec
+            )
+            axes[0].errorbar([x for x, _ in rec], y, yerr=[lo, hi], **style)
+        vs = [(x, row["vs_reference"]) for x, row, _ in rows if row.get("vs_reference", {}).get("ci")]
+        if vs:
+            axes[1].errorbar(
+                [x for x, _ in vs],
+                [100 * v["diff"] for _, v in vs],
+                yerr=[
+                    [100 * (v["diff"] - v["ci"][0]) for _, v in vs],
+                    [100 * (v["ci"][1] - v["diff"]) for _, v in vs],
+                ],
+                **style,
+            )
+        moved = [(x, r["movement"][method]) for x, _, r in rows if method in r.get("movement", {})]
+        if moved:
+            axes[2].plot(
+                [x for x, _ in moved], [m["after"] for _, m in moved], marker="o", color=f"C{i}", label=method
+            )
+    before = [(r["beta"], next(iter(r["movement"].values()))["before"]) for r in curve if r.get("movement")]
+    if before:
+        axes[2].plot(*zip(*before), ls="--", color="black", label="corrupted routers (before)")
+    axes[0].set_ylim(*recovery_limits)
+    axes[0].axhline(0.0, color="grey", lw=0.8)
+    axes[0].axhline(1.0, color="grey", lw=0.8, ls="--")
+    axes[0].set_ylabel("recovery on marked items" + (" (axis cut; see readouts.json)" if cut else ""))
+    axes[0].set_title("Recovery, 95% bootstrap intervals")
+    axes[1].axhline(0.0, color="grey", lw=0.8)
+    axes[1].set_ylabel("marked accuracy minus router tuning's (points)")
+    axes[1].set_title("Against router tuning, 95% bootstrap intervals")
+    axes[2].set_ylabel("squared routing distance from clean, tuned layers")
+    axes[2].set_title("Marked items' routing after training")
+    for ax in axes:
+        ax.set_xlabel("beta (share of the partner family's routing planted)")
+    axes[1].legend(fontsize=7)  # every method but the base
+    axes[2].legend(fontsize=7)
+    fig.suptitle("Positive control: the dose-response at a 50% marked share (seeds pooled)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
