@@ -292,8 +292,9 @@ def plot_dose_response(readouts: Sequence[dict], path: Path, recovery_limits=(-1
     axes[2].set_title("Marked items' routing after training")
     for ax in axes:
         ax.set_xlabel("beta (share of the partner family's routing planted)")
-    axes[1].legend(fontsize=7)  # every method but the base
-    axes[2].legend(fontsize=7)
+    for ax in axes[1:]:  # panel 2 names every method but the base; panel 3 the before line too
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle("Positive control: the dose-response at a 50% marked share (seeds pooled)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
