@@ -45,7 +45,11 @@ def test_cannot_tell_passes_its_reasons_on():
     assert v["label"] == "cannot tell" and "only 12 items" in v["why"]
 
 
-@pytest.mark.parametrize("name", sorted(CALIBRATION))
+TESTBEDS = sorted(n for n in CALIBRATION if not n.startswith("control"))
+CONTROL = sorted(n for n in CALIBRATION if n.startswith("control"))
+
+
+@pytest.mark.parametrize("name", TESTBEDS)
 def test_each_calibration_point_gets_the_verdict_its_measured_outcome_supports(name):
     point = CALIBRATION[name]
     assert point["routing_margin"] == pytest.approx(point["auc_routing"] - point["auc_embedding"], abs=1e-3)
@@ -65,8 +69,11 @@ def test_the_calibration_outcomes_are_the_committed_tables(name):
     if not path.is_file():
         pytest.skip(f"{path} is not in this checkout")
     paired = json.loads(path.read_text())["paired"]
+    # A control dose compares RoMA at lambda 0.8 on its marked splits (docs/control.md, "Readouts").
+    roma, suffix = ("roma_lam0.8", "_marked") if name in CONTROL else ("roma", "")
     for split, (mean, low, high) in point["roma_vs_router_tuning"].items():
-        row = next(p for p in paired if (p["a"], p["b"], p["split"]) == ("roma", "router_tuning", split))
+        key = (roma, "router_tuning", split + suffix)
+        row = next(p for p in paired if (p["a"], p["b"], p["split"]) == key)
         assert [round(100 * x, 1) for x in (row["mean_diff"], *row["ci"])] == [mean, low, high], (name, split)
 
 
@@ -119,3 +126,25 @@ def test_the_downstream_testbed_measures_as_calibrated(tmp_path):
     )
     assert out["verdict"]["label"] == "unlikely to help"
     assert verdict({**out, "target_test": tt})["label"] == "unlikely to help"
+
+
+@pytest.mark.parametrize("name", CONTROL)
+def test_each_control_point_is_its_committed_diagnose_report_and_gates(name):
+    """A control dose's point is its `roma diagnose` report (the RoMA training set) and its gates' target
+    test on the held-out marked items, as committed; and the verdict on that report is what it supports."""
+    point, dose = CALIBRATION[name], name.split()[-1]
+    report_path = ROOT / "results" / "control" / "diagnose" / dose / "report.json"
+    gates_path = ROOT / "results" / "control" / "doses" / f"{dose}.json"
+    if not (report_path.is_file() and gates_path.is_file()):
+        pytest.skip(f"{report_path} or {gates_path} is not in this checkout")
+    report, gates = json.loads(report_path.read_text()), json.loads(gates_path.read_text())
+    tt, held = report["target_test"], gates["target_test"]
+    assert point["successful_share"] == pytest.approx(report["success"]["share"], abs=1e-3)
+    train = point["target_test"]["train"]
+    assert train["net"] == pytest.approx(100 * tt["targets"]["roma"]["net"]["diff"], abs=0.051)
+    assert train["margin"] == pytest.approx(100 * tt["margin"]["fixed_diff"], abs=0.051)
+    marked = point["target_test"]["marked"]
+    assert marked["net"] == pytest.approx(100 * held["targets"]["roma"]["net"]["diff"], abs=0.051)
+    assert marked["margin"] == pytest.approx(100 * held["margin"]["fixed_diff"], abs=0.051)
+    label = verdict(report)["label"]
+    assert label != "likely to help" or helped(point)
