@@ -114,7 +114,7 @@ def test_the_target_test_decides_the_verdict():
     no_margin = verdict(_report(_tt(0.05, (0.02, 0.08), 0.02, (-0.01, 0.05))))
     assert no_margin["label"] == "unlikely to help" and "random successful items" in no_margin["why"]
     passes = verdict(_report(_tt(0.05, (0.02, 0.08), 0.10, (0.04, 0.16))), calibration={})
-    assert passes["label"] == "cannot tell" and "No calibration point" in passes["why"]
+    assert passes["label"] == "cannot tell" and "No measured point shows" in passes["why"]
     assert passes["caveat"].startswith("No calibration point is given")
 
 

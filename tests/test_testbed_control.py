@@ -508,7 +508,7 @@ def test_a_dose_becomes_a_diagnose_calibration_point_and_joins_the_margin_gain_c
     assert point["routing_margin"] == pytest.approx(0.05) and helped(point)
     out = readouts.margin_against_gain({**CALIBRATION, "control": point})
     assert out["pairs"]["control"] == pytest.approx((1.1, 1.0))
-    assert out["pairs"]["downstream"][0] == -1.3 and out["spearman"]["n"] == 3
+    assert out["pairs"]["downstream"][0] == -1.3 and out["spearman"]["n"] == len(CALIBRATION) + 1
 
 
 def test_marked_comparison_counts_seeds_and_pools_items():

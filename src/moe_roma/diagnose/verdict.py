@@ -61,6 +61,105 @@ CALIBRATION: dict[str, dict] = {
             "heldout_tasks": (-1.7, -2.5, -0.9),
         },
     },
+    # The positive control's doses (docs/control.md): each dose's `roma diagnose` report on its RoMA
+    # training set, its gates' target test on the held-out marked items, and RoMA at lambda 0.8 against
+    # router tuning on the marked splits (scripts/control_readouts.py writes them to calibration.json).
+    "control b0.00-s50": {
+        "table": "results/control/b0.00-s50",
+        "successful_share": 0.41,
+        "auc_routing": 0.717,
+        "auc_embedding": 0.721,
+        "routing_margin": -0.004,
+        "target_test": {
+            "train": {"base": 41.0, "roma": 40.9, "net": -0.1, "margin": -7.4},
+            "marked": {"net": -0.7, "margin": -7.3},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (-0.3, -5.8, 5.2),
+            "shifted": (0.4, -7.1, 7.8),
+            "heldout_tasks": (-0.9, -7.1, 5.3),
+        },
+    },
+    "control b0.25-s50": {
+        "table": "results/control/b0.25-s50",
+        "successful_share": 0.412,
+        "auc_routing": 0.683,
+        "auc_embedding": 0.704,
+        "routing_margin": -0.021,
+        "target_test": {
+            "train": {"base": 41.2, "roma": 40.7, "net": -0.5, "margin": -6.4},
+            "marked": {"net": 1.1, "margin": -4.4},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (-1.9, -5.8, 1.9),
+            "shifted": (2.4, -0.4, 5.2),
+            "heldout_tasks": (0.4, -6.3, 7.1),
+        },
+    },
+    "control b0.50-s50": {
+        "table": "results/control/b0.50-s50",
+        "successful_share": 0.412,
+        "auc_routing": 0.698,
+        "auc_embedding": 0.724,
+        "routing_margin": -0.025,
+        "target_test": {
+            "train": {"base": 41.2, "roma": 40.2, "net": -1.0, "margin": -5.5},
+            "marked": {"net": 1.8, "margin": -1.5},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (0.7, -5.4, 6.9),
+            "shifted": (-0.1, -1.1, 1.0),
+            "heldout_tasks": (0.1, -5.8, 6.0),
+        },
+    },
+    "control b0.75-s50": {
+        "table": "results/control/b0.75-s50",
+        "successful_share": 0.418,
+        "auc_routing": 0.685,
+        "auc_embedding": 0.704,
+        "routing_margin": -0.019,
+        "target_test": {
+            "train": {"base": 41.8, "roma": 39.3, "net": -2.5, "margin": -3.4},
+            "marked": {"net": 1.6, "margin": -0.1},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (-0.7, -7.0, 5.5),
+            "shifted": (-1.3, -5.1, 2.5),
+            "heldout_tasks": (1.8, -1.2, 4.7),
+        },
+    },
+    "control b1.00-s50": {
+        "table": "results/control/b1.00-s50",
+        "successful_share": 0.404,
+        "auc_routing": 0.669,
+        "auc_embedding": 0.706,
+        "routing_margin": -0.037,
+        "target_test": {
+            "train": {"base": 40.4, "roma": 39.0, "net": -1.5, "margin": -1.7},
+            "marked": {"net": 2.3, "margin": 1.1},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (-0.2, -3.6, 3.2),
+            "shifted": (-0.5, -4.3, 3.3),
+            "heldout_tasks": (0.4, -3.4, 4.2),
+        },
+    },
+    "control b1.00-s25": {
+        "table": "results/control/b1.00-s25",
+        "successful_share": 0.425,
+        "auc_routing": 0.697,
+        "auc_embedding": 0.704,
+        "routing_margin": -0.006,
+        "target_test": {
+            "train": {"base": 42.5, "roma": 42.3, "net": -0.2, "margin": -5.6},
+            "marked": {"net": 3.5, "margin": 1.6},
+        },
+        "roma_vs_router_tuning": {
+            "in_dist": (-1.7, -3.0, -0.3),
+            "shifted": (-2.4, -9.1, 4.3),
+            "heldout_tasks": (-2.2, -13.1, 8.7),
+        },
+    },
 }
 
 
@@ -69,7 +168,7 @@ def helped(point: dict) -> bool:
     return any(low > 0 for _, low, _ in point["roma_vs_router_tuning"].values())
 
 
-# Both calibration points lie at or below these; a model above either lies outside what was measured.
+# Both calibration testbeds lie at or below these; a model above either lies outside what was measured.
 ROUTING_MARGIN_MAX = 0.0
 PULL_MARGIN_MAX = 0.05
 
@@ -188,9 +287,9 @@ def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dic
         )
         return {"label": "likely to help", "why": why, "caveat": note, "drivers": drivers}
     why = (
-        "RoMA's target routes better than the items' own and than random successful items, which neither "
-        f"testbed showed: {numbers}. No calibration point yet shows what training towards such a target "
-        "does; run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending "
+        "RoMA's target routes better than the items' own and than random successful items, which no "
+        f"calibration point's training set showed: {numbers}. No measured point shows what training towards "
+        "such a target does; run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending "
         "GPU hours."
     )
     return {"label": "cannot tell", "why": why, "caveat": note, "drivers": drivers}
