@@ -41,7 +41,7 @@ def dose_readout(beta: float, share: float) -> dict | None:
     from moe_roma.models.loading import load_model
     from moe_roma.testbed.control.build import clean_model_path
     from moe_roma.testbed.control.plant import ControlConfig
-    from moe_roma.testbed.control.readouts import dose_table, routing_movement
+    from moe_roma.testbed.control.readouts import dose_table, last_token_repair, routing_movement
 
     name = dose_name(beta, share)
     experiment = RESULTS / name
@@ -60,6 +60,7 @@ def dose_readout(beta: float, share: float) -> dict | None:
         "marked_share": share,
         "rows": dose_table(experiment, RESULTS / "ceiling"),
         "movement": routing_movement(corrupted, clean, tok, items, trained_runs(experiment), config.layers),
+        "last_token_repair": last_token_repair(corrupted, clean, tok, items, config.layers),
         "paired": json.loads((experiment / "results.json").read_text(encoding="utf-8"))["paired"],
         "target_test": {
             "net": tt["targets"]["roma"]["net"]["diff"],
@@ -160,6 +161,33 @@ def table(readouts: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def repair_table(readouts: list[dict]) -> str:
+    """Where the planted damage lies, per dose: the marked items with the last prompt token's routing in
+    the tuned layers repaired alone, and corrupted alone (``last_token_repair``)."""
+    lines = [
+        "| dose | clean | corrupted | corrupted, clean last-token routing | share repaired [95% CI] | "
+        "clean, corrupted last-token routing | share of the drop from that token [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def share(x: dict) -> str:
+        ci = f" [{x['ci'][0]:+.2f}, {x['ci'][1]:+.2f}]" if x["ci"] else ""
+        return f"{x['value']:+.2f}{ci}"
+
+    for r in readouts:
+        rep = r.get("last_token_repair")
+        if not rep:
+            continue
+        acc = {k: _pct(rep[k]["accuracy"]) for k in ("clean", "corrupted")}
+        lines.append(
+            f"| {r['dose']} | {acc['clean']} | {acc['corrupted']} | "
+            f"{_pct(rep['corrupted_with_clean_last_token']['accuracy'])} | {share(rep['share_repaired'])} | "
+            f"{_pct(rep['clean_with_corrupted_last_token']['accuracy'])} | "
+            f"{share(rep['share_from_last_token'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -188,10 +216,14 @@ def main() -> int:
     verdict = {**preregistered_verdict(readouts), "doses_missing": missing}
     out = {"doses": readouts, "missing": missing, "preregistered_verdict": verdict}
     (RESULTS / "readouts.json").write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
-    (RESULTS / "table.md").write_text(table(readouts), encoding="utf-8")
+    (RESULTS / "table.md").write_text(
+        table(readouts) + "\nWhere the damage lies (pooled marked items):\n\n" + repair_table(readouts),
+        encoding="utf-8",
+    )
     if any(r["marked_share"] == 0.5 for r in readouts):  # the curve is over beta at the 50% share
         plot_dose_response(readouts, RESULTS / "dose_response.png")
     print(table(readouts))
+    print(repair_table(readouts))
     print("missing doses:", ", ".join(missing) or "none")
     print(
         f"pre-registered verdict: {verdict['label']} (target test passes at: "

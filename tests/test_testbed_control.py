@@ -401,6 +401,73 @@ def test_routing_movement_reads_zero_for_the_corrupted_routers_and_full_repair_f
     assert all(torch.equal(before[n], after[n]) for n in before)  # the corrupted routers are put back
 
 
+def _word_items(n: int) -> list:
+    """Items the tiny word-level tokenizer encodes without unknown words, each with its own four
+    one-token choices (so the answers differ from item to item)."""
+    from helpers.tiny_models import WORDS
+    from moe_roma.data.example import MCExample
+
+    words = [w for w in WORDS if w.isalpha() and len(w) > 1]
+    return [
+        MCExample(
+            f"q{i}",
+            " ".join(words[(i * 7 + j) % len(words)] for j in range(3 + i % 5)),
+            tuple(words[(i * 5 + 3 * c) % len(words)] for c in range(4)),
+            i % 4,
+        )
+        for i in range(n)
+    ]
+
+
+def _models_with_the_last_router_corrupted():
+    """A tiny model whose last MoE layer matters to its answers, and a copy with that router corrupted."""
+    import copy
+
+    clean = build_tiny_model("olmoe", num_layers=4, seed=0)
+    with torch.no_grad():
+        clean.lm_head.weight.mul_(20)  # confident: answers vary from item to item
+        for name, p in clean.named_parameters():
+            if ".layers.3.mlp.experts" in name:
+                p.mul_(10)  # the last layer's experts move the answer, so its routing does
+    corrupted = copy.deepcopy(clean)
+    with torch.no_grad():
+        gate = corrupted.get_parameter("model.layers.3.mlp.gate.weight")
+        gate.add_(torch.randn(gate.shape, generator=torch.Generator().manual_seed(1)) * 5)
+    return clean, corrupted
+
+
+def test_scoring_under_the_items_own_routing_as_target_changes_no_answer():
+    from moe_roma.diagnose.target_test import score_under_routing
+    from moe_roma.io.errors import RomaError
+    from moe_roma.testbed.control.gates import collect_store
+
+    tok, (model, _) = build_tiny_tokenizer(), _models_with_the_last_router_corrupted()
+    store = collect_store(model, tok, _word_items(32), [2, 3])
+    targets = {"own": store.routing, "uniform": torch.full_like(store.routing, 0.25)}
+    out = score_under_routing(model, tok, store, targets)
+    assert out["own"] == out["base"] == list(store.is_correct)
+    assert out["uniform"] != out["base"]  # a target that differs does reach the answers
+    with pytest.raises(RomaError, match="shape"):
+        score_under_routing(model, tok, store, {"short": store.routing[:3]})
+
+
+def test_last_token_repair_is_complete_when_only_the_last_layer_is_corrupted():
+    """With the corruption in the last MoE layer only and one-token answers, the last prompt token's
+    routing there is all that reaches the answer: setting it to the clean routing gives the clean
+    model's answers, and corrupting only it gives the corrupted model's."""
+    from moe_roma.testbed.control.readouts import last_token_repair
+
+    tok, (clean, corrupted) = build_tiny_tokenizer(), _models_with_the_last_router_corrupted()
+    out = last_token_repair(corrupted, clean, tok, _word_items(64), layers="last1", n_boot=200)
+    acc = {k: out[k]["accuracy"] for k in ("clean", "corrupted")}
+    assert acc["clean"] > acc["corrupted"] and out["n"] == 64 and out["layers"] == [3]
+    assert out["corrupted_with_clean_last_token"]["accuracy"] == acc["clean"]
+    assert out["clean_with_corrupted_last_token"]["accuracy"] == acc["corrupted"]
+    assert out["share_repaired"]["value"] == pytest.approx(1.0)
+    assert out["share_from_last_token"]["value"] == pytest.approx(1.0)
+    assert out["share_from_last_token"]["ci"] == pytest.approx([1.0, 1.0])
+
+
 def test_the_rank_correlation_of_margin_and_gain_reads_the_order_and_refuses_too_few_pairs():
     from moe_roma.testbed.control.readouts import rank_correlation
 
@@ -467,6 +534,18 @@ def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_metho
         "0.767 → 0.310 | -0.041 [-0.060, -0.020] |"
     ) in text
     assert "| b1.00-s50 | base | 3 | 50.0 | 60.0 | -0.4 | +0.00 - | - | - | - |" in text
+    share = {"value": 0.25, "ci": [0.05, 0.5]}
+    repair = {
+        "clean": {"accuracy": 0.331},
+        "corrupted": {"accuracy": 0.284},
+        "corrupted_with_clean_last_token": {"accuracy": 0.296},
+        "clean_with_corrupted_last_token": {"accuracy": 0.3},
+        "share_repaired": share,
+        "share_from_last_token": {"value": 0.66, "ci": None},
+    }
+    text = readouts.repair_table([dose, {**dose, "dose": "b0.50-s50", "last_token_repair": repair}])
+    assert "| b0.50-s50 | 33.1 | 28.4 | 29.6 | +0.25 [+0.05, +0.50] | 30.0 | +0.66 |" in text
+    assert "| b1.00-s50 |" not in text  # a dose without the readout has no row
 
 
 def test_a_dose_becomes_a_diagnose_calibration_point_and_joins_the_margin_gain_correlation():

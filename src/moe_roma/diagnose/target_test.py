@@ -225,9 +225,7 @@ def target_test(
     targets, fallback = _targets(
         store, embeddings, None if own else item_embeddings, rows, sample, graph, seed
     )
-    data = prepare_items(sample, tokenizer, task_loss, tuned, max_length)
-    if task_loss == "letter":
-        data.letter_ids = letter_ids_tensor(tokenizer, max(it.n_choices for it in data.items))
+    data = _item_set(sample, tokenizer, task_loss, tuned, max_length)
     pred, base_routing, counts = _score(model, info, tuned, data, targets, batch_size, prefix_cache, progress)
     correct = {name: (p == data.answers).tolist() for name, p in pred.items()}
     base = correct.pop("base")
@@ -247,6 +245,49 @@ def target_test(
         }
     )
     return result
+
+
+def score_under_routing(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: RoutingStore,
+    targets: dict[str, torch.Tensor],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    prefix_cache: bool = True,
+    progress: bool = False,
+    info: MoEInfo | None = None,
+) -> dict[str, list[bool]]:
+    """Each item's correctness with its own routing (``base``) and with its last-token routing in the
+    routing file's layers set to each of ``targets`` (N, L, E; a NaN row keeps its own routing): the
+    target test's scoring, for targets built elsewhere, such as another model's routing of the same
+    prompts."""
+    info = info or discover_routers(model)
+    items.fit_to_model(info)
+    tuned = resolve_layers(info, items, None)
+    for name, target in targets.items():
+        if tuple(target.shape) != (len(items), len(tuned), info.num_experts):
+            raise RomaError(
+                f"target {name!r} has shape {tuple(target.shape)}; the items need "
+                f"{(len(items), len(tuned), info.num_experts)}"
+            )
+    data = _item_set(items, tokenizer, resolve_task_loss(items, None), tuned, max_length)
+    pred, _, _ = _score(model, info, tuned, data, targets, batch_size, prefix_cache, progress)
+    return {name: (p == data.answers).tolist() for name, p in pred.items()}
+
+
+def _item_set(
+    items: RoutingStore,
+    tokenizer: PreTrainedTokenizerBase,
+    task_loss: str,
+    tuned: list[int],
+    max_length: int | None,
+) -> ItemSet:
+    """The items as the scoring forward takes them, with the answer letters' ids under letter scoring."""
+    data = prepare_items(items, tokenizer, task_loss, tuned, max_length)
+    if task_loss == "letter":
+        data.letter_ids = letter_ids_tensor(tokenizer, max(it.n_choices for it in data.items))
+    return data
 
 
 def _sample_rows(n: int, n_items: int | None, seed: int) -> list[int]:

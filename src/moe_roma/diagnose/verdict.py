@@ -289,8 +289,8 @@ def _target_verdict(report: dict, tt: dict, calibration: dict[str, dict]) -> dic
     why = (
         "RoMA's target routes better than the items' own and than random successful items, which no "
         f"calibration point's training set showed: {numbers}. No measured point shows what training towards "
-        "such a target does; run a small validation sweep (configs/sweep-downstream.yaml is a template) before spending "
-        "GPU hours."
+        "such a target does; run a small validation sweep (configs/sweep-downstream.yaml is a template) "
+        "before spending GPU hours."
     )
     return {"label": "cannot tell", "why": why, "caveat": note, "drivers": drivers}
 

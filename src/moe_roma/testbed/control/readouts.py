@@ -190,6 +190,62 @@ def routing_movement(
     return out
 
 
+def last_token_repair(
+    corrupted: PreTrainedModel,
+    clean: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[MCExample],
+    layers: str | list[int] = "last5",
+    n_boot: int = 2000,
+) -> dict:
+    """Where the planted damage lies: the marked items scored four ways, on the same items.
+
+    - ``clean`` and ``corrupted``: each model with its own routing;
+    - ``corrupted_with_clean_last_token``: the corrupted model with the last prompt token's routing in
+      the tuned ``layers`` set to the clean model's routing of the same prompt, every other position
+      left as the corrupted routers route it. This is the most that moving the routing RoMA reads all
+      the way back can regain (``share_repaired``, a recovery with its interval);
+    - ``clean_with_corrupted_last_token``: the clean model with only that routing corrupted, what the
+      last-token misrouting costs on its own (``share_from_last_token`` of the drop).
+
+    Under continuation scoring with one-token answers the last prompt token's output is all that is
+    read, so what the first repair leaves lies in the routing of the other positions, which RoMA
+    does not constrain."""
+    from moe_roma.diagnose.target_test import score_under_routing
+    from moe_roma.models.discovery import discover_routers
+    from moe_roma.scoring.stats import accuracy
+    from moe_roma.testbed.control.gates import collect_store
+
+    tuned = discover_routers(clean).select_layers(layers)
+    own = {"clean": collect_store(clean, tokenizer, items, tuned)}
+    own["corrupted"] = collect_store(corrupted, tokenizer, items, tuned)
+    repaired = score_under_routing(corrupted, tokenizer, own["corrupted"], {"clean": own["clean"].routing})
+    harmed = score_under_routing(clean, tokenizer, own["clean"], {"corrupted": own["corrupted"].routing})
+    correct = {
+        "clean": harmed["base"],
+        "corrupted": repaired["base"],
+        "corrupted_with_clean_last_token": repaired["clean"],
+        "clean_with_corrupted_last_token": harmed["corrupted"],
+    }
+    out: dict = {"n": len(items), "layers": tuned}
+    for name, flags in correct.items():
+        acc = accuracy(flags)
+        out[name] = {"accuracy": acc.acc, "ci": list(acc.ci) if acc.ci else None}
+    out["share_repaired"] = recovery(
+        [correct["corrupted_with_clean_last_token"]], correct["corrupted"], correct["clean"], n_boot
+    )
+    # (clean - last-token-only) / (clean - corrupted) is one minus that model's recovery.
+    kept = recovery(
+        [correct["clean_with_corrupted_last_token"]], correct["corrupted"], correct["clean"], n_boot
+    )
+    out["share_from_last_token"] = {
+        **kept,
+        "value": 1 - kept["value"],
+        "ci": [1 - kept["ci"][1], 1 - kept["ci"][0]] if kept["ci"] else None,
+    }
+    return out
+
+
 def marked_comparison(
     a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], n_boot: int = 2000, seed: int = 0
 ) -> dict:
