@@ -161,13 +161,20 @@ def table(readouts: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _net(tt: dict) -> str:
+    """The gates' target test on the marked items: RoMA's target against the corrupted routing, points."""
+    lo, hi = (100 * x for x in tt["net_ci"])
+    return f"{100 * tt['net']:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
 def repair_table(readouts: list[dict]) -> str:
     """Where the planted damage lies, per dose: the marked items with the last prompt token's routing in
     the tuned layers repaired alone, and corrupted alone (``last_token_repair``)."""
     lines = [
         "| dose | clean | corrupted | corrupted, clean last-token routing | share repaired [95% CI] | "
-        "clean, corrupted last-token routing | share of the drop from that token [95% CI] |",
-        "|---|---|---|---|---|---|---|",
+        "clean, corrupted last-token routing | share of the drop from that token [95% CI] | "
+        "RoMA's target, net vs corrupted [95% CI] (gates) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def share(x: dict) -> str:
@@ -183,7 +190,7 @@ def repair_table(readouts: list[dict]) -> str:
             f"| {r['dose']} | {acc['clean']} | {acc['corrupted']} | "
             f"{_pct(rep['corrupted_with_clean_last_token']['accuracy'])} | {share(rep['share_repaired'])} | "
             f"{_pct(rep['clean_with_corrupted_last_token']['accuracy'])} | "
-            f"{share(rep['share_from_last_token'])} |"
+            f"{share(rep['share_from_last_token'])} | {_net(r['target_test'])} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -543,8 +543,13 @@ def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_metho
         "share_repaired": share,
         "share_from_last_token": {"value": 0.66, "ci": None},
     }
-    text = readouts.repair_table([dose, {**dose, "dose": "b0.50-s50", "last_token_repair": repair}])
-    assert "| b0.50-s50 | 33.1 | 28.4 | 29.6 | +0.25 [+0.05, +0.50] | 30.0 | +0.66 |" in text
+    tt = {"net": 0.023, "net_ci": [0.002, 0.044]}
+    text = readouts.repair_table(
+        [dose, {**dose, "dose": "b0.50-s50", "last_token_repair": repair, "target_test": tt}]
+    )
+    assert (
+        "| b0.50-s50 | 33.1 | 28.4 | 29.6 | +0.25 [+0.05, +0.50] | 30.0 | +0.66 | +2.3 [+0.2, +4.4] |" in text
+    )
     assert "| b1.00-s50 |" not in text  # a dose without the readout has no row
 
 
