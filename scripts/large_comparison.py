@@ -12,9 +12,10 @@ nothing below is chosen by a method's result on the evaluation splits.
   ships offline). Paired McNemar tests of RoMA against router tuning and base, and of each ablation and
   the paper's settings against the RoMA pick.
 - configs/size-curve-downstream-large.yaml, 3 seeds on shifted and heldout_tasks: router tuning and
-  RoMA at their picks on seeded subsets of train_large of about 960, 5k and 15k items and on all of it
-  (`train_fraction`). A warm-up given in steps becomes the same share of the steps, so that the full
-  size trains exactly as the pick did and a small one still leaves its warm-up.
+  RoMA at their picks on seeded subsets of train_large of about 960, 5k and 15k items
+  (`train_fraction`). A warm-up given in steps becomes the same share of the steps, so that a small
+  set still leaves its warm-up. The curve's point at all 49,000 items is the comparison's seeds 0-2,
+  which train exactly as the picks did; `scripts/size_curve.py` joins the two.
 
 The train-fit table (each comparison run on items it trained on, the first 2,000 of train_large,
 paired against the base) comes after the comparison:
@@ -37,6 +38,7 @@ SWEEP = ROOT / "configs" / "sweep-downstream-large.yaml"
 CONFIGS = ROOT / "configs"
 TRAIN_LARGE = 49_000  # items in train_large (docs/testbed.md)
 SIZES = [960, 5_000, 15_000, TRAIN_LARGE]
+FULL_SIZE_SEEDS = [0, 1, 2]  # the size curve's seeds; at the full size they are the comparison's
 STEP_WARMUPS = {"schedule.warmup_steps": "schedule.warmup_ratio"}
 LAM_WARMUPS = {"regularizer.lam_warmup_steps": "regularizer.lam_warmup_ratio"}
 
@@ -111,23 +113,21 @@ def comparison(sweep: dict, pick: dict[str, dict]) -> dict:
 
 
 def size_curve(sweep: dict, pick: dict[str, dict]) -> dict:
-    fractions = [round(n / TRAIN_LARGE, 6) for n in SIZES[:-1]]
+    """Router tuning and RoMA at their picks on seeded subsets of train_large smaller than all of it.
+
+    The full size is the comparison's seeds 0-2 of the same picks (``FULL_SIZE_SEEDS``), read by
+    ``scripts/size_curve.py``: the same runs, not trained twice."""
     methods = [
         {
-            "name": f"{family}[n={TRAIN_LARGE}]",
+            "name": f"{family}[n={n}]",
             "kind": "train",
-            "overrides": as_shares(pick[family]["overrides"], sweep["train"]),
+            "overrides": {
+                **as_shares(pick[family]["overrides"], sweep["train"]),
+                "train_fraction": round(n / TRAIN_LARGE, 6),
+            },
         }
         for family in ("router_tuning", "roma")
-    ]
-    ablations = [
-        {
-            "base": m["name"],
-            "axis": "train_fraction",
-            "values": fractions,
-            "label": m["name"].split("[")[0] + "[fraction={value}]",
-        }
-        for m in methods
+        for n in SIZES[:-1]
     ]
     return {
         "name": "size-curve-downstream-large",
@@ -137,11 +137,10 @@ def size_curve(sweep: dict, pick: dict[str, dict]) -> dict:
             "splits": ["shifted", "heldout_tasks"],
         },
         "scoring": sweep["scoring"],
-        "seeds": [0, 1, 2],
+        "seeds": FULL_SIZE_SEEDS,
         "metrics_split": "shifted",
         "train": sweep["train"],
         "methods": [{"name": "base", "kind": "base"}, *methods],
-        "ablations": ablations,
     }
 
 
