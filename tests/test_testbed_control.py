@@ -468,6 +468,40 @@ def test_last_token_repair_is_complete_when_only_the_last_layer_is_corrupted():
     assert out["share_from_last_token"]["ci"] == pytest.approx([1.0, 1.0])
 
 
+def test_the_target_distance_readout_separates_the_neighbours_misrouting_from_their_averaging():
+    """RoMA's target against the items' clean routing: with no corruption the target is the clean
+    neighbours' mean and nothing is closed; with the last router corrupted the items start away from
+    their clean routing, and the marked neighbours' weight is what the training set's ids say."""
+    import dataclasses
+
+    from moe_roma.testbed.control.readouts import target_distance
+
+    tok, (clean, corrupted) = build_tiny_tokenizer(), _models_with_the_last_router_corrupted()
+    words = _word_items(96)
+    train, items = words[:64], words[64:]
+    same = target_distance(clean, clean, tok, train, items, layers="last1", n_boot=100)
+    assert same["distance"]["corrupted"] == 0.0 and same["marked_neighbour_weight"] == 0.0
+    assert same["distance"]["target"] == pytest.approx(same["distance"]["target_clean_neighbours"])
+    assert same["distance"]["target"] > 0  # a neighbours' mean is not the item's own routing
+    assert same["gap_closed"]["target"]["value"] is None
+    acc = same["accuracy"]
+    assert acc["target"] == acc["target_clean_neighbours"] and set(acc) == {
+        "corrupted",
+        "target",
+        "target_clean_neighbours",
+    }
+
+    marked = [dataclasses.replace(ex, id=f"{ex.id}-marked") for ex in train]
+    out = target_distance(corrupted, clean, tok, marked, items, layers="last1", n_boot=100)
+    assert out["layers"] == [3] and out["n"] == 32 and out["with_neighbours"] == 32
+    assert out["marked_neighbour_weight"] == pytest.approx(1.0)
+    d = out["distance"]
+    assert d["corrupted"] > 0 and d["target"] != pytest.approx(d["target_clean_neighbours"])
+    assert out["gap_closed"]["target"]["value"] == pytest.approx(1 - d["target"] / d["corrupted"])
+    lo, hi = out["gap_closed"]["target"]["ci"]
+    assert lo <= out["gap_closed"]["target"]["value"] <= hi
+
+
 def test_the_rank_correlation_of_margin_and_gain_reads_the_order_and_refuses_too_few_pairs():
     from moe_roma.testbed.control.readouts import rank_correlation
 
@@ -654,3 +688,34 @@ def test_the_preregistered_verdict_reads_the_criteria_as_written():
     late = _readout(1.0, 0.002, 0.05, [0.01, 0.02, 0.3], [0.02, 0.08], [-0.05, -0.01], (0.4, [0.2, 0.6]))
     assert preregistered_verdict([early, late], romas)["label"] == "neither"
     assert preregistered_verdict([low], romas)["label"] == "untestable"
+
+
+def test_the_target_distance_table_reads_each_dose_and_refuses_an_unbuilt_one(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location(
+        "control_target_distance", scripts / "control_target_distance.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    acc = {"corrupted": 0.284, "target": 0.307, "target_clean_neighbours": 0.333}
+    readout = {
+        "dose": "b1.00-s50",
+        "distance": {"corrupted": 0.7669, "target": 0.335, "target_clean_neighbours": 0.124},
+        "gap_closed": {
+            "target": {"value": 0.563, "ci": [0.53, 0.59]},
+            "target_clean_neighbours": {"value": None, "ci": None},
+        },
+        "marked_neighbour_weight": 0.441,
+        "accuracy": {k: {"accuracy": v} for k, v in acc.items()},
+    }
+    row = script.markdown([readout]).splitlines()[-1]
+    assert row == "| b1.00-s50 | 0.767 | 0.335 | 0.124 | 0.56 [0.53, 0.59] | - | 0.44 | 28.4 | 30.7 | 33.3 |"
+    monkeypatch.setattr(script, "RUNS", tmp_path)
+    assert script.main(["b0.50-s50"]) == 2
+    err = capsys.readouterr().err
+    assert "b0.50-s50 not built under" in err and err.count("\n") == 1

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.io.errors import RomaError
-from moe_roma.manifold.graph import NeighbourSearch, build_neighbour_graph
+from moe_roma.manifold.graph import NeighbourGraph, NeighbourSearch, build_neighbour_graph
 from moe_roma.methods.c3po import forward_with_targets
 from moe_roma.methods.common.batches import letter_ids_tensor
 from moe_roma.methods.common.forward import items_forward
@@ -360,18 +360,27 @@ def _targets(
     """Each tested item's routing under every target (N, L, E; NaN where it keeps its own): RoMA's
     kernel mean of its successful neighbours (``item_embeddings``: a second file's items, else the
     store's own ``rows``), and the controls; and how many items keep their own routing, per target."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    queries = None if item_embeddings is None else np.asarray(item_embeddings, dtype=np.float32)
-    g = build_neighbour_graph(emb, store.successful, graph, queries=queries)
+    g = build_neighbour_graph(
+        np.asarray(embeddings, dtype=np.float32),
+        store.successful,
+        graph,
+        queries=None if item_embeddings is None else np.asarray(item_embeddings, dtype=np.float32),
+    )
     ref_routing = store.routing.float()
-    idx, w = g.indices[rows], g.weights[rows]
-    roma = (w[:, :, None, None] * ref_routing[idx.clamp_min(0)]).sum(1)
-    has = (idx >= 0).any(1)
-    roma[~has] = float("nan")  # no neighbour: the item keeps its own routing
+    roma = kernel_mean_targets(g, ref_routing)[rows]
     own_rows = rows if item_embeddings is None else None
     controls, fallback = control_targets(store, ref_routing, own_rows, list(sample.tasks), graph.k, seed)
-    fallback["roma"] = int((~has).sum())
+    fallback["roma"] = int((~g.has_neighbours()[rows]).sum())
     return {"roma": roma, **controls}, fallback
+
+
+def kernel_mean_targets(graph: NeighbourGraph, routing: torch.Tensor) -> torch.Tensor:
+    """RoMA's target per query of ``graph``: the kernel-weighted mean of its neighbours' ``routing``
+    (the reference rows' (M, L, E) routing), (N, L, E); NaN for a query without a neighbour."""
+    idx, w = graph.indices, graph.weights
+    target = (w[:, :, None, None] * routing.float()[idx.clamp_min(0)]).sum(1)
+    target[~graph.has_neighbours()] = float("nan")  # no neighbour: the item keeps its own routing
+    return target
 
 
 def _score(

@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_roma.data.example import MCExample
+from moe_roma.manifold.graph import NeighbourSearch
 from moe_roma.testbed.control.gates import EVAL_SPLITS
 
 MARKED = tuple(f"{s}_marked" for s in EVAL_SPLITS)
@@ -243,6 +244,85 @@ def last_token_repair(
         "value": 1 - kept["value"],
         "ci": [1 - kept["ci"][1], 1 - kept["ci"][0]] if kept["ci"] else None,
     }
+    return out
+
+
+def target_distance(
+    corrupted: PreTrainedModel,
+    clean: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Sequence[MCExample],
+    items: Sequence[MCExample],
+    layers: str | list[int] = "last5",
+    graph: NeighbourSearch | None = None,
+    n_boot: int = 2000,
+) -> dict:
+    """How far RoMA's target lies from each marked item's clean routing, and why.
+
+    The target is the gates' (the target test's): the kernel mean of the item's successful neighbours
+    in ``train`` (the RoMA training set, routed and scored by the corrupted model), at the last prompt
+    token of the tuned ``layers``. Beside it, the same neighbours' *clean* routing averaged with the
+    same weights: what the target would be if only the neighbours' own misrouting were undone. Per
+    item, the squared distance from its clean routing (summed over layers) of
+
+    - ``corrupted``: its own routing under the corrupted routers (what RoMA starts from);
+    - ``target``: RoMA's target;
+    - ``target_clean_neighbours``: the target with the neighbours' clean routing;
+
+    with ``gap_closed``, the share of the corrupted distance the target removes (95% bootstrap
+    intervals over items), the kernel weight on marked neighbours (the ones the corruption misroutes),
+    and the items' accuracy with the last-token routing set to each target (as ``last_token_repair``
+    scores the clean routing)."""
+    from moe_roma.diagnose.target_test import kernel_mean_targets, score_under_routing
+    from moe_roma.manifold.graph import build_neighbour_graph
+    from moe_roma.models.discovery import discover_routers
+    from moe_roma.scoring.stats import accuracy
+    from moe_roma.testbed.control.gates import collect_store
+    from moe_roma.testbed.control.setting import is_marked_id
+
+    graph = graph or NeighbourSearch()
+    tuned = discover_routers(clean).select_layers(layers)
+    ref = collect_store(corrupted, tokenizer, train, tuned, embed=True)
+    ref_clean = collect_store(clean, tokenizer, train, tuned).routing
+    own = collect_store(corrupted, tokenizer, items, tuned, embed=True)
+    own_clean = collect_store(clean, tokenizer, items, tuned).routing
+    g = build_neighbour_graph(ref.embeddings.numpy(), ref.successful, graph, queries=own.embeddings.numpy())
+    targets = {
+        "target": kernel_mean_targets(g, ref.routing),
+        "target_clean_neighbours": kernel_mean_targets(g, ref_clean),
+    }
+    dist = {"corrupted": routing_distance(own.routing, own_clean)}
+    dist.update({name: routing_distance(t, own_clean) for name, t in targets.items()})
+    marked = torch.tensor([is_marked_id(i) for i in ref.ids] + [False])  # the last entry: padding (-1)
+    marked_weight = (g.weights * marked[g.indices].float()).sum(1)
+    has = g.has_neighbours().numpy()
+    d = {k: v.double().numpy()[has] for k, v in dist.items()}
+
+    def closed(i: np.ndarray, name: str) -> float | None:
+        before = d["corrupted"][i].mean()
+        return None if before <= 0 else float(1 - d[name][i].mean() / before)
+
+    out: dict = {
+        "n": len(items),
+        "with_neighbours": int(has.sum()),
+        "successful": len(ref.successful),  # the gates' RoMA training set has the same successful set
+        "layers": tuned,
+        "k": graph.k,
+    }
+    out["distance"] = {k: float(v.mean()) for k, v in d.items()}
+    out["gap_closed"] = {}
+    for name in targets:
+        ci, _ = bootstrap_interval(len(d[name]), lambda i, n=name: closed(i, n), n_boot)
+        out["gap_closed"][name] = {"value": closed(np.arange(len(d[name])), name), "ci": ci}
+    out["marked_neighbour_weight"] = float(marked_weight[g.has_neighbours()].mean())
+    scored = score_under_routing(corrupted, tokenizer, own, targets)
+    out["accuracy"] = {}
+    for name, flags in scored.items():
+        acc = accuracy(flags)
+        out["accuracy"]["corrupted" if name == "base" else name] = {
+            "accuracy": acc.acc,
+            "ci": list(acc.ci) if acc.ci else None,
+        }
     return out
 
 
