@@ -125,6 +125,10 @@ def dose_table(
     return rows
 
 
+# A mean squared routing distance below this is no gap: the beta = 0 dose's planting leaves 6.5e-5.
+NO_GAP = 1e-3
+
+
 def routing_distance(routing: torch.Tensor, clean_routing: torch.Tensor) -> torch.Tensor:
     """Each item's squared distance from its clean routing, summed over the tuned layers: (N,)."""
     return ((routing.float() - clean_routing.float()) ** 2).sum(dim=(1, 2))
@@ -270,9 +274,10 @@ def target_distance(
     - ``target_clean_neighbours``: the target with the neighbours' clean routing;
 
     with ``gap_closed``, the share of the corrupted distance the target removes (95% bootstrap
-    intervals over items), the kernel weight on marked neighbours (the ones the corruption misroutes),
-    and the items' accuracy with the last-token routing set to each target (as ``last_token_repair``
-    scores the clean routing)."""
+    intervals over items; None where the corrupted routing is within ``NO_GAP`` of the clean), the
+    kernel weight on marked neighbours (the ones the corruption misroutes), and the items' accuracy
+    with the last-token routing set to each target (as ``last_token_repair`` scores the clean
+    routing)."""
     from moe_roma.diagnose.target_test import kernel_mean_targets, score_under_routing
     from moe_roma.manifold.graph import build_neighbour_graph
     from moe_roma.models.discovery import discover_routers
@@ -300,7 +305,7 @@ def target_distance(
 
     def closed(i: np.ndarray, name: str) -> float | None:
         before = d["corrupted"][i].mean()
-        return None if before <= 0 else float(1 - d[name][i].mean() / before)
+        return None if before < NO_GAP else float(1 - d[name][i].mean() / before)
 
     out: dict = {
         "n": len(items),
