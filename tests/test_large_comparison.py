@@ -95,6 +95,10 @@ def _write_outcomes(folder: Path, runs: dict[str, dict[str, list[bool]]]) -> Non
     (folder / "outcomes.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def _curve_args(folder: Path) -> list[str]:
+    return ["--curve", str(folder / "curve"), "--compare", str(folder / "compare"), "--configs", str(folder)]
+
+
 def _flags(k: int, n: int = 10) -> list[bool]:
     return [i < k for i in range(n)]
 
@@ -118,14 +122,7 @@ def test_the_size_curve_joins_the_comparisons_full_size_and_pairs_roma_with_rout
         f"{f}/seed{s}": {sp: _flags(5) for sp in splits} for f in ("router_tuning", "roma") for s in range(5)
     }
     _write_outcomes(tmp_path / "compare", {"base": {sp: _flags(3) for sp in splits}, **full})
-    args = [
-        "--curve",
-        str(tmp_path / "curve"),
-        "--compare",
-        str(tmp_path / "compare"),
-        "--configs",
-        str(tmp_path),
-    ]
+    args = _curve_args(tmp_path)
     assert curve.main(args) == 0
     summary = json.loads((tmp_path / "curve" / "size_curve.json").read_text())
     gap = {(g["n"], g["split"]): g["mean_diff"] for g in summary["gaps"]}
@@ -145,14 +142,7 @@ def test_the_size_curve_refuses_missing_runs_and_settings_that_differ(tmp_path, 
     script.main(tmp_path, tmp_path)
     _write_outcomes(tmp_path / "curve", {"base": {"shifted": [True], "heldout_tasks": [True]}})
     _write_outcomes(tmp_path / "compare", {})
-    args = [
-        "--curve",
-        str(tmp_path / "curve"),
-        "--compare",
-        str(tmp_path / "compare"),
-        "--configs",
-        str(tmp_path),
-    ]
+    args = _curve_args(tmp_path)
     assert curve.main(args) == 2
     assert "runs missing from the outcomes: roma/seed0" in capsys.readouterr().err
     assert not (tmp_path / "curve" / "size_curve.md").exists()
