@@ -4,7 +4,8 @@
 #   bash scripts/train_fit.sh TABLE DATA OUT [METHOD...]
 # TABLE is a `roma experiment` folder (its runs/<method>/seed<k> router folders), DATA a JSONL of
 # training items, OUT where the per-run reports (train-<method>-<seed>.json) and table.md go; the
-# methods default to every trained method in TABLE. Resumable: a run's finished report is kept.
+# methods default to every trained method in TABLE. Resumable: a run's finished report is kept, and a run
+# still training (no router weights yet) is skipped.
 set -euo pipefail
 TABLE=$1 DATA=$2 OUT=$3
 shift 3
@@ -19,6 +20,10 @@ for m in "${methods[@]}"; do
         s=${run##*seed}
         report="$OUT/train-$m-$s.json"
         [ -f "$report" ] && continue
+        if [ ! -f "$run/router_weights.safetensors" ]; then
+            echo "$run: not finished (no router_weights.safetensors), skipped" >&2
+            continue
+        fi
         $ROMA eval --model "$MODEL" --routers "$run" --compare-base --data "$DATA" --scoring continuation \
             --threads "${THREADS:-1}" --no-progress --json "$report" | grep "^acc:"
     done

@@ -23,15 +23,18 @@ echo "acc: 0.600"
 """
 
 
-def test_every_trained_run_is_scored_once_and_summarised(tmp_path):
-    for run in ("router_tuning/seed0", "router_tuning/seed1", "roma/seed0"):
+def test_every_finished_run_is_scored_once_and_summarised(tmp_path):
+    for run in ("router_tuning/seed0", "router_tuning/seed1", "roma/seed0", "roma/seed1"):
         (tmp_path / "table" / "runs" / run).mkdir(parents=True)
+        if run != "roma/seed1":  # still training: no router weights yet
+            (tmp_path / "table" / "runs" / run / "router_weights.safetensors").write_bytes(b"")
     fake = tmp_path / "fake_roma"
     fake.write_text(FAKE_ROMA)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "ROMA": str(fake), "PY": sys.executable, "CALLS": str(tmp_path / "calls")}
     cmd = ["bash", "scripts/train_fit.sh", str(tmp_path / "table"), "train.jsonl", str(tmp_path / "out")]
-    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
+    done = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    assert "roma/seed1: not finished (no router_weights.safetensors), skipped" in done.stderr
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| roma | 1 | 50.0% | 60.0% ± 0.0% | 3.0 | 1.0 |" in table
     assert "| router_tuning | 2 | 50.0% | 60.0% ± 0.0% | 3.0 | 1.0 |" in table
