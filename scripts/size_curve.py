@@ -7,7 +7,7 @@ The sizes below all of train_large come from the size-curve experiment; the poin
 is the comparison's seeds 0-2 of the same picks (scripts/large_comparison.py). Before joining them the
 script checks that the two experiment files give each family the same settings. Writes size_curve.json,
 size_curve.md and size_curve.png into the curve's folder. A missing run or a settings mismatch is one
-sentence and exit status 2.
+sentence and exit status 2, and so is a curve experiment still running (its folder lock).
 """
 
 from __future__ import annotations
@@ -24,15 +24,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from large_comparison import FULL_SIZE_SEEDS, SIZES, TRAIN_LARGE, as_shares  # noqa: E402
 
 from moe_roma.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from moe_roma.io.errors import RomaError  # noqa: E402
 from moe_roma.io.jsonl import read_records  # noqa: E402
+from moe_roma.io.lock import FolderLock  # noqa: E402
 from moe_roma.scoring.stats import compare_paired, mean_interval  # noqa: E402
 
 FAMILIES = ("router_tuning", "roma")
 SPLITS = ("shifted", "heldout_tasks")
-
-
-class CurveError(Exception):
-    """The two experiments cannot be joined into one curve."""
 
 
 def _outcomes(folder: Path) -> dict[str, dict]:
@@ -40,7 +38,7 @@ def _outcomes(folder: Path) -> dict[str, dict]:
     record of a label wins, as in ``roma experiment --resume``."""
     path = folder / "outcomes.jsonl"
     if not path.is_file():
-        raise CurveError(f"{path} does not exist: run the experiment first")
+        raise RomaError(f"{path} does not exist: run the experiment first")
     return {r["run"]: r["outcome"] for r in read_records(path)}
 
 
@@ -54,7 +52,7 @@ def check_same_settings(compare_cfg: dict, curve_cfg: dict, where: str) -> None:
         settings = {k: v for k, v in m.get("overrides", {}).items() if k != "train_fraction"}
         expected = as_shares(compare.get(family, {}), compare_cfg["train"])
         if settings != expected or curve_cfg["train"] != compare_cfg["train"]:
-            raise CurveError(
+            raise RomaError(
                 f"{where}: method {m['name']} does not train as the comparison's {family} "
                 f"({settings} against {expected}); regenerate both with scripts/large_comparison.py"
             )
@@ -80,7 +78,7 @@ def correct_flags(curve: dict[str, dict], compare: dict[str, dict]) -> dict[tupl
                 for split in SPLITS:
                     flags[family, n, seed, split] = source[label]["splits"][split]["correct"]
     if missing:
-        raise CurveError(f"runs missing from the outcomes: {', '.join(sorted(set(missing)))}")
+        raise RomaError(f"runs missing from the outcomes: {', '.join(sorted(set(missing)))}")
     return flags
 
 
@@ -203,21 +201,24 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("compare-downstream-large", "size-curve-downstream-large"):
             path = args.configs / f"{name}.yaml"
             if not path.is_file():
-                raise CurveError(f"{path} does not exist: run scripts/large_comparison.py first")
+                raise RomaError(f"{path} does not exist: run scripts/large_comparison.py first")
             configs[name] = yaml.safe_load(path.read_text(encoding="utf-8"))
         check_same_settings(
             configs["compare-downstream-large"],
             configs["size-curve-downstream-large"],
             str(args.configs / "size-curve-downstream-large.yaml"),
         )
-        flags = correct_flags(_outcomes(args.curve), _outcomes(args.compare))
-    except CurveError as err:
+        if not args.curve.is_dir():
+            raise RomaError(f"{args.curve} does not exist: run the size-curve experiment first")
+        # The curve's experiment holds this lock while it runs: its outcomes are read whole, or not at all.
+        with FolderLock(args.curve, "scripts/size_curve.py"):
+            summary = summarise(correct_flags(_outcomes(args.curve), _outcomes(args.compare)))
+            write_json_atomic(args.curve / "size_curve.json", summary)
+            write_text_atomic(args.curve / "size_curve.md", markdown(summary))
+            plot(summary, args.curve / "size_curve.png")
+    except RomaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = summarise(flags)
-    write_json_atomic(args.curve / "size_curve.json", summary)
-    write_text_atomic(args.curve / "size_curve.md", markdown(summary))
-    plot(summary, args.curve / "size_curve.png")
     print(markdown(summary))
     return 0
 

@@ -147,6 +147,13 @@ def test_the_size_curve_refuses_missing_runs_and_settings_that_differ(tmp_path, 
     assert "runs missing from the outcomes: roma/seed0" in capsys.readouterr().err
     assert not (tmp_path / "curve" / "size_curve.md").exists()
 
+    from moe_roma.io.lock import FolderLock
+
+    with FolderLock(tmp_path / "curve", "roma experiment"):  # the curve's experiment is still running
+        assert curve.main(args) == 2
+    err = capsys.readouterr().err
+    assert "in use by" in err and "(roma experiment)" in err and err.count("\n") == 1
+
     path = tmp_path / "size-curve-downstream-large.yaml"
     cfg = yaml.safe_load(path.read_text())
     cfg["methods"][1]["overrides"]["optimizer.lr"] = 0.5  # no longer the comparison's pick

@@ -129,6 +129,14 @@ def dose_table(
 NO_GAP = 1e-3
 
 
+def accuracy_entry(flags: Sequence[bool]) -> dict:
+    """An accuracy with its 95% Wilson interval, as the readouts record it."""
+    from moe_roma.scoring.stats import accuracy
+
+    acc = accuracy(flags)
+    return {"accuracy": acc.acc, "ci": list(acc.ci) if acc.ci else None}
+
+
 def routing_distance(routing: torch.Tensor, clean_routing: torch.Tensor) -> torch.Tensor:
     """Each item's squared distance from its clean routing, summed over the tuned layers: (N,)."""
     return ((routing.float() - clean_routing.float()) ** 2).sum(dim=(1, 2))
@@ -218,7 +226,6 @@ def last_token_repair(
     does not constrain."""
     from moe_roma.diagnose.target_test import score_under_routing
     from moe_roma.models.discovery import discover_routers
-    from moe_roma.scoring.stats import accuracy
     from moe_roma.testbed.control.gates import collect_store
 
     tuned = discover_routers(clean).select_layers(layers)
@@ -233,9 +240,7 @@ def last_token_repair(
         "clean_with_corrupted_last_token": harmed["corrupted"],
     }
     out: dict = {"n": len(items), "layers": tuned}
-    for name, flags in correct.items():
-        acc = accuracy(flags)
-        out[name] = {"accuracy": acc.acc, "ci": list(acc.ci) if acc.ci else None}
+    out.update({name: accuracy_entry(flags) for name, flags in correct.items()})
     out["share_repaired"] = recovery(
         [correct["corrupted_with_clean_last_token"]], correct["corrupted"], correct["clean"], n_boot
     )
@@ -281,7 +286,6 @@ def target_distance(
     from moe_roma.diagnose.target_test import kernel_mean_targets, score_under_routing
     from moe_roma.manifold.graph import build_neighbour_graph
     from moe_roma.models.discovery import discover_routers
-    from moe_roma.scoring.stats import accuracy
     from moe_roma.testbed.control.gates import collect_store
     from moe_roma.testbed.control.setting import is_marked_id
 
@@ -300,7 +304,8 @@ def target_distance(
     dist.update({name: routing_distance(t, own_clean) for name, t in targets.items()})
     marked = torch.tensor([is_marked_id(i) for i in ref.ids] + [False])  # the last entry: padding (-1)
     marked_weight = (g.weights * marked[g.indices].float()).sum(1)
-    has = g.has_neighbours().numpy()
+    has_t = g.has_neighbours()
+    has = has_t.numpy()
     d = {k: v.double().numpy()[has] for k, v in dist.items()}
 
     def closed(i: np.ndarray, name: str) -> float | None:
@@ -319,15 +324,11 @@ def target_distance(
     for name in targets:
         ci, _ = bootstrap_interval(len(d[name]), lambda i, n=name: closed(i, n), n_boot)
         out["gap_closed"][name] = {"value": closed(np.arange(len(d[name])), name), "ci": ci}
-    out["marked_neighbour_weight"] = float(marked_weight[g.has_neighbours()].mean())
+    out["marked_neighbour_weight"] = float(marked_weight[has_t].mean())
     scored = score_under_routing(corrupted, tokenizer, own, targets)
-    out["accuracy"] = {}
-    for name, flags in scored.items():
-        acc = accuracy(flags)
-        out["accuracy"]["corrupted" if name == "base" else name] = {
-            "accuracy": acc.acc,
-            "ci": list(acc.ci) if acc.ci else None,
-        }
+    out["accuracy"] = {
+        "corrupted" if name == "base" else name: accuracy_entry(flags) for name, flags in scored.items()
+    }
     return out
 
 
