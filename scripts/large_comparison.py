@@ -22,7 +22,7 @@ paired against the base) comes after the comparison:
 
     roma testbed export --testbed downstream --splits train_large --train-size 2000 --out /tmp/fit-data
     bash scripts/train_fit.sh results/compare-downstream-large /tmp/fit-data/train_large.jsonl \
-        results/compare-downstream-large/train-fit
+        results/compare-downstream-large-train-fit
 """
 
 from __future__ import annotations

@@ -5,10 +5,18 @@
 # TABLE is a `roma experiment` folder (its runs/<method>/seed<k> router folders), DATA a JSONL of
 # training items, OUT where the per-run reports (train-<method>-<seed>.json) and table.md go; the
 # methods default to every trained method in TABLE. Resumable: a run's finished report is kept, and a run
-# still training (no router weights yet) is skipped.
+# still training (no router weights yet) is skipped. OUT must lie outside TABLE: a folder of its own
+# there would stop the experiment's `--resume` (it refuses files that are not its own).
 set -euo pipefail
 TABLE=$1 DATA=$2 OUT=$3
 shift 3
+case "$(realpath -m "$OUT")/" in
+    "$(realpath -m "$TABLE")"/*)
+        echo "train_fit.sh: OUT $OUT is inside the experiment folder $TABLE, whose --resume would then" \
+            "refuse it; choose a folder beside it" >&2
+        exit 2
+        ;;
+esac
 MODEL=${MODEL:-src/moe_roma/testbed/assets/downstream/model}
 ROMA=${ROMA:-roma}
 PY=${PY:-python}

@@ -159,6 +159,21 @@ def test_an_interrupted_overwrite_keeps_the_previous_run(w, tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no staging folder is left"
 
 
+def test_a_folder_holding_other_files_is_refused_in_one_grammatical_sentence(tmp_path):
+    """An analysis folder left inside an experiment folder (a train-fit table) stops `--resume`; the
+    sentence names the entry and the kind of folder, with its article."""
+    from moe_roma.experiments.comparison import RESULTS_FOLDER
+    from moe_roma.io.outputs import guard_output
+
+    out = tmp_path / "exp"
+    (out / "train-fit").mkdir(parents=True)
+    (out / "outcomes.jsonl").write_text("")
+    with pytest.raises(RomaError) as refused:
+        guard_output("--out", out, RESULTS_FOLDER, resume=True)
+    assert "holds 'train-fit', which is not part of an experiment folder; refusing" in str(refused.value)
+    assert sorted(p.name for p in out.iterdir()) == ["outcomes.jsonl", "train-fit"]
+
+
 def test_a_staged_output_replaces_the_old_result_only_when_complete(tmp_path):
     from moe_roma.io.outputs import Kind, guard_output
 

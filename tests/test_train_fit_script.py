@@ -42,3 +42,14 @@ def test_every_finished_run_is_scored_once_and_summarised(tmp_path):
     assert len(calls) == 3 and all("--compare-base --data train.jsonl" in c for c in calls)
     subprocess.run([*cmd, "roma"], env=env, cwd=ROOT, check=True, capture_output=True)
     assert len((tmp_path / "calls").read_text().splitlines()) == 3  # finished reports are kept
+
+
+def test_an_output_inside_the_experiment_folder_is_refused_before_any_run(tmp_path):
+    (tmp_path / "table" / "runs" / "roma" / "seed0").mkdir(parents=True)
+    env = {**os.environ, "ROMA": "false", "PY": sys.executable}
+    table = tmp_path / "table"
+    cmd = ["bash", "scripts/train_fit.sh", str(table), "train.jsonl", str(table / "fit")]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "is inside the experiment folder" in done.stderr
+    assert not (tmp_path / "table" / "fit").exists()

@@ -88,6 +88,11 @@ class Kind:
     guests: tuple[str, ...] = ()
     shelf: bool = False
 
+    @property
+    def a_label(self) -> str:
+        """The label with its indefinite article ("an experiment folder", "a run")."""
+        return f"{'an' if self.label[:1] in 'aeiou' else 'a'} {self.label}"
+
 
 FILE = Kind("file", folder=False)
 
@@ -295,7 +300,7 @@ def guard_output(
     if st is None:
         return Output(option, out, kind, False, None)
     if not stat.S_ISDIR(st.st_mode):
-        raise RomaError(f"{option} {out} exists and is not a folder; a {kind.label} is a folder")
+        raise RomaError(f"{option} {out} exists and is not a folder; {kind.a_label} is a folder")
     names = _result_entries(option, out, kind)
     if kind.shelf:
         present = [f for f in extra if _lstat(f) is not None]
@@ -347,7 +352,7 @@ def _result_entries(option: str, out: Path, kind: Kind) -> list[str]:
     ]
     if foreign:
         raise RomaError(
-            f"{option} {out} holds {foreign[0]!r}, which is not part of a {kind.label}; refusing to "
+            f"{option} {out} holds {foreign[0]!r}, which is not part of {kind.a_label}; refusing to "
             "write into it (choose a new or empty folder)"
         )
     return names
