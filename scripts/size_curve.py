@@ -2,11 +2,13 @@
 
     python scripts/size_curve.py [--curve results/size-curve-downstream-large]
                                  [--compare results/compare-downstream-large]
+                                 [--out results/size-curve-downstream-large-summary]
 
 The sizes below all of train_large come from the size-curve experiment; the point at all 49,000 items
 is the comparison's seeds 0-2 of the same picks (scripts/large_comparison.py). Before joining them the
 script checks that the two experiment files give each family the same settings. Writes size_curve.json,
-size_curve.md and size_curve.png into the curve's folder. A missing run or a settings mismatch is one
+size_curve.md and size_curve.png into ``--out``, a folder beside the curve's: files of another kind
+inside an experiment folder would stop its ``--resume``. A missing run or a settings mismatch is one
 sentence and exit status 2, and so is a curve experiment still running (its folder lock).
 """
 
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", type=Path, default=ROOT / "results" / "size-curve-downstream-large")
     parser.add_argument("--compare", type=Path, default=ROOT / "results" / "compare-downstream-large")
     parser.add_argument("--configs", type=Path, default=ROOT / "configs")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "size-curve-downstream-large-summary")
     args = parser.parse_args(argv)
     try:
         configs = {}
@@ -213,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         # The curve's experiment holds this lock while it runs: its outcomes are read whole, or not at all.
         with FolderLock(args.curve, "scripts/size_curve.py"):
             summary = summarise(correct_flags(_outcomes(args.curve), _outcomes(args.compare)))
-            write_json_atomic(args.curve / "size_curve.json", summary)
-            write_text_atomic(args.curve / "size_curve.md", markdown(summary))
-            plot(summary, args.curve / "size_curve.png")
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(args.out / "size_curve.json", summary)
+            write_text_atomic(args.out / "size_curve.md", markdown(summary))
+            plot(summary, args.out / "size_curve.png")
     except RomaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

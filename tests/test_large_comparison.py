@@ -96,7 +96,10 @@ def _write_outcomes(folder: Path, runs: dict[str, dict[str, list[bool]]]) -> Non
 
 
 def _curve_args(folder: Path) -> list[str]:
-    return ["--curve", str(folder / "curve"), "--compare", str(folder / "compare"), "--configs", str(folder)]
+    return [
+        *("--curve", str(folder / "curve"), "--compare", str(folder / "compare")),
+        *("--configs", str(folder), "--out", str(folder / "summary")),
+    ]
 
 
 def _flags(k: int, n: int = 10) -> list[bool]:
@@ -124,14 +127,16 @@ def test_the_size_curve_joins_the_comparisons_full_size_and_pairs_roma_with_rout
     _write_outcomes(tmp_path / "compare", {"base": {sp: _flags(3) for sp in splits}, **full})
     args = _curve_args(tmp_path)
     assert curve.main(args) == 0
-    summary = json.loads((tmp_path / "curve" / "size_curve.json").read_text())
+    summary = json.loads((tmp_path / "summary" / "size_curve.json").read_text())
     gap = {(g["n"], g["split"]): g["mean_diff"] for g in summary["gaps"]}
     assert gap[960, "shifted"] == pytest.approx(0.2) and gap[49_000, "heldout_tasks"] == 0.0
     assert summary["base"]["shifted"] == 0.3
-    table = (tmp_path / "curve" / "size_curve.md").read_text()
+    table = (tmp_path / "summary" / "size_curve.md").read_text()
     assert "| 960 | 40.0 [40.0, 40.0] | 60.0 [60.0, 60.0] | +20.0 [+20.0, +20.0] | 0 of 3 |" in table
     assert "| 49,000 | 50.0 [50.0, 50.0] | 50.0 [50.0, 50.0] | +0.0 [+0.0, +0.0] | 0 of 3 |" in table
-    assert (tmp_path / "curve" / "size_curve.png").stat().st_size > 0
+    assert (tmp_path / "summary" / "size_curve.png").stat().st_size > 0
+    # Nothing lands in the curve's experiment folder, whose --resume refuses files not its own.
+    assert sorted(p.name for p in (tmp_path / "curve").iterdir()) == ["outcomes.jsonl"]
 
 
 def test_the_size_curve_refuses_missing_runs_and_settings_that_differ(tmp_path, capsys):
@@ -145,7 +150,7 @@ def test_the_size_curve_refuses_missing_runs_and_settings_that_differ(tmp_path, 
     args = _curve_args(tmp_path)
     assert curve.main(args) == 2
     assert "runs missing from the outcomes: roma/seed0" in capsys.readouterr().err
-    assert not (tmp_path / "curve" / "size_curve.md").exists()
+    assert not (tmp_path / "summary").exists()
 
     from moe_roma.io.lock import FolderLock
 
