@@ -201,6 +201,22 @@ methods:
     assert "already holds a finished experiment folder" in capsys.readouterr().err
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert "resuming" not in capsys.readouterr().out
+    # --resume on the same file finds nothing to do; given another seed, it keeps the finished runs,
+    # runs the new seed's and rewrites the summary.
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 2
+    assert (
+        "already holds a finished experiment folder (results.json); nothing to resume"
+        in capsys.readouterr().err
+    )
+    cfg.write_text(cfg.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "holds a finished grid of another experiment file; its finished runs are kept" in log
+    assert "resuming: 5 method runs already done" in log
+    assert len((out / "outcomes.jsonl").read_text().splitlines()) == 7  # the two new runs, appended
+    extended = json.loads((out / "results.json").read_text())
+    assert extended["config"]["experiment"]["seeds"] == [0, 1, 2]
+    assert sorted({r["seed"] for r in extended["rows"] if r["method"] == "roma"}) == [0, 1, 2]
 
 
 def test_resume_reruns_a_run_whose_model_data_or_settings_changed(tmp_path, capsys):

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="keep the method runs an interrupted run of the same grid into --out finished "
-        "(outcomes.jsonl) and run only the rest",
+        "(outcomes.jsonl) and run only the rest; a finished grid given more methods or seeds keeps its "
+        "runs too, and its summary is rewritten at the end",
     )
     add_overwrite_option(p, "a finished grid in --out")
     add_trust_remote_code_option(p)
@@ -43,7 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from moe_roma.commands import apply_threads
     from moe_roma.experiments.comparison import RESULTS_FOLDER
-    from moe_roma.experiments.grid import output_folder, plan, read_experiment, run_experiment
+    from moe_roma.experiments.grid import (
+        adds_to_finished_grid,
+        output_folder,
+        plan,
+        read_experiment,
+        run_experiment,
+    )
     from moe_roma.io.errors import RomaError
     from moe_roma.io.outputs import guard_output
 
@@ -53,14 +60,22 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = read_experiment(args.config)  # read once, and checked whole
     # The dry run checks the output folder as the real run does (it only reads).
+    out = output_folder(cfg, args.out)
+    extend = args.resume and adds_to_finished_grid(cfg, out)
     output = guard_output(
         "--out",
-        output_folder(cfg, args.out),
+        out,
         RESULTS_FOLDER,
         inputs={"the experiment file": args.config},
         overwrite=args.overwrite,
         resume=args.resume,
+        extend=extend,
     )
+    if extend:
+        print(
+            f"--resume: {out} holds a finished grid of another experiment file; its finished runs are "
+            "kept, the rest run, and its summary is rewritten when they finish"
+        )
     if args.dry_run:
         for line in plan(cfg, args.out, args.report_to, args.trust_remote_code):
             print(line)

@@ -11,6 +11,7 @@ checked without a model; ``run(cfg)`` loads the data and the model and runs the 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,6 +58,24 @@ def read_experiment(path: str | Path) -> ExperimentConfig | ArchitectureGrid:
 def output_folder(cfg: ExperimentConfig | ArchitectureGrid, out_dir: str | Path | None = None) -> Path:
     """``out_dir``, else ``runs/<name>`` (a plain name that stays in ``runs``)."""
     return Path(out_dir) if out_dir is not None else Path("runs") / cfg.name  # type: ignore[operator]
+
+
+def recorded_source(cfg: ExperimentConfig) -> Any:
+    """The experiment file's content as ``results.json`` records it (``config.experiment``)."""
+    return getattr(cfg, "source", None) or cfg.to_dict()
+
+
+def adds_to_finished_grid(cfg: ExperimentConfig | ArchitectureGrid, out: Path) -> bool:
+    """Whether ``out`` holds a finished grid run from another experiment file than ``cfg`` (more
+    methods or seeds, say): ``--resume`` then keeps its finished runs and adds the rest. A results file
+    that cannot be read is left to the output guard, which refuses the folder as finished."""
+    if isinstance(cfg, ArchitectureGrid):
+        return False
+    try:
+        recorded = json.loads((out / "results.json").read_text(encoding="utf-8"))["config"]["experiment"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return recorded != json.loads(json.dumps(recorded_source(cfg), default=str))
 
 
 def hold_out_validation(examples: list, fraction: float) -> tuple[list, list]:
@@ -352,7 +371,7 @@ def write_results(done: GridRun, log: Callable[[str], None] = print) -> dict:
     metrics = {key: outcome["metrics"] for key, outcome in comparison.details.items() if "metrics" in outcome}
     paired = paired_tests(comparison.details, cfg.paired, names, split_names, list(cfg.seeds), cfg.where())
     seconds = time.perf_counter() - done.start
-    source = getattr(cfg, "source", None) or cfg.to_dict()
+    source = recorded_source(cfg)
     results = {
         "rows": rows,
         "config": {**done.meta, "experiment": source},

@@ -276,6 +276,7 @@ def guard_output(
     others: Mapping[str, PathSpec] | None = None,
     overwrite: bool = False,
     resume: bool | None = None,
+    extend: bool = False,
 ) -> Output:
     """Check the output ``option`` ``path`` of ``kind`` before anything is written (see the module doc).
 
@@ -283,7 +284,8 @@ def guard_output(
     writes besides ``path`` (a side-car) or, for a folder, inside it; ``others`` the run's other outputs
     (no two may be one file). ``overwrite`` lets a finished
     result be replaced; ``resume`` lets an unfinished one be continued in place (None: the command
-    cannot resume, so an unfinished result can only be replaced).
+    cannot resume, so an unfinished result can only be replaced); ``extend``, with ``resume``, lets a
+    finished one be continued in place too (a grid given more runs, whose summary is rewritten last).
     """
     out = Path(path).expanduser()
     if not str(path).strip():
@@ -310,6 +312,8 @@ def guard_output(
                 f"choose another {option})"
             )
         return Output(option, out, kind, bool(present), identity)
+    if extend and resume and not overwrite:
+        return Output(option, out, kind, False, identity)
     return Output(option, out, kind, _replaces(option, out, kind, names, overwrite, resume), identity)
 
 
