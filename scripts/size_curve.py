@@ -29,10 +29,13 @@ from moe_roma.io.atomic import write_json_atomic, write_text_atomic  # noqa: E40
 from moe_roma.io.errors import RomaError  # noqa: E402
 from moe_roma.io.jsonl import read_records  # noqa: E402
 from moe_roma.io.lock import FolderLock  # noqa: E402
+from moe_roma.io.outputs import Kind, guard_output  # noqa: E402
 from moe_roma.scoring.stats import compare_paired, mean_interval  # noqa: E402
 
 FAMILIES = ("router_tuning", "roma")
 SPLITS = ("shifted", "heldout_tasks")
+# Rewritten whole at each run (a summary of the two experiments, derived from their outcomes).
+SUMMARY_FOLDER = Kind("size-curve summary", members=("size_curve.*",), finished=("size_curve.json",))
 
 
 def _outcomes(folder: Path) -> dict[str, dict]:
@@ -211,15 +214,16 @@ def main(argv: list[str] | None = None) -> int:
             configs["size-curve-downstream-large"],
             str(args.configs / "size-curve-downstream-large.yaml"),
         )
+        output = guard_output("--out", args.out, SUMMARY_FOLDER, overwrite=True)
         if not args.curve.is_dir():
             raise RomaError(f"{args.curve} does not exist: run the size-curve experiment first")
         # The curve's experiment holds this lock while it runs: its outcomes are read whole, or not at all.
         with FolderLock(args.curve, "scripts/size_curve.py"):
             summary = summarise(correct_flags(_outcomes(args.curve), _outcomes(args.compare)))
-            args.out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(args.out / "size_curve.json", summary)
-            write_text_atomic(args.out / "size_curve.md", markdown(summary))
-            plot(summary, args.out / "size_curve.png")
+            with output.staged() as folder:  # the previous summary stays until this one is whole
+                write_json_atomic(folder / "size_curve.json", summary)
+                write_text_atomic(folder / "size_curve.md", markdown(summary))
+                plot(summary, folder / "size_curve.png")
     except RomaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -312,9 +312,8 @@ def guard_output(
                 f"choose another {option})"
             )
         return Output(option, out, kind, bool(present), identity)
-    if extend and resume and not overwrite:
-        return Output(option, out, kind, False, identity)
-    return Output(option, out, kind, _replaces(option, out, kind, names, overwrite, resume), identity)
+    replaces = _replaces(option, out, kind, names, overwrite, resume, extend)
+    return Output(option, out, kind, replaces, identity)
 
 
 def _refuse_inputs_inside(option: str, out: Path, inputs: Mapping[str, PathSpec]) -> None:
@@ -363,11 +362,20 @@ def _result_entries(option: str, out: Path, kind: Kind) -> list[str]:
 
 
 def _replaces(
-    option: str, out: Path, kind: Kind, names: list[str], overwrite: bool, resume: bool | None
+    option: str,
+    out: Path,
+    kind: Kind,
+    names: list[str],
+    overwrite: bool,
+    resume: bool | None,
+    extend: bool = False,
 ) -> bool:
     """Whether a result in ``out`` (of entries ``names``) is to be replaced; a finished one needs
-    ``overwrite``, an unfinished one ``resume`` (continued in place) or ``overwrite``."""
+    ``overwrite`` (or ``resume`` with ``extend``: continued in place), an unfinished one ``resume``
+    (continued in place) or ``overwrite``."""
     done = [n for n in names if _matches(n, kind.finished)]
+    if done and not overwrite and resume and extend:
+        return False
     if done and not overwrite:
         what = "; nothing to resume" if resume else ""
         raise RomaError(
