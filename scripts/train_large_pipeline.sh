@@ -14,15 +14,19 @@
 #
 # With no step named, all of them in that order, on one thread:
 #   nice -n 5 bash scripts/train_large_pipeline.sh
-# On two cores, once the configs exist, one worker each (an experiment folder holds a lock while it
-# runs, so two workers never run the same one), then the summary:
+# On two cores, once the configs exist, one process each (an experiment folder holds a lock while it
+# runs, so two processes never run the same one), then the summary:
 #   bash scripts/train_large_pipeline.sh compare & bash scripts/train_large_pipeline.sh curve; wait
 #   bash scripts/train_large_pipeline.sh summary
+# or one experiment's method runs two at a time (WORKERS=2: `roma experiment --workers 2`, one thread
+# each, the same results as one worker):
+#   WORKERS=2 bash scripts/train_large_pipeline.sh compare
 # PYTHONPATH may name another checkout's code (a worktree frozen at the commit the runs began with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 THREADS=${THREADS:-1}
+WORKERS=${WORKERS:-1}
 export PYTHONPATH=${PYTHONPATH:-src} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}
 
 experiment() {  # experiment NAME: configs/NAME.yaml into results/NAME, unless it has finished
@@ -32,8 +36,8 @@ experiment() {  # experiment NAME: configs/NAME.yaml into results/NAME, unless i
         return
     fi
     echo "== experiment $1"
-    $PY -u -m moe_roma.cli experiment "configs/$1.yaml" --out "$out" --threads "$THREADS" --resume \
-        --no-progress
+    $PY -u -m moe_roma.cli experiment "configs/$1.yaml" --out "$out" --threads "$THREADS" \
+        --workers "$WORKERS" --resume --no-progress
 }
 
 configs() {

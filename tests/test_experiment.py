@@ -219,6 +219,62 @@ methods:
     assert sorted({r["seed"] for r in extended["rows"] if r["method"] == "roma"}) == [0, 1, 2]
 
 
+def test_worker_processes_give_the_results_of_one_process(tmp_path, capsys):
+    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
+    examples = make_examples(24)
+    write_data(tmp_path / "train.jsonl", examples[:16])
+    write_data(tmp_path / "a.jsonl", examples[16:])
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+name: workers
+data:
+  model: {tmp_path / "model"}
+  train: {tmp_path / "train.jsonl"}
+  eval: {{in_dist: {tmp_path / "a.jsonl"}}}
+scoring: letter
+seeds: [0, 1]
+metrics_split: in_dist
+train:
+  layers: last2
+  scoring: letter
+  schedule: {{epochs: 1, batch_size: 8}}
+  optimizer: {{lr: 0.01}}
+  graph.dedupe_threshold: 1.01
+methods:
+  - {{name: base, kind: base}}
+  - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
+  - {{name: roma, kind: train}}
+""")
+
+    def outcomes(folder):
+        records = [json.loads(line) for line in (folder / "outcomes.jsonl").read_text().splitlines()]
+        return {r["key"]: (r["run"], r["outcome"]["splits"], r["outcome"].get("metrics")) for r in records}
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["experiment", str(cfg), "--out", str(one), "--no-progress", "--threads", "1"]) == 0
+    capsys.readouterr()
+    # An interrupted run of the grid left the base run: the workers run the four trained runs.
+    two.mkdir()
+    (two / "outcomes.jsonl").write_text((one / "outcomes.jsonl").read_text().splitlines()[0] + "\n")
+    args = ["experiment", str(cfg), "--out", str(two), "--no-progress", "--threads", "1", "--resume"]
+    assert main([*args, "--workers", "2"]) == 0
+    log = capsys.readouterr().out
+    assert "resuming: 1 method runs already done" in log
+    assert "running 4 method runs in 2 worker processes" in log
+    assert log.count("[seed 0] router_tuning:") == 1  # each run logged once, as it finishes
+    assert outcomes(two) == outcomes(one)  # every item's answer and the routing metrics, exactly
+    rows = [json.loads((f / "results.json").read_text())["rows"] for f in (one, two)]
+    assert rows[0] == rows[1]
+
+
+def test_workers_are_refused_for_an_architecture_grid(tmp_path, capsys):
+    cfg = tmp_path / "arch.yaml"
+    cfg.write_text("kind: architectures\nname: a\n")
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--workers is for comparison grids" in err
+
+
 def test_resume_reruns_a_run_whose_model_data_or_settings_changed(tmp_path, capsys):
     """``--resume`` keys each finished run on everything it used: the model (config and weights), the
     data's content and every setting. Whatever changed reruns that run, and the log names it."""

@@ -9,6 +9,7 @@ from moe_roma.commands import (
     add_report_to_option,
     add_threads_option,
     add_trust_remote_code_option,
+    at_least,
 )
 
 
@@ -21,6 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="experiment YAML, e.g. configs/paper-table.yaml")
     p.add_argument("--out", default=None, help="output folder (default: runs/<name>)")
     add_threads_option(p)
+    p.add_argument(
+        "--workers",
+        type=at_least(1),
+        default=1,
+        metavar="N",
+        help="method runs at once, each in its own process with --threads torch threads and its own copy "
+        "of the model (default 1); on a CPU, N workers of one thread each finish a grid of small-model "
+        "runs about N times sooner on N free cores. The results are those of one worker",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -87,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "resume": args.resume,
         "report_to": args.report_to,
         "trust_remote_code": args.trust_remote_code,
+        "workers": args.workers,
     }
     if not output.replaces:
         run_experiment(cfg, output.path, **options)

@@ -344,6 +344,18 @@ def method_settings(method: Method, seed: int | None) -> dict[str, Any]:
 
 
 @dataclass
+class PlannedRun:
+    """One method run of a grid: what it runs, the key its outcome is recorded under, and why."""
+
+    method: Method
+    seed: int
+    kind: str
+    key: str
+    inputs: dict[str, str]
+    label: str
+
+
+@dataclass
 class Comparison:
     """Run ``methods`` x ``seeds`` and collect rows.
 
@@ -369,6 +381,10 @@ class Comparison:
     metrics_split: str | None = None  # routing metrics of base and trained methods on this split
     resume: bool = False  # reuse the method runs an interrupted run of the same grid finished
     report_to: list[str] = field(default_factory=list)  # experiment trackers, one run per method and seed
+    # Method runs at once, each in its own process (1: one after another, in this process); a worker
+    # builds its model and data with ``load_inputs``, a picklable () -> (model, tokenizer, train, splits).
+    workers: int = 1
+    load_inputs: Callable[[], tuple] | None = None
 
     def _run_inputs(self, method: Method, seed: int | None) -> dict[str, str]:
         """Everything a method run's outcome depends on, one digest per field (named when one changes):
@@ -417,42 +433,108 @@ class Comparison:
         ctx = self.ctx = self._context(store, info)
         base_routers = router_snapshot(self.model, info)
         rows, details = [], {}
-        cached: dict[str, dict] = {}
         outcomes_path, done, recorded = self._outcomes()
+        planned = self._planned_runs(done, recorded, outcomes_path)
+        logged: set[str] = set()
+        if self.workers > 1:
+            logged = self._run_in_workers(planned, outcomes_path, done)
+        for run in planned:
+            start = time.perf_counter()
+            restore_routers(self.model, base_routers)
+            # A seed-free method's key has no seed: it runs once and is reported for every seed.
+            if run.key not in done:
+                outcome = self._run_method(ctx, run.method, run.kind, run.seed)
+                _append_outcome(outcomes_path, run.key, run.label, run.inputs, outcome)
+                done[run.key] = outcome
+            outcome = done[run.key]
+            details[f"{run.method.name}/seed{run.seed}"] = outcome
+            rows.extend(self._rows(run.method, run.seed, outcome))
+            if run.key not in logged:
+                self._log_run(run, outcome, time.perf_counter() - start)
+        restore_routers(self.model, base_routers)
+        meta = self._meta(store)
+        self.details, self.store, self.info = details, store, info
+        return rows, meta
+
+    def _planned_runs(self, done: dict, recorded: dict, outcomes_path: Path) -> list[PlannedRun]:
+        """Every (seed, method) of the grid in order, with its outcome key; a run that was done before
+        with other inputs says which changed."""
+        planned = []
         for seed in self.seeds:
             for method in self.methods:
-                start = time.perf_counter()
-                restore_routers(self.model, base_routers)
-                # Seed-free methods are evaluated once and reported for every seed.
                 spec = method_spec(method.kind)
                 run_seed = None if spec.seed_free else seed
                 key, inputs = self._outcome_key(method, run_seed), self._run_inputs(method, run_seed)
                 label = f"{method.name}/seed{run_seed}" if run_seed is not None else method.name
                 old = recorded.get(label)
-                if old is not None and key not in done:  # the run was done, with something else: say what
+                if old is not None and key not in done and not any(r.label == label for r in planned):
                     changed = [k for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
                     self.log(
                         f"resuming: {label} runs again: its {', '.join(changed)} changed since "
                         f"{outcomes_path}"
                     )
-                if spec.seed_free and method.name in cached:
-                    outcome = cached[method.name]
-                elif key in done:  # finished by an earlier, interrupted run of the same grid
-                    outcome = done[key]
-                else:
-                    outcome = self._run_method(ctx, method, spec.kind, seed)
-                    _append_outcome(outcomes_path, key, label, inputs, outcome)
-                if spec.seed_free:
-                    cached[method.name] = outcome
-                seconds = time.perf_counter() - start
-                details[f"{method.name}/seed{seed}"] = outcome
-                rows.extend(self._rows(method, seed, outcome))
-                accs = ", ".join(f"{s} {r['accuracy']:.1%}" for s, r in outcome["splits"].items())
-                self.log(f"[seed {seed}] {method.name}: {accs} ({seconds:.1f} s)")
-        restore_routers(self.model, base_routers)
-        meta = self._meta(store)
-        self.details, self.store, self.info = details, store, info
-        return rows, meta
+                planned.append(PlannedRun(method, seed, spec.kind, key, inputs, label))
+        return planned
+
+    def _log_run(self, run: PlannedRun, outcome: dict, seconds: float) -> None:
+        accs = ", ".join(f"{s} {r['accuracy']:.1%}" for s, r in outcome["splits"].items())
+        self.log(f"[seed {run.seed}] {run.method.name}: {accs} ({seconds:.1f} s)")
+
+    def _run_in_workers(self, planned: list[PlannedRun], outcomes_path: Path, done: dict) -> set[str]:
+        """Run the grid's missing method runs in ``workers`` processes at once, each with this process's
+        torch threads, recording each outcome as it arrives; returns the keys it ran (and logged).
+
+        Each worker loads the model and data itself (``load_inputs``) and the base routing this process
+        collected (``routing.json``), so a run there is the run this process would do: the same inputs,
+        the same seed, base routers restored first."""
+        if self.load_inputs is None:
+            raise RomaError("running method runs in worker processes needs a picklable load_inputs")
+        todo = list({r.key: r for r in planned if r.key not in done}.values())
+        if len(todo) < 2:
+            return set()
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from multiprocessing import get_context
+
+        workers = min(self.workers, len(todo))
+        self.log(f"running {len(todo)} method runs in {workers} worker processes")
+        settings = self._worker_settings()
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.load_inputs, settings, torch.get_num_threads()),
+        ) as pool:
+            running = {pool.submit(_worker_run, r.method, r.kind, r.seed): r for r in todo}
+            try:
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        run = running.pop(future)
+                        outcome, seconds = future.result()
+                        _append_outcome(outcomes_path, run.key, run.label, run.inputs, outcome)
+                        done[run.key] = outcome
+                        self._log_run(run, outcome, seconds)
+            except BaseException:
+                # The finished runs are in outcomes.jsonl; the others resume from their saved states.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        return {r.key for r in todo}
+
+    def _worker_settings(self) -> dict[str, Any]:
+        """The fields a worker's own Comparison is built with (its model and data it loads itself)."""
+        return {
+            "methods": self.methods,
+            "seeds": self.seeds,
+            "train_config": self.train_config,
+            "out_dir": self.out_dir,
+            "scoring": self.scoring,
+            "collect_layers": self.collect_layers,
+            "batch_size": self.batch_size,
+            "progress": self.progress,
+            "metrics_split": self.metrics_split,
+            "resume": self.resume,
+            "report_to": self.report_to,
+        }
 
     def _context(self, store: RoutingStore, info: MoEInfo) -> RunContext:
         """What every method runner shares: the model, the routing and the grid's settings."""
@@ -546,3 +628,32 @@ class Comparison:
             "base_train_accuracy": store.accuracy,
             "splits": {k: len(v) for k, v in self.splits.items()},
         }
+
+
+# A worker process's own comparison, context and base routers (``Comparison.workers``), built once
+# by ``_start_worker`` and used by every method run the process is given.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(load_inputs: Callable[[], tuple], settings: dict, threads: int) -> None:
+    from moe_roma.routing.store import load_routing_store
+
+    torch.set_num_threads(threads)
+    model, tokenizer, train_examples, splits = load_inputs()
+    comparison = Comparison(model, tokenizer, train_examples, splits, **settings)
+    info = discover_routers(model)
+    store = load_routing_store(Path(settings["out_dir"]) / "routing.json")
+    _WORKER.update(
+        comparison=comparison,
+        ctx=comparison._context(store, info),
+        base_routers=router_snapshot(model, info),
+    )
+
+
+def _worker_run(method: Method, kind: str, seed: int) -> tuple[dict, float]:
+    """One method run in a worker process: its outcome and seconds."""
+    start = time.perf_counter()
+    comparison, ctx = _WORKER["comparison"], _WORKER["ctx"]
+    restore_routers(comparison.model, _WORKER["base_routers"])
+    outcome = comparison._run_method(ctx, method, kind, seed)
+    return outcome, time.perf_counter() - start

@@ -11,6 +11,7 @@ checked without a model; ``run(cfg)`` loads the data and the model and runs the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -304,30 +305,18 @@ def run(
     resume: bool = False,
     report_to: list[str] | None = None,
     trust_remote_code: bool = False,
+    workers: int = 1,
 ) -> GridRun:
     """Run the grid into ``out_dir``: load the data and the model, collect the base routing, run
     every method and seed. ``resume`` reuses the method runs an interrupted run of the same grid
     into the same folder finished (``outcomes.jsonl``); ``report_to`` names experiment trackers (one
-    tracked run per method and seed); ``trust_remote_code`` lets the model folder run its own code."""
-    import torch
-
-    from moe_roma.models.loading import load_model
-
+    tracked run per method and seed); ``trust_remote_code`` lets the model folder run its own code;
+    ``workers`` method runs go at once, each in its own process with this one's torch threads."""
     start = time.perf_counter()
     out = output_folder(cfg, out_dir)
     trackers = check_trackers(report_to or [])  # a tracker that is not installed stops before any work
-    methods, runtime = cfg.grid(), cfg.train.runtime
-    model_path = _testbed_model(cfg.data.testbed) if cfg.data.testbed is not None else cfg.data.model
-    torch.manual_seed(0)
-    _, train_examples, splits = load_data(cfg.data, cfg.limit)
-    model, tok = load_model(
-        model_path,
-        dtype=runtime.dtype,
-        # The bundled testbeds are CPU-built and their recorded figures are CPU figures.
-        device=runtime.device or ("cpu" if cfg.data.testbed is not None else None),
-        attn_implementation=runtime.attn_implementation,
-        trust_remote_code=trust_remote_code,
-    )
+    methods = cfg.grid()
+    model, tok, train_examples, splits = load_inputs(cfg, trust_remote_code)
     log(
         f"experiment {cfg.name}: {len(methods)} methods x {len(cfg.seeds)} seeds on "
         + ", ".join(f"{k} ({len(v)})" for k, v in splits.items())
@@ -350,9 +339,35 @@ def run(
         metrics_split=cfg.metrics_split_used(),
         resume=resume,
         report_to=trackers,
+        workers=workers,
+        load_inputs=functools.partial(load_inputs, cfg, trust_remote_code),
     )
     rows, meta = comparison.run()
     return GridRun(cfg, out, rows, meta, comparison, train_examples, splits, start)
+
+
+def load_inputs(
+    cfg: ExperimentConfig, trust_remote_code: bool = False
+) -> tuple[Any, Any, list, dict[str, list]]:
+    """(model, tokenizer, training examples, evaluation splits) of a grid; a worker process of
+    ``--workers`` builds its own with this same function."""
+    import torch
+
+    from moe_roma.models.loading import load_model
+
+    runtime = cfg.train.runtime
+    model_path = _testbed_model(cfg.data.testbed) if cfg.data.testbed is not None else cfg.data.model
+    torch.manual_seed(0)
+    _, train_examples, splits = load_data(cfg.data, cfg.limit)
+    model, tok = load_model(
+        model_path,
+        dtype=runtime.dtype,
+        # The bundled testbeds are CPU-built and their recorded figures are CPU figures.
+        device=runtime.device or ("cpu" if cfg.data.testbed is not None else None),
+        attn_implementation=runtime.attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    return model, tok, train_examples, splits
 
 
 def _testbed_model(name: str) -> Path:
@@ -403,11 +418,17 @@ def run_experiment(
     resume: bool = False,
     report_to: list[str] | None = None,
     trust_remote_code: bool = False,
+    workers: int = 1,
 ) -> dict:
     """``roma experiment``: ``run`` then ``write_results`` (or a pre-training grid's own run)."""
     if isinstance(cfg, ArchitectureGrid):
         from moe_roma.experiments.pretraining_study import run_pretraining_study
 
+        if workers > 1:
+            raise RomaError(
+                f"{cfg.path}: --workers is for comparison grids; a kind: architectures file sets its "
+                "builds at once with its own 'workers' key"
+            )
         if report_to:
             raise RomaError(
                 f"{cfg.path}: --report-to is not supported for kind: architectures (each build writes "
@@ -417,7 +438,7 @@ def run_experiment(
         with _held(out):
             return run_pretraining_study(cfg.mapping, str(cfg.path), out, log=log, resume=resume)
     with _held(output_folder(cfg, out_dir)):
-        done = run(cfg, out_dir, progress, log, resume, report_to, trust_remote_code)
+        done = run(cfg, out_dir, progress, log, resume, report_to, trust_remote_code, workers)
         return write_results(done, log)
 
 
