@@ -145,20 +145,22 @@ def test_thread_count_must_be_positive(tmp_path, capsys):
     assert "argument --threads: must be at least 1, got 0" in err and not (tmp_path / "o").exists()
 
 
-def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):
+def _three_method_grid(tmp_path, extra: str = ""):
+    """A tiny model, data and grid file: base, router tuning and RoMA over seeds 0 and 1."""
     save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
     examples = make_examples(24)
     write_data(tmp_path / "train.jsonl", examples[:16])
     write_data(tmp_path / "a.jsonl", examples[16:])
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""
-name: resumable
+name: small
 data:
   model: {tmp_path / "model"}
   train: {tmp_path / "train.jsonl"}
   eval: {{in_dist: {tmp_path / "a.jsonl"}}}
 scoring: letter
 seeds: [0, 1]
+{extra}
 train:
   layers: last2
   scoring: letter
@@ -170,6 +172,11 @@ methods:
   - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
   - {{name: roma, kind: train}}
 """)
+    return cfg
+
+
+def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):
+    cfg = _three_method_grid(tmp_path)
     out = tmp_path / "out"
     assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
     full = json.loads((out / "results.json").read_text())["rows"]
@@ -220,31 +227,7 @@ methods:
 
 
 def test_worker_processes_give_the_results_of_one_process(tmp_path, capsys):
-    save_tiny_model(tmp_path / "model", "olmoe", num_layers=4)
-    examples = make_examples(24)
-    write_data(tmp_path / "train.jsonl", examples[:16])
-    write_data(tmp_path / "a.jsonl", examples[16:])
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"""
-name: workers
-data:
-  model: {tmp_path / "model"}
-  train: {tmp_path / "train.jsonl"}
-  eval: {{in_dist: {tmp_path / "a.jsonl"}}}
-scoring: letter
-seeds: [0, 1]
-metrics_split: in_dist
-train:
-  layers: last2
-  scoring: letter
-  schedule: {{epochs: 1, batch_size: 8}}
-  optimizer: {{lr: 0.01}}
-  graph.dedupe_threshold: 1.01
-methods:
-  - {{name: base, kind: base}}
-  - {{name: router_tuning, kind: train, overrides: {{regularizer.name: none}}}}
-  - {{name: roma, kind: train}}
-""")
+    cfg = _three_method_grid(tmp_path, extra="metrics_split: in_dist")
 
     def outcomes(folder):
         records = [json.loads(line) for line in (folder / "outcomes.jsonl").read_text().splitlines()]
