@@ -234,6 +234,9 @@ def test_worker_processes_give_the_results_of_one_process(tmp_path, capsys):
         return {r["key"]: (r["run"], r["outcome"]["splits"], r["outcome"].get("metrics")) for r in records}
 
     one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["experiment", str(cfg), "--out", str(two), "--workers", "2", "--dry-run"]) == 0
+    assert "3 methods x 2 seeds into" in (plan := capsys.readouterr().out)
+    assert "2 method runs at a time in worker processes" in plan
     assert main(["experiment", str(cfg), "--out", str(one), "--no-progress", "--threads", "1"]) == 0
     capsys.readouterr()
     # An interrupted run of the grid left the base run: the workers run the four trained runs.

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             "kept, the rest run, and its summary is rewritten when they finish"
         )
     if args.dry_run:
-        for line in plan(cfg, args.out, args.report_to, args.trust_remote_code):
+        for line in plan(cfg, args.out, args.report_to, args.trust_remote_code, args.workers):
             print(line)
         print("dry run: the configuration is valid; nothing was loaded or written")
         return 0

@@ -169,6 +169,7 @@ def plan(
     out_dir: str | Path | None = None,
     report_to: list[str] | None = None,
     trust_remote_code: bool = False,
+    workers: int = 1,
 ) -> list[str]:
     """What ``run`` would do, step by step, after checking everything that can be checked without
     loading a model or reading data: every setting and method (done when the file was read), every
@@ -179,6 +180,8 @@ def plan(
     trackers = check_trackers(report_to or [])
     methods, data, runtime = cfg.grid(), cfg.data, cfg.train.runtime
     steps = [f"experiment {cfg.name!r}: {len(methods)} methods x {len(cfg.seeds)} seeds into {out}"]
+    if workers > 1:
+        steps[0] += f", {workers} method runs at a time in worker processes"
     if data.testbed is not None:
         trained = " + ".join(data.training_splits())
         size = f", its first {data.train_size} items" if data.train_size else ""
