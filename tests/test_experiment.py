@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -251,6 +255,46 @@ def test_worker_processes_give_the_results_of_one_process(tmp_path, capsys):
     assert outcomes(two) == outcomes(one)  # every item's answer and the routing metrics, exactly
     rows = [json.loads((f / "results.json").read_text())["rows"] for f in (one, two)]
     assert rows[0] == rows[1]
+
+
+@pytest.mark.slow
+def test_a_stopped_grid_stops_its_workers_and_keeps_the_finished_runs(tmp_path):
+    """SIGTERM to the grid's process once the first run is recorded: the run still training in the
+    other worker (hours of epochs) stops too, the grid exits 143 with one line, and --resume keeps the
+    recorded run. The workers hold the captured pipes, so the call returns only once they are gone."""
+    cfg = _three_method_grid(tmp_path)
+    long_roma = "{name: roma, kind: train, overrides: {schedule.epochs: 100000}}"
+    cfg.write_text(
+        cfg.read_text().replace("seeds: [0, 1]", "seeds: [0]").replace("{name: roma, kind: train}", long_roma)
+    )
+    out = tmp_path / "out"
+    grid = ["experiment", str(cfg), "--out", str(out), "--no-progress", "--threads", "1", "--workers", "2"]
+    kill_at = Path(__file__).parent / "helpers" / "kill_at.py"
+    cmd = [sys.executable, str(kill_at), "moe_roma.experiments.comparison:_append_outcome", "1", "after"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [*cmd, "SIGTERM", "--", *grid], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "stopped by SIGTERM" in proc.stderr, proc.stderr
+    recorded = [json.loads(line)["run"] for line in (out / "outcomes.jsonl").read_text().splitlines()]
+    assert len(recorded) == 1 and recorded[0] in ("base", "router_tuning/seed0")
+    assert not (out / "results.json").exists() and not (out / LOCK_NAME).exists()
+
+
+def test_a_worker_that_dies_stops_the_grid_with_one_sentence(tmp_path):
+    from moe_roma.experiments.comparison import Comparison, PlannedRun
+    from moe_roma.io.errors import RomaError
+    from moe_roma.methods.roma.config import TrainConfig
+
+    # A worker that dies as the kernel's out-of-memory killer would leave it: no exception, no exit code.
+    grid = Comparison(
+        None, None, [], {}, [], [0], TrainConfig(), tmp_path, workers=2, load_inputs=partial(os._exit, 9)
+    )
+    runs = [PlannedRun(None, 0, "none", f"key{i}", {}, f"m{i}/seed0") for i in range(2)]
+    with pytest.raises(RomaError, match=r"a worker process died \(killed, or out of memory\) during m"):
+        grid._run_in_workers(runs, tmp_path / "outcomes.jsonl", {})
+    assert not (tmp_path / "outcomes.jsonl").exists()
 
 
 def test_workers_are_refused_for_an_architecture_grid(tmp_path, capsys):

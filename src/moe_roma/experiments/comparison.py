@@ -493,6 +493,7 @@ class Comparison:
         if len(todo) < 2:
             return set()
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
         from multiprocessing import get_context
 
         workers = min(self.workers, len(todo))
@@ -510,13 +511,21 @@ class Comparison:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
                         run = running.pop(future)
-                        outcome, seconds = future.result()
+                        try:
+                            outcome, seconds = future.result()
+                        except BrokenProcessPool:
+                            raise RomaError(
+                                f"a worker process died (killed, or out of memory) during {run.label}; "
+                                f"the finished runs are in {outcomes_path}: run the same command with "
+                                "--resume (fewer --workers if memory ran out)"
+                            ) from None
                         _append_outcome(outcomes_path, run.key, run.label, run.inputs, outcome)
                         done[run.key] = outcome
                         self._log_run(run, outcome, seconds)
             except BaseException:
-                # The finished runs are in outcomes.jsonl; the others resume from their saved states.
-                pool.shutdown(wait=False, cancel_futures=True)
+                # A stop or a failure ends the other runs now rather than when they finish: their
+                # workers stop as a stopped `roma train` does, and resume from their saved states.
+                _stop_workers(pool)
                 raise
         return {r.key for r in todo}
 
@@ -636,8 +645,20 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(load_inputs: Callable[[], tuple], settings: dict, threads: int) -> None:
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
     from moe_roma.routing.store import load_routing_store
 
+    # Between runs a worker ignores SIGINT (a terminal's Ctrl-C reaches every process, and the grid's
+    # process stops the workers) and dies quietly of SIGTERM; during a run both stop it as they stop
+    # `roma train` (``_worker_run``).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore, which a stopped worker would leave behind
+    # (and Python warn about at exit); one process's bars need only a thread lock.
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     model, tokenizer, train_examples, splits = load_inputs()
     comparison = Comparison(model, tokenizer, train_examples, splits, **settings)
@@ -652,8 +673,26 @@ def _start_worker(load_inputs: Callable[[], tuple], settings: dict, threads: int
 
 def _worker_run(method: Method, kind: str, seed: int) -> tuple[dict, float]:
     """One method run in a worker process: its outcome and seconds."""
+    from moe_roma.io.interrupts import Interrupted, handle_interrupts
+
     start = time.perf_counter()
     comparison, ctx = _WORKER["comparison"], _WORKER["ctx"]
-    restore_routers(comparison.model, _WORKER["base_routers"])
-    outcome = comparison._run_method(ctx, method, kind, seed)
+    try:
+        with handle_interrupts():
+            restore_routers(comparison.model, _WORKER["base_routers"])
+            outcome = comparison._run_method(ctx, method, kind, seed)
+    except Interrupted as stop:  # the run kept its last complete state; the grid's process is stopping
+        os._exit(stop.exit_status)
     return outcome, time.perf_counter() - start
+
+
+def _stop_workers(pool: Any) -> None:
+    """Send each worker of a ``ProcessPoolExecutor`` SIGTERM and drop the runs not started."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)  # joins them: their queues are released, none leaks
