@@ -496,6 +496,8 @@ class Comparison:
         from concurrent.futures.process import BrokenProcessPool
         from multiprocessing import get_context
 
+        from tqdm import tqdm
+
         workers = min(self.workers, len(todo))
         self.log(f"running {len(todo)} method runs in {workers} worker processes")
         settings = self._worker_settings()
@@ -506,6 +508,7 @@ class Comparison:
             initargs=(self.load_inputs, settings, torch.get_num_threads()),
         ) as pool:
             running = {pool.submit(_worker_run, r.method, r.kind, r.seed): r for r in todo}
+            bar = tqdm(total=len(todo), desc="method runs", unit="run", disable=not self.progress)
             try:
                 while running:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -522,11 +525,14 @@ class Comparison:
                         _append_outcome(outcomes_path, run.key, run.label, run.inputs, outcome)
                         done[run.key] = outcome
                         self._log_run(run, outcome, seconds)
+                        bar.update()
             except BaseException:
                 # A stop or a failure ends the other runs now rather than when they finish: their
                 # workers stop as a stopped `roma train` does, and resume from their saved states.
                 _stop_workers(pool)
                 raise
+            finally:
+                bar.close()
         return {r.key for r in todo}
 
     def _worker_settings(self) -> dict[str, Any]:
@@ -539,7 +545,9 @@ class Comparison:
             "scoring": self.scoring,
             "collect_layers": self.collect_layers,
             "batch_size": self.batch_size,
-            "progress": self.progress,
+            # Several workers' bars would overwrite each other on one line: the grid's process shows
+            # one bar over the method runs instead.
+            "progress": False,
             "metrics_split": self.metrics_split,
             "resume": self.resume,
             "report_to": self.report_to,
