@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from functools import partial
@@ -258,10 +259,12 @@ def test_worker_processes_give_the_results_of_one_process(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_stopped_grid_stops_its_workers_and_keeps_the_finished_runs(tmp_path):
-    """SIGTERM to the grid's process once the first run is recorded: the run still training in the
-    other worker (hours of epochs) stops too, the grid exits 143 with one line, and --resume keeps the
-    recorded run. The workers hold the captured pipes, so the call returns only once they are gone."""
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_grid_stops_its_workers_and_keeps_the_finished_runs(tmp_path, signame):
+    """A signal to the grid's process once the first run is recorded: the run still training in the
+    other worker (hours of epochs) stops too, and --resume keeps the recorded run. The workers hold the
+    captured pipes, so the call returns only once they are gone. SIGTERM: the grid exits 143 with one
+    line; SIGKILL: the grid dies at once, and its workers stop when they find their parent gone."""
     cfg = _three_method_grid(tmp_path)
     long_roma = "{name: roma, kind: train, overrides: {schedule.epochs: 100000}}"
     cfg.write_text(
@@ -272,14 +275,16 @@ def test_a_stopped_grid_stops_its_workers_and_keeps_the_finished_runs(tmp_path):
     kill_at = Path(__file__).parent / "helpers" / "kill_at.py"
     cmd = [sys.executable, str(kill_at), "moe_roma.experiments.comparison:_append_outcome", "1", "after"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [*cmd, "SIGTERM", "--", *grid], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 143, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "stopped by SIGTERM" in proc.stderr, proc.stderr
+    proc = subprocess.run([*cmd, signame, "--", *grid], env=env, capture_output=True, text=True, timeout=900)
     recorded = [json.loads(line)["run"] for line in (out / "outcomes.jsonl").read_text().splitlines()]
     assert len(recorded) == 1 and recorded[0] in ("base", "router_tuning/seed0")
-    assert not (out / "results.json").exists() and not (out / LOCK_NAME).exists()
+    assert not (out / "results.json").exists()
+    if signame == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL and "Traceback" not in proc.stderr, proc.stderr
+        return
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "stopped by SIGTERM" in proc.stderr, proc.stderr
+    assert not (out / LOCK_NAME).exists()
 
 
 def test_a_worker_that_dies_stops_the_grid_with_one_sentence(tmp_path):

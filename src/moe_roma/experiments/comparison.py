@@ -667,6 +667,9 @@ def _start_worker(load_inputs: Callable[[], tuple], settings: dict, threads: int
     # tqdm's default lock is a multiprocessing semaphore, which a stopped worker would leave behind
     # (and Python warn about at exit); one process's bars need only a thread lock.
     tqdm.set_lock(threading.RLock())
+    # A worker outlives a grid process killed outright (SIGKILL): stop it then, so that a resumed grid's
+    # worker never trains into the same run folder beside it.
+    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(threads)
     model, tokenizer, train_examples, splits = load_inputs()
     comparison = Comparison(model, tokenizer, train_examples, splits, **settings)
@@ -677,6 +680,15 @@ def _start_worker(load_inputs: Callable[[], tuple], settings: dict, threads: int
         ctx=comparison._context(store, info),
         base_routers=router_snapshot(model, info),
     )
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM this process once its parent is gone (it is then adopted by another)."""
+    import signal
+
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _worker_run(method: Method, kind: str, seed: int) -> tuple[dict, float]:
