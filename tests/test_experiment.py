@@ -231,6 +231,44 @@ def test_an_interrupted_grid_resumes_with_the_same_results(tmp_path, capsys):
     assert sorted({r["seed"] for r in extended["rows"] if r["method"] == "roma"}) == [0, 1, 2]
 
 
+def test_the_report_gives_each_methods_accuracy_per_task_family(tmp_path):
+    cfg = _three_method_grid(tmp_path)
+    out = tmp_path / "out"
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    # The expected means, from the items' own answers: a task family's share right, averaged over seeds.
+    tasks = {ex.id: ex.task for ex in make_examples(24)[16:]}
+    ids = [json.loads(line)["id"] for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    expected: dict = {}
+    for line in (out / "outcomes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        correct = record["outcome"]["splits"]["in_dist"]["correct"]
+        for task in ("t0", "t1"):
+            flags = [c for c, i in zip(correct, ids) if tasks[i] == task]
+            expected.setdefault(task, {}).setdefault(record["run"].split("/")[0], []).append(
+                sum(flags) / len(flags)
+            )
+    reported = json.loads((out / "results.json").read_text())["tasks"]["in_dist"]
+    assert list(reported) == ["t0", "t1"]
+    for task, per_method in expected.items():
+        assert list(reported[task]) == ["base", "router_tuning", "roma"]
+        for method, accs in per_method.items():
+            assert reported[task][method] == pytest.approx(sum(accs) / len(accs))
+    table = (out / "table.md").read_text()
+    section = table.split("## Accuracy per task family")[1].split("\n## ")[0]
+    assert "| task | base | router_tuning | roma |" in section
+    t0 = reported["t0"]
+    assert f"| t0 | {t0['base']:.1%} | {t0['router_tuning']:.1%} | {t0['roma']:.1%} |" in section
+    # scripts/per_task.py prints the same section from outcomes.jsonl alone.
+    script = Path(__file__).resolve().parents[1] / "scripts" / "per_task.py"
+    printed = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "runs per method: base 1, router_tuning 2, roma 2" in printed
+    assert section.strip() in printed
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "outcomes.jsonl" in missing.stderr
+
+
 def test_worker_processes_give_the_results_of_one_process(tmp_path, capsys):
     cfg = _three_method_grid(tmp_path, extra="metrics_split: in_dist")
 

@@ -1,10 +1,10 @@
-"""Per-seed paired McNemar tests and seed intervals of an experiment grid."""
+"""Per-seed paired McNemar tests, seed intervals and per-task accuracy of an experiment grid."""
 
 from __future__ import annotations
 
 import pytest
 
-from moe_roma.experiments.grid import paired_tests
+from moe_roma.experiments.grid import paired_tests, per_task_accuracy
 from moe_roma.io.errors import RomaError
 from moe_roma.scoring.stats import mean_interval
 
@@ -35,3 +35,26 @@ def test_mean_interval_is_a_t_interval():
     lo, hi = mean_interval([0.80, 0.82, 0.84])
     assert lo < 0.82 < hi and hi - lo == pytest.approx(2 * 4.302653 * 0.02 / 3**0.5, rel=1e-5)
     assert mean_interval([0.5]) is None
+
+
+def test_per_task_accuracy_is_the_mean_over_seeds_of_each_family():
+    def run(in_dist: dict, heldout: dict | None = None) -> dict:
+        splits = {"in_dist": {"tasks": in_dist}}
+        return {"splits": splits | ({"heldout_tasks": {"tasks": heldout}} if heldout else {})}
+
+    details = {
+        # A seed-free method's one outcome is reported under every seed.
+        "base/seed0": run({"x": 0.5, "y": 0.25}, {"z": 1.0}),
+        "base/seed1": run({"x": 0.5, "y": 0.25}, {"z": 1.0}),
+        "roma/seed0": run({"x": 1.0, "y": 0.0}, {"z": 0.5}),
+        "roma/seed1": run({"x": 0.5, "y": None}, {"z": 0.0}),
+        "roma[k=3]/seed0": run({"x": 0.0}),
+    }
+    tasks = per_task_accuracy(details, ["base", "roma", "roma[k=3]"], ["in_dist", "heldout_tasks"])
+    assert tasks == {
+        "in_dist": {
+            "x": {"base": 0.5, "roma": 0.75, "roma[k=3]": 0.0},
+            # A family a run has no accuracy for (no items, or none scored) counts for no seed.
+            "y": {"base": 0.25, "roma": 0.0, "roma[k=3]": None},
+        }
+    }  # heldout_tasks has one family, whose table would only repeat the split's accuracy

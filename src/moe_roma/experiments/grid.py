@@ -395,6 +395,7 @@ def write_results(done: GridRun, log: Callable[[str], None] = print) -> dict:
         "config": {**done.meta, "experiment": source},
         "metrics": metrics,
         "ctgi": cross_task_generalisation(rows, split_names),
+        "tasks": per_task_accuracy(comparison.details, names, split_names),
         "paired": paired,
         "intervals": seed_intervals(rows),
         "package_version": __version__,
@@ -404,7 +405,15 @@ def write_results(done: GridRun, log: Callable[[str], None] = print) -> dict:
     table = markdown_table(rows, names, split_names)
     where = str(cfg.path) if getattr(cfg, "path", None) is not None else cfg.name
     report = experiment_report(
-        source, table, metrics, results["ctgi"], seconds, where, paired=paired, intervals=results["intervals"]
+        source,
+        table,
+        metrics,
+        results["ctgi"],
+        seconds,
+        where,
+        paired=paired,
+        intervals=results["intervals"],
+        tasks=results["tasks"],
     )
     write_text_atomic(out / "table.md", report)
     plot_accuracy(rows, names, split_names, out / "accuracy.png")
@@ -514,6 +523,33 @@ def seed_intervals(rows: list[dict]) -> dict:
         f"{m}/{s}": {"mean": a["mean"], "ci": mean_interval(a["values"]) if "values" in a else None}
         for (m, s), a in agg.items()
     }
+
+
+def per_task_accuracy(details: dict, methods: list[str], splits: list[str]) -> dict:
+    """Each method's accuracy on each task family of each split, mean over its seeds:
+    ``{split: {task: {method: mean}}}``; a split whose items carry one task family or none is left out.
+    A seed-free method's one run stands for every seed, so its mean is that run's accuracy."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for split in splits:
+        per_method: dict[str, dict[str, list[float]]] = {}
+        tasks: dict[str, None] = {}
+        for key, outcome in details.items():
+            method = key.rsplit("/seed", 1)[0]
+            for task, acc in outcome.get("splits", {}).get(split, {}).get("tasks", {}).items():
+                tasks.setdefault(task)
+                if acc is not None:
+                    per_method.setdefault(method, {}).setdefault(task, []).append(acc)
+        if len(tasks) < 2:
+            continue
+        out[split] = {
+            task: {
+                m: (sum(v) / len(v)) if (v := per_method.get(m, {}).get(task)) else None
+                for m in methods
+                if m in per_method
+            }
+            for task in sorted(tasks)
+        }
+    return out
 
 
 def cross_task_generalisation(rows: list[dict], splits: list[str]) -> dict:

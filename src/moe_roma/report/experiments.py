@@ -19,8 +19,10 @@ def experiment_report(
     config_path: str,
     paired: list | None = None,
     intervals: dict | None = None,
+    tasks: dict | None = None,
 ) -> str:
-    """``table.md`` of ``roma experiment``: the accuracy table, CTGI, routing metrics, the plot."""
+    """``table.md`` of ``roma experiment``: the accuracy table, its intervals and paired tests, CTGI,
+    accuracy per task family, routing metrics, the plot."""
     lines = [
         f"# {cfg.get('name', 'experiment')}",
         "",
@@ -34,6 +36,8 @@ def experiment_report(
         lines += _paired_section(paired)
     if ctgi:
         lines += _ctgi_section(ctgi)
+    if tasks:
+        lines += per_task_section(tasks)
     if metrics:
         lines += _metrics_section(metrics)
     lines += ["![accuracy](accuracy.png)", ""]
@@ -92,6 +96,30 @@ def _ctgi_section(ctgi: dict) -> list[str]:
         go = "-" if v["gain_heldout"] is None else f"{v['gain_heldout']:+.1%}"
         lines.append(f"| {m} | {v['gain_in_dist']:+.1%} | {go} | {c} |")
     return [*lines, ""]
+
+
+def per_task_section(tasks: dict) -> list[str]:
+    """The "Accuracy per task family" section of ``table.md``: one table per split, a row per family."""
+    lines = [
+        "## Accuracy per task family",
+        "",
+        "Each method's accuracy on the items of one task family, mean over seeds: where a split's "
+        "difference between methods comes from.",
+        "",
+    ]
+    for split, per_task in tasks.items():
+        methods = list(next(iter(per_task.values())))
+        lines += [
+            f"### {split}",
+            "",
+            "| task | " + " | ".join(methods) + " |",
+            "|---" * (len(methods) + 1) + "|",
+        ]
+        for task, accs in per_task.items():
+            cells = ("-" if accs.get(m) is None else f"{accs[m]:.1%}" for m in methods)
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _metrics_section(metrics: dict) -> list[str]:
