@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -10,20 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.scripts import load_script
 from moe_roma.experiments.config import ExperimentConfig
 from moe_roma.io.errors import RomaWarning
 from moe_roma.training.schedules import resolve_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "large_comparison", ROOT / "scripts" / "large_comparison.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fake_sweep_results(folder: Path, best: dict[str, str]) -> None:
@@ -41,7 +32,7 @@ def _fake_sweep_results(folder: Path, best: dict[str, str]) -> None:
 
 
 def test_the_comparison_and_the_size_curve_follow_the_picks_and_read_without_old_names(tmp_path):
-    script = _script()
+    script = load_script("large_comparison")
     picks = {"router_tuning": "router_tuning[lr=3e-4,paper]", "roma": "roma[paper,lam=3]"}
     _fake_sweep_results(tmp_path, picks)
     compare_path, curve_path = script.main(tmp_path, tmp_path)
@@ -79,13 +70,6 @@ def test_the_comparison_and_the_size_curve_follow_the_picks_and_read_without_old
     assert small.regularizer.lam == 3.0 and curve_methods["router_tuning[n=5000]"].config.optimizer.lr == 3e-4
 
 
-def _curve_script():
-    spec = importlib.util.spec_from_file_location("size_curve", ROOT / "scripts" / "size_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write_outcomes(folder: Path, runs: dict[str, dict[str, list[bool]]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -107,7 +91,7 @@ def _flags(k: int, n: int = 10) -> list[bool]:
 
 
 def test_the_size_curve_joins_the_comparisons_full_size_and_pairs_roma_with_router_tuning(tmp_path):
-    script, curve = _script(), _curve_script()
+    script, curve = load_script("large_comparison"), load_script("size_curve")
     _fake_sweep_results(
         tmp_path, {"router_tuning": "router_tuning[lr=3e-4,paper]", "roma": "roma[paper,lam=3]"}
     )
@@ -140,7 +124,7 @@ def test_the_size_curve_joins_the_comparisons_full_size_and_pairs_roma_with_rout
 
 
 def test_the_size_curve_refuses_missing_runs_and_settings_that_differ(tmp_path, capsys):
-    script, curve = _script(), _curve_script()
+    script, curve = load_script("large_comparison"), load_script("size_curve")
     _fake_sweep_results(
         tmp_path, {"router_tuning": "router_tuning[lr=3e-4,paper]", "roma": "roma[paper,lam=3]"}
     )

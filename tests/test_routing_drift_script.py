@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
 from helpers.examples import make_examples, write_data
+from helpers.scripts import load_script
 from helpers.tiny_models import save_tiny_model
 from moe_roma.models.checkpoint import apply_router_checkpoint, save_router_checkpoint
 from moe_roma.models.discovery import discover_routers
 from moe_roma.models.loading import load_model
 from moe_roma.scoring.engine import evaluate
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "routing_drift.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("routing_drift", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_routers_left_as_they_are_do_not_drift_and_changed_ones_do(tmp_path, capsys):
@@ -51,7 +41,7 @@ def test_routers_left_as_they_are_do_not_drift_and_changed_ones_do(tmp_path, cap
         "--json",
         str(out),
     ]
-    assert _script().main(argv) == 0
+    assert load_script("routing_drift").main(argv) == 0
     figures = json.loads(out.read_text())
     same, moved = figures[str(tmp_path / "m" / "seed0")], figures[str(tmp_path / "m" / "seed1")]
     for split in ("a", "b"):
@@ -71,6 +61,6 @@ def test_routers_left_as_they_are_do_not_drift_and_changed_ones_do(tmp_path, cap
 
 
 def test_a_malformed_data_option_is_one_sentence(tmp_path, capsys):
-    assert _script().main([str(tmp_path), "--model", "m", "--data", "no-equals-sign"]) == 2
+    assert load_script("routing_drift").main([str(tmp_path), "--model", "m", "--data", "no-equals-sign"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--data no-equals-sign: expected SPLIT=FILE" in err

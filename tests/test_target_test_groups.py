@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "target_test_groups.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("target_test_groups", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers.scripts import load_script
 
 
 def _task(n: int, own: int, right: dict[str, int], fixed: dict[str, int]) -> dict:
@@ -29,7 +20,7 @@ def _task(n: int, own: int, right: dict[str, int], fixed: dict[str, int]) -> dic
 
 
 def test_groups_sum_counts_over_their_families_and_unknown_families_are_refused(tmp_path, capsys):
-    script = _script()
+    script = load_script("target_test_groups")
     per_task = {
         "a": _task(
             10,

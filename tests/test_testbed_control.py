@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from helpers.scripts import load_script
 from helpers.tiny_models import build_tiny_model, build_tiny_tokenizer
 from moe_roma.data.prompts import continuation_context
 from moe_roma.testbed.control import (
@@ -189,19 +190,14 @@ def test_an_unknown_partner_rule_is_refused_before_any_work():
 
 
 def test_the_control_grid_writes_configs_in_the_dotted_names_each_reaching_its_setting(tmp_path, monkeypatch):
-    import importlib.util
     import warnings
-    from pathlib import Path
 
     import yaml
 
     from moe_roma.experiments.config import ExperimentConfig
     from moe_roma.io.errors import RomaWarning
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "control_grid.py"
-    spec = importlib.util.spec_from_file_location("control_grid", path)
-    grid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grid)
+    grid = load_script("control_grid")
     monkeypatch.setattr(grid, "CONFIGS", tmp_path)
     written = grid.selection()
     assert sorted(p.name for p in written) == ["ceiling.yaml", "select.yaml"]
@@ -223,18 +219,13 @@ def test_the_control_grid_writes_configs_in_the_dotted_names_each_reaching_its_s
 
 
 def test_the_dose_files_carry_the_selections_picks_read_from_dotted_settings(tmp_path, monkeypatch):
-    import importlib.util
     import json
-    from pathlib import Path
 
     import yaml
 
     from moe_roma.experiments.config import ExperimentConfig
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "control_grid.py"
-    spec = importlib.util.spec_from_file_location("control_grid", path)
-    grid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grid)
+    grid = load_script("control_grid")
     monkeypatch.setattr(grid, "CONFIGS", tmp_path / "configs")
     rows = [{"method": "base", "split": "validation_marked", "accuracy": 0.3, "n": 240, "setting": {}}]
     for i, (name, overrides) in enumerate(grid.TRAINED.items()):
@@ -526,21 +517,8 @@ def test_the_bootstrap_interval_brackets_the_mean_and_counts_the_undefined_resam
     assert bootstrap_interval(4, lambda i: None, n_boot=50) == (None, 50)
 
 
-def _control_readouts_script():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))
-    spec = importlib.util.spec_from_file_location("control_readouts", scripts / "control_readouts.py")
-    readouts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readouts)
-    return readouts
-
-
 def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_method(tmp_path):
-    readouts = _control_readouts_script()
+    readouts = load_script("control_readouts")
     for method in ("rt", "roma"):
         for seed in (0, 1):
             (tmp_path / "runs" / method / f"seed{seed}").mkdir(parents=True)
@@ -590,7 +568,7 @@ def test_the_control_readout_table_shows_recovery_and_routing_per_dose_and_metho
 def test_a_dose_becomes_a_diagnose_calibration_point_and_joins_the_margin_gain_correlation():
     from moe_roma.diagnose.verdict import CALIBRATION, helped
 
-    readouts = _control_readouts_script()
+    readouts = load_script("control_readouts")
 
     def paired(a: str, split: str, mean: float, low: float, high: float) -> dict:
         return {"a": a, "b": "router_tuning", "split": split, "mean_diff": mean, "ci": [low, high]}
@@ -691,17 +669,7 @@ def test_the_preregistered_verdict_reads_the_criteria_as_written():
 
 
 def test_the_target_distance_table_reads_each_dose_and_refuses_an_unbuilt_one(tmp_path, capsys, monkeypatch):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))
-    spec = importlib.util.spec_from_file_location(
-        "control_target_distance", scripts / "control_target_distance.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("control_target_distance")
     acc = {"corrupted": 0.284, "target": 0.307, "target_clean_neighbours": 0.333}
     readout = {
         "dose": "b1.00-s50",
