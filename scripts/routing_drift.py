@@ -28,6 +28,7 @@ import torch
 from moe_roma.data.loaders import load_examples
 from moe_roma.io.atomic import write_json_atomic
 from moe_roma.io.errors import RomaError
+from moe_roma.io.outputs import guard_output
 from moe_roma.models.checkpoint import (
     apply_router_checkpoint,
     load_router_checkpoint,
@@ -101,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", help="SPLIT=FILE, repeatable (without --testbed)")
     parser.add_argument("--scoring", default="continuation", choices=("continuation", "letter"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
     try:
         model_path, splits = _splits(args)
+        if args.json is not None:  # checked before any model loads, as every roma command does
+            guard_output("--json", args.json, inputs={"ROUTERS": args.routers}, overwrite=args.overwrite)
         torch.manual_seed(0)
         model, tok = load_model(model_path, device="cpu")
         info = discover_routers(model)

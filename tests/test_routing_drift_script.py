@@ -55,6 +55,9 @@ def test_routers_left_as_they_are_do_not_drift_and_changed_ones_do(tmp_path, cap
     scored = evaluate(base_model, tok, examples[:12], scoring="continuation", progress=False)
     assert moved["a"]["tuned_accuracy"] == scored.acc
     printed = capsys.readouterr().out
+    # An existing --json is replaced only with --overwrite, and refused before any model loads.
+    assert load_script("routing_drift").main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
     assert f"| {tmp_path / 'm' / 'seed1'} | {moved['a']['tv']:.3f} / " in printed
     # Two seed folders of one method: their mean, in a second table.
     assert f"| {tmp_path / 'm'} (2 seeds) | {moved['a']['tv'] / 2:.3f} / " in printed.split("Mean over")[1]
